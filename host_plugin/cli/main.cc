@@ -1,0 +1,40 @@
+// sd-graph: Stable Diffusion v1.x as a graph of nodes. This file only dispatches to the subcommands.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "host_plugin/cli/commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "sd-graph: Stable Diffusion v1.x as a graph of nodes\n"
+    "\n"
+    "usage: sd-graph COMMAND [ARGS...]   (sd-graph COMMAND --help for its flags)\n"
+    "\n"
+    "commands:\n"
+    "  tokenize [--tokenizer DIR] TEXT...      print the 77 CLIP token ids of each TEXT as a JSON array\n"
+    "  inspect MODEL [--json]                  format, dtype, detected config, hash and key check of a\n"
+    "                                          .safetensors or .ckpt checkpoint\n"
+    "  convert IN OUT.safetensors [--dtype D]  re-save any supported checkpoint as safetensors\n"
+    "  make-test-checkpoint OUT.safetensors    write a checkpoint of deterministic test weights\n"
+    "                                          (sdgold-v1; full SD v1.5 size or --tiny): images are noise\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? sd::cli::kExitUsage : sd::cli::kExitOk;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "tokenize") return sd::cli::TokenizeCommand(args);
+  if (command == "inspect") return sd::cli::InspectCommand(args);
+  if (command == "convert") return sd::cli::ConvertCommand(args);
+  if (command == "make-test-checkpoint") return sd::cli::MakeTestCheckpointCommand(args);
+  std::fprintf(stderr, "sd-graph: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return sd::cli::kExitUsage;
+}

@@ -1,0 +1,142 @@
+#include "nodes/weights/ckpt.h"
+
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/weights/pickle.h"
+#include "nodes/weights/zip_reader.h"
+
+namespace sd {
+namespace {
+
+using Kind = PickleValue::Kind;
+
+absl::Status Bad(const std::string& path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": invalid checkpoint: ", what));
+}
+
+bool SafeKey(const std::string& key) {
+  if (key.empty() || key.size() > 64) return false;
+  for (char c : key) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<CkptContents> ParseCkpt(std::shared_ptr<const MappedFile> file) {
+  const std::string path = file->path();
+  SD_ASSIGN_OR_RETURN(ZipArchive zip, ZipArchive::Open(file));
+
+  // Exactly one `<prefix>/data.pkl` at the top of the archive.
+  std::string prefix;
+  int found = 0;
+  for (const auto& [name, record] : zip.records()) {
+    size_t slash = name.find('/');
+    if (slash != std::string::npos && name.substr(slash) == "/data.pkl") {
+      prefix = name.substr(0, slash);
+      ++found;
+    }
+  }
+  if (found != 1) {
+    return Bad(path, found == 0 ? "no <archive>/data.pkl record (not a torch.save file?)"
+                                : "several data.pkl records");
+  }
+  if (const ZipRecord* bo = zip.Find(prefix + "/byteorder")) {
+    std::string order(reinterpret_cast<const char*>(bo->data), bo->size);
+    if (order != "little") return Bad(path, absl::StrCat("byte order '", order, "' is not supported"));
+  }
+  const ZipRecord* pkl = zip.Find(prefix + "/data.pkl");
+  if (Crc32(pkl->data, pkl->size) != pkl->crc32) return Bad(path, "data.pkl fails its CRC check");
+
+  struct Storage {
+    PVal value;
+    const uint8_t* data;
+  };
+  std::map<std::string, Storage> storages;
+  PersistentLoader loader = [&](const PVal& pid) -> absl::StatusOr<PVal> {
+    // ('storage', torch.FloatStorage, key, location, numel)
+    if (pid->kind != Kind::kTuple || pid->items.size() != 5 || pid->items[0]->kind != Kind::kString ||
+        pid->items[0]->str != "storage") {
+      return absl::InvalidArgumentError("persistent id is not ('storage', class, key, location, numel)");
+    }
+    const PVal& cls = pid->items[1];
+    const PVal& key = pid->items[2];
+    const PVal& numel = pid->items[4];
+    if (cls->kind != Kind::kGlobal || cls->module != "torch") {
+      return absl::InvalidArgumentError(absl::StrCat("storage class is ", cls->Describe()));
+    }
+    SD_ASSIGN_OR_RETURN(DType dtype, StorageClassDType(cls->name));
+    if (key->kind != Kind::kString || !SafeKey(key->str)) {
+      return absl::InvalidArgumentError("storage key is not a plain name");
+    }
+    if (numel->kind != Kind::kInt || numel->i < 0) {
+      return absl::InvalidArgumentError("storage element count is not a non-negative int");
+    }
+    auto it = storages.find(key->str);
+    if (it != storages.end()) {
+      if (it->second.value->storage_dtype != dtype ||
+          it->second.value->storage_numel != static_cast<uint64_t>(numel->i)) {
+        return absl::InvalidArgumentError(absl::StrCat("storage '", key->str, "' is declared twice differently"));
+      }
+      return it->second.value;
+    }
+    const std::string record_name = absl::StrCat(prefix, "/data/", key->str);
+    const ZipRecord* record = zip.Find(record_name);
+    if (!record) return absl::InvalidArgumentError(absl::StrCat("storage record ", record_name, " is missing"));
+    const uint64_t n = static_cast<uint64_t>(numel->i);
+    if (n > record->size / DTypeSize(dtype)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("storage '", key->str, "' claims ", n, " elements of ", DTypeName(dtype),
+                       " but its record holds ", record->size, " bytes"));
+    }
+    auto v = std::make_shared<PickleValue>();
+    v->kind = Kind::kStorage;
+    v->storage_dtype = dtype;
+    v->storage_numel = n;
+    v->str = key->str;
+    storages[key->str] = Storage{v, record->data};
+    return PVal(v);
+  };
+  SD_ASSIGN_OR_RETURN(PVal top, Unpickle(pkl->data, pkl->size, loader, absl::StrCat(path, ": ", prefix, "/data.pkl")));
+
+  CkptContents out;
+  if (top->kind != Kind::kDict) return Bad(path, absl::StrCat("top level is a ", top->Describe(), ", not a dict"));
+  PVal sd = top;
+  if (PVal nested = top->Get("state_dict")) {
+    if (nested->kind != Kind::kDict) {
+      return Bad(path, absl::StrCat("'state_dict' is a ", nested->Describe(), ", not a dict"));
+    }
+    sd = nested;
+    out.nested_state_dict = true;
+  }
+  std::set<std::string> seen;
+  for (const auto& [k, v] : sd->dict) {
+    if (k->kind != Kind::kString) return Bad(path, absl::StrCat("state dict key is a ", k->Describe()));
+    if (!seen.insert(k->str).second) return Bad(path, absl::StrCat("duplicate key '", k->str, "'"));
+    if (v->kind == Kind::kTensor) {
+      const Storage& s = storages.at(v->items[0]->str);
+      TensorView t;
+      t.name = k->str;
+      t.dtype = v->storage_dtype;
+      t.shape = v->shape;
+      t.strides = v->strides;
+      SD_ASSIGN_OR_RETURN(t.numel, CheckedNumel(t.shape, t.name));
+      t.data = s.data + static_cast<uint64_t>(v->storage_offset) * DTypeSize(t.dtype);
+      out.tensors.push_back(std::move(t));
+    } else if (v->kind == Kind::kObject || v->kind == Kind::kGlobal || v->kind == Kind::kStorage) {
+      return Bad(path, absl::StrCat("entry '", k->str, "' is a ", v->Describe(), ", not a tensor"));
+    } else {
+      out.ignored.push_back(k->str);
+    }
+  }
+  out.file = std::move(file);
+  return out;
+}
+
+}  // namespace sd

@@ -1,0 +1,84 @@
+// Helpers shared by the tests: where the reference data lives, temporary folders, running commands.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace sd::testing {
+
+// ../shared of the checkout (the golden vectors); SDGRAPH_SHARED_DIR overrides.
+inline std::string SharedDir() {
+  if (const char* e = std::getenv("SDGRAPH_SHARED_DIR"); e && *e) return e;
+  return SD_TEST_SHARED_DIR;
+}
+inline std::string GoldenDir() { return SharedDir() + "/golden"; }
+inline std::string TokenizerDir() { return SD_TEST_TOKENIZER_DIR; }
+inline std::string PythonDir() { return SD_TEST_PYTHON_DIR; }
+// "python3 SCRIPT" for a script of tests/python, run by the Python that has python3-torch.
+inline std::string PythonScript(const std::string& script) {
+  return std::string(SD_TEST_PYTHON) + " '" + PythonDir() + "/" + script + "'";
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+// A fresh folder under $TMPDIR, removed with everything in it when the object dies.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "sdgraph-test-XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `command` through the shell, capturing stdout and stderr.
+inline CommandResult RunCommand(const std::string& command) {
+  TempDir tmp;
+  const std::string out = tmp.File("out"), err = tmp.File("err");
+  const int rc = std::system((command + " >" + out + " 2>" + err).c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = ReadFile(out);
+  r.err = ReadFile(err);
+  return r;
+}
+
+inline std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+}  // namespace sd::testing
