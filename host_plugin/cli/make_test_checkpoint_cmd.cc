@@ -16,7 +16,7 @@ constexpr char kHelp[] =
     "It loads and runs like a real checkpoint, but it was never trained: images made with it are noise.\n"
     "Use it to test installations, pipelines and workers, never to judge image quality.\n"
     "\n"
-    "  --tiny       the small test configuration (same structure, small widths; ~15 MB) instead of full\n"
+    "  --tiny       the small test configuration (same structure, small widths; ~50 MB) instead of full\n"
     "               SD v1.5 size (1.07e9 parameters, 4.3 GB in f32)\n"
     "  --inpaint    a 9-channel inpainting UNet\n"
     "  --dtype D    storage dtype (default f32)\n"

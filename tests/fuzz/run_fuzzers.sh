@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs each libFuzzer target for SECONDS (default 60) from a seed corpus of real and hostile files, and
+# prints the executions each made.   usage: run_fuzzers.sh FUZZ_BUILD_DIR [SECONDS] [PYTHON]
+set -euo pipefail
+build=$1
+seconds=${2:-60}
+python=${3:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/sdgraph-fuzz-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle"
+# Seeds: the hostile corpus, genuine torch.save files, their pickles, small safetensors files.
+"$python" "$here/../python/write_hostile_ckpts.py" "$work/ckpt" "$work/canary"
+rm -f "$work/ckpt/expected.json"
+"$python" - "$work" <<'PY'
+import collections, os, sys, torch, zipfile
+w = sys.argv[1]
+base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+sd = collections.OrderedDict([("a", base), ("t", base.t()), ("h", base.half()[1:3]), ("i", torch.arange(3))])
+torch.save({"state_dict": sd, "step": 1}, os.path.join(w, "ckpt", "genuine.ckpt"))
+for name in os.listdir(os.path.join(w, "ckpt")):
+    try:
+        with zipfile.ZipFile(os.path.join(w, "ckpt", name)) as z:
+            for n in z.namelist():
+                if n.endswith("data.pkl"):
+                    open(os.path.join(w, "pickle", name + ".pkl"), "wb").write(z.read(n))
+    except Exception:
+        pass
+PY
+"$python" - "$work" <<'PY'
+import json, struct, sys, os
+w = sys.argv[1]
+for shape in ([2, 2], [3], [1, 2, 2]):
+    n = 1
+    for d in shape: n *= d
+    h = json.dumps({"x": {"dtype": "F16", "shape": shape, "data_offsets": [0, 2 * n]},
+                    "y": {"dtype": "I64", "shape": [1], "data_offsets": [2 * n, 2 * n + 8]}}).encode()
+    open(os.path.join(w, "safetensors", "s%d.safetensors" % n), "wb").write(struct.pack("<Q", len(h)) + h + bytes(2 * n + 8))
+PY
+
+total=0
+for target in safetensors ckpt pickle; do
+  log="$work/$target.log"
+  if ! "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
+       -max_len=65536 -timeout=10 "$work/$target" >"$log" 2>&1; then
+    tail -50 "$log"
+    echo "run_fuzzers: fuzz_$target found a crash" >&2
+    exit 1
+  fi
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  echo "fuzz_$target: $runs executions in ${seconds}s, no crash"
+  total=$((total + runs))
+done
+if [ -e "$work/canary" ]; then echo "run_fuzzers: a payload ran (canary exists)" >&2; exit 1; fi
+echo "run_fuzzers: $total executions in all"
