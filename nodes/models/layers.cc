@@ -1,0 +1,69 @@
+#include "nodes/models/layers.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace sd::nn {
+
+Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
+    : stride_(stride), padding_(padding < 0 ? kernel / 2 : padding) {
+  weight = register_parameter("weight", torch::empty({out, in, kernel, kernel}), false);
+  bias = register_parameter("bias", torch::empty({out}), false);
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  return torch::conv2d(x, weight, bias, stride_, padding_);
+}
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out, in}), false);
+  if (with_bias) bias = register_parameter("bias", torch::empty({out}), false);
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+
+GroupNormImpl::GroupNormImpl(int64_t channels, double eps, int64_t groups) : groups_(groups), eps_(eps) {
+  weight = register_parameter("weight", torch::empty({channels}), false);
+  bias = register_parameter("bias", torch::empty({channels}), false);
+}
+
+torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() == torch::kFloat32) return torch::group_norm(x, groups_, weight, bias, eps_);
+  return torch::group_norm(x.to(torch::kFloat32), groups_, weight, bias, eps_).to(x.scalar_type());
+}
+
+LayerNormImpl::LayerNormImpl(int64_t width, double eps) : width_(width), eps_(eps) {
+  weight = register_parameter("weight", torch::empty({width}), false);
+  bias = register_parameter("bias", torch::empty({width}), false);
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() == torch::kFloat32) return torch::layer_norm(x, {width_}, weight, bias, eps_);
+  return torch::layer_norm(x.to(torch::kFloat32), {width_}, weight, bias, eps_).to(x.scalar_type());
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t width) {
+  weight = register_parameter("weight", torch::empty({count, width}), false);
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+
+torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
+                        bool causal) {
+  const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
+  auto split = [&](const torch::Tensor& x, int64_t t) {
+    return x.view({b, t, heads, d}).transpose(1, 2);  // [B, H, T, D]
+  };
+  torch::Tensor scores = torch::matmul(split(q, tq), split(k, tk).transpose(-1, -2));  // [B, H, Tq, Tk]
+  if (causal) {
+    torch::Tensor mask = torch::ones({tq, tk}, torch::kBool).triu(1);
+    scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+  }
+  scores = scores.to(torch::kFloat32) / std::sqrt(static_cast<double>(d));
+  torch::Tensor weights = torch::softmax(scores, -1).to(v.scalar_type());
+  torch::Tensor out = torch::matmul(weights, split(v, tk));  // [B, H, Tq, D]
+  return out.transpose(1, 2).reshape({b, tq, width});
+}
+
+}  // namespace sd::nn

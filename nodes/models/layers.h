@@ -1,0 +1,75 @@
+// The layers Stable Diffusion's three networks are built from, as LibTorch modules whose parameters carry
+// the checkpoint's own names ("weight", "bias"). Parameters are created uninitialised: loading replaces
+// them with checkpoint tensors (zero-copy where possible), so no time goes into random initialisation.
+// Normalisation layers keep fp32 parameters and compute in fp32 whatever the model's dtype.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+namespace sd::nn {
+
+// Marks modules whose parameters stay fp32 when the model is loaded in bf16/fp16.
+class Fp32Params {
+ public:
+  virtual ~Fp32Params() = default;
+};
+
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = -1);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+
+ private:
+  int64_t stride_, padding_;
+};
+TORCH_MODULE(Conv2d);
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool bias = true);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+class GroupNormImpl : public torch::nn::Module, public Fp32Params {
+ public:
+  GroupNormImpl(int64_t channels, double eps, int64_t groups = 32);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+
+ private:
+  int64_t groups_;
+  double eps_;
+};
+TORCH_MODULE(GroupNorm);
+
+class LayerNormImpl : public torch::nn::Module, public Fp32Params {
+ public:
+  explicit LayerNormImpl(int64_t width, double eps = 1e-5);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+
+ private:
+  int64_t width_;
+  double eps_;
+};
+TORCH_MODULE(LayerNorm);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t count, int64_t width);
+  torch::Tensor forward(const torch::Tensor& ids);
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+// Multi-head attention on [B, Tq, H*D] queries and [B, Tk, H*D] keys/values -> [B, Tq, H*D]. Scores and
+// softmax are computed in fp32. `causal` masks keys after each query (CLIP's text encoder).
+torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
+                        bool causal = false);
+
+}  // namespace sd::nn

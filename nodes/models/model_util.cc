@@ -1,0 +1,72 @@
+#include "nodes/models/model_util.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nodes/models/layers.h"
+#include "nodes/weights/sd_config.h"
+#include "nodes/weights/torch_tensors.h"
+
+namespace sd {
+
+absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
+                         torch::ScalarType dtype, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  KeyCheck check;
+  for (const auto& item : module.named_modules("", /*include_self=*/true)) {
+    const torch::nn::Module& m = *item.value();
+    const bool fp32 = dynamic_cast<const nn::Fp32Params*>(&m) != nullptr;
+    for (const auto& p : m.named_parameters(/*recurse=*/false)) {
+      const std::string name = item.key().empty() ? p.key() : absl::StrCat(item.key(), ".", p.key());
+      const std::string key = prefix + name;
+      const TensorView* view = checkpoint.Find(key);
+      if (!view) {
+        check.missing.push_back(key);
+        continue;
+      }
+      torch::Tensor param = p.value();
+      if (view->shape != param.sizes().vec()) {
+        check.mismatched.push_back({key, param.sizes().vec(), view->shape});
+        continue;
+      }
+      absl::StatusOr<torch::Tensor> t = LoadTensor(checkpoint, key, fp32 ? torch::kFloat32 : dtype);
+      if (!t.ok()) return t.status();
+      torch::Tensor value = *t;
+      if (!value.device().is_cpu() || device != torch::kCPU) value = value.to(device);
+      param.set_data(value);
+      ++check.matched;
+    }
+  }
+  return check.ToStatus(checkpoint.path());
+}
+
+std::string DescribeTensor(const torch::Tensor& t) {
+  if (!t.defined()) return "an undefined tensor";
+  return absl::StrCat(std::string(c10::toString(t.scalar_type())), " [", absl::StrJoin(t.sizes(), ", "), "]");
+}
+
+absl::Status CheckFinite(const torch::Tensor& t, const std::string& what) {
+  if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " contains NaN or infinity"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<torch::Tensor> RunGuarded(const std::string& what, const std::function<torch::Tensor()>& fn) {
+  try {
+    c10::InferenceMode guard;
+    return fn();
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    if (absl::StrContains(msg, "out of memory") || absl::StrContains(msg, "DefaultCPUAllocator")) {
+      return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", msg));
+    }
+    return absl::InternalError(absl::StrCat(what, ": ", msg));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
+  }
+}
+
+}  // namespace sd

@@ -1,0 +1,33 @@
+// What every network shares: loading parameters by their checkpoint names, turning LibTorch exceptions
+// into Status at the model boundary, and describing tensors in error messages.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nodes/weights/checkpoint.h"
+
+namespace sd {
+
+// Replaces every parameter of `module` with checkpoint tensor `prefix + name`, converted to `dtype`
+// (fp32 for normalisation layers) and moved to `device`. Zero-copy when the stored dtype is already the
+// one wanted on CPU. FAILED_PRECONDITION lists missing keys and shape mismatches (expected vs found).
+absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
+                         torch::ScalarType dtype, torch::Device device = torch::kCPU);
+
+// "float32 [2, 4, 64, 64]"
+std::string DescribeTensor(const torch::Tensor& t);
+
+// INVALID_ARGUMENT naming `what` when `t` holds NaN or infinity.
+absl::Status CheckFinite(const torch::Tensor& t, const std::string& what);
+
+// Runs `fn` under inference mode; a LibTorch exception becomes a Status naming `what`
+// (RESOURCE_EXHAUSTED for out-of-memory, INTERNAL otherwise).
+absl::StatusOr<torch::Tensor> RunGuarded(const std::string& what, const std::function<torch::Tensor()>& fn);
+
+}  // namespace sd
