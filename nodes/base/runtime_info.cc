@@ -1,0 +1,84 @@
+#include "nodes/base/runtime_info.h"
+
+#include <link.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+namespace sd {
+namespace {
+
+int Collect(struct dl_phdr_info* info, size_t, void* data) {
+  auto* out = static_cast<BlasInfo*>(data);
+  if (!info->dlpi_name || !*info->dlpi_name) return 0;
+  const std::string name = info->dlpi_name;
+  const std::string base = name.substr(name.rfind('/') + 1);
+  if (base.rfind("libblas.so", 0) == 0 || base.rfind("libopenblas", 0) == 0 || base.rfind("libmkl_rt", 0) == 0 ||
+      base.rfind("libblis", 0) == 0) {
+    char resolved[PATH_MAX];
+    const std::string path = realpath(name.c_str(), resolved) ? resolved : name;
+    // Prefer an optimised library when several are loaded.
+    if (out->path.empty() || out->reference) out->path = path;
+    out->reference = out->path.find("openblas") == std::string::npos && out->path.find("mkl") == std::string::npos &&
+                     out->path.find("blis") == std::string::npos && out->path.find("atlas") == std::string::npos;
+  }
+  return 0;
+}
+
+uint64_t StatusField(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const size_t n = std::strlen(field);
+  while (std::getline(f, line)) {
+    if (line.compare(0, n, field) == 0) return std::strtoull(line.c_str() + n + 1, nullptr, 10) * 1024;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string BlasInfo::Describe() const {
+  if (path.empty()) return "none loaded";
+  return path + (reference ? " (reference BLAS: slow)" : "");
+}
+
+BlasInfo LoadedBlas() {
+  BlasInfo info;
+  dl_iterate_phdr(&Collect, &info);
+  return info;
+}
+
+int ConfigureThreads(int requested) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(requested > 0 ? requested : cores);
+  return at::get_num_threads();
+}
+
+bool WarnIfSlowBlas(const char* program) {
+  BlasInfo blas = LoadedBlas();
+  if (!blas.reference) return true;
+  std::fprintf(stderr,
+               "%s: WARNING: LibTorch is calling the reference BLAS (%s), which is 10-40x slower than an\n"
+               "optimised one. Install OpenBLAS (Debian: apt-get install libopenblas0-openmp) or select it with\n"
+               "update-alternatives --config libblas.so.3-x86_64-linux-gnu.\n",
+               program, blas.path.c_str());
+  return false;
+}
+
+uint64_t CurrentRss() { return StatusField("VmRSS:"); }
+uint64_t PeakRss() { return StatusField("VmHWM:"); }
+
+void ResetPeakRss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+}
+
+}  // namespace sd

@@ -1,0 +1,214 @@
+// sd-bench: times the three networks of SD v1.x at a given image size, per compute dtype, with peak
+// memory. Runs on a checkpoint it is given, or on a full-size sdgold-v1 checkpoint it generates (the
+// weights are deterministic test values: the timing is that of the real model). Prints a table; --json
+// writes the numbers for comparisons across runs.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+
+#include "absl/strings/str_split.h"
+#include "host_plugin/cli/args.h"
+#include "nodes/base/runtime_info.h"
+#include "nodes/models/clip_text.h"
+#include "nodes/models/model_util.h"
+#include "nodes/models/unet.h"
+#include "nodes/models/vae.h"
+#include "nodes/weights/checkpoint.h"
+#include "nodes/weights/test_weights.h"
+#include "tests/test_util.h"
+
+namespace sd {
+namespace {
+
+constexpr char kHelp[] =
+    "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases clip,unet1,unet2,vae_dec,vae_enc]\n"
+    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE]\n"
+    "\n"
+    "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG step), and\n"
+    "the VAE decoder and encoder at SIZE x SIZE pixels, in each compute dtype, and reports the peak resident\n"
+    "memory of each. Without --model it generates a full-size SD v1.5 checkpoint of sdgold-v1 test weights in\n"
+    "$TMPDIR (4.3 GB, removed afterwards).\n"
+    "\n"
+    "  --model CKPT    .safetensors or .ckpt to load (SD v1.x)\n"
+    "  --size S        image side in pixels, a multiple of 64 (default 512)\n"
+    "  --dtypes LIST   compute dtypes: f32, bf16, f16 (default f32,bf16; f16 is meant for CUDA)\n"
+    "  --cases LIST    which cases to run (default: all)\n"
+    "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default 1;\n"
+    "                  the median is reported)\n"
+    "  --threads N     ATen intra-op threads (default: all cores)\n"
+    "  --device D      cpu (default) or cuda\n"
+    "  --json FILE     also write the results as JSON\n";
+
+struct Result {
+  std::string dtype, case_name;
+  double seconds = 0;
+  uint64_t peak_rss = 0;
+};
+
+double Seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+torch::ScalarType ParseDtype(const std::string& d) {
+  if (d == "f32") return torch::kFloat32;
+  if (d == "bf16") return torch::kBFloat16;
+  if (d == "f16") return torch::kFloat16;
+  std::fprintf(stderr, "sd-bench: unknown dtype '%s'\n", d.c_str());
+  std::exit(2);
+}
+
+int Main(int argc, char** argv) {
+  auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                               {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json"}, {"help"}});
+  if (!args.ok()) {
+    std::fprintf(stderr, "sd-bench: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
+    return 2;
+  }
+  if (args->Has("help")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  const int size = std::stoi(args->GetOr("size", "512"));
+  if (size <= 0 || size % 64 != 0) {
+    std::fprintf(stderr, "sd-bench: --size must be a positive multiple of 64 (SD v1.x), got %d\n", size);
+    return 2;
+  }
+  const int repeat = std::max(1, std::stoi(args->GetOr("repeat", "1")));
+  const int threads = ConfigureThreads(std::stoi(args->GetOr("threads", "0")));
+  const torch::Device device(args->GetOr("device", "cpu"));
+  const std::vector<std::string> dtypes = absl::StrSplit(args->GetOr("dtypes", "f32,bf16"), ',');
+  const std::vector<std::string> cases = absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc"), ',');
+  WarnIfSlowBlas("sd-bench");
+
+  std::optional<testing::TempDir> tmp;
+  std::string model = args->GetOr("model", "");
+  std::string model_desc = model;
+  if (model.empty()) {
+    tmp.emplace();
+    model = tmp->File("sdgold-v1-sd15.safetensors");
+    auto t0 = std::chrono::steady_clock::now();
+    if (absl::Status s = WriteTestCheckpoint(model, TestCheckpointOptions()); !s.ok()) {
+      std::fprintf(stderr, "sd-bench: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "sd-bench: generated a full-size sdgold-v1 checkpoint in %.1f s\n", Seconds(t0));
+    model_desc = "sdgold-v1 SD v1.5 (generated, f32)";
+  }
+  auto ckpt = Checkpoint::Open(model);
+  if (!ckpt.ok()) {
+    std::fprintf(stderr, "sd-bench: %s\n", ckpt.status().ToString().c_str());
+    return 1;
+  }
+  auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
+  if (!config.ok()) {
+    std::fprintf(stderr, "sd-bench: %s\n", config.status().ToString().c_str());
+    return 1;
+  }
+  const int64_t lat = size / 8;
+  torch::manual_seed(0);
+  const torch::Tensor tokens = torch::randint(0, 49407, {2, 77}, torch::kInt64);
+  const torch::Tensor context = torch::randn({2, 77, config->unet.context_dim});
+  const torch::Tensor latents = torch::randn({2, config->unet.in_channels, lat, lat});
+  const torch::Tensor image = torch::rand({1, 3, size, size}) * 2 - 1;
+  const torch::Tensor enc_noise = torch::randn({1, config->vae.embed_dim, lat, lat});
+  const torch::Tensor timestep = torch::tensor({500});
+
+  std::vector<Result> results;
+  std::map<std::string, double> load_seconds;
+  for (const std::string& d : dtypes) {
+    const torch::ScalarType dtype = ParseDtype(d);
+    auto t0 = std::chrono::steady_clock::now();
+    ClipTextModel clip(config->clip);
+    UNet unet(config->unet);
+    Vae vae(config->vae);
+    for (auto [m, prefix] : {std::pair<torch::nn::Module*, const char*>{clip.get(), kClipPrefix},
+                             {unet.get(), kUNetPrefix}, {vae.get(), kVaePrefix}}) {
+      if (absl::Status s = LoadWeights(*m, **ckpt, prefix, dtype, device); !s.ok()) {
+        std::fprintf(stderr, "sd-bench: %s\n", s.ToString().c_str());
+        return 1;
+      }
+    }
+    load_seconds[d] = Seconds(t0);
+    std::fprintf(stderr, "sd-bench: %s: models loaded in %.1f s\n", d.c_str(), load_seconds[d]);
+    std::map<std::string, std::function<absl::StatusOr<torch::Tensor>()>> run = {
+        {"clip", [&] { return clip->Encode(tokens); }},
+        {"unet1", [&] { return unet->Predict(latents.slice(0, 0, 1), timestep, context.slice(0, 0, 1)); }},
+        {"unet2", [&] { return unet->Predict(latents, timestep, context); }},
+        {"vae_dec", [&] { return vae->Decode(latents.slice(0, 0, 1).slice(1, 0, config->vae.embed_dim)); }},
+        {"vae_enc", [&] { return vae->Encode(image, enc_noise); }},
+    };
+    for (const std::string& c : cases) {
+      auto it = run.find(c);
+      if (it == run.end()) {
+        std::fprintf(stderr, "sd-bench: unknown case '%s'\n", c.c_str());
+        return 2;
+      }
+      ResetPeakRss();
+      std::vector<double> times;
+      auto first = std::chrono::steady_clock::now();
+      auto out = it->second();
+      if (!out.ok()) {
+        std::fprintf(stderr, "sd-bench: %s %s: %s\n", d.c_str(), c.c_str(), out.status().ToString().c_str());
+        return 1;
+      }
+      if (device.is_cuda()) torch::cuda::synchronize();
+      const double first_s = Seconds(first);
+      if (first_s >= 2.0) times.push_back(first_s);  // long cases: no separate warm-up run
+      while (static_cast<int>(times.size()) < repeat) {
+        auto t = std::chrono::steady_clock::now();
+        (void)it->second();
+        if (device.is_cuda()) torch::cuda::synchronize();
+        times.push_back(Seconds(t));
+      }
+      std::sort(times.begin(), times.end());
+      results.push_back({d, c, times[times.size() / 2], PeakRss()});
+      std::fprintf(stderr, "sd-bench: %s %-8s %8.3f s\n", d.c_str(), c.c_str(), results.back().seconds);
+    }
+  }
+
+  std::printf("sd-bench: %s, %dx%d, %s, %d threads, BLAS %s\n", model_desc.c_str(), size, size,
+              device.str().c_str(), threads, LoadedBlas().Describe().c_str());
+  std::printf("%-9s", "case");
+  for (const auto& d : dtypes) std::printf(" %10s %12s", (d + " s").c_str(), (d + " peak").c_str());
+  if (dtypes.size() >= 2) std::printf(" %12s", (dtypes[1] + "/" + dtypes[0]).c_str());
+  std::printf("\n");
+  for (const std::string& c : cases) {
+    std::printf("%-9s", c.c_str());
+    std::vector<double> secs;
+    for (const auto& d : dtypes) {
+      for (const Result& r : results) {
+        if (r.dtype == d && r.case_name == c) {
+          std::printf(" %10.3f %10.2f GB", r.seconds, r.peak_rss / 1e9);
+          secs.push_back(r.seconds);
+        }
+      }
+    }
+    if (secs.size() >= 2) std::printf(" %12.2f", secs[1] / secs[0]);
+    std::printf("\n");
+  }
+  if (auto path = args->Get("json")) {
+    nlohmann::json j;
+    j["model"] = model_desc;
+    j["size"] = size;
+    j["device"] = device.str();
+    j["threads"] = threads;
+    j["blas"] = LoadedBlas().Describe();
+    j["load_seconds"] = load_seconds;
+    for (const Result& r : results) {
+      j["results"].push_back({{"dtype", r.dtype}, {"case", r.case_name}, {"seconds", r.seconds}, {"peak_rss_bytes", r.peak_rss}});
+    }
+    std::ofstream(*path) << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sd
+
+int main(int argc, char** argv) { return sd::Main(argc, argv); }
