@@ -14,6 +14,16 @@ namespace sd {
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
                          torch::ScalarType dtype, torch::Device device) {
   torch::NoGradGuard no_grad;
+  if (dtype == torch::kHalf && device.is_cpu()) {
+    // LibTorch 1.13's CPU kernels (matmul, conv) do not implement float16.
+    return absl::InvalidArgumentError(
+        "float16 compute is not supported on CPU; use bfloat16 (fast on CPUs with AVX-512 BF16) or float32 there, "
+        "and float16 on CUDA. float16 checkpoints load in any compute dtype.");
+  }
+  if (dtype != torch::kFloat32 && dtype != torch::kBFloat16 && dtype != torch::kHalf) {
+    return absl::InvalidArgumentError(absl::StrCat("compute dtype must be float32, bfloat16 or float16, not ",
+                                                   std::string(c10::toString(dtype))));
+  }
   KeyCheck check;
   for (const auto& item : module.named_modules("", /*include_self=*/true)) {
     const torch::nn::Module& m = *item.value();

@@ -164,6 +164,9 @@ TEST_F(ModelParityTest, LoadReportsMissingKeysAndShapeMismatches) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(s.message()), HasSubstr("attn2.to_k.weight: expected [320, 1024], found [320, 768]"));
   ClipTextModel clip(config_->clip);
+  s = LoadWeights(*clip, **st_, kClipPrefix, torch::kHalf);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("float16 compute is not supported on CPU"));
   s = LoadWeights(*clip, **st_, "no.such.prefix.", torch::kFloat32);
   EXPECT_THAT(std::string(s.message()), HasSubstr("missing: no.such.prefix.embeddings.token_embedding.weight"));
 }
