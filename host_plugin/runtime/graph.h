@@ -1,0 +1,63 @@
+// Graphs: load a .pbtxt, validate it completely against the node contracts before any model loads, plan,
+// and execute in-process. Every error names the graph file, the line, the node and the port at fault.
+//
+//   SD_ASSIGN_OR_RETURN(Graph g, Graph::Load("graphs/txt2img.pbtxt"));
+//   RunContext ctx{.checkpoint = "sd15.safetensors", .models = std::make_shared<ModelCache>()};
+//   SD_ASSIGN_OR_RETURN(auto outputs, g.Run({{"prompt", std::string("a cat")}}, ctx, options));
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nodes/ops/node.h"
+#include "proto/sd/v1/graph.pb.h"
+
+namespace sd {
+
+struct Progress {
+  int step = 0;   // 1-based step of the loop that is running (0 outside loops)
+  int steps = 0;  // the loop's step count
+  std::string node;
+  double elapsed_s = 0;
+};
+
+struct RunOptions {
+  std::function<void(const Progress&)> on_progress;  // per run, never global
+  // Extra values to capture, by source ("node.port"; inside a loop, the last step's value).
+  std::vector<std::string> capture;
+};
+
+class Graph {
+ public:
+  // Parses and validates. `name` is used in messages (the file's path for Load).
+  static absl::StatusOr<Graph> Load(const std::string& path);
+  static absl::StatusOr<Graph> FromText(const std::string& text, const std::string& name);
+
+  const v1::GraphConfig& config() const { return config_; }
+  const std::string& name() const { return name_; }
+  // The declared input, or nullptr.
+  const v1::GraphInput* Input(const std::string& name) const;
+
+  // Parses a command-line value for input `name` ("42", "0.5", "text", or "@file.safetensors:key" for
+  // tensors).
+  absl::StatusOr<Value> ParseInputValue(const std::string& name, const std::string& text) const;
+
+  // Runs the graph. Inputs not given take their defaults; a required one missing is INVALID_ARGUMENT.
+  // Returns the graph outputs by name, plus the captured sources.
+  absl::StatusOr<std::map<std::string, Value>> Run(const std::map<std::string, Value>& inputs, RunContext& ctx,
+                                                   const RunOptions& options = {}) const;
+
+  struct Plan;  // the validated execution plan (graph.cc)
+
+ private:
+  Graph() = default;
+  std::string name_;
+  v1::GraphConfig config_;
+  std::shared_ptr<const Plan> plan_;
+};
+
+}  // namespace sd

@@ -1,0 +1,206 @@
+#include "nodes/ops/node.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nodes/models/model_util.h"
+
+namespace sd {
+namespace {
+
+v1::DType ToProtoDType(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return v1::FLOAT32;
+    case torch::kFloat16: return v1::FLOAT16;
+    case torch::kBFloat16: return v1::BFLOAT16;
+    case torch::kInt64: return v1::INT64;
+    case torch::kUInt8: return v1::UINT8;
+    default: return v1::DTYPE_UNSPECIFIED;
+  }
+}
+
+}  // namespace
+
+std::string DescribeType(const v1::PortType& type) {
+  switch (type.kind()) {
+    case v1::STRING: return "string";
+    case v1::INT: return "int";
+    case v1::FLOAT: return "float";
+    case v1::TENSOR: {
+      std::string dtype = type.dtype() == v1::DTYPE_UNSPECIFIED ? "float" : absl::AsciiStrToLower(v1::DType_Name(type.dtype()));
+      return type.rank() < 0 ? absl::StrCat(dtype, " tensor") : absl::StrCat(dtype, " tensor of rank ", type.rank());
+    }
+    default: return "unspecified";
+  }
+}
+
+v1::PortType TensorPort(v1::DType dtype, int rank) {
+  v1::PortType t;
+  t.set_kind(v1::TENSOR);
+  t.set_dtype(dtype);
+  t.set_rank(rank);
+  return t;
+}
+
+v1::PortType ScalarPort(v1::ValueKind kind) {
+  v1::PortType t;
+  t.set_kind(kind);
+  return t;
+}
+
+bool Compatible(const v1::PortType& from, const v1::PortType& to) {
+  if (from.kind() != to.kind()) return from.kind() == v1::INT && to.kind() == v1::FLOAT;
+  if (from.kind() != v1::TENSOR) return true;
+  const bool float_from = from.dtype() == v1::DTYPE_UNSPECIFIED || from.dtype() == v1::FLOAT32 ||
+                          from.dtype() == v1::FLOAT16 || from.dtype() == v1::BFLOAT16;
+  const bool dtype_ok = to.dtype() == from.dtype() || (to.dtype() == v1::DTYPE_UNSPECIFIED && float_from) ||
+                        (from.dtype() == v1::DTYPE_UNSPECIFIED && to.dtype() == v1::FLOAT32);
+  return dtype_ok && (to.rank() < 0 || from.rank() < 0 || to.rank() == from.rank());
+}
+
+std::string DescribeValue(const Value& v) {
+  if (std::holds_alternative<std::string>(v)) return "string";
+  if (std::holds_alternative<int64_t>(v)) return "int";
+  if (std::holds_alternative<double>(v)) return "float";
+  if (std::holds_alternative<torch::Tensor>(v)) return DescribeTensor(std::get<torch::Tensor>(v));
+  return "nothing";
+}
+
+absl::Status CheckValue(const Value& v, const v1::PortType& type) {
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat("expected ", DescribeType(type), ", got ", DescribeValue(v)));
+  };
+  switch (type.kind()) {
+    case v1::STRING: return std::holds_alternative<std::string>(v) ? absl::OkStatus() : bad();
+    case v1::INT: return std::holds_alternative<int64_t>(v) ? absl::OkStatus() : bad();
+    case v1::FLOAT: return std::holds_alternative<double>(v) || std::holds_alternative<int64_t>(v) ? absl::OkStatus() : bad();
+    case v1::TENSOR: {
+      if (!std::holds_alternative<torch::Tensor>(v)) return bad();
+      const torch::Tensor& t = std::get<torch::Tensor>(v);
+      if (!t.defined()) return bad();
+      if (type.rank() >= 0 && t.dim() != type.rank()) {
+        return absl::InvalidArgumentError(absl::StrCat("expected rank ", type.rank(), ", got ", t.dim(), " (", DescribeTensor(t), ")"));
+      }
+      if (type.dtype() == v1::DTYPE_UNSPECIFIED ? !t.is_floating_point() : ToProtoDType(t.scalar_type()) != type.dtype()) {
+        return bad();
+      }
+      return absl::OkStatus();
+    }
+    default: return bad();
+  }
+}
+
+const PortSpec* NodeContract::Input(const std::string& name) const {
+  for (const PortSpec& p : inputs) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+const PortSpec* NodeContract::Output(const std::string& name) const {
+  for (const PortSpec& p : outputs) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+bool NodeInputs::Has(const std::string& port) const {
+  auto it = values_->find(port);
+  return it != values_->end() && !std::holds_alternative<std::monostate>(it->second);
+}
+
+absl::StatusOr<const Value*> NodeInputs::Get(const std::string& port) const {
+  auto it = values_->find(port);
+  if (it == values_->end() || std::holds_alternative<std::monostate>(it->second)) {
+    return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is not set"));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<torch::Tensor> NodeInputs::Tensor(const std::string& port) const {
+  auto v = Get(port);
+  if (!v.ok()) return v.status();
+  if (!std::holds_alternative<torch::Tensor>(**v)) {
+    return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not a tensor"));
+  }
+  return std::get<torch::Tensor>(**v);
+}
+
+absl::StatusOr<int64_t> NodeInputs::Int(const std::string& port) const {
+  auto v = Get(port);
+  if (!v.ok()) return v.status();
+  if (std::holds_alternative<int64_t>(**v)) return std::get<int64_t>(**v);
+  if (std::holds_alternative<torch::Tensor>(**v) && std::get<torch::Tensor>(**v).numel() == 1 &&
+      !std::get<torch::Tensor>(**v).is_floating_point()) {
+    return std::get<torch::Tensor>(**v).item<int64_t>();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not an int"));
+}
+
+absl::StatusOr<double> NodeInputs::Float(const std::string& port) const {
+  auto v = Get(port);
+  if (!v.ok()) return v.status();
+  if (std::holds_alternative<double>(**v)) return std::get<double>(**v);
+  if (std::holds_alternative<int64_t>(**v)) return static_cast<double>(std::get<int64_t>(**v));
+  return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not a float"));
+}
+
+absl::StatusOr<std::string> NodeInputs::String(const std::string& port) const {
+  auto v = Get(port);
+  if (!v.ok()) return v.status();
+  if (!std::holds_alternative<std::string>(**v)) {
+    return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not a string"));
+  }
+  return std::get<std::string>(**v);
+}
+
+NodeRegistry& NodeRegistry::Get() {
+  static NodeRegistry* r = new NodeRegistry();
+  return *r;
+}
+
+absl::Status NodeRegistry::Register(NodeKind kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string name = kind.name;
+  if (!kinds_.emplace(name, std::make_unique<NodeKind>(std::move(kind))).second) {
+    return absl::AlreadyExistsError(absl::StrCat("node kind '", name, "' is registered twice"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const NodeKind*> NodeRegistry::Find(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = kinds_.find(name);
+  if (it == kinds_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [n, k] : kinds_) names.push_back(n);
+    return absl::NotFoundError(absl::StrCat("unknown node kind '", name, "' (known: ", absl::StrJoin(names, ", "), ")"));
+  }
+  return it->second.get();
+}
+
+std::vector<std::string> NodeRegistry::Names() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [n, k] : kinds_) names.push_back(n);
+  return names;
+}
+
+namespace internal {
+bool RegisterOrDie(NodeKind kind) {
+  absl::Status s = NodeRegistry::Get().Register(std::move(kind));
+  if (!s.ok()) {
+    std::fprintf(stderr, "sdgraph: %s\n", s.ToString().c_str());
+    std::abort();
+  }
+  return true;
+}
+}  // namespace internal
+
+}  // namespace sd
