@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Installs every build and test dependency of sdgraph from Debian 12's packages, then configures and builds
-# into ./build. Run from anywhere; re-running is cheap (ccache, incremental build).
-#   deploy/setup.sh [--no-install] [--model CHECKPOINT]
+# Installs every build and test dependency of sdgraph from Debian 12's packages, configures and builds into
+# ./build, then runs the main job in-process: txt2img on the checkpoint you name, or, without one, a smoke
+# test on a small generated checkpoint of test weights (its image is noise). Re-running is cheap.
+#   deploy/setup.sh [--no-install] [--model CHECKPOINT] [--prompt TEXT] [--steps N] [--dtype f32|bf16]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 install=1
+model=""
+prompt="a photograph of an astronaut riding a horse"
+steps=50
+dtype=f32
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-install) install=0 ;;
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    --model) model=$2; shift ;;
+    --prompt) prompt=$2; shift ;;
+    --steps) steps=$2; shift ;;
+    --dtype) dtype=$2; shift ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+if [ -n "$model" ] && [ ! -r "$model" ]; then echo "setup.sh: cannot read the model $model" >&2; exit 2; fi
 
 packages=(
   # toolchain
@@ -39,3 +49,18 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j"$(nproc)"
 echo "setup.sh: built into ./build"
+
+sdgraph=build/host_plugin/cli/sd-graph
+mkdir -p out
+if [ -n "$model" ]; then
+  echo "setup.sh: txt2img on $model (512x512, $steps steps, $dtype): \"$prompt\""
+  "$sdgraph" txt2img --model "$model" --prompt "$prompt" --steps "$steps" --dtype "$dtype" --seed 42 -o out/txt2img.png
+  echo "setup.sh: wrote out/txt2img.png"
+else
+  echo "setup.sh: no --model given: SMOKE TEST on a small generated checkpoint of test weights (never trained:"
+  echo "          the image is noise). Pass --model v1-5-pruned-emaonly.safetensors for a real image."
+  "$sdgraph" make-test-checkpoint --tiny out/smoke-test-weights.safetensors
+  "$sdgraph" txt2img --model out/smoke-test-weights.safetensors --prompt "smoke test" --steps 5 --seed 42 \
+    -o out/smoke-test-noise.png
+  echo "setup.sh: wrote out/smoke-test-noise.png (noise, by design)"
+fi

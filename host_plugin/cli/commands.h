@@ -15,5 +15,8 @@ int TokenizeCommand(const std::vector<std::string>& args);
 int InspectCommand(const std::vector<std::string>& args);
 int ConvertCommand(const std::vector<std::string>& args);
 int MakeTestCheckpointCommand(const std::vector<std::string>& args);
+int RunCommand(const std::vector<std::string>& args);
+int Txt2ImgCommand(const std::vector<std::string>& args);
+int Img2ImgCommand(const std::vector<std::string>& args);
 
 }  // namespace sd::cli

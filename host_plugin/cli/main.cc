@@ -14,6 +14,10 @@ constexpr char kUsage[] =
     "usage: sd-graph COMMAND [ARGS...]   (sd-graph COMMAND --help for its flags)\n"
     "\n"
     "commands:\n"
+    "  txt2img --model M --prompt TEXT -o OUT  text to image (the stock graph graphs/txt2img.pbtxt)\n"
+    "  img2img --model M --init IMG --prompt TEXT -o OUT\n"
+    "                                          image to image (graphs/img2img.pbtxt)\n"
+    "  run GRAPH --model M [--set K=V] -o OUT  run any graph file\n"
     "  tokenize [--tokenizer DIR] TEXT...      print the 77 CLIP token ids of each TEXT as a JSON array\n"
     "  inspect MODEL [--json]                  format, dtype, detected config, hash and key check of a\n"
     "                                          .safetensors or .ckpt checkpoint\n"
@@ -31,6 +35,11 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
+#ifdef SD_HAVE_OIIO
+  if (command == "run") return sd::cli::RunCommand(args);
+  if (command == "txt2img") return sd::cli::Txt2ImgCommand(args);
+  if (command == "img2img") return sd::cli::Img2ImgCommand(args);
+#endif
   if (command == "tokenize") return sd::cli::TokenizeCommand(args);
   if (command == "inspect") return sd::cli::InspectCommand(args);
   if (command == "convert") return sd::cli::ConvertCommand(args);

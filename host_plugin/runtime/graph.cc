@@ -510,7 +510,11 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   for (const PlannedLoop& l : plan_->loops) {
     for (const PlannedNode& p : l.body) SD_RETURN_IF_ERROR(open(p));
   }
-  std::map<std::string, Value> captured;
+  for (const std::string& c : options.capture) {
+    if (!plan_->types.count(c)) {
+      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c, "' to capture (NODE.PORT or LOOP.CARRY)"));
+    }
+  }
   auto run = [&](const PlannedNode& p, const std::function<const Value*(const std::string&)>& lookup, int step,
                  int steps) -> absl::Status {
     const std::string who = absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")");
@@ -541,11 +545,7 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       if (absl::Status c = CheckValue(it->second, o.type); !c.ok()) {
         return absl::InternalError(absl::StrCat(who, " output '", o.name, "': ", c.message()));
       }
-      const std::string key = p.node->name() + "." + o.name;
-      for (const std::string& c : options.capture) {
-        if (c == key) captured[key] = it->second;
-      }
-      values[key] = std::move(it->second);
+      values[p.node->name() + "." + o.name] = std::move(it->second);
     }
     if (options.on_progress) options.on_progress({step, steps, p.node->name(), elapsed()});
     return absl::OkStatus();
@@ -589,7 +589,8 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     }
     for (auto& [name, v] : carries) values[pl.loop->name() + "." + name] = std::move(v);
   }
-  std::map<std::string, Value> result = std::move(captured);
+  std::map<std::string, Value> result;
+  for (const std::string& c : options.capture) result[c] = values[c];  // inside loops: the last step's value
   for (const v1::GraphOutput& o : config_.output()) result[o.name()] = values[o.source()];
   return result;
 }

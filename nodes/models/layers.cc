@@ -55,14 +55,25 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
   auto split = [&](const torch::Tensor& x, int64_t t) {
     return x.view({b, t, heads, d}).transpose(1, 2);  // [B, H, T, D]
   };
-  torch::Tensor scores = torch::matmul(split(q, tq), split(k, tk).transpose(-1, -2));  // [B, H, Tq, Tk]
-  if (causal) {
-    torch::Tensor mask = torch::ones({tq, tk}, torch::kBool).triu(1);
-    scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+  const torch::Tensor qh = split(q, tq), kt = split(k, tk).transpose(-1, -2), vh = split(v, tk);
+  const double root_d = std::sqrt(static_cast<double>(d));
+  // Softmax rows are independent, so queries are processed in chunks whose score matrix stays under ~64 MB:
+  // the same numbers, bounded memory (a 512x512 image has 4096 latent pixels: 1 GB of scores at once).
+  constexpr int64_t kMaxScoreElements = int64_t{1} << 24;
+  const int64_t chunk = std::max<int64_t>(1, kMaxScoreElements / std::max<int64_t>(1, b * heads * tk));
+  torch::Tensor out = torch::empty({b, heads, tq, d}, v.options());
+  for (int64_t s = 0; s < tq; s += chunk) {
+    const int64_t e = std::min(tq, s + chunk);
+    torch::Tensor scores = torch::matmul(qh.slice(2, s, e), kt);  // [B, H, e - s, Tk]
+    if (causal) {
+      torch::Tensor mask = torch::ones({e - s, tk}, torch::kBool).triu(1 + s);
+      scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+    }
+    if (scores.scalar_type() != torch::kFloat32) scores = scores.to(torch::kFloat32);
+    scores.div_(root_d);
+    torch::Tensor weights = torch::softmax(scores, -1).to(v.scalar_type());
+    out.slice(2, s, e).copy_(torch::matmul(weights, vh));
   }
-  scores = scores.to(torch::kFloat32) / std::sqrt(static_cast<double>(d));
-  torch::Tensor weights = torch::softmax(scores, -1).to(v.scalar_type());
-  torch::Tensor out = torch::matmul(weights, split(v, tk));  // [B, H, Tq, D]
   return out.transpose(1, 2).reshape({b, tq, width});
 }
 

@@ -310,6 +310,9 @@ SdConfig SdConfig::Tiny() {
   c.vae.num_res_blocks = 1;
   c.unet.model_channels = 32;
   c.unet.num_res_blocks = 1;
+  // No attention at full latent resolution: there attention costs the same for any width (it grows with the
+  // square of the pixel count), and the tiny model is for fast tests of everything else.
+  c.unet.attention = {false, true, true, false};
   c.unet.context_dim = 64;
   return c;
 }

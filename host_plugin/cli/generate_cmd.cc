@@ -1,0 +1,312 @@
+// sd-graph run / txt2img / img2img: run a graph file (the shortcuts run the stock graphs) in-process and
+// write the image, with its generation parameters in the file (PNG "parameters" text, as other SD tools).
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "host_plugin/cli/commands.h"
+#include "host_plugin/cli/common.h"
+#include "host_plugin/cli/image_io.h"
+#include "host_plugin/runtime/graph.h"
+#include "nodes/base/runtime_info.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/weights/safetensors.h"
+#include "nodes/weights/torch_tensors.h"
+
+#ifndef SD_SOURCE_GRAPHS_DIR
+#define SD_SOURCE_GRAPHS_DIR ""
+#endif
+
+namespace sd::cli {
+namespace {
+
+constexpr char kCommonFlags[] =
+    "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); required\n"
+    "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
+    "  --dtype D         compute dtype: f32 (default, the reference's numbers) or bf16 (faster on CPUs with\n"
+    "                    AVX-512 BF16; slightly different images)\n"
+    "  --threads N       CPU threads (default: all cores)\n"
+    "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, OUT-1.png ...\n"
+    "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n";
+
+constexpr char kPromptFlags[] =
+    "  --prompt TEXT     what to draw\n"
+    "  --negative TEXT   what to steer away from (default: empty)\n"
+    "  --steps N         sampler steps (default 50)\n"
+    "  --cfg S           classifier-free guidance scale (default 7.5)\n"
+    "  --seed N          seed of the torch CPU generator; same seed, same image as the reference (default 0)\n"
+    "  --sampler NAME    ddpm (the reference's sampler; the default)\n"
+    "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n";
+
+std::string RunHelp() {
+  return absl::StrCat(
+      "usage: sd-graph run GRAPH.pbtxt --model M [--set NAME=VALUE ...] -o OUT [flags]\n\n"
+      "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a file as\n"
+      "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
+      kCommonFlags, "  --set NAME=VALUE  a graph input (repeatable)\n");
+}
+
+std::string Txt2ImgHelp() {
+  return absl::StrCat("usage: sd-graph txt2img --model M --prompt TEXT -o OUT [flags]\n\n"
+                      "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
+                      kCommonFlags, kPromptFlags,
+                      "  --width W         pixels, a multiple of 64 (default 512)\n"
+                      "  --height H        pixels, a multiple of 64 (default 512)\n");
+}
+
+std::string Img2ImgHelp() {
+  return absl::StrCat("usage: sd-graph img2img --model M --init IMG --prompt TEXT -o OUT [flags]\n\n"
+                      "Image to image with the stock graph graphs/img2img.pbtxt. The image keeps its size, which\n"
+                      "must be a multiple of 64 pixels each way.\n\n",
+                      kCommonFlags, kPromptFlags,
+                      "  --init IMG        the input image\n"
+                      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n");
+}
+
+std::string ExeDir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  std::string p(buf, n);
+  return p.substr(0, p.rfind('/'));
+}
+
+std::string StockGraph(const std::string& name) {
+  if (const char* env = std::getenv("SDGRAPH_GRAPHS"); env && *env) return std::string(env) + "/" + name;
+  const std::string installed = ExeDir() + "/../share/sdgraph/graphs/" + name;
+  if (std::ifstream(installed).good()) return installed;
+  return std::string(SD_SOURCE_GRAPHS_DIR) + "/" + name;
+}
+
+std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
+
+std::string NumberedOutput(const std::string& out, int index, int batch) {
+  if (batch <= 1) return out;
+  const size_t dot = out.rfind('.');
+  const size_t slash = out.rfind('/');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return absl::StrCat(out, "-", index + 1);
+  return absl::StrCat(out.substr(0, dot), "-", index + 1, out.substr(dot));
+}
+
+class ProgressPrinter {
+ public:
+  explicit ProgressPrinter(int image, int images) : tty_(::isatty(2)), image_(image), images_(images) {}
+  void operator()(const Progress& p) {
+    if (p.step == 0 || p.step == last_) return;
+    last_ = p.step;
+    const std::string prefix = images_ > 1 ? absl::StrCat("image ", image_ + 1, "/", images_, " ") : "";
+    if (tty_) {
+      const int width = 30, filled = p.steps ? p.step * width / p.steps : 0;
+      std::fprintf(stderr, "\r%s[%s%s] step %d/%d  %.1fs ", prefix.c_str(), std::string(filled, '#').c_str(),
+                   std::string(width - filled, '.').c_str(), p.step, p.steps, p.elapsed_s);
+    } else {
+      std::fprintf(stderr, "%sstep %d/%d (%.1fs)\n", prefix.c_str(), p.step, p.steps, p.elapsed_s);
+    }
+    std::fflush(stderr);
+  }
+  void Done() {
+    if (tty_ && last_ > 0) std::fputc('\n', stderr);
+  }
+
+ private:
+  bool tty_;
+  int image_, images_;
+  int last_ = 0;
+};
+
+enum class Mode { kRun, kTxt2Img, kImg2Img };
+
+int Generate(Mode mode, const std::vector<std::string>& argv) {
+  const std::string name = mode == Mode::kRun ? "run" : mode == Mode::kTxt2Img ? "txt2img" : "img2img";
+  const std::string help = mode == Mode::kRun ? RunHelp() : mode == Mode::kTxt2Img ? Txt2ImgHelp() : Img2ImgHelp();
+  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set"}, {}};
+  if (mode != Mode::kRun) {
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "seed", "sampler", "batch"}) spec.with_value.insert(f);
+  }
+  if (mode == Mode::kTxt2Img) spec.with_value.insert({"width", "height"});
+  if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
+  // Repeatable flags (--set, --dump) are collected by hand; everything else goes through Args.
+  std::vector<std::string> rest, sets, dumps;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    for (const char* rep : {"--set", "--dump"}) {
+      const std::string flag = rep;
+      std::vector<std::string>& into = flag == "--set" ? sets : dumps;
+      if (a == flag && i + 1 < argv.size()) {
+        into.push_back(argv[++i]);
+        goto next;
+      }
+      if (a.rfind(flag + "=", 0) == 0) {
+        into.push_back(a.substr(flag.size() + 1));
+        goto next;
+      }
+    }
+    rest.push_back(a);
+  next:;
+  }
+  int code = kExitOk;
+  auto args = ParseCommandLine(name, rest, spec, help.c_str(), &code);
+  if (!args) return code;
+  auto usage = [&](const std::string& msg) {
+    std::fprintf(stderr, "sd-graph %s: %s\n", name.c_str(), msg.c_str());
+    return kExitUsage;
+  };
+  const std::string model = args->GetOr("model", "");
+  const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
+  if (model.empty()) return usage("--model is required (an SD v1.x .safetensors or .ckpt; see README for getting one)");
+  if (out.empty()) return usage("-o OUT is required");
+  std::string graph_path;
+  if (mode == Mode::kRun) {
+    if (args->positionals().size() != 1) return usage("expected one GRAPH file");
+    graph_path = args->positionals()[0];
+  } else {
+    if (!args->positionals().empty()) return usage(absl::StrCat("unexpected argument '", args->positionals()[0], "'"));
+    graph_path = StockGraph(mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt");
+  }
+  auto graph = Graph::Load(graph_path);
+  if (!graph.ok()) return Fail(name, graph.status());
+
+  // Graph inputs: from the shortcut flags, then --set.
+  std::map<std::string, Value> inputs;
+  auto set = [&](const std::string& key, const std::string& text) -> absl::Status {
+    auto v = graph->ParseInputValue(key, text);
+    if (!v.ok()) return v.status();
+    inputs[key] = *v;
+    return absl::OkStatus();
+  };
+  int64_t seed = 0, batch = 1;
+  if (mode != Mode::kRun) {
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "width", "height", "strength"}) {
+      if (auto v = args->Get(f)) {
+        if (absl::Status s = set(f, *v); !s.ok()) return usage(std::string(s.message()));
+      }
+    }
+    if (auto v = args->Get("seed"); v && !absl::SimpleAtoi(*v, &seed)) return usage("--seed must be an integer");
+    if (auto v = args->Get("batch"); v && (!absl::SimpleAtoi(*v, &batch) || batch < 1 || batch > 10000)) {
+      return usage("--batch must be an integer from 1 to 10000");
+    }
+    const std::string sampler = absl::AsciiStrToLower(args->GetOr("sampler", "ddpm"));
+    if (sampler != "ddpm") return usage(absl::StrCat("unknown sampler '", sampler, "' (available: ddpm)"));
+    if (!args->Get("prompt")) return usage("--prompt is required");
+  }
+  if (mode == Mode::kImg2Img) {
+    if (!args->Get("init")) return usage("--init IMG is required");
+    auto px = ReadImageRgb8(*args->Get("init"));
+    if (!px.ok()) return Fail(name, px.status());
+    if (px->size(0) % 64 || px->size(1) % 64) {
+      return usage(absl::StrCat("the init image is ", px->size(1), "x", px->size(0),
+                                "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
+    }
+    inputs["init"] = *px;
+  }
+  for (const std::string& kv : sets) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) return usage(absl::StrCat("--set '", kv, "' is not NAME=VALUE"));
+    if (absl::Status s = set(kv.substr(0, eq), kv.substr(eq + 1)); !s.ok()) return usage(std::string(s.message()));
+  }
+  for (const char* dim : {"width", "height"}) {
+    auto it = inputs.find(dim);
+    const v1::GraphInput* in = graph->Input(dim);
+    int64_t v = it != inputs.end() && std::holds_alternative<int64_t>(it->second) ? std::get<int64_t>(it->second)
+                : in && in->default_value().kind_case() == v1::Value::kI ? in->default_value().i()
+                                                                        : 64;
+    if (v <= 0 || v % 64 != 0) {
+      return usage(absl::StrCat("--", dim, " ", v, ": SD v1.x needs a positive multiple of 64 (the VAE divides by 8 and "
+                                "the UNet halves three more times)"));
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> dump_targets;
+  RunOptions options;
+  for (const std::string& d : dumps) {
+    const size_t eq = d.find('=');
+    if (eq == std::string::npos || eq == 0) return usage(absl::StrCat("--dump '", d, "' is not NODE.PORT=FILE.safetensors"));
+    dump_targets.emplace_back(d.substr(0, eq), d.substr(eq + 1));
+    options.capture.push_back(d.substr(0, eq));
+  }
+
+  RunContext ctx;
+  ctx.checkpoint = model;
+  ctx.tokenizer_dir = args->GetOr("tokenizer", "");
+  auto dtype = ParseFloatDType(args->GetOr("dtype", "f32"));
+  if (!dtype.ok()) return usage(std::string(dtype.status().message()));
+  ctx.dtype = ToTorchDType(*dtype);
+  ctx.models = std::make_shared<ModelCache>();
+  int threads = 0;
+  if (auto t = args->Get("threads"); t && (!absl::SimpleAtoi(*t, &threads) || threads < 0)) {
+    return usage("--threads must be a non-negative integer");
+  }
+  ConfigureThreads(threads);
+  WarnIfSlowBlas("sd-graph");
+  auto entry = ctx.models->Open(model);
+  if (!entry.ok()) return Fail(name, entry.status());
+
+  for (int b = 0; b < batch; ++b) {
+    if (mode != Mode::kRun && graph->Input("seed")) inputs["seed"] = seed + b;
+    ProgressPrinter progress(b, static_cast<int>(batch));
+    options.on_progress = [&](const Progress& p) { progress(p); };
+    const auto t0 = std::chrono::steady_clock::now();
+    auto result = graph->Run(inputs, ctx, options);
+    progress.Done();
+    if (!result.ok()) return Fail(name, result.status());
+    const std::string first_output = graph->config().output(0).name();
+    const Value& image = result->at(first_output);
+    if (!std::holds_alternative<torch::Tensor>(image)) {
+      return Fail(name, absl::InvalidArgumentError(absl::StrCat("graph output '", first_output, "' is not an image")));
+    }
+    // The parameters line other SD tools write and read (A1111 style), so an image can be reproduced.
+    auto text = [&](const char* key, const std::string& fallback) {
+      auto it = inputs.find(key);
+      if (it != inputs.end() && std::holds_alternative<std::string>(it->second)) return std::get<std::string>(it->second);
+      return fallback;
+    };
+    auto number = [&](const char* key) -> std::string {
+      auto it = inputs.find(key);
+      if (it != inputs.end() && std::holds_alternative<int64_t>(it->second)) return std::to_string(std::get<int64_t>(it->second));
+      if (it != inputs.end() && std::holds_alternative<double>(it->second)) return absl::StrFormat("%g", std::get<double>(it->second));
+      const v1::GraphInput* in = graph->Input(key);
+      if (!in) return "";
+      if (in->default_value().kind_case() == v1::Value::kI) return std::to_string(in->default_value().i());
+      if (in->default_value().kind_case() == v1::Value::kF) return absl::StrFormat("%g", in->default_value().f());
+      return "";
+    };
+    const torch::Tensor& px = std::get<torch::Tensor>(image);
+    std::string params = absl::StrCat(text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ",
+                                      number("steps"), ", Sampler: DDPM, CFG scale: ", number("cfg"), ", Seed: ",
+                                      number("seed"), ", Size: ", px.size(1), "x", px.size(0), ", Model hash: ",
+                                      (*entry)->hash.substr(0, 10), ", Model: ", Basename(model));
+    if (mode == Mode::kImg2Img) absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
+    const std::string path = NumberedOutput(out, b, static_cast<int>(batch));
+    if (absl::Status s = WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}); !s.ok()) {
+      return Fail(name, s);
+    }
+    for (const auto& [source, file] : dump_targets) {
+      auto it = result->find(source);
+      if (it == result->end() || !std::holds_alternative<torch::Tensor>(it->second)) {
+        return Fail(name, absl::InvalidArgumentError(absl::StrCat("--dump ", source, ": no tensor was produced there")));
+      }
+      torch::Tensor t = std::get<torch::Tensor>(it->second).contiguous();
+      auto w = ToWrite(source, t);
+      if (!w.ok()) return Fail(name, w.status());
+      if (absl::Status s = WriteSafetensors(NumberedOutput(file, b, static_cast<int>(batch)), {*w}); !s.ok()) return Fail(name, s);
+    }
+    std::fprintf(stderr, "sd-graph %s: wrote %s (%.1f s)\n", name.c_str(), path.c_str(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunCommand(const std::vector<std::string>& args) { return Generate(Mode::kRun, args); }
+int Txt2ImgCommand(const std::vector<std::string>& args) { return Generate(Mode::kTxt2Img, args); }
+int Img2ImgCommand(const std::vector<std::string>& args) { return Generate(Mode::kImg2Img, args); }
+
+}  // namespace sd::cli

@@ -1,0 +1,66 @@
+#include "host_plugin/cli/image_io.h"
+
+#include <OpenImageIO/imagebuf.h>
+#include <OpenImageIO/imagebufalgo.h>
+#include <OpenImageIO/imageio.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+
+namespace sd {
+
+namespace OIIO = OIIO_NAMESPACE;
+
+absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path) {
+  auto in = OIIO::ImageInput::open(path);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read image: ", OIIO::geterror()));
+  }
+  const OIIO::ImageSpec& spec = in->spec();
+  const int w = spec.width, h = spec.height, c = spec.nchannels;
+  if (w <= 0 || h <= 0 || c <= 0 || static_cast<int64_t>(w) * h > (int64_t{1} << 28)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported image size ", w, "x", h, "x", c));
+  }
+  torch::Tensor raw = torch::empty({h, w, c}, torch::kUInt8);
+  if (!in->read_image(0, 0, 0, c, OIIO::TypeDesc::UINT8, raw.data_ptr<uint8_t>())) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot decode image: ", in->geterror()));
+  }
+  in->close();
+  if (c == 1 || c == 2) return raw.slice(2, 0, 1).expand({h, w, 3}).contiguous();
+  return raw.slice(2, 0, 3).contiguous();
+}
+
+absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels,
+                            const std::map<std::string, std::string>& metadata) {
+  if (pixels.dim() != 3 || pixels.size(2) != 3 || pixels.scalar_type() != torch::kUInt8) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": expected uint8 [H, W, 3] pixels"));
+  }
+  torch::Tensor px = pixels.contiguous();
+  OIIO::ImageSpec spec(static_cast<int>(px.size(1)), static_cast<int>(px.size(0)), 3, OIIO::TypeDesc::UINT8);
+  for (const auto& [k, v] : metadata) spec.attribute(k, v);
+  const size_t dot = path.rfind('.');
+  const std::string ext = dot == std::string::npos ? "" : path.substr(dot);
+  const std::string tmp = absl::StrCat(path.substr(0, dot == std::string::npos ? path.size() : dot), ".tmp-", ::getpid(), ext);
+  auto out = OIIO::ImageOutput::create(path);
+  if (!out) return absl::InvalidArgumentError(absl::StrCat(path, ": no image format for this file name: ", OIIO::geterror()));
+  if (!out->open(tmp, spec) || !out->write_image(OIIO::TypeDesc::UINT8, px.data_ptr<uint8_t>()) || !out->close()) {
+    std::remove(tmp.c_str());
+    return absl::DataLossError(absl::StrCat(path, ": cannot write image: ", out->geterror()));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::DataLossError(absl::StrCat(path, ": cannot rename the finished image into place"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadImageAttribute(const std::string& path, const std::string& name) {
+  auto in = OIIO::ImageInput::open(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read image: ", OIIO::geterror()));
+  return std::string(in->spec().get_string_attribute(name));
+}
+
+}  // namespace sd

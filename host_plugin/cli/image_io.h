@@ -1,0 +1,24 @@
+// Image files through OpenImageIO (PNG, JPEG, TIFF, EXR, ...): read as uint8 RGB [H, W, 3], written
+// from uint8 RGB with string metadata (PNG: text chunks, e.g. the "parameters" other SD tools write).
+#pragma once
+
+#include <torch/types.h>
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace sd {
+
+// Reads any image OpenImageIO reads; grey becomes RGB, alpha is dropped, other bit depths are converted.
+absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path);
+
+// Writes uint8 [H, W, 3] to `path` (format from the extension) via a temporary file renamed into place.
+absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels,
+                            const std::map<std::string, std::string>& metadata = {});
+
+// A string attribute of an image file's header ("" when absent).
+absl::StatusOr<std::string> ReadImageAttribute(const std::string& path, const std::string& name);
+
+}  // namespace sd

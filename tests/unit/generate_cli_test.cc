@@ -1,0 +1,135 @@
+// sd-graph txt2img / img2img / run on a tiny checkpoint, as a user runs them.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "host_plugin/cli/image_io.h"
+#include "nodes/weights/safetensors.h"
+#include "tests/test_util.h"
+
+namespace sd {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::Quote;
+using testing::RunCommand;
+
+std::string Bin() { return SD_TEST_SDGRAPH_BIN; }
+
+class GenerateCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    model_ = dir_->File("tiny.safetensors");
+    auto r = RunCommand(Bin() + " make-test-checkpoint --tiny " + Quote(model_));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = RunCommand(Bin() + " make-test-checkpoint --tiny --inpaint " + Quote(dir_->File("tiny9.safetensors")));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string Txt2Img(const std::string& extra, const std::string& out) {
+    return Bin() + " txt2img --model " + Quote(model_) + " --prompt 'a red fox' --steps 3 " + extra + " -o " + Quote(out);
+  }
+  static testing::TempDir* dir_;
+  static std::string model_;
+};
+testing::TempDir* GenerateCliTest::dir_;
+std::string GenerateCliTest::model_;
+
+TEST_F(GenerateCliTest, Txt2ImgWritesA512ImageWithItsParameters) {
+  const std::string out = dir_->File("fox.png");
+  auto r = RunCommand(Txt2Img("--seed 7 --negative blurry", out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("step 3/3"));
+  auto px = ReadImageRgb8(out);
+  ASSERT_TRUE(px.ok()) << px.status();
+  EXPECT_EQ(px->sizes(), (std::vector<int64_t>{512, 512, 3}));
+  EXPECT_GT(px->to(torch::kFloat32).std().item<double>(), 1.0) << "a single colour";
+  auto params = ReadImageAttribute(out, "parameters");
+  ASSERT_TRUE(params.ok());
+  EXPECT_THAT(*params, HasSubstr("a red fox\nNegative prompt: blurry\nSteps: 3, Sampler: DDPM, CFG scale: 7.5, Seed: 7, Size: 512x512, Model hash: "));
+  EXPECT_THAT(*params, HasSubstr("Model: tiny.safetensors"));
+}
+
+TEST_F(GenerateCliTest, SameSeedSameImageOtherSeedOtherImage) {
+  const std::string a = dir_->File("a.png"), b = dir_->File("b.png"), c = dir_->File("c.png");
+  for (const auto& [out, seed] : {std::pair{a, "1"}, {b, "1"}, {c, "2"}}) {
+    auto r = RunCommand(Txt2Img(std::string("--width 64 --height 128 --seed ") + seed, out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto pa = *ReadImageRgb8(a), pb = *ReadImageRgb8(b), pc = *ReadImageRgb8(c);
+  EXPECT_EQ(pa.sizes(), (std::vector<int64_t>{128, 64, 3}));
+  EXPECT_TRUE(torch::equal(pa, pb));
+  EXPECT_FALSE(torch::equal(pa, pc));
+}
+
+TEST_F(GenerateCliTest, BatchWritesNumberedImagesWithConsecutiveSeeds) {
+  auto r = RunCommand(Txt2Img("--width 64 --height 64 --seed 10 --batch 2", dir_->File("batch.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(*ReadImageAttribute(dir_->File("batch-1.png"), "parameters"), HasSubstr("Seed: 10,"));
+  EXPECT_THAT(*ReadImageAttribute(dir_->File("batch-2.png"), "parameters"), HasSubstr("Seed: 11,"));
+}
+
+TEST_F(GenerateCliTest, Img2ImgKeepsTheInputSize) {
+  const std::string init = dir_->File("init.png"), out = dir_->File("out.png");
+  ASSERT_EQ(RunCommand(Txt2Img("--width 128 --height 64", init)).exit_code, 0);
+  auto r = RunCommand(Bin() + " img2img --model " + Quote(model_) + " --init " + Quote(init) +
+                      " --prompt 'a fox in snow' --steps 4 --strength 0.5 -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("step 2/2"));  // strength 0.5 keeps 2 of 4 steps
+  EXPECT_EQ(ReadImageRgb8(out)->sizes(), (std::vector<int64_t>{64, 128, 3}));
+  EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr("Denoising strength: 0.5"));
+}
+
+TEST_F(GenerateCliTest, RunWithSetAndDump) {
+  const std::string out = dir_->File("run.png"), lat = dir_->File("latents.safetensors");
+  auto r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") + " --model " +
+                      Quote(model_) + " --set prompt=owl --set steps=2 --set width=64 --set height=64 --dump denoise.latents=" +
+                      Quote(lat) + " -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto st = ReadSafetensors(lat);
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ(st->tensors.size(), 1u);
+  EXPECT_EQ(st->tensors[0].name, "denoise.latents");
+  EXPECT_EQ(st->tensors[0].shape, (std::vector<int64_t>{1, 4, 8, 8}));
+}
+
+TEST_F(GenerateCliTest, BadArgumentsAreRefusedWithReasons) {
+  auto r = RunCommand(Txt2Img("--width 100", dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--width 100: SD v1.x needs a positive multiple of 64"));
+  r = RunCommand(Bin() + " txt2img --prompt x -o " + Quote(dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--model is required"));
+  r = RunCommand(Bin() + " txt2img --model /nonexistent/sd.ckpt --prompt x -o " + Quote(dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent/sd.ckpt"));
+  r = RunCommand(Txt2Img("--sampler euler_x", dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown sampler 'euler_x'"));
+  r = RunCommand(Txt2Img("--steps many", dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("'many' is not an integer"));
+  r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") + " --model " + Quote(model_) +
+                 " --set nosuch=1 -o " + Quote(dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("has no input 'nosuch'"));
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("x.png")));
+}
+
+TEST_F(GenerateCliTest, HelpDocumentsEveryFlag) {
+  auto r = RunCommand(Bin() + " txt2img --help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--model", "--tokenizer", "--dtype", "--threads", "--output", "--dump", "--prompt", "--negative",
+                           "--steps", "--cfg", "--seed", "--sampler", "--batch", "--width", "--height"}) {
+    EXPECT_THAT(r.out, HasSubstr(flag)) << flag;
+  }
+  r = RunCommand(Bin() + " img2img --help");
+  EXPECT_THAT(r.out, HasSubstr("--init"));
+  EXPECT_THAT(r.out, HasSubstr("--strength"));
+  r = RunCommand(Bin() + " run --help");
+  EXPECT_THAT(r.out, HasSubstr("--set"));
+}
+
+}  // namespace
+}  // namespace sd
