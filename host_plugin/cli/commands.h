@@ -18,5 +18,6 @@ int MakeTestCheckpointCommand(const std::vector<std::string>& args);
 int RunCommand(const std::vector<std::string>& args);
 int Txt2ImgCommand(const std::vector<std::string>& args);
 int Img2ImgCommand(const std::vector<std::string>& args);
+int InpaintCommand(const std::vector<std::string>& args);
 
 }  // namespace sd::cli

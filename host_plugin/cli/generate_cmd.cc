@@ -18,7 +18,9 @@
 #include "host_plugin/runtime/graph.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/ops/model_cache.h"
+#include "nodes/weights/checkpoint.h"
 #include "nodes/weights/safetensors.h"
+#include "nodes/weights/sd_config.h"
 #include "nodes/weights/torch_tensors.h"
 
 #ifndef SD_SOURCE_GRAPHS_DIR
@@ -122,17 +124,35 @@ class ProgressPrinter {
   int last_ = 0;
 };
 
-enum class Mode { kRun, kTxt2Img, kImg2Img };
+std::string InpaintHelp() {
+  return absl::StrCat("usage: sd-graph inpaint --model M --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
+                      "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
+                      "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
+                      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
+                      kCommonFlags, kPromptFlags,
+                      "  --init IMG        the image\n"
+                      "  --mask MASK       white = repaint, black = keep\n"
+                      "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
+}
+
+enum class Mode { kRun, kTxt2Img, kImg2Img, kInpaint };
 
 int Generate(Mode mode, const std::vector<std::string>& argv) {
-  const std::string name = mode == Mode::kRun ? "run" : mode == Mode::kTxt2Img ? "txt2img" : "img2img";
-  const std::string help = mode == Mode::kRun ? RunHelp() : mode == Mode::kTxt2Img ? Txt2ImgHelp() : Img2ImgHelp();
+  const std::string name = mode == Mode::kRun       ? "run"
+                           : mode == Mode::kTxt2Img ? "txt2img"
+                           : mode == Mode::kImg2Img ? "img2img"
+                                                    : "inpaint";
+  const std::string help = mode == Mode::kRun       ? RunHelp()
+                           : mode == Mode::kTxt2Img ? Txt2ImgHelp()
+                           : mode == Mode::kImg2Img ? Img2ImgHelp()
+                                                    : InpaintHelp();
   FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set"}, {}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "seed", "sampler", "batch"}) spec.with_value.insert(f);
   }
   if (mode == Mode::kTxt2Img) spec.with_value.insert({"width", "height"});
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
+  if (mode == Mode::kInpaint) spec.with_value.insert({"init", "mask", "strength"});
   // Repeatable flags (--set, --dump) are collected by hand; everything else goes through Args.
   std::vector<std::string> rest, sets, dumps;
   for (size_t i = 0; i < argv.size(); ++i) {
@@ -169,7 +189,19 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     graph_path = args->positionals()[0];
   } else {
     if (!args->positionals().empty()) return usage(absl::StrCat("unexpected argument '", args->positionals()[0], "'"));
-    graph_path = StockGraph(mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt");
+    std::string stock = mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt";
+    if (mode == Mode::kInpaint) {
+      // The checkpoint decides the method: 9 UNet input channels mean an inpainting model.
+      auto ckpt = Checkpoint::Open(model);
+      if (!ckpt.ok()) return Fail(name, ckpt.status());
+      auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
+      if (!config.ok()) return Fail(name, config.status());
+      stock = config->unet.in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
+      if (config->unet.in_channels == 9 && args->Get("strength")) {
+        return usage("--strength applies to ordinary checkpoints; 9-channel inpainting models always start from noise");
+      }
+    }
+    graph_path = StockGraph(stock);
   }
   auto graph = Graph::Load(graph_path);
   if (!graph.ok()) return Fail(name, graph.status());
@@ -197,7 +229,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (sampler != "ddpm") return usage(absl::StrCat("unknown sampler '", sampler, "' (available: ddpm)"));
     if (!args->Get("prompt")) return usage("--prompt is required");
   }
-  if (mode == Mode::kImg2Img) {
+  if (mode == Mode::kImg2Img || mode == Mode::kInpaint) {
     if (!args->Get("init")) return usage("--init IMG is required");
     auto px = ReadImageRgb8(*args->Get("init"));
     if (!px.ok()) return Fail(name, px.status());
@@ -206,6 +238,16 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                                 "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
     }
     inputs["init"] = *px;
+    if (mode == Mode::kInpaint) {
+      if (!args->Get("mask")) return usage("--mask MASK is required");
+      auto mask = ReadImageRgb8(*args->Get("mask"));
+      if (!mask.ok()) return Fail(name, mask.status());
+      if (mask->sizes() != px->sizes()) {
+        return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0), " but the image is ", px->size(1),
+                                  "x", px->size(0), "; they must be the same size"));
+      }
+      inputs["mask"] = *mask;
+    }
   }
   for (const std::string& kv : sets) {
     const size_t eq = kv.find('=');
@@ -282,7 +324,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                                       number("steps"), ", Sampler: DDPM, CFG scale: ", number("cfg"), ", Seed: ",
                                       number("seed"), ", Size: ", px.size(1), "x", px.size(0), ", Model hash: ",
                                       (*entry)->hash.substr(0, 10), ", Model: ", Basename(model));
-    if (mode == Mode::kImg2Img) absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
+    if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph->Input("strength"))) {
+      absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
+    }
     const std::string path = NumberedOutput(out, b, static_cast<int>(batch));
     if (absl::Status s = WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}); !s.ok()) {
       return Fail(name, s);
@@ -308,5 +352,6 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
 int RunCommand(const std::vector<std::string>& args) { return Generate(Mode::kRun, args); }
 int Txt2ImgCommand(const std::vector<std::string>& args) { return Generate(Mode::kTxt2Img, args); }
 int Img2ImgCommand(const std::vector<std::string>& args) { return Generate(Mode::kImg2Img, args); }
+int InpaintCommand(const std::vector<std::string>& args) { return Generate(Mode::kInpaint, args); }
 
 }  // namespace sd::cli

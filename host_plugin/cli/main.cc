@@ -17,6 +17,8 @@ constexpr char kUsage[] =
     "  txt2img --model M --prompt TEXT -o OUT  text to image (the stock graph graphs/txt2img.pbtxt)\n"
     "  img2img --model M --init IMG --prompt TEXT -o OUT\n"
     "                                          image to image (graphs/img2img.pbtxt)\n"
+    "  inpaint --model M --init IMG --mask MASK --prompt TEXT -o OUT\n"
+    "                                          repaint the white region of MASK (graphs/inpaint*.pbtxt)\n"
     "  run GRAPH --model M [--set K=V] -o OUT  run any graph file\n"
     "  tokenize [--tokenizer DIR] TEXT...      print the 77 CLIP token ids of each TEXT as a JSON array\n"
     "  inspect MODEL [--json]                  format, dtype, detected config, hash and key check of a\n"
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
   if (command == "run") return sd::cli::RunCommand(args);
   if (command == "txt2img") return sd::cli::Txt2ImgCommand(args);
   if (command == "img2img") return sd::cli::Img2ImgCommand(args);
+  if (command == "inpaint") return sd::cli::InpaintCommand(args);
 #endif
   if (command == "tokenize") return sd::cli::TokenizeCommand(args);
   if (command == "inspect") return sd::cli::InspectCommand(args);

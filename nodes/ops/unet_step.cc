@@ -4,6 +4,7 @@
 //          input: "context=clip_cond.context" }
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/ops/node.h"
 
@@ -15,8 +16,14 @@ class UNetStep : public NodeKernel {
   static constexpr char kT[] = "t";
   static constexpr char kContext[] = "context";
   static constexpr char kEps[] = "eps";
+  static constexpr char kMask[] = "mask";
+  static constexpr char kMaskedLatents[] = "masked_latents";
   static NodeContract Contract() {
-    return {{{kLatents, TensorPort(v1::FLOAT32, 4)}, {kT, ScalarPort(v1::INT)}, {kContext, TensorPort(v1::FLOAT32, 3)}},
+    return {{{kLatents, TensorPort(v1::FLOAT32, 4)},
+             {kT, ScalarPort(v1::INT)},
+             {kContext, TensorPort(v1::FLOAT32, 3)},
+             {kMask, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: [1, 1, h, w]"},
+             {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: latents of the masked image"}},
             {{kEps, TensorPort(v1::FLOAT32, 4)}}, nullptr, "one UNet evaluation (epsilon prediction)"};
   }
   explicit UNetStep(const google::protobuf::Any&) {}
@@ -33,7 +40,20 @@ class UNetStep : public NodeKernel {
     if (!latents.ok()) return latents.status();
     if (!t.ok()) return t.status();
     if (!context.ok()) return context.status();
-    auto eps = unet_->Predict(*latents, torch::tensor({*t}), *context);
+    torch::Tensor x = *latents;
+    if (in.Has(kMask) || in.Has(kMaskedLatents)) {
+      // Inpainting UNets take [latents, mask, masked-image latents] along channels.
+      auto mask = in.Tensor(kMask);
+      auto masked = in.Tensor(kMaskedLatents);
+      if (!mask.ok()) return mask.status();
+      if (!masked.ok()) return masked.status();
+      if (mask->size(0) != x.size(0) || masked->size(0) != x.size(0) || mask->size(2) != x.size(2) ||
+          mask->size(3) != x.size(3) || masked->sizes() != x.sizes()) {
+        return absl::InvalidArgumentError("UNetStep: mask and masked_latents must match the latents' batch and size");
+      }
+      x = torch::cat({x, *mask, *masked}, 1);
+    }
+    auto eps = unet_->Predict(x, torch::tensor({*t}), *context);
     if (!eps.ok()) return eps.status();
     out[kEps] = *eps;
     return absl::OkStatus();

@@ -81,6 +81,28 @@ TEST_F(GenerateCliTest, Img2ImgKeepsTheInputSize) {
   EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr("Denoising strength: 0.5"));
 }
 
+TEST_F(GenerateCliTest, InpaintPicksTheMethodFromTheCheckpoint) {
+  const std::string init = dir_->File("inp_init.png"), mask = dir_->File("inp_mask.png"), out = dir_->File("inp.png");
+  ASSERT_EQ(RunCommand(Txt2Img("--width 64 --height 64", init)).exit_code, 0);
+  torch::Tensor m = torch::zeros({64, 64, 3}, torch::kUInt8);
+  m.slice(1, 32, 64).fill_(255);
+  ASSERT_TRUE(WriteImageRgb8(mask, m).ok());
+  const std::string base = " inpaint --init " + Quote(init) + " --mask " + Quote(mask) + " --prompt pond --steps 2 -o " + Quote(out);
+  auto r = RunCommand(Bin() + base + " --model " + Quote(model_));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr("Denoising strength: 1"));
+  r = RunCommand(Bin() + base + " --model " + Quote(dir_->File("tiny9.safetensors")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadImageRgb8(out)->sizes(), (std::vector<int64_t>{64, 64, 3}));
+  r = RunCommand(Bin() + base + " --model " + Quote(dir_->File("tiny9.safetensors")) + " --strength 0.5");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--strength applies to ordinary checkpoints"));
+  ASSERT_TRUE(WriteImageRgb8(mask, torch::zeros({128, 64, 3}, torch::kUInt8)).ok());
+  r = RunCommand(Bin() + base + " --model " + Quote(model_));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("the mask is 64x128 but the image is 64x64"));
+}
+
 TEST_F(GenerateCliTest, RunWithSetAndDump) {
   const std::string out = dir_->File("run.png"), lat = dir_->File("latents.safetensors");
   auto r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") + " --model " +
