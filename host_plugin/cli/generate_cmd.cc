@@ -18,6 +18,7 @@
 #include "host_plugin/runtime/graph.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/ops/model_cache.h"
+#include "nodes/schedulers/samplers.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/sd_config.h"
@@ -45,7 +46,9 @@ constexpr char kPromptFlags[] =
     "  --steps N         sampler steps (default 50)\n"
     "  --cfg S           classifier-free guidance scale (default 7.5)\n"
     "  --seed N          seed of the torch CPU generator; same seed, same image as the reference (default 0)\n"
-    "  --sampler NAME    ddpm (the reference's sampler; the default)\n"
+    "  --sampler NAME    ddpm (the reference's sampler; the default), ddim, euler, euler_a, dpmpp_2m\n"
+    "  --karras          Karras sigma spacing (euler, euler_a, dpmpp_2m)\n"
+    "  --eta E           DDIM's eta (default 0: deterministic)\n"
     "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n";
 
 std::string RunHelp() {
@@ -135,6 +138,14 @@ std::string InpaintHelp() {
                       "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
 }
 
+// The sampler names other SD tools write in "parameters".
+std::string SamplerLabel(const std::string& name, bool karras) {
+  const std::map<std::string, std::string> labels = {
+      {"ddpm", "DDPM"}, {"ddim", "DDIM"}, {"euler", "Euler"}, {"euler_a", "Euler a"}, {"dpmpp_2m", "DPM++ 2M"}};
+  auto it = labels.find(name);
+  return (it == labels.end() ? name : it->second) + (karras ? " Karras" : "");
+}
+
 enum class Mode { kRun, kTxt2Img, kImg2Img, kInpaint };
 
 int Generate(Mode mode, const std::vector<std::string>& argv) {
@@ -148,7 +159,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                                                     : InpaintHelp();
   FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set"}, {}};
   if (mode != Mode::kRun) {
-    for (const char* f : {"prompt", "negative", "steps", "cfg", "seed", "sampler", "batch"}) spec.with_value.insert(f);
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "seed", "sampler", "batch", "eta"}) spec.with_value.insert(f);
+    spec.switches.insert("karras");
   }
   if (mode == Mode::kTxt2Img) spec.with_value.insert({"width", "height"});
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
@@ -216,7 +228,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   };
   int64_t seed = 0, batch = 1;
   if (mode != Mode::kRun) {
-    for (const char* f : {"prompt", "negative", "steps", "cfg", "width", "height", "strength"}) {
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "width", "height", "strength", "eta"}) {
       if (auto v = args->Get(f)) {
         if (absl::Status s = set(f, *v); !s.ok()) return usage(std::string(s.message()));
       }
@@ -225,8 +237,12 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (auto v = args->Get("batch"); v && (!absl::SimpleAtoi(*v, &batch) || batch < 1 || batch > 10000)) {
       return usage("--batch must be an integer from 1 to 10000");
     }
-    const std::string sampler = absl::AsciiStrToLower(args->GetOr("sampler", "ddpm"));
-    if (sampler != "ddpm") return usage(absl::StrCat("unknown sampler '", sampler, "' (available: ddpm)"));
+    SamplerSpec sampler;
+    sampler.name = absl::AsciiStrToLower(args->GetOr("sampler", "ddpm"));
+    sampler.karras = args->Has("karras");
+    if (absl::Status s = CheckSamplerSpec(sampler); !s.ok()) return usage(std::string(s.message()));
+    inputs["sampler"] = sampler.name;
+    inputs["karras"] = int64_t{sampler.karras ? 1 : 0};
     if (!args->Get("prompt")) return usage("--prompt is required");
   }
   if (mode == Mode::kImg2Img || mode == Mode::kInpaint) {
@@ -321,7 +337,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     };
     const torch::Tensor& px = std::get<torch::Tensor>(image);
     std::string params = absl::StrCat(text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ",
-                                      number("steps"), ", Sampler: DDPM, CFG scale: ", number("cfg"), ", Seed: ",
+                                      number("steps"), ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
+                                      ", CFG scale: ", number("cfg"), ", Seed: ",
                                       number("seed"), ", Size: ", px.size(1), "x", px.size(0), ", Model hash: ",
                                       (*entry)->hash.substr(0, 10), ", Model: ", Basename(model));
     if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph->Input("strength"))) {

@@ -141,7 +141,11 @@ absl::StatusOr<v1::PortType> Planner::SourceType(const std::string& source, cons
   if (source.rfind(kLoopScope, 0) == 0) {
     if (!loop) return absl::InvalidArgumentError(absl::StrCat("'", source, "' is only visible inside a loop body"));
     const std::string var = source.substr(std::strlen(kLoopScope));
-    if (var == "t" || var == "index") return ScalarPort(v1::INT);
+    if (var == "index") return ScalarPort(v1::INT);
+    if (var == "t") {
+      auto it = carry_types_.find(loop->loop->name() + ".@t");
+      return it != carry_types_.end() ? it->second : ScalarPort(v1::INT);
+    }
     auto it = carry_types_.find(loop->loop->name() + "." + var);
     if (it == carry_types_.end()) {
       return absl::InvalidArgumentError(absl::StrCat("loop '", loop->loop->name(), "' has no carried value '", var, "'"));
@@ -305,9 +309,12 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
     if (pl.loop->timesteps().empty()) return Err(pl.line, absl::StrCat("loop '", lname, "'"), "needs timesteps");
     absl::StatusOr<v1::PortType> ts = SourceType(pl.loop->timesteps(), nullptr, {});
     if (!ts.ok()) return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"), std::string(ts.status().message()));
-    if (!Compatible(*ts, TensorPort(v1::INT64, 1))) {
-      return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"), absl::StrCat("expected an int64 tensor of rank 1, got ", DescribeType(*ts)));
+    const bool int_steps = Compatible(*ts, TensorPort(v1::INT64, 1));
+    if (!int_steps && !Compatible(*ts, TensorPort(v1::FLOAT32, 1))) {
+      return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"),
+                 absl::StrCat("expected an int64 or float32 tensor of rank 1, got ", DescribeType(*ts)));
     }
+    carry_types_[lname + ".@t"] = ScalarPort(int_steps ? v1::INT : v1::FLOAT);
     if (pl.loop->carry_size() == 0) return Err(pl.line, absl::StrCat("loop '", lname, "'"), "carries nothing");
     for (const v1::Carry& c : pl.loop->carry()) {
       const std::string where = absl::StrCat("loop '", lname, "' carry '", c.name(), "'");
@@ -356,6 +363,7 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
       }
     }
     for (const v1::Carry& c : pl.loop->carry()) plan_->types[lname + "." + c.name()] = carry_types_[lname + "." + c.name()];
+    carry_types_.erase(lname + ".@t");
   }
   if (g_.output_size() == 0) return Err(0, "", "the graph has no outputs");
   for (int i = 0; i < g_.output_size(); ++i) {
@@ -564,7 +572,8 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     if (!tsv || !std::holds_alternative<torch::Tensor>(*tsv)) {
       return absl::InvalidArgumentError(absl::StrCat("loop '", pl.loop->name(), "': no timesteps"));
     }
-    torch::Tensor ts = std::get<torch::Tensor>(*tsv).to(torch::kInt64).contiguous();
+    const torch::Tensor ts = std::get<torch::Tensor>(*tsv).contiguous();
+    const bool float_steps = ts.is_floating_point();
     std::map<std::string, Value> carries;
     for (const v1::Carry& c : pl.loop->carry()) {
       const Value* init = outer(c.init());
@@ -573,7 +582,8 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     }
     const int steps = static_cast<int>(ts.numel());
     for (int i = 0; i < steps; ++i) {
-      const Value t = ts[i].item<int64_t>(), idx = static_cast<int64_t>(i);
+      const Value t = float_steps ? Value(ts[i].item<double>()) : Value(ts[i].item<int64_t>());
+      const Value idx = static_cast<int64_t>(i);
       auto scoped = [&](const std::string& src) -> const Value* {
         if (src.rfind(kLoopScope, 0) == 0) {
           const std::string var = src.substr(std::strlen(kLoopScope));

@@ -7,7 +7,8 @@
 // MaskImage: image [1, 3, H, W] in [-1, 1] with the repainted pixels set to 0 (what 9-channel inpainting
 // UNets are conditioned on).
 // MaskBlend: after each sampler step, the known region is replaced by the original latents noised to the level
-// the step reached (DDPM: t - 1000 // steps; clean after the last step), so only the masked region is invented.
+// the step reached (the sampler's next timestep; clean after the last step), so only the masked region is
+// invented.
 //   node { kind: "MaskBlend" name: "blend" input: "latents=step.latents" input: "original=encode.latents"
 //          input: "mask=mask.latent" input: "t=@loop.t" input: "steps=@steps" input: "noise=blend_noise.noise" }
 #include <torch/torch.h>
@@ -15,7 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "nodes/models/model_util.h"
 #include "nodes/ops/node.h"
-#include "nodes/schedulers/ddpm.h"
+#include "nodes/ops/sampler_inputs.h"
+#include "nodes/schedulers/samplers.h"
 
 namespace sd {
 
@@ -79,23 +81,27 @@ class MaskBlend : public NodeKernel {
   static constexpr char kSteps[] = "steps";
   static constexpr char kNoise[] = "noise";
   static NodeContract Contract() {
-    return {{{kLatents, TensorPort(v1::FLOAT32, 4), false, "after the sampler step"},
-             {kOriginal, TensorPort(v1::FLOAT32, 4), false, "the clean latents of the init image"},
-             {kMask, TensorPort(v1::FLOAT32, 4), false, "[1, 1, h, w], 1 = repaint"},
-             {kT, ScalarPort(v1::INT), false, "the step's timestep"},
-             {kSteps, ScalarPort(v1::INT)},
-             {kNoise, TensorPort(v1::FLOAT32, 4)}},
-            {{kLatents, TensorPort(v1::FLOAT32, 4)}}, nullptr, "keep the known region, invent the masked one"};
+    NodeContract c{{{kLatents, TensorPort(v1::FLOAT32, 4), false, "after the sampler step"},
+                    {kOriginal, TensorPort(v1::FLOAT32, 4), false, "the clean latents of the init image"},
+                    {kMask, TensorPort(v1::FLOAT32, 4), false, "[1, 1, h, w], 1 = repaint"},
+                    {kT, ScalarPort(v1::FLOAT), false, "the step's timestep"},
+                    {kSteps, ScalarPort(v1::INT)},
+                    {kNoise, TensorPort(v1::FLOAT32, 4)}},
+                   {{kLatents, TensorPort(v1::FLOAT32, 4)}}, nullptr, "keep the known region, invent the masked one"};
+    AddSamplerPorts(c);
+    return c;
   }
   explicit MaskBlend(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
     auto latents = in.Tensor(kLatents);
     auto original = in.Tensor(kOriginal);
     auto mask = in.Tensor(kMask);
-    auto t = in.Int(kT);
+    auto t = in.Float(kT);
     auto steps = in.Int(kSteps);
     auto noise = in.Tensor(kNoise);
-    for (const absl::Status& s : {latents.status(), original.status(), mask.status(), t.status(), steps.status(), noise.status()}) {
+    auto spec = ReadSamplerSpec(in, "");
+    for (const absl::Status& s : {latents.status(), original.status(), mask.status(), t.status(), steps.status(), noise.status(),
+                                  spec.status()}) {
       if (!s.ok()) return s;
     }
     if (latents->sizes() != original->sizes() || mask->size(2) != latents->size(2) || mask->size(3) != latents->size(3)) {
@@ -103,12 +109,14 @@ class MaskBlend : public NodeKernel {
                                                      DescribeTensor(*original), " and mask ", DescribeTensor(*mask),
                                                      " do not fit together"));
     }
-    if (*steps < 1) return absl::InvalidArgumentError("MaskBlend: steps must be positive");
     static const NoiseSchedule* schedule = new NoiseSchedule(NoiseSchedule::ScaledLinear());
-    const int64_t prev_t = *t - schedule->train_steps() / *steps;
-    torch::Tensor known = *original;
-    if (prev_t >= 0) {
-      auto noised = AddNoise(*schedule, *original, prev_t, *noise);
+    auto ts = SamplerTimesteps(*schedule, *spec, static_cast<int>(*steps));
+    if (!ts.ok()) return ts.status();
+    auto it = std::find_if(ts->begin(), ts->end(), [&](double v) { return std::abs(v - *t) < 1e-3; });
+    if (it == ts->end()) return absl::InvalidArgumentError(absl::StrCat("MaskBlend: timestep ", *t, " is not in the schedule"));
+    torch::Tensor known = *original;  // clean after the last step
+    if (it + 1 != ts->end()) {
+      auto noised = AddNoiseAt(*schedule, *original, *(it + 1), *noise);
       if (!noised.ok()) return noised.status();
       known = *noised;
     }

@@ -30,7 +30,7 @@ class Noise : public NodeKernel {
              {kWidth, ScalarPort(v1::INT), true, "image width in pixels (or wire `like`)"},
              {kLike, TensorPort(v1::FLOAT32, 4), true, "an image [B, C, H, W] whose H and W to use"},
              {kIndex, ScalarPort(v1::INT), true},
-             {kT, ScalarPort(v1::INT), true, "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
+             {kT, ScalarPort(v1::FLOAT), true, "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
              {kTable, TensorPort(v1::FLOAT32, -1), true, "recorded draws [K, ...]"}},
             {{kNoise, TensorPort(v1::FLOAT32, 4), false, "[1, 4, height/8, width/8]"}},
             v1::NoiseOptions::descriptor(),
@@ -63,7 +63,7 @@ class Noise : public NodeKernel {
       return absl::InvalidArgumentError(absl::StrCat("Noise: height and width must be positive multiples of 8, got ", h, "x", w));
     }
     if (in.Has(kT)) {
-      auto t = in.Int(kT);
+      auto t = in.Float(kT);
       if (!t.ok()) return t.status();
       if (*t == 0) {  // no draw: the sampler adds no noise at t = 0
         out[kNoise] = torch::zeros({1, channels, h / 8, w / 8});

@@ -1,11 +1,13 @@
-// Schedule: the timesteps a sampler visits, noisiest first, for `steps` inference steps; img2img's
-// `strength` keeps the last int(steps * strength) of them. `first` is the first kept timestep (where
-// img2img adds noise to the encoded image).
-//   node { kind: "Schedule" name: "schedule" input: "steps=@steps" input: "strength=@strength" }
+// Schedule: the model timesteps a sampler visits for `steps` steps, noisiest first (float32; fractional for
+// the k-diffusion samplers); img2img's `strength` keeps the last int(steps * strength). `first` is the
+// first kept timestep (where img2img adds noise to the encoded image).
+//   node { kind: "Schedule" name: "schedule" input: "steps=@steps" input: "strength=@strength"
+//          input: "sampler=@sampler" input: "karras=@karras" }
 #include <torch/torch.h>
 
 #include "nodes/ops/node.h"
-#include "nodes/schedulers/ddpm.h"
+#include "nodes/ops/sampler_inputs.h"
+#include "nodes/schedulers/samplers.h"
 #include "proto/sd/v1/nodes.pb.h"
 
 namespace sd {
@@ -17,9 +19,12 @@ class Schedule : public NodeKernel {
   static constexpr char kTimesteps[] = "timesteps";
   static constexpr char kFirst[] = "first";
   static NodeContract Contract() {
-    return {{{kSteps, ScalarPort(v1::INT)}, {kStrength, ScalarPort(v1::FLOAT), true, "(0, 1], default 1"}},
-            {{kTimesteps, TensorPort(v1::INT64, 1)}, {kFirst, ScalarPort(v1::INT)}},
-            v1::ScheduleOptions::descriptor(), "inference timesteps of the sampler"};
+    NodeContract c{{{kSteps, ScalarPort(v1::INT)}, {kStrength, ScalarPort(v1::FLOAT), true, "(0, 1], default 1"}},
+                   {{kTimesteps, TensorPort(v1::FLOAT32, 1)}, {kFirst, ScalarPort(v1::FLOAT)}},
+                   v1::ScheduleOptions::descriptor(),
+                   "inference timesteps of the sampler"};
+    AddSamplerPorts(c);
+    return c;
   }
   explicit Schedule(const google::protobuf::Any& options) : options_(UnpackOptions<v1::ScheduleOptions>(options)) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
@@ -31,14 +36,14 @@ class Schedule : public NodeKernel {
       if (!s.ok()) return s.status();
       strength = *s;
     }
-    if (!options_.sampler().empty() && options_.sampler() != "ddpm") {
-      return absl::InvalidArgumentError("Schedule: unknown sampler '" + options_.sampler() + "' (known: ddpm)");
-    }
+    auto spec = ReadSamplerSpec(in, options_.sampler());
+    if (!spec.ok()) return spec.status();
     if (*steps < 1 || *steps > 1000) return absl::InvalidArgumentError("Schedule: steps must be between 1 and 1000");
-    auto sampler = DdpmSampler::Create(NoiseSchedule::ScaledLinear(), static_cast<int>(*steps), strength);
-    if (!sampler.ok()) return sampler.status();
-    out[kTimesteps] = torch::tensor((*sampler)->timesteps(), torch::kInt64);
-    out[kFirst] = (*sampler)->timesteps().front();
+    static const NoiseSchedule* schedule = new NoiseSchedule(NoiseSchedule::ScaledLinear());
+    auto ts = SamplerTimesteps(*schedule, *spec, static_cast<int>(*steps), strength);
+    if (!ts.ok()) return ts.status();
+    out[kTimesteps] = torch::tensor(*ts, torch::kFloat64).to(torch::kFloat32);
+    out[kFirst] = ts->front();
     return absl::OkStatus();
   }
 

@@ -20,7 +20,7 @@ class UNetStep : public NodeKernel {
   static constexpr char kMaskedLatents[] = "masked_latents";
   static NodeContract Contract() {
     return {{{kLatents, TensorPort(v1::FLOAT32, 4)},
-             {kT, ScalarPort(v1::INT)},
+             {kT, ScalarPort(v1::FLOAT), false, "timestep (fractional for k-diffusion samplers)"},
              {kContext, TensorPort(v1::FLOAT32, 3)},
              {kMask, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: [1, 1, h, w]"},
              {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: latents of the masked image"}},
@@ -35,7 +35,7 @@ class UNetStep : public NodeKernel {
   }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
     auto latents = in.Tensor(kLatents);
-    auto t = in.Int(kT);
+    auto t = in.Float(kT);
     auto context = in.Tensor(kContext);
     if (!latents.ok()) return latents.status();
     if (!t.ok()) return t.status();
@@ -53,7 +53,7 @@ class UNetStep : public NodeKernel {
       }
       x = torch::cat({x, *mask, *masked}, 1);
     }
-    auto eps = unet_->Predict(x, torch::tensor({*t}), *context);
+    auto eps = unet_->Predict(x, torch::tensor({*t}, torch::kFloat64).to(torch::kFloat32), *context);
     if (!eps.ok()) return eps.status();
     out[kEps] = *eps;
     return absl::OkStatus();

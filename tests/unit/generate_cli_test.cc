@@ -103,6 +103,22 @@ TEST_F(GenerateCliTest, InpaintPicksTheMethodFromTheCheckpoint) {
   EXPECT_THAT(r.err, HasSubstr("the mask is 64x128 but the image is 64x64"));
 }
 
+TEST_F(GenerateCliTest, EverySamplerRunsAndIsRecorded) {
+  const std::vector<std::pair<std::string, std::string>> samplers = {
+      {"ddim --eta 0.5", "Sampler: DDIM,"}, {"euler", "Sampler: Euler,"}, {"euler_a", "Sampler: Euler a,"},
+      {"dpmpp_2m", "Sampler: DPM++ 2M,"}, {"dpmpp_2m --karras", "Sampler: DPM++ 2M Karras,"},
+      {"euler_a --karras", "Sampler: Euler a Karras,"}};
+  for (const auto& [flags, label] : samplers) {
+    const std::string out = dir_->File("sampler.png");
+    auto r = RunCommand(Txt2Img("--width 64 --height 64 --sampler " + flags, out));
+    ASSERT_EQ(r.exit_code, 0) << flags << ": " << r.err;
+    EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr(label)) << flags;
+  }
+  auto r = RunCommand(Txt2Img("--width 64 --height 64 --sampler ddim --karras", dir_->File("no.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("Karras spacing applies to euler, euler_a and dpmpp_2m"));
+}
+
 TEST_F(GenerateCliTest, RunWithSetAndDump) {
   const std::string out = dir_->File("run.png"), lat = dir_->File("latents.safetensors");
   auto r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") + " --model " +
@@ -128,7 +144,7 @@ TEST_F(GenerateCliTest, BadArgumentsAreRefusedWithReasons) {
   EXPECT_THAT(r.err, HasSubstr("/nonexistent/sd.ckpt"));
   r = RunCommand(Txt2Img("--sampler euler_x", dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("unknown sampler 'euler_x'"));
+  EXPECT_THAT(r.err, HasSubstr("unknown sampler 'euler_x' (available: ddpm, ddim, euler, euler_a, dpmpp_2m)"));
   r = RunCommand(Txt2Img("--steps many", dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("'many' is not an integer"));

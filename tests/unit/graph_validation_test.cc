@@ -95,7 +95,7 @@ output { name: "o" source: "L.x" })",
 loop { name: "L" timesteps: "clip.context" carry { name: "x" init: "n.noise" next: "u.eps" }
   node { kind: "UNetStep" name: "u" input: "latents=@loop.x" input: "t=@loop.t" input: "context=clip.context" } }
 output { name: "o" source: "L.x" })",
-       "expected an int64 tensor of rank 1"},
+       "expected an int64 or float32 tensor of rank 1"},
       {"wrong options type", R"(node { kind: "Schedule" name: "s" input: "steps=@steps"
   options { [type.googleapis.com/sd.v1.NoiseOptions] { offset: 1 } } } output { name: "o" source: "s.first" })",
        "options must be sd.v1.ScheduleOptions, got sd.v1.NoiseOptions"},
