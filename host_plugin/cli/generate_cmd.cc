@@ -215,6 +215,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     }
     graph_path = StockGraph(stock);
   }
+  ImageNodeKinds();  // graphs may read and write image files themselves
   auto graph = Graph::Load(graph_path);
   if (!graph.ok()) return Fail(name, graph.status());
 

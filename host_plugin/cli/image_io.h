@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -20,5 +21,8 @@ absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels
 
 // A string attribute of an image file's header ("" when absent).
 absl::StatusOr<std::string> ReadImageAttribute(const std::string& path, const std::string& name);
+
+// The image-file node kinds (LoadImage, LoadMask, SaveImage); calling this links them into a host.
+std::vector<std::string> ImageNodeKinds();
 
 }  // namespace sd

@@ -119,6 +119,19 @@ TEST_F(GenerateCliTest, EverySamplerRunsAndIsRecorded) {
   EXPECT_THAT(r.err, HasSubstr("Karras spacing applies to euler, euler_a and dpmpp_2m"));
 }
 
+TEST_F(GenerateCliTest, GraphsReadAndWriteImageFiles) {
+  const std::string in = dir_->File("rt_in.png"), out = dir_->File("rt_out.png"), copy = dir_->File("rt_copy.png");
+  ASSERT_EQ(RunCommand(Txt2Img("--width 64 --height 64", in)).exit_code, 0);
+  auto r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/examples/vae_roundtrip.pbtxt") +
+                      " --model " + Quote(model_) + " --set in=" + Quote(in) + " --set out=" + Quote(out) + " -o " + Quote(copy));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(out), *ReadImageRgb8(copy)));
+  r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/examples/vae_roundtrip.pbtxt") + " --model " +
+                 Quote(model_) + " --set in=/nonexistent.png --set out=" + Quote(out) + " -o " + Quote(copy));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("node 'load' (LoadImage): /nonexistent.png"));
+}
+
 TEST_F(GenerateCliTest, RunWithSetAndDump) {
   const std::string out = dir_->File("run.png"), lat = dir_->File("latents.safetensors");
   auto r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") + " --model " +
