@@ -184,3 +184,30 @@ TEST_F(GenerateCliTest, HelpDocumentsEveryFlag) {
 
 }  // namespace
 }  // namespace sd
+
+namespace sd {
+namespace {
+
+TEST(ImageIoTest, PngJpegTiffExrRoundTrip) {
+  testing::TempDir dir;
+  torch::Tensor px = (torch::arange(64 * 48 * 3, torch::kInt64).reshape({48, 64, 3}) * 7 % 256).to(torch::kUInt8);
+  px.slice(1, 0, 32).fill_(200);  // a flat region, so lossy JPEG has something to get right
+  for (const char* ext : {".png", ".tif", ".exr", ".jpg"}) {
+    const std::string path = dir.File(std::string("img") + ext);
+    ASSERT_TRUE(WriteImageRgb8(path, px, {{"parameters", "p"}}).ok()) << ext;
+    auto back = ReadImageRgb8(path);
+    ASSERT_TRUE(back.ok()) << ext << ": " << back.status();
+    ASSERT_EQ(back->sizes(), px.sizes()) << ext;
+    if (std::string(ext) == ".jpg") {
+      EXPECT_LT((back->slice(1, 0, 24).to(torch::kInt32) - 200).abs().max().item<int>(), 4);  // away from the edge
+    } else {
+      EXPECT_TRUE(torch::equal(*back, px)) << ext;
+    }
+  }
+  EXPECT_EQ(*ReadImageAttribute(dir.File("img.png"), "parameters"), "p");
+  EXPECT_EQ(ReadImageRgb8(dir.File("none.png")).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(WriteImageRgb8(dir.File("x.png"), torch::zeros({4, 4}, torch::kUInt8)).ok());
+}
+
+}  // namespace
+}  // namespace sd
