@@ -188,4 +188,88 @@ absl::StatusOr<torch::Tensor> VaeImpl::Encode(const torch::Tensor& image, const 
   });
 }
 
+namespace {
+
+// Tile origins covering [0, size) with tiles of `tile` and at least about `overlap` shared: evenly spread,
+// rounded down to multiples of `align`.
+std::vector<int64_t> TileStarts(int64_t size, int64_t tile, int64_t overlap, int64_t align) {
+  if (size <= tile) return {0};
+  const int64_t stride = tile - overlap;
+  const int64_t n = (size - overlap + stride - 1) / stride;  // tiles needed
+  std::vector<int64_t> starts;
+  for (int64_t i = 0; i < n; ++i) starts.push_back(n == 1 ? 0 : (size - tile) * i / (n - 1) / align * align);
+  return starts;
+}
+
+// Blending weights of a tile [len] along one axis: ramps up over `ramp` where a neighbour overlaps.
+torch::Tensor Ramp(int64_t len, int64_t ramp, bool ramp_in, bool ramp_out) {
+  torch::Tensor w = torch::ones({len});
+  if (ramp <= 0) return w;
+  torch::Tensor r = (torch::arange(ramp, torch::kFloat32) + 0.5) / ramp;
+  if (ramp_in) w.slice(0, 0, ramp).mul_(r);
+  if (ramp_out) w.slice(0, len - ramp, len).mul_(r.flip(0));
+  return w;
+}
+
+// Runs `fn` on overlapping tiles of `input`'s last two dims (`tile`, `overlap` in input pixels) and blends the
+// outputs, which are `scale` times the input's size (decoder 8, encoder 1/8).
+absl::StatusOr<torch::Tensor> Tiled(const torch::Tensor& input, int64_t tile, int64_t overlap, int64_t align, double scale,
+                                    const std::function<absl::StatusOr<torch::Tensor>(int64_t y, int64_t x, int64_t th,
+                                                                                      int64_t tw)>& fn) {
+  const int64_t h = input.size(2), w = input.size(3);
+  const std::vector<int64_t> ys = TileStarts(h, tile, overlap, align), xs = TileStarts(w, tile, overlap, align);
+  torch::Tensor out, weight;
+  for (int64_t y : ys) {
+    for (int64_t x : xs) {
+      const int64_t th = std::min(tile, h), tw = std::min(tile, w);
+      absl::StatusOr<torch::Tensor> part = fn(y, x, th, tw);
+      if (!part.ok()) return part.status();
+      const int64_t oy = static_cast<int64_t>(y * scale), ox = static_cast<int64_t>(x * scale);
+      const int64_t oh = part->size(2), ow = part->size(3), ramp = static_cast<int64_t>(overlap * scale);
+      if (!out.defined()) {
+        out = torch::zeros({part->size(0), part->size(1), static_cast<int64_t>(h * scale), static_cast<int64_t>(w * scale)});
+        weight = torch::zeros({1, 1, out.size(2), out.size(3)});
+      }
+      torch::Tensor wy = Ramp(oh, ramp, y > 0, y + th < h), wx = Ramp(ow, ramp, x > 0, x + tw < w);
+      torch::Tensor m = (wy.unsqueeze(1) * wx.unsqueeze(0)).unsqueeze(0).unsqueeze(0);  // [1, 1, oh, ow]
+      out.slice(2, oy, oy + oh).slice(3, ox, ox + ow).add_(part->to(torch::kFloat32) * m);
+      weight.slice(2, oy, oy + oh).slice(3, ox, ox + ow).add_(m);
+    }
+  }
+  return out / weight;
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> VaeImpl::DecodeTiled(const torch::Tensor& latents, int64_t tile, int64_t overlap) {
+  if (tile <= 0 || overlap < 0 || overlap >= tile) {
+    return absl::InvalidArgumentError(absl::StrCat("VAE decoder: tile ", tile, " and overlap ", overlap,
+                                                   " must satisfy 0 <= overlap < tile"));
+  }
+  if (latents.dim() != 4) return Decode(latents);  // Decode reports the shape error
+  if (latents.size(2) <= tile && latents.size(3) <= tile) return Decode(latents);
+  c10::InferenceMode guard;
+  return Tiled(latents, tile, overlap, 1, static_cast<double>(downscale()), [&](int64_t y, int64_t x, int64_t th, int64_t tw) {
+    return Decode(latents.slice(2, y, y + th).slice(3, x, x + tw));
+  });
+}
+
+absl::StatusOr<torch::Tensor> VaeImpl::EncodeTiled(const torch::Tensor& image, const torch::Tensor& noise, int64_t tile,
+                                                   int64_t overlap) {
+  const int64_t f = downscale();
+  if (tile <= 0 || overlap < 0 || overlap >= tile || tile % f || overlap % f) {
+    return absl::InvalidArgumentError(absl::StrCat("VAE encoder: tile ", tile, " and overlap ", overlap,
+                                                   " must be multiples of ", f, " with 0 <= overlap < tile"));
+  }
+  if (image.dim() != 4 || (image.size(2) <= tile && image.size(3) <= tile)) return Encode(image, noise);
+  if (noise.dim() != 4 || noise.size(2) * f != image.size(2) || noise.size(3) * f != image.size(3)) {
+    return Encode(image, noise);  // reports the mismatch
+  }
+  c10::InferenceMode guard;
+  return Tiled(image, tile, overlap, f, 1.0 / f, [&](int64_t y, int64_t x, int64_t th, int64_t tw) {
+    return Encode(image.slice(2, y, y + th).slice(3, x, x + tw),
+                  noise.slice(2, y / f, (y + th) / f).slice(3, x / f, (x + tw) / f));
+  });
+}
+
 }  // namespace sd

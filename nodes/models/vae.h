@@ -88,6 +88,13 @@ class VaeImpl : public torch::nn::Module {
   // image [B, 3, H, W] in [-1, 1], H and W multiples of 8; noise [B, z, H/8, W/8] ~ N(0, 1) ->
   // (mean + exp(0.5 * clamp(logvar, -30, 20)) * noise) * scale_factor.
   absl::StatusOr<torch::Tensor> Encode(const torch::Tensor& image, const torch::Tensor& noise);
+  // The same, in overlapping tiles of `tile` latent pixels (`overlap` of them shared with each neighbour,
+  // blended with linear ramps), so memory stays that of one tile whatever the image size. Tiles are decoded
+  // independently (GroupNorm statistics per tile), so the result differs slightly from Decode near seams.
+  absl::StatusOr<torch::Tensor> DecodeTiled(const torch::Tensor& latents, int64_t tile = 64, int64_t overlap = 16);
+  // Encode in overlapping tiles of `tile` image pixels (`overlap` shared; both multiples of 8).
+  absl::StatusOr<torch::Tensor> EncodeTiled(const torch::Tensor& image, const torch::Tensor& noise, int64_t tile = 512,
+                                            int64_t overlap = 128);
   const VaeConfig& config() const { return config_; }
   int64_t downscale() const { return int64_t{1} << (config_.ch_mult.size() - 1); }
 
