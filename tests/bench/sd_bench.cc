@@ -21,6 +21,7 @@
 #include "nodes/models/vae.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
+#include "tests/bench/op_profile.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -28,7 +29,7 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases clip,unet1,unet2,vae_dec,vae_enc]\n"
-    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE]\n"
+    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile]\n"
     "\n"
     "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG step), and\n"
     "the VAE decoder and encoder at SIZE x SIZE pixels, in each compute dtype, and reports the peak resident\n"
@@ -43,7 +44,9 @@ constexpr char kHelp[] =
     "                  the median is reported)\n"
     "  --threads N     ATen intra-op threads (default: all cores)\n"
     "  --device D      cpu (default) or cuda\n"
-    "  --json FILE     also write the results as JSON\n";
+    "  --json FILE     also write the results as JSON\n"
+    "  --profile       after the timings, run one UNet evaluation (batch 2) per dtype under an operator\n"
+    "                  profiler and print the top operators by self time\n";
 
 struct Result {
   std::string dtype, case_name;
@@ -65,7 +68,7 @@ torch::ScalarType ParseDtype(const std::string& d) {
 
 int Main(int argc, char** argv) {
   auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                               {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json"}, {"help"}});
+                               {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json"}, {"help", "profile"}});
   if (!args.ok()) {
     std::fprintf(stderr, "sd-bench: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
     return 2;
@@ -175,6 +178,23 @@ int Main(int argc, char** argv) {
       std::sort(times.begin(), times.end());
       results.push_back({d, c, times[times.size() / 2], PeakRss()});
       std::fprintf(stderr, "sd-bench: %s %-8s %8.3f s\n", d.c_str(), c.c_str(), results.back().seconds);
+    }
+    if (args->Has("profile")) {
+      std::vector<OpTime> ops;
+      double total = 0;
+      {
+        OpProfiler profiler;
+        auto t = std::chrono::steady_clock::now();
+        (void)run.at("unet2")();
+        total = Seconds(t);
+        ops = profiler.Results();
+      }
+      std::printf("profile: %s UNet %dx%d batch 2, %.2f s; top operators by self time\n", d.c_str(), size, size, total);
+      std::printf("  %-40s %10s %7s %8s\n", "operator", "self s", "share", "calls");
+      for (size_t i = 0; i < ops.size() && i < 15; ++i) {
+        std::printf("  %-40s %10.3f %6.1f%% %8lld\n", ops[i].name.c_str(), ops[i].self_seconds,
+                    100.0 * ops[i].self_seconds / total, static_cast<long long>(ops[i].calls));
+      }
     }
   }
 

@@ -1,0 +1,29 @@
+// A small operator profiler for sd-bench --profile: times every ATen operator through RecordFunction
+// callbacks and reports self time (children excluded) per operator name, so the next optimisation is
+// chosen by measurement.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sd {
+
+struct OpTime {
+  std::string name;
+  double self_seconds = 0;
+  int64_t calls = 0;
+};
+
+class OpProfiler {
+ public:
+  OpProfiler();   // starts recording on every thread
+  ~OpProfiler();  // stops
+  // Operators by self time, longest first.
+  std::vector<OpTime> Results() const;
+
+ private:
+  uint64_t handle_;
+};
+
+}  // namespace sd
