@@ -3,7 +3,10 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cctype>
 #include <chrono>
+#include <csignal>
 #include <climits>
 #include <cstdio>
 #include <fstream>
@@ -56,7 +59,18 @@ std::string RunHelp() {
       "usage: sd-graph run GRAPH.pbtxt --model M [--set NAME=VALUE ...] -o OUT [flags]\n\n"
       "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a file as\n"
       "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
-      kCommonFlags, "  --set NAME=VALUE  a graph input (repeatable)\n");
+      kCommonFlags,
+      "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame number\n"
+      "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
+      "\n"
+      "Render-farm mode:\n"
+      "  --frames A-B[:S] render frames A to B (every S-th); OUT is a pattern such as out/frame_%04d.png;\n"
+      "                  each frame's seed is SEED + frame; frames whose file exists are skipped\n"
+      "  --overwrite       render existing frames again\n"
+      "  Progress is printed as flushed lines farm managers read (openjd_progress: NN, openjd_status: ...,\n"
+      "  Progress: NN%). Exit codes: 0 done; 2 bad arguments or graph, 3 missing model or input file\n"
+      "  (permanent: do not retry); 75 workers unavailable or timed out (retry); 130 cancelled (SIGTERM or\n"
+      "  SIGINT: the frame in progress is abandoned, no partial file is left); 1 other failures.\n");
 }
 
 std::string Txt2ImgHelp() {
@@ -148,6 +162,88 @@ std::string SamplerLabel(const std::string& name, bool karras) {
 
 enum class Mode { kRun, kTxt2Img, kImg2Img, kInpaint };
 
+// Exit codes farm managers can act on.
+constexpr int kExitMissing = 3;
+constexpr int kExitRetry = 75;  // EX_TEMPFAIL
+constexpr int kExitCancelled = 130;
+
+int ExitCodeFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+      return kExitRetry;
+    case absl::StatusCode::kCancelled:
+      return kExitCancelled;
+    case absl::StatusCode::kNotFound:
+      return kExitMissing;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kUnimplemented:
+      return kExitUsage;
+    default:
+      return kExitFailure;
+  }
+}
+
+std::atomic<bool> g_cancel{false};  // set by SIGTERM / SIGINT; passed to each run as RunOptions::cancelled
+
+extern "C" void OnTerminate(int) { g_cancel.store(true); }
+
+// "A-B" or "A-B:S" -> frame numbers.
+absl::StatusOr<std::vector<int64_t>> ParseFrames(const std::string& text) {
+  std::string range = text;
+  int64_t step = 1;
+  if (size_t colon = text.find(':'); colon != std::string::npos) {
+    range = text.substr(0, colon);
+    if (!absl::SimpleAtoi(text.substr(colon + 1), &step) || step < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--frames ", text, ": the step must be a positive integer"));
+    }
+  }
+  int64_t a, b;
+  const size_t dash = range.find('-', 1);
+  if (dash == std::string::npos) {
+    if (!absl::SimpleAtoi(range, &a)) return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
+    b = a;
+  } else if (!absl::SimpleAtoi(range.substr(0, dash), &a) || !absl::SimpleAtoi(range.substr(dash + 1), &b)) {
+    return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
+  }
+  if (b < a || (b - a) / step > 1000000) return absl::InvalidArgumentError(absl::StrCat("--frames ", text, ": B must be >= A"));
+  std::vector<int64_t> frames;
+  for (int64_t f = a; f <= b; f += step) frames.push_back(f);
+  return frames;
+}
+
+// out/frame_%04d.png -> out/frame_0007.png (one %d, %Nd or %0Nd conversion).
+absl::StatusOr<std::string> FramePath(const std::string& pattern, int64_t frame) {
+  const size_t pct = pattern.find('%');
+  if (pct == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("-o ", pattern, ": farm mode needs a frame pattern such as frame_%04d.png"));
+  }
+  size_t end = pct + 1;
+  while (end < pattern.size() && std::isdigit(static_cast<unsigned char>(pattern[end]))) ++end;
+  if (end >= pattern.size() || pattern[end] != 'd' || pattern.find('%', end) != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("-o ", pattern, ": use exactly one %d, %4d or %04d"));
+  }
+  const std::string spec = pattern.substr(pct + 1, end - pct - 1);
+  const int width = spec.empty() ? 0 : std::stoi(spec);
+  std::string num = std::to_string(frame < 0 ? -frame : frame);
+  const char fill = !spec.empty() && spec[0] == '0' ? '0' : ' ';
+  while (static_cast<int>(num.size()) < width - (frame < 0 ? 1 : 0)) num.insert(num.begin(), fill);
+  if (frame < 0) num.insert(num.begin(), '-');
+  return pattern.substr(0, pct) + num + pattern.substr(end + 1);
+}
+
+int FailWithCode(const std::string& name, const absl::Status& s) {
+  Fail(name, s);
+  return ExitCodeFor(s);
+}
+
+std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
+  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  return s;
+}
+
 int Generate(Mode mode, const std::vector<std::string>& argv) {
   const std::string name = mode == Mode::kRun       ? "run"
                            : mode == Mode::kTxt2Img ? "txt2img"
@@ -157,9 +253,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                            : mode == Mode::kTxt2Img ? Txt2ImgHelp()
                            : mode == Mode::kImg2Img ? Img2ImgHelp()
                                                     : InpaintHelp();
-  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set"}, {}};
+  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set", "frames", "seed"}, {"overwrite"}};
   if (mode != Mode::kRun) {
-    for (const char* f : {"prompt", "negative", "steps", "cfg", "seed", "sampler", "batch", "eta"}) spec.with_value.insert(f);
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"}) spec.with_value.insert(f);
     spec.switches.insert("karras");
   }
   if (mode == Mode::kTxt2Img) spec.with_value.insert({"width", "height"});
@@ -205,9 +301,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (mode == Mode::kInpaint) {
       // The checkpoint decides the method: 9 UNet input channels mean an inpainting model.
       auto ckpt = Checkpoint::Open(model);
-      if (!ckpt.ok()) return Fail(name, ckpt.status());
+      if (!ckpt.ok()) return FailWithCode(name, ckpt.status());
       auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
-      if (!config.ok()) return Fail(name, config.status());
+      if (!config.ok()) return FailWithCode(name, config.status());
       stock = config->unet.in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
       if (config->unet.in_channels == 9 && args->Get("strength")) {
         return usage("--strength applies to ordinary checkpoints; 9-channel inpainting models always start from noise");
@@ -217,7 +313,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   }
   ImageNodeKinds();  // graphs may read and write image files themselves
   auto graph = Graph::Load(graph_path);
-  if (!graph.ok()) return Fail(name, graph.status());
+  if (!graph.ok()) return FailWithCode(name, graph.status());
 
   // Graph inputs: from the shortcut flags, then --set.
   std::map<std::string, Value> inputs;
@@ -228,13 +324,14 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     return absl::OkStatus();
   };
   int64_t seed = 0, batch = 1;
+  const bool seed_given = args->Get("seed").has_value();
+  if (auto v = args->Get("seed"); v && !absl::SimpleAtoi(*v, &seed)) return usage("--seed must be an integer");
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "width", "height", "strength", "eta"}) {
       if (auto v = args->Get(f)) {
         if (absl::Status s = set(f, *v); !s.ok()) return usage(std::string(s.message()));
       }
     }
-    if (auto v = args->Get("seed"); v && !absl::SimpleAtoi(*v, &seed)) return usage("--seed must be an integer");
     if (auto v = args->Get("batch"); v && (!absl::SimpleAtoi(*v, &batch) || batch < 1 || batch > 10000)) {
       return usage("--batch must be an integer from 1 to 10000");
     }
@@ -249,7 +346,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (mode == Mode::kImg2Img || mode == Mode::kInpaint) {
     if (!args->Get("init")) return usage("--init IMG is required");
     auto px = ReadImageRgb8(*args->Get("init"));
-    if (!px.ok()) return Fail(name, px.status());
+    if (!px.ok()) return FailWithCode(name, px.status());
     if (px->size(0) % 64 || px->size(1) % 64) {
       return usage(absl::StrCat("the init image is ", px->size(1), "x", px->size(0),
                                 "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
@@ -258,7 +355,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (mode == Mode::kInpaint) {
       if (!args->Get("mask")) return usage("--mask MASK is required");
       auto mask = ReadImageRgb8(*args->Get("mask"));
-      if (!mask.ok()) return Fail(name, mask.status());
+      if (!mask.ok()) return FailWithCode(name, mask.status());
       if (mask->sizes() != px->sizes()) {
         return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0), " but the image is ", px->size(1),
                                   "x", px->size(0), "; they must be the same size"));
@@ -269,7 +366,18 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   for (const std::string& kv : sets) {
     const size_t eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) return usage(absl::StrCat("--set '", kv, "' is not NAME=VALUE"));
-    if (absl::Status s = set(kv.substr(0, eq), kv.substr(eq + 1)); !s.ok()) return usage(std::string(s.message()));
+    if (absl::Status s = set(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", "0")); !s.ok()) {
+      return usage(std::string(s.message()));
+    }
+  }
+  std::vector<int64_t> frames;
+  const bool farm = args->Has("frames");
+  if (farm) {
+    auto f = ParseFrames(*args->Get("frames"));
+    if (!f.ok()) return usage(std::string(f.status().message()));
+    if (batch != 1) return usage("--frames and --batch do not mix");
+    frames = *f;
+    if (auto p = FramePath(out, frames.front()); !p.ok()) return usage(std::string(p.status().message()));
   }
   for (const char* dim : {"width", "height"}) {
     auto it = inputs.find(dim);
@@ -304,21 +412,59 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   }
   ConfigureThreads(threads);
   WarnIfSlowBlas("sd-graph");
+  auto fail = [&](const absl::Status& s) {
+    FailWithCode(name, s);
+    if (farm) std::printf("openjd_status: failed: %s\n", std::string(s.message()).c_str());
+    std::fflush(stdout);
+    return ExitCodeFor(s);
+  };
   auto entry = ctx.models->Open(model);
-  if (!entry.ok()) return Fail(name, entry.status());
+  if (!entry.ok()) return fail(entry.status());
+  std::signal(SIGTERM, OnTerminate);
+  std::signal(SIGINT, OnTerminate);
+  options.cancelled = &g_cancel;
 
-  for (int b = 0; b < batch; ++b) {
-    if (mode != Mode::kRun && graph->Input("seed")) inputs["seed"] = seed + b;
-    ProgressPrinter progress(b, static_cast<int>(batch));
-    options.on_progress = [&](const Progress& p) { progress(p); };
+  const int jobs = farm ? static_cast<int>(frames.size()) : static_cast<int>(batch);
+  for (int b = 0; b < jobs; ++b) {
+    std::string path = NumberedOutput(out, b, static_cast<int>(batch));
+    if (farm) {
+      const int64_t frame = frames[b];
+      path = *FramePath(out, frame);
+      if (!args->Has("overwrite") && std::ifstream(path).good()) {
+        std::printf("openjd_status: frame %lld exists, skipped (%s)\n", static_cast<long long>(frame), path.c_str());
+        std::fflush(stdout);
+        continue;
+      }
+      for (const std::string& kv : sets) {
+        const size_t eq = kv.find('=');
+        if (kv.find("{frame}", eq) == std::string::npos) continue;
+        if (absl::Status s = set(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", std::to_string(frame))); !s.ok()) {
+          return fail(s);
+        }
+      }
+      if (graph->Input("seed")) inputs["seed"] = seed + frame;
+      std::printf("openjd_status: rendering frame %lld -> %s\n", static_cast<long long>(frame), path.c_str());
+      std::fflush(stdout);
+    } else if ((mode != Mode::kRun || seed_given) && graph->Input("seed")) {
+      inputs["seed"] = seed + b;
+    }
+    ProgressPrinter progress(b, jobs);
+    options.on_progress = [&](const Progress& p) {
+      progress(p);
+      if (farm && p.steps > 0) {
+        const int pct = static_cast<int>(100.0 * (b + static_cast<double>(p.step) / p.steps) / jobs);
+        std::printf("openjd_progress: %d\nProgress: %d%%\n", pct, pct);
+        std::fflush(stdout);
+      }
+    };
     const auto t0 = std::chrono::steady_clock::now();
     auto result = graph->Run(inputs, ctx, options);
     progress.Done();
-    if (!result.ok()) return Fail(name, result.status());
+    if (!result.ok()) return fail(result.status());
     const std::string first_output = graph->config().output(0).name();
     const Value& image = result->at(first_output);
     if (!std::holds_alternative<torch::Tensor>(image)) {
-      return Fail(name, absl::InvalidArgumentError(absl::StrCat("graph output '", first_output, "' is not an image")));
+      return fail(absl::InvalidArgumentError(absl::StrCat("graph output '", first_output, "' is not an image")));
     }
     // The parameters line other SD tools write and read (A1111 style), so an image can be reproduced.
     auto text = [&](const char* key, const std::string& fallback) {
@@ -345,19 +491,19 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph->Input("strength"))) {
       absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
     }
-    const std::string path = NumberedOutput(out, b, static_cast<int>(batch));
+    if (g_cancel.load()) return fail(absl::CancelledError("cancelled before writing " + path));
     if (absl::Status s = WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}); !s.ok()) {
-      return Fail(name, s);
+      return fail(s);
     }
     for (const auto& [source, file] : dump_targets) {
       auto it = result->find(source);
       if (it == result->end() || !std::holds_alternative<torch::Tensor>(it->second)) {
-        return Fail(name, absl::InvalidArgumentError(absl::StrCat("--dump ", source, ": no tensor was produced there")));
+        return FailWithCode(name, absl::InvalidArgumentError(absl::StrCat("--dump ", source, ": no tensor was produced there")));
       }
       torch::Tensor t = std::get<torch::Tensor>(it->second).contiguous();
       auto w = ToWrite(source, t);
-      if (!w.ok()) return Fail(name, w.status());
-      if (absl::Status s = WriteSafetensors(NumberedOutput(file, b, static_cast<int>(batch)), {*w}); !s.ok()) return Fail(name, s);
+      if (!w.ok()) return FailWithCode(name, w.status());
+      if (absl::Status s = WriteSafetensors(NumberedOutput(file, b, static_cast<int>(batch)), {*w}); !s.ok()) return FailWithCode(name, s);
     }
     std::fprintf(stderr, "sd-graph %s: wrote %s (%.1f s)\n", name.c_str(), path.c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

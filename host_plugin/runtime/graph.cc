@@ -526,6 +526,9 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   auto run = [&](const PlannedNode& p, const std::function<const Value*(const std::string&)>& lookup, int step,
                  int steps) -> absl::Status {
     const std::string who = absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")");
+    if (options.cancelled && options.cancelled->load()) {
+      return absl::CancelledError(absl::StrCat("graph ", name_, ": run cancelled before ", who));
+    }
     std::map<std::string, Value> in;
     for (const auto& [port, src] : p.inputs) {
       const Value* v = lookup(src);

@@ -6,6 +6,7 @@
 //   SD_ASSIGN_OR_RETURN(auto outputs, g.Run({{"prompt", std::string("a cat")}}, ctx, options));
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,6 +30,8 @@ struct RunOptions {
   std::function<void(const Progress&)> on_progress;  // per run, never global
   // Extra values to capture, by source ("node.port"; inside a loop, the last step's value).
   std::vector<std::string> capture;
+  // Checked before every node: when set, the run stops with CANCELLED.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 class Graph {

@@ -128,7 +128,7 @@ TEST_F(GenerateCliTest, GraphsReadAndWriteImageFiles) {
   EXPECT_TRUE(torch::equal(*ReadImageRgb8(out), *ReadImageRgb8(copy)));
   r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/examples/vae_roundtrip.pbtxt") + " --model " +
                  Quote(model_) + " --set in=/nonexistent.png --set out=" + Quote(out) + " -o " + Quote(copy));
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("node 'load' (LoadImage): /nonexistent.png"));
 }
 
@@ -153,7 +153,7 @@ TEST_F(GenerateCliTest, BadArgumentsAreRefusedWithReasons) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--model is required"));
   r = RunCommand(Bin() + " txt2img --model /nonexistent/sd.ckpt --prompt x -o " + Quote(dir_->File("x.png")));
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 3);  // missing model: permanent
   EXPECT_THAT(r.err, HasSubstr("/nonexistent/sd.ckpt"));
   r = RunCommand(Txt2Img("--sampler euler_x", dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 2);
