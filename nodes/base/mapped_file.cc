@@ -50,6 +50,16 @@ std::shared_ptr<const MappedFile> MappedFile::FromBytes(std::string bytes, std::
   return f;
 }
 
+void MappedFile::DropPages(const void* data, uint64_t size) const {
+  if (!mapped_ || size == 0) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = reinterpret_cast<uint64_t>(data), end = begin + size;
+  const uint64_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages inside only
+  const uint64_t lo = reinterpret_cast<uint64_t>(data_), hi = lo + size_;
+  if (first >= last || first < lo || last > hi) return;
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -23,6 +23,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Tells the kernel the pages of [data, data + size) are not needed now (after their contents were converted
+  // to another dtype): resident memory drops; a later read faults them in again from the file. Safe to call
+  // at any time; a no-op for in-memory bytes.
+  void DropPages(const void* data, uint64_t size) const;
 
  private:
   MappedFile() = default;

@@ -41,11 +41,14 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
         check.mismatched.push_back({key, param.sizes().vec(), view->shape});
         continue;
       }
-      absl::StatusOr<torch::Tensor> t = LoadTensor(checkpoint, key, fp32 ? torch::kFloat32 : dtype);
+      const torch::ScalarType want = fp32 ? torch::kFloat32 : dtype;
+      absl::StatusOr<torch::Tensor> t = LoadTensor(checkpoint, key, want);
       if (!t.ok()) return t.status();
       torch::Tensor value = *t;
       if (!value.device().is_cpu() || device != torch::kCPU) value = value.to(device);
       param.set_data(value);
+      // Converted or moved: the file's pages for this tensor are no longer needed in memory.
+      if (value.data_ptr() != static_cast<const void*>(view->data)) checkpoint.file()->DropPages(view->data, view->nbytes());
       ++check.matched;
     }
   }
