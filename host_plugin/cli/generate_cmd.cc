@@ -83,11 +83,13 @@ std::string Txt2ImgHelp() {
 
 std::string Img2ImgHelp() {
   return absl::StrCat("usage: sd-graph img2img --model M --init IMG --prompt TEXT -o OUT [flags]\n\n"
-                      "Image to image with the stock graph graphs/img2img.pbtxt. The image keeps its size, which\n"
-                      "must be a multiple of 64 pixels each way.\n\n",
+                      "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
+                      "--width x --height (multiples of 64).\n\n",
                       kCommonFlags, kPromptFlags,
                       "  --init IMG        the input image\n"
-                      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n");
+                      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
+                      "  --width W         work at this width, resizing the input (default: the input's)\n"
+                      "  --height H        work at this height, resizing the input (default: the input's)\n");
 }
 
 std::string ExeDir() {
@@ -149,6 +151,8 @@ std::string InpaintHelp() {
                       kCommonFlags, kPromptFlags,
                       "  --init IMG        the image\n"
                       "  --mask MASK       white = repaint, black = keep\n"
+                      "  --width W         work at this width, resizing image and mask (default: the image's)\n"
+                      "  --height H        work at this height, resizing image and mask (default: the image's)\n"
                       "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
 }
 
@@ -258,7 +262,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"}) spec.with_value.insert(f);
     spec.switches.insert("karras");
   }
-  if (mode == Mode::kTxt2Img) spec.with_value.insert({"width", "height"});
+  if (mode != Mode::kRun) spec.with_value.insert({"width", "height"});
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
   if (mode == Mode::kInpaint) spec.with_value.insert({"init", "mask", "strength"});
   // Repeatable flags (--set, --dump) are collected by hand; everything else goes through Args.
@@ -328,7 +332,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (auto v = args->Get("seed"); v && !absl::SimpleAtoi(*v, &seed)) return usage("--seed must be an integer");
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "width", "height", "strength", "eta"}) {
-      if (auto v = args->Get(f)) {
+      if (auto v = args->Get(f); v && graph->Input(f)) {
         if (absl::Status s = set(f, *v); !s.ok()) return usage(std::string(s.message()));
       }
     }
@@ -347,6 +351,22 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (!args->Get("init")) return usage("--init IMG is required");
     auto px = ReadImageRgb8(*args->Get("init"));
     if (!px.ok()) return FailWithCode(name, px.status());
+    // --width/--height: the size to work at. The reference resizes its input to the working size; so do we
+    // when they differ (the resampling filter differs from PIL's, so pixels may differ slightly then).
+    int64_t want_w = px->size(1), want_h = px->size(0);
+    for (auto [flag, target] : {std::pair<const char*, int64_t*>{"width", &want_w}, {"height", &want_h}}) {
+      if (auto v = args->Get(flag); v && (!absl::SimpleAtoi(*v, target) || *target <= 0 || *target % 64 != 0)) {
+        return usage(absl::StrCat("--", flag, " ", *v, ": SD v1.x needs a positive multiple of 64"));
+      }
+    }
+    const bool resize = want_w != px->size(1) || want_h != px->size(0);
+    if (resize) {
+      std::fprintf(stderr, "sd-graph %s: resizing the init image from %lldx%lld to %lldx%lld\n", name.c_str(),
+                   static_cast<long long>(px->size(1)), static_cast<long long>(px->size(0)),
+                   static_cast<long long>(want_w), static_cast<long long>(want_h));
+      px = ResizeRgb8(*px, want_w, want_h);
+      if (!px.ok()) return FailWithCode(name, px.status());
+    }
     if (px->size(0) % 64 || px->size(1) % 64) {
       return usage(absl::StrCat("the init image is ", px->size(1), "x", px->size(0),
                                 "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
@@ -355,6 +375,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (mode == Mode::kInpaint) {
       if (!args->Get("mask")) return usage("--mask MASK is required");
       auto mask = ReadImageRgb8(*args->Get("mask"));
+      if (!mask.ok()) return FailWithCode(name, mask.status());
+      if (resize && mask->size(0) * want_w == mask->size(1) * want_h) mask = ResizeRgb8(*mask, want_w, want_h);
       if (!mask.ok()) return FailWithCode(name, mask.status());
       if (mask->sizes() != px->sizes()) {
         return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0), " but the image is ", px->size(1),

@@ -79,6 +79,19 @@ TEST_F(GenerateCliTest, Img2ImgKeepsTheInputSize) {
   EXPECT_THAT(r.err, HasSubstr("step 2/2"));  // strength 0.5 keeps 2 of 4 steps
   EXPECT_EQ(ReadImageRgb8(out)->sizes(), (std::vector<int64_t>{64, 128, 3}));
   EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr("Denoising strength: 0.5"));
+  // Same size given explicitly: no resize; another size: the input is resized to it.
+  r = RunCommand(Bin() + " img2img --model " + Quote(model_) + " --init " + Quote(init) +
+                 " --prompt fox --steps 2 --width 128 --height 64 -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("resizing")));
+  r = RunCommand(Bin() + " img2img --model " + Quote(model_) + " --init " + Quote(init) +
+                 " --prompt fox --steps 2 --width 64 --height 64 -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("resizing the init image from 128x64 to 64x64"));
+  EXPECT_EQ(ReadImageRgb8(out)->sizes(), (std::vector<int64_t>{64, 64, 3}));
+  r = RunCommand(Bin() + " img2img --model " + Quote(model_) + " --init " + Quote(init) + " --prompt fox --width 100 -o " +
+                 Quote(out));
+  EXPECT_EQ(r.exit_code, 2);
 }
 
 TEST_F(GenerateCliTest, InpaintPicksTheMethodFromTheCheckpoint) {
