@@ -23,7 +23,7 @@ class AddNoise : public NodeKernel {
     if (!x0.ok()) return x0.status();
     if (!t.ok()) return t.status();
     if (!noise.ok()) return noise.status();
-    static const NoiseSchedule* schedule = new NoiseSchedule(NoiseSchedule::ScaledLinear());
+    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
     auto noised = AddNoiseAt(*schedule, *x0, *t, *noise);
     if (!noised.ok()) return noised.status();
     out[kLatents] = *noised;

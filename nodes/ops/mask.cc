@@ -109,7 +109,7 @@ class MaskBlend : public NodeKernel {
                                                      DescribeTensor(*original), " and mask ", DescribeTensor(*mask),
                                                      " do not fit together"));
     }
-    static const NoiseSchedule* schedule = new NoiseSchedule(NoiseSchedule::ScaledLinear());
+    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
     auto ts = SamplerTimesteps(*schedule, *spec, static_cast<int>(*steps));
     if (!ts.ok()) return ts.status();
     auto it = std::find_if(ts->begin(), ts->end(), [&](double v) { return std::abs(v - *t) < 1e-3; });

@@ -48,7 +48,7 @@ class SamplerStep : public NodeKernel {
     for (const absl::Status& s : {spec.status(), latents.status(), eps.status(), t.status(), steps.status()}) {
       if (!s.ok()) return s;
     }
-    static const NoiseSchedule* schedule = new NoiseSchedule(NoiseSchedule::ScaledLinear());
+    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
     torch::Tensor noise, history;
     if (SamplerNeedsNoise(*schedule, *spec, static_cast<int>(*steps), *t)) {
       auto n = in.Tensor(kNoise);

@@ -39,7 +39,7 @@ class Schedule : public NodeKernel {
     auto spec = ReadSamplerSpec(in, options_.sampler());
     if (!spec.ok()) return spec.status();
     if (*steps < 1 || *steps > 1000) return absl::InvalidArgumentError("Schedule: steps must be between 1 and 1000");
-    static const NoiseSchedule* schedule = new NoiseSchedule(NoiseSchedule::ScaledLinear());
+    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
     auto ts = SamplerTimesteps(*schedule, *spec, static_cast<int>(*steps), strength);
     if (!ts.ok()) return ts.status();
     out[kTimesteps] = torch::tensor(*ts, torch::kFloat64).to(torch::kFloat32);

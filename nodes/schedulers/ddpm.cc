@@ -16,6 +16,11 @@ NoiseSchedule NoiseSchedule::ScaledLinear(double beta_start, double beta_end, in
   return s;
 }
 
+const NoiseSchedule& NoiseSchedule::StableDiffusion() {
+  static const NoiseSchedule* schedule = new NoiseSchedule(ScaledLinear());
+  return *schedule;
+}
+
 std::vector<int64_t> DdpmTimesteps(int n, int train_steps) {
   std::vector<int64_t> t;
   const int64_t ratio = train_steps / n;

@@ -16,6 +16,8 @@ namespace sd {
 // Scaled-linear betas (linspace(sqrt(start), sqrt(end), steps)^2, float32) and their cumulative products.
 struct NoiseSchedule {
   static NoiseSchedule ScaledLinear(double beta_start = 0.00085, double beta_end = 0.012, int steps = 1000);
+  // SD v1.x's schedule (ScaledLinear() with its defaults), built once per process and shared.
+  static const NoiseSchedule& StableDiffusion();
   int train_steps() const { return static_cast<int>(alphas_cumprod.size(0)); }
   torch::Tensor betas;           // [steps] float32
   torch::Tensor alphas_cumprod;  // [steps] float32
