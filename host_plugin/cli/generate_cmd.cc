@@ -10,6 +10,9 @@
 #include <climits>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -19,6 +22,22 @@
 #include "host_plugin/cli/common.h"
 #include "host_plugin/cli/image_io.h"
 #include "host_plugin/runtime/graph.h"
+#ifdef SD_HAVE_GRPC
+#include "host_plugin/runtime/worker_pool.h"
+#else
+namespace sd {  // built without gRPC: --workers is refused, these stand in for the types
+struct ModelInfo {
+  std::string sha256;
+  int unet_in_channels = 4;
+};
+class WorkerPool : public NodeDispatcher {
+ public:
+  size_t size() const { return 0; }
+};
+}  // namespace sd
+#endif
+#include "nodes/base/status_macros.h"
+#include "nodes/tensor/wire.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/schedulers/samplers.h"
@@ -43,6 +62,18 @@ constexpr char kCommonFlags[] =
     "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, OUT-1.png ...\n"
     "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n";
 
+constexpr char kWorkerFlags[] =
+    "\nDistributed (node calls on sd-worker processes; the same graph, the same image in f32):\n"
+    "  --workers LIST    HOST:PORT,HOST:PORT,... or dns:///SERVICE:PORT (a Kubernetes headless service);\n"
+    "                    --model is then a model name in the workers' repositories\n"
+    "  --parallel N      with --batch: images in flight at once (default: one per worker)\n"
+    "  --token-file F    bearer token for the workers (first line of F; or set SD_WORKER_TOKEN)\n"
+    "  --tls-ca F        use TLS, trusting this CA (PEM)\n"
+    "  --tls-cert F --tls-key F   client certificate for mutual TLS\n"
+    "  --tls-server-name NAME     the name in the workers' certificates, when it is not the host name\n"
+    "  --wire-dtype D    f32 (default), f16 or bf16: activations on the wire (half the bytes; not bit-exact)\n"
+    "  --call-timeout S  deadline of one node call in seconds (default 600); late calls are retried elsewhere\n";
+
 constexpr char kPromptFlags[] =
     "  --prompt TEXT     what to draw\n"
     "  --negative TEXT   what to steer away from (default: empty)\n"
@@ -59,7 +90,7 @@ std::string RunHelp() {
       "usage: sd-graph run GRAPH.pbtxt --model M [--set NAME=VALUE ...] -o OUT [flags]\n\n"
       "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a file as\n"
       "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
-      kCommonFlags,
+      kCommonFlags, kWorkerFlags,
       "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame number\n"
       "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
       "\n"
@@ -76,7 +107,7 @@ std::string RunHelp() {
 std::string Txt2ImgHelp() {
   return absl::StrCat("usage: sd-graph txt2img --model M --prompt TEXT -o OUT [flags]\n\n"
                       "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
-                      kCommonFlags, kPromptFlags,
+                      kCommonFlags, kPromptFlags, kWorkerFlags,
                       "  --width W         pixels, a multiple of 64 (default 512)\n"
                       "  --height H        pixels, a multiple of 64 (default 512)\n");
 }
@@ -85,7 +116,7 @@ std::string Img2ImgHelp() {
   return absl::StrCat("usage: sd-graph img2img --model M --init IMG --prompt TEXT -o OUT [flags]\n\n"
                       "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
                       "--width x --height (multiples of 64).\n\n",
-                      kCommonFlags, kPromptFlags,
+                      kCommonFlags, kPromptFlags, kWorkerFlags,
                       "  --init IMG        the input image\n"
                       "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
                       "  --width W         work at this width, resizing the input (default: the input's)\n"
@@ -148,7 +179,7 @@ std::string InpaintHelp() {
                       "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
                       "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
                       "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
-                      kCommonFlags, kPromptFlags,
+                      kCommonFlags, kPromptFlags, kWorkerFlags,
                       "  --init IMG        the image\n"
                       "  --mask MASK       white = repaint, black = keep\n"
                       "  --width W         work at this width, resizing image and mask (default: the image's)\n"
@@ -257,7 +288,10 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                            : mode == Mode::kTxt2Img ? Txt2ImgHelp()
                            : mode == Mode::kImg2Img ? Img2ImgHelp()
                                                     : InpaintHelp();
-  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set", "frames", "seed"}, {"overwrite"}};
+  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set", "frames", "seed", "workers",
+                 "parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "wire-dtype",
+                 "call-timeout"},
+                {"overwrite"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"}) spec.with_value.insert(f);
     spec.switches.insert("karras");
@@ -295,6 +329,49 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
   if (model.empty()) return usage("--model is required (an SD v1.x .safetensors or .ckpt; see README for getting one)");
   if (out.empty()) return usage("-o OUT is required");
+  // Distributed: --model names a model in the workers' repositories; they report its hash and shape.
+  std::unique_ptr<WorkerPool> pool;
+  std::optional<ModelInfo> remote_model;
+  const std::string model_name = args->Has("workers") ? Basename(model) : model;
+  if (args->Has("workers")) {
+#ifdef SD_HAVE_GRPC
+    auto targets = WorkerPool::ParseTargets(*args->Get("workers"));
+    if (!targets.ok()) return usage(std::string(targets.status().message()));
+    WorkerPoolOptions po;
+    po.targets = *targets;
+    po.tls_ca = args->GetOr("tls-ca", "");
+    po.tls_cert = args->GetOr("tls-cert", "");
+    po.tls_key = args->GetOr("tls-key", "");
+    po.tls_server_name = args->GetOr("tls-server-name", "");
+    if (auto f = args->Get("token-file")) {
+      std::ifstream in(*f);
+      if (!in || !std::getline(in, po.token) || po.token.empty()) return usage("--token-file " + *f + ": cannot read a token from its first line");
+      while (!po.token.empty() && std::isspace(static_cast<unsigned char>(po.token.back()))) po.token.pop_back();
+    } else if (const char* env = std::getenv("SD_WORKER_TOKEN"); env && *env) {
+      po.token = env;
+    }
+    if (auto w = args->Get("wire-dtype")) {
+      auto d = ParseWireDType(*w);
+      if (!d.ok()) return usage(std::string(d.status().message()));
+      po.wire = *d;
+    }
+    if (auto t = args->Get("call-timeout"); t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
+      return usage("--call-timeout must be a positive number of seconds");
+    }
+    auto created = WorkerPool::Create(po);
+    if (!created.ok()) return FailWithCode(name, created.status());
+    pool = *std::move(created);
+    auto info = pool->Prepare(model_name);
+    if (!info.ok()) return FailWithCode(name, info.status());
+    remote_model = *info;
+#else
+    return usage("--workers: this sd-graph was built without gRPC (SD_WITH_GRPC=OFF)");
+#endif
+  } else {
+    for (const char* f : {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "wire-dtype", "call-timeout"}) {
+      if (args->Has(f)) return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
+    }
+  }
   std::string graph_path;
   if (mode == Mode::kRun) {
     if (args->positionals().size() != 1) return usage("expected one GRAPH file");
@@ -304,12 +381,18 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     std::string stock = mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt";
     if (mode == Mode::kInpaint) {
       // The checkpoint decides the method: 9 UNet input channels mean an inpainting model.
-      auto ckpt = Checkpoint::Open(model);
-      if (!ckpt.ok()) return FailWithCode(name, ckpt.status());
-      auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
-      if (!config.ok()) return FailWithCode(name, config.status());
-      stock = config->unet.in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
-      if (config->unet.in_channels == 9 && args->Get("strength")) {
+      int64_t in_channels = 4;
+      if (remote_model) {
+        in_channels = remote_model->unet_in_channels;
+      } else {
+        auto ckpt = Checkpoint::Open(model);
+        if (!ckpt.ok()) return FailWithCode(name, ckpt.status());
+        auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
+        if (!config.ok()) return FailWithCode(name, config.status());
+        in_channels = config->unet.in_channels;
+      }
+      stock = in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
+      if (in_channels == 9 && args->Get("strength")) {
         return usage("--strength applies to ordinary checkpoints; 9-channel inpainting models always start from noise");
       }
     }
@@ -422,7 +505,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   }
 
   RunContext ctx;
-  ctx.checkpoint = model;
+  ctx.checkpoint = model_name;
   ctx.tokenizer_dir = args->GetOr("tokenizer", "");
   auto dtype = ParseFloatDType(args->GetOr("dtype", "f32"));
   if (!dtype.ok()) return usage(std::string(dtype.status().message()));
@@ -434,20 +517,31 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   }
   ConfigureThreads(threads);
   WarnIfSlowBlas("sd-graph");
-  auto fail = [&](const absl::Status& s) {
+  auto fail = [&](const absl::Status& s) -> int {
     FailWithCode(name, s);
     if (farm) std::printf("openjd_status: failed: %s\n", std::string(s.message()).c_str());
     std::fflush(stdout);
     return ExitCodeFor(s);
   };
-  auto entry = ctx.models->Open(model);
-  if (!entry.ok()) return fail(entry.status());
+  std::string model_hash;
+  if (remote_model) {
+    model_hash = remote_model->sha256;
+    options.dispatcher = pool.get();
+  } else {
+    auto entry = ctx.models->Open(model);
+    if (!entry.ok()) return fail(entry.status());
+    model_hash = (*entry)->hash;
+  }
   std::signal(SIGTERM, OnTerminate);
   std::signal(SIGINT, OnTerminate);
   options.cancelled = &g_cancel;
 
+  // One image (or frame). Inputs are copied per job, so jobs can run at the same time.
+  std::mutex print_mu;  // progress lines of concurrent jobs
   const int jobs = farm ? static_cast<int>(frames.size()) : static_cast<int>(batch);
-  for (int b = 0; b < jobs; ++b) {
+  auto render = [&](int b) -> absl::Status {
+    std::map<std::string, Value> job_inputs = inputs;
+    RunOptions job_options = options;
     std::string path = NumberedOutput(out, b, static_cast<int>(batch));
     if (farm) {
       const int64_t frame = frames[b];
@@ -455,23 +549,24 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       if (!args->Has("overwrite") && std::ifstream(path).good()) {
         std::printf("openjd_status: frame %lld exists, skipped (%s)\n", static_cast<long long>(frame), path.c_str());
         std::fflush(stdout);
-        continue;
+        return absl::OkStatus();
       }
       for (const std::string& kv : sets) {
         const size_t eq = kv.find('=');
         if (kv.find("{frame}", eq) == std::string::npos) continue;
-        if (absl::Status s = set(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", std::to_string(frame))); !s.ok()) {
-          return fail(s);
-        }
+        auto v = graph->ParseInputValue(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", std::to_string(frame)));
+        if (!v.ok()) return v.status();
+        job_inputs[kv.substr(0, eq)] = *v;
       }
-      if (graph->Input("seed")) inputs["seed"] = seed + frame;
+      if (graph->Input("seed")) job_inputs["seed"] = seed + frame;
       std::printf("openjd_status: rendering frame %lld -> %s\n", static_cast<long long>(frame), path.c_str());
       std::fflush(stdout);
     } else if ((mode != Mode::kRun || seed_given) && graph->Input("seed")) {
-      inputs["seed"] = seed + b;
+      job_inputs["seed"] = seed + b;
     }
     ProgressPrinter progress(b, jobs);
-    options.on_progress = [&](const Progress& p) {
+    job_options.on_progress = [&](const Progress& p) {
+      std::lock_guard<std::mutex> lock(print_mu);
       progress(p);
       if (farm && p.steps > 0) {
         const int pct = static_cast<int>(100.0 * (b + static_cast<double>(p.step) / p.steps) / jobs);
@@ -480,24 +575,27 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       }
     };
     const auto t0 = std::chrono::steady_clock::now();
-    auto result = graph->Run(inputs, ctx, options);
-    progress.Done();
-    if (!result.ok()) return fail(result.status());
+    auto result = graph->Run(job_inputs, ctx, job_options);
+    {
+      std::lock_guard<std::mutex> lock(print_mu);
+      progress.Done();
+    }
+    if (!result.ok()) return result.status();
     const std::string first_output = graph->config().output(0).name();
     const Value& image = result->at(first_output);
     if (!std::holds_alternative<torch::Tensor>(image)) {
-      return fail(absl::InvalidArgumentError(absl::StrCat("graph output '", first_output, "' is not an image")));
+      return absl::InvalidArgumentError(absl::StrCat("graph output '", first_output, "' is not an image"));
     }
     // The parameters line other SD tools write and read (A1111 style), so an image can be reproduced.
     auto text = [&](const char* key, const std::string& fallback) {
-      auto it = inputs.find(key);
-      if (it != inputs.end() && std::holds_alternative<std::string>(it->second)) return std::get<std::string>(it->second);
+      auto it = job_inputs.find(key);
+      if (it != job_inputs.end() && std::holds_alternative<std::string>(it->second)) return std::get<std::string>(it->second);
       return fallback;
     };
     auto number = [&](const char* key) -> std::string {
-      auto it = inputs.find(key);
-      if (it != inputs.end() && std::holds_alternative<int64_t>(it->second)) return std::to_string(std::get<int64_t>(it->second));
-      if (it != inputs.end() && std::holds_alternative<double>(it->second)) return absl::StrFormat("%g", std::get<double>(it->second));
+      auto it = job_inputs.find(key);
+      if (it != job_inputs.end() && std::holds_alternative<int64_t>(it->second)) return std::to_string(std::get<int64_t>(it->second));
+      if (it != job_inputs.end() && std::holds_alternative<double>(it->second)) return absl::StrFormat("%g", std::get<double>(it->second));
       const v1::GraphInput* in = graph->Input(key);
       if (!in) return "";
       if (in->default_value().kind_case() == v1::Value::kI) return std::to_string(in->default_value().i());
@@ -509,27 +607,63 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                                       number("steps"), ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
                                       ", CFG scale: ", number("cfg"), ", Seed: ",
                                       number("seed"), ", Size: ", px.size(1), "x", px.size(0), ", Model hash: ",
-                                      (*entry)->hash.substr(0, 10), ", Model: ", Basename(model));
+                                      model_hash.substr(0, 10), ", Model: ", Basename(model));
     if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph->Input("strength"))) {
       absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
     }
-    if (g_cancel.load()) return fail(absl::CancelledError("cancelled before writing " + path));
-    if (absl::Status s = WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}); !s.ok()) {
-      return fail(s);
-    }
+    if (g_cancel.load()) return absl::CancelledError("cancelled before writing " + path);
+    SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));
     for (const auto& [source, file] : dump_targets) {
       auto it = result->find(source);
       if (it == result->end() || !std::holds_alternative<torch::Tensor>(it->second)) {
-        return FailWithCode(name, absl::InvalidArgumentError(absl::StrCat("--dump ", source, ": no tensor was produced there")));
+        return absl::InvalidArgumentError(absl::StrCat("--dump ", source, ": no tensor was produced there"));
       }
       torch::Tensor t = std::get<torch::Tensor>(it->second).contiguous();
       auto w = ToWrite(source, t);
-      if (!w.ok()) return FailWithCode(name, w.status());
-      if (absl::Status s = WriteSafetensors(NumberedOutput(file, b, static_cast<int>(batch)), {*w}); !s.ok()) return FailWithCode(name, s);
+      if (!w.ok()) return w.status();
+      SD_RETURN_IF_ERROR(WriteSafetensors(NumberedOutput(file, b, static_cast<int>(batch)), {*w}));
     }
+    std::lock_guard<std::mutex> lock(print_mu);
     std::fprintf(stderr, "sd-graph %s: wrote %s (%.1f s)\n", name.c_str(), path.c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return absl::OkStatus();
+  };
+
+  // In-process, and for farm frames, jobs run one after another; on workers, --batch images run
+  // --parallel at a time (default: one per worker) so they spread over the pool.
+  int parallel = 1;
+  if (pool && !farm) {
+    parallel = static_cast<int>(pool->size());
+    if (auto v = args->Get("parallel"); v && (!absl::SimpleAtoi(*v, &parallel) || parallel < 1)) {
+      return usage("--parallel must be a positive integer");
+    }
   }
+  parallel = std::min(parallel, jobs);
+  if (parallel <= 1) {
+    for (int b = 0; b < jobs; ++b) {
+      if (absl::Status s = render(b); !s.ok()) return fail(s);
+    }
+    return kExitOk;
+  }
+  std::atomic<int> next{0};
+  std::mutex error_mu;
+  absl::Status first_error;
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> runners;
+  for (int t = 0; t < parallel; ++t) {
+    runners.emplace_back([&] {
+      for (int b = next++; b < jobs && !failed.load(); b = next++) {
+        absl::Status s = render(b);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (first_error.ok()) first_error = s;
+          failed.store(true);
+        }
+      }
+    });
+  }
+  for (std::thread& t : runners) t.join();
+  if (!first_error.ok()) return fail(first_error);
   return kExitOk;
 }
 

@@ -7,7 +7,9 @@
 #include <chrono>
 #include <fstream>
 #include <set>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -42,12 +44,14 @@ struct PlannedNode {
   NodeContract contract;
   std::vector<std::pair<std::string, std::string>> inputs;  // port -> source key
   int line = 0;
+  int level = 0;  // 1 + the highest level it depends on, within its scope: equal levels are independent
 };
 
 struct PlannedLoop {
   const v1::Loop* loop = nullptr;
-  std::vector<PlannedNode> body;  // in execution order
+  std::vector<PlannedNode> body;  // in execution order (by level)
   int line = 0;
+  int level = 0;
 };
 
 struct Graph::Plan {
@@ -278,6 +282,18 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
     }
     if (!progressed) break;
   }
+  if (plan_->order.size() == units) {
+    std::vector<int> level(units, 0);
+    for (const auto& [is_loop, index] : plan_->order) {
+      const size_t u = is_loop ? plan_->nodes.size() + index : index;
+      for (size_t d : deps[u]) level[u] = std::max(level[u], level[d] + 1);
+      (is_loop ? plan_->loops[index].level : plan_->nodes[index].level) = level[u];
+    }
+    std::stable_sort(plan_->order.begin(), plan_->order.end(), [&](const auto& a, const auto& b) {
+      return level[a.first ? plan_->nodes.size() + a.second : a.second] <
+             level[b.first ? plan_->nodes.size() + b.second : b.second];
+    });
+  }
   if (plan_->order.size() != units) {
     std::vector<std::string> stuck;
     for (size_t u = 0; u < units; ++u) {
@@ -350,6 +366,15 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
                    absl::StrCat("cycle in the body among: ", absl::StrJoin(stuck, ", "), " (values go around the loop only as carries)"));
       }
     }
+    std::map<std::string, int> body_level;
+    for (PlannedNode& b : ordered) {
+      for (const auto& [port, src] : b.inputs) {
+        const std::string head = src.substr(0, src.find('.'));
+        if (src[0] != '@' && body_level.count(head)) b.level = std::max(b.level, body_level[head] + 1);
+      }
+      body_level[b.node->name()] = b.level;
+    }
+    std::stable_sort(ordered.begin(), ordered.end(), [](const PlannedNode& a, const PlannedNode& b) { return a.level < b.level; });
     pl.body = std::move(ordered);
     for (const PlannedNode& b : pl.body) SD_RETURN_IF_ERROR(check_node(b, &pl, body_names));
     for (const v1::Carry& c : pl.loop->carry()) {
@@ -502,7 +527,10 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   }
   // Create and open every kernel before anything runs: models load here, once.
   std::map<std::string, std::unique_ptr<NodeKernel>> kernels;
+  NodeDispatcher* const dispatcher = options.dispatcher;
+  auto remote = [&](const PlannedNode& p) { return dispatcher && dispatcher->Handles(p.contract); };
   auto open = [&](const PlannedNode& p) -> absl::Status {
+    if (remote(p)) return absl::OkStatus();
     std::unique_ptr<NodeKernel> k = p.kind->create(p.node->options());
     absl::Status s;
     try {
@@ -523,23 +551,30 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c, "' to capture (NODE.PORT or LOOP.CARRY)"));
     }
   }
-  auto run = [&](const PlannedNode& p, const std::function<const Value*(const std::string&)>& lookup, int step,
-                 int steps) -> absl::Status {
-    const std::string who = absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")");
+  using Lookup = std::function<const Value*(const std::string&)>;
+  auto who_of = [](const PlannedNode& p) { return absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")"); };
+  auto gather = [&](const PlannedNode& p, const Lookup& lookup) -> absl::StatusOr<std::map<std::string, Value>> {
     if (options.cancelled && options.cancelled->load()) {
-      return absl::CancelledError(absl::StrCat("graph ", name_, ": run cancelled before ", who));
+      return absl::CancelledError(absl::StrCat("graph ", name_, ": run cancelled before ", who_of(p)));
     }
     std::map<std::string, Value> in;
     for (const auto& [port, src] : p.inputs) {
       const Value* v = lookup(src);
       if (!v || std::holds_alternative<std::monostate>(*v)) {
         if (p.contract.Input(port)->optional) continue;
-        return absl::InvalidArgumentError(absl::StrCat(who, " input '", port, "': '", src, "' has no value"));
+        return absl::InvalidArgumentError(absl::StrCat(who_of(p), " input '", port, "': '", src, "' has no value"));
       }
       if (absl::Status s = CheckValue(*v, p.contract.Input(port)->type); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(who, " input '", port, "': ", s.message()));
+        return absl::InvalidArgumentError(absl::StrCat(who_of(p), " input '", port, "': ", s.message()));
       }
       in[port] = *v;
+    }
+    return in;
+  };
+  auto execute = [&](const PlannedNode& p, const std::map<std::string, Value>& in, int step) -> absl::StatusOr<NodeOutputs> {
+    if (remote(p)) {
+      NodeCall call{p.node->name(), p.node->kind(), p.node->options(), p.contract, in, ctx.checkpoint, step};
+      return dispatcher->Call(call, options.cancelled);
     }
     NodeOutputs out;
     absl::Status s;
@@ -549,10 +584,15 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     } catch (const std::exception& e) {
       s = absl::InternalError(e.what());
     }
-    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(who, ": ", s.message()));
+    if (!s.ok()) return s;
+    return out;
+  };
+  auto finish = [&](const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step, int steps) -> absl::Status {
+    const std::string who = who_of(p);
+    if (!out.ok()) return absl::Status(out.status().code(), absl::StrCat(who, ": ", out.status().message()));
     for (const PortSpec& o : p.contract.outputs) {
-      auto it = out.find(o.name);
-      if (it == out.end()) return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
+      auto it = out->find(o.name);
+      if (it == out->end()) return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
       if (absl::Status c = CheckValue(it->second, o.type); !c.ok()) {
         return absl::InternalError(absl::StrCat(who, " output '", o.name, "': ", c.message()));
       }
@@ -561,15 +601,57 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     if (options.on_progress) options.on_progress({step, steps, p.node->name(), elapsed()});
     return absl::OkStatus();
   };
+  // Runs nodes of one level (independent of each other): dispatched ones at the same time on their own
+  // threads, local ones meanwhile on this thread; results are stored in the plan's order.
+  auto run_wave = [&](const std::vector<const PlannedNode*>& wave, const Lookup& lookup, int step, int steps) -> absl::Status {
+    std::vector<std::map<std::string, Value>> ins(wave.size());
+    for (size_t i = 0; i < wave.size(); ++i) {
+      auto in = gather(*wave[i], lookup);
+      if (!in.ok()) return in.status();
+      ins[i] = std::move(*in);
+    }
+    std::vector<std::optional<absl::StatusOr<NodeOutputs>>> outs(wave.size());
+    std::vector<std::thread> threads;
+    size_t dispatched = 0;
+    for (const PlannedNode* p : wave) dispatched += remote(*p) ? 1 : 0;
+    for (size_t i = 0; i < wave.size(); ++i) {
+      if (dispatched > 1 && remote(*wave[i])) {
+        threads.emplace_back([&, i] { outs[i] = execute(*wave[i], ins[i], step); });
+      }
+    }
+    for (size_t i = 0; i < wave.size(); ++i) {
+      if (!(dispatched > 1 && remote(*wave[i]))) outs[i] = execute(*wave[i], ins[i], step);
+    }
+    for (std::thread& t : threads) t.join();
+    for (size_t i = 0; i < wave.size(); ++i) SD_RETURN_IF_ERROR(finish(*wave[i], std::move(*outs[i]), step, steps));
+    return absl::OkStatus();
+  };
+  auto run_levels = [&](const std::vector<const PlannedNode*>& nodes, const Lookup& lookup, int step, int steps) -> absl::Status {
+    for (size_t i = 0; i < nodes.size();) {
+      size_t j = i;
+      std::vector<const PlannedNode*> wave;
+      while (j < nodes.size() && nodes[j]->level == nodes[i]->level) wave.push_back(nodes[j++]);
+      SD_RETURN_IF_ERROR(run_wave(wave, lookup, step, steps));
+      i = j;
+    }
+    return absl::OkStatus();
+  };
   auto outer = [&](const std::string& src) -> const Value* {
     auto it = values.find(src);
     return it == values.end() ? nullptr : &it->second;
   };
+  std::vector<const PlannedNode*> pending;  // top-level nodes of one level, run together
+  auto flush = [&]() -> absl::Status {
+    absl::Status s = run_levels(pending, outer, 0, 0);
+    pending.clear();
+    return s;
+  };
   for (const auto& [is_loop, index] : plan_->order) {
     if (!is_loop) {
-      SD_RETURN_IF_ERROR(run(plan_->nodes[index], outer, 0, 0));
+      pending.push_back(&plan_->nodes[index]);
       continue;
     }
+    SD_RETURN_IF_ERROR(flush());
     const PlannedLoop& pl = plan_->loops[index];
     const Value* tsv = outer(pl.loop->timesteps());
     if (!tsv || !std::holds_alternative<torch::Tensor>(*tsv)) {
@@ -584,6 +666,8 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       carries[c.name()] = *init;
     }
     const int steps = static_cast<int>(ts.numel());
+    std::vector<const PlannedNode*> body;
+    for (const PlannedNode& p : pl.body) body.push_back(&p);
     for (int i = 0; i < steps; ++i) {
       const Value t = float_steps ? Value(ts[i].item<double>()) : Value(ts[i].item<int64_t>());
       const Value idx = static_cast<int64_t>(i);
@@ -597,11 +681,12 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
         }
         return outer(src);
       };
-      for (const PlannedNode& p : pl.body) SD_RETURN_IF_ERROR(run(p, scoped, i + 1, steps));
+      SD_RETURN_IF_ERROR(run_levels(body, scoped, i + 1, steps));
       for (const v1::Carry& c : pl.loop->carry()) carries[c.name()] = values[c.next()];
     }
     for (auto& [name, v] : carries) values[pl.loop->name() + "." + name] = std::move(v);
   }
+  SD_RETURN_IF_ERROR(flush());
   std::map<std::string, Value> result;
   for (const std::string& c : options.capture) result[c] = values[c];  // inside loops: the last step's value
   for (const v1::GraphOutput& o : config_.output()) result[o.name()] = values[o.source()];

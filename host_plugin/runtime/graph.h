@@ -26,12 +26,36 @@ struct Progress {
   double elapsed_s = 0;
 };
 
+// A node call sent elsewhere: the distributed runtime's worker pool implements NodeDispatcher. Nodes are
+// pure, so a dispatcher may retry a call on another worker.
+struct NodeCall {
+  const std::string& node;  // the node's name in the graph
+  const std::string& kind;
+  const google::protobuf::Any& options;
+  const NodeContract& contract;
+  const std::map<std::string, Value>& inputs;  // checked against the contract
+  const std::string& checkpoint;               // RunContext::checkpoint
+  int step = 0;                                // 1-based loop step, 0 outside loops
+};
+
+class NodeDispatcher {
+ public:
+  virtual ~NodeDispatcher() = default;
+  // Whether nodes of this kind go through the dispatcher; the others run in-process.
+  virtual bool Handles(const NodeContract& contract) const { return contract.needs_model; }
+  // Runs one call; returns the outputs by port name. `cancelled` (may be null) is polled while waiting.
+  virtual absl::StatusOr<NodeOutputs> Call(const NodeCall& call, const std::atomic<bool>* cancelled) = 0;
+};
+
 struct RunOptions {
   std::function<void(const Progress&)> on_progress;  // per run, never global
   // Extra values to capture, by source ("node.port"; inside a loop, the last step's value).
   std::vector<std::string> capture;
   // Checked before every node: when set, the run stops with CANCELLED.
   const std::atomic<bool>* cancelled = nullptr;
+  // When set, nodes it handles run through it (kernels of those are not opened here), and independent
+  // dispatched nodes (e.g. the cond and uncond UNet calls of a step) run at the same time.
+  NodeDispatcher* dispatcher = nullptr;
 };
 
 class Graph {

@@ -11,7 +11,7 @@ class ClipEncode : public NodeKernel {
   static constexpr char kContext[] = "context";
   static NodeContract Contract() {
     return {{{kTokens, TensorPort(v1::INT64, 2)}}, {{kContext, TensorPort(v1::FLOAT32, 3), false, "[B, 77, 768]"}},
-            nullptr, "CLIP ViT-L/14 text encoder (final LayerNorm output)"};
+            nullptr, "CLIP ViT-L/14 text encoder (final LayerNorm output)", true};
   }
   explicit ClipEncode(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {

@@ -36,12 +36,58 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
   if (!entry.ok()) return entry.status();
   std::lock_guard<std::mutex> lock(mu_);
   auto key = std::make_tuple((*entry)->hash, std::string(component), static_cast<int>(dtype), device.str());
-  if (auto it = models_.find(key); it != models_.end()) return M(std::static_pointer_cast<typename M::Impl>(it->second));
+  if (auto it = models_.find(key); it != models_.end()) {
+    it->second.last_use = ++clock_;
+    return M(std::static_pointer_cast<typename M::Impl>(it->second.module));
+  }
   M model = make((*entry)->config);
   if (absl::Status s = LoadWeights(*model, *(*entry)->checkpoint, prefix, dtype, device); !s.ok()) return s;
   model->eval();
-  models_[key] = model.ptr();
+  Built built{model.ptr(), 0, ++clock_};
+  for (const torch::Tensor& t : model->parameters()) built.bytes += t.numel() * t.element_size();
+  for (const torch::Tensor& t : model->buffers()) built.bytes += t.numel() * t.element_size();
+  models_[key] = std::move(built);
+  EvictLocked(key);
   return model;
+}
+
+void ModelCache::EvictLocked(const Key& keep) {
+  if (budget_ == 0) return;
+  auto total = [&] {
+    uint64_t b = 0;
+    for (const auto& [k, m] : models_) b += m.bytes;
+    return b;
+  };
+  while (total() > budget_ && models_.size() > 1) {
+    auto victim = models_.end();
+    for (auto it = models_.begin(); it != models_.end(); ++it) {
+      if (it->first != keep && (victim == models_.end() || it->second.last_use < victim->second.last_use)) victim = it;
+    }
+    if (victim == models_.end()) break;
+    const std::string hash = std::get<0>(victim->first);
+    models_.erase(victim);
+    ++evictions_;
+    bool used = false;
+    for (const auto& [k, m] : models_) used = used || std::get<0>(k) == hash;
+    if (!used) {
+      for (auto it = by_path_.begin(); it != by_path_.end();) it = it->second->hash == hash ? by_path_.erase(it) : std::next(it);
+    }
+  }
+}
+
+void ModelCache::SetBudget(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  budget_ = bytes;
+}
+
+ModelCache::Stats ModelCache::GetStats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s;
+  s.networks = models_.size();
+  s.checkpoints = by_path_.size();
+  for (const auto& [k, m] : models_) s.bytes += m.bytes;
+  s.evictions = evictions_;
+  return s;
 }
 
 absl::StatusOr<ClipTextModel> ModelCache::GetClip(const std::string& path, torch::ScalarType dtype, torch::Device device) {

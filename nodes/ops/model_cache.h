@@ -32,13 +32,33 @@ class ModelCache {
   absl::StatusOr<sd::Vae> GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<std::shared_ptr<const ClipTokenizer>> Tokenizer(const std::string& dir);
 
+  // Memory budget for built networks (0: unlimited). When a new network would exceed it, the least recently
+  // used others are dropped (calls still holding one keep it alive until they finish); a checkpoint with no
+  // networks left is closed.
+  void SetBudget(uint64_t bytes);
+  struct Stats {
+    size_t networks = 0;     // built networks held
+    size_t checkpoints = 0;  // open checkpoint files
+    uint64_t bytes = 0;      // parameter and buffer bytes of the networks
+    uint64_t evictions = 0;
+  };
+  Stats GetStats() const;
+
  private:
   template <typename M>
   absl::StatusOr<M> Model(const std::string& path, const char* component, torch::ScalarType dtype,
                           torch::Device device, const std::function<M(const SdConfig&)>& make, const char* prefix);
-  std::mutex mu_;
+  struct Built {
+    std::shared_ptr<torch::nn::Module> module;
+    uint64_t bytes = 0;
+    uint64_t last_use = 0;
+  };
+  using Key = std::tuple<std::string, std::string, int, std::string>;  // hash, component, dtype, device
+  void EvictLocked(const Key& keep);
+  mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const Entry>> by_path_;
-  std::map<std::tuple<std::string, std::string, int, std::string>, std::shared_ptr<torch::nn::Module>> models_;
+  std::map<Key, Built> models_;
+  uint64_t budget_ = 0, clock_ = 0, evictions_ = 0;
   std::map<std::string, std::shared_ptr<const ClipTokenizer>> tokenizers_;
 };
 

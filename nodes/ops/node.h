@@ -52,6 +52,9 @@ struct NodeContract {
   // The options message type (nullptr: the kind takes no options).
   const google::protobuf::Descriptor* options = nullptr;
   std::string doc;
+  // Whether the kind computes with a checkpoint's networks (CLIP, UNet, VAE): such nodes are what the
+  // distributed runtime sends to workers; the rest are cheap and run in the host.
+  bool needs_model = false;
   const PortSpec* Input(const std::string& name) const;
   const PortSpec* Output(const std::string& name) const;
 };

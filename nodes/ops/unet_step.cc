@@ -24,7 +24,7 @@ class UNetStep : public NodeKernel {
              {kContext, TensorPort(v1::FLOAT32, 3)},
              {kMask, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: [1, 1, h, w]"},
              {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: latents of the masked image"}},
-            {{kEps, TensorPort(v1::FLOAT32, 4)}}, nullptr, "one UNet evaluation (epsilon prediction)"};
+            {{kEps, TensorPort(v1::FLOAT32, 4)}}, nullptr, "one UNet evaluation (epsilon prediction)", true};
   }
   explicit UNetStep(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {

@@ -12,7 +12,7 @@ class VaeDecode : public NodeKernel {
   static constexpr char kImage[] = "image";
   static NodeContract Contract() {
     return {{{kLatents, TensorPort(v1::FLOAT32, 4)}}, {{kImage, TensorPort(v1::FLOAT32, 4)}}, v1::VaeOptions::descriptor(),
-            "VAE decoder (tiled above 1024x1024 by default)"};
+            "VAE decoder (tiled above 1024x1024 by default)", true};
   }
   explicit VaeDecode(const google::protobuf::Any& options) : options_(UnpackOptions<v1::VaeOptions>(options)) {}
   absl::Status Open(RunContext& ctx) override {

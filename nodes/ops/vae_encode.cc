@@ -14,7 +14,7 @@ class VaeEncode : public NodeKernel {
   static NodeContract Contract() {
     return {{{kImage, TensorPort(v1::FLOAT32, 4)}, {kNoise, TensorPort(v1::FLOAT32, 4)}},
             {{kLatents, TensorPort(v1::FLOAT32, 4)}}, v1::VaeOptions::descriptor(),
-            "VAE encoder with its sampling noise as an input (tiled above 1024x1024 by default)"};
+            "VAE encoder with its sampling noise as an input (tiled above 1024x1024 by default)", true};
   }
   explicit VaeEncode(const google::protobuf::Any& options) : options_(UnpackOptions<v1::VaeOptions>(options)) {}
   absl::Status Open(RunContext& ctx) override {

@@ -1,0 +1,398 @@
+#include "host_plugin/runtime/worker_pool.h"
+
+#include <google/protobuf/text_format.h>
+#include <grpcpp/grpcpp.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "nodes/base/status_macros.h"
+#include "proto/grpc/health/v1/health.grpc.pb.h"
+#include "proto/inference/grpc_service.grpc.pb.h"
+#include "proto/sd/v1/worker.grpc.pb.h"
+
+namespace sd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& prefix) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(prefix, s.error_message()));
+}
+
+// Failures of the worker or the path to it, not of the call: another worker may succeed.
+bool Transport(grpc::StatusCode c) {
+  return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         c == grpc::StatusCode::ABORTED || c == grpc::StatusCode::CANCELLED || c == grpc::StatusCode::UNKNOWN;
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot read the file"));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::chrono::system_clock::time_point DeadlineIn(double seconds) {
+  return std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+}  // namespace
+
+struct Worker {
+  std::string target;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> infer;
+  std::unique_ptr<v1::Worker::Stub> control;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  // Guarded by Impl::mu.
+  bool healthy = false;
+  int outstanding = 0;
+  int64_t calls = 0, failures = 0;
+  int generation = 0;  // bumps each time the worker (re)joins
+  std::string last_error = "not contacted yet";
+};
+
+struct WorkerPool::Impl {
+  WorkerPoolOptions o;
+  std::vector<std::unique_ptr<Worker>> workers;
+  mutable std::mutex mu;
+  std::condition_variable changed;  // a worker joined or left
+  std::mutex prepare_mu;
+  bool prepared = false;  // guarded by mu
+  ModelInfo model;        // guarded by mu once prepared
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> seq{0};
+  std::thread watcher;
+
+  void Authorize(grpc::ClientContext& ctx, double timeout_s) const {
+    ctx.set_deadline(DeadlineIn(timeout_s));
+    if (!o.token.empty()) ctx.AddMetadata("authorization", "Bearer " + o.token);
+  }
+
+  absl::StatusOr<v1::LoadModelResponse> Load(Worker& w, const std::string& checkpoint) const {
+    grpc::ClientContext ctx;
+    Authorize(ctx, o.call_timeout_s);
+    v1::LoadModelRequest req;
+    req.set_checkpoint(checkpoint);
+    v1::LoadModelResponse resp;
+    grpc::Status s = w.control->LoadModel(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpc(s, absl::StrCat("worker ", w.target, ": "));
+    return resp;
+  }
+
+  // UNAVAILABLE-like failures say nothing about the request: the worker is marked down.
+  void MarkDown(Worker& w, const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    w.last_error = why;
+    if (!w.healthy) return;
+    w.healthy = false;
+    ++w.failures;
+    std::fprintf(stderr, "sdgraph: worker %s is down (%s); its calls go to the others\n", w.target.c_str(), why.c_str());
+    changed.notify_all();
+  }
+
+  // Health loop: healthy workers are asked the health service; down ones, once reachable, are asked for
+  // the model again and rejoin when the hash matches.
+  void Watch() {
+    while (!stop.load()) {
+      for (auto& wp : workers) {
+        if (stop.load()) return;
+        Worker& w = *wp;
+        bool healthy, ready;
+        std::string checkpoint, hash;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          healthy = w.healthy;
+          ready = prepared;
+          checkpoint = model.checkpoint;
+          hash = model.sha256;
+        }
+        if (!ready) continue;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(DeadlineIn(1.0));
+        grpc::health::v1::HealthCheckRequest req;
+        grpc::health::v1::HealthCheckResponse resp;
+        grpc::Status s = w.health->Check(&ctx, req, &resp);
+        if (healthy) {
+          if (!s.ok()) {
+            MarkDown(w, absl::StrCat("health check: ", s.error_message()));
+          } else if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+            MarkDown(w, "the worker says NOT_SERVING (draining?)");
+          }
+          continue;
+        }
+        if (!s.ok()) continue;  // still unreachable
+        auto loaded = Load(w, checkpoint);
+        std::lock_guard<std::mutex> lock(mu);
+        if (!loaded.ok()) {
+          w.last_error = std::string(loaded.status().message());
+        } else if (loaded->sha256() != hash) {
+          w.last_error = absl::StrCat("its '", checkpoint, "' has sha256 ", loaded->sha256(), ", the pool's is ", hash);
+        } else {
+          w.healthy = true;
+          ++w.generation;
+          std::fprintf(stderr, "sdgraph: worker %s joined\n", w.target.c_str());
+          changed.notify_all();
+        }
+      }
+      std::unique_lock<std::mutex> lock(mu);
+      changed.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(o.health_interval_s * 1000)),
+                       [&] { return stop.load(); });
+    }
+  }
+};
+
+absl::StatusOr<std::vector<std::string>> WorkerPool::ParseTargets(const std::string& list) {
+  std::vector<std::string> targets;
+  for (absl::string_view t : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    const std::string target(absl::StripAsciiWhitespace(t));
+    const bool dns = target.rfind("dns:///", 0) == 0;
+    const size_t colon = target.rfind(':');
+    if ((!dns && (colon == std::string::npos || colon == 0 || colon + 1 == target.size())) || (dns && target.size() <= 7)) {
+      return absl::InvalidArgumentError(absl::StrCat("--workers: '", target, "' is not HOST:PORT or dns:///NAME:PORT"));
+    }
+    targets.push_back(target);
+  }
+  if (targets.empty()) return absl::InvalidArgumentError("--workers: no worker given");
+  return targets;
+}
+
+WorkerPool::WorkerPool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+WorkerPool::~WorkerPool() {
+  impl_->stop.store(true);
+  impl_->changed.notify_all();
+  if (impl_->watcher.joinable()) impl_->watcher.join();
+}
+
+size_t WorkerPool::size() const { return impl_->workers.size(); }
+
+absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions o) {
+  if (o.targets.empty()) return absl::InvalidArgumentError("a worker pool needs at least one worker");
+  auto impl = std::make_unique<Impl>();
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!o.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    SD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_ca, "--tls-ca"));
+    if (!o.tls_cert.empty() || !o.tls_key.empty()) {
+      if (o.tls_cert.empty() || o.tls_key.empty()) return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
+      SD_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(o.tls_cert, "--tls-cert"));
+      SD_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(o.tls_key, "--tls-key"));
+    }
+    creds = grpc::SslCredentials(ssl);
+  } else if (!o.tls_cert.empty() || !o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert/--tls-key need --tls-ca (the CA that signed the workers' certificates)");
+  }
+  for (const std::string& target : o.targets) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(o.max_message_mb << 20);
+    args.SetMaxSendMessageSize(o.max_message_mb << 20);
+    // A restarted worker should be found again within a second, not after gRPC's default backoff (up to 2 min).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);  // retries are ours, on another worker
+    if (target.rfind("dns:///", 0) == 0) args.SetLoadBalancingPolicyName("round_robin");
+    if (!o.tls_server_name.empty()) args.SetSslTargetNameOverride(o.tls_server_name);
+    auto w = std::make_unique<Worker>();
+    w->target = target;
+    w->channel = grpc::CreateCustomChannel(target, creds, args);
+    w->infer = inference::GRPCInferenceService::NewStub(w->channel);
+    w->control = v1::Worker::NewStub(w->channel);
+    w->health = grpc::health::v1::Health::NewStub(w->channel);
+    impl->workers.push_back(std::move(w));
+  }
+  impl->o = std::move(o);
+  Impl* raw = impl.get();
+  impl->watcher = std::thread([raw] { raw->Watch(); });
+  return std::unique_ptr<WorkerPool>(new WorkerPool(std::move(impl)));
+}
+
+absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
+  Impl& p = *impl_;
+  std::lock_guard<std::mutex> prepare_lock(p.prepare_mu);
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (p.prepared && p.model.checkpoint == checkpoint) return p.model;
+  }
+  const size_t n = p.workers.size();
+  std::vector<std::optional<absl::StatusOr<v1::LoadModelResponse>>> answers(n);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i) threads.emplace_back([&, i] { answers[i] = p.Load(*p.workers[i], checkpoint); });
+  for (std::thread& t : threads) t.join();
+  const v1::LoadModelResponse* first = nullptr;
+  size_t first_index = 0;
+  std::vector<std::string> errors;
+  absl::Status permanent;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& a = *answers[i];
+    if (!a.ok()) {
+      errors.push_back(std::string(a.status().message()));
+      if (permanent.ok() && !Transport(static_cast<grpc::StatusCode>(a.status().code()))) permanent = a.status();
+      continue;
+    }
+    if (!first) {
+      first = &*a;
+      first_index = i;
+    } else if (a->sha256() != first->sha256()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "workers disagree on model '", checkpoint, "': ", p.workers[first_index]->target, " has sha256 ", first->sha256(),
+          ", ", p.workers[i]->target, " has ", a->sha256(), "; put the same file on every worker"));
+    }
+  }
+  if (!first) {
+    if (!permanent.ok()) return permanent;
+    return absl::UnavailableError(absl::StrCat("no worker could load '", checkpoint, "': ", absl::StrJoin(errors, "; ")));
+  }
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.model = ModelInfo{checkpoint, first->sha256(), first->config(), first->unet_in_channels()};
+  p.prepared = true;
+  for (size_t i = 0; i < n; ++i) {
+    Worker& w = *p.workers[i];
+    w.healthy = answers[i]->ok();
+    if (w.healthy) ++w.generation;
+    w.last_error = w.healthy ? "" : std::string(answers[i]->status().message());
+    if (!w.healthy) std::fprintf(stderr, "sdgraph: worker %s is not available (%s)\n", w.target.c_str(), w.last_error.c_str());
+  }
+  p.changed.notify_all();
+  return p.model;
+}
+
+absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call, const std::atomic<bool>* cancelled) {
+  Impl& p = *impl_;
+  SD_RETURN_IF_ERROR(Prepare(call.checkpoint).status());
+  inference::ModelInferRequest req;
+  req.set_model_name(call.kind);
+  req.set_id(absl::StrCat(call.node, "/", call.step, "/", p.seq.fetch_add(1)));
+  if (!call.checkpoint.empty()) (*req.mutable_parameters())["checkpoint"].set_string_param(call.checkpoint);
+  if (p.o.wire != WireDType::kF32) (*req.mutable_parameters())["wire_dtype"].set_string_param(WireDTypeName(p.o.wire));
+  if (call.contract.options && call.options.ByteSizeLong() > 0) {
+    std::unique_ptr<google::protobuf::Message> m(
+        google::protobuf::MessageFactory::generated_factory()->GetPrototype(call.contract.options)->New());
+    if (!call.options.UnpackTo(m.get())) return absl::InvalidArgumentError("options do not unpack");
+    google::protobuf::TextFormat::Printer printer;
+    printer.SetSingleLineMode(true);
+    std::string text;
+    printer.PrintToString(*m, &text);
+    if (!text.empty()) (*req.mutable_parameters())["options"].set_string_param(text);
+  }
+  for (const auto& [port, value] : call.inputs) {
+    SD_ASSIGN_OR_RETURN(WireTensor w, EncodeValue(value, p.o.wire));
+    auto* in = req.add_inputs();
+    in->set_name(port);
+    in->set_datatype(w.datatype);
+    for (int64_t d : w.shape) in->add_shape(d);
+    req.add_raw_input_contents(std::move(w.raw));
+  }
+
+  std::map<Worker*, int> tried;  // worker -> its generation when it failed this call
+  std::vector<std::string> failures;
+  auto give_up_at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
+  for (;;) {
+    if (cancelled && cancelled->load()) return absl::CancelledError("cancelled");
+    Worker* w = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(p.mu);
+      for (auto& wp : p.workers) {
+        Worker* c = wp.get();
+        if (!c->healthy) continue;
+        if (auto it = tried.find(c); it != tried.end() && it->second == c->generation) continue;
+        if (!w || c->outstanding < w->outstanding || (c->outstanding == w->outstanding && c->calls < w->calls)) w = c;
+      }
+      if (!w) {
+        if (Clock::now() >= give_up_at) {
+          std::vector<std::string> states;
+          for (auto& wp : p.workers) states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
+          return absl::UnavailableError(absl::StrCat("no worker could run node '", call.node, "' (", call.kind, "): ",
+                                                     absl::StrJoin(states, "; ")));
+        }
+        p.changed.wait_for(lock, std::chrono::milliseconds(100));
+        continue;
+      }
+      ++w->outstanding;
+    }
+    grpc::ClientContext ctx;
+    p.Authorize(ctx, p.o.call_timeout_s);
+    inference::ModelInferResponse resp;
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    grpc::Status status;
+    w->infer->async()->ModelInfer(&ctx, &req, &resp, [&](grpc::Status s) {
+      std::lock_guard<std::mutex> lock(done_mu);
+      status = std::move(s);
+      done = true;
+      done_cv.notify_all();
+    });
+    {
+      std::unique_lock<std::mutex> lock(done_mu);
+      bool cancel_sent = false;
+      while (!done) {
+        done_cv.wait_for(lock, std::chrono::milliseconds(100));
+        if (!done && !cancel_sent && cancelled && cancelled->load()) {
+          ctx.TryCancel();
+          cancel_sent = true;
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      --w->outstanding;
+      if (status.ok()) ++w->calls;
+    }
+    if (status.ok()) {
+      if (resp.raw_output_contents_size() != resp.outputs_size()) {
+        return absl::InternalError(absl::StrCat("worker ", w->target, ": ", resp.outputs_size(), " outputs but ",
+                                                resp.raw_output_contents_size(), " raw contents"));
+      }
+      NodeOutputs out;
+      for (int i = 0; i < resp.outputs_size(); ++i) {
+        const auto& t = resp.outputs(i);
+        const PortSpec* port = call.contract.Output(t.name());
+        if (!port) return absl::InternalError(absl::StrCat("worker ", w->target, " answered an unknown output '", t.name(), "'"));
+        auto v = DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()), resp.raw_output_contents(i),
+                             port->type, absl::StrCat("worker ", w->target, " output '", t.name(), "'"));
+        if (!v.ok()) return absl::InternalError(v.status().message());
+        out[t.name()] = std::move(*v);
+      }
+      return out;
+    }
+    if (cancelled && cancelled->load()) return absl::CancelledError("cancelled");
+    if (!Transport(status.error_code()) && status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      return FromGrpc(status, absl::StrCat("worker ", w->target, ": "));
+    }
+    const std::string why = absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())), ": ",
+                                         status.error_message());
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) p.MarkDown(*w, why);
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      tried[w] = w->generation;
+    }
+    failures.push_back(absl::StrCat(w->target, ": ", why));
+    give_up_at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
+  }
+}
+
+std::vector<WorkerPool::WorkerStats> WorkerPool::Stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<WorkerStats> s;
+  for (const auto& w : impl_->workers) s.push_back({w->target, w->healthy, w->outstanding, w->calls, w->failures});
+  return s;
+}
+
+}  // namespace sd

@@ -1,0 +1,83 @@
+// The distributed runtime's node-call dispatcher: a pool of sd-worker processes behind the same interface
+// as in-process execution (NodeDispatcher; see graph.h).
+//
+//   SD_ASSIGN_OR_RETURN(auto pool, WorkerPool::Create({.targets = {"10.0.0.5:50051", "10.0.0.6:50051"}}));
+//   SD_ASSIGN_OR_RETURN(ModelInfo model, pool->Prepare("v1-5-pruned-emaonly"));  // all workers must agree
+//   options.dispatcher = pool.get();
+//   graph.Run(inputs, ctx, options);
+//
+// Each call goes to the healthy worker with the fewest outstanding calls, so the cond and uncond UNet calls
+// of a step (sent at the same time by the runtime) land on two workers, and concurrent runs spread over the
+// pool. Every call has a deadline; UNAVAILABLE, DEADLINE_EXCEEDED or a dropped connection marks the worker
+// down and the call is retried on another (nodes are pure, so a retry gives the same bytes). A health thread
+// watches every worker; one that comes back (restarted, or done draining) is asked for the model again and
+// rejoins when its hash matches. Cancellation cancels the calls in flight.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "host_plugin/runtime/graph.h"
+#include "nodes/tensor/wire.h"
+
+namespace sd {
+
+struct WorkerPoolOptions {
+  // "HOST:PORT" each, or one "dns:///NAME:PORT" (a Kubernetes headless service: gRPC resolves every
+  // address and spreads calls round-robin over them).
+  std::vector<std::string> targets;
+  std::string token;                      // sent as `authorization: Bearer <token>`
+  std::string tls_ca;                     // PEM file: use TLS, trusting this CA ("" : plaintext)
+  std::string tls_cert, tls_key;          // PEM files: client certificate for mutual TLS
+  std::string tls_server_name;            // expected name in the workers' certificates ("" : from the target)
+  WireDType wire = WireDType::kF32;       // dtype of float activations on the wire
+  double call_timeout_s = 600;            // deadline of one node call (and of loading a model)
+  double unavailable_grace_s = 5;         // how long a call waits for some worker to come back
+  double health_interval_s = 0.5;
+  int max_message_mb = 512;
+};
+
+// What the workers report about a model.
+struct ModelInfo {
+  std::string checkpoint;
+  std::string sha256;
+  std::string config;
+  int unet_in_channels = 4;
+};
+
+class WorkerPool : public NodeDispatcher {
+ public:
+  // Parses "a:1,b:2" into targets; INVALID_ARGUMENT for an empty or malformed list.
+  static absl::StatusOr<std::vector<std::string>> ParseTargets(const std::string& list);
+  // Connects lazily: nothing is sent until Prepare or the first call.
+  static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(WorkerPoolOptions options);
+  ~WorkerPool() override;
+
+  // Asks every worker to load `checkpoint` (a name in the workers' model repositories) and checks that
+  // all that answer report the same content hash: FAILED_PRECONDITION naming both otherwise; UNAVAILABLE
+  // when no worker answers. Workers that did not answer join later if their hash matches.
+  absl::StatusOr<ModelInfo> Prepare(const std::string& checkpoint);
+
+  absl::StatusOr<NodeOutputs> Call(const NodeCall& call, const std::atomic<bool>* cancelled) override;
+
+  struct WorkerStats {
+    std::string target;
+    bool healthy = false;
+    int outstanding = 0;
+    int64_t calls = 0;     // answered OK
+    int64_t failures = 0;  // transport failures (retried elsewhere)
+  };
+  std::vector<WorkerStats> Stats() const;
+  size_t size() const;
+
+  struct Impl;
+
+ private:
+  explicit WorkerPool(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sd
