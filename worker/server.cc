@@ -101,10 +101,10 @@ class JobQueue {
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
   }
   ~JobQueue() { Stop(); }
-  // False when the queue is full or stopping.
+  // False when every thread is busy and `capacity` calls already wait, or when stopping.
   bool Push(std::function<void()> job) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ || static_cast<int>(q_.size()) >= capacity_) return false;
+    if (stop_ || static_cast<int>(q_.size()) >= capacity_ + idle_) return false;
     q_.push_back(std::move(job));
     metrics_.queue_depth.Set(static_cast<double>(q_.size()));
     cv_.notify_one();
@@ -132,7 +132,9 @@ class JobQueue {
       std::function<void()> job;
       {
         std::unique_lock<std::mutex> lock(mu_);
+        ++idle_;
         cv_.wait(lock, [&] { return stop_ || !q_.empty(); });
+        --idle_;
         if (q_.empty()) return;
         job = std::move(q_.front());
         q_.pop_front();
@@ -149,6 +151,7 @@ class JobQueue {
   std::condition_variable cv_;
   std::deque<std::function<void()>> q_;
   bool stop_ = false;
+  int idle_ = 0;  // threads waiting for work
   std::vector<std::thread> threads_;
 };
 

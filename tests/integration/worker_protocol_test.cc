@@ -1,0 +1,436 @@
+// sd-worker as an outside client sees it: the KServe v2 service, the health service, bad input of every
+// kind (each answered with its specific code, the worker serving on afterwards), tokens, TLS and mutual
+// TLS, queue limits, draining on SIGTERM, the LRU memory budget, and a Python client generated from the
+// same proto with Debian's grpc_python_plugin.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "proto/grpc/health/v1/health.grpc.pb.h"
+#include "proto/inference/grpc_service.grpc.pb.h"
+#include "proto/sd/v1/worker.grpc.pb.h"
+#include "tests/integration/worker_harness.h"
+
+namespace sd::testing {
+namespace {
+
+using inference::GRPCInferenceService;
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+
+constexpr char kToken[] = "t0ken-for-tests-only";
+
+std::string F32Bytes(const std::vector<float>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); }
+std::string F64Bytes(double d) { return std::string(reinterpret_cast<const char*>(&d), 8); }
+
+void AddInput(ModelInferRequest& r, const std::string& name, const std::string& datatype, std::vector<int64_t> shape,
+              std::string raw) {
+  auto* in = r.add_inputs();
+  in->set_name(name);
+  in->set_datatype(datatype);
+  for (int64_t d : shape) in->add_shape(d);
+  r.add_raw_input_contents(std::move(raw));
+}
+
+// A valid UNetStep call on the tiny model: latents [1, 4, 8, 8], t = 500, context [1, 77, 64].
+ModelInferRequest UNetRequest(const std::string& checkpoint = "tiny") {
+  ModelInferRequest r;
+  r.set_model_name("UNetStep");
+  r.set_id("test");
+  (*r.mutable_parameters())["checkpoint"].set_string_param(checkpoint);
+  std::vector<float> latents(4 * 8 * 8), context(77 * 64);
+  for (size_t i = 0; i < latents.size(); ++i) latents[i] = std::sin(0.1f * i);
+  for (size_t i = 0; i < context.size(); ++i) context[i] = std::cos(0.01f * i);
+  AddInput(r, "latents", "FP32", {1, 4, 8, 8}, F32Bytes(latents));
+  AddInput(r, "t", "FP64", {1}, F64Bytes(500));
+  AddInput(r, "context", "FP32", {1, 77, 64}, F32Bytes(context));
+  return r;
+}
+
+class Client {
+ public:
+  explicit Client(const std::string& target, std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials(),
+                  const std::string& server_name = "") {
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(64 << 20);
+    args.SetMaxReceiveMessageSize(64 << 20);
+    if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+    channel_ = grpc::CreateCustomChannel(target, creds, args);
+    infer_ = GRPCInferenceService::NewStub(channel_);
+    control_ = v1::Worker::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+  }
+  void Prepare(grpc::ClientContext& ctx, const std::string& token) const {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  }
+  grpc::Status Infer(const ModelInferRequest& r, ModelInferResponse* out, const std::string& token = kToken) const {
+    grpc::ClientContext ctx;
+    Prepare(ctx, token);
+    return infer_->ModelInfer(&ctx, r, out);
+  }
+  grpc::Status Live(const std::string& token = kToken) const {
+    grpc::ClientContext ctx;
+    Prepare(ctx, token);
+    inference::ServerLiveResponse resp;
+    grpc::Status s = infer_->ServerLive(&ctx, {}, &resp);
+    if (s.ok() && !resp.live()) return grpc::Status(grpc::StatusCode::INTERNAL, "not live");
+    return s;
+  }
+  grpc::Status Load(const std::string& name, v1::LoadModelResponse* out, const std::string& token = kToken) const {
+    grpc::ClientContext ctx;
+    Prepare(ctx, token);
+    v1::LoadModelRequest req;
+    req.set_checkpoint(name);
+    return control_->LoadModel(&ctx, req, out);
+  }
+  grpc::health::v1::HealthCheckResponse::ServingStatus Health() const {
+    grpc::ClientContext ctx;
+    Prepare(ctx, "");
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status s = health_->Check(&ctx, {}, &resp);
+    return s.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  }
+  GRPCInferenceService::Stub& infer() { return *infer_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<GRPCInferenceService::Stub> infer_;
+  std::unique_ptr<v1::Worker::Stub> control_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+class WorkerProtocolTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    std::filesystem::create_directories(dir_->File("models"));
+    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(dir_->File("models/tiny.safetensors")) + " --tiny");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(dir_->File("models/tiny9.safetensors")) + " --tiny --inpaint");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    WriteFile(dir_->File("token"), std::string(kToken) + "\n");
+    worker_ = new WorkerProcess();
+    ASSERT_TRUE(worker_->Start(dir_->File("models"), dir_->File("w.log"),
+                               {"--token-file", dir_->File("token"), "--max-message-mb", "4"}));
+  }
+  static void TearDownTestSuite() {
+    delete worker_;
+    delete dir_;
+  }
+  static TempDir* dir_;
+  static WorkerProcess* worker_;
+};
+TempDir* WorkerProtocolTest::dir_;
+WorkerProcess* WorkerProtocolTest::worker_;
+
+TEST_F(WorkerProtocolTest, HealthIsNotServingUntilAModelIsLoaded) {
+  TempDir d;
+  WorkerProcess w;
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log")));
+  Client c(w.target());
+  EXPECT_EQ(c.Health(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  v1::LoadModelResponse loaded;
+  ASSERT_TRUE(c.Load("tiny", &loaded, "").ok());
+  EXPECT_EQ(loaded.sha256().size(), 64u);
+  EXPECT_EQ(loaded.unet_in_channels(), 4);
+  EXPECT_EQ(loaded.device(), "cpu");
+  EXPECT_EQ(c.Health(), grpc::health::v1::HealthCheckResponse::SERVING);
+  v1::LoadModelResponse again;
+  ASSERT_TRUE(c.Load("tiny.safetensors", &again, "").ok());
+  EXPECT_EQ(again.sha256(), loaded.sha256());
+}
+
+TEST_F(WorkerProtocolTest, KServeEndpointsDescribeTheNodes) {
+  Client c(worker_->target());
+  ASSERT_TRUE(c.Live().ok());
+  grpc::ClientContext ctx;
+  c.Prepare(ctx, kToken);
+  inference::ModelMetadataRequest req;
+  req.set_name("UNetStep");
+  inference::ModelMetadataResponse meta;
+  ASSERT_TRUE(c.infer().ModelMetadata(&ctx, req, &meta).ok());
+  std::map<std::string, std::pair<std::string, int>> inputs;
+  for (const auto& t : meta.inputs()) inputs[t.name()] = {t.datatype(), t.shape_size()};
+  EXPECT_EQ(inputs["latents"], std::make_pair(std::string("FP32"), 4));
+  EXPECT_EQ(inputs["t"], std::make_pair(std::string("FP64"), 1));
+  EXPECT_EQ(inputs["context"], std::make_pair(std::string("FP32"), 3));
+  ASSERT_EQ(meta.outputs_size(), 1);
+  EXPECT_EQ(meta.outputs(0).name(), "eps");
+  grpc::ClientContext ctx2;
+  c.Prepare(ctx2, kToken);
+  req.set_name("NoSuchNode");
+  EXPECT_EQ(c.infer().ModelMetadata(&ctx2, req, &meta).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(WorkerProtocolTest, UNetStepAnswersInFp32AndOnAHalfWire) {
+  Client c(worker_->target());
+  ModelInferResponse out;
+  grpc::Status s = c.Infer(UNetRequest(), &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(out.outputs_size(), 1);
+  EXPECT_EQ(out.outputs(0).name(), "eps");
+  EXPECT_EQ(out.outputs(0).datatype(), "FP32");
+  EXPECT_EQ(out.raw_output_contents(0).size(), 4u * 8 * 8 * 4);
+  ModelInferRequest half = UNetRequest();
+  (*half.mutable_parameters())["wire_dtype"].set_string_param("FP16");
+  ModelInferResponse out16;
+  ASSERT_TRUE(c.Infer(half, &out16).ok());
+  EXPECT_EQ(out16.outputs(0).datatype(), "FP16");
+  EXPECT_EQ(out16.raw_output_contents(0).size(), 4u * 8 * 8 * 2);
+  // Typed contents (what some clients send instead of raw bytes) give the same answer.
+  ModelInferRequest typed = UNetRequest();
+  for (int i = 0; i < typed.inputs_size(); ++i) {
+    const std::string& raw = typed.raw_input_contents(i);
+    auto* contents = typed.mutable_inputs(i)->mutable_contents();
+    if (typed.inputs(i).datatype() == "FP32") {
+      for (size_t k = 0; k < raw.size() / 4; ++k) {
+        float f;
+        std::memcpy(&f, raw.data() + 4 * k, 4);
+        contents->add_fp32_contents(f);
+      }
+    } else {
+      double d;
+      std::memcpy(&d, raw.data(), 8);
+      contents->add_fp64_contents(d);
+    }
+  }
+  typed.clear_raw_input_contents();
+  ModelInferResponse out_typed;
+  ASSERT_TRUE(c.Infer(typed, &out_typed).ok());
+  EXPECT_EQ(out_typed.raw_output_contents(0), out.raw_output_contents(0));
+}
+
+TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
+  Client c(worker_->target());
+  struct Case {
+    std::string what;
+    std::function<void(ModelInferRequest&)> spoil;
+    grpc::StatusCode code;
+    std::string token = kToken;
+  };
+  auto nan_latents = [](ModelInferRequest& r) {
+    std::vector<float> v(4 * 8 * 8, 0.5f);
+    v[17] = std::nanf("");
+    *r.mutable_raw_input_contents(0) = F32Bytes(v);
+  };
+  const std::vector<Case> cases = {
+      {"wrong dtype", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("INT64"); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"unknown dtype", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("FP8"); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"wrong rank",
+       [](ModelInferRequest& r) {
+         r.mutable_inputs(0)->clear_shape();
+         for (int d : {4, 8, 8}) r.mutable_inputs(0)->add_shape(d);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"bytes not matching the shape", [](ModelInferRequest& r) { r.mutable_raw_input_contents(0)->resize(100); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"negative dimension", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_shape(0, -1); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"overflowing shape",
+       [](ModelInferRequest& r) {
+         for (int i = 0; i < 4; ++i) r.mutable_inputs(0)->set_shape(i, int64_t{1} << 40);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"NaN in the latents", nan_latents, grpc::StatusCode::INVALID_ARGUMENT},
+      {"infinite timestep", [](ModelInferRequest& r) { *r.mutable_raw_input_contents(1) = F64Bytes(INFINITY); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"unknown node kind", [](ModelInferRequest& r) { r.set_model_name("Frobnicate"); }, grpc::StatusCode::NOT_FOUND},
+      {"path-like model name",
+       [](ModelInferRequest& r) { (*r.mutable_parameters())["checkpoint"].set_string_param("../../etc/passwd"); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"absolute model path",
+       [](ModelInferRequest& r) { (*r.mutable_parameters())["checkpoint"].set_string_param("/etc/passwd"); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"unknown model", [](ModelInferRequest& r) { (*r.mutable_parameters())["checkpoint"].set_string_param("nosuch"); },
+       grpc::StatusCode::NOT_FOUND},
+      {"no model", [](ModelInferRequest& r) { r.mutable_parameters()->erase("checkpoint"); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"missing input",
+       [](ModelInferRequest& r) {
+         r.mutable_inputs()->RemoveLast();
+         r.mutable_raw_input_contents()->RemoveLast();
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"unknown input", [](ModelInferRequest& r) { r.mutable_inputs(2)->set_name("contexts"); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"raw contents not one per input", [](ModelInferRequest& r) { r.mutable_raw_input_contents()->RemoveLast(); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"bad options", [](ModelInferRequest& r) { (*r.mutable_parameters())["options"].set_string_param("tile: 1"); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"oversized message", [](ModelInferRequest& r) { *r.mutable_raw_input_contents(2) = std::string(5 << 20, 'x'); },
+       grpc::StatusCode::RESOURCE_EXHAUSTED},
+      {"missing token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED, ""},
+      {"wrong token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED, "t0ken-for-tests-onlx"},
+  };
+  for (const Case& k : cases) {
+    ModelInferRequest r = UNetRequest();
+    k.spoil(r);
+    ModelInferResponse out;
+    grpc::Status s = c.Infer(r, &out, k.token);
+    EXPECT_EQ(s.error_code(), k.code) << k.what << ": " << s.error_message();
+    std::printf("[ bad input ] %-30s -> %d %s\n", k.what.c_str(), static_cast<int>(s.error_code()),
+                s.error_message().substr(0, 110).c_str());
+    ASSERT_TRUE(c.Live().ok()) << "the worker stopped serving after: " << k.what;
+  }
+  EXPECT_EQ(c.Live("").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  v1::LoadModelResponse loaded;
+  EXPECT_EQ(c.Load("../tiny", &loaded).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(c.Load("tiny", &loaded, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ModelInferResponse out;
+  EXPECT_TRUE(c.Infer(UNetRequest(), &out).ok());
+}
+
+TEST_F(WorkerProtocolTest, SymlinksOutOfTheRepositoryAreRefused) {
+  TempDir elsewhere;
+  std::filesystem::copy_file(dir_->File("models/tiny.safetensors"), elsewhere.File("outside.safetensors"));
+  std::filesystem::create_symlink(elsewhere.File("outside.safetensors"), dir_->File("models/evil.safetensors"));
+  Client c(worker_->target());
+  ModelInferResponse out;
+  EXPECT_EQ(c.Infer(UNetRequest("evil"), &out).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  std::filesystem::remove(dir_->File("models/evil.safetensors"));
+}
+
+TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
+  TempDir d;
+  WorkerProcess w;
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--concurrency", "1", "--queue", "0", "--preload", "tiny"}));
+  // Slow calls (a 1024x1024 latent... on the tiny UNet: about a second each) from 4 clients at once.
+  ModelInferRequest slow;
+  slow.set_model_name("UNetStep");
+  (*slow.mutable_parameters())["checkpoint"].set_string_param("tiny");
+  AddInput(slow, "latents", "FP32", {1, 4, 128, 128}, F32Bytes(std::vector<float>(4 * 128 * 128, 0.1f)));
+  AddInput(slow, "t", "FP64", {1}, F64Bytes(10));
+  AddInput(slow, "context", "FP32", {1, 77, 64}, F32Bytes(std::vector<float>(77 * 64, 0.2f)));
+  std::vector<grpc::StatusCode> codes(4);
+  std::vector<std::thread> ts;
+  Client c(w.target());
+  for (int i = 0; i < 4; ++i) {
+    ts.emplace_back([&, i] {
+      ModelInferResponse out;
+      codes[i] = c.Infer(slow, &out, "").error_code();
+    });
+  }
+  for (auto& t : ts) t.join();
+  int ok = 0, full = 0;
+  for (auto code : codes) {
+    ok += code == grpc::StatusCode::OK;
+    full += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(full, 1);
+  EXPECT_EQ(ok + full, 4);
+}
+
+TEST_F(WorkerProtocolTest, SigtermDrainsCallsInFlight) {
+  TempDir d;
+  WorkerProcess w;
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--preload", "tiny"}));
+  Client c(w.target());
+  while (c.Health() != grpc::health::v1::HealthCheckResponse::SERVING) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ModelInferRequest slow;
+  slow.set_model_name("UNetStep");
+  (*slow.mutable_parameters())["checkpoint"].set_string_param("tiny");
+  AddInput(slow, "latents", "FP32", {1, 4, 128, 128}, F32Bytes(std::vector<float>(4 * 128 * 128, 0.1f)));
+  AddInput(slow, "t", "FP64", {1}, F64Bytes(10));
+  AddInput(slow, "context", "FP32", {1, 77, 64}, F32Bytes(std::vector<float>(77 * 64, 0.2f)));
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  std::thread call([&] {
+    ModelInferResponse out;
+    code = c.Infer(slow, &out, "").error_code();
+  });
+  while (w.Events("").size() < 4 && w.Metrics().find("sd_worker_inflight 1") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(w.Stop(), 0);
+  call.join();
+  EXPECT_EQ(code, grpc::StatusCode::OK) << "the call in flight was not allowed to finish";
+  EXPECT_FALSE(w.Events("draining").empty());
+  EXPECT_FALSE(w.Events("stopped").empty());
+}
+
+TEST_F(WorkerProtocolTest, MemoryBudgetEvictsLeastRecentlyUsedNetworks) {
+  TempDir d;
+  WorkerProcess w;
+  // About 30 MB: less than one tiny model's three networks (51 MB).
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--memory-budget-gb", "0.03"}));
+  Client c(w.target());
+  v1::LoadModelResponse a, b;
+  ASSERT_TRUE(c.Load("tiny", &a, "").ok());
+  ASSERT_TRUE(c.Load("tiny9", &b, "").ok());
+  EXPECT_NE(a.sha256(), b.sha256());
+  EXPECT_EQ(b.unet_in_channels(), 9);
+  const std::string m = w.Metrics();
+  EXPECT_GT(MetricValue(m, "sd_worker_model_evictions"), 0) << m;
+  EXPECT_LE(MetricValue(m, "sd_worker_loaded_models"), 2) << m;
+  // An evicted model is loaded again when called.
+  ModelInferResponse out;
+  EXPECT_TRUE(c.Infer(UNetRequest(), &out, "").ok());
+}
+
+// ---- TLS --------------------------------------------------------------------------------------------
+
+// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, made with openssl.
+void MakeCertificates(const TempDir& d) {
+  const std::string script =
+      "set -e; cd " + Quote(d.path()) +
+      "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=sdgraph-test-ca 2>/dev/null"
+      "; openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null"
+      "; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext"
+      "; openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null"
+      "; openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=sdgraph-test-client 2>/dev/null"
+      "; openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null";
+  auto r = RunCommand("sh -c " + Quote(script));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(WorkerProtocolTest, MutualTlsRefusesPlaintextAndClientsWithoutCertificates) {
+  TempDir d;
+  MakeCertificates(d);
+  WorkerProcess w;
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"),
+                      {"--tls-cert", d.File("server.pem"), "--tls-key", d.File("server.key"), "--tls-client-ca",
+                       d.File("ca.pem"), "--preload", "tiny"}));
+  grpc::SslCredentialsOptions with_cert{ReadFile(d.File("ca.pem")), ReadFile(d.File("client.key")), ReadFile(d.File("client.pem"))};
+  grpc::SslCredentialsOptions no_cert{ReadFile(d.File("ca.pem")), "", ""};
+  Client good(w.target(), grpc::SslCredentials(with_cert), "localhost");
+  Client anonymous(w.target(), grpc::SslCredentials(no_cert), "localhost");
+  Client plain(w.target());
+  EXPECT_EQ(plain.Live("").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(anonymous.Live("").error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_TRUE(good.Live("").ok());
+  ModelInferResponse out;
+  EXPECT_TRUE(good.Infer(UNetRequest(), &out, "").ok());
+  // The whole pipeline over mutual TLS.
+  auto r = RunCommand(SdGraphBin() + " txt2img --model tiny --workers " + w.target() + " --tls-ca " + Quote(d.File("ca.pem")) +
+                      " --tls-cert " + Quote(d.File("client.pem")) + " --tls-key " + Quote(d.File("client.key")) +
+                      " --prompt tls --steps 2 --width 64 --height 64 -o " + Quote(d.File("tls.png")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(d.File("tls.png")));
+  ASSERT_TRUE(good.Live("").ok());
+}
+
+// ---- an outside client ------------------------------------------------------------------------------
+
+TEST_F(WorkerProtocolTest, PythonClientGeneratedFromTheProtoCallsUNetStep) {
+  TempDir d;
+  auto gen = RunCommand("protoc -I " + Quote(SD_TEST_PROTO_DIR) + " --python_out=" + Quote(d.path()) +
+                        " --grpc_python_out=" + Quote(d.path()) + " --plugin=protoc-gen-grpc_python=$(command -v grpc_python_plugin) " +
+                        Quote(std::string(SD_TEST_PROTO_DIR) + "/inference/grpc_service.proto"));
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  auto r = RunCommand(std::string(SD_TEST_PYTHON) + " " + Quote(PythonDir() + "/kserve_client.py") + " " + Quote(d.path()) +
+                      " " + worker_->target() + " " + kToken + " " + Quote(d.File("eps.bin")));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("eps FP32 [1, 4, 8, 8]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no token: UNAUTHENTICATED"), std::string::npos) << r.out;
+  // The same request from our own client: the same bytes back.
+  ModelInferRequest req;
+  ASSERT_TRUE(req.ParseFromString(ReadFile(d.File("eps.bin.request"))));
+  ModelInferResponse out;
+  ASSERT_TRUE(Client(worker_->target()).Infer(req, &out).ok());
+  EXPECT_EQ(ReadFile(d.File("eps.bin")), out.raw_output_contents(0)) << "the Python client got other bytes";
+}
+
+}  // namespace
+}  // namespace sd::testing
