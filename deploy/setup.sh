@@ -35,7 +35,8 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   libopenimageio-dev libgegl-dev gegl
   # tests and benchmarks (python3-torch writes genuine .ckpt files with torch.save)
-  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpcio python3-protobuf
+  # (openssl makes test certificates for the TLS tests; taskset from util-linux pins benchmark workers)
+  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpcio python3-protobuf openssl util-linux
 )
 
 if [ "$install" = 1 ]; then

@@ -15,28 +15,39 @@ namespace {
 constexpr char kHelp[] =
     "usage: sd-worker --models DIR [flags]\n\n"
     "Serves every node kind of sdgraph over gRPC: the KServe v2 inference protocol\n"
-    "(inference.GRPCInferenceService: model name = node kind, parameter `checkpoint` = a model name in DIR),\n"
-    "sd.v1.Worker (load a model, report its sha256) and grpc.health.v1 (NOT_SERVING until the first model is\n"
-    "loaded). SIGTERM drains: new calls are refused, calls in flight finish (up to --drain-seconds).\n\n"
-    "  --listen HOST:PORT      address to serve (default 127.0.0.1:50051; 0.0.0.0:PORT for all interfaces;\n"
+    "(inference.GRPCInferenceService: model name = node kind, parameter `checkpoint` = a model "
+    "name in DIR),\n"
+    "sd.v1.Worker (load a model, report its sha256) and grpc.health.v1 (NOT_SERVING until the "
+    "first model is\n"
+    "loaded). SIGTERM drains: new calls are refused, calls in flight finish (up to "
+    "--drain-seconds).\n\n"
+    "  --listen HOST:PORT      address to serve (default 127.0.0.1:50051; 0.0.0.0:PORT for all "
+    "interfaces;\n"
     "                          port 0 picks a free one, see --port-file)\n"
-    "  --models DIR            the model repository: checkpoints (.safetensors, .ckpt) addressed by file name,\n"
+    "  --models DIR            the model repository: checkpoints (.safetensors, .ckpt) addressed "
+    "by file name,\n"
     "                          with or without the extension; required\n"
-    "  --preload NAME[,NAME]   load these models at start (the health service turns SERVING when loaded)\n"
+    "  --preload NAME[,NAME]   load these models at start (the health service turns SERVING when "
+    "loaded)\n"
     "  --tokenizer DIR         CLIP vocab.json + merges.txt (default: the shipped copy)\n"
     "  --device D              cpu (default), cuda or cuda:N\n"
     "  --dtype D               compute dtype: f32 (default), bf16, f16 (f16 on CUDA only)\n"
     "  --threads N             CPU threads per computation (default: all cores)\n"
     "  --concurrency N         calls computing at once (default 1)\n"
-    "  --queue N               calls that may wait beyond those; more get RESOURCE_EXHAUSTED (default 64)\n"
-    "  --memory-budget-gb G    keep at most G GiB of networks; least recently used ones are dropped (default:\n"
+    "  --queue N               calls that may wait beyond those; more get RESOURCE_EXHAUSTED "
+    "(default 64)\n"
+    "  --memory-budget-gb G    keep at most G GiB of networks; least recently used ones are "
+    "dropped (default:\n"
     "                          no limit)\n"
     "  --max-message-mb N      largest request or response (default 64)\n"
-    "  --token-file F          require `authorization: Bearer <token>` on every call, the token being the\n"
-    "                          file's first line (or set SD_WORKER_TOKEN); the health service stays open\n"
+    "  --token-file F          require `authorization: Bearer <token>` on every call, the token "
+    "being the\n"
+    "                          file's first line (or set SD_WORKER_TOKEN); the health service "
+    "stays open\n"
     "  --tls-cert F --tls-key F   serve TLS with this PEM certificate chain and key\n"
     "  --tls-client-ca F       mutual TLS: require client certificates signed by this CA\n"
-    "  --metrics-listen HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics (default: off)\n"
+    "  --metrics-listen HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics (default: "
+    "off)\n"
     "  --port-file F           write {\"port\": N, \"metrics_port\": M} to F once listening\n"
     "  --drain-seconds S       on SIGTERM, how long calls in flight may finish (default 30)\n"
     "\nLogs are JSON lines on stderr (one per call: id, kind, code, ms, queue_ms, peer).\n";
@@ -45,13 +56,15 @@ constexpr char kHelp[] =
 
 int main(int argc, char** argv) {
   std::vector<std::string> argv_list(argv + 1, argv + argc);
-  sd::cli::FlagSpec spec{{"listen", "models", "preload", "tokenizer", "device", "dtype", "threads", "concurrency",
-                          "queue", "memory-budget-gb", "max-message-mb", "token-file", "tls-cert", "tls-key",
-                          "tls-client-ca", "metrics-listen", "port-file", "drain-seconds"},
-                         {"help"}};
+  sd::cli::FlagSpec spec{
+      {"listen", "models", "preload", "tokenizer", "device", "dtype", "threads", "concurrency",
+       "queue", "memory-budget-gb", "max-message-mb", "token-file", "tls-cert", "tls-key",
+       "tls-client-ca", "metrics-listen", "port-file", "drain-seconds"},
+      {"help"}};
   auto args = sd::cli::Args::Parse(argv_list, spec);
   if (!args.ok()) {
-    std::fprintf(stderr, "sd-worker: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
+    std::fprintf(stderr, "sd-worker: %s\n\n%s", std::string(args.status().message()).c_str(),
+                 kHelp);
     return 2;
   }
   if (args->Has("help")) {
@@ -62,7 +75,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sd-worker: %s\n", msg.c_str());
     return 2;
   };
-  if (!args->positionals().empty()) return usage("unexpected argument '" + args->positionals()[0] + "'");
+  if (!args->positionals().empty())
+    return usage("unexpected argument '" + args->positionals()[0] + "'");
   sd::worker::WorkerOptions o;
   o.listen = args->GetOr("listen", o.listen);
   o.models_dir = args->GetOr("models", "");
@@ -76,15 +90,17 @@ int main(int argc, char** argv) {
   o.metrics_listen = args->GetOr("metrics-listen", "");
   o.port_file = args->GetOr("port-file", "");
   if (auto p = args->Get("preload")) {
-    for (absl::string_view n : absl::StrSplit(*p, ',', absl::SkipEmpty())) o.preload.emplace_back(n);
+    for (absl::string_view n : absl::StrSplit(*p, ',', absl::SkipEmpty()))
+      o.preload.emplace_back(n);
   }
   struct IntFlag {
     const char* name;
     int* into;
     int min;
   };
-  for (const IntFlag& f : {IntFlag{"threads", &o.threads, 0}, IntFlag{"concurrency", &o.concurrency, 1},
-                           IntFlag{"queue", &o.queue, 0}, IntFlag{"max-message-mb", &o.max_message_mb, 1}}) {
+  for (const IntFlag& f :
+       {IntFlag{"threads", &o.threads, 0}, IntFlag{"concurrency", &o.concurrency, 1},
+        IntFlag{"queue", &o.queue, 0}, IntFlag{"max-message-mb", &o.max_message_mb, 1}}) {
     if (auto v = args->Get(f.name); v && (!absl::SimpleAtoi(*v, f.into) || *f.into < f.min)) {
       return usage(std::string("--") + f.name + " must be an integer >= " + std::to_string(f.min));
     }
@@ -92,10 +108,12 @@ int main(int argc, char** argv) {
   if (o.max_message_mb > 2000) return usage("--max-message-mb must be at most 2000");
   if (auto v = args->Get("memory-budget-gb")) {
     double gb;
-    if (!absl::SimpleAtod(*v, &gb) || gb < 0) return usage("--memory-budget-gb must be a non-negative number");
+    if (!absl::SimpleAtod(*v, &gb) || gb < 0)
+      return usage("--memory-budget-gb must be a non-negative number");
     o.memory_budget = static_cast<uint64_t>(gb * (1ull << 30));
   }
-  if (auto v = args->Get("drain-seconds"); v && (!absl::SimpleAtod(*v, &o.drain_seconds) || o.drain_seconds < 0)) {
+  if (auto v = args->Get("drain-seconds");
+      v && (!absl::SimpleAtod(*v, &o.drain_seconds) || o.drain_seconds < 0)) {
     return usage("--drain-seconds must be a non-negative number");
   }
   if (auto f = args->Get("token-file")) {

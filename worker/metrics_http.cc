@@ -15,12 +15,14 @@
 
 namespace sd::worker {
 
-absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::string& listen,
-                                                                       std::shared_ptr<prometheus::Registry> registry) {
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
+    const std::string& listen, std::shared_ptr<prometheus::Registry> registry) {
   const size_t colon = listen.rfind(':');
   int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics-listen ", listen, ": expected HOST:PORT"));
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-listen ", listen, ": expected HOST:PORT"));
   }
   std::string host = listen.substr(0, colon);
   if (host.empty() || host == "*") host = "0.0.0.0";
@@ -29,16 +31,19 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const st
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics-listen ", listen, ": HOST must be an IPv4 address"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-listen ", listen, ": HOST must be an IPv4 address"));
   }
   std::unique_ptr<MetricsEndpoint> m(new MetricsEndpoint());
   m->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   ::setsockopt(m->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   socklen_t len = sizeof(addr);
-  if (m->fd_ < 0 || ::bind(m->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(m->fd_, 16) != 0 ||
+  if (m->fd_ < 0 || ::bind(m->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(m->fd_, 16) != 0 ||
       ::getsockname(m->fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", listen, ": ", std::strerror(errno)));
   }
   m->port_ = ntohs(addr.sin_port);
   m->registry_ = std::move(registry);
@@ -78,8 +83,9 @@ void MetricsEndpoint::Serve() {
       status = "404 Not Found";
       body = "not found\n";
     }
-    const std::string response = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
-                                              "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+    const std::string response =
+        absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
+                     "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
     for (size_t sent = 0; sent < response.size();) {
       const ssize_t n = ::send(c, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
       if (n <= 0) break;

@@ -1,6 +1,6 @@
-// A minimal HTTP endpoint for Prometheus scrapes: GET /metrics answers the registry in the text format.
-// (prometheus-cpp's own exposer embeds CivetWeb, which fails to start in Debian 12's build and cannot bind
-// port 0; scrapes need nothing more than this.)
+// A minimal HTTP endpoint for Prometheus scrapes: GET /metrics answers the registry in the text
+// format. (prometheus-cpp's own exposer embeds CivetWeb, which fails to start in Debian 12's build
+// and cannot bind port 0; scrapes need nothing more than this.)
 #pragma once
 
 #include <atomic>
@@ -19,8 +19,8 @@ namespace sd::worker {
 class MetricsEndpoint {
  public:
   // Listens on "HOST:PORT" (port 0: a free one).
-  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& listen,
-                                                                std::shared_ptr<prometheus::Registry> registry);
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
+      const std::string& listen, std::shared_ptr<prometheus::Registry> registry);
   ~MetricsEndpoint();
   int port() const { return port_; }
 

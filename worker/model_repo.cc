@@ -26,24 +26,29 @@ absl::Status ModelRepository::Check() const {
   struct stat st;
   if (dir_.empty()) return absl::InvalidArgumentError("no model directory (--models DIR)");
   if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::NotFoundError(absl::StrCat("model directory ", dir_, " does not exist or is not a directory"));
+    return absl::NotFoundError(
+        absl::StrCat("model directory ", dir_, " does not exist or is not a directory"));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ModelRepository::Resolve(const std::string& name) const {
-  if (name.empty()) return absl::InvalidArgumentError("no model named (the `checkpoint` parameter)");
+  if (name.empty())
+    return absl::InvalidArgumentError("no model named (the `checkpoint` parameter)");
   const bool plain = name.size() <= 200 && name[0] != '.' && name.find("..") == std::string::npos &&
                      std::all_of(name.begin(), name.end(), [](char c) {
-                       return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == '+';
+                       return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                              c == '-' || c == '+';
                      });
   if (!plain) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model name '", name.substr(0, 200), "' is not a plain name (letters, digits, '.', '_', '-', '+'; "
-                     "no '/', no '..'): models are named in the worker's repository, never by path"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model name '", name.substr(0, 200),
+        "' is not a plain name (letters, digits, '.', '_', '-', '+'; "
+        "no '/', no '..'): models are named in the worker's repository, never by path"));
   }
   const std::string root = RealPath(dir_);
-  if (root.empty()) return absl::NotFoundError(absl::StrCat("model directory ", dir_, " is not readable"));
+  if (root.empty())
+    return absl::NotFoundError(absl::StrCat("model directory ", dir_, " is not readable"));
   for (const std::string& candidate : {name, name + ".safetensors", name + ".ckpt"}) {
     const std::string path = dir_ + "/" + candidate;
     struct stat st;
@@ -51,7 +56,8 @@ absl::StatusOr<std::string> ModelRepository::Resolve(const std::string& name) co
     // A symlink may point elsewhere: only files that really live under the directory are served.
     const std::string real = RealPath(path);
     if (real.rfind(root + "/", 0) != 0) {
-      return absl::PermissionDeniedError(absl::StrCat("model '", name, "' resolves outside the model directory"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("model '", name, "' resolves outside the model directory"));
     }
     return path;
   }
@@ -65,7 +71,8 @@ absl::StatusOr<std::string> ModelRepository::Resolve(const std::string& name) co
   }
   std::sort(have.begin(), have.end());
   return absl::NotFoundError(absl::StrCat("no model '", name, "' in the worker's repository (has: ",
-                                          have.empty() ? "nothing" : absl::StrJoin(have, ", "), ")"));
+                                          have.empty() ? "nothing" : absl::StrJoin(have, ", "),
+                                          ")"));
 }
 
 }  // namespace sd::worker

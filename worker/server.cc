@@ -43,7 +43,8 @@ using inference::InferParameter;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 
-// ---- logs: one JSON object per line on stderr -------------------------------------------------------
+// ---- logs: one JSON object per line on stderr
+// -------------------------------------------------------
 
 std::mutex g_log_mu;
 
@@ -63,24 +64,31 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-// ---- metrics ----------------------------------------------------------------------------------------
+// ---- metrics
+// ----------------------------------------------------------------------------------------
 
 struct Metrics {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  prometheus::Family<prometheus::Counter>& requests = prometheus::BuildCounter()
-                                                          .Name("sd_worker_requests_total")
-                                                          .Help("Node calls and model loads by kind and status code")
-                                                          .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& latency = prometheus::BuildHistogram()
-                                                           .Name("sd_worker_request_duration_seconds")
-                                                           .Help("Time from arrival to answer, by kind")
-                                                           .Register(*registry);
-  prometheus::Gauge& queue_depth = Gauge("sd_worker_queue_depth", "Calls waiting for a compute slot");
+  prometheus::Family<prometheus::Counter>& requests =
+      prometheus::BuildCounter()
+          .Name("sd_worker_requests_total")
+          .Help("Node calls and model loads by kind and status code")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& latency =
+      prometheus::BuildHistogram()
+          .Name("sd_worker_request_duration_seconds")
+          .Help("Time from arrival to answer, by kind")
+          .Register(*registry);
+  prometheus::Gauge& queue_depth =
+      Gauge("sd_worker_queue_depth", "Calls waiting for a compute slot");
   prometheus::Gauge& inflight = Gauge("sd_worker_inflight", "Calls computing now");
-  prometheus::Gauge& loaded_models = Gauge("sd_worker_loaded_models", "Networks (CLIP, UNet, VAE) held in memory");
+  prometheus::Gauge& loaded_models =
+      Gauge("sd_worker_loaded_models", "Networks (CLIP, UNet, VAE) held in memory");
   prometheus::Gauge& model_bytes = Gauge("sd_worker_model_bytes", "Bytes of the networks held");
-  prometheus::Gauge& evictions = Gauge("sd_worker_model_evictions", "Networks dropped by the memory budget so far");
-  prometheus::Gauge& resident = Gauge("sd_worker_resident_memory_bytes", "Resident set size of the worker");
+  prometheus::Gauge& evictions =
+      Gauge("sd_worker_model_evictions", "Networks dropped by the memory budget so far");
+  prometheus::Gauge& resident =
+      Gauge("sd_worker_resident_memory_bytes", "Resident set size of the worker");
   prometheus::Gauge& serving = Gauge("sd_worker_serving", "1 when the health service says SERVING");
 
   prometheus::Gauge& Gauge(const char* name, const char* help) {
@@ -88,12 +96,14 @@ struct Metrics {
   }
   void Record(const std::string& kind, absl::StatusCode code, double seconds) {
     requests.Add({{"kind", kind}, {"code", absl::StatusCodeToString(code)}}).Increment();
-    static const prometheus::Histogram::BucketBoundaries kBuckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300};
+    static const prometheus::Histogram::BucketBoundaries kBuckets = {
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300};
     latency.Add({{"kind", kind}}, kBuckets).Observe(seconds);
   }
 };
 
-// ---- compute threads behind a bounded queue ---------------------------------------------------------
+// ---- compute threads behind a bounded queue
+// ---------------------------------------------------------
 
 class JobQueue {
  public:
@@ -155,7 +165,8 @@ class JobQueue {
   std::vector<std::thread> threads_;
 };
 
-// ---- the node host ----------------------------------------------------------------------------------
+// ---- the node host
+// ----------------------------------------------------------------------------------
 
 class ErrorText : public google::protobuf::io::ErrorCollector {
  public:
@@ -190,8 +201,9 @@ absl::StatusOr<std::string> RawFromContents(const ModelInferRequest::InferInputT
     }
     return raw;
   }
-  return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "': datatype ", t.datatype(),
-                                                 " is not supported in typed contents (send raw_input_contents)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("input '", t.name(), "': datatype ", t.datatype(),
+                   " is not supported in typed contents (send raw_input_contents)"));
 }
 
 std::string DeviceName(const torch::Device& d) { return d.str(); }
@@ -210,13 +222,17 @@ class Core {
       const std::string got(it->second.data(), it->second.size());
       // Constant-time comparison: no early exit on the first differing byte.
       unsigned diff = got.size() != want.size();
-      for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned>(want[i] ^ (i < got.size() ? got[i] : 0));
+      for (size_t i = 0; i < want.size(); ++i)
+        diff |= static_cast<unsigned>(want[i] ^ (i < got.size() ? got[i] : 0));
       if (diff == 0) return grpc::Status::OK;
     }
-    Log("warn", "unauthenticated", {{"method", method}, {"peer", ctx->peer()}, {"had_token", it != md.end()}});
+    Log("warn", "unauthenticated",
+        {{"method", method}, {"peer", ctx->peer()}, {"had_token", it != md.end()}});
     metrics_.requests.Add({{"kind", method}, {"code", "UNAUTHENTICATED"}}).Increment();
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        it == md.end() ? "this worker requires a bearer token (authorization metadata)" : "wrong bearer token");
+                        it == md.end()
+                            ? "this worker requires a bearer token (authorization metadata)"
+                            : "wrong bearer token");
   }
 
   absl::StatusOr<v1::LoadModelResponse> Load(const std::string& name) {
@@ -249,7 +265,8 @@ class Core {
     auto string_param = [&](const char* key) -> absl::StatusOr<std::string> {
       const InferParameter* p = param(key);
       if (!p) return std::string();
-      if (!p->has_string_param()) return absl::InvalidArgumentError(absl::StrCat("parameter '", key, "' must be a string"));
+      if (!p->has_string_param())
+        return absl::InvalidArgumentError(absl::StrCat("parameter '", key, "' must be a string"));
       return p->string_param();
     };
     SD_ASSIGN_OR_RETURN(std::string model, string_param("checkpoint"));
@@ -257,20 +274,26 @@ class Core {
     if (!model.empty()) {
       SD_ASSIGN_OR_RETURN(checkpoint, repo_.Resolve(model));
     } else if (contract.needs_model) {
-      return absl::InvalidArgumentError(absl::StrCat(who, " computes with a model: set the request parameter `checkpoint` "
-                                                     "to a model name in the worker's repository"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(who,
+                       " computes with a model: set the request parameter `checkpoint` "
+                       "to a model name in the worker's repository"));
     }
     google::protobuf::Any options;
     SD_ASSIGN_OR_RETURN(std::string options_text, string_param("options"));
     if (!options_text.empty()) {
-      if (!contract.options) return absl::InvalidArgumentError(absl::StrCat(who, " takes no options"));
+      if (!contract.options)
+        return absl::InvalidArgumentError(absl::StrCat(who, " takes no options"));
       std::unique_ptr<google::protobuf::Message> m(
-          google::protobuf::MessageFactory::generated_factory()->GetPrototype(contract.options)->New());
+          google::protobuf::MessageFactory::generated_factory()
+              ->GetPrototype(contract.options)
+              ->New());
       google::protobuf::TextFormat::Parser parser;
       ErrorText errors;
       parser.RecordErrorsTo(&errors);
       if (!parser.ParseFromString(options_text, m.get())) {
-        return absl::InvalidArgumentError(absl::StrCat(who, " options (", contract.options->full_name(), "): ", errors.text));
+        return absl::InvalidArgumentError(
+            absl::StrCat(who, " options (", contract.options->full_name(), "): ", errors.text));
       }
       options.PackFrom(*m);
     }
@@ -281,8 +304,9 @@ class Core {
     }
 
     if (req.raw_input_contents_size() != 0 && req.raw_input_contents_size() != req.inputs_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(req.inputs_size(), " inputs but ", req.raw_input_contents_size(),
-                                                     " raw_input_contents: give one per input, or none"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(req.inputs_size(), " inputs but ", req.raw_input_contents_size(),
+                       " raw_input_contents: give one per input, or none"));
     }
     std::map<std::string, Value> values;
     for (int i = 0; i < req.inputs_size(); ++i) {
@@ -291,22 +315,27 @@ class Core {
       if (!port) {
         std::vector<std::string> names;
         for (const PortSpec& p : contract.inputs) names.push_back(p.name);
-        return absl::InvalidArgumentError(absl::StrCat(who, " has no input '", t.name(), "' (inputs: ", absl::StrJoin(names, ", "), ")"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            who, " has no input '", t.name(), "' (inputs: ", absl::StrJoin(names, ", "), ")"));
       }
-      if (values.count(t.name())) return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' is given twice"));
+      if (values.count(t.name()))
+        return absl::InvalidArgumentError(absl::StrCat("input '", t.name(), "' is given twice"));
       std::string raw;
       if (req.raw_input_contents_size() > 0) {
         raw = req.raw_input_contents(i);
       } else {
         SD_ASSIGN_OR_RETURN(raw, RawFromContents(t));
       }
-      SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()), raw,
-                                               port->type, absl::StrCat(who, " input '", t.name(), "'")));
+      SD_ASSIGN_OR_RETURN(
+          Value v,
+          DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()), raw,
+                      port->type, absl::StrCat(who, " input '", t.name(), "'")));
       values[t.name()] = std::move(v);
     }
     for (const PortSpec& p : contract.inputs) {
       if (!p.optional && !values.count(p.name)) {
-        return absl::InvalidArgumentError(absl::StrCat(who, " needs input '", p.name, "' (", DescribeType(p.type), ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(who, " needs input '", p.name, "' (", DescribeType(p.type), ")"));
       }
     }
     RunContext ctx = base_;
@@ -320,7 +349,8 @@ class Core {
       if (s.ok()) s = kernel->Process(NodeInputs(&values, &who), out);
     } catch (const c10::Error& e) {
       const std::string what = e.what_without_backtrace();
-      s = what.find("out of memory") != std::string::npos ? absl::ResourceExhaustedError(what) : absl::InternalError(what);
+      s = what.find("out of memory") != std::string::npos ? absl::ResourceExhaustedError(what)
+                                                          : absl::InternalError(what);
     } catch (const std::bad_alloc&) {
       s = absl::ResourceExhaustedError("out of memory");
     } catch (const std::exception& e) {
@@ -330,7 +360,8 @@ class Core {
     if (!s.ok()) return s;
     std::vector<std::string> wanted;
     for (const auto& o : req.outputs()) {
-      if (!contract.Output(o.name())) return absl::InvalidArgumentError(absl::StrCat(who, " has no output '", o.name(), "'"));
+      if (!contract.Output(o.name()))
+        return absl::InvalidArgumentError(absl::StrCat(who, " has no output '", o.name(), "'"));
       wanted.push_back(o.name());
     }
     if (wanted.empty()) {
@@ -341,7 +372,8 @@ class Core {
     resp->set_id(req.id());
     for (const std::string& name : wanted) {
       auto it = out.find(name);
-      if (it == out.end()) return absl::InternalError(absl::StrCat(who, " did not produce output '", name, "'"));
+      if (it == out.end())
+        return absl::InternalError(absl::StrCat(who, " did not produce output '", name, "'"));
       SD_RETURN_IF_ERROR(CheckValue(it->second, contract.Output(name)->type));
       SD_ASSIGN_OR_RETURN(WireTensor w, EncodeValue(it->second, wire));
       auto* o = resp->add_outputs();
@@ -382,37 +414,45 @@ double SecondsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// ---- the services -----------------------------------------------------------------------------------
+// ---- the services
+// -----------------------------------------------------------------------------------
 
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
   InferenceService(Core& core, JobQueue& queue) : core_(core), queue_(queue) {}
 
-  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest*,
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
+                                       const inference::ServerLiveRequest*,
                                        inference::ServerLiveResponse* r) override {
     return Answer(ctx, "ServerLive", [&] { r->set_live(true); });
   }
-  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx, const inference::ServerReadyRequest*,
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx,
+                                        const inference::ServerReadyRequest*,
                                         inference::ServerReadyResponse* r) override {
-    return Answer(ctx, "ServerReady", [&] { r->set_ready(core_.serving_.load() && !core_.draining_.load()); });
+    return Answer(ctx, "ServerReady",
+                  [&] { r->set_ready(core_.serving_.load() && !core_.draining_.load()); });
   }
-  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx, const inference::ModelReadyRequest* q,
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx,
+                                       const inference::ModelReadyRequest* q,
                                        inference::ModelReadyResponse* r) override {
     return Answer(ctx, "ModelReady", [&]() -> grpc::Status {
       auto kind = NodeRegistry::Get().Find(q->name());
       if (!kind.ok()) return ToGrpc(kind.status());
-      r->set_ready(!core_.draining_.load() && (!(*kind)->contract().needs_model || core_.serving_.load()));
+      r->set_ready(!core_.draining_.load() &&
+                   (!(*kind)->contract().needs_model || core_.serving_.load()));
       return grpc::Status::OK;
     });
   }
-  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx,
+                                           const inference::ServerMetadataRequest*,
                                            inference::ServerMetadataResponse* r) override {
     return Answer(ctx, "ServerMetadata", [&] {
       r->set_name("sdgraph-worker");
       r->set_version("0.1.0");
     });
   }
-  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx, const inference::ModelMetadataRequest* q,
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
+                                          const inference::ModelMetadataRequest* q,
                                           inference::ModelMetadataResponse* r) override {
     return Answer(ctx, "ModelMetadata", [&]() -> grpc::Status {
       auto kind = NodeRegistry::Get().Find(q->name());
@@ -436,7 +476,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
     });
   }
 
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const ModelInferRequest* req,
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
+                                       const ModelInferRequest* req,
                                        ModelInferResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     const auto arrived = std::chrono::steady_clock::now();
@@ -459,19 +500,24 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       }
       const double seconds = SecondsSince(arrived);
       core_.metrics_.Record(req->model_name(), s.code(), seconds);
-      nlohmann::json f = {{"id", req->id()},           {"kind", req->model_name()},
-                          {"code", absl::StatusCodeToString(s.code())}, {"ms", std::round(seconds * 1e4) / 10},
-                          {"queue_ms", std::round(waited * 1e4) / 10}, {"peer", peer}};
+      nlohmann::json f = {{"id", req->id()},
+                          {"kind", req->model_name()},
+                          {"code", absl::StatusCodeToString(s.code())},
+                          {"ms", std::round(seconds * 1e4) / 10},
+                          {"queue_ms", std::round(waited * 1e4) / 10},
+                          {"peer", peer}};
       if (!s.ok()) f["error"] = std::string(s.message());
       Log(s.ok() ? "info" : "warn", "infer", std::move(f));
       reactor->Finish(ToGrpc(s));
     });
     if (!queued) {
-      core_.metrics_.Record(req->model_name(), absl::StatusCode::kResourceExhausted, SecondsSince(arrived));
+      core_.metrics_.Record(req->model_name(), absl::StatusCode::kResourceExhausted,
+                            SecondsSince(arrived));
       Log("warn", "queue_full", {{"id", req->id()}, {"kind", req->model_name()}, {"peer", peer}});
-      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   absl::StrCat("the worker's queue is full (", core_.options_.queue,
-                                                " calls waiting); retry later or elsewhere")));
+      reactor->Finish(
+          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("the worker's queue is full (", core_.options_.queue,
+                                    " calls waiting); retry later or elsewhere")));
     }
     return reactor;
   }
@@ -498,7 +544,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 class WorkerControl final : public v1::Worker::CallbackService {
  public:
   WorkerControl(Core& core, JobQueue& queue) : core_(core), queue_(queue) {}
-  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* ctx, const v1::LoadModelRequest* req,
+  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* ctx,
+                                      const v1::LoadModelRequest* req,
                                       v1::LoadModelResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     const auto arrived = std::chrono::steady_clock::now();
@@ -512,13 +559,20 @@ class WorkerControl final : public v1::Worker::CallbackService {
       core_.metrics_.Record("LoadModel", r.status().code(), SecondsSince(arrived));
       if (r.ok()) {
         *resp = *r;
-        Log("info", "model_loaded", {{"checkpoint", req->checkpoint()}, {"sha256", r->sha256()}, {"s", SecondsSince(arrived)}});
+        Log("info", "model_loaded",
+            {{"checkpoint", req->checkpoint()},
+             {"sha256", r->sha256()},
+             {"s", SecondsSince(arrived)}});
       } else {
-        Log("warn", "model_load_failed", {{"checkpoint", req->checkpoint().substr(0, 200)}, {"error", std::string(r.status().message())}});
+        Log("warn", "model_load_failed",
+            {{"checkpoint", req->checkpoint().substr(0, 200)},
+             {"error", std::string(r.status().message())}});
       }
       reactor->Finish(ToGrpc(r.status()));
     });
-    if (!queued) reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the worker's queue is full"));
+    if (!queued)
+      reactor->Finish(
+          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the worker's queue is full"));
     return reactor;
   }
 
@@ -539,19 +593,21 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
   try {
     torch::Device d(text);
     if (d.is_cuda() && !torch::cuda::is_available()) {
-      return absl::FailedPreconditionError(absl::StrCat("--device ", text, ": this LibTorch has no CUDA or no GPU is visible"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("--device ", text, ": this LibTorch has no CUDA or no GPU is visible"));
     }
     return d;
   } catch (const std::exception&) {
-    return absl::InvalidArgumentError(absl::StrCat("--device ", text, ": expected cpu, cuda or cuda:N"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device ", text, ": expected cpu, cuda or cuda:N"));
   }
 }
 
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& o) {
-  // SIGTERM / SIGINT are taken synchronously by this thread (sigwait); every thread started below inherits
-  // the mask.
+  // SIGTERM / SIGINT are taken synchronously by this thread (sigwait); every thread started below
+  // inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -567,10 +623,12 @@ absl::Status RunWorker(const WorkerOptions& o) {
   } else if (o.dtype == "f16") {
     dtype = torch::kFloat16;
   } else if (o.dtype != "f32") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype ", o.dtype, ": expected f32, bf16 or f16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype ", o.dtype, ": expected f32, bf16 or f16"));
   }
   if (o.concurrency < 1 || o.queue < 0 || o.max_message_mb < 1) {
-    return absl::InvalidArgumentError("--concurrency and --max-message-mb must be >= 1, --queue >= 0");
+    return absl::InvalidArgumentError(
+        "--concurrency and --max-message-mb must be >= 1, --queue >= 0");
   }
   const int threads = ConfigureThreads(o.threads);
   WarnIfSlowBlas("sd-worker");
@@ -590,7 +648,8 @@ absl::Status RunWorker(const WorkerOptions& o) {
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!o.tls_cert.empty() || !o.tls_key.empty()) {
-    if (o.tls_cert.empty() || o.tls_key.empty()) return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
+    if (o.tls_cert.empty() || o.tls_key.empty())
+      return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
     grpc::SslServerCredentialsOptions ssl;
     SD_ASSIGN_OR_RETURN(std::string cert, ReadFile(o.tls_cert, "--tls-cert"));
     SD_ASSIGN_OR_RETURN(std::string key, ReadFile(o.tls_key, "--tls-key"));
@@ -613,7 +672,8 @@ absl::Status RunWorker(const WorkerOptions& o) {
   builder.SetMaxReceiveMessageSize(o.max_message_mb << 20);
   builder.SetMaxSendMessageSize(o.max_message_mb << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen));
+  if (!server || port == 0)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen));
   server->GetHealthCheckService()->SetServingStatus(false);
   core.server_ = server.get();
 
@@ -630,23 +690,37 @@ absl::Status RunWorker(const WorkerOptions& o) {
   }
   if (!o.port_file.empty()) {
     const std::string tmp = o.port_file + ".tmp";
-    std::ofstream(tmp) << nlohmann::json{{"port", port}, {"metrics_port", metrics_port}}.dump() << "\n";
+    std::ofstream(tmp) << nlohmann::json{{"port", port}, {"metrics_port", metrics_port}}.dump()
+                       << "\n";
     std::rename(tmp.c_str(), o.port_file.c_str());
   }
   const std::string host = o.listen.substr(0, o.listen.rfind(':'));
   Log("info", "listening",
-      {{"address", absl::StrCat(host, ":", port)}, {"metrics_port", metrics_port}, {"tls", !o.tls_cert.empty()},
-       {"mtls", !o.tls_client_ca.empty()}, {"token", !o.token.empty()}, {"device", device.str()}, {"dtype", o.dtype},
-       {"threads", threads}, {"concurrency", o.concurrency}, {"queue", o.queue}, {"models", o.models_dir},
-       {"memory_budget", o.memory_budget}, {"blas", LoadedBlas().Describe()}});
+      {{"address", absl::StrCat(host, ":", port)},
+       {"metrics_port", metrics_port},
+       {"tls", !o.tls_cert.empty()},
+       {"mtls", !o.tls_client_ca.empty()},
+       {"token", !o.token.empty()},
+       {"device", device.str()},
+       {"dtype", o.dtype},
+       {"threads", threads},
+       {"concurrency", o.concurrency},
+       {"queue", o.queue},
+       {"models", o.models_dir},
+       {"memory_budget", o.memory_budget},
+       {"blas", LoadedBlas().Describe()}});
 
   std::thread preload([&] {
     for (const std::string& name : o.preload) {
       auto r = core.Load(name);
       if (r.ok()) {
-        Log("info", "model_loaded", {{"checkpoint", name}, {"sha256", r->sha256()}, {"preload", true}});
+        Log("info", "model_loaded",
+            {{"checkpoint", name}, {"sha256", r->sha256()}, {"preload", true}});
       } else {
-        Log("error", "model_load_failed", {{"checkpoint", name}, {"error", std::string(r.status().message())}, {"preload", true}});
+        Log("error", "model_load_failed",
+            {{"checkpoint", name},
+             {"error", std::string(r.status().message())},
+             {"preload", true}});
       }
     }
   });
@@ -659,8 +733,10 @@ absl::Status RunWorker(const WorkerOptions& o) {
     sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) break;
   }
-  Log("info", "draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}, {"queued", queue.Waiting()},
-                           {"deadline_s", o.drain_seconds}});
+  Log("info", "draining",
+      {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
+       {"queued", queue.Waiting()},
+       {"deadline_s", o.drain_seconds}});
   core.draining_.store(true);
   server->GetHealthCheckService()->SetServingStatus(false);
   metrics.serving.Set(0);

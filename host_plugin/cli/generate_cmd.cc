@@ -1,13 +1,14 @@
-// sd-graph run / txt2img / img2img: run a graph file (the shortcuts run the stock graphs) in-process and
-// write the image, with its generation parameters in the file (PNG "parameters" text, as other SD tools).
+// sd-graph run / txt2img / img2img: run a graph file (the shortcuts run the stock graphs)
+// in-process and write the image, with its generation parameters in the file (PNG "parameters"
+// text, as other SD tools).
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cctype>
 #include <chrono>
-#include <csignal>
 #include <climits>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
@@ -22,6 +23,7 @@
 #include "host_plugin/cli/common.h"
 #include "host_plugin/cli/image_io.h"
 #include "host_plugin/runtime/graph.h"
+#include "host_plugin/runtime/stock_graphs.h"
 #ifdef SD_HAVE_GRPC
 #include "host_plugin/runtime/worker_pool.h"
 #else
@@ -36,19 +38,15 @@ class WorkerPool : public NodeDispatcher {
 };
 }  // namespace sd
 #endif
-#include "nodes/base/status_macros.h"
-#include "nodes/tensor/wire.h"
 #include "nodes/base/runtime_info.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/schedulers/samplers.h"
+#include "nodes/tensor/wire.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/sd_config.h"
 #include "nodes/weights/torch_tensors.h"
-
-#ifndef SD_SOURCE_GRAPHS_DIR
-#define SD_SOURCE_GRAPHS_DIR ""
-#endif
 
 namespace sd::cli {
 namespace {
@@ -56,31 +54,39 @@ namespace {
 constexpr char kCommonFlags[] =
     "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); required\n"
     "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
-    "  --dtype D         compute dtype: f32 (default, the reference's numbers) or bf16 (faster on CPUs with\n"
+    "  --dtype D         compute dtype: f32 (default, the reference's numbers) or bf16 (faster on "
+    "CPUs with\n"
     "                    AVX-512 BF16; slightly different images)\n"
     "  --threads N       CPU threads (default: all cores)\n"
-    "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, OUT-1.png ...\n"
+    "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, "
+    "OUT-1.png ...\n"
     "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n";
 
 constexpr char kWorkerFlags[] =
     "\nDistributed (node calls on sd-worker processes; the same graph, the same image in f32):\n"
-    "  --workers LIST    HOST:PORT,HOST:PORT,... or dns:///SERVICE:PORT (a Kubernetes headless service);\n"
+    "  --workers LIST    HOST:PORT,HOST:PORT,... or dns:///SERVICE:PORT (a Kubernetes headless "
+    "service);\n"
     "                    --model is then a model name in the workers' repositories\n"
     "  --parallel N      with --batch: images in flight at once (default: one per worker)\n"
     "  --token-file F    bearer token for the workers (first line of F; or set SD_WORKER_TOKEN)\n"
     "  --tls-ca F        use TLS, trusting this CA (PEM)\n"
     "  --tls-cert F --tls-key F   client certificate for mutual TLS\n"
-    "  --tls-server-name NAME     the name in the workers' certificates, when it is not the host name\n"
-    "  --wire-dtype D    f32 (default), f16 or bf16: activations on the wire (half the bytes; not bit-exact)\n"
-    "  --call-timeout S  deadline of one node call in seconds (default 600); late calls are retried elsewhere\n";
+    "  --tls-server-name NAME     the name in the workers' certificates, when it is not the host "
+    "name\n"
+    "  --wire-dtype D    f32 (default), f16 or bf16: activations on the wire (half the bytes; not "
+    "bit-exact)\n"
+    "  --call-timeout S  deadline of one node call in seconds (default 600); late calls are "
+    "retried elsewhere\n";
 
 constexpr char kPromptFlags[] =
     "  --prompt TEXT     what to draw\n"
     "  --negative TEXT   what to steer away from (default: empty)\n"
     "  --steps N         sampler steps (default 50)\n"
     "  --cfg S           classifier-free guidance scale (default 7.5)\n"
-    "  --seed N          seed of the torch CPU generator; same seed, same image as the reference (default 0)\n"
-    "  --sampler NAME    ddpm (the reference's sampler; the default), ddim, euler, euler_a, dpmpp_2m\n"
+    "  --seed N          seed of the torch CPU generator; same seed, same image as the reference "
+    "(default 0)\n"
+    "  --sampler NAME    ddpm (the reference's sampler; the default), ddim, euler, euler_a, "
+    "dpmpp_2m\n"
     "  --karras          Karras sigma spacing (euler, euler_a, dpmpp_2m)\n"
     "  --eta E           DDIM's eta (default 0: deterministic)\n"
     "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n";
@@ -88,39 +94,48 @@ constexpr char kPromptFlags[] =
 std::string RunHelp() {
   return absl::StrCat(
       "usage: sd-graph run GRAPH.pbtxt --model M [--set NAME=VALUE ...] -o OUT [flags]\n\n"
-      "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a file as\n"
+      "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a "
+      "file as\n"
       "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
       kCommonFlags, kWorkerFlags,
-      "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame number\n"
+      "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame "
+      "number\n"
       "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
       "\n"
       "Render-farm mode:\n"
-      "  --frames A-B[:S] render frames A to B (every S-th); OUT is a pattern such as out/frame_%04d.png;\n"
+      "  --frames A-B[:S] render frames A to B (every S-th); OUT is a pattern such as "
+      "out/frame_%04d.png;\n"
       "                  each frame's seed is SEED + frame; frames whose file exists are skipped\n"
       "  --overwrite       render existing frames again\n"
-      "  Progress is printed as flushed lines farm managers read (openjd_progress: NN, openjd_status: ...,\n"
-      "  Progress: NN%). Exit codes: 0 done; 2 bad arguments or graph, 3 missing model or input file\n"
-      "  (permanent: do not retry); 75 workers unavailable or timed out (retry); 130 cancelled (SIGTERM or\n"
-      "  SIGINT: the frame in progress is abandoned, no partial file is left); 1 other failures.\n");
+      "  Progress is printed as flushed lines farm managers read (openjd_progress: NN, "
+      "openjd_status: ...,\n"
+      "  Progress: NN%). Exit codes: 0 done; 2 bad arguments or graph, 3 missing model or input "
+      "file\n"
+      "  (permanent: do not retry); 75 workers unavailable or timed out (retry); 130 cancelled "
+      "(SIGTERM or\n"
+      "  SIGINT: the frame in progress is abandoned, no partial file is left); 1 other "
+      "failures.\n");
 }
 
 std::string Txt2ImgHelp() {
-  return absl::StrCat("usage: sd-graph txt2img --model M --prompt TEXT -o OUT [flags]\n\n"
-                      "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
-                      kCommonFlags, kPromptFlags, kWorkerFlags,
-                      "  --width W         pixels, a multiple of 64 (default 512)\n"
-                      "  --height H        pixels, a multiple of 64 (default 512)\n");
+  return absl::StrCat(
+      "usage: sd-graph txt2img --model M --prompt TEXT -o OUT [flags]\n\n"
+      "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
+      kCommonFlags, kPromptFlags, kWorkerFlags,
+      "  --width W         pixels, a multiple of 64 (default 512)\n"
+      "  --height H        pixels, a multiple of 64 (default 512)\n");
 }
 
 std::string Img2ImgHelp() {
-  return absl::StrCat("usage: sd-graph img2img --model M --init IMG --prompt TEXT -o OUT [flags]\n\n"
-                      "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
-                      "--width x --height (multiples of 64).\n\n",
-                      kCommonFlags, kPromptFlags, kWorkerFlags,
-                      "  --init IMG        the input image\n"
-                      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
-                      "  --width W         work at this width, resizing the input (default: the input's)\n"
-                      "  --height H        work at this height, resizing the input (default: the input's)\n");
+  return absl::StrCat(
+      "usage: sd-graph img2img --model M --init IMG --prompt TEXT -o OUT [flags]\n\n"
+      "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
+      "--width x --height (multiples of 64).\n\n",
+      kCommonFlags, kPromptFlags, kWorkerFlags,
+      "  --init IMG        the input image\n"
+      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
+      "  --width W         work at this width, resizing the input (default: the input's)\n"
+      "  --height H        work at this height, resizing the input (default: the input's)\n");
 }
 
 std::string ExeDir() {
@@ -131,12 +146,7 @@ std::string ExeDir() {
   return p.substr(0, p.rfind('/'));
 }
 
-std::string StockGraph(const std::string& name) {
-  if (const char* env = std::getenv("SDGRAPH_GRAPHS"); env && *env) return std::string(env) + "/" + name;
-  const std::string installed = ExeDir() + "/../share/sdgraph/graphs/" + name;
-  if (std::ifstream(installed).good()) return installed;
-  return std::string(SD_SOURCE_GRAPHS_DIR) + "/" + name;
-}
+std::string StockGraph(const std::string& name) { return StockGraphPath(name, ExeDir()); }
 
 std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
@@ -144,21 +154,25 @@ std::string NumberedOutput(const std::string& out, int index, int batch) {
   if (batch <= 1) return out;
   const size_t dot = out.rfind('.');
   const size_t slash = out.rfind('/');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return absl::StrCat(out, "-", index + 1);
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash))
+    return absl::StrCat(out, "-", index + 1);
   return absl::StrCat(out.substr(0, dot), "-", index + 1, out.substr(dot));
 }
 
 class ProgressPrinter {
  public:
-  explicit ProgressPrinter(int image, int images) : tty_(::isatty(2)), image_(image), images_(images) {}
+  explicit ProgressPrinter(int image, int images)
+      : tty_(::isatty(2)), image_(image), images_(images) {}
   void operator()(const Progress& p) {
     if (p.step == 0 || p.step == last_) return;
     last_ = p.step;
-    const std::string prefix = images_ > 1 ? absl::StrCat("image ", image_ + 1, "/", images_, " ") : "";
+    const std::string prefix =
+        images_ > 1 ? absl::StrCat("image ", image_ + 1, "/", images_, " ") : "";
     if (tty_) {
       const int width = 30, filled = p.steps ? p.step * width / p.steps : 0;
-      std::fprintf(stderr, "\r%s[%s%s] step %d/%d  %.1fs ", prefix.c_str(), std::string(filled, '#').c_str(),
-                   std::string(width - filled, '.').c_str(), p.step, p.steps, p.elapsed_s);
+      std::fprintf(stderr, "\r%s[%s%s] step %d/%d  %.1fs ", prefix.c_str(),
+                   std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                   p.step, p.steps, p.elapsed_s);
     } else {
       std::fprintf(stderr, "%sstep %d/%d (%.1fs)\n", prefix.c_str(), p.step, p.steps, p.elapsed_s);
     }
@@ -175,22 +189,26 @@ class ProgressPrinter {
 };
 
 std::string InpaintHelp() {
-  return absl::StrCat("usage: sd-graph inpaint --model M --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
-                      "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
-                      "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
-                      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
-                      kCommonFlags, kPromptFlags, kWorkerFlags,
-                      "  --init IMG        the image\n"
-                      "  --mask MASK       white = repaint, black = keep\n"
-                      "  --width W         work at this width, resizing image and mask (default: the image's)\n"
-                      "  --height H        work at this height, resizing image and mask (default: the image's)\n"
-                      "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
+  return absl::StrCat(
+      "usage: sd-graph inpaint --model M --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
+      "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
+      "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
+      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
+      kCommonFlags, kPromptFlags, kWorkerFlags,
+      "  --init IMG        the image\n"
+      "  --mask MASK       white = repaint, black = keep\n"
+      "  --width W         work at this width, resizing image and mask (default: the image's)\n"
+      "  --height H        work at this height, resizing image and mask (default: the image's)\n"
+      "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
 }
 
 // The sampler names other SD tools write in "parameters".
 std::string SamplerLabel(const std::string& name, bool karras) {
-  const std::map<std::string, std::string> labels = {
-      {"ddpm", "DDPM"}, {"ddim", "DDIM"}, {"euler", "Euler"}, {"euler_a", "Euler a"}, {"dpmpp_2m", "DPM++ 2M"}};
+  const std::map<std::string, std::string> labels = {{"ddpm", "DDPM"},
+                                                     {"ddim", "DDIM"},
+                                                     {"euler", "Euler"},
+                                                     {"euler_a", "Euler a"},
+                                                     {"dpmpp_2m", "DPM++ 2M"}};
   auto it = labels.find(name);
   return (it == labels.end() ? name : it->second) + (karras ? " Karras" : "");
 }
@@ -221,7 +239,8 @@ int ExitCodeFor(const absl::Status& s) {
   }
 }
 
-std::atomic<bool> g_cancel{false};  // set by SIGTERM / SIGINT; passed to each run as RunOptions::cancelled
+std::atomic<bool> g_cancel{
+    false};  // set by SIGTERM / SIGINT; passed to each run as RunOptions::cancelled
 
 extern "C" void OnTerminate(int) { g_cancel.store(true); }
 
@@ -232,18 +251,22 @@ absl::StatusOr<std::vector<int64_t>> ParseFrames(const std::string& text) {
   if (size_t colon = text.find(':'); colon != std::string::npos) {
     range = text.substr(0, colon);
     if (!absl::SimpleAtoi(text.substr(colon + 1), &step) || step < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--frames ", text, ": the step must be a positive integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--frames ", text, ": the step must be a positive integer"));
     }
   }
   int64_t a, b;
   const size_t dash = range.find('-', 1);
   if (dash == std::string::npos) {
-    if (!absl::SimpleAtoi(range, &a)) return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
+    if (!absl::SimpleAtoi(range, &a))
+      return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
     b = a;
-  } else if (!absl::SimpleAtoi(range.substr(0, dash), &a) || !absl::SimpleAtoi(range.substr(dash + 1), &b)) {
+  } else if (!absl::SimpleAtoi(range.substr(0, dash), &a) ||
+             !absl::SimpleAtoi(range.substr(dash + 1), &b)) {
     return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
   }
-  if (b < a || (b - a) / step > 1000000) return absl::InvalidArgumentError(absl::StrCat("--frames ", text, ": B must be >= A"));
+  if (b < a || (b - a) / step > 1000000)
+    return absl::InvalidArgumentError(absl::StrCat("--frames ", text, ": B must be >= A"));
   std::vector<int64_t> frames;
   for (int64_t f = a; f <= b; f += step) frames.push_back(f);
   return frames;
@@ -253,12 +276,14 @@ absl::StatusOr<std::vector<int64_t>> ParseFrames(const std::string& text) {
 absl::StatusOr<std::string> FramePath(const std::string& pattern, int64_t frame) {
   const size_t pct = pattern.find('%');
   if (pct == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("-o ", pattern, ": farm mode needs a frame pattern such as frame_%04d.png"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("-o ", pattern, ": farm mode needs a frame pattern such as frame_%04d.png"));
   }
   size_t end = pct + 1;
   while (end < pattern.size() && std::isdigit(static_cast<unsigned char>(pattern[end]))) ++end;
   if (end >= pattern.size() || pattern[end] != 'd' || pattern.find('%', end) != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("-o ", pattern, ": use exactly one %d, %4d or %04d"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("-o ", pattern, ": use exactly one %d, %4d or %04d"));
   }
   const std::string spec = pattern.substr(pct + 1, end - pct - 1);
   const int width = spec.empty() ? 0 : std::stoi(spec);
@@ -275,7 +300,8 @@ int FailWithCode(const std::string& name, const absl::Status& s) {
 }
 
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+    s.replace(p, from.size(), to);
   return s;
 }
 
@@ -288,12 +314,13 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                            : mode == Mode::kTxt2Img ? Txt2ImgHelp()
                            : mode == Mode::kImg2Img ? Img2ImgHelp()
                                                     : InpaintHelp();
-  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set", "frames", "seed", "workers",
-                 "parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "wire-dtype",
-                 "call-timeout"},
+  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set", "frames",
+                 "seed", "workers", "parallel", "token-file", "tls-ca", "tls-cert", "tls-key",
+                 "tls-server-name", "wire-dtype", "call-timeout"},
                 {"overwrite"}};
   if (mode != Mode::kRun) {
-    for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"}) spec.with_value.insert(f);
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"})
+      spec.with_value.insert(f);
     spec.switches.insert("karras");
   }
   if (mode != Mode::kRun) spec.with_value.insert({"width", "height"});
@@ -327,9 +354,12 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   };
   const std::string model = args->GetOr("model", "");
   const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
-  if (model.empty()) return usage("--model is required (an SD v1.x .safetensors or .ckpt; see README for getting one)");
+  if (model.empty())
+    return usage(
+        "--model is required (an SD v1.x .safetensors or .ckpt; see README for getting one)");
   if (out.empty()) return usage("-o OUT is required");
-  // Distributed: --model names a model in the workers' repositories; they report its hash and shape.
+  // Distributed: --model names a model in the workers' repositories; they report its hash and
+  // shape.
   std::unique_ptr<WorkerPool> pool;
   std::optional<ModelInfo> remote_model;
   const std::string model_name = args->Has("workers") ? Basename(model) : model;
@@ -345,8 +375,10 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     po.tls_server_name = args->GetOr("tls-server-name", "");
     if (auto f = args->Get("token-file")) {
       std::ifstream in(*f);
-      if (!in || !std::getline(in, po.token) || po.token.empty()) return usage("--token-file " + *f + ": cannot read a token from its first line");
-      while (!po.token.empty() && std::isspace(static_cast<unsigned char>(po.token.back()))) po.token.pop_back();
+      if (!in || !std::getline(in, po.token) || po.token.empty())
+        return usage("--token-file " + *f + ": cannot read a token from its first line");
+      while (!po.token.empty() && std::isspace(static_cast<unsigned char>(po.token.back())))
+        po.token.pop_back();
     } else if (const char* env = std::getenv("SD_WORKER_TOKEN"); env && *env) {
       po.token = env;
     }
@@ -355,7 +387,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       if (!d.ok()) return usage(std::string(d.status().message()));
       po.wire = *d;
     }
-    if (auto t = args->Get("call-timeout"); t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
+    if (auto t = args->Get("call-timeout");
+        t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
       return usage("--call-timeout must be a positive number of seconds");
     }
     auto created = WorkerPool::Create(po);
@@ -368,8 +401,10 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     return usage("--workers: this sd-graph was built without gRPC (SD_WITH_GRPC=OFF)");
 #endif
   } else {
-    for (const char* f : {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "wire-dtype", "call-timeout"}) {
-      if (args->Has(f)) return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
+    for (const char* f : {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key",
+                          "tls-server-name", "wire-dtype", "call-timeout"}) {
+      if (args->Has(f))
+        return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
     }
   }
   std::string graph_path;
@@ -377,7 +412,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (args->positionals().size() != 1) return usage("expected one GRAPH file");
     graph_path = args->positionals()[0];
   } else {
-    if (!args->positionals().empty()) return usage(absl::StrCat("unexpected argument '", args->positionals()[0], "'"));
+    if (!args->positionals().empty())
+      return usage(absl::StrCat("unexpected argument '", args->positionals()[0], "'"));
     std::string stock = mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt";
     if (mode == Mode::kInpaint) {
       // The checkpoint decides the method: 9 UNet input channels mean an inpainting model.
@@ -393,7 +429,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       }
       stock = in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
       if (in_channels == 9 && args->Get("strength")) {
-        return usage("--strength applies to ordinary checkpoints; 9-channel inpainting models always start from noise");
+        return usage(
+            "--strength applies to ordinary checkpoints; 9-channel inpainting models always start "
+            "from noise");
       }
     }
     graph_path = StockGraph(stock);
@@ -412,14 +450,17 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   };
   int64_t seed = 0, batch = 1;
   const bool seed_given = args->Get("seed").has_value();
-  if (auto v = args->Get("seed"); v && !absl::SimpleAtoi(*v, &seed)) return usage("--seed must be an integer");
+  if (auto v = args->Get("seed"); v && !absl::SimpleAtoi(*v, &seed))
+    return usage("--seed must be an integer");
   if (mode != Mode::kRun) {
-    for (const char* f : {"prompt", "negative", "steps", "cfg", "width", "height", "strength", "eta"}) {
+    for (const char* f :
+         {"prompt", "negative", "steps", "cfg", "width", "height", "strength", "eta"}) {
       if (auto v = args->Get(f); v && graph->Input(f)) {
         if (absl::Status s = set(f, *v); !s.ok()) return usage(std::string(s.message()));
       }
     }
-    if (auto v = args->Get("batch"); v && (!absl::SimpleAtoi(*v, &batch) || batch < 1 || batch > 10000)) {
+    if (auto v = args->Get("batch");
+        v && (!absl::SimpleAtoi(*v, &batch) || batch < 1 || batch > 10000)) {
       return usage("--batch must be an integer from 1 to 10000");
     }
     SamplerSpec sampler;
@@ -434,44 +475,54 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (!args->Get("init")) return usage("--init IMG is required");
     auto px = ReadImageRgb8(*args->Get("init"));
     if (!px.ok()) return FailWithCode(name, px.status());
-    // --width/--height: the size to work at. The reference resizes its input to the working size; so do we
-    // when they differ (the resampling filter differs from PIL's, so pixels may differ slightly then).
+    // --width/--height: the size to work at. The reference resizes its input to the working size;
+    // so do we when they differ (the resampling filter differs from PIL's, so pixels may differ
+    // slightly then).
     int64_t want_w = px->size(1), want_h = px->size(0);
-    for (auto [flag, target] : {std::pair<const char*, int64_t*>{"width", &want_w}, {"height", &want_h}}) {
-      if (auto v = args->Get(flag); v && (!absl::SimpleAtoi(*v, target) || *target <= 0 || *target % 64 != 0)) {
-        return usage(absl::StrCat("--", flag, " ", *v, ": SD v1.x needs a positive multiple of 64"));
+    for (auto [flag, target] :
+         {std::pair<const char*, int64_t*>{"width", &want_w}, {"height", &want_h}}) {
+      if (auto v = args->Get(flag);
+          v && (!absl::SimpleAtoi(*v, target) || *target <= 0 || *target % 64 != 0)) {
+        return usage(
+            absl::StrCat("--", flag, " ", *v, ": SD v1.x needs a positive multiple of 64"));
       }
     }
     const bool resize = want_w != px->size(1) || want_h != px->size(0);
     if (resize) {
-      std::fprintf(stderr, "sd-graph %s: resizing the init image from %lldx%lld to %lldx%lld\n", name.c_str(),
-                   static_cast<long long>(px->size(1)), static_cast<long long>(px->size(0)),
-                   static_cast<long long>(want_w), static_cast<long long>(want_h));
+      std::fprintf(stderr, "sd-graph %s: resizing the init image from %lldx%lld to %lldx%lld\n",
+                   name.c_str(), static_cast<long long>(px->size(1)),
+                   static_cast<long long>(px->size(0)), static_cast<long long>(want_w),
+                   static_cast<long long>(want_h));
       px = ResizeRgb8(*px, want_w, want_h);
       if (!px.ok()) return FailWithCode(name, px.status());
     }
     if (px->size(0) % 64 || px->size(1) % 64) {
-      return usage(absl::StrCat("the init image is ", px->size(1), "x", px->size(0),
-                                "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
+      return usage(absl::StrCat(
+          "the init image is ", px->size(1), "x", px->size(0),
+          "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
     }
     inputs["init"] = *px;
     if (mode == Mode::kInpaint) {
       if (!args->Get("mask")) return usage("--mask MASK is required");
       auto mask = ReadImageRgb8(*args->Get("mask"));
       if (!mask.ok()) return FailWithCode(name, mask.status());
-      if (resize && mask->size(0) * want_w == mask->size(1) * want_h) mask = ResizeRgb8(*mask, want_w, want_h);
+      if (resize && mask->size(0) * want_w == mask->size(1) * want_h)
+        mask = ResizeRgb8(*mask, want_w, want_h);
       if (!mask.ok()) return FailWithCode(name, mask.status());
       if (mask->sizes() != px->sizes()) {
-        return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0), " but the image is ", px->size(1),
-                                  "x", px->size(0), "; they must be the same size"));
+        return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0),
+                                  " but the image is ", px->size(1), "x", px->size(0),
+                                  "; they must be the same size"));
       }
       inputs["mask"] = *mask;
     }
   }
   for (const std::string& kv : sets) {
     const size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) return usage(absl::StrCat("--set '", kv, "' is not NAME=VALUE"));
-    if (absl::Status s = set(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", "0")); !s.ok()) {
+    if (eq == std::string::npos || eq == 0)
+      return usage(absl::StrCat("--set '", kv, "' is not NAME=VALUE"));
+    if (absl::Status s = set(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", "0"));
+        !s.ok()) {
       return usage(std::string(s.message()));
     }
   }
@@ -482,24 +533,29 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (!f.ok()) return usage(std::string(f.status().message()));
     if (batch != 1) return usage("--frames and --batch do not mix");
     frames = *f;
-    if (auto p = FramePath(out, frames.front()); !p.ok()) return usage(std::string(p.status().message()));
+    if (auto p = FramePath(out, frames.front()); !p.ok())
+      return usage(std::string(p.status().message()));
   }
   for (const char* dim : {"width", "height"}) {
     auto it = inputs.find(dim);
     const v1::GraphInput* in = graph->Input(dim);
-    int64_t v = it != inputs.end() && std::holds_alternative<int64_t>(it->second) ? std::get<int64_t>(it->second)
+    int64_t v = it != inputs.end() && std::holds_alternative<int64_t>(it->second)
+                    ? std::get<int64_t>(it->second)
                 : in && in->default_value().kind_case() == v1::Value::kI ? in->default_value().i()
-                                                                        : 64;
+                                                                         : 64;
     if (v <= 0 || v % 64 != 0) {
-      return usage(absl::StrCat("--", dim, " ", v, ": SD v1.x needs a positive multiple of 64 (the VAE divides by 8 and "
-                                "the UNet halves three more times)"));
+      return usage(
+          absl::StrCat("--", dim, " ", v,
+                       ": SD v1.x needs a positive multiple of 64 (the VAE divides by 8 and "
+                       "the UNet halves three more times)"));
     }
   }
   std::vector<std::pair<std::string, std::string>> dump_targets;
   RunOptions options;
   for (const std::string& d : dumps) {
     const size_t eq = d.find('=');
-    if (eq == std::string::npos || eq == 0) return usage(absl::StrCat("--dump '", d, "' is not NODE.PORT=FILE.safetensors"));
+    if (eq == std::string::npos || eq == 0)
+      return usage(absl::StrCat("--dump '", d, "' is not NODE.PORT=FILE.safetensors"));
     dump_targets.emplace_back(d.substr(0, eq), d.substr(eq + 1));
     options.capture.push_back(d.substr(0, eq));
   }
@@ -547,19 +603,22 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       const int64_t frame = frames[b];
       path = *FramePath(out, frame);
       if (!args->Has("overwrite") && std::ifstream(path).good()) {
-        std::printf("openjd_status: frame %lld exists, skipped (%s)\n", static_cast<long long>(frame), path.c_str());
+        std::printf("openjd_status: frame %lld exists, skipped (%s)\n",
+                    static_cast<long long>(frame), path.c_str());
         std::fflush(stdout);
         return absl::OkStatus();
       }
       for (const std::string& kv : sets) {
         const size_t eq = kv.find('=');
         if (kv.find("{frame}", eq) == std::string::npos) continue;
-        auto v = graph->ParseInputValue(kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", std::to_string(frame)));
+        auto v = graph->ParseInputValue(
+            kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", std::to_string(frame)));
         if (!v.ok()) return v.status();
         job_inputs[kv.substr(0, eq)] = *v;
       }
       if (graph->Input("seed")) job_inputs["seed"] = seed + frame;
-      std::printf("openjd_status: rendering frame %lld -> %s\n", static_cast<long long>(frame), path.c_str());
+      std::printf("openjd_status: rendering frame %lld -> %s\n", static_cast<long long>(frame),
+                  path.c_str());
       std::fflush(stdout);
     } else if ((mode != Mode::kRun || seed_given) && graph->Input("seed")) {
       job_inputs["seed"] = seed + b;
@@ -569,7 +628,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       std::lock_guard<std::mutex> lock(print_mu);
       progress(p);
       if (farm && p.steps > 0) {
-        const int pct = static_cast<int>(100.0 * (b + static_cast<double>(p.step) / p.steps) / jobs);
+        const int pct =
+            static_cast<int>(100.0 * (b + static_cast<double>(p.step) / p.steps) / jobs);
         std::printf("openjd_progress: %d\nProgress: %d%%\n", pct, pct);
         std::fflush(stdout);
       }
@@ -584,30 +644,38 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     const std::string first_output = graph->config().output(0).name();
     const Value& image = result->at(first_output);
     if (!std::holds_alternative<torch::Tensor>(image)) {
-      return absl::InvalidArgumentError(absl::StrCat("graph output '", first_output, "' is not an image"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("graph output '", first_output, "' is not an image"));
     }
-    // The parameters line other SD tools write and read (A1111 style), so an image can be reproduced.
+    // The parameters line other SD tools write and read (A1111 style), so an image can be
+    // reproduced.
     auto text = [&](const char* key, const std::string& fallback) {
       auto it = job_inputs.find(key);
-      if (it != job_inputs.end() && std::holds_alternative<std::string>(it->second)) return std::get<std::string>(it->second);
+      if (it != job_inputs.end() && std::holds_alternative<std::string>(it->second))
+        return std::get<std::string>(it->second);
       return fallback;
     };
     auto number = [&](const char* key) -> std::string {
       auto it = job_inputs.find(key);
-      if (it != job_inputs.end() && std::holds_alternative<int64_t>(it->second)) return std::to_string(std::get<int64_t>(it->second));
-      if (it != job_inputs.end() && std::holds_alternative<double>(it->second)) return absl::StrFormat("%g", std::get<double>(it->second));
+      if (it != job_inputs.end() && std::holds_alternative<int64_t>(it->second))
+        return std::to_string(std::get<int64_t>(it->second));
+      if (it != job_inputs.end() && std::holds_alternative<double>(it->second))
+        return absl::StrFormat("%g", std::get<double>(it->second));
       const v1::GraphInput* in = graph->Input(key);
       if (!in) return "";
-      if (in->default_value().kind_case() == v1::Value::kI) return std::to_string(in->default_value().i());
-      if (in->default_value().kind_case() == v1::Value::kF) return absl::StrFormat("%g", in->default_value().f());
+      if (in->default_value().kind_case() == v1::Value::kI)
+        return std::to_string(in->default_value().i());
+      if (in->default_value().kind_case() == v1::Value::kF)
+        return absl::StrFormat("%g", in->default_value().f());
       return "";
     };
     const torch::Tensor& px = std::get<torch::Tensor>(image);
-    std::string params = absl::StrCat(text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ",
-                                      number("steps"), ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
-                                      ", CFG scale: ", number("cfg"), ", Seed: ",
-                                      number("seed"), ", Size: ", px.size(1), "x", px.size(0), ", Model hash: ",
-                                      model_hash.substr(0, 10), ", Model: ", Basename(model));
+    std::string params = absl::StrCat(
+        text("prompt", ""), "\nNegative prompt: ", text("negative", ""),
+        "\nSteps: ", number("steps"),
+        ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
+        ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", px.size(1), "x",
+        px.size(0), ", Model hash: ", model_hash.substr(0, 10), ", Model: ", Basename(model));
     if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph->Input("strength"))) {
       absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
     }
@@ -616,7 +684,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     for (const auto& [source, file] : dump_targets) {
       auto it = result->find(source);
       if (it == result->end() || !std::holds_alternative<torch::Tensor>(it->second)) {
-        return absl::InvalidArgumentError(absl::StrCat("--dump ", source, ": no tensor was produced there"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--dump ", source, ": no tensor was produced there"));
       }
       torch::Tensor t = std::get<torch::Tensor>(it->second).contiguous();
       auto w = ToWrite(source, t);

@@ -6,8 +6,8 @@
 
 #include <chrono>
 #include <fstream>
-#include <set>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -44,7 +44,8 @@ struct PlannedNode {
   NodeContract contract;
   std::vector<std::pair<std::string, std::string>> inputs;  // port -> source key
   int line = 0;
-  int level = 0;  // 1 + the highest level it depends on, within its scope: equal levels are independent
+  int level =
+      0;  // 1 + the highest level it depends on, within its scope: equal levels are independent
 };
 
 struct PlannedLoop {
@@ -57,14 +58,14 @@ struct PlannedLoop {
 struct Graph::Plan {
   std::vector<PlannedNode> nodes;
   std::vector<PlannedLoop> loops;
-  std::vector<std::pair<bool, int>> order;  // (is_loop, index) in execution order
+  std::vector<std::pair<bool, int>> order;    // (is_loop, index) in execution order
   std::map<std::string, v1::PortType> types;  // every source key -> its type
 };
 
 namespace {
 
-// Builds the plan, checking everything that can be checked without running: every error names the file,
-// line, node and port.
+// Builds the plan, checking everything that can be checked without running: every error names the
+// file, line, node and port.
 class Planner {
  public:
   Planner(const std::string& file, const v1::GraphConfig& g, const TextFormat::ParseInfoTree* tree)
@@ -74,7 +75,8 @@ class Planner {
 
  private:
   absl::Status Err(int line, const std::string& where, const std::string& msg) const {
-    return absl::InvalidArgumentError(absl::StrCat("graph ", file_, line > 0 ? absl::StrCat(":", line) : "", ": ",
+    return absl::InvalidArgumentError(absl::StrCat("graph ", file_,
+                                                   line > 0 ? absl::StrCat(":", line) : "", ": ",
                                                    where.empty() ? "" : where + ": ", msg));
   }
   int LineOf(const TextFormat::ParseInfoTree* t, const char* field, int index = -1) const;
@@ -88,7 +90,7 @@ class Planner {
   const TextFormat::ParseInfoTree* tree_;
   std::shared_ptr<Graph::Plan> plan_ = std::make_shared<Graph::Plan>();
   std::map<std::string, const PlannedNode*> top_nodes_;
-  std::map<std::string, std::string> body_owner_;  // body node name -> loop name
+  std::map<std::string, std::string> body_owner_;    // body node name -> loop name
   std::map<std::string, v1::PortType> carry_types_;  // "loop.carry"
 };
 
@@ -115,8 +117,10 @@ absl::StatusOr<PlannedNode> Planner::PlanNode(const v1::Node& n, int line) {
   if (n.has_options()) {
     const std::string want = p.contract.options ? p.contract.options->full_name() : "";
     const std::string type = n.options().type_url().substr(n.options().type_url().rfind('/') + 1);
-    if (want.empty()) return Err(line, where, absl::StrCat(n.kind(), " takes no options, got ", type));
-    if (type != want) return Err(line, where, absl::StrCat("options must be ", want, ", got ", type));
+    if (want.empty())
+      return Err(line, where, absl::StrCat(n.kind(), " takes no options, got ", type));
+    if (type != want)
+      return Err(line, where, absl::StrCat("options must be ", want, ", got ", type));
   }
   std::set<std::string> seen;
   for (const std::string& in : n.input()) {
@@ -127,14 +131,19 @@ absl::StatusOr<PlannedNode> Planner::PlanNode(const v1::Node& n, int line) {
     if (!p.contract.Input(kv[0])) {
       std::vector<std::string> ports;
       for (const PortSpec& s : p.contract.inputs) ports.push_back(s.name);
-      return Err(line, where, absl::StrCat(n.kind(), " has no input '", kv[0], "' (inputs: ", absl::StrJoin(ports, ", "), ")"));
+      return Err(line, where,
+                 absl::StrCat(n.kind(), " has no input '", kv[0],
+                              "' (inputs: ", absl::StrJoin(ports, ", "), ")"));
     }
-    if (!seen.insert(kv[0]).second) return Err(line, where, absl::StrCat("input '", kv[0], "' is wired twice"));
+    if (!seen.insert(kv[0]).second)
+      return Err(line, where, absl::StrCat("input '", kv[0], "' is wired twice"));
     p.inputs.emplace_back(kv[0], kv[1]);
   }
   for (const PortSpec& s : p.contract.inputs) {
     if (!s.optional && !seen.count(s.name)) {
-      return Err(line, where, absl::StrCat("required input '", s.name, "' (", DescribeType(s.type), ") is not wired"));
+      return Err(
+          line, where,
+          absl::StrCat("required input '", s.name, "' (", DescribeType(s.type), ") is not wired"));
     }
   }
   return p;
@@ -143,7 +152,9 @@ absl::StatusOr<PlannedNode> Planner::PlanNode(const v1::Node& n, int line) {
 absl::StatusOr<v1::PortType> Planner::SourceType(const std::string& source, const PlannedLoop* loop,
                                                  const std::set<std::string>& body_names) const {
   if (source.rfind(kLoopScope, 0) == 0) {
-    if (!loop) return absl::InvalidArgumentError(absl::StrCat("'", source, "' is only visible inside a loop body"));
+    if (!loop)
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", source, "' is only visible inside a loop body"));
     const std::string var = source.substr(std::strlen(kLoopScope));
     if (var == "index") return ScalarPort(v1::INT);
     if (var == "t") {
@@ -152,7 +163,8 @@ absl::StatusOr<v1::PortType> Planner::SourceType(const std::string& source, cons
     }
     auto it = carry_types_.find(loop->loop->name() + "." + var);
     if (it == carry_types_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("loop '", loop->loop->name(), "' has no carried value '", var, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("loop '", loop->loop->name(), "' has no carried value '", var, "'"));
     }
     return it->second;
   }
@@ -164,28 +176,35 @@ absl::StatusOr<v1::PortType> Planner::SourceType(const std::string& source, cons
     return it->second;
   }
   std::vector<std::string> np = absl::StrSplit(source, absl::MaxSplits('.', 1));
-  if (np.size() != 2) return absl::InvalidArgumentError(absl::StrCat("source '", source, "' is not NODE.PORT or @INPUT"));
+  if (np.size() != 2)
+    return absl::InvalidArgumentError(
+        absl::StrCat("source '", source, "' is not NODE.PORT or @INPUT"));
   if (loop && body_names.count(np[0])) {
     for (const PlannedNode& b : loop->body) {
       if (b.node->name() == np[0]) {
         if (const PortSpec* o = b.contract.Output(np[1])) return o->type;
-        return absl::InvalidArgumentError(absl::StrCat("node '", np[0], "' (", b.node->kind(), ") has no output '", np[1], "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("node '", np[0], "' (", b.node->kind(), ") has no output '", np[1], "'"));
       }
     }
   }
-  if (auto it = body_owner_.find(np[0]); it != body_owner_.end() && (!loop || it->second != loop->loop->name())) {
-    return absl::InvalidArgumentError(absl::StrCat("'", source, "' is inside loop '", it->second,
-                                                   "'; outside it only the loop's carried values are visible"));
+  if (auto it = body_owner_.find(np[0]);
+      it != body_owner_.end() && (!loop || it->second != loop->loop->name())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", source, "' is inside loop '", it->second,
+                     "'; outside it only the loop's carried values are visible"));
   }
   if (auto it = top_nodes_.find(np[0]); it != top_nodes_.end()) {
     if (const PortSpec* o = it->second->contract.Output(np[1])) return o->type;
     std::vector<std::string> ports;
     for (const PortSpec& s : it->second->contract.outputs) ports.push_back(s.name);
-    return absl::InvalidArgumentError(absl::StrCat("node '", np[0], "' (", it->second->node->kind(), ") has no output '",
-                                                   np[1], "' (outputs: ", absl::StrJoin(ports, ", "), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("node '", np[0], "' (", it->second->node->kind(), ") has no output '", np[1],
+                     "' (outputs: ", absl::StrJoin(ports, ", "), ")"));
   }
   if (auto it = carry_types_.find(source); it != carry_types_.end()) return it->second;
-  return absl::InvalidArgumentError(absl::StrCat("'", source, "' names no node, loop or graph input (dangling edge)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", source, "' names no node, loop or graph input (dangling edge)"));
 }
 
 absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
@@ -194,14 +213,16 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
     const v1::GraphInput& in = g_.input(i);
     const int line = LineOf(tree_, "input", i);
     if (in.name().empty()) return Err(line, "", "a graph input needs a name");
-    if (in.type().kind() == v1::VALUE_KIND_UNSPECIFIED) return Err(line, absl::StrCat("input '", in.name(), "'"), "needs a type");
+    if (in.type().kind() == v1::VALUE_KIND_UNSPECIFIED)
+      return Err(line, absl::StrCat("input '", in.name(), "'"), "needs a type");
     if (!plan_->types.emplace("@" + in.name(), in.type()).second) {
       return Err(line, "", absl::StrCat("graph input '", in.name(), "' is declared twice"));
     }
   }
   std::set<std::string> names;
   auto claim = [&](const std::string& name, int line) -> absl::Status {
-    if (!names.insert(name).second) return Err(line, "", absl::StrCat("the name '", name, "' is used twice"));
+    if (!names.insert(name).second)
+      return Err(line, "", absl::StrCat("the name '", name, "' is used twice"));
     return absl::OkStatus();
   };
   // Top-level nodes and loop bodies: contracts first.
@@ -218,7 +239,8 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
     pl.loop = &l;
     pl.line = LineOf(tree_, "loop", i);
     const TextFormat::ParseInfoTree* lt =
-        tree_ ? tree_->GetTreeForNested(v1::GraphConfig::descriptor()->FindFieldByName("loop"), i) : nullptr;
+        tree_ ? tree_->GetTreeForNested(v1::GraphConfig::descriptor()->FindFieldByName("loop"), i)
+              : nullptr;
     SD_RETURN_IF_ERROR(claim(l.name(), pl.line));
     if (l.name().empty() || l.name().find_first_of(".=@ ") != std::string::npos) {
       return Err(pl.line, "", "a loop needs a name without '.', '=', '@' or spaces");
@@ -240,7 +262,8 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
   // visible as they are ordered.
   const size_t units = plan_->nodes.size() + plan_->loops.size();
   auto unit_name = [&](size_t u) {
-    return u < plan_->nodes.size() ? plan_->nodes[u].node->name() : plan_->loops[u - plan_->nodes.size()].loop->name();
+    return u < plan_->nodes.size() ? plan_->nodes[u].node->name()
+                                   : plan_->loops[u - plan_->nodes.size()].loop->name();
   };
   std::map<std::string, size_t> unit_of;
   for (size_t u = 0; u < units; ++u) unit_of[unit_name(u)] = u;
@@ -278,7 +301,9 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
       if (!ready) continue;
       done[u] = true;
       progressed = true;
-      plan_->order.emplace_back(u >= plan_->nodes.size(), static_cast<int>(u < plan_->nodes.size() ? u : u - plan_->nodes.size()));
+      plan_->order.emplace_back(
+          u >= plan_->nodes.size(),
+          static_cast<int>(u < plan_->nodes.size() ? u : u - plan_->nodes.size()));
     }
     if (!progressed) break;
   }
@@ -302,17 +327,21 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
     return Err(0, "", absl::StrCat("cycle outside a loop among: ", absl::StrJoin(stuck, ", ")));
   }
   // Types along every edge, in execution order.
-  auto check_node = [&](const PlannedNode& p, const PlannedLoop* loop, const std::set<std::string>& body) -> absl::Status {
+  auto check_node = [&](const PlannedNode& p, const PlannedLoop* loop,
+                        const std::set<std::string>& body) -> absl::Status {
     for (const auto& [port, src] : p.inputs) {
       const std::string where = absl::StrCat("node '", p.node->name(), "' input '", port, "'");
       absl::StatusOr<v1::PortType> from = SourceType(src, loop, body);
       if (!from.ok()) return Err(p.line, where, std::string(from.status().message()));
       const PortSpec* to = p.contract.Input(port);
       if (!Compatible(*from, to->type)) {
-        return Err(p.line, where, absl::StrCat("expected ", DescribeType(to->type), ", but '", src, "' is ", DescribeType(*from)));
+        return Err(p.line, where,
+                   absl::StrCat("expected ", DescribeType(to->type), ", but '", src, "' is ",
+                                DescribeType(*from)));
       }
     }
-    for (const PortSpec& o : p.contract.outputs) plan_->types[p.node->name() + "." + o.name] = o.type;
+    for (const PortSpec& o : p.contract.outputs)
+      plan_->types[p.node->name() + "." + o.name] = o.type;
     return absl::OkStatus();
   };
   for (const auto& [is_loop, index] : plan_->order) {
@@ -322,16 +351,21 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
     }
     PlannedLoop& pl = plan_->loops[index];
     const std::string lname = pl.loop->name();
-    if (pl.loop->timesteps().empty()) return Err(pl.line, absl::StrCat("loop '", lname, "'"), "needs timesteps");
+    if (pl.loop->timesteps().empty())
+      return Err(pl.line, absl::StrCat("loop '", lname, "'"), "needs timesteps");
     absl::StatusOr<v1::PortType> ts = SourceType(pl.loop->timesteps(), nullptr, {});
-    if (!ts.ok()) return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"), std::string(ts.status().message()));
+    if (!ts.ok())
+      return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"),
+                 std::string(ts.status().message()));
     const bool int_steps = Compatible(*ts, TensorPort(v1::INT64, 1));
     if (!int_steps && !Compatible(*ts, TensorPort(v1::FLOAT32, 1))) {
-      return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"),
-                 absl::StrCat("expected an int64 or float32 tensor of rank 1, got ", DescribeType(*ts)));
+      return Err(
+          pl.line, absl::StrCat("loop '", lname, "' timesteps"),
+          absl::StrCat("expected an int64 or float32 tensor of rank 1, got ", DescribeType(*ts)));
     }
     carry_types_[lname + ".@t"] = ScalarPort(int_steps ? v1::INT : v1::FLOAT);
-    if (pl.loop->carry_size() == 0) return Err(pl.line, absl::StrCat("loop '", lname, "'"), "carries nothing");
+    if (pl.loop->carry_size() == 0)
+      return Err(pl.line, absl::StrCat("loop '", lname, "'"), "carries nothing");
     for (const v1::Carry& c : pl.loop->carry()) {
       const std::string where = absl::StrCat("loop '", lname, "' carry '", c.name(), "'");
       absl::StatusOr<v1::PortType> init = SourceType(c.init(), nullptr, {});
@@ -363,66 +397,92 @@ absl::StatusOr<std::shared_ptr<Graph::Plan>> Planner::Build() {
           if (!placed.count(b.node->name())) stuck.push_back(b.node->name());
         }
         return Err(pl.line, absl::StrCat("loop '", lname, "'"),
-                   absl::StrCat("cycle in the body among: ", absl::StrJoin(stuck, ", "), " (values go around the loop only as carries)"));
+                   absl::StrCat("cycle in the body among: ", absl::StrJoin(stuck, ", "),
+                                " (values go around the loop only as carries)"));
       }
     }
     std::map<std::string, int> body_level;
     for (PlannedNode& b : ordered) {
       for (const auto& [port, src] : b.inputs) {
         const std::string head = src.substr(0, src.find('.'));
-        if (src[0] != '@' && body_level.count(head)) b.level = std::max(b.level, body_level[head] + 1);
+        if (src[0] != '@' && body_level.count(head))
+          b.level = std::max(b.level, body_level[head] + 1);
       }
       body_level[b.node->name()] = b.level;
     }
-    std::stable_sort(ordered.begin(), ordered.end(), [](const PlannedNode& a, const PlannedNode& b) { return a.level < b.level; });
+    std::stable_sort(ordered.begin(), ordered.end(),
+                     [](const PlannedNode& a, const PlannedNode& b) { return a.level < b.level; });
     pl.body = std::move(ordered);
     for (const PlannedNode& b : pl.body) SD_RETURN_IF_ERROR(check_node(b, &pl, body_names));
     for (const v1::Carry& c : pl.loop->carry()) {
       const std::string where = absl::StrCat("loop '", lname, "' carry '", c.name(), "' next");
       const std::string head = c.next().substr(0, c.next().find('.'));
-      if (!body_names.count(head)) return Err(pl.line, where, absl::StrCat("'", c.next(), "' must be an output of a body node"));
+      if (!body_names.count(head))
+        return Err(pl.line, where,
+                   absl::StrCat("'", c.next(), "' must be an output of a body node"));
       absl::StatusOr<v1::PortType> next = SourceType(c.next(), &pl, body_names);
       if (!next.ok()) return Err(pl.line, where, std::string(next.status().message()));
       if (!Compatible(*next, carry_types_[lname + "." + c.name()])) {
-        return Err(pl.line, where, absl::StrCat("is ", DescribeType(*next), " but init is ", DescribeType(carry_types_[lname + "." + c.name()])));
+        return Err(pl.line, where,
+                   absl::StrCat("is ", DescribeType(*next), " but init is ",
+                                DescribeType(carry_types_[lname + "." + c.name()])));
       }
     }
-    for (const v1::Carry& c : pl.loop->carry()) plan_->types[lname + "." + c.name()] = carry_types_[lname + "." + c.name()];
+    for (const v1::Carry& c : pl.loop->carry())
+      plan_->types[lname + "." + c.name()] = carry_types_[lname + "." + c.name()];
     carry_types_.erase(lname + ".@t");
   }
   if (g_.output_size() == 0) return Err(0, "", "the graph has no outputs");
   for (int i = 0; i < g_.output_size(); ++i) {
     const v1::GraphOutput& o = g_.output(i);
     absl::StatusOr<v1::PortType> t = SourceType(o.source(), nullptr, {});
-    if (!t.ok()) return Err(LineOf(tree_, "output", i), absl::StrCat("output '", o.name(), "'"), std::string(t.status().message()));
+    if (!t.ok())
+      return Err(LineOf(tree_, "output", i), absl::StrCat("output '", o.name(), "'"),
+                 std::string(t.status().message()));
   }
   return plan_;
 }
 
 absl::StatusOr<Value> FromProto(const v1::Value& v) {
   switch (v.kind_case()) {
-    case v1::Value::kS: return Value(v.s());
-    case v1::Value::kI: return Value(v.i());
-    case v1::Value::kF: return Value(v.f());
+    case v1::Value::kS:
+      return Value(v.s());
+    case v1::Value::kI:
+      return Value(v.i());
+    case v1::Value::kF:
+      return Value(v.f());
     case v1::Value::kTensor: {
       const v1::Tensor& t = v.tensor();
       torch::ScalarType st;
       switch (t.dtype()) {
-        case v1::FLOAT32: st = torch::kFloat32; break;
-        case v1::FLOAT16: st = torch::kFloat16; break;
-        case v1::BFLOAT16: st = torch::kBFloat16; break;
-        case v1::INT64: st = torch::kInt64; break;
-        case v1::UINT8: st = torch::kUInt8; break;
-        default: return absl::InvalidArgumentError("tensor value without a dtype");
+        case v1::FLOAT32:
+          st = torch::kFloat32;
+          break;
+        case v1::FLOAT16:
+          st = torch::kFloat16;
+          break;
+        case v1::BFLOAT16:
+          st = torch::kBFloat16;
+          break;
+        case v1::INT64:
+          st = torch::kInt64;
+          break;
+        case v1::UINT8:
+          st = torch::kUInt8;
+          break;
+        default:
+          return absl::InvalidArgumentError("tensor value without a dtype");
       }
       std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
       SD_ASSIGN_OR_RETURN(uint64_t n, CheckedNumel(shape, "tensor value"));
       if (n * torch::elementSize(st) != t.raw().size()) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor value: ", t.raw().size(), " bytes for shape ", ShapeString(shape)));
+        return absl::InvalidArgumentError(absl::StrCat("tensor value: ", t.raw().size(),
+                                                       " bytes for shape ", ShapeString(shape)));
       }
       return Value(torch::from_blob(const_cast<char*>(t.raw().data()), shape, st).clone());
     }
-    default: return Value();
+    default:
+      return Value();
   }
 }
 
@@ -463,49 +523,63 @@ const v1::GraphInput* Graph::Input(const std::string& name) const {
   return nullptr;
 }
 
-absl::StatusOr<Value> Graph::ParseInputValue(const std::string& name, const std::string& text) const {
+absl::StatusOr<Value> Graph::ParseInputValue(const std::string& name,
+                                             const std::string& text) const {
   const v1::GraphInput* in = Input(name);
   if (!in) {
     std::vector<std::string> names;
     for (const v1::GraphInput& i : config_.input()) names.push_back(i.name());
-    return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", name, "' (inputs: ", absl::StrJoin(names, ", "), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", name,
+                                                   "' (inputs: ", absl::StrJoin(names, ", "), ")"));
   }
   switch (in->type().kind()) {
-    case v1::STRING: return Value(text);
+    case v1::STRING:
+      return Value(text);
     case v1::INT: {
       int64_t v;
-      if (!absl::SimpleAtoi(text, &v)) return absl::InvalidArgumentError(absl::StrCat("input '", name, "': '", text, "' is not an integer"));
+      if (!absl::SimpleAtoi(text, &v))
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", name, "': '", text, "' is not an integer"));
       return Value(v);
     }
     case v1::FLOAT: {
       double v;
-      if (!absl::SimpleAtod(text, &v)) return absl::InvalidArgumentError(absl::StrCat("input '", name, "': '", text, "' is not a number"));
+      if (!absl::SimpleAtod(text, &v))
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", name, "': '", text, "' is not a number"));
       return Value(v);
     }
     case v1::TENSOR: {
       // @file.safetensors:key
       const size_t colon = text.rfind(':');
       if (text.empty() || text[0] != '@' || colon == std::string::npos || colon < 2) {
-        return absl::InvalidArgumentError(absl::StrCat("input '", name, "': a tensor is given as @FILE.safetensors:KEY"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", name, "': a tensor is given as @FILE.safetensors:KEY"));
       }
       auto st = ReadSafetensors(text.substr(1, colon - 1));
       if (!st.ok()) return st.status();
       for (const TensorView& v : st->tensors) {
         if (v.name == text.substr(colon + 1)) return Value(ViewAsTorch(v, st->file).clone());
       }
-      return absl::NotFoundError(absl::StrCat("input '", name, "': ", text.substr(1, colon - 1), " has no tensor '", text.substr(colon + 1), "'"));
+      return absl::NotFoundError(absl::StrCat("input '", name, "': ", text.substr(1, colon - 1),
+                                              " has no tensor '", text.substr(colon + 1), "'"));
     }
-    default: return absl::InvalidArgumentError(absl::StrCat("input '", name, "' has no type"));
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("input '", name, "' has no type"));
   }
 }
 
-absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::string, Value>& inputs, RunContext& ctx,
+absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::string, Value>& inputs,
+                                                        RunContext& ctx,
                                                         const RunOptions& options) const {
   const auto start = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
   std::map<std::string, Value> values;
   for (const auto& [n, v] : inputs) {
-    if (!Input(n)) return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", n, "'"));
+    if (!Input(n))
+      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", n, "'"));
   }
   for (const v1::GraphInput& in : config_.input()) {
     Value v;
@@ -514,13 +588,16 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     } else if (in.has_default_value()) {
       SD_ASSIGN_OR_RETURN(v, FromProto(in.default_value()));
     } else if (!in.optional()) {
-      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": required input '", in.name(), "' (",
-                                                     DescribeType(in.type()), ") is not set"));
+      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": required input '",
+                                                     in.name(), "' (", DescribeType(in.type()),
+                                                     ") is not set"));
     }
-    if (std::holds_alternative<int64_t>(v) && in.type().kind() == v1::FLOAT) v = static_cast<double>(std::get<int64_t>(v));
+    if (std::holds_alternative<int64_t>(v) && in.type().kind() == v1::FLOAT)
+      v = static_cast<double>(std::get<int64_t>(v));
     if (!std::holds_alternative<std::monostate>(v)) {
       if (absl::Status s = CheckValue(v, in.type()); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": input '", in.name(), "': ", s.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("graph ", name_, ": input '", in.name(), "': ", s.message()));
       }
     }
     values["@" + in.name()] = std::move(v);
@@ -538,7 +615,9 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     } catch (const std::exception& e) {
       s = absl::InternalError(e.what());
     }
-    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), "): ", s.message()));
+    if (!s.ok())
+      return absl::Status(s.code(), absl::StrCat("node '", p.node->name(), "' (", p.node->kind(),
+                                                 "): ", s.message()));
     kernels[p.node->name()] = std::move(k);
     return absl::OkStatus();
   };
@@ -548,32 +627,41 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   }
   for (const std::string& c : options.capture) {
     if (!plan_->types.count(c)) {
-      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c, "' to capture (NODE.PORT or LOOP.CARRY)"));
+      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c,
+                                                     "' to capture (NODE.PORT or LOOP.CARRY)"));
     }
   }
   using Lookup = std::function<const Value*(const std::string&)>;
-  auto who_of = [](const PlannedNode& p) { return absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")"); };
-  auto gather = [&](const PlannedNode& p, const Lookup& lookup) -> absl::StatusOr<std::map<std::string, Value>> {
+  auto who_of = [](const PlannedNode& p) {
+    return absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")");
+  };
+  auto gather = [&](const PlannedNode& p,
+                    const Lookup& lookup) -> absl::StatusOr<std::map<std::string, Value>> {
     if (options.cancelled && options.cancelled->load()) {
-      return absl::CancelledError(absl::StrCat("graph ", name_, ": run cancelled before ", who_of(p)));
+      return absl::CancelledError(
+          absl::StrCat("graph ", name_, ": run cancelled before ", who_of(p)));
     }
     std::map<std::string, Value> in;
     for (const auto& [port, src] : p.inputs) {
       const Value* v = lookup(src);
       if (!v || std::holds_alternative<std::monostate>(*v)) {
         if (p.contract.Input(port)->optional) continue;
-        return absl::InvalidArgumentError(absl::StrCat(who_of(p), " input '", port, "': '", src, "' has no value"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(who_of(p), " input '", port, "': '", src, "' has no value"));
       }
       if (absl::Status s = CheckValue(*v, p.contract.Input(port)->type); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(who_of(p), " input '", port, "': ", s.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(who_of(p), " input '", port, "': ", s.message()));
       }
       in[port] = *v;
     }
     return in;
   };
-  auto execute = [&](const PlannedNode& p, const std::map<std::string, Value>& in, int step) -> absl::StatusOr<NodeOutputs> {
+  auto execute = [&](const PlannedNode& p, const std::map<std::string, Value>& in,
+                     int step) -> absl::StatusOr<NodeOutputs> {
     if (remote(p)) {
-      NodeCall call{p.node->name(), p.node->kind(), p.node->options(), p.contract, in, ctx.checkpoint, step};
+      NodeCall call{
+          p.node->name(), p.node->kind(), p.node->options(), p.contract, in, ctx.checkpoint, step};
       return dispatcher->Call(call, options.cancelled);
     }
     NodeOutputs out;
@@ -587,12 +675,15 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     if (!s.ok()) return s;
     return out;
   };
-  auto finish = [&](const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step, int steps) -> absl::Status {
+  auto finish = [&](const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step,
+                    int steps) -> absl::Status {
     const std::string who = who_of(p);
-    if (!out.ok()) return absl::Status(out.status().code(), absl::StrCat(who, ": ", out.status().message()));
+    if (!out.ok())
+      return absl::Status(out.status().code(), absl::StrCat(who, ": ", out.status().message()));
     for (const PortSpec& o : p.contract.outputs) {
       auto it = out->find(o.name);
-      if (it == out->end()) return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
+      if (it == out->end())
+        return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
       if (absl::Status c = CheckValue(it->second, o.type); !c.ok()) {
         return absl::InternalError(absl::StrCat(who, " output '", o.name, "': ", c.message()));
       }
@@ -601,9 +692,10 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     if (options.on_progress) options.on_progress({step, steps, p.node->name(), elapsed()});
     return absl::OkStatus();
   };
-  // Runs nodes of one level (independent of each other): dispatched ones at the same time on their own
-  // threads, local ones meanwhile on this thread; results are stored in the plan's order.
-  auto run_wave = [&](const std::vector<const PlannedNode*>& wave, const Lookup& lookup, int step, int steps) -> absl::Status {
+  // Runs nodes of one level (independent of each other): dispatched ones at the same time on their
+  // own threads, local ones meanwhile on this thread; results are stored in the plan's order.
+  auto run_wave = [&](const std::vector<const PlannedNode*>& wave, const Lookup& lookup, int step,
+                      int steps) -> absl::Status {
     std::vector<std::map<std::string, Value>> ins(wave.size());
     for (size_t i = 0; i < wave.size(); ++i) {
       auto in = gather(*wave[i], lookup);
@@ -623,10 +715,12 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       if (!(dispatched > 1 && remote(*wave[i]))) outs[i] = execute(*wave[i], ins[i], step);
     }
     for (std::thread& t : threads) t.join();
-    for (size_t i = 0; i < wave.size(); ++i) SD_RETURN_IF_ERROR(finish(*wave[i], std::move(*outs[i]), step, steps));
+    for (size_t i = 0; i < wave.size(); ++i)
+      SD_RETURN_IF_ERROR(finish(*wave[i], std::move(*outs[i]), step, steps));
     return absl::OkStatus();
   };
-  auto run_levels = [&](const std::vector<const PlannedNode*>& nodes, const Lookup& lookup, int step, int steps) -> absl::Status {
+  auto run_levels = [&](const std::vector<const PlannedNode*>& nodes, const Lookup& lookup,
+                        int step, int steps) -> absl::Status {
     for (size_t i = 0; i < nodes.size();) {
       size_t j = i;
       std::vector<const PlannedNode*> wave;
@@ -662,7 +756,9 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     std::map<std::string, Value> carries;
     for (const v1::Carry& c : pl.loop->carry()) {
       const Value* init = outer(c.init());
-      if (!init) return absl::InvalidArgumentError(absl::StrCat("loop '", pl.loop->name(), "' carry '", c.name(), "': '", c.init(), "' has no value"));
+      if (!init)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "loop '", pl.loop->name(), "' carry '", c.name(), "': '", c.init(), "' has no value"));
       carries[c.name()] = *init;
     }
     const int steps = static_cast<int>(ts.numel());
@@ -688,7 +784,8 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   }
   SD_RETURN_IF_ERROR(flush());
   std::map<std::string, Value> result;
-  for (const std::string& c : options.capture) result[c] = values[c];  // inside loops: the last step's value
+  for (const std::string& c : options.capture)
+    result[c] = values[c];  // inside loops: the last step's value
   for (const v1::GraphOutput& o : config_.output()) result[o.name()] = values[o.source()];
   return result;
 }

@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -30,13 +30,15 @@ using Clock = std::chrono::steady_clock;
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& prefix) {
   if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(prefix, s.error_message()));
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(prefix, s.error_message()));
 }
 
 // Failures of the worker or the path to it, not of the call: another worker may succeed.
 bool Transport(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::DEADLINE_EXCEEDED ||
-         c == grpc::StatusCode::ABORTED || c == grpc::StatusCode::CANCELLED || c == grpc::StatusCode::UNKNOWN;
+         c == grpc::StatusCode::ABORTED || c == grpc::StatusCode::CANCELLED ||
+         c == grpc::StatusCode::UNKNOWN;
 }
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
@@ -48,7 +50,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 }
 
 std::chrono::system_clock::time_point DeadlineIn(double seconds) {
-  return std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  return std::chrono::system_clock::now() +
+         std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
 }  // namespace
@@ -84,7 +87,17 @@ struct WorkerPool::Impl {
     if (!o.token.empty()) ctx.AddMetadata("authorization", "Bearer " + o.token);
   }
 
+  // Loads `checkpoint` on `w`; with no checkpoint, only checks that `w` answers (calls of kinds
+  // that need no model).
   absl::StatusOr<v1::LoadModelResponse> Load(Worker& w, const std::string& checkpoint) const {
+    if (checkpoint.empty()) {
+      grpc::ClientContext ctx;
+      Authorize(ctx, 10);
+      inference::ServerLiveResponse live;
+      grpc::Status s = w.infer->ServerLive(&ctx, {}, &live);
+      if (!s.ok()) return FromGrpc(s, absl::StrCat("worker ", w.target, ": "));
+      return v1::LoadModelResponse();
+    }
     grpc::ClientContext ctx;
     Authorize(ctx, o.call_timeout_s);
     v1::LoadModelRequest req;
@@ -102,12 +115,13 @@ struct WorkerPool::Impl {
     if (!w.healthy) return;
     w.healthy = false;
     ++w.failures;
-    std::fprintf(stderr, "sdgraph: worker %s is down (%s); its calls go to the others\n", w.target.c_str(), why.c_str());
+    std::fprintf(stderr, "sdgraph: worker %s is down (%s); its calls go to the others\n",
+                 w.target.c_str(), why.c_str());
     changed.notify_all();
   }
 
-  // Health loop: healthy workers are asked the health service; down ones, once reachable, are asked for
-  // the model again and rejoin when the hash matches.
+  // Health loop: healthy workers are asked the health service; down ones, once reachable, are asked
+  // for the model again and rejoin when the hash matches.
   void Watch() {
     while (!stop.load()) {
       for (auto& wp : workers) {
@@ -142,7 +156,8 @@ struct WorkerPool::Impl {
         if (!loaded.ok()) {
           w.last_error = std::string(loaded.status().message());
         } else if (loaded->sha256() != hash) {
-          w.last_error = absl::StrCat("its '", checkpoint, "' has sha256 ", loaded->sha256(), ", the pool's is ", hash);
+          w.last_error = absl::StrCat("its '", checkpoint, "' has sha256 ", loaded->sha256(),
+                                      ", the pool's is ", hash);
         } else {
           w.healthy = true;
           ++w.generation;
@@ -151,7 +166,8 @@ struct WorkerPool::Impl {
         }
       }
       std::unique_lock<std::mutex> lock(mu);
-      changed.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(o.health_interval_s * 1000)),
+      changed.wait_for(lock,
+                       std::chrono::milliseconds(static_cast<int64_t>(o.health_interval_s * 1000)),
                        [&] { return stop.load(); });
     }
   }
@@ -163,8 +179,10 @@ absl::StatusOr<std::vector<std::string>> WorkerPool::ParseTargets(const std::str
     const std::string target(absl::StripAsciiWhitespace(t));
     const bool dns = target.rfind("dns:///", 0) == 0;
     const size_t colon = target.rfind(':');
-    if ((!dns && (colon == std::string::npos || colon == 0 || colon + 1 == target.size())) || (dns && target.size() <= 7)) {
-      return absl::InvalidArgumentError(absl::StrCat("--workers: '", target, "' is not HOST:PORT or dns:///NAME:PORT"));
+    if ((!dns && (colon == std::string::npos || colon == 0 || colon + 1 == target.size())) ||
+        (dns && target.size() <= 7)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--workers: '", target, "' is not HOST:PORT or dns:///NAME:PORT"));
     }
     targets.push_back(target);
   }
@@ -183,26 +201,30 @@ WorkerPool::~WorkerPool() {
 size_t WorkerPool::size() const { return impl_->workers.size(); }
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions o) {
-  if (o.targets.empty()) return absl::InvalidArgumentError("a worker pool needs at least one worker");
+  if (o.targets.empty())
+    return absl::InvalidArgumentError("a worker pool needs at least one worker");
   auto impl = std::make_unique<Impl>();
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!o.tls_ca.empty()) {
     grpc::SslCredentialsOptions ssl;
     SD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_ca, "--tls-ca"));
     if (!o.tls_cert.empty() || !o.tls_key.empty()) {
-      if (o.tls_cert.empty() || o.tls_key.empty()) return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
+      if (o.tls_cert.empty() || o.tls_key.empty())
+        return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
       SD_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(o.tls_cert, "--tls-cert"));
       SD_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(o.tls_key, "--tls-key"));
     }
     creds = grpc::SslCredentials(ssl);
   } else if (!o.tls_cert.empty() || !o.tls_key.empty()) {
-    return absl::InvalidArgumentError("--tls-cert/--tls-key need --tls-ca (the CA that signed the workers' certificates)");
+    return absl::InvalidArgumentError(
+        "--tls-cert/--tls-key need --tls-ca (the CA that signed the workers' certificates)");
   }
   for (const std::string& target : o.targets) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(o.max_message_mb << 20);
     args.SetMaxSendMessageSize(o.max_message_mb << 20);
-    // A restarted worker should be found again within a second, not after gRPC's default backoff (up to 2 min).
+    // A restarted worker should be found again within a second, not after gRPC's default backoff
+    // (up to 2 min).
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
@@ -228,12 +250,14 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
   std::lock_guard<std::mutex> prepare_lock(p.prepare_mu);
   {
     std::lock_guard<std::mutex> lock(p.mu);
-    if (p.prepared && p.model.checkpoint == checkpoint) return p.model;
+    // Kinds without a model run on any prepared pool.
+    if (p.prepared && (checkpoint.empty() || p.model.checkpoint == checkpoint)) return p.model;
   }
   const size_t n = p.workers.size();
   std::vector<std::optional<absl::StatusOr<v1::LoadModelResponse>>> answers(n);
   std::vector<std::thread> threads;
-  for (size_t i = 0; i < n; ++i) threads.emplace_back([&, i] { answers[i] = p.Load(*p.workers[i], checkpoint); });
+  for (size_t i = 0; i < n; ++i)
+    threads.emplace_back([&, i] { answers[i] = p.Load(*p.workers[i], checkpoint); });
   for (std::thread& t : threads) t.join();
   const v1::LoadModelResponse* first = nullptr;
   size_t first_index = 0;
@@ -243,7 +267,8 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
     const auto& a = *answers[i];
     if (!a.ok()) {
       errors.push_back(std::string(a.status().message()));
-      if (permanent.ok() && !Transport(static_cast<grpc::StatusCode>(a.status().code()))) permanent = a.status();
+      if (permanent.ok() && !Transport(static_cast<grpc::StatusCode>(a.status().code())))
+        permanent = a.status();
       continue;
     }
     if (!first) {
@@ -251,13 +276,15 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
       first_index = i;
     } else if (a->sha256() != first->sha256()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "workers disagree on model '", checkpoint, "': ", p.workers[first_index]->target, " has sha256 ", first->sha256(),
-          ", ", p.workers[i]->target, " has ", a->sha256(), "; put the same file on every worker"));
+          "workers disagree on model '", checkpoint, "': ", p.workers[first_index]->target,
+          " has sha256 ", first->sha256(), ", ", p.workers[i]->target, " has ", a->sha256(),
+          "; put the same file on every worker"));
     }
   }
   if (!first) {
     if (!permanent.ok()) return permanent;
-    return absl::UnavailableError(absl::StrCat("no worker could load '", checkpoint, "': ", absl::StrJoin(errors, "; ")));
+    return absl::UnavailableError(
+        absl::StrCat("no worker could load '", checkpoint, "': ", absl::StrJoin(errors, "; ")));
   }
   std::lock_guard<std::mutex> lock(p.mu);
   p.model = ModelInfo{checkpoint, first->sha256(), first->config(), first->unet_in_channels()};
@@ -267,23 +294,36 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
     w.healthy = answers[i]->ok();
     if (w.healthy) ++w.generation;
     w.last_error = w.healthy ? "" : std::string(answers[i]->status().message());
-    if (!w.healthy) std::fprintf(stderr, "sdgraph: worker %s is not available (%s)\n", w.target.c_str(), w.last_error.c_str());
+    if (!w.healthy)
+      std::fprintf(stderr, "sdgraph: worker %s is not available (%s)\n", w.target.c_str(),
+                   w.last_error.c_str());
   }
   p.changed.notify_all();
   return p.model;
 }
 
-absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call, const std::atomic<bool>* cancelled) {
+absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
+                                             const std::atomic<bool>* cancelled) {
   Impl& p = *impl_;
-  SD_RETURN_IF_ERROR(Prepare(call.checkpoint).status());
+  bool ready;
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    ready = p.prepared && (!call.contract.needs_model || p.model.checkpoint == call.checkpoint);
+  }
+  if (!ready)
+    SD_RETURN_IF_ERROR(Prepare(call.contract.needs_model ? call.checkpoint : "").status());
   inference::ModelInferRequest req;
   req.set_model_name(call.kind);
   req.set_id(absl::StrCat(call.node, "/", call.step, "/", p.seq.fetch_add(1)));
-  if (!call.checkpoint.empty()) (*req.mutable_parameters())["checkpoint"].set_string_param(call.checkpoint);
-  if (p.o.wire != WireDType::kF32) (*req.mutable_parameters())["wire_dtype"].set_string_param(WireDTypeName(p.o.wire));
+  if (!call.checkpoint.empty())
+    (*req.mutable_parameters())["checkpoint"].set_string_param(call.checkpoint);
+  if (p.o.wire != WireDType::kF32)
+    (*req.mutable_parameters())["wire_dtype"].set_string_param(WireDTypeName(p.o.wire));
   if (call.contract.options && call.options.ByteSizeLong() > 0) {
     std::unique_ptr<google::protobuf::Message> m(
-        google::protobuf::MessageFactory::generated_factory()->GetPrototype(call.contract.options)->New());
+        google::protobuf::MessageFactory::generated_factory()
+            ->GetPrototype(call.contract.options)
+            ->New());
     if (!call.options.UnpackTo(m.get())) return absl::InvalidArgumentError("options do not unpack");
     google::protobuf::TextFormat::Printer printer;
     printer.SetSingleLineMode(true);
@@ -302,7 +342,8 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call, const std::at
 
   std::map<Worker*, int> tried;  // worker -> its generation when it failed this call
   std::vector<std::string> failures;
-  auto give_up_at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
+  auto give_up_at = Clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
   for (;;) {
     if (cancelled && cancelled->load()) return absl::CancelledError("cancelled");
     Worker* w = nullptr;
@@ -312,14 +353,18 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call, const std::at
         Worker* c = wp.get();
         if (!c->healthy) continue;
         if (auto it = tried.find(c); it != tried.end() && it->second == c->generation) continue;
-        if (!w || c->outstanding < w->outstanding || (c->outstanding == w->outstanding && c->calls < w->calls)) w = c;
+        if (!w || c->outstanding < w->outstanding ||
+            (c->outstanding == w->outstanding && c->calls < w->calls))
+          w = c;
       }
       if (!w) {
         if (Clock::now() >= give_up_at) {
           std::vector<std::string> states;
-          for (auto& wp : p.workers) states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
-          return absl::UnavailableError(absl::StrCat("no worker could run node '", call.node, "' (", call.kind, "): ",
-                                                     absl::StrJoin(states, "; ")));
+          for (auto& wp : p.workers)
+            states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
+          return absl::UnavailableError(absl::StrCat("no worker could run node '", call.node, "' (",
+                                                     call.kind,
+                                                     "): ", absl::StrJoin(states, "; ")));
         }
         p.changed.wait_for(lock, std::chrono::milliseconds(100));
         continue;
@@ -357,41 +402,49 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call, const std::at
     }
     if (status.ok()) {
       if (resp.raw_output_contents_size() != resp.outputs_size()) {
-        return absl::InternalError(absl::StrCat("worker ", w->target, ": ", resp.outputs_size(), " outputs but ",
-                                                resp.raw_output_contents_size(), " raw contents"));
+        return absl::InternalError(absl::StrCat("worker ", w->target, ": ", resp.outputs_size(),
+                                                " outputs but ", resp.raw_output_contents_size(),
+                                                " raw contents"));
       }
       NodeOutputs out;
       for (int i = 0; i < resp.outputs_size(); ++i) {
         const auto& t = resp.outputs(i);
         const PortSpec* port = call.contract.Output(t.name());
-        if (!port) return absl::InternalError(absl::StrCat("worker ", w->target, " answered an unknown output '", t.name(), "'"));
-        auto v = DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()), resp.raw_output_contents(i),
-                             port->type, absl::StrCat("worker ", w->target, " output '", t.name(), "'"));
+        if (!port)
+          return absl::InternalError(
+              absl::StrCat("worker ", w->target, " answered an unknown output '", t.name(), "'"));
+        auto v = DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
+                             resp.raw_output_contents(i), port->type,
+                             absl::StrCat("worker ", w->target, " output '", t.name(), "'"));
         if (!v.ok()) return absl::InternalError(v.status().message());
         out[t.name()] = std::move(*v);
       }
       return out;
     }
     if (cancelled && cancelled->load()) return absl::CancelledError("cancelled");
-    if (!Transport(status.error_code()) && status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    if (!Transport(status.error_code()) &&
+        status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
       return FromGrpc(status, absl::StrCat("worker ", w->target, ": "));
     }
-    const std::string why = absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())), ": ",
-                                         status.error_message());
+    const std::string why =
+        absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+                     ": ", status.error_message());
     if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) p.MarkDown(*w, why);
     {
       std::lock_guard<std::mutex> lock(p.mu);
       tried[w] = w->generation;
     }
     failures.push_back(absl::StrCat(w->target, ": ", why));
-    give_up_at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
+    give_up_at = Clock::now() +
+                 std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
   }
 }
 
 std::vector<WorkerPool::WorkerStats> WorkerPool::Stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<WorkerStats> s;
-  for (const auto& w : impl_->workers) s.push_back({w->target, w->healthy, w->outstanding, w->calls, w->failures});
+  for (const auto& w : impl_->workers)
+    s.push_back({w->target, w->healthy, w->outstanding, w->calls, w->failures});
   return s;
 }
 

@@ -1,17 +1,18 @@
-// The distributed runtime's node-call dispatcher: a pool of sd-worker processes behind the same interface
-// as in-process execution (NodeDispatcher; see graph.h).
+// The distributed runtime's node-call dispatcher: a pool of sd-worker processes behind the same
+// interface as in-process execution (NodeDispatcher; see graph.h).
 //
-//   SD_ASSIGN_OR_RETURN(auto pool, WorkerPool::Create({.targets = {"10.0.0.5:50051", "10.0.0.6:50051"}}));
-//   SD_ASSIGN_OR_RETURN(ModelInfo model, pool->Prepare("v1-5-pruned-emaonly"));  // all workers must agree
-//   options.dispatcher = pool.get();
-//   graph.Run(inputs, ctx, options);
+//   SD_ASSIGN_OR_RETURN(auto pool, WorkerPool::Create({.targets = {"10.0.0.5:50051",
+//   "10.0.0.6:50051"}})); SD_ASSIGN_OR_RETURN(ModelInfo model,
+//   pool->Prepare("v1-5-pruned-emaonly"));  // all workers must agree options.dispatcher =
+//   pool.get(); graph.Run(inputs, ctx, options);
 //
-// Each call goes to the healthy worker with the fewest outstanding calls, so the cond and uncond UNet calls
-// of a step (sent at the same time by the runtime) land on two workers, and concurrent runs spread over the
-// pool. Every call has a deadline; UNAVAILABLE, DEADLINE_EXCEEDED or a dropped connection marks the worker
-// down and the call is retried on another (nodes are pure, so a retry gives the same bytes). A health thread
-// watches every worker; one that comes back (restarted, or done draining) is asked for the model again and
-// rejoins when its hash matches. Cancellation cancels the calls in flight.
+// Each call goes to the healthy worker with the fewest outstanding calls, so the cond and uncond
+// UNet calls of a step (sent at the same time by the runtime) land on two workers, and concurrent
+// runs spread over the pool. Every call has a deadline; UNAVAILABLE, DEADLINE_EXCEEDED or a dropped
+// connection marks the worker down and the call is retried on another (nodes are pure, so a retry
+// gives the same bytes). A health thread watches every worker; one that comes back (restarted, or
+// done draining) is asked for the model again and rejoins when its hash matches. Cancellation
+// cancels the calls in flight.
 #pragma once
 
 #include <atomic>
@@ -29,13 +30,13 @@ struct WorkerPoolOptions {
   // "HOST:PORT" each, or one "dns:///NAME:PORT" (a Kubernetes headless service: gRPC resolves every
   // address and spreads calls round-robin over them).
   std::vector<std::string> targets;
-  std::string token;                      // sent as `authorization: Bearer <token>`
-  std::string tls_ca;                     // PEM file: use TLS, trusting this CA ("" : plaintext)
-  std::string tls_cert, tls_key;          // PEM files: client certificate for mutual TLS
-  std::string tls_server_name;            // expected name in the workers' certificates ("" : from the target)
-  WireDType wire = WireDType::kF32;       // dtype of float activations on the wire
-  double call_timeout_s = 600;            // deadline of one node call (and of loading a model)
-  double unavailable_grace_s = 5;         // how long a call waits for some worker to come back
+  std::string token;              // sent as `authorization: Bearer <token>`
+  std::string tls_ca;             // PEM file: use TLS, trusting this CA ("" : plaintext)
+  std::string tls_cert, tls_key;  // PEM files: client certificate for mutual TLS
+  std::string tls_server_name;  // expected name in the workers' certificates ("" : from the target)
+  WireDType wire = WireDType::kF32;  // dtype of float activations on the wire
+  double call_timeout_s = 600;       // deadline of one node call (and of loading a model)
+  double unavailable_grace_s = 5;    // how long a call waits for some worker to come back
   double health_interval_s = 0.5;
   int max_message_mb = 512;
 };
@@ -56,12 +57,14 @@ class WorkerPool : public NodeDispatcher {
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(WorkerPoolOptions options);
   ~WorkerPool() override;
 
-  // Asks every worker to load `checkpoint` (a name in the workers' model repositories) and checks that
-  // all that answer report the same content hash: FAILED_PRECONDITION naming both otherwise; UNAVAILABLE
-  // when no worker answers. Workers that did not answer join later if their hash matches.
+  // Asks every worker to load `checkpoint` (a name in the workers' model repositories) and checks
+  // that all that answer report the same content hash: FAILED_PRECONDITION naming both otherwise;
+  // UNAVAILABLE when no worker answers. Workers that did not answer join later if their hash
+  // matches.
   absl::StatusOr<ModelInfo> Prepare(const std::string& checkpoint);
 
-  absl::StatusOr<NodeOutputs> Call(const NodeCall& call, const std::atomic<bool>* cancelled) override;
+  absl::StatusOr<NodeOutputs> Call(const NodeCall& call,
+                                   const std::atomic<bool>* cancelled) override;
 
   struct WorkerStats {
     std::string target;

@@ -1,10 +1,11 @@
 // Values on the wire: the tensors of a KServe v2 (Open Inference Protocol) request or response, as
 // datatype name + shape + raw little-endian row-major bytes. Scalars travel as one-element tensors
-// (INT -> INT64, FLOAT -> FP64, STRING -> BYTES with the protocol's 4-byte length prefix). Float tensors may
-// travel as FP16 or BF16 to halve the bytes ("wire dtype"); they are widened back to f32 on arrival.
+// (INT -> INT64, FLOAT -> FP64, STRING -> BYTES with the protocol's 4-byte length prefix). Float
+// tensors may travel as FP16 or BF16 to halve the bytes ("wire dtype"); they are widened back to
+// f32 on arrival.
 //
-// Everything read from the wire is checked before use: datatype against the port, rank, every dimension,
-// the byte count against the shape, and (for float tensors) that every value is finite.
+// Everything read from the wire is checked before use: datatype against the port, rank, every
+// dimension, the byte count against the shape, and (for float tensors) that every value is finite.
 #pragma once
 
 #include <string>
@@ -30,9 +31,11 @@ struct WireTensor {
 // Encodes `v`; float32 tensors travel in `wire`.
 absl::StatusOr<WireTensor> EncodeValue(const Value& v, WireDType wire = WireDType::kF32);
 
-// Decodes a tensor arriving for a port of type `type`. `what` names it in errors ("input 'latents'").
+// Decodes a tensor arriving for a port of type `type`. `what` names it in errors ("input
+// 'latents'").
 absl::StatusOr<Value> DecodeValue(const std::string& datatype, const std::vector<int64_t>& shape,
-                                  const std::string& raw, const v1::PortType& type, const std::string& what);
+                                  const std::string& raw, const v1::PortType& type,
+                                  const std::string& what);
 
 // The KServe datatype a port of `type` is described with in model metadata.
 std::string WireDatatypeOf(const v1::PortType& type);

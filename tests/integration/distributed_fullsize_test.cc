@@ -1,6 +1,7 @@
-// The distributed runtime once on the full-size sdgold-v1 model (SD v1.5 shapes, 1.07 B parameters):
-// txt2img, img2img and inpaint on two workers give the in-process images, byte for byte (f32, CPU, one
-// thread everywhere). Small images and few steps: the point is the full-size networks and payloads.
+// The distributed runtime once on the full-size sdgold-v1 model (SD v1.5 shapes, 1.07 B
+// parameters): txt2img, img2img and inpaint on two workers give the in-process images, byte for
+// byte (f32, CPU, one thread everywhere). Small images and few steps: the point is the full-size
+// networks and payloads.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -21,8 +22,10 @@ TEST(DistributedFullSizeTest, ImagesEqualInProcess) {
   ASSERT_TRUE(a.Start(dir.File("models"), dir.File("a.log"), {"--preload", "sd15"}));
   ASSERT_TRUE(b.Start(dir.File("models"), dir.File("b.log"), {"--preload", "sd15"}));
   const std::string pool = a.target() + "," + b.target();
-  auto gen = [&](const std::string& mode, const std::string& extra, const std::string& out, bool remote) {
-    std::string cmd = SdGraphBin() + " " + mode + " --prompt 'a lighthouse at dusk' --steps 2 --seed 3 --threads 1 -o " +
+  auto gen = [&](const std::string& mode, const std::string& extra, const std::string& out,
+                 bool remote) {
+    std::string cmd = SdGraphBin() + " " + mode +
+                      " --prompt 'a lighthouse at dusk' --steps 2 --seed 3 --threads 1 -o " +
                       Quote(out) + " " + extra;
     return remote ? cmd + " --model sd15 --workers " + pool : cmd + " --model " + Quote(model);
   };
@@ -43,7 +46,8 @@ TEST(DistributedFullSizeTest, ImagesEqualInProcess) {
     r = RunCommand(gen(mode, extra, dir.File("remote.png"), true));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const int diff = MaxDiff(ReadRgb8(dir.File("local.png")), ReadRgb8(dir.File("remote.png")));
-    std::printf("[ distributed full-size ] %s: max |diff| vs in-process = %d levels\n", mode.c_str(), diff);
+    std::printf("[ distributed full-size ] %s: max |diff| vs in-process = %d levels\n",
+                mode.c_str(), diff);
     EXPECT_EQ(diff, 0);
     EXPECT_FALSE(a.Events("infer", from_a).empty());
     EXPECT_FALSE(b.Events("infer", from_b).empty());

@@ -1,7 +1,8 @@
-// The distributed runtime end to end: real sd-worker processes on loopback, sd-graph --workers, tiny model.
-// Distributed images must equal in-process ones (f32, CPU, one thread everywhere: equal bytes), the cond and
-// uncond UNet calls of each step must land on different workers, a worker killed mid-loop must cost a retry
-// and not the image, and a load of concurrent clients must lose or duplicate nothing.
+// The distributed runtime end to end: real sd-worker processes on loopback, sd-graph --workers,
+// tiny model. Distributed images must equal in-process ones (f32, CPU, one thread everywhere: equal
+// bytes), the cond and uncond UNet calls of each step must land on different workers, a worker
+// killed mid-loop must cost a retry and not the image, and a load of concurrent clients must lose
+// or duplicate nothing.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -19,12 +20,40 @@ namespace {
 
 std::string Models(const TempDir& d) { return d.File("models"); }
 
+// Two fresh workers in a scratch folder of their own, for tests that kill them.
+struct FreshPair {
+  explicit FreshPair(const std::string& models) {
+    ok = x.Start(models, run.File("x.log")) && y.Start(models, run.File("y.log"));
+  }
+  std::string targets() const { return x.target() + "," + y.target(); }
+  TempDir run;
+  WorkerProcess x, y;
+  bool ok = false;
+};
+
+// A command running in the background; joined (and its result kept) by Wait() or the destructor.
+class Background {
+ public:
+  explicit Background(const std::string& cmd)
+      : thread_([this, cmd] { result_ = RunCommand(cmd); }) {}
+  ~Background() { Wait(); }
+  const CommandResult& Wait() {
+    if (thread_.joinable()) thread_.join();
+    return result_;
+  }
+
+ private:
+  CommandResult result_;
+  std::thread thread_;
+};
+
 class DistributedTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     std::filesystem::create_directories(Models(*dir_));
-    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(Models(*dir_) + "/tiny.safetensors") + " --tiny");
+    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
+                        Quote(Models(*dir_) + "/tiny.safetensors") + " --tiny");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     // An init image (a tiny-model render) and a mask whose right half is white (repaint).
     r = RunCommand(Gen("txt2img", "--seed 5", dir_->File("init.png"), ""));
@@ -47,11 +76,13 @@ class DistributedTest : public ::testing::Test {
     delete dir_;
   }
 
-  // An sd-graph command: in-process on models/tiny.safetensors, or on `workers` with the model named "tiny".
+  // An sd-graph command: in-process on models/tiny.safetensors, or on `workers` with the model
+  // named "tiny".
   static std::string Gen(const std::string& mode, const std::string& extra, const std::string& out,
                          const std::string& workers, int steps = 4) {
-    std::string cmd = SdGraphBin() + " " + mode + " --prompt 'a red fox' --negative 'blurry' --steps " +
-                      std::to_string(steps) + " --threads 1 -o " + Quote(out) + " " + extra;
+    std::string cmd = SdGraphBin() + " " + mode +
+                      " --prompt 'a red fox' --negative 'blurry' --steps " + std::to_string(steps) +
+                      " --threads 1 -o " + Quote(out) + " " + extra;
     if (mode == "txt2img") cmd += " --width 64 --height 64";
     if (workers.empty()) return cmd + " --model " + Quote(Models(*dir_) + "/tiny.safetensors");
     return cmd + " --model tiny --workers " + workers;
@@ -59,8 +90,8 @@ class DistributedTest : public ::testing::Test {
   static std::string Pool() { return a_->target() + "," + b_->target(); }
 
   // (node, step) -> which worker ran it, from the workers' logs after the given offsets.
-  static std::map<std::pair<std::string, int>, std::string> Placement(const std::vector<const WorkerProcess*>& ws,
-                                                                      const std::vector<size_t>& from) {
+  static std::map<std::pair<std::string, int>, std::string> Placement(
+      const std::vector<const WorkerProcess*>& ws, const std::vector<size_t>& from) {
     std::map<std::pair<std::string, int>, std::string> where;
     for (size_t i = 0; i < ws.size(); ++i) {
       for (const auto& e : ws[i]->Events("infer", from[i])) {
@@ -98,7 +129,8 @@ TEST_F(DistributedTest, ImagesEqualInProcessAndCfgHalvesRunOnTwoWorkers) {
     r = RunCommand(Gen(mode, extra, remote, Pool()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const int diff = MaxDiff(ReadRgb8(local), ReadRgb8(remote));
-    std::printf("[ distributed ] %s %s: max |diff| vs in-process = %d levels\n", mode.c_str(), extra.c_str(), diff);
+    std::printf("[ distributed ] %s %s: max |diff| vs in-process = %d levels\n", mode.c_str(),
+                extra.c_str(), diff);
     EXPECT_EQ(diff, 0) << "f32 on CPU with one thread everywhere: the bytes must be equal";
     auto where = Placement({a_, b_}, from);
     int steps = 0;
@@ -125,12 +157,14 @@ TEST_F(DistributedTest, BatchSpreadsOverThePoolAndMatchesInProcess) {
         << "image " << i;
   }
   // 4 images x 4 steps x 2 halves, each exactly once, over both workers.
-  const size_t on_a = a_->Events("infer", from[0]).size(), on_b = b_->Events("infer", from[1]).size();
+  const size_t on_a = a_->Events("infer", from[0]).size(),
+               on_b = b_->Events("infer", from[1]).size();
   EXPECT_GT(on_a, 0u);
   EXPECT_GT(on_b, 0u);
   size_t unet = 0;
   for (const auto* w : {a_, b_}) {
-    for (const auto& e : w->Events("infer", w == a_ ? from[0] : from[1])) unet += e.value("kind", "") == "UNetStep";
+    for (const auto& e : w->Events("infer", w == a_ ? from[0] : from[1]))
+      unet += e.value("kind", "") == "UNetStep";
   }
   EXPECT_EQ(unet, 4u * 4u * 2u);
 }
@@ -146,11 +180,12 @@ TEST_F(DistributedTest, MetricsCountCallsAndModels) {
 }
 
 TEST_F(DistributedTest, MissingModelIsPermanentAndUnknownWorkersRetryable) {
-  auto r = RunCommand(SdGraphBin() + " txt2img --model nosuchmodel --workers " + Pool() + " --prompt x -o " +
-                      Quote(dir_->File("x.png")));
+  auto r = RunCommand(SdGraphBin() + " txt2img --model nosuchmodel --workers " + Pool() +
+                      " --prompt x -o " + Quote(dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 3) << r.err;  // NOT_FOUND: do not retry
   EXPECT_NE(r.err.find("no model 'nosuchmodel'"), std::string::npos) << r.err;
-  r = RunCommand(SdGraphBin() + " txt2img --model tiny --workers nonsense --prompt x -o " + Quote(dir_->File("x.png")));
+  r = RunCommand(SdGraphBin() + " txt2img --model tiny --workers nonsense --prompt x -o " +
+                 Quote(dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 2) << r.err;
 }
 
@@ -158,7 +193,8 @@ TEST_F(DistributedTest, WorkersWithDifferentFilesAreRefused) {
   TempDir other;
   std::filesystem::create_directories(Models(other));
   // Same name, other content: the 9-channel tiny model.
-  auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(Models(other) + "/tiny.safetensors") + " --tiny --inpaint");
+  auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
+                      Quote(Models(other) + "/tiny.safetensors") + " --tiny --inpaint");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   WorkerProcess c;
   ASSERT_TRUE(c.Start(Models(other), other.File("c.log")));
@@ -168,101 +204,116 @@ TEST_F(DistributedTest, WorkersWithDifferentFilesAreRefused) {
   EXPECT_FALSE(std::filesystem::exists(dir_->File("mix.png")));
 }
 
-// Kills one of two workers after it has answered `after` UNet calls; the run must finish on the other with
-// the in-process image. Then the killed worker is restarted on its port and must be used again.
+// Kills one of two workers after it has answered `after` UNet calls; the run must finish on the
+// other with the in-process image. Then the killed worker is restarted on its port and must be used
+// again.
 TEST_F(DistributedTest, WorkerKilledMidLoopCostsARetryNotTheImage) {
   struct Case {
     int seed, steps, after;
   };
   for (const Case& c : {Case{31, 24, 3}, Case{32, 30, 11}, Case{33, 20, 1}}) {
     SCOPED_TRACE("seed " + std::to_string(c.seed) + ", kill after " + std::to_string(c.after));
-    TempDir run;
-    WorkerProcess x, y;
-    ASSERT_TRUE(x.Start(Models(*dir_), run.File("x.log")));
-    ASSERT_TRUE(y.Start(Models(*dir_), run.File("y.log")));
+    FreshPair p(Models(*dir_));
+    ASSERT_TRUE(p.ok);
     const std::string extra = "--seed " + std::to_string(c.seed) + " --width 256 --height 256";
-    auto local = RunCommand(Gen("txt2img", extra, run.File("local.png"), "", c.steps));
+    auto local = RunCommand(Gen("txt2img", extra, p.run.File("local.png"), "", c.steps));
     ASSERT_EQ(local.exit_code, 0) << local.err;
-    // The distributed run in the background; the victim dies once it has answered `after` UNet calls.
-    const std::string cmd = Gen("txt2img", extra, run.File("remote.png"), x.target() + "," + y.target(), c.steps);
-    CommandResult result;
-    std::thread client([&] { result = RunCommand(cmd); });
+    // The distributed run in the background; the victim dies once it has answered `after` UNet
+    // calls.
+    Background client(Gen("txt2img", extra, p.run.File("remote.png"), p.targets(), c.steps));
     bool killed = false;
     for (int i = 0; i < 3000 && !killed; ++i) {
       int unet = 0;
-      for (const auto& e : x.Events("infer")) unet += e.value("kind", "") == "UNetStep";
+      for (const auto& e : p.x.Events("infer")) unet += e.value("kind", "") == "UNetStep";
       if (unet >= c.after) {
-        x.Kill(SIGKILL);
+        p.x.Kill(SIGKILL);
         killed = true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    client.join();
+    const CommandResult& result = client.Wait();
     ASSERT_TRUE(killed);
     ASSERT_EQ(result.exit_code, 0) << result.err;
-    EXPECT_EQ(MaxDiff(ReadRgb8(run.File("local.png")), ReadRgb8(run.File("remote.png"))), 0);
+    EXPECT_EQ(MaxDiff(ReadRgb8(p.run.File("local.png")), ReadRgb8(p.run.File("remote.png"))), 0);
     EXPECT_NE(result.err.find("is down"), std::string::npos);
 
     // Restarted on the same port: the next run uses it again.
-    ASSERT_TRUE(x.Restart());
-    const size_t from = x.LogSize();
-    auto again = RunCommand(Gen("txt2img", extra, run.File("again.png"), x.target() + "," + y.target(), 4));
+    ASSERT_TRUE(p.x.Restart());
+    const size_t from = p.x.LogSize();
+    auto again = RunCommand(Gen("txt2img", extra, p.run.File("again.png"), p.targets(), 4));
     ASSERT_EQ(again.exit_code, 0) << again.err;
-    EXPECT_FALSE(x.Events("infer", from).empty()) << "the restarted worker was not used";
+    EXPECT_FALSE(p.x.Events("infer", from).empty()) << "the restarted worker was not used";
   }
 }
 
 TEST_F(DistributedTest, RestartedWorkerRejoinsARunningPool) {
-  // One long run; the only worker besides `y` is killed and restarted while the run goes on: the pool's
-  // health watch must bring it back, and it must serve calls again before the run ends.
-  TempDir run;
-  WorkerProcess x, y;
-  ASSERT_TRUE(x.Start(Models(*dir_), run.File("x.log")));
-  ASSERT_TRUE(y.Start(Models(*dir_), run.File("y.log")));
-  const std::string cmd = Gen("txt2img", "--seed 40 --width 256 --height 256", run.File("out.png"),
-                              x.target() + "," + y.target(), 120);
-  CommandResult result;
-  std::thread client([&] { result = RunCommand(cmd); });
-  while (x.Events("infer").size() < 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  x.Kill(SIGKILL);
-  ASSERT_TRUE(x.Restart());
-  const size_t from = x.LogSize();
-  client.join();
+  // One long run; the only worker besides `y` is killed and restarted while the run goes on: the
+  // pool's health watch must bring it back, and it must serve calls again before the run ends.
+  FreshPair p(Models(*dir_));
+  ASSERT_TRUE(p.ok);
+  Background client(Gen("txt2img", "--seed 40 --width 256 --height 256", p.run.File("out.png"),
+                        p.targets(), 120));
+  while (p.x.Events("infer").size() < 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  p.x.Kill(SIGKILL);
+  const bool restarted = p.x.Restart();
+  const size_t from = p.x.LogSize();
+  const CommandResult& result = client.Wait();
+  ASSERT_TRUE(restarted);
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.err.find("joined"), std::string::npos) << result.err;
-  EXPECT_FALSE(x.Events("infer", from).empty()) << "the restarted worker did not rejoin the running pool";
+  EXPECT_FALSE(p.x.Events("infer", from).empty())
+      << "the restarted worker did not rejoin the running pool";
 }
 
 TEST_F(DistributedTest, AllWorkersGoneIsUnavailableAndLeavesNoFile) {
-  TempDir run;
-  WorkerProcess x, y;
-  ASSERT_TRUE(x.Start(Models(*dir_), run.File("x.log")));
-  ASSERT_TRUE(y.Start(Models(*dir_), run.File("y.log")));
-  const std::string cmd = Gen("txt2img", "--seed 50 --width 256 --height 256", run.File("out.png"),
-                              x.target() + "," + y.target(), 200);
-  CommandResult result;
-  std::thread client([&] { result = RunCommand(cmd); });
-  while (x.Events("infer").size() + y.Events("infer").size() < 6) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  x.Kill(SIGKILL);
-  y.Kill(SIGKILL);
-  client.join();
+  FreshPair p(Models(*dir_));
+  ASSERT_TRUE(p.ok);
+  const TempDir& run = p.run;
+  WorkerProcess& x = p.x;
+  Background client(
+      Gen("txt2img", "--seed 50 --width 256 --height 256", run.File("out.png"), p.targets(), 200));
+  while (p.x.Events("infer").size() + p.y.Events("infer").size() < 6)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  p.x.Kill(SIGKILL);
+  p.y.Kill(SIGKILL);
+  const CommandResult& result = client.Wait();
   EXPECT_EQ(result.exit_code, 75) << result.err;  // retryable
   EXPECT_NE(result.err.find("UNAVAILABLE"), std::string::npos) << result.err;
   for (const auto& f : std::filesystem::directory_iterator(run.path())) {
-    EXPECT_EQ(f.path().extension().string().find(".png"), std::string::npos) << "left behind: " << f.path();
-    EXPECT_EQ(f.path().filename().string().find("out"), std::string::npos) << "left behind: " << f.path();
+    EXPECT_EQ(f.path().extension().string().find(".png"), std::string::npos)
+        << "left behind: " << f.path();
+    EXPECT_EQ(f.path().filename().string().find("out"), std::string::npos)
+        << "left behind: " << f.path();
   }
   // Nothing listening from the start: also retryable.
   auto r = RunCommand(Gen("txt2img", "", run.File("never.png"), x.target()));
   EXPECT_EQ(r.exit_code, 75) << r.err;
 }
 
-TEST_F(DistributedTest, FourClientsTenJobsEachLoseAndDuplicateNothing) {
+TEST_F(DistributedTest, SigtermCancelsADistributedRun) {
   TempDir run;
-  WorkerProcess x, y;
-  ASSERT_TRUE(x.Start(Models(*dir_), run.File("x.log")));
-  ASSERT_TRUE(y.Start(Models(*dir_), run.File("y.log")));
-  const std::string pool = x.target() + "," + y.target();
+  const std::string out = run.File("cancelled.png");
+  const std::string cmd = Gen("txt2img", "--seed 60 --width 256 --height 256", out, Pool(), 400);
+  const size_t from = a_->LogSize() + 0;
+  Background client("exec " + cmd);
+  while (a_->Events("infer", from).size() < 4)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // "[s]d-graph" matches sd-graph's command line but not this pkill's own.
+  EXPECT_EQ(RunCommand("pkill -TERM -f -- '[s]d-graph txt2img.*cancelled.png'").exit_code, 0);
+  const CommandResult& result = client.Wait();
+  EXPECT_EQ(result.exit_code, 130) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  // The workers are fine and serve the next run.
+  auto r = RunCommand(Gen("txt2img", "--seed 61", run.File("after.png"), Pool(), 2));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(DistributedTest, FourClientsTenJobsEachLoseAndDuplicateNothing) {
+  FreshPair p(Models(*dir_));
+  ASSERT_TRUE(p.ok);
+  const TempDir& run = p.run;
+  WorkerProcess &x = p.x, &y = p.y;
+  const std::string pool = p.targets();
   constexpr int kClients = 4, kJobs = 10, kSteps = 3;
   auto round = [&](const std::string& tag) {
     std::vector<std::thread> clients;
@@ -271,10 +322,12 @@ TEST_F(DistributedTest, FourClientsTenJobsEachLoseAndDuplicateNothing) {
     for (int c = 0; c < kClients; ++c) {
       clients.emplace_back([&, c] {
         const std::string out = run.File(tag + "_c" + std::to_string(c) + "_%04d.png");
-        codes[c] = RunCommand(SdGraphBin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") +
-                              " --model tiny --workers " + pool + " --frames 1-" + std::to_string(kJobs) +
-                              " --seed " + std::to_string(100 * c) + " --set prompt=load --set steps=" +
-                              std::to_string(kSteps) + " --set width=64 --set height=64 -o " + Quote(out))
+        codes[c] = RunCommand(SdGraphBin() + " run " +
+                              Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") +
+                              " --model tiny --workers " + pool + " --frames 1-" +
+                              std::to_string(kJobs) + " --seed " + std::to_string(100 * c) +
+                              " --set prompt=load --set steps=" + std::to_string(kSteps) +
+                              " --set width=64 --set height=64 -o " + Quote(out))
                        .exit_code;
       });
     }
@@ -299,15 +352,19 @@ TEST_F(DistributedTest, FourClientsTenJobsEachLoseAndDuplicateNothing) {
   // Exactly one OK UNet call per image, step and half: nothing lost, nothing done twice.
   std::multiset<std::string> ids;
   size_t unet = 0;
-  for (const auto& [w, from] : {std::pair<const WorkerProcess*, size_t>{&x, from_x}, {&y, from_y}}) {
+  for (const auto& [w, from] :
+       {std::pair<const WorkerProcess*, size_t>{&x, from_x}, {&y, from_y}}) {
     for (const auto& e : w->Events("infer", from)) {
       if (e.value("kind", "") == "UNetStep" && e.value("code", "") == "OK") ++unet;
     }
   }
   EXPECT_EQ(unet, static_cast<size_t>(kClients * kJobs * kSteps * 2));
-  const double growth_x = (double(x.Rss()) - double(rss_x)) / (1 << 20), growth_y = (double(y.Rss()) - double(rss_y)) / (1 << 20);
-  std::printf("[ load ] %d clients x %d jobs on 2 workers: %.2f s, %.2f images/s; worker RSS growth %.1f / %.1f MiB\n",
-              kClients, kJobs, seconds, kClients * kJobs / seconds, growth_x, growth_y);
+  const double growth_x = (double(x.Rss()) - double(rss_x)) / (1 << 20),
+               growth_y = (double(y.Rss()) - double(rss_y)) / (1 << 20);
+  std::printf(
+      "[ load ] %d clients x %d jobs on 2 workers: %.2f s, %.2f images/s; worker RSS growth %.1f / "
+      "%.1f MiB\n",
+      kClients, kJobs, seconds, kClients * kJobs / seconds, growth_x, growth_y);
   EXPECT_LT(growth_x, 32.0);
   EXPECT_LT(growth_y, 32.0);
 }

@@ -27,7 +27,8 @@ inline Rgb8 ReadRgb8(const std::string& path) {
   in->read_image(0, 0, 0, spec.nchannels, OIIO::TypeDesc::UINT8, all.data());
   img.pixels.resize(static_cast<size_t>(spec.width) * spec.height * 3);
   for (size_t p = 0; p < static_cast<size_t>(spec.width) * spec.height; ++p) {
-    for (int c = 0; c < 3; ++c) img.pixels[p * 3 + c] = all[p * spec.nchannels + std::min(c, spec.nchannels - 1)];
+    for (int c = 0; c < 3; ++c)
+      img.pixels[p * 3 + c] = all[p * spec.nchannels + std::min(c, spec.nchannels - 1)];
   }
   return img;
 }
@@ -36,14 +37,16 @@ inline bool WriteRgb8(const std::string& path, const Rgb8& img) {
   auto out = OIIO::ImageOutput::create(path);
   if (!out) return false;
   OIIO::ImageSpec spec(img.width, img.height, 3, OIIO::TypeDesc::UINT8);
-  return out->open(path, spec) && out->write_image(OIIO::TypeDesc::UINT8, img.pixels.data()) && out->close();
+  return out->open(path, spec) && out->write_image(OIIO::TypeDesc::UINT8, img.pixels.data()) &&
+         out->close();
 }
 
 // Largest per-channel difference (-1 when the sizes differ or an image is missing).
 inline int MaxDiff(const Rgb8& a, const Rgb8& b) {
   if (a.width != b.width || a.height != b.height || a.pixels.empty()) return -1;
   int m = 0;
-  for (size_t i = 0; i < a.pixels.size(); ++i) m = std::max(m, std::abs(int(a.pixels[i]) - int(b.pixels[i])));
+  for (size_t i = 0; i < a.pixels.size(); ++i)
+    m = std::max(m, std::abs(int(a.pixels[i]) - int(b.pixels[i])));
   return m;
 }
 

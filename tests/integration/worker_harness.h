@@ -1,5 +1,6 @@
-// Real sd-worker processes for integration tests: started on free loopback ports (the worker picks the
-// port and writes it to a port file), their JSON log lines read back, killed or stopped on purpose.
+// Real sd-worker processes for integration tests: started on free loopback ports (the worker picks
+// the port and writes it to a port file), their JSON log lines read back, killed or stopped on
+// purpose.
 #pragma once
 
 #include <arpa/inet.h>
@@ -35,7 +36,8 @@ inline std::string HttpGet(int port, const std::string& path) {
     ::close(fd);
     return "";
   }
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  const std::string req =
+      "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   std::string resp;
   char buf[4096];
@@ -60,17 +62,28 @@ class WorkerProcess {
   WorkerProcess(const WorkerProcess&) = delete;
   ~WorkerProcess() { Kill(SIGKILL); }
 
-  // Starts `sd-worker --models DIR --listen 127.0.0.1:PORT ... EXTRA` (PORT 0: a free one) and waits until
-  // it listens. Returns false if it did not come up in 60 s.
-  bool Start(const std::string& models, const std::string& log, const std::vector<std::string>& extra = {}, int port = 0) {
+  // Starts `sd-worker --models DIR --listen 127.0.0.1:PORT ... EXTRA` (PORT 0: a free one) and
+  // waits until it listens. Returns false if it did not come up in 60 s.
+  bool Start(const std::string& models, const std::string& log,
+             const std::vector<std::string>& extra = {}, int port = 0) {
     models_ = models;
     log_ = log;
     extra_ = extra;
     port_file_ = log + ".port";
     std::remove(port_file_.c_str());
-    std::vector<std::string> args = {WorkerBin(), "--models", models, "--listen", "127.0.0.1:" + std::to_string(port),
-                                     "--port-file", port_file_, "--metrics-listen", "127.0.0.1:0", "--threads", "1",
-                                     "--drain-seconds", "10"};
+    std::vector<std::string> args = {WorkerBin(),
+                                     "--models",
+                                     models,
+                                     "--listen",
+                                     "127.0.0.1:" + std::to_string(port),
+                                     "--port-file",
+                                     port_file_,
+                                     "--metrics-listen",
+                                     "127.0.0.1:0",
+                                     "--threads",
+                                     "1",
+                                     "--drain-seconds",
+                                     "10"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -143,7 +156,8 @@ class WorkerProcess {
     std::istringstream in(ReadFile(log_).substr(std::min(from, LogSize())));
     for (std::string line; std::getline(in, line);) {
       auto j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.is_object() && (event.empty() || j.value("event", "") == event)) out.push_back(j);
+      if (!j.is_discarded() && j.is_object() && (event.empty() || j.value("event", "") == event))
+        out.push_back(j);
     }
     return out;
   }

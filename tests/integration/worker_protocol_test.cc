@@ -1,7 +1,7 @@
-// sd-worker as an outside client sees it: the KServe v2 service, the health service, bad input of every
-// kind (each answered with its specific code, the worker serving on afterwards), tokens, TLS and mutual
-// TLS, queue limits, draining on SIGTERM, the LRU memory budget, and a Python client generated from the
-// same proto with Debian's grpc_python_plugin.
+// sd-worker as an outside client sees it: the KServe v2 service, the health service, bad input of
+// every kind (each answered with its specific code, the worker serving on afterwards), tokens, TLS
+// and mutual TLS, queue limits, draining on SIGTERM, the LRU memory budget, and a Python client
+// generated from the same proto with Debian's grpc_python_plugin.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -24,11 +24,13 @@ using inference::ModelInferResponse;
 
 constexpr char kToken[] = "t0ken-for-tests-only";
 
-std::string F32Bytes(const std::vector<float>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); }
+std::string F32Bytes(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+}
 std::string F64Bytes(double d) { return std::string(reinterpret_cast<const char*>(&d), 8); }
 
-void AddInput(ModelInferRequest& r, const std::string& name, const std::string& datatype, std::vector<int64_t> shape,
-              std::string raw) {
+void AddInput(ModelInferRequest& r, const std::string& name, const std::string& datatype,
+              std::vector<int64_t> shape, std::string raw) {
   auto* in = r.add_inputs();
   in->set_name(name);
   in->set_datatype(datatype);
@@ -51,10 +53,24 @@ ModelInferRequest UNetRequest(const std::string& checkpoint = "tiny") {
   return r;
 }
 
+// A UNetStep call on a 1024x1024 image's latents: about a second on the tiny model.
+ModelInferRequest SlowRequest() {
+  ModelInferRequest slow;
+  slow.set_model_name("UNetStep");
+  (*slow.mutable_parameters())["checkpoint"].set_string_param("tiny");
+  AddInput(slow, "latents", "FP32", {1, 4, 128, 128},
+           F32Bytes(std::vector<float>(4 * 128 * 128, 0.1f)));
+  AddInput(slow, "t", "FP64", {1}, F64Bytes(10));
+  AddInput(slow, "context", "FP32", {1, 77, 64}, F32Bytes(std::vector<float>(77 * 64, 0.2f)));
+  return slow;
+}
+
 class Client {
  public:
-  explicit Client(const std::string& target, std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials(),
-                  const std::string& server_name = "") {
+  explicit Client(
+      const std::string& target,
+      std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials(),
+      const std::string& server_name = "") {
     grpc::ChannelArguments args;
     args.SetMaxSendMessageSize(64 << 20);
     args.SetMaxReceiveMessageSize(64 << 20);
@@ -68,7 +84,8 @@ class Client {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
     if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
   }
-  grpc::Status Infer(const ModelInferRequest& r, ModelInferResponse* out, const std::string& token = kToken) const {
+  grpc::Status Infer(const ModelInferRequest& r, ModelInferResponse* out,
+                     const std::string& token = kToken) const {
     grpc::ClientContext ctx;
     Prepare(ctx, token);
     return infer_->ModelInfer(&ctx, r, out);
@@ -81,7 +98,8 @@ class Client {
     if (s.ok() && !resp.live()) return grpc::Status(grpc::StatusCode::INTERNAL, "not live");
     return s;
   }
-  grpc::Status Load(const std::string& name, v1::LoadModelResponse* out, const std::string& token = kToken) const {
+  grpc::Status Load(const std::string& name, v1::LoadModelResponse* out,
+                    const std::string& token = kToken) const {
     grpc::ClientContext ctx;
     Prepare(ctx, token);
     v1::LoadModelRequest req;
@@ -109,9 +127,11 @@ class WorkerProtocolTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     std::filesystem::create_directories(dir_->File("models"));
-    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(dir_->File("models/tiny.safetensors")) + " --tiny");
+    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
+                        Quote(dir_->File("models/tiny.safetensors")) + " --tiny");
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    r = RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(dir_->File("models/tiny9.safetensors")) + " --tiny --inpaint");
+    r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
+                   Quote(dir_->File("models/tiny9.safetensors")) + " --tiny --inpaint");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     WriteFile(dir_->File("token"), std::string(kToken) + "\n");
     worker_ = new WorkerProcess();
@@ -219,50 +239,71 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
     *r.mutable_raw_input_contents(0) = F32Bytes(v);
   };
   const std::vector<Case> cases = {
-      {"wrong dtype", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("INT64"); }, grpc::StatusCode::INVALID_ARGUMENT},
-      {"unknown dtype", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("FP8"); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"wrong dtype", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("INT64"); },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"unknown dtype", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("FP8"); },
+       grpc::StatusCode::INVALID_ARGUMENT},
       {"wrong rank",
        [](ModelInferRequest& r) {
          r.mutable_inputs(0)->clear_shape();
          for (int d : {4, 8, 8}) r.mutable_inputs(0)->add_shape(d);
        },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"bytes not matching the shape", [](ModelInferRequest& r) { r.mutable_raw_input_contents(0)->resize(100); },
+      {"bytes not matching the shape",
+       [](ModelInferRequest& r) { r.mutable_raw_input_contents(0)->resize(100); },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"negative dimension", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_shape(0, -1); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"negative dimension", [](ModelInferRequest& r) { r.mutable_inputs(0)->set_shape(0, -1); },
+       grpc::StatusCode::INVALID_ARGUMENT},
       {"overflowing shape",
        [](ModelInferRequest& r) {
          for (int i = 0; i < 4; ++i) r.mutable_inputs(0)->set_shape(i, int64_t{1} << 40);
        },
        grpc::StatusCode::INVALID_ARGUMENT},
       {"NaN in the latents", nan_latents, grpc::StatusCode::INVALID_ARGUMENT},
-      {"infinite timestep", [](ModelInferRequest& r) { *r.mutable_raw_input_contents(1) = F64Bytes(INFINITY); },
+      {"infinite timestep",
+       [](ModelInferRequest& r) { *r.mutable_raw_input_contents(1) = F64Bytes(INFINITY); },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"unknown node kind", [](ModelInferRequest& r) { r.set_model_name("Frobnicate"); }, grpc::StatusCode::NOT_FOUND},
+      {"unknown node kind", [](ModelInferRequest& r) { r.set_model_name("Frobnicate"); },
+       grpc::StatusCode::NOT_FOUND},
       {"path-like model name",
-       [](ModelInferRequest& r) { (*r.mutable_parameters())["checkpoint"].set_string_param("../../etc/passwd"); },
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["checkpoint"].set_string_param("../../etc/passwd");
+       },
        grpc::StatusCode::INVALID_ARGUMENT},
       {"absolute model path",
-       [](ModelInferRequest& r) { (*r.mutable_parameters())["checkpoint"].set_string_param("/etc/passwd"); },
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["checkpoint"].set_string_param("/etc/passwd");
+       },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"unknown model", [](ModelInferRequest& r) { (*r.mutable_parameters())["checkpoint"].set_string_param("nosuch"); },
+      {"unknown model",
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["checkpoint"].set_string_param("nosuch");
+       },
        grpc::StatusCode::NOT_FOUND},
-      {"no model", [](ModelInferRequest& r) { r.mutable_parameters()->erase("checkpoint"); }, grpc::StatusCode::INVALID_ARGUMENT},
+      {"no model", [](ModelInferRequest& r) { r.mutable_parameters()->erase("checkpoint"); },
+       grpc::StatusCode::INVALID_ARGUMENT},
       {"missing input",
        [](ModelInferRequest& r) {
          r.mutable_inputs()->RemoveLast();
          r.mutable_raw_input_contents()->RemoveLast();
        },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"unknown input", [](ModelInferRequest& r) { r.mutable_inputs(2)->set_name("contexts"); }, grpc::StatusCode::INVALID_ARGUMENT},
-      {"raw contents not one per input", [](ModelInferRequest& r) { r.mutable_raw_input_contents()->RemoveLast(); },
+      {"unknown input", [](ModelInferRequest& r) { r.mutable_inputs(2)->set_name("contexts"); },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"bad options", [](ModelInferRequest& r) { (*r.mutable_parameters())["options"].set_string_param("tile: 1"); },
+      {"raw contents not one per input",
+       [](ModelInferRequest& r) { r.mutable_raw_input_contents()->RemoveLast(); },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"oversized message", [](ModelInferRequest& r) { *r.mutable_raw_input_contents(2) = std::string(5 << 20, 'x'); },
+      {"bad options",
+       [](ModelInferRequest& r) {
+         (*r.mutable_parameters())["options"].set_string_param("tile: 1");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"oversized message",
+       [](ModelInferRequest& r) { *r.mutable_raw_input_contents(2) = std::string(5 << 20, 'x'); },
        grpc::StatusCode::RESOURCE_EXHAUSTED},
       {"missing token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED, ""},
-      {"wrong token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED, "t0ken-for-tests-onlx"},
+      {"wrong token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED,
+       "t0ken-for-tests-onlx"},
   };
   for (const Case& k : cases) {
     ModelInferRequest r = UNetRequest();
@@ -284,8 +325,10 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
 
 TEST_F(WorkerProtocolTest, SymlinksOutOfTheRepositoryAreRefused) {
   TempDir elsewhere;
-  std::filesystem::copy_file(dir_->File("models/tiny.safetensors"), elsewhere.File("outside.safetensors"));
-  std::filesystem::create_symlink(elsewhere.File("outside.safetensors"), dir_->File("models/evil.safetensors"));
+  std::filesystem::copy_file(dir_->File("models/tiny.safetensors"),
+                             elsewhere.File("outside.safetensors"));
+  std::filesystem::create_symlink(elsewhere.File("outside.safetensors"),
+                                  dir_->File("models/evil.safetensors"));
   Client c(worker_->target());
   ModelInferResponse out;
   EXPECT_EQ(c.Infer(UNetRequest("evil"), &out).error_code(), grpc::StatusCode::PERMISSION_DENIED);
@@ -295,14 +338,10 @@ TEST_F(WorkerProtocolTest, SymlinksOutOfTheRepositoryAreRefused) {
 TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
   TempDir d;
   WorkerProcess w;
-  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--concurrency", "1", "--queue", "0", "--preload", "tiny"}));
-  // Slow calls (a 1024x1024 latent... on the tiny UNet: about a second each) from 4 clients at once.
-  ModelInferRequest slow;
-  slow.set_model_name("UNetStep");
-  (*slow.mutable_parameters())["checkpoint"].set_string_param("tiny");
-  AddInput(slow, "latents", "FP32", {1, 4, 128, 128}, F32Bytes(std::vector<float>(4 * 128 * 128, 0.1f)));
-  AddInput(slow, "t", "FP64", {1}, F64Bytes(10));
-  AddInput(slow, "context", "FP32", {1, 77, 64}, F32Bytes(std::vector<float>(77 * 64, 0.2f)));
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"),
+                      {"--concurrency", "1", "--queue", "0", "--preload", "tiny"}));
+  // Slow calls from 4 clients at once.
+  const ModelInferRequest slow = SlowRequest();
   std::vector<grpc::StatusCode> codes(4);
   std::vector<std::thread> ts;
   Client c(w.target());
@@ -328,13 +367,9 @@ TEST_F(WorkerProtocolTest, SigtermDrainsCallsInFlight) {
   WorkerProcess w;
   ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--preload", "tiny"}));
   Client c(w.target());
-  while (c.Health() != grpc::health::v1::HealthCheckResponse::SERVING) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ModelInferRequest slow;
-  slow.set_model_name("UNetStep");
-  (*slow.mutable_parameters())["checkpoint"].set_string_param("tiny");
-  AddInput(slow, "latents", "FP32", {1, 4, 128, 128}, F32Bytes(std::vector<float>(4 * 128 * 128, 0.1f)));
-  AddInput(slow, "t", "FP64", {1}, F64Bytes(10));
-  AddInput(slow, "context", "FP32", {1, 77, 64}, F32Bytes(std::vector<float>(77 * 64, 0.2f)));
+  while (c.Health() != grpc::health::v1::HealthCheckResponse::SERVING)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const ModelInferRequest slow = SlowRequest();
   grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
   std::thread call([&] {
     ModelInferResponse out;
@@ -369,18 +404,23 @@ TEST_F(WorkerProtocolTest, MemoryBudgetEvictsLeastRecentlyUsedNetworks) {
   EXPECT_TRUE(c.Infer(UNetRequest(), &out, "").ok());
 }
 
-// ---- TLS --------------------------------------------------------------------------------------------
+// ---- TLS
+// --------------------------------------------------------------------------------------------
 
 // A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, made with openssl.
 void MakeCertificates(const TempDir& d) {
-  const std::string script =
-      "set -e; cd " + Quote(d.path()) +
-      "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=sdgraph-test-ca 2>/dev/null"
-      "; openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null"
-      "; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext"
-      "; openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null"
-      "; openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=sdgraph-test-client 2>/dev/null"
-      "; openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null";
+  const std::string script = "set -e; cd " + Quote(d.path()) +
+                             "; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out "
+                             "ca.pem -days 2 -subj /CN=sdgraph-test-ca 2>/dev/null"
+                             "; openssl req -newkey rsa:2048 -nodes -keyout server.key -out "
+                             "server.csr -subj /CN=localhost 2>/dev/null"
+                             "; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext"
+                             "; openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+                             "-CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null"
+                             "; openssl req -newkey rsa:2048 -nodes -keyout client.key -out "
+                             "client.csr -subj /CN=sdgraph-test-client 2>/dev/null"
+                             "; openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
+                             "-CAcreateserial -out client.pem -days 2 2>/dev/null";
   auto r = RunCommand("sh -c " + Quote(script));
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
@@ -390,9 +430,10 @@ TEST_F(WorkerProtocolTest, MutualTlsRefusesPlaintextAndClientsWithoutCertificate
   MakeCertificates(d);
   WorkerProcess w;
   ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"),
-                      {"--tls-cert", d.File("server.pem"), "--tls-key", d.File("server.key"), "--tls-client-ca",
-                       d.File("ca.pem"), "--preload", "tiny"}));
-  grpc::SslCredentialsOptions with_cert{ReadFile(d.File("ca.pem")), ReadFile(d.File("client.key")), ReadFile(d.File("client.pem"))};
+                      {"--tls-cert", d.File("server.pem"), "--tls-key", d.File("server.key"),
+                       "--tls-client-ca", d.File("ca.pem"), "--preload", "tiny"}));
+  grpc::SslCredentialsOptions with_cert{ReadFile(d.File("ca.pem")), ReadFile(d.File("client.key")),
+                                        ReadFile(d.File("client.pem"))};
   grpc::SslCredentialsOptions no_cert{ReadFile(d.File("ca.pem")), "", ""};
   Client good(w.target(), grpc::SslCredentials(with_cert), "localhost");
   Client anonymous(w.target(), grpc::SslCredentials(no_cert), "localhost");
@@ -403,24 +444,30 @@ TEST_F(WorkerProtocolTest, MutualTlsRefusesPlaintextAndClientsWithoutCertificate
   ModelInferResponse out;
   EXPECT_TRUE(good.Infer(UNetRequest(), &out, "").ok());
   // The whole pipeline over mutual TLS.
-  auto r = RunCommand(SdGraphBin() + " txt2img --model tiny --workers " + w.target() + " --tls-ca " + Quote(d.File("ca.pem")) +
-                      " --tls-cert " + Quote(d.File("client.pem")) + " --tls-key " + Quote(d.File("client.key")) +
-                      " --prompt tls --steps 2 --width 64 --height 64 -o " + Quote(d.File("tls.png")));
+  auto r =
+      RunCommand(SdGraphBin() + " txt2img --model tiny --workers " + w.target() + " --tls-ca " +
+                 Quote(d.File("ca.pem")) + " --tls-cert " + Quote(d.File("client.pem")) +
+                 " --tls-key " + Quote(d.File("client.key")) +
+                 " --prompt tls --steps 2 --width 64 --height 64 -o " + Quote(d.File("tls.png")));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::exists(d.File("tls.png")));
   ASSERT_TRUE(good.Live("").ok());
 }
 
-// ---- an outside client ------------------------------------------------------------------------------
+// ---- an outside client
+// ------------------------------------------------------------------------------
 
 TEST_F(WorkerProtocolTest, PythonClientGeneratedFromTheProtoCallsUNetStep) {
   TempDir d;
-  auto gen = RunCommand("protoc -I " + Quote(SD_TEST_PROTO_DIR) + " --python_out=" + Quote(d.path()) +
-                        " --grpc_python_out=" + Quote(d.path()) + " --plugin=protoc-gen-grpc_python=$(command -v grpc_python_plugin) " +
-                        Quote(std::string(SD_TEST_PROTO_DIR) + "/inference/grpc_service.proto"));
+  auto gen =
+      RunCommand("protoc -I " + Quote(SD_TEST_PROTO_DIR) + " --python_out=" + Quote(d.path()) +
+                 " --grpc_python_out=" + Quote(d.path()) +
+                 " --plugin=protoc-gen-grpc_python=$(command -v grpc_python_plugin) " +
+                 Quote(std::string(SD_TEST_PROTO_DIR) + "/inference/grpc_service.proto"));
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
-  auto r = RunCommand(std::string(SD_TEST_PYTHON) + " " + Quote(PythonDir() + "/kserve_client.py") + " " + Quote(d.path()) +
-                      " " + worker_->target() + " " + kToken + " " + Quote(d.File("eps.bin")));
+  auto r = RunCommand(std::string(SD_TEST_PYTHON) + " " + Quote(PythonDir() + "/kserve_client.py") +
+                      " " + Quote(d.path()) + " " + worker_->target() + " " + kToken + " " +
+                      Quote(d.File("eps.bin")));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("eps FP32 [1, 4, 8, 8]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("no token: UNAUTHENTICATED"), std::string::npos) << r.out;
@@ -429,7 +476,8 @@ TEST_F(WorkerProtocolTest, PythonClientGeneratedFromTheProtoCallsUNetStep) {
   ASSERT_TRUE(req.ParseFromString(ReadFile(d.File("eps.bin.request"))));
   ModelInferResponse out;
   ASSERT_TRUE(Client(worker_->target()).Infer(req, &out).ok());
-  EXPECT_EQ(ReadFile(d.File("eps.bin")), out.raw_output_contents(0)) << "the Python client got other bytes";
+  EXPECT_EQ(ReadFile(d.File("eps.bin")), out.raw_output_contents(0))
+      << "the Python client got other bytes";
 }
 
 }  // namespace

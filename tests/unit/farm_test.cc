@@ -116,5 +116,14 @@ TEST_F(FarmTest, PermanentErrorsHaveTheirExitCodes) {
   EXPECT_THAT(r.out, HasSubstr("openjd_status: failed"));
 }
 
+TEST_F(FarmTest, UnavailableWorkerPoolIsRetryable) {
+  // Nothing listens on these loopback ports (the first is privileged, the second reserved by the kernel's
+  // discard convention): the pool cannot load the model anywhere.
+  auto r = RunCommand(Run("1-2", dir_->File("w_%04d.png"), " --workers 127.0.0.1:1,127.0.0.1:9"));
+  EXPECT_EQ(r.exit_code, 75) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_FALSE(std::ifstream(dir_->File("w_0001.png")).good());
+}
+
 }  // namespace
 }  // namespace sd

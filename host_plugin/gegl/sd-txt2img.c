@@ -1,0 +1,75 @@
+/* sd:txt2img — a GEGL source operation: Stable Diffusion text to image through sdgraph's stock graph (or
+ * `graph`), in-process or on sd-worker processes. */
+#include "sd_gegl_common.h"
+
+#ifdef GEGL_PROPERTIES
+
+SD_GEGL_COMMON_PROPERTIES
+property_int(width, "Width", 512)
+  description("Pixels, a multiple of 64")
+  value_range(64, 8192)
+property_int(height, "Height", 512)
+  description("Pixels, a multiple of 64")
+  value_range(64, 8192)
+
+#else
+
+#define GEGL_OP_SOURCE
+#define GEGL_OP_NAME sd_txt2img
+#define GEGL_OP_C_SOURCE sd-txt2img.c
+#define GEGL_OP_BUNDLE
+#include "gegl-op.h"
+
+static void (*parent_finalize)(GObject*) = NULL;
+
+static void finalize(GObject* object) {
+  GeglProperties* o = GEGL_PROPERTIES(object);
+  g_clear_pointer(&o->user_data, g_free);
+  parent_finalize(object);
+}
+
+static void prepare(GeglOperation* operation) {
+  gegl_operation_set_format(operation, "output", babl_format("R'G'B'A float"));
+}
+
+static GeglRectangle get_bounding_box(GeglOperation* operation) {
+  GeglProperties* o = GEGL_PROPERTIES(operation);
+  GeglRectangle r = {0, 0, o->width, o->height};
+  return r;
+}
+
+/* The model makes the whole image at once: have GEGL ask for all of it, once. */
+static GeglRectangle get_cached_region(GeglOperation* operation, const GeglRectangle* roi) {
+  (void)roi;
+  return get_bounding_box(operation);
+}
+
+static gboolean process(GeglOperation* operation, GeglBuffer* output, const GeglRectangle* result, gint level) {
+  (void)result;
+  (void)level;
+  GeglProperties* o = GEGL_PROPERTIES(operation);
+  SdGeglRequest r = {0};
+  SD_GEGL_REQUEST(r, o, operation, "txt2img");
+  r.width = o->width;
+  r.height = o->height;
+  return sd_gegl_render("sd:txt2img", &r, output, 0, 0);
+}
+
+static void gegl_op_class_init(GeglOpClass* klass) {
+  GeglOperationClass* operation_class = GEGL_OPERATION_CLASS(klass);
+  GeglOperationSourceClass* source_class = GEGL_OPERATION_SOURCE_CLASS(klass);
+  GObjectClass* object_class = G_OBJECT_CLASS(klass);
+  parent_finalize = object_class->finalize;
+  object_class->finalize = finalize;
+  source_class->process = process;
+  operation_class->prepare = prepare;
+  operation_class->get_bounding_box = get_bounding_box;
+  operation_class->get_cached_region = get_cached_region;
+  operation_class->threaded = FALSE;
+  gegl_operation_class_set_keys(operation_class, "name", "sd:txt2img", "title", "Stable Diffusion: text to image",
+                                "categories", "render", "description",
+                                "Renders an image from a text prompt with a Stable Diffusion v1.x checkpoint (sdgraph)",
+                                NULL);
+}
+
+#endif

@@ -1,0 +1,221 @@
+// The GEGL operations' way into the runtime: the same graph files, the same runtime, in-process
+// (models cached for the life of the host process) or on workers (one pool per worker list).
+#include "host_plugin/gegl/sd_gegl_bridge.h"
+
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "host_plugin/runtime/graph.h"
+#include "host_plugin/runtime/stock_graphs.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/weights/checkpoint.h"
+#include "nodes/weights/sd_config.h"
+#ifdef SD_HAVE_GRPC
+#include "host_plugin/runtime/worker_pool.h"
+#endif
+
+namespace sd {
+namespace {
+
+std::string Str(const char* s) { return s ? s : ""; }
+
+std::string PluginDir() {
+  Dl_info info;
+  if (::dladdr(reinterpret_cast<void*>(&sd_gegl_run), &info) == 0 || !info.dli_fname) return "";
+  const std::string p = info.dli_fname;
+  return p.substr(0, p.rfind('/'));
+}
+
+// Process-wide: the host keeps the plugin loaded, so models stay loaded between renders.
+struct Shared {
+  std::mutex mu;
+  std::shared_ptr<ModelCache> models = std::make_shared<ModelCache>();
+#ifdef SD_HAVE_GRPC
+  std::map<std::string, std::shared_ptr<WorkerPool>> pools;
+#endif
+};
+
+Shared& Process() {
+  static Shared* s = new Shared();
+  return *s;
+}
+
+// uint8 [H, W, C] -> resized uint8 [h, w, C] (bilinear; identity when the size is the same).
+torch::Tensor Resize(const torch::Tensor& px, int64_t w, int64_t h) {
+  if (px.size(0) == h && px.size(1) == w) return px;
+  torch::Tensor f = px.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32);
+  f = torch::nn::functional::interpolate(f, torch::nn::functional::InterpolateFuncOptions()
+                                                .size(std::vector<int64_t>{h, w})
+                                                .mode(torch::kBilinear)
+                                                .align_corners(false));
+  return f.squeeze(0).permute({1, 2, 0}).round().clamp(0, 255).to(torch::kUInt8).contiguous();
+}
+
+int64_t Multiple64(int64_t v) { return std::max<int64_t>(64, (v + 32) / 64 * 64); }
+
+absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
+  const std::string mode = Str(r.mode), model = Str(r.model), workers = Str(r.workers);
+  if (model.empty()) {
+    return absl::InvalidArgumentError(
+        "no model: set the `model` property to an SD v1.x checkpoint (.safetensors or .ckpt)");
+  }
+  if (mode != "txt2img" && mode != "img2img" && mode != "inpaint")
+    return absl::InvalidArgumentError("unknown mode " + mode);
+  if (r.steps < 1 || r.steps > 1000)
+    return absl::InvalidArgumentError(absl::StrCat("steps ", r.steps, ": 1 to 1000"));
+  RunContext ctx;
+  ctx.tokenizer_dir = Str(r.tokenizer);
+  ctx.models = Process().models;
+  RunOptions options;
+  int64_t in_channels = 4;
+#ifdef SD_HAVE_GRPC
+  std::shared_ptr<WorkerPool> pool;
+  if (!workers.empty()) {
+    std::lock_guard<std::mutex> lock(Process().mu);
+    auto& p = Process().pools[workers];
+    if (!p) {
+      SD_ASSIGN_OR_RETURN(auto targets, WorkerPool::ParseTargets(workers));
+      WorkerPoolOptions po;
+      po.targets = targets;
+      if (const char* token = std::getenv("SD_WORKER_TOKEN"); token && *token) po.token = token;
+      SD_ASSIGN_OR_RETURN(auto created, WorkerPool::Create(po));
+      p = std::move(created);
+    }
+    pool = p;
+  }
+  if (pool) {
+    ctx.checkpoint = model.substr(model.rfind('/') + 1);
+    SD_ASSIGN_OR_RETURN(ModelInfo info, pool->Prepare(ctx.checkpoint));
+    in_channels = info.unet_in_channels;
+    options.dispatcher = pool.get();
+  }
+#else
+  if (!workers.empty())
+    return absl::UnimplementedError(
+        "this plugin was built without gRPC: `workers` is not available");
+#endif
+  if (!options.dispatcher) {
+    ctx.checkpoint = model;
+    SD_ASSIGN_OR_RETURN(auto entry, ctx.models->Open(model));
+    in_channels = entry->config.unet.in_channels;
+  }
+  std::string graph_path = Str(r.graph);
+  if (graph_path.empty()) {
+    const std::string stock = mode == "txt2img" ? "txt2img.pbtxt"
+                              : mode == "img2img"
+                                  ? "img2img.pbtxt"
+                                  : (in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt");
+    graph_path = StockGraphPath(stock, PluginDir());
+  }
+  SD_ASSIGN_OR_RETURN(Graph graph, Graph::Load(graph_path));
+
+  std::map<std::string, Value> inputs;
+  auto set = [&](const char* name, Value v) {
+    if (graph.Input(name)) inputs[name] = std::move(v);
+  };
+  set("prompt", Str(r.prompt));
+  set("negative", Str(r.negative));
+  set("seed", int64_t{r.seed});
+  set("steps", int64_t{r.steps});
+  set("cfg", r.cfg);
+  const std::string sampler = absl::AsciiStrToLower(Str(r.sampler));
+  set("sampler", sampler.empty() ? std::string("ddpm") : sampler);
+  int64_t out_w = r.width, out_h = r.height;
+  if (mode == "txt2img") {
+    if (r.width < 64 || r.height < 64 || r.width % 64 || r.height % 64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "width and height must be multiples of 64 (SD v1.x), got ", r.width, "x", r.height));
+    }
+    set("width", int64_t{r.width});
+    set("height", int64_t{r.height});
+  } else {
+    if (!r.init_rgb || r.init_width <= 0 || r.init_height <= 0)
+      return absl::InvalidArgumentError("no input image");
+    out_w = r.init_width;
+    out_h = r.init_height;
+    const int64_t w = Multiple64(out_w), h = Multiple64(out_h);
+    torch::Tensor init =
+        torch::from_blob(const_cast<unsigned char*>(r.init_rgb), {out_h, out_w, 3}, torch::kUInt8)
+            .clone();
+    set("init", Resize(init, w, h));
+    set("strength", r.strength);
+    if (mode == "inpaint") {
+      if (!r.mask) return absl::InvalidArgumentError("no mask: connect one to the aux pad");
+      torch::Tensor mask =
+          torch::from_blob(const_cast<unsigned char*>(r.mask), {out_h, out_w, 1}, torch::kUInt8)
+              .clone();
+      set("mask", Resize(mask, w, h).expand({h, w, 3}).contiguous());
+    }
+  }
+  options.cancelled = &cancel;
+  if (r.progress) {
+    options.on_progress = [&](const Progress& p) {
+      if (p.steps > 0)
+        r.progress(r.progress_user, static_cast<double>(p.step) / p.steps, p.node.c_str());
+    };
+  }
+  SD_ASSIGN_OR_RETURN(auto outputs, graph.Run(inputs, ctx, options));
+  const Value& image = outputs.at(graph.config().output(0).name());
+  if (!std::holds_alternative<torch::Tensor>(image))
+    return absl::InternalError("the graph's first output is not an image");
+  return Resize(std::get<torch::Tensor>(image), out_w, out_h);
+}
+
+char* Dup(const std::string& s) {
+  char* p = static_cast<char*>(std::malloc(s.size() + 1));
+  std::memcpy(p, s.c_str(), s.size() + 1);
+  return p;
+}
+
+}  // namespace
+}  // namespace sd
+
+extern "C" int sd_gegl_run(const SdGeglRequest* request, float** rgba, int* out_width,
+                           int* out_height, char** error) {
+  *rgba = nullptr;
+  *error = nullptr;
+  std::atomic<bool> cancel{false};
+  // The request's flag is a plain int the operation sets; mirror it into the runtime's atomic.
+  std::atomic<bool> done{false};
+  std::thread watch([&] {
+    while (!done.load()) {
+      if (request->cancel && *request->cancel) cancel.store(true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  absl::StatusOr<torch::Tensor> px;
+  try {
+    c10::InferenceMode guard;
+    px = sd::Run(*request, cancel);
+  } catch (const std::exception& e) {
+    px = absl::InternalError(e.what());
+  }
+  done.store(true);
+  watch.join();
+  if (!px.ok()) {
+    *error = sd::Dup(std::string(px.status().ToString()));
+    return 1;
+  }
+  const int64_t h = px->size(0), w = px->size(1);
+  float* out = static_cast<float*>(std::malloc(sizeof(float) * 4 * h * w));
+  const uint8_t* src = px->data_ptr<uint8_t>();
+  for (int64_t i = 0; i < h * w; ++i) {
+    for (int c = 0; c < 3; ++c) out[i * 4 + c] = src[i * 3 + c] / 255.0f;
+    out[i * 4 + 3] = 1.0f;
+  }
+  *rgba = out;
+  *out_width = static_cast<int>(w);
+  *out_height = static_cast<int>(h);
+  return 0;
+}
+
+extern "C" void sd_gegl_free(void* p) { std::free(p); }

@@ -1,0 +1,92 @@
+/* Shared by the three operations (each defines its own GeglProperties with these field names). */
+#ifndef SDGRAPH_GEGL_COMMON_H
+#define SDGRAPH_GEGL_COMMON_H
+
+#include <gegl-plugin.h>
+
+#include "sd_gegl_bridge.h"
+
+/* Per-operation state in GeglProperties.user_data: a cancel flag raised when a property changes (the host
+ * re-renders with new settings, so the run in progress is moot) or the operation goes away. */
+typedef struct {
+  volatile int cancel;
+} SdGeglState;
+
+static void sd_gegl_on_notify(GObject* object, GParamSpec* pspec, gpointer data) {
+  (void)object;
+  (void)pspec;
+  ((SdGeglState*)data)->cancel = 1;
+}
+
+static SdGeglState* sd_gegl_state(GeglOperation* operation, gpointer* user_data) {
+  if (!*user_data) {
+    *user_data = g_new0(SdGeglState, 1);
+    g_signal_connect(operation, "notify", G_CALLBACK(sd_gegl_on_notify), *user_data);
+  }
+  return (SdGeglState*)*user_data;
+}
+
+static void sd_gegl_progress(void* user, double fraction, const char* message) {
+  gegl_operation_progress((GeglOperation*)user, fraction, (gchar*)message);
+}
+
+/* Fills the fields every operation has. */
+#define SD_GEGL_REQUEST(r, o, operation, the_mode)                                                  \
+  do {                                                                                              \
+    SdGeglState* state_ = sd_gegl_state(GEGL_OPERATION(operation), &(o)->user_data);                \
+    state_->cancel = 0;                                                                             \
+    (r).mode = (the_mode);                                                                          \
+    (r).prompt = (o)->prompt;                                                                       \
+    (r).negative = (o)->negative;                                                                   \
+    (r).sampler = (o)->sampler;                                                                     \
+    (r).model = (o)->model;                                                                         \
+    (r).tokenizer = (o)->tokenizer;                                                                 \
+    (r).graph = (o)->graph;                                                                         \
+    (r).workers = (o)->workers;                                                                     \
+    (r).seed = (o)->seed;                                                                           \
+    (r).steps = (o)->steps;                                                                         \
+    (r).cfg = (o)->cfg;                                                                             \
+    (r).cancel = &state_->cancel;                                                                   \
+    (r).progress = sd_gegl_progress;                                                                \
+    (r).progress_user = (operation);                                                                \
+  } while (0)
+
+/* Runs `r` and writes the result into `output` at (x, y); on failure a GEGL warning names the operation. */
+static gboolean sd_gegl_render(const char* op, const SdGeglRequest* r, GeglBuffer* output, gint x, gint y) {
+  float* rgba = NULL;
+  int w = 0, h = 0;
+  char* error = NULL;
+  if (sd_gegl_run(r, &rgba, &w, &h, &error) != 0) {
+    g_warning("%s: %s", op, error ? error : "failed");
+    sd_gegl_free(error);
+    return FALSE;
+  }
+  GeglRectangle rect = {x, y, w, h};
+  gegl_buffer_set(output, &rect, 0, babl_format("R'G'B'A float"), rgba, GEGL_AUTO_ROWSTRIDE);
+  sd_gegl_free(rgba);
+  return TRUE;
+}
+
+#define SD_GEGL_COMMON_PROPERTIES                                                                    \
+  property_string(prompt, "Prompt", "")                                                             \
+    description("What to draw")                                                                     \
+  property_string(negative, "Negative prompt", "")                                                  \
+    description("What to steer away from")                                                          \
+  property_int(seed, "Seed", 0)                                                                     \
+    value_range(0, G_MAXINT)                                                                        \
+  property_int(steps, "Steps", 30)                                                                  \
+    value_range(1, 1000)                                                                            \
+  property_double(cfg, "Guidance scale", 7.5)                                                       \
+    value_range(0.0, 50.0)                                                                          \
+  property_string(sampler, "Sampler", "ddpm")                                                       \
+    description("ddpm, ddim, euler, euler_a or dpmpp_2m")                                           \
+  property_file_path(model, "Model", "")                                                            \
+    description("SD v1.x checkpoint (.safetensors or .ckpt); with workers, a model name")           \
+  property_file_path(tokenizer, "Tokenizer", "")                                                    \
+    description("Folder with vocab.json and merges.txt (empty: the shipped copy)")                  \
+  property_file_path(graph, "Graph file", "")                                                       \
+    description("A graph .pbtxt to run instead of the stock one")                                   \
+  property_string(workers, "Workers", "")                                                           \
+    description("HOST:PORT,... or dns:///NAME:PORT of sd-worker processes (empty: in-process)")
+
+#endif
