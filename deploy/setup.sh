@@ -36,7 +36,7 @@ packages=(
   libopenimageio-dev libgegl-dev gegl
   # tests and benchmarks (python3-torch writes genuine .ckpt files with torch.save)
   # (openssl makes test certificates for the TLS tests; taskset from util-linux pins benchmark workers)
-  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpcio python3-protobuf openssl util-linux
+  libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpcio python3-protobuf python3-yaml openssl util-linux
 )
 
 if [ "$install" = 1 ]; then

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,12 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
     return absl::InvalidArgumentError(absl::StrCat("steps ", r.steps, ": 1 to 1000"));
   RunContext ctx;
   ctx.tokenizer_dir = Str(r.tokenizer);
+  if (ctx.tokenizer_dir.empty() && !std::getenv("SDGRAPH_TOKENIZER")) {
+    // Installed as PREFIX/lib/gegl-0.4/sdgraph-gegl.so next to PREFIX/share/sdgraph (the host's executable
+    // says nothing about where the plugin's data is).
+    const std::string installed = PluginDir() + "/../../share/sdgraph/clip-tokenizer";
+    if (std::ifstream(installed + "/vocab.json").good()) ctx.tokenizer_dir = installed;
+  }
   ctx.models = Process().models;
   RunOptions options;
   int64_t in_channels = 4;

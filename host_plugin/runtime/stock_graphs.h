@@ -1,5 +1,6 @@
 // Where the stock graphs (graphs/*.pbtxt) are found, for every host: $SDGRAPH_GRAPHS, then the
-// install tree next to the host binary or plugin (`<anchor>/../share/sdgraph/graphs`), then the
+// install tree next to the host binary or plugin (`<anchor>/../share/sdgraph/graphs`, or
+// `../../share/...` from lib/gegl-0.4), then the
 // source tree.
 #pragma once
 
