@@ -76,8 +76,8 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   RunContext ctx;
   ctx.tokenizer_dir = Str(r.tokenizer);
   if (ctx.tokenizer_dir.empty() && !std::getenv("SDGRAPH_TOKENIZER")) {
-    // Installed as PREFIX/lib/gegl-0.4/sdgraph-gegl.so next to PREFIX/share/sdgraph (the host's executable
-    // says nothing about where the plugin's data is).
+    // Installed as PREFIX/lib/gegl-0.4/sdgraph-gegl.so next to PREFIX/share/sdgraph (the host's
+    // executable says nothing about where the plugin's data is).
     const std::string installed = PluginDir() + "/../../share/sdgraph/clip-tokenizer";
     if (std::ifstream(installed + "/vocab.json").good()) ctx.tokenizer_dir = installed;
   }

@@ -169,6 +169,19 @@ TEST_F(DistributedTest, BatchSpreadsOverThePoolAndMatchesInProcess) {
   EXPECT_EQ(unet, 4u * 4u * 2u);
 }
 
+TEST_F(DistributedTest, DnsTargetSpreadsOverTheResolvedAddresses) {
+  // dns:///NAME:PORT is how a Kubernetes headless service is reached: gRPC resolves NAME and
+  // spreads calls round-robin over its addresses. Here NAME is localhost (one worker behind it).
+  const std::vector<size_t> from = {a_->LogSize()};
+  auto r = RunCommand(Gen("txt2img", "--seed 70", dir_->File("dns.png"),
+                          "dns:///localhost:" + std::to_string(a_->port())));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto local = RunCommand(Gen("txt2img", "--seed 70", dir_->File("dns_local.png"), ""));
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  EXPECT_EQ(MaxDiff(ReadRgb8(dir_->File("dns.png")), ReadRgb8(dir_->File("dns_local.png"))), 0);
+  EXPECT_FALSE(a_->Events("infer", from[0]).empty());
+}
+
 TEST_F(DistributedTest, MetricsCountCallsAndModels) {
   const std::string m = a_->Metrics();
   EXPECT_NE(m.find("sd_worker_requests_total{"), std::string::npos) << m;
