@@ -16,43 +16,20 @@ property_double(strength, "Strength", 0.8)
 #define GEGL_OP_BUNDLE
 #include "gegl-op.h"
 
-static void (*parent_finalize)(GObject*) = NULL;
-
-static void finalize(GObject* object) {
-  GeglProperties* o = GEGL_PROPERTIES(object);
-  g_clear_pointer(&o->user_data, g_free);
-  parent_finalize(object);
-}
+SD_GEGL_DEFINE_FINALIZE
 
 static void prepare(GeglOperation* operation) {
   gegl_operation_set_format(operation, "input", babl_format("R'G'B' u8"));
   gegl_operation_set_format(operation, "output", babl_format("R'G'B'A float"));
 }
 
-static GeglRectangle whole_input(GeglOperation* operation) {
-  const GeglRectangle* in = gegl_operation_source_get_bounding_box(operation, "input");
-  GeglRectangle none = {0, 0, 0, 0};
-  return in ? *in : none;
-}
-
-/* The model needs the whole image: ask for all of the input, and compute all of the output at once. */
-static GeglRectangle get_required_for_output(GeglOperation* operation, const gchar* pad, const GeglRectangle* roi) {
-  (void)pad;
-  (void)roi;
-  return whole_input(operation);
-}
-
-static GeglRectangle get_cached_region(GeglOperation* operation, const GeglRectangle* roi) {
-  (void)roi;
-  return whole_input(operation);
-}
 
 static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer* output, const GeglRectangle* result,
                         gint level) {
   (void)result;
   (void)level;
   GeglProperties* o = GEGL_PROPERTIES(operation);
-  const GeglRectangle in = whole_input(operation);
+  const GeglRectangle in = sd_gegl_whole_input(operation);
   if (in.width <= 0 || in.height <= 0) {
     g_warning("sd:img2img: the input is empty");
     return FALSE;
@@ -73,13 +50,11 @@ static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer*
 static void gegl_op_class_init(GeglOpClass* klass) {
   GeglOperationClass* operation_class = GEGL_OPERATION_CLASS(klass);
   GeglOperationFilterClass* filter_class = GEGL_OPERATION_FILTER_CLASS(klass);
-  GObjectClass* object_class = G_OBJECT_CLASS(klass);
-  parent_finalize = object_class->finalize;
-  object_class->finalize = finalize;
+  SD_GEGL_HOOK_FINALIZE(klass);
   filter_class->process = process;
   operation_class->prepare = prepare;
-  operation_class->get_required_for_output = get_required_for_output;
-  operation_class->get_cached_region = get_cached_region;
+  operation_class->get_required_for_output = sd_gegl_required_whole_input;
+  operation_class->get_cached_region = sd_gegl_cached_whole_input;
   operation_class->threaded = FALSE;
   gegl_operation_class_set_keys(operation_class, "name", "sd:img2img", "title", "Stable Diffusion: image to image",
                                 "categories", "artistic", "description",

@@ -16,13 +16,7 @@ property_double(strength, "Strength", 1.0)
 #define GEGL_OP_BUNDLE
 #include "gegl-op.h"
 
-static void (*parent_finalize)(GObject*) = NULL;
-
-static void finalize(GObject* object) {
-  GeglProperties* o = GEGL_PROPERTIES(object);
-  g_clear_pointer(&o->user_data, g_free);
-  parent_finalize(object);
-}
+SD_GEGL_DEFINE_FINALIZE
 
 static void prepare(GeglOperation* operation) {
   gegl_operation_set_format(operation, "input", babl_format("R'G'B' u8"));
@@ -30,32 +24,15 @@ static void prepare(GeglOperation* operation) {
   gegl_operation_set_format(operation, "output", babl_format("R'G'B'A float"));
 }
 
-static GeglRectangle whole_input(GeglOperation* operation) {
-  const GeglRectangle* in = gegl_operation_source_get_bounding_box(operation, "input");
-  GeglRectangle none = {0, 0, 0, 0};
-  return in ? *in : none;
-}
 
-static GeglRectangle get_bounding_box(GeglOperation* operation) { return whole_input(operation); }
 
-/* The whole image and the whole mask (over the image's area), computed at once. */
-static GeglRectangle get_required_for_output(GeglOperation* operation, const gchar* pad, const GeglRectangle* roi) {
-  (void)pad;
-  (void)roi;
-  return whole_input(operation);
-}
-
-static GeglRectangle get_cached_region(GeglOperation* operation, const GeglRectangle* roi) {
-  (void)roi;
-  return whole_input(operation);
-}
 
 static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer* aux, GeglBuffer* output,
                         const GeglRectangle* result, gint level) {
   (void)result;
   (void)level;
   GeglProperties* o = GEGL_PROPERTIES(operation);
-  const GeglRectangle in = whole_input(operation);
+  const GeglRectangle in = sd_gegl_whole_input(operation);
   if (in.width <= 0 || in.height <= 0) {
     g_warning("sd:inpaint: the input is empty");
     return FALSE;
@@ -84,14 +61,12 @@ static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer*
 static void gegl_op_class_init(GeglOpClass* klass) {
   GeglOperationClass* operation_class = GEGL_OPERATION_CLASS(klass);
   GeglOperationComposerClass* composer_class = GEGL_OPERATION_COMPOSER_CLASS(klass);
-  GObjectClass* object_class = G_OBJECT_CLASS(klass);
-  parent_finalize = object_class->finalize;
-  object_class->finalize = finalize;
+  SD_GEGL_HOOK_FINALIZE(klass);
   composer_class->process = process;
   operation_class->prepare = prepare;
-  operation_class->get_bounding_box = get_bounding_box;
-  operation_class->get_required_for_output = get_required_for_output;
-  operation_class->get_cached_region = get_cached_region;
+  operation_class->get_bounding_box = sd_gegl_whole_input;
+  operation_class->get_required_for_output = sd_gegl_required_whole_input;
+  operation_class->get_cached_region = sd_gegl_cached_whole_input;
   operation_class->threaded = FALSE;
   gegl_operation_class_set_keys(operation_class, "name", "sd:inpaint", "title", "Stable Diffusion: inpaint",
                                 "categories", "artistic", "description",

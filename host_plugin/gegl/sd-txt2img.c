@@ -20,13 +20,7 @@ property_int(height, "Height", 512)
 #define GEGL_OP_BUNDLE
 #include "gegl-op.h"
 
-static void (*parent_finalize)(GObject*) = NULL;
-
-static void finalize(GObject* object) {
-  GeglProperties* o = GEGL_PROPERTIES(object);
-  g_clear_pointer(&o->user_data, g_free);
-  parent_finalize(object);
-}
+SD_GEGL_DEFINE_FINALIZE
 
 static void prepare(GeglOperation* operation) {
   gegl_operation_set_format(operation, "output", babl_format("R'G'B'A float"));
@@ -58,9 +52,7 @@ static gboolean process(GeglOperation* operation, GeglBuffer* output, const Gegl
 static void gegl_op_class_init(GeglOpClass* klass) {
   GeglOperationClass* operation_class = GEGL_OPERATION_CLASS(klass);
   GeglOperationSourceClass* source_class = GEGL_OPERATION_SOURCE_CLASS(klass);
-  GObjectClass* object_class = G_OBJECT_CLASS(klass);
-  parent_finalize = object_class->finalize;
-  object_class->finalize = finalize;
+  SD_GEGL_HOOK_FINALIZE(klass);
   source_class->process = process;
   operation_class->prepare = prepare;
   operation_class->get_bounding_box = get_bounding_box;

@@ -67,6 +67,40 @@ static gboolean sd_gegl_render(const char* op, const SdGeglRequest* r, GeglBuffe
   return TRUE;
 }
 
+/* The whole input: the model needs all of it, and computes all of the output at once. */
+static G_GNUC_UNUSED GeglRectangle sd_gegl_whole_input(GeglOperation* operation) {
+  const GeglRectangle* in = gegl_operation_source_get_bounding_box(operation, "input");
+  GeglRectangle none = {0, 0, 0, 0};
+  return in ? *in : none;
+}
+
+static G_GNUC_UNUSED GeglRectangle sd_gegl_required_whole_input(GeglOperation* operation, const gchar* pad,
+                                                               const GeglRectangle* roi) {
+  (void)pad;
+  (void)roi;
+  return sd_gegl_whole_input(operation);
+}
+
+static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* operation, const GeglRectangle* roi) {
+  (void)roi;
+  return sd_gegl_whole_input(operation);
+}
+
+/* Frees the per-operation state with the operation (after gegl-op.h's own finalize). Expands, after
+ * gegl-op.h, to `finalize` and SD_GEGL_HOOK_FINALIZE(klass) for class_init. */
+#define SD_GEGL_DEFINE_FINALIZE                                \
+  static void (*parent_finalize)(GObject*) = NULL;             \
+  static void finalize(GObject* object) {                      \
+    GeglProperties* o = GEGL_PROPERTIES(object);               \
+    g_clear_pointer(&o->user_data, g_free);                    \
+    parent_finalize(object);                                   \
+  }
+#define SD_GEGL_HOOK_FINALIZE(klass)                           \
+  do {                                                         \
+    parent_finalize = G_OBJECT_CLASS(klass)->finalize;         \
+    G_OBJECT_CLASS(klass)->finalize = finalize;                \
+  } while (0)
+
 #define SD_GEGL_COMMON_PROPERTIES                                                                    \
   property_string(prompt, "Prompt", "")                                                             \
     description("What to draw")                                                                     \
