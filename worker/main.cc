@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "host_plugin/cli/args.h"
+#include "nodes/base/runtime_info.h"
 #include "worker/server.h"
 
 namespace {
@@ -55,6 +56,7 @@ constexpr char kHelp[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
   std::vector<std::string> argv_list(argv + 1, argv + argc);
   sd::cli::FlagSpec spec{
       {"listen", "models", "preload", "tokenizer", "device", "dtype", "threads", "concurrency",

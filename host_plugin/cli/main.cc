@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "host_plugin/cli/commands.h"
+#include "nodes/base/runtime_info.h"
 
 namespace {
 
@@ -30,6 +31,12 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The commands that compute may re-execute this program with faster OpenBLAS kernels (not for --help).
+  const bool computes = argc > 2 && (!std::strcmp(argv[1], "run") || !std::strcmp(argv[1], "txt2img") ||
+                                     !std::strcmp(argv[1], "img2img") || !std::strcmp(argv[1], "inpaint"));
+  bool help = false;
+  for (int i = 2; i < argc; ++i) help = help || !std::strcmp(argv[i], "--help");
+  if (computes && !help) sd::EnsureFastBlasKernels(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

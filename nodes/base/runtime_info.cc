@@ -1,5 +1,6 @@
 #include "nodes/base/runtime_info.h"
 
+#include <dlfcn.h>
 #include <link.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include <thread>
 
 #include <ATen/Parallel.h>
+
+#include "absl/strings/ascii.h"
 
 namespace sd {
 namespace {
@@ -47,7 +50,8 @@ uint64_t StatusField(const char* field) {
 
 std::string BlasInfo::Describe() const {
   if (path.empty()) return "none loaded";
-  return path + (reference ? " (reference BLAS: slow)" : "");
+  const std::string core = OpenBlasCore();
+  return path + (reference ? " (reference BLAS: slow)" : "") + (core.empty() ? "" : " (OpenBLAS core " + core + ")");
 }
 
 BlasInfo LoadedBlas() {
@@ -60,6 +64,33 @@ int ConfigureThreads(int requested) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(requested > 0 ? requested : cores);
   return at::get_num_threads();
+}
+
+std::string OpenBlasCore() {
+  using CoreName = char* (*)();
+  auto core = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!core) return "";
+  const char* name = core();
+  return name ? name : "";
+}
+
+void EnsureFastBlasKernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") || !argv || !argv[0]) return;
+  const std::string core = absl::AsciiStrToLower(OpenBlasCore());
+  // Generic choices OpenBLAS falls back to when it does not recognise the CPU.
+  if (core != "prescott" && core != "core2" && core != "nehalem" && core != "katmai" && core != "unknown") return;
+  __builtin_cpu_init();
+  const char* want = nullptr;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq")) {
+    want = "SkylakeX";
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    want = "Haswell";
+  }
+  if (!want) return;
+  ::setenv("OPENBLAS_CORETYPE", want, 1);
+  ::execv("/proc/self/exe", argv);
+  // The re-exec failed: carry on with the slow kernels (the BLAS line of the logs says which).
 }
 
 bool WarnIfSlowBlas(const char* program) {

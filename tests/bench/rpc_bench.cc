@@ -273,4 +273,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace sd
 
-int main(int argc, char** argv) { return sd::Main(argc, argv); }
+int main(int argc, char** argv) {
+  sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
+  return sd::Main(argc, argv);
+}

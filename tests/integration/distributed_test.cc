@@ -264,8 +264,7 @@ TEST_F(DistributedTest, RestartedWorkerRejoinsARunningPool) {
   // pool's health watch must bring it back, and it must serve calls again before the run ends.
   FreshPair p(Models(*dir_));
   ASSERT_TRUE(p.ok);
-  Background client(Gen("txt2img", "--seed 40 --width 256 --height 256", p.run.File("out.png"),
-                        p.targets(), 120));
+  Background client(Gen("txt2img", "--seed 40 --width 512 --height 512", p.run.File("out.png"), p.targets(), 150));
   while (p.x.Events("infer").size() < 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   p.x.Kill(SIGKILL);
   const bool restarted = p.x.Restart();
