@@ -1,4 +1,5 @@
-// sd-graph: Stable Diffusion v1.x as a graph of nodes. This file only dispatches to the subcommands.
+// sd-graph: Stable Diffusion v1.x as a graph of nodes. This file only dispatches to the
+// subcommands.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -15,25 +16,32 @@ constexpr char kUsage[] =
     "usage: sd-graph COMMAND [ARGS...]   (sd-graph COMMAND --help for its flags)\n"
     "\n"
     "commands:\n"
-    "  txt2img --model M --prompt TEXT -o OUT  text to image (the stock graph graphs/txt2img.pbtxt)\n"
+    "  txt2img --model M --prompt TEXT -o OUT  text to image (the stock graph "
+    "graphs/txt2img.pbtxt)\n"
     "  img2img --model M --init IMG --prompt TEXT -o OUT\n"
     "                                          image to image (graphs/img2img.pbtxt)\n"
     "  inpaint --model M --init IMG --mask MASK --prompt TEXT -o OUT\n"
-    "                                          repaint the white region of MASK (graphs/inpaint*.pbtxt)\n"
+    "                                          repaint the white region of MASK "
+    "(graphs/inpaint*.pbtxt)\n"
     "  run GRAPH --model M [--set K=V] -o OUT  run any graph file\n"
-    "  tokenize [--tokenizer DIR] TEXT...      print the 77 CLIP token ids of each TEXT as a JSON array\n"
-    "  inspect MODEL [--json]                  format, dtype, detected config, hash and key check of a\n"
+    "  tokenize [--tokenizer DIR] TEXT...      print the 77 CLIP token ids of each TEXT as a JSON "
+    "array\n"
+    "  inspect MODEL [--json]                  format, dtype, detected config, hash and key check "
+    "of a\n"
     "                                          .safetensors or .ckpt checkpoint\n"
     "  convert IN OUT.safetensors [--dtype D]  re-save any supported checkpoint as safetensors\n"
     "  make-test-checkpoint OUT.safetensors    write a checkpoint of deterministic test weights\n"
-    "                                          (sdgold-v1; full SD v1.5 size or --tiny): images are noise\n";
+    "                                          (sdgold-v1; full SD v1.5 size or --tiny): images "
+    "are noise\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The commands that compute may re-execute this program with faster OpenBLAS kernels (not for --help).
-  const bool computes = argc > 2 && (!std::strcmp(argv[1], "run") || !std::strcmp(argv[1], "txt2img") ||
-                                     !std::strcmp(argv[1], "img2img") || !std::strcmp(argv[1], "inpaint"));
+  // The commands that compute may re-execute this program with faster OpenBLAS kernels (not for
+  // --help).
+  const bool computes =
+      argc > 2 && (!std::strcmp(argv[1], "run") || !std::strcmp(argv[1], "txt2img") ||
+                   !std::strcmp(argv[1], "img2img") || !std::strcmp(argv[1], "inpaint"));
   bool help = false;
   for (int i = 2; i < argc; ++i) help = help || !std::strcmp(argv[i], "--help");
   if (computes && !help) sd::EnsureFastBlasKernels(argv);

@@ -21,6 +21,9 @@ class OpProfiler {
   ~OpProfiler();  // stops
   // Operators by self time, longest first.
   std::vector<OpTime> Results() const;
+  // Floating-point operations of the matrix products and convolutions seen (2 per multiply-add), counted
+  // from their input shapes: what "GFLOP/s" is measured against.
+  double Flops() const;
 
  private:
   uint64_t handle_;

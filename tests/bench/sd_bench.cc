@@ -1,7 +1,7 @@
 // sd-bench: times the three networks of SD v1.x at a given image size, per compute dtype, with peak
-// memory. Runs on a checkpoint it is given, or on a full-size sdgold-v1 checkpoint it generates (the
-// weights are deterministic test values: the timing is that of the real model). Prints a table; --json
-// writes the numbers for comparisons across runs.
+// memory. Runs on a checkpoint it is given, or on a full-size sdgold-v1 checkpoint it generates
+// (the weights are deterministic test values: the timing is that of the real model). Prints a
+// table; --json writes the numbers for comparisons across runs.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -28,25 +28,33 @@ namespace sd {
 namespace {
 
 constexpr char kHelp[] =
-    "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases clip,unet1,unet2,vae_dec,vae_enc]\n"
+    "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
+    "clip,unet1,unet2,vae_dec,vae_enc]\n"
     "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile]\n"
     "\n"
-    "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG step), and\n"
-    "the VAE decoder and encoder at SIZE x SIZE pixels, in each compute dtype, and reports the peak resident\n"
-    "memory of each. Without --model it generates a full-size SD v1.5 checkpoint of sdgold-v1 test weights in\n"
+    "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG "
+    "step), and\n"
+    "the VAE decoder and encoder at SIZE x SIZE pixels, in each compute dtype, and reports the "
+    "peak resident\n"
+    "memory of each. Without --model it generates a full-size SD v1.5 checkpoint of sdgold-v1 test "
+    "weights in\n"
     "$TMPDIR (4.3 GB, removed afterwards).\n"
     "\n"
     "  --model CKPT    .safetensors or .ckpt to load (SD v1.x)\n"
     "  --size S        image side in pixels, a multiple of 64 (default 512)\n"
     "  --dtypes LIST   compute dtypes: f32, bf16, f16 (default f32,bf16; f16 is meant for CUDA)\n"
     "  --cases LIST    which cases to run (default: all)\n"
-    "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default 1;\n"
+    "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default "
+    "1;\n"
     "                  the median is reported)\n"
     "  --threads N     ATen intra-op threads (default: all cores)\n"
     "  --device D      cpu (default) or cuda\n"
     "  --json FILE     also write the results as JSON\n"
-    "  --profile       after the timings, run one UNet evaluation (batch 2) per dtype under an operator\n"
-    "                  profiler and print the top operators by self time\n";
+    "  --profile       after the timings, run one UNet evaluation (batch 2) per dtype under an "
+    "operator\n"
+    "                  profiler and print the top operators by self time, the FLOPs of one CFG "
+    "step and the\n"
+    "                  GFLOP/s of the timed batch-2 runs\n";
 
 struct Result {
   std::string dtype, case_name;
@@ -67,8 +75,10 @@ torch::ScalarType ParseDtype(const std::string& d) {
 }
 
 int Main(int argc, char** argv) {
-  auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                               {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json"}, {"help", "profile"}});
+  auto args =
+      cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                       {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json"},
+                        {"help", "profile"}});
   if (!args.ok()) {
     std::fprintf(stderr, "sd-bench: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
     return 2;
@@ -79,14 +89,16 @@ int Main(int argc, char** argv) {
   }
   const int size = std::stoi(args->GetOr("size", "512"));
   if (size <= 0 || size % 64 != 0) {
-    std::fprintf(stderr, "sd-bench: --size must be a positive multiple of 64 (SD v1.x), got %d\n", size);
+    std::fprintf(stderr, "sd-bench: --size must be a positive multiple of 64 (SD v1.x), got %d\n",
+                 size);
     return 2;
   }
   const int repeat = std::max(1, std::stoi(args->GetOr("repeat", "1")));
   const int threads = ConfigureThreads(std::stoi(args->GetOr("threads", "0")));
   const torch::Device device(args->GetOr("device", "cpu"));
   const std::vector<std::string> dtypes = absl::StrSplit(args->GetOr("dtypes", "f32,bf16"), ',');
-  const std::vector<std::string> cases = absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc"), ',');
+  const std::vector<std::string> cases =
+      absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc"), ',');
   WarnIfSlowBlas("sd-bench");
 
   std::optional<testing::TempDir> tmp;
@@ -100,7 +112,8 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "sd-bench: %s\n", s.ToString().c_str());
       return 1;
     }
-    std::fprintf(stderr, "sd-bench: generated a full-size sdgold-v1 checkpoint in %.1f s\n", Seconds(t0));
+    std::fprintf(stderr, "sd-bench: generated a full-size sdgold-v1 checkpoint in %.1f s\n",
+                 Seconds(t0));
     model_desc = "sdgold-v1 SD v1.5 (generated, f32)";
   }
   auto ckpt = Checkpoint::Open(model);
@@ -123,6 +136,7 @@ int Main(int argc, char** argv) {
   const torch::Tensor timestep = torch::tensor({500});
 
   std::vector<Result> results;
+  double unet2_flops = 0;  // counted by the profiler (--profile)
   std::map<std::string, double> load_seconds;
   for (const std::string& d : dtypes) {
     const torch::ScalarType dtype = ParseDtype(d);
@@ -131,25 +145,29 @@ int Main(int argc, char** argv) {
     UNet unet(config->unet);
     Vae vae(config->vae);
     for (auto [m, prefix] : {std::pair<torch::nn::Module*, const char*>{clip.get(), kClipPrefix},
-                             {unet.get(), kUNetPrefix}, {vae.get(), kVaePrefix}}) {
+                             {unet.get(), kUNetPrefix},
+                             {vae.get(), kVaePrefix}}) {
       if (absl::Status s = LoadWeights(*m, **ckpt, prefix, dtype, device); !s.ok()) {
         std::fprintf(stderr, "sd-bench: %s\n", s.ToString().c_str());
         return 1;
       }
     }
-    // Touch every weight once, so memory-mapped pages are resident and the timings below are compute only
-    // (the page-in cost is part of the load time reported here).
-    for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(clip.get()), static_cast<torch::nn::Module*>(unet.get()),
-                                 static_cast<torch::nn::Module*>(vae.get())}) {
+    // Touch every weight once, so memory-mapped pages are resident and the timings below are
+    // compute only (the page-in cost is part of the load time reported here).
+    for (torch::nn::Module* m :
+         {static_cast<torch::nn::Module*>(clip.get()), static_cast<torch::nn::Module*>(unet.get()),
+          static_cast<torch::nn::Module*>(vae.get())}) {
       for (const auto& p : m->parameters()) (void)p.sum().item<double>();
     }
     load_seconds[d] = Seconds(t0);
     std::fprintf(stderr, "sd-bench: %s: models loaded in %.1f s\n", d.c_str(), load_seconds[d]);
     std::map<std::string, std::function<absl::StatusOr<torch::Tensor>()>> run = {
         {"clip", [&] { return clip->Encode(tokens); }},
-        {"unet1", [&] { return unet->Predict(latents.slice(0, 0, 1), timestep, context.slice(0, 0, 1)); }},
+        {"unet1",
+         [&] { return unet->Predict(latents.slice(0, 0, 1), timestep, context.slice(0, 0, 1)); }},
         {"unet2", [&] { return unet->Predict(latents, timestep, context); }},
-        {"vae_dec", [&] { return vae->Decode(latents.slice(0, 0, 1).slice(1, 0, config->vae.embed_dim)); }},
+        {"vae_dec",
+         [&] { return vae->Decode(latents.slice(0, 0, 1).slice(1, 0, config->vae.embed_dim)); }},
         {"vae_enc", [&] { return vae->Encode(image, enc_noise); }},
     };
     for (const std::string& c : cases) {
@@ -163,7 +181,8 @@ int Main(int argc, char** argv) {
       auto first = std::chrono::steady_clock::now();
       auto out = it->second();
       if (!out.ok()) {
-        std::fprintf(stderr, "sd-bench: %s %s: %s\n", d.c_str(), c.c_str(), out.status().ToString().c_str());
+        std::fprintf(stderr, "sd-bench: %s %s: %s\n", d.c_str(), c.c_str(),
+                     out.status().ToString().c_str());
         return 1;
       }
       if (device.is_cuda()) torch::cuda::synchronize();
@@ -177,19 +196,26 @@ int Main(int argc, char** argv) {
       }
       std::sort(times.begin(), times.end());
       results.push_back({d, c, times[times.size() / 2], PeakRss()});
-      std::fprintf(stderr, "sd-bench: %s %-8s %8.3f s\n", d.c_str(), c.c_str(), results.back().seconds);
+      std::fprintf(stderr, "sd-bench: %s %-8s %8.3f s\n", d.c_str(), c.c_str(),
+                   results.back().seconds);
     }
     if (args->Has("profile")) {
       std::vector<OpTime> ops;
-      double total = 0;
+      double total = 0, flops = 0;
       {
         OpProfiler profiler;
         auto t = std::chrono::steady_clock::now();
         (void)run.at("unet2")();
         total = Seconds(t);
         ops = profiler.Results();
+        flops = profiler.Flops();
       }
-      std::printf("profile: %s UNet %dx%d batch 2, %.2f s; top operators by self time\n", d.c_str(), size, size, total);
+      unet2_flops = flops;
+      std::printf(
+          "profile: %s UNet %dx%d batch 2, %.2f s (under the profiler), %.3f TFLOP in matmuls and "
+          "convolutions;\n"
+          "  top operators by self time\n",
+          d.c_str(), size, size, total, flops / 1e12);
       std::printf("  %-40s %10s %7s %8s\n", "operator", "self s", "share", "calls");
       for (size_t i = 0; i < ops.size() && i < 15; ++i) {
         std::printf("  %-40s %10.3f %6.1f%% %8lld\n", ops[i].name.c_str(), ops[i].self_seconds,
@@ -198,6 +224,14 @@ int Main(int argc, char** argv) {
     }
   }
 
+  if (unet2_flops > 0) {
+    for (const Result& r : results) {
+      if (r.case_name == "unet2") {
+        std::printf("UNet batch 2 (one CFG step): %.3f TFLOP; %s %.2f s = %.0f GFLOP/s\n",
+                    unet2_flops / 1e12, r.dtype.c_str(), r.seconds, unet2_flops / r.seconds / 1e9);
+      }
+    }
+  }
   std::printf("sd-bench: %s, %dx%d, %s, %d threads, BLAS %s\n", model_desc.c_str(), size, size,
               device.str().c_str(), threads, LoadedBlas().Describe().c_str());
   std::printf("%-9s", "case");
@@ -227,7 +261,10 @@ int Main(int argc, char** argv) {
     j["blas"] = LoadedBlas().Describe();
     j["load_seconds"] = load_seconds;
     for (const Result& r : results) {
-      j["results"].push_back({{"dtype", r.dtype}, {"case", r.case_name}, {"seconds", r.seconds}, {"peak_rss_bytes", r.peak_rss}});
+      j["results"].push_back({{"dtype", r.dtype},
+                              {"case", r.case_name},
+                              {"seconds", r.seconds},
+                              {"peak_rss_bytes", r.peak_rss}});
     }
     std::ofstream(*path) << j.dump(2) << "\n";
   }
