@@ -1,13 +1,11 @@
 // sd-worker: the gRPC worker of the distributed runtime. See server.h and worker/README.md.
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "host_plugin/cli/args.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "worker/server.h"
 
@@ -118,15 +116,9 @@ int main(int argc, char** argv) {
       v && (!absl::SimpleAtod(*v, &o.drain_seconds) || o.drain_seconds < 0)) {
     return usage("--drain-seconds must be a non-negative number");
   }
-  if (auto f = args->Get("token-file")) {
-    std::ifstream in(*f);
-    if (!in) return usage("--token-file " + *f + ": cannot read the file");
-    std::getline(in, o.token);
-    o.token = std::string(absl::StripAsciiWhitespace(o.token));
-    if (o.token.empty()) return usage("--token-file " + *f + ": the first line is empty");
-  } else if (const char* env = std::getenv("SD_WORKER_TOKEN"); env && *env) {
-    o.token = env;
-  }
+  auto token = sd::ReadToken(args->GetOr("token-file", ""));
+  if (!token.ok()) return usage(std::string(token.status().message()));
+  o.token = *token;
   absl::Status s = sd::worker::RunWorker(o);
   if (!s.ok()) {
     std::fprintf(stderr, "sd-worker: %s\n", s.ToString().c_str());

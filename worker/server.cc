@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -581,14 +582,6 @@ class WorkerControl final : public v1::Worker::CallbackService {
   JobQueue& queue_;
 };
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot read the file"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
   try {
     torch::Device d(text);
@@ -651,11 +644,11 @@ absl::Status RunWorker(const WorkerOptions& o) {
     if (o.tls_cert.empty() || o.tls_key.empty())
       return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
     grpc::SslServerCredentialsOptions ssl;
-    SD_ASSIGN_OR_RETURN(std::string cert, ReadFile(o.tls_cert, "--tls-cert"));
-    SD_ASSIGN_OR_RETURN(std::string key, ReadFile(o.tls_key, "--tls-key"));
+    SD_ASSIGN_OR_RETURN(std::string cert, ReadWholeFile(o.tls_cert, "--tls-cert"));
+    SD_ASSIGN_OR_RETURN(std::string key, ReadWholeFile(o.tls_key, "--tls-key"));
     ssl.pem_key_cert_pairs.push_back({key, cert});
     if (!o.tls_client_ca.empty()) {
-      SD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(o.tls_client_ca, "--tls-client-ca"));
+      SD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadWholeFile(o.tls_client_ca, "--tls-client-ca"));
       ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
     }
     creds = grpc::SslServerCredentials(ssl);

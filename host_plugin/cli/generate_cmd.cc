@@ -38,6 +38,7 @@ class WorkerPool : public NodeDispatcher {
 };
 }  // namespace sd
 #endif
+#include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -373,15 +374,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     po.tls_cert = args->GetOr("tls-cert", "");
     po.tls_key = args->GetOr("tls-key", "");
     po.tls_server_name = args->GetOr("tls-server-name", "");
-    if (auto f = args->Get("token-file")) {
-      std::ifstream in(*f);
-      if (!in || !std::getline(in, po.token) || po.token.empty())
-        return usage("--token-file " + *f + ": cannot read a token from its first line");
-      while (!po.token.empty() && std::isspace(static_cast<unsigned char>(po.token.back())))
-        po.token.pop_back();
-    } else if (const char* env = std::getenv("SD_WORKER_TOKEN"); env && *env) {
-      po.token = env;
-    }
+    auto token = ReadToken(args->GetOr("token-file", ""));
+    if (!token.ok()) return usage(std::string(token.status().message()));
+    po.token = *token;
     if (auto w = args->Get("wire-dtype")) {
       auto d = ParseWireDType(*w);
       if (!d.ok()) return usage(std::string(d.status().message()));

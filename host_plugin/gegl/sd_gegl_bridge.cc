@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/stock_graphs.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/checkpoint.h"
@@ -93,7 +94,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
       SD_ASSIGN_OR_RETURN(auto targets, WorkerPool::ParseTargets(workers));
       WorkerPoolOptions po;
       po.targets = targets;
-      if (const char* token = std::getenv("SD_WORKER_TOKEN"); token && *token) po.token = token;
+      SD_ASSIGN_OR_RETURN(po.token, ReadToken(""));  // $SD_WORKER_TOKEN
       SD_ASSIGN_OR_RETURN(auto created, WorkerPool::Create(po));
       p = std::move(created);
     }

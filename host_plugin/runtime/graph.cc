@@ -5,16 +5,15 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <fstream>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
 #include "nodes/weights/safetensors.h"
@@ -509,11 +508,8 @@ absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string
 }
 
 absl::StatusOr<Graph> Graph::Load(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return absl::NotFoundError(absl::StrCat("graph ", path, ": cannot read the file"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return FromText(ss.str(), path);
+  SD_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "graph"));
+  return FromText(text, path);
 }
 
 const v1::GraphInput* Graph::Input(const std::string& name) const {

@@ -7,17 +7,16 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
 #include "proto/inference/grpc_service.grpc.pb.h"
@@ -39,14 +38,6 @@ bool Transport(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::DEADLINE_EXCEEDED ||
          c == grpc::StatusCode::ABORTED || c == grpc::StatusCode::CANCELLED ||
          c == grpc::StatusCode::UNKNOWN;
-}
-
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot read the file"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 std::chrono::system_clock::time_point DeadlineIn(double seconds) {
@@ -207,12 +198,12 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!o.tls_ca.empty()) {
     grpc::SslCredentialsOptions ssl;
-    SD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_ca, "--tls-ca"));
+    SD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadWholeFile(o.tls_ca, "--tls-ca"));
     if (!o.tls_cert.empty() || !o.tls_key.empty()) {
       if (o.tls_cert.empty() || o.tls_key.empty())
         return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
-      SD_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(o.tls_cert, "--tls-cert"));
-      SD_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(o.tls_key, "--tls-key"));
+      SD_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadWholeFile(o.tls_cert, "--tls-cert"));
+      SD_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadWholeFile(o.tls_key, "--tls-key"));
     }
     creds = grpc::SslCredentials(ssl);
   } else if (!o.tls_cert.empty() || !o.tls_key.empty()) {

@@ -1,0 +1,20 @@
+// Small file reads shared by the hosts and the worker.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace sd {
+
+// The whole file as bytes; NOT_FOUND "<what> <path>: cannot read the file" when it cannot be
+// opened.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what);
+
+// A bearer token: the first line of `path` without surrounding whitespace (INVALID_ARGUMENT when
+// empty); with no path, $SD_WORKER_TOKEN ("" when unset). Workers and clients read tokens the same
+// way.
+absl::StatusOr<std::string> ReadToken(const std::string& path);
+
+}  // namespace sd
