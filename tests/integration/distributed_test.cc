@@ -261,10 +261,12 @@ TEST_F(DistributedTest, WorkerKilledMidLoopCostsARetryNotTheImage) {
 
 TEST_F(DistributedTest, RestartedWorkerRejoinsARunningPool) {
   // One long run; the only worker besides `y` is killed and restarted while the run goes on: the
-  // pool's health watch must bring it back, and it must serve calls again before the run ends.
+  // pool's health watch must bring it back, and it must serve calls again before the run ends. Restarting
+  // and rejoining take a few seconds; 600 steps at 512x512 last about 18 s with fast BLAS kernels (150
+  // steps, under 5 s, proved too short on the CI machine).
   FreshPair p(Models(*dir_));
   ASSERT_TRUE(p.ok);
-  Background client(Gen("txt2img", "--seed 40 --width 512 --height 512", p.run.File("out.png"), p.targets(), 150));
+  Background client(Gen("txt2img", "--seed 40 --width 512 --height 512", p.run.File("out.png"), p.targets(), 600));
   while (p.x.Events("infer").size() < 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   p.x.Kill(SIGKILL);
   const bool restarted = p.x.Restart();
