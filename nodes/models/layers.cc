@@ -3,6 +3,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "nodes/kernels/attention_cpu.h"
 
 namespace sd::nn {
 
@@ -52,8 +57,43 @@ torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::e
 // Score elements per block (4 MB in f32: 256 queries of a 64x64 latent): blocks of this size stay in a core's cache.
 constexpr int64_t kScoreBlockElements = int64_t{1} << 20;
 
+namespace {
+
+// SD_FUSED_ATTENTION=0 turns the fused kernel off (for comparisons; the result differs by rounding only).
+bool FusedAttentionWanted() {
+  static const bool wanted = [] {
+    const char* env = std::getenv("SD_FUSED_ATTENTION");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return wanted && kernels::FusedAttentionAvailable();
+}
+
+torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads) {
+  const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
+  const torch::Tensor qf = q.to(torch::kFloat32).contiguous();
+  const torch::Tensor vf = v.to(torch::kFloat32).contiguous();
+  // Keys packed per head in blocks of 32 keys, [B, H, Tk/32, D, 32], zero-padded: one step of the kernel's
+  // score loop reads one contiguous block.
+  constexpr int64_t kb = kernels::kAttentionKeyBlock;
+  const int64_t blocks_k = (tk + kb - 1) / kb;
+  torch::Tensor kf = k.to(torch::kFloat32);
+  if (blocks_k * kb != tk) kf = torch::constant_pad_nd(kf, {0, 0, 0, blocks_k * kb - tk});
+  const torch::Tensor kt = kf.view({b, blocks_k, kb, heads, d}).permute({0, 3, 1, 4, 2}).contiguous();
+  torch::Tensor out = torch::empty({b, tq, width}, qf.options());
+  kernels::MultiHeadAttention({qf.data_ptr<float>(), kt.data_ptr<float>(), vf.data_ptr<float>(), out.data_ptr<float>(),
+                               b, heads, tq, tk, d,
+                               static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)))});  // the reference's d^-0.5
+  return out.to(q.scalar_type());
+}
+
+}  // namespace
+
 torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
                         bool causal) {
+  if (!causal && q.device().is_cpu() && q.size(2) / heads <= kernels::kFusedAttentionMaxHeadDim &&
+      FusedAttentionWanted()) {
+    return FusedAttention(q, k, v, heads);
+  }
   const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
   auto split = [&](const torch::Tensor& x, int64_t t) {
     return x.view({b, t, heads, d}).transpose(1, 2);  // [B, H, T, D]

@@ -4,7 +4,9 @@
 // table; --json writes the numbers for comparisons across runs.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -12,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "host_plugin/cli/args.h"
 #include "nodes/base/runtime_info.h"
@@ -21,7 +24,10 @@
 #include "nodes/models/vae.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
+#include "nodes/kernels/attention_cpu.h"
 #include "tests/bench/op_profile.h"
+#include "tests/bench/peak_rate.h"
+#include "tests/golden/golden_util.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -30,7 +36,7 @@ namespace {
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
     "clip,unet1,unet2,vae_dec,vae_enc]\n"
-    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile]\n"
+    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] [--golden DIR]\n"
     "\n"
     "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG "
     "step), and\n"
@@ -38,7 +44,12 @@ constexpr char kHelp[] =
     "peak resident\n"
     "memory of each. Without --model it generates a full-size SD v1.5 checkpoint of sdgold-v1 test "
     "weights in\n"
-    "$TMPDIR (4.3 GB, removed afterwards).\n"
+    "$TMPDIR (4.3 GB, removed afterwards), and then also reports each dtype's error against the fp32 "
+    "reference\n"
+    "goldens (max-abs and relative, CLIP, UNet at three timesteps and a non-square latent, VAE decoder).\n"
+    "It counts the FLOPs of one UNet evaluation at batch 2 (one CFG step) and reports GFLOP/s, next to "
+    "this CPU's\n"
+    "measured fp32 FMA and bf16 dot-product peaks.\n"
     "\n"
     "  --model CKPT    .safetensors or .ckpt to load (SD v1.x)\n"
     "  --size S        image side in pixels, a multiple of 64 (default 512)\n"
@@ -54,12 +65,19 @@ constexpr char kHelp[] =
     "operator\n"
     "                  profiler and print the top operators by self time, the FLOPs of one CFG "
     "step and the\n"
-    "                  GFLOP/s of the timed batch-2 runs\n";
+    "                  GFLOP/s of the timed batch-2 runs\n"
+    "  --golden DIR    the golden vectors (default: shared/golden of the checkout; SDGRAPH_SHARED_DIR/golden "
+    "overrides)\n";
 
 struct Result {
   std::string dtype, case_name;
   double seconds = 0;
   uint64_t peak_rss = 0;
+};
+
+struct Accuracy {
+  std::string dtype, what;
+  double max_abs = 0, rel = 0;
 };
 
 double Seconds(std::chrono::steady_clock::time_point t0) {
@@ -77,7 +95,7 @@ torch::ScalarType ParseDtype(const std::string& d) {
 int Main(int argc, char** argv) {
   auto args =
       cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                       {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json"},
+                       {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json", "golden"},
                         {"help", "profile"}});
   if (!args.ok()) {
     std::fprintf(stderr, "sd-bench: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
@@ -135,8 +153,19 @@ int Main(int argc, char** argv) {
   const torch::Tensor enc_noise = torch::randn({1, config->vae.embed_dim, lat, lat});
   const torch::Tensor timestep = torch::tensor({500});
 
+  std::string golden_dir;
+  if (!args->Has("model")) {
+    golden_dir = args->GetOr("golden", testing::GoldenDir());
+    if (!std::filesystem::exists(golden_dir + "/unet.safetensors")) {
+      std::fprintf(stderr, "sd-bench: no golden vectors in %s: the accuracy table is left out\n", golden_dir.c_str());
+      golden_dir.clear();
+    } else {
+      setenv("SDGRAPH_SHARED_DIR", std::filesystem::path(golden_dir).parent_path().c_str(), 1);
+    }
+  }
   std::vector<Result> results;
-  double unet2_flops = 0;  // counted by the profiler (--profile)
+  std::vector<Accuracy> accuracy;
+  double unet2_flops = 0;  // counted once, under the operator profiler
   std::map<std::string, double> load_seconds;
   for (const std::string& d : dtypes) {
     const torch::ScalarType dtype = ParseDtype(d);
@@ -199,37 +228,100 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "sd-bench: %s %-8s %8.3f s\n", d.c_str(), c.c_str(),
                    results.back().seconds);
     }
-    if (args->Has("profile")) {
+    if (!golden_dir.empty()) {
+      // The reference's own inputs through this dtype's networks, against its fp32 outputs.
+      auto report = [&](const std::string& what, const absl::StatusOr<torch::Tensor>& got, const torch::Tensor& want) {
+        if (!got.ok()) {
+          std::fprintf(stderr, "sd-bench: %s %s: %s\n", d.c_str(), what.c_str(), got.status().ToString().c_str());
+          std::exit(1);
+        }
+        const testing::ErrorStats e = testing::Compare(got->to(torch::kCPU), want);
+        accuracy.push_back({d, what, e.max_abs, e.rel});
+      };
+      auto clip_g = testing::ReadGolden("clip.safetensors");
+      report("clip context", clip->Encode(clip_g["tokens"].to(device)), clip_g["context"]);
+      auto unet_g = testing::ReadGolden("unet.safetensors");
+      const torch::Tensor ts = unet_g["timesteps"];
+      std::vector<std::pair<std::string, int64_t>> unet_cases;
+      for (int64_t i = 0; i < ts.size(0); ++i) {
+        unet_cases.emplace_back("t" + std::to_string(ts[i].item<int64_t>()), ts[i].item<int64_t>());
+      }
+      unet_cases.emplace_back("rect", unet_g["rect.timestep"].item<int64_t>());
+      for (const auto& [p, t] : unet_cases) {
+        report("unet eps " + p,
+               unet->Predict(unet_g[p + ".latent"].to(device), torch::tensor({t}), unet_g[p + ".context"].to(device)),
+               unet_g[p + ".eps"]);
+      }
+      auto vae_g = testing::ReadGolden("vae.safetensors");
+      report("vae decoder image", vae->Decode(vae_g["decoder.latent"].to(device)), vae_g["decoder.image"]);
+    }
+    const bool count_flops = unet2_flops == 0 && std::count(cases.begin(), cases.end(), "unet2") > 0;
+    if (args->Has("profile") || count_flops) {
       std::vector<OpTime> ops;
       double total = 0, flops = 0;
       {
+        const uint64_t fused_before = kernels::FusedAttentionFlops();
         OpProfiler profiler;
         auto t = std::chrono::steady_clock::now();
         (void)run.at("unet2")();
+        if (device.is_cuda()) torch::cuda::synchronize();
         total = Seconds(t);
         ops = profiler.Results();
-        flops = profiler.Flops();
+        // Our fused attention kernel is not an ATen operator: it counts its own FLOPs.
+        flops = profiler.Flops() + static_cast<double>(kernels::FusedAttentionFlops() - fused_before);
       }
       unet2_flops = flops;
+      if (!args->Has("profile")) continue;
       std::printf(
           "profile: %s UNet %dx%d batch 2, %.2f s (under the profiler), %.3f TFLOP in matmuls and "
           "convolutions;\n"
           "  top operators by self time\n",
           d.c_str(), size, size, total, flops / 1e12);
       std::printf("  %-40s %10s %7s %8s\n", "operator", "self s", "share", "calls");
+      double in_ops = 0;
+      for (const OpTime& op : ops) in_ops += op.self_seconds;
       for (size_t i = 0; i < ops.size() && i < 15; ++i) {
         std::printf("  %-40s %10.3f %6.1f%% %8lld\n", ops[i].name.c_str(), ops[i].self_seconds,
                     100.0 * ops[i].self_seconds / total, static_cast<long long>(ops[i].calls));
       }
+      std::printf("  %-40s %10.3f %6.1f%%\n", "outside ATen ops (sd fused attention)", total - in_ops,
+                  100.0 * (total - in_ops) / total);
     }
   }
 
+  const PeakRates peak = device.is_cpu() ? MeasurePeakRates(threads) : PeakRates{};
+  if (peak.fp32_gflops > 0) {
+    std::printf("CPU peak, measured on %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot product %s\n", threads,
+                peak.fp32_gflops,
+                peak.bf16_gflops > 0 ? absl::StrFormat("%.0f GFLOP/s", peak.bf16_gflops).c_str() : "not available");
+  }
   if (unet2_flops > 0) {
     for (const Result& r : results) {
-      if (r.case_name == "unet2") {
-        std::printf("UNet batch 2 (one CFG step): %.3f TFLOP; %s %.2f s = %.0f GFLOP/s\n",
-                    unet2_flops / 1e12, r.dtype.c_str(), r.seconds, unet2_flops / r.seconds / 1e9);
+      if (r.case_name != "unet2") continue;
+      const double rate = unet2_flops / r.seconds / 1e9;
+      const double ceiling = r.dtype == "bf16" ? peak.bf16_gflops : r.dtype == "f32" ? peak.fp32_gflops : 0;
+      std::printf("UNet batch 2 (one CFG step): %.3f TFLOP; %s %.2f s = %.0f GFLOP/s", unet2_flops / 1e12,
+                  r.dtype.c_str(), r.seconds, rate);
+      if (ceiling > 0) {
+        std::printf(" (%.0f%% of the %s peak; floor %.2f s)", 100 * rate / ceiling, r.dtype.c_str(),
+                    unet2_flops / ceiling / 1e9);
       }
+      std::printf("\n");
+    }
+  }
+  if (!accuracy.empty()) {
+    std::printf("error against the fp32 reference goldens (sdgold-v1 weights; the fp32 bound is 1e-4 max-abs)\n");
+    std::printf("  %-22s", "stage");
+    for (const auto& d : dtypes) std::printf(" %12s %12s", (d + " max-abs").c_str(), (d + " rel").c_str());
+    std::printf("\n");
+    for (size_t i = 0; i < accuracy.size() && accuracy[i].dtype == accuracy[0].dtype; ++i) {
+      std::printf("  %-22s", accuracy[i].what.c_str());
+      for (const auto& d : dtypes) {
+        for (const Accuracy& a : accuracy) {
+          if (a.dtype == d && a.what == accuracy[i].what) std::printf(" %12.3e %12.3e", a.max_abs, a.rel);
+        }
+      }
+      std::printf("\n");
     }
   }
   std::printf("sd-bench: %s, %dx%d, %s, %d threads, BLAS %s\n", model_desc.c_str(), size, size,
@@ -260,6 +352,11 @@ int Main(int argc, char** argv) {
     j["threads"] = threads;
     j["blas"] = LoadedBlas().Describe();
     j["load_seconds"] = load_seconds;
+    if (unet2_flops > 0) j["unet2_flops"] = unet2_flops;
+    if (peak.fp32_gflops > 0) j["peak_gflops"] = {{"fp32_fma", peak.fp32_gflops}, {"bf16_dot", peak.bf16_gflops}};
+    for (const Accuracy& a : accuracy) {
+      j["accuracy"].push_back({{"dtype", a.dtype}, {"stage", a.what}, {"max_abs", a.max_abs}, {"rel", a.rel}});
+    }
     for (const Result& r : results) {
       j["results"].push_back({{"dtype", r.dtype},
                               {"case", r.case_name},
