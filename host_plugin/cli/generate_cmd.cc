@@ -593,6 +593,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   auto render = [&](int b) -> absl::Status {
     std::map<std::string, Value> job_inputs = inputs;
     RunOptions job_options = options;
+    // In-process jobs run one after another: the last one frees each network once it is done with it.
+    job_options.release_models = !remote_model && b == jobs - 1;
     std::string path = NumberedOutput(out, b, static_cast<int>(batch));
     if (farm) {
       const int64_t frame = frames[b];

@@ -16,6 +16,7 @@
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
+#include "nodes/ops/model_cache.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/torch_tensors.h"
 
@@ -715,6 +716,14 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       SD_RETURN_IF_ERROR(finish(*wave[i], std::move(*outs[i]), step, steps));
     return absl::OkStatus();
   };
+  // RunOptions::release_models: closes the kernels of nodes that will not run again in this run and
+  // drops the networks nothing holds any more.
+  auto release = [&](const std::vector<const PlannedNode*>& done) {
+    if (!options.release_models) return;
+    bool closed = false;
+    for (const PlannedNode* p : done) closed = kernels.erase(p->node->name()) > 0 || closed;
+    if (closed && ctx.models) ctx.models->DropUnreferenced();
+  };
   auto run_levels = [&](const std::vector<const PlannedNode*>& nodes, const Lookup& lookup,
                         int step, int steps) -> absl::Status {
     for (size_t i = 0; i < nodes.size();) {
@@ -722,6 +731,7 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       std::vector<const PlannedNode*> wave;
       while (j < nodes.size() && nodes[j]->level == nodes[i]->level) wave.push_back(nodes[j++]);
       SD_RETURN_IF_ERROR(run_wave(wave, lookup, step, steps));
+      if (step == 0) release(wave);  // top-level nodes run once
       i = j;
     }
     return absl::OkStatus();
@@ -777,6 +787,7 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
       for (const v1::Carry& c : pl.loop->carry()) carries[c.name()] = values[c.next()];
     }
     for (auto& [name, v] : carries) values[pl.loop->name() + "." + name] = std::move(v);
+    release(body);
   }
   SD_RETURN_IF_ERROR(flush());
   std::map<std::string, Value> result;

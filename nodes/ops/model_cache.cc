@@ -1,5 +1,6 @@
 #include "nodes/ops/model_cache.h"
 
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
@@ -73,6 +74,32 @@ void ModelCache::EvictLocked(const Key& keep) {
       for (auto it = by_path_.begin(); it != by_path_.end();) it = it->second->hash == hash ? by_path_.erase(it) : std::next(it);
     }
   }
+}
+
+uint64_t ModelCache::DropUnreferenced() {
+  uint64_t dropped = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = models_.begin(); it != models_.end();) {
+      if (it->second.module.use_count() > 1) {
+        ++it;
+        continue;
+      }
+      // Weights used in place (an f32 file at f32) are pages of the mapping, which outlives the network
+      // while other networks of the checkpoint remain: hand those pages back too.
+      for (const auto& [path, entry] : by_path_) {
+        if (entry->hash != std::get<0>(it->first)) continue;
+        for (const torch::Tensor& t : it->second.module->parameters()) {
+          if (t.device().is_cpu()) entry->checkpoint->file()->DropPages(t.data_ptr(), t.numel() * t.element_size());
+        }
+        break;
+      }
+      dropped += it->second.bytes;
+      it = models_.erase(it);
+    }
+  }
+  if (dropped > 0) ::malloc_trim(0);  // large freed blocks of the heap go back to the system, not to a free list
+  return dropped;
 }
 
 void ModelCache::SetBudget(uint64_t bytes) {

@@ -36,6 +36,10 @@ class ModelCache {
   // used others are dropped (calls still holding one keep it alive until they finish); a checkpoint with no
   // networks left is closed.
   void SetBudget(uint64_t bytes);
+  // Drops every built network that nothing outside the cache holds any more (a run that is done with it
+  // closed its kernels), gives the resident pages of weights used in place from the checkpoint back to the
+  // file, and returns freed heap memory to the system. Returns the bytes of the networks dropped.
+  uint64_t DropUnreferenced();
   struct Stats {
     size_t networks = 0;     // built networks held
     size_t checkpoints = 0;  // open checkpoint files

@@ -14,6 +14,11 @@
 #include <optional>
 #include <thread>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "host_plugin/cli/args.h"
@@ -35,7 +40,7 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
-    "clip,unet1,unet2,vae_dec,vae_enc]\n"
+    "clip,unet1,unet2,vae_dec,vae_enc,txt2img]\n"
     "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] [--golden DIR]\n"
     "\n"
     "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG "
@@ -50,6 +55,11 @@ constexpr char kHelp[] =
     "It counts the FLOPs of one UNet evaluation at batch 2 (one CFG step) and reports GFLOP/s, next to "
     "this CPU's\n"
     "measured fp32 FMA and bf16 dot-product peaks.\n"
+    "The txt2img case runs `sd-graph txt2img` (2 steps, SIZE x SIZE) in a child process on an fp16 copy of "
+    "the checkpoint\n"
+    "(what most downloads are) in each dtype and reports its peak resident memory against the bytes of "
+    "the weights\n"
+    "in that dtype.\n"
     "\n"
     "  --model CKPT    .safetensors or .ckpt to load (SD v1.x)\n"
     "  --size S        image side in pixels, a multiple of 64 (default 512)\n"
@@ -79,6 +89,39 @@ struct Accuracy {
   std::string dtype, what;
   double max_abs = 0, rel = 0;
 };
+
+struct Txt2ImgMemory {
+  std::string dtype;
+  double seconds = 0;
+  uint64_t peak_rss = 0;
+  double weight_bytes = 0;
+};
+
+// sd-graph: the one built with this benchmark, else the one next to it (installed).
+std::string SdGraphPath(const char* argv0) {
+  if (std::filesystem::exists(SD_BENCH_SD_GRAPH)) return SD_BENCH_SD_GRAPH;
+  return (std::filesystem::path(argv0).parent_path() / "sd-graph").string();
+}
+
+// Runs `command` and returns the peak resident memory of the child (its own, as the kernel counts it).
+absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command) {
+  std::vector<char*> argv;
+  for (const std::string& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  if (::wait4(pid, &status, 0, &usage) != pid) return absl::InternalError("wait4 failed");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat(command[0], " failed (status ", status, ")"));
+  }
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+}
 
 double Seconds(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -115,8 +158,10 @@ int Main(int argc, char** argv) {
   const int threads = ConfigureThreads(std::stoi(args->GetOr("threads", "0")));
   const torch::Device device(args->GetOr("device", "cpu"));
   const std::vector<std::string> dtypes = absl::StrSplit(args->GetOr("dtypes", "f32,bf16"), ',');
-  const std::vector<std::string> cases =
-      absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc"), ',');
+  std::vector<std::string> cases =
+      absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc,txt2img"), ',');
+  const bool run_txt2img = std::count(cases.begin(), cases.end(), "txt2img") > 0;
+  cases.erase(std::remove(cases.begin(), cases.end(), "txt2img"), cases.end());
   WarnIfSlowBlas("sd-bench");
 
   std::optional<testing::TempDir> tmp;
@@ -165,6 +210,7 @@ int Main(int argc, char** argv) {
   }
   std::vector<Result> results;
   std::vector<Accuracy> accuracy;
+  int64_t parameter_count = 0;  // of the three networks
   double unet2_flops = 0;  // counted once, under the operator profiler
   std::map<std::string, double> load_seconds;
   for (const std::string& d : dtypes) {
@@ -189,6 +235,12 @@ int Main(int argc, char** argv) {
       for (const auto& p : m->parameters()) (void)p.sum().item<double>();
     }
     load_seconds[d] = Seconds(t0);
+    parameter_count = 0;
+    for (torch::nn::Module* m :
+         {static_cast<torch::nn::Module*>(clip.get()), static_cast<torch::nn::Module*>(unet.get()),
+          static_cast<torch::nn::Module*>(vae.get())}) {
+      for (const auto& p : m->parameters()) parameter_count += p.numel();
+    }
     std::fprintf(stderr, "sd-bench: %s: models loaded in %.1f s\n", d.c_str(), load_seconds[d]);
     std::map<std::string, std::function<absl::StatusOr<torch::Tensor>()>> run = {
         {"clip", [&] { return clip->Encode(tokens); }},
@@ -289,6 +341,41 @@ int Main(int argc, char** argv) {
     }
   }
 
+  std::vector<Txt2ImgMemory> txt2img;
+  if (run_txt2img) {
+    // sd-graph in a child process, so its peak is its own; on an fp16 copy, as most downloads are.
+    std::string fp16_model = model;
+    testing::TempDir out_dir;
+    if (!tmp) {
+      std::fprintf(stderr, "sd-bench: txt2img runs on the --model file as it is (fp16 or not)\n");
+    } else {
+      fp16_model = out_dir.File("sdgold-v1-sd15-fp16.safetensors");
+      TestCheckpointOptions o;
+      o.dtype = DType::kF16;
+      if (absl::Status st = WriteTestCheckpoint(fp16_model, o); !st.ok()) {
+        std::fprintf(stderr, "sd-bench: %s\n", st.ToString().c_str());
+        return 1;
+      }
+    }
+    for (const std::string& d : dtypes) {
+      const torch::ScalarType dtype = ParseDtype(d);
+      const std::vector<std::string> command = {SdGraphPath(argv[0]), "txt2img", "--model", fp16_model, "--dtype", d,
+                                                "--steps", "2", "--width", std::to_string(size), "--height",
+                                                std::to_string(size), "--prompt", "a lighthouse at dusk",
+                                                "--threads", std::to_string(threads), "-o",
+                                                out_dir.File("txt2img-" + d + ".png")};
+      auto t0 = std::chrono::steady_clock::now();
+      auto peak_rss = RunChild(command);
+      if (!peak_rss.ok()) {
+        std::fprintf(stderr, "sd-bench: txt2img %s: %s\n", d.c_str(), peak_rss.status().ToString().c_str());
+        return 1;
+      }
+      const double weight_bytes = static_cast<double>(parameter_count) * torch::elementSize(dtype);
+      txt2img.push_back({d, Seconds(t0), *peak_rss, weight_bytes});
+      std::fprintf(stderr, "sd-bench: %s txt2img peak RSS %.2f GB (%.2fx the weights)\n", d.c_str(), *peak_rss / 1e9,
+                   *peak_rss / weight_bytes);
+    }
+  }
   const PeakRates peak = device.is_cpu() ? MeasurePeakRates(threads) : PeakRates{};
   if (peak.fp32_gflops > 0) {
     std::printf("CPU peak, measured on %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot product %s\n", threads,
@@ -324,6 +411,15 @@ int Main(int argc, char** argv) {
       std::printf("\n");
     }
   }
+  if (!txt2img.empty()) {
+    std::printf("sd-graph txt2img, %dx%d, 2 steps, fp16 checkpoint: peak resident memory against the weights\n", size,
+                size);
+    std::printf("  %-6s %10s %14s %14s %8s\n", "dtype", "seconds", "peak RSS", "weights", "ratio");
+    for (const Txt2ImgMemory& m : txt2img) {
+      std::printf("  %-6s %10.1f %11.2f GB %11.2f GB %7.2fx\n", m.dtype.c_str(), m.seconds, m.peak_rss / 1e9,
+                  m.weight_bytes / 1e9, m.peak_rss / m.weight_bytes);
+    }
+  }
   std::printf("sd-bench: %s, %dx%d, %s, %d threads, BLAS %s\n", model_desc.c_str(), size, size,
               device.str().c_str(), threads, LoadedBlas().Describe().c_str());
   std::printf("%-9s", "case");
@@ -354,6 +450,12 @@ int Main(int argc, char** argv) {
     j["load_seconds"] = load_seconds;
     if (unet2_flops > 0) j["unet2_flops"] = unet2_flops;
     if (peak.fp32_gflops > 0) j["peak_gflops"] = {{"fp32_fma", peak.fp32_gflops}, {"bf16_dot", peak.bf16_gflops}};
+    for (const Txt2ImgMemory& m : txt2img) {
+      j["txt2img"].push_back({{"dtype", m.dtype},
+                              {"seconds", m.seconds},
+                              {"peak_rss_bytes", m.peak_rss},
+                              {"weight_bytes", m.weight_bytes}});
+    }
     for (const Accuracy& a : accuracy) {
       j["accuracy"].push_back({{"dtype", a.dtype}, {"stage", a.what}, {"max_abs", a.max_abs}, {"rel", a.rel}});
     }

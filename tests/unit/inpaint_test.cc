@@ -111,3 +111,44 @@ TEST_F(InpaintTest, NineChannelGraphRunsOnANineChannelCheckpoint) {
 
 }  // namespace
 }  // namespace sd
+
+namespace sd {
+namespace {
+
+// RunOptions::release_models (the command line's one-shot runs): each network is dropped once the run is
+// done with it — CLIP after the prompt is encoded, the UNet after the denoising loop — and the image is the
+// same as with every network kept.
+TEST_F(InpaintTest, ReleaseModelsDropsEachNetworkAfterItsLastUse) {
+  auto g = Graph::Load(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt");
+  ASSERT_TRUE(g.ok()) << g.status();
+  const std::map<std::string, Value> inputs = {{"prompt", std::string("a lake")},
+                                               {"steps", int64_t{3}},
+                                               {"seed", int64_t{5}},
+                                               {"width", int64_t{64}},
+                                               {"height", int64_t{64}}};
+  auto run = [&](bool release, size_t* most_in_loop, size_t* at_end) {
+    RunContext ctx = Context(4);
+    RunOptions options;
+    options.release_models = release;
+    *most_in_loop = 0;
+    options.on_progress = [&](const Progress& p) {
+      if (p.step >= 1) *most_in_loop = std::max(*most_in_loop, ctx.models->GetStats().networks);
+    };
+    auto out = g->Run(inputs, ctx, options);
+    *at_end = ctx.models->GetStats().networks;
+    return out;
+  };
+  size_t kept_in_loop = 0, kept_at_end = 0, released_in_loop = 0, released_at_end = 0;
+  auto kept = run(false, &kept_in_loop, &kept_at_end);
+  auto released = run(true, &released_in_loop, &released_at_end);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(kept_in_loop, 3u);    // CLIP, UNet, VAE
+  EXPECT_EQ(kept_at_end, 3u);
+  EXPECT_EQ(released_in_loop, 2u);  // CLIP is gone once the prompts are encoded
+  EXPECT_EQ(released_at_end, 0u);
+  EXPECT_TRUE(torch::equal(std::get<torch::Tensor>(kept->at("image")), std::get<torch::Tensor>(released->at("image"))));
+}
+
+}  // namespace
+}  // namespace sd
