@@ -2,14 +2,65 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "nodes/kernels/attention_cpu.h"
+#include "nodes/kernels/cpu_rates.h"
 
 namespace sd::nn {
+
+namespace {
+
+std::atomic<int> g_bf16_mode{-1};  // a CpuBf16Compute set explicitly, or -1
+
+CpuBf16Compute Resolve(CpuBf16Compute mode) {
+  if (mode != CpuBf16Compute::kAuto) return mode;
+  static const CpuBf16Compute automatic = [] {
+    if (kernels::CpuHasAmxBf16()) return CpuBf16Compute::kNative;
+    // One thread, ~2 ms per measurement: enough to compare issue rates.
+    const kernels::PeakRates r = kernels::MeasurePeakRates(1, 400000);
+    return r.bf16_gflops >= 1.3 * r.fp32_gflops ? CpuBf16Compute::kNative : CpuBf16Compute::kF32;
+  }();
+  return automatic;
+}
+
+// A per-thread fp32 buffer the weights of one layer are widened into (kF32 mode): no allocation per call.
+torch::Tensor WidenedWeight(const torch::Tensor& w) {
+  thread_local torch::Tensor buffer;
+  if (!buffer.defined() || buffer.numel() < w.numel()) buffer = torch::empty({w.numel()}, torch::kFloat32);
+  return buffer.narrow(0, 0, w.numel()).view(w.sizes()).copy_(w);
+}
+
+torch::Tensor AsActivation(const torch::Tensor& t, torch::ScalarType dtype) {
+  return !t.defined() || t.scalar_type() == dtype ? t : t.to(dtype);
+}
+
+}  // namespace
+
+void SetCpuBf16Compute(CpuBf16Compute mode) { g_bf16_mode = static_cast<int>(mode); }
+
+CpuBf16Compute ResolvedCpuBf16Compute() {
+  int set = g_bf16_mode.load();
+  if (set < 0) {
+    const char* env = std::getenv("SD_CPU_BF16");
+    const std::string v = env ? env : "";
+    set = static_cast<int>(v == "native" ? CpuBf16Compute::kNative
+                           : v == "f32"  ? CpuBf16Compute::kF32
+                                         : CpuBf16Compute::kAuto);
+  }
+  return Resolve(static_cast<CpuBf16Compute>(set));
+}
+
+torch::ScalarType ActivationDtype(torch::ScalarType weight_dtype, const torch::Device& device) {
+  if (weight_dtype == torch::kBFloat16 && device.is_cpu() && ResolvedCpuBf16Compute() == CpuBf16Compute::kF32) {
+    return torch::kFloat32;
+  }
+  return weight_dtype;
+}
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
     : stride_(stride), padding_(padding < 0 ? kernel / 2 : padding) {
@@ -18,6 +69,9 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, 
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() != weight.scalar_type()) {  // bf16 weights, fp32 arithmetic
+    return torch::conv2d(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()), stride_, padding_);
+  }
   return torch::conv2d(x, weight, bias, stride_, padding_);
 }
 
@@ -26,7 +80,12 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::empty({out}), false);
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() != weight.scalar_type()) {  // bf16 weights, fp32 arithmetic
+    return torch::linear(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()));
+  }
+  return torch::linear(x, weight, bias);
+}
 
 GroupNormImpl::GroupNormImpl(int64_t channels, double eps, int64_t groups) : groups_(groups), eps_(eps) {
   weight = register_parameter("weight", torch::empty({channels}), false);
@@ -52,7 +111,9 @@ EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t width) {
   weight = register_parameter("weight", torch::empty({count, width}), false);
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return AsActivation(torch::embedding(weight, ids), ActivationDtype(weight.scalar_type(), weight.device()));
+}
 
 // Score elements per block (4 MB in f32: 256 queries of a 64x64 latent): blocks of this size stay in a core's cache.
 constexpr int64_t kScoreBlockElements = int64_t{1} << 20;

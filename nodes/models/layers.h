@@ -8,7 +8,24 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <c10/core/Device.h>
+
 namespace sd::nn {
+
+// How bf16 weights compute on a CPU. kNative: bf16 convolutions and matmuls through oneDNN (fast with AMX,
+// where the CPU has bf16 tiles). kF32: the weights stay bf16 in memory and each layer widens its weights to
+// fp32 as it runs, so the arithmetic is fp32's — faster where the CPU's bf16 dot product issues at a lower
+// rate than its fp32 FMA (measured: half the rate on this project's AVX-512 BF16 CPUs without AMX), and more
+// exact. kAuto (the default) picks kNative with AMX-BF16, else measures the two rates once (a few ms) and
+// picks kNative only when bf16 is at least 1.3x faster. SD_CPU_BF16=native|f32|auto overrides the default.
+enum class CpuBf16Compute { kAuto, kNative, kF32 };
+void SetCpuBf16Compute(CpuBf16Compute mode);
+// What kAuto (or SD_CPU_BF16) resolves to on this machine: kNative or kF32.
+CpuBf16Compute ResolvedCpuBf16Compute();
+
+// The dtype a network's activations take when its weights are `weight_dtype` on `device`: the weights'
+// own, except bf16 on a CPU in CpuBf16Compute::kF32, which computes in fp32.
+torch::ScalarType ActivationDtype(torch::ScalarType weight_dtype, const torch::Device& device);
 
 // Marks modules whose parameters stay fp32 when the model is loaded in bf16/fp16.
 class Fp32Params {

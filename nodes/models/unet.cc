@@ -204,7 +204,7 @@ UNetImpl::UNetImpl(const UNetConfig& c)
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& context) {
-  const auto dtype = time_embed_0_->weight.scalar_type();
+  const auto dtype = nn::ActivationDtype(time_embed_0_->weight.scalar_type(), time_embed_0_->weight.device());
   torch::Tensor t_emb = TimestepEmbedding(timesteps, config_.model_channels).to(dtype);  // [N, mc]
   torch::Tensor emb = time_embed_2_(torch::silu(time_embed_0_(t_emb)));                // [N, 4mc]
   if (emb.size(0) != x.size(0)) emb = emb.expand({x.size(0), emb.size(1)});
@@ -251,8 +251,8 @@ absl::StatusOr<torch::Tensor> UNetImpl::Predict(const torch::Tensor& latents, co
   }
   const auto& w = time_embed_0_->weight;
   return RunGuarded("UNet", [&] {
-    return forward(latents.to(w.device(), w.scalar_type()), timesteps.to(w.device()),
-                   context.to(w.device(), w.scalar_type()))
+    const auto dtype = nn::ActivationDtype(w.scalar_type(), w.device());
+    return forward(latents.to(w.device(), dtype), timesteps.to(w.device()), context.to(w.device(), dtype))
         .to(torch::kFloat32);
   });
 }

@@ -90,7 +90,7 @@ torch::Tensor VaeEncoderImpl::forward(const torch::Tensor& image) {
     if (i < downsample_.size()) x = downsample_[i](F::pad(x, F::PadFuncOptions({0, 1, 0, 1})));  // LDM's asymmetric pad
   }
   x = mid_(x);
-  return conv_out_(torch::silu(norm_out_(x)));
+  return conv_out_(torch::silu(norm_out_(x))).contiguous();
 }
 
 VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c)
@@ -128,6 +128,10 @@ VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c)
 
 torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
   torch::Tensor x = mid_(conv_in_(z));
+  // The up blocks work at 2x to 8x the latent's size with few channels, where oneDNN's fp32 convolutions
+  // run 5-33% faster on channels-last (NHWC) tensors (measured on AVX-512); group norm, SiLU, the residual
+  // adds and nearest upsampling keep that layout. The result is returned in the usual layout.
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   for (size_t l = blocks_.size(); l-- > 0;) {
     for (auto& block : blocks_[l]) x = block(x);
     if (l != 0) {
@@ -135,7 +139,7 @@ torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
       x = upsample_[l](x);
     }
   }
-  return conv_out_(torch::silu(norm_out_(x)));
+  return conv_out_(torch::silu(norm_out_(x))).contiguous();
 }
 
 VaeImpl::VaeImpl(const VaeConfig& config)
@@ -156,7 +160,7 @@ absl::StatusOr<torch::Tensor> VaeImpl::Decode(const torch::Tensor& latents) {
   if (absl::Status s = CheckFinite(latents, "VAE decoder: latents"); !s.ok()) return s;
   const auto& w = post_quant_conv_->weight;
   return RunGuarded("VAE decoder", [&] {
-    torch::Tensor z = latents.to(w.device(), w.scalar_type()) / config_.scale_factor;
+    torch::Tensor z = latents.to(w.device(), nn::ActivationDtype(w.scalar_type(), w.device())) / config_.scale_factor;
     return decoder_(post_quant_conv_(z)).to(torch::kFloat32);
   });
 }
@@ -180,7 +184,8 @@ absl::StatusOr<torch::Tensor> VaeImpl::Encode(const torch::Tensor& image, const 
   if (absl::Status s = CheckFinite(noise, "VAE encoder: noise"); !s.ok()) return s;
   const auto& w = quant_conv_->weight;
   return RunGuarded("VAE encoder", [&] {
-    torch::Tensor moments = quant_conv_(encoder_(image.to(w.device(), w.scalar_type())));  // [B, 2z, h, w]
+    torch::Tensor moments =
+        quant_conv_(encoder_(image.to(w.device(), nn::ActivationDtype(w.scalar_type(), w.device()))));  // [B, 2z, h, w]
     torch::Tensor mean = moments.slice(1, 0, config_.embed_dim).to(torch::kFloat32);
     torch::Tensor logvar = moments.slice(1, config_.embed_dim).to(torch::kFloat32).clamp(-30.0, 20.0);
     torch::Tensor std = torch::exp(0.5 * logvar);

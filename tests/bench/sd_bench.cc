@@ -24,14 +24,15 @@
 #include "host_plugin/cli/args.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/models/clip_text.h"
+#include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
 #include "nodes/kernels/attention_cpu.h"
+#include "nodes/kernels/cpu_rates.h"
 #include "tests/bench/op_profile.h"
-#include "tests/bench/peak_rate.h"
 #include "tests/golden/golden_util.h"
 #include "tests/test_util.h"
 
@@ -63,7 +64,9 @@ constexpr char kHelp[] =
     "\n"
     "  --model CKPT    .safetensors or .ckpt to load (SD v1.x)\n"
     "  --size S        image side in pixels, a multiple of 64 (default 512)\n"
-    "  --dtypes LIST   compute dtypes: f32, bf16, f16 (default f32,bf16; f16 is meant for CUDA)\n"
+    "  --dtypes LIST   compute dtypes: f32, bf16, f16 (default f32,bf16; f16 is meant for CUDA); on a CPU,\n"
+    "                  bf16-native and bf16-f32 force how bf16 weights compute (plain bf16: the automatic\n"
+    "                  choice sd-graph makes, see SD_CPU_BF16 in the README)\n"
     "  --cases LIST    which cases to run (default: all)\n"
     "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default "
     "1;\n"
@@ -104,13 +107,14 @@ std::string SdGraphPath(const char* argv0) {
 }
 
 // Runs `command` and returns the peak resident memory of the child (its own, as the kernel counts it).
-absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command) {
+absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command, const std::string& bf16_mode) {
   std::vector<char*> argv;
   for (const std::string& a : command) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
+    if (!bf16_mode.empty()) ::setenv("SD_CPU_BF16", bf16_mode.c_str(), 1);
     ::execv(argv[0], argv.data());
     std::_Exit(127);
   }
@@ -127,12 +131,31 @@ double Seconds(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-torch::ScalarType ParseDtype(const std::string& d) {
-  if (d == "f32") return torch::kFloat32;
-  if (d == "bf16") return torch::kBFloat16;
-  if (d == "f16") return torch::kFloat16;
+// A --dtypes entry: the compute dtype and, for bf16 on a CPU, how it computes (bf16-native, bf16-f32; plain
+// bf16 is what sd-graph does by default, CpuBf16Compute::kAuto).
+struct DtypeChoice {
+  torch::ScalarType dtype;
+  const char* cli_name;   // sd-graph --dtype
+  const char* bf16_mode;  // SD_CPU_BF16, or "" for the default
+};
+
+DtypeChoice ParseDtype(const std::string& d) {
+  if (d == "f32") return {torch::kFloat32, "f32", ""};
+  if (d == "bf16") return {torch::kBFloat16, "bf16", ""};
+  if (d == "bf16-native") return {torch::kBFloat16, "bf16", "native"};
+  if (d == "bf16-f32") return {torch::kBFloat16, "bf16", "f32"};
+  if (d == "f16") return {torch::kFloat16, "f16", ""};
   std::fprintf(stderr, "sd-bench: unknown dtype '%s'\n", d.c_str());
   std::exit(2);
+}
+
+// Whether bf16 weights of this choice compute in bf16 (else in fp32) on the CPU.
+bool BF16Math(const DtypeChoice& c) {
+  const std::string mode = c.bf16_mode;
+  if (mode == "native") return true;
+  if (mode == "f32") return false;
+  nn::SetCpuBf16Compute(nn::CpuBf16Compute::kAuto);
+  return nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative;
 }
 
 int Main(int argc, char** argv) {
@@ -214,7 +237,14 @@ int Main(int argc, char** argv) {
   double unet2_flops = 0;  // counted once, under the operator profiler
   std::map<std::string, double> load_seconds;
   for (const std::string& d : dtypes) {
-    const torch::ScalarType dtype = ParseDtype(d);
+    const DtypeChoice choice = ParseDtype(d);
+    const torch::ScalarType dtype = choice.dtype;
+    const bool bf16_math = BF16Math(choice);
+    nn::SetCpuBf16Compute(bf16_math ? nn::CpuBf16Compute::kNative : nn::CpuBf16Compute::kF32);
+    if (dtype == torch::kBFloat16 && device.is_cpu()) {
+      std::fprintf(stderr, "sd-bench: %s computes %s\n", d.c_str(),
+                   bf16_math ? "in bf16 (oneDNN)" : "in fp32 from bf16 weights held in memory");
+    }
     auto t0 = std::chrono::steady_clock::now();
     ClipTextModel clip(config->clip);
     UNet unet(config->unet);
@@ -358,14 +388,16 @@ int Main(int argc, char** argv) {
       }
     }
     for (const std::string& d : dtypes) {
-      const torch::ScalarType dtype = ParseDtype(d);
-      const std::vector<std::string> command = {SdGraphPath(argv[0]), "txt2img", "--model", fp16_model, "--dtype", d,
+      const DtypeChoice choice = ParseDtype(d);
+      const torch::ScalarType dtype = choice.dtype;
+      const std::vector<std::string> command = {SdGraphPath(argv[0]), "txt2img", "--model", fp16_model, "--dtype",
+                                                choice.cli_name,
                                                 "--steps", "2", "--width", std::to_string(size), "--height",
                                                 std::to_string(size), "--prompt", "a lighthouse at dusk",
                                                 "--threads", std::to_string(threads), "-o",
                                                 out_dir.File("txt2img-" + d + ".png")};
       auto t0 = std::chrono::steady_clock::now();
-      auto peak_rss = RunChild(command);
+      auto peak_rss = RunChild(command, choice.bf16_mode);
       if (!peak_rss.ok()) {
         std::fprintf(stderr, "sd-bench: txt2img %s: %s\n", d.c_str(), peak_rss.status().ToString().c_str());
         return 1;
@@ -376,7 +408,7 @@ int Main(int argc, char** argv) {
                    *peak_rss / weight_bytes);
     }
   }
-  const PeakRates peak = device.is_cpu() ? MeasurePeakRates(threads) : PeakRates{};
+  const kernels::PeakRates peak = device.is_cpu() ? kernels::MeasurePeakRates(threads) : kernels::PeakRates{};
   if (peak.fp32_gflops > 0) {
     std::printf("CPU peak, measured on %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot product %s\n", threads,
                 peak.fp32_gflops,
@@ -386,11 +418,13 @@ int Main(int argc, char** argv) {
     for (const Result& r : results) {
       if (r.case_name != "unet2") continue;
       const double rate = unet2_flops / r.seconds / 1e9;
-      const double ceiling = r.dtype == "bf16" ? peak.bf16_gflops : r.dtype == "f32" ? peak.fp32_gflops : 0;
+      const DtypeChoice c = ParseDtype(r.dtype);
+      const bool bf16_math = c.dtype == torch::kBFloat16 && BF16Math(c);
+      const double ceiling = bf16_math ? peak.bf16_gflops : c.dtype != torch::kFloat16 ? peak.fp32_gflops : 0;
       std::printf("UNet batch 2 (one CFG step): %.3f TFLOP; %s %.2f s = %.0f GFLOP/s", unet2_flops / 1e12,
                   r.dtype.c_str(), r.seconds, rate);
       if (ceiling > 0) {
-        std::printf(" (%.0f%% of the %s peak; floor %.2f s)", 100 * rate / ceiling, r.dtype.c_str(),
+        std::printf(" (%.0f%% of the %s peak; floor %.2f s)", 100 * rate / ceiling, bf16_math ? "bf16" : "fp32",
                     unet2_flops / ceiling / 1e9);
       }
       std::printf("\n");

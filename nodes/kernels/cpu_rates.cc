@@ -1,10 +1,15 @@
-#include "tests/bench/peak_rate.h"
+#include "nodes/kernels/cpu_rates.h"
 
 #include <algorithm>
 #include <chrono>
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
+namespace sd::kernels {
 namespace {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -59,18 +64,30 @@ double AllThreads(int threads, double flops_per_thread, F f) {
 
 }  // namespace
 
-PeakRates MeasurePeakRates(int threads) {
+PeakRates MeasurePeakRates(int threads, long iterations) {
   PeakRates p;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f")) return p;
-  constexpr long kIterations = 20000000;  // ~0.1 s each
+  const long kIterations = iterations;
   p.vector = "AVX-512";
   // One instruction: 16 lanes x (multiply + add) for fp32, 16 lanes x 2 pairs x (multiply + add) for bf16.
-  p.fp32_gflops = AllThreads(threads, kIterations * 12.0 * 32, [] { return FmaSeconds(kIterations); });
+  p.fp32_gflops = AllThreads(threads, kIterations * 12.0 * 32, [&] { return FmaSeconds(kIterations); });
   if (__builtin_cpu_supports("avx512bf16")) {
-    p.bf16_gflops = AllThreads(threads, kIterations * 12.0 * 64, [] { return DotBf16Seconds(kIterations); });
+    p.bf16_gflops = AllThreads(threads, kIterations * 12.0 * 64, [&] { return DotBf16Seconds(kIterations); });
   }
 #endif
   return p;
 }
+
+bool CpuHasAmxBf16() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  return (edx >> 22) & 1;  // CPUID.(EAX=7,ECX=0):EDX[22] = AMX-BF16
+#else
+  return false;
+#endif
+}
+
+}  // namespace sd::kernels
