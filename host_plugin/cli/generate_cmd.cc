@@ -55,9 +55,10 @@ namespace {
 constexpr char kCommonFlags[] =
     "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); required\n"
     "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
-    "  --dtype D         compute dtype: f32 (default, the reference's numbers) or bf16 (faster on "
-    "CPUs with\n"
-    "                    AVX-512 BF16; slightly different images)\n"
+    "  --dtype D         f32 (default, the reference's numbers) or bf16: weights held in bfloat16, half "
+    "the\n"
+    "                    memory, slightly different images. On a CPU without AMX, bf16 weights compute in\n"
+    "                    fp32 (faster there than bf16 arithmetic; SD_CPU_BF16=native|f32 overrides)\n"
     "  --threads N       CPU threads (default: all cores)\n"
     "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, "
     "OUT-1.png ...\n"

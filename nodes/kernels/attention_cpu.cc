@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <omp.h>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -250,7 +251,8 @@ void MultiHeadAttention(const AttentionBatch& a) {
   constexpr int64_t kRowsPerTask = 2 * kBlockRows;
   const int64_t blocks = (a.tq + kRowsPerTask - 1) / kRowsPerTask, width = a.heads * a.d;
   const int64_t keys_padded = RoundUp(a.tk, kAttentionKeyBlock), tasks = a.batch * a.heads * blocks;
-#pragma omp parallel
+  const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
   {
     std::vector<float> scratch(AttentionScratchFloats());
 #pragma omp for schedule(static)

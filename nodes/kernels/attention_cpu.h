@@ -46,8 +46,8 @@ struct AttentionHead {
 void AttentionRows(const AttentionHead& head, int64_t row_begin, int64_t row_end, float* scratch);
 
 // Every head of a batch: q, v and out are [batch, tq or tk, heads * d], k_packed is [batch, heads] packed
-// heads (see AttentionHead). Runs on the OpenMP threads (the ones ATen's intra-op parallelism uses, so
-// at::set_num_threads applies), split by head and block of query rows.
+// heads (see AttentionHead). Runs on OpenMP threads (the runtime ATen's intra-op parallelism uses; pass
+// at::get_num_threads() as `threads`), split by head and block of query rows.
 struct AttentionBatch {
   const float* q;
   const float* k_packed;
@@ -55,6 +55,7 @@ struct AttentionBatch {
   float* out;
   int64_t batch, heads, tq, tk, d;
   float scale;
+  int threads = 0;  // OpenMP threads to use; 0: OpenMP's default
 };
 void MultiHeadAttention(const AttentionBatch& args);
 

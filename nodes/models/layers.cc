@@ -143,7 +143,8 @@ torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, con
   torch::Tensor out = torch::empty({b, tq, width}, qf.options());
   kernels::MultiHeadAttention({qf.data_ptr<float>(), kt.data_ptr<float>(), vf.data_ptr<float>(), out.data_ptr<float>(),
                                b, heads, tq, tk, d,
-                               static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)))});  // the reference's d^-0.5
+                               static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),  // the reference's d^-0.5
+                               at::get_num_threads()});
   return out.to(q.scalar_type());
 }
 
