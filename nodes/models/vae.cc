@@ -19,9 +19,13 @@ VaeResnetImpl::VaeResnetImpl(int64_t in, int64_t out, double eps)
 }
 
 torch::Tensor VaeResnetImpl::forward(const torch::Tensor& x) {
-  torch::Tensor h = conv1_(torch::silu(norm1_(x)));
-  h = conv2_(torch::silu(norm2_(h)));
-  return (nin_shortcut_ ? nin_shortcut_(x) : x) + h;
+  // In place where the tensor is a fresh intermediate: at 512x512 one activation of the top level is 134 MB
+  // (268 MB at 256 channels), and the same arithmetic without the extra copies keeps the decoder's peak down.
+  torch::Tensor h = norm1_(x);
+  h = conv1_(torch::silu_(h));
+  h = norm2_(h);
+  h = conv2_(torch::silu_(h));
+  return h.add_(nin_shortcut_ ? nin_shortcut_(x) : x);  // x + h, the same sum
 }
 
 VaeAttentionImpl::VaeAttentionImpl(int64_t channels, double eps)
@@ -90,7 +94,8 @@ torch::Tensor VaeEncoderImpl::forward(const torch::Tensor& image) {
     if (i < downsample_.size()) x = downsample_[i](F::pad(x, F::PadFuncOptions({0, 1, 0, 1})));  // LDM's asymmetric pad
   }
   x = mid_(x);
-  return conv_out_(torch::silu(norm_out_(x))).contiguous();
+  x = norm_out_(x);
+  return conv_out_(torch::silu_(x));
 }
 
 VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c)
@@ -139,7 +144,8 @@ torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
       x = upsample_[l](x);
     }
   }
-  return conv_out_(torch::silu(norm_out_(x))).contiguous();
+  x = norm_out_(x);
+  return conv_out_(torch::silu_(x)).contiguous();
 }
 
 VaeImpl::VaeImpl(const VaeConfig& config)
