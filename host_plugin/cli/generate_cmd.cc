@@ -15,6 +15,8 @@
 #include <optional>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -62,7 +64,9 @@ constexpr char kCommonFlags[] =
     "  --threads N       CPU threads (default: all cores)\n"
     "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, "
     "OUT-1.png ...\n"
-    "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n";
+    "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n"
+    "  --stats FILE      after a successful run, write JSON with the images made, the seconds taken and\n"
+    "                    this process's peak resident memory (peak_rss_bytes)\n";
 
 constexpr char kWorkerFlags[] =
     "\nDistributed (node calls on sd-worker processes; the same graph, the same image in f32):\n"
@@ -316,7 +320,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                            : mode == Mode::kTxt2Img ? Txt2ImgHelp()
                            : mode == Mode::kImg2Img ? Img2ImgHelp()
                                                     : InpaintHelp();
-  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "set", "frames",
+  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "stats", "set", "frames",
                  "seed", "workers", "parallel", "token-file", "tls-ca", "tls-cert", "tls-key",
                  "tls-server-name", "wire-dtype", "call-timeout"},
                 {"overwrite"}};
@@ -706,11 +710,24 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     }
   }
   parallel = std::min(parallel, jobs);
+  const auto run_start = std::chrono::steady_clock::now();
+  auto succeeded = [&]() -> int {
+    if (auto path = args->Get("stats")) {
+      nlohmann::json j;
+      j["command"] = name;
+      j["images"] = jobs;
+      j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+      j["peak_rss_bytes"] = PeakRss();  // this process image's own peak (VmHWM)
+      j["dtype"] = args->GetOr("dtype", "f32");
+      if (absl::Status s = WriteWholeFile(*path, j.dump(2) + "\n", "--stats"); !s.ok()) return fail(s);
+    }
+    return kExitOk;
+  };
   if (parallel <= 1) {
     for (int b = 0; b < jobs; ++b) {
       if (absl::Status s = render(b); !s.ok()) return fail(s);
     }
-    return kExitOk;
+    return succeeded();
   }
   std::atomic<int> next{0};
   std::mutex error_mu;
@@ -731,7 +748,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   }
   for (std::thread& t : runners) t.join();
   if (!first_error.ok()) return fail(first_error);
-  return kExitOk;
+  return succeeded();
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 #include "nodes/base/file_util.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -15,6 +18,22 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+absl::Status WriteWholeFile(const std::string& path, absl::string_view bytes, absl::string_view what) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f || !f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush()) {
+      std::remove(tmp.c_str());
+      return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": cannot write the file"));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": cannot move the file into place"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadToken(const std::string& path) {

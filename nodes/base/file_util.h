@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -11,6 +12,10 @@ namespace sd {
 // The whole file as bytes; NOT_FOUND "<what> <path>: cannot read the file" when it cannot be
 // opened.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what);
+
+// Writes `bytes` to `path` through a temporary file in the same folder renamed into place, so readers never
+// see a partial file; PERMISSION_DENIED "<what> <path>: ..." when it cannot.
+absl::Status WriteWholeFile(const std::string& path, absl::string_view bytes, absl::string_view what);
 
 // A bearer token: the first line of `path` without surrounding whitespace (INVALID_ARGUMENT when
 // empty); with no path, $SD_WORKER_TOKEN ("" when unset). Workers and clients read tokens the same

@@ -35,6 +35,11 @@ torch::Tensor WidenedWeight(const torch::Tensor& w) {
   return buffer.narrow(0, 0, w.numel()).view(w.sizes()).copy_(w);
 }
 
+// bf16 weights meeting fp32 activations: CpuBf16Compute::kF32.
+bool WidensWeights(const torch::Tensor& x, const torch::Tensor& weight) {
+  return weight.scalar_type() == torch::kBFloat16 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu();
+}
+
 torch::Tensor AsActivation(const torch::Tensor& t, torch::ScalarType dtype) {
   return !t.defined() || t.scalar_type() == dtype ? t : t.to(dtype);
 }
@@ -69,7 +74,7 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, 
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
-  if (x.scalar_type() != weight.scalar_type()) {  // bf16 weights, fp32 arithmetic
+  if (WidensWeights(x, weight)) {
     return torch::conv2d(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
   return torch::conv2d(x, weight, bias, stride_, padding_);
@@ -81,7 +86,7 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  if (x.scalar_type() != weight.scalar_type()) {  // bf16 weights, fp32 arithmetic
+  if (WidensWeights(x, weight)) {
     return torch::linear(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()));
   }
   return torch::linear(x, weight, bias);

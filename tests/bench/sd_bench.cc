@@ -14,7 +14,6 @@
 #include <optional>
 #include <thread>
 
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "host_plugin/cli/args.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/models/clip_text.h"
 #include "nodes/models/layers.h"
@@ -106,8 +106,10 @@ std::string SdGraphPath(const char* argv0) {
   return (std::filesystem::path(argv0).parent_path() / "sd-graph").string();
 }
 
-// Runs `command` and returns the peak resident memory of the child (its own, as the kernel counts it).
-absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command, const std::string& bf16_mode) {
+// Runs `command` (an sd-graph run given --stats STATS) and returns the peak resident memory sd-graph reports.
+// (The kernel's ru_maxrss of a child would include the copy of this process it was forked from.)
+absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command, const std::string& bf16_mode,
+                                  const std::string& stats) {
   std::vector<char*> argv;
   for (const std::string& a : command) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -119,12 +121,15 @@ absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command, const
     std::_Exit(127);
   }
   int status = 0;
-  struct rusage usage {};
-  if (::wait4(pid, &status, 0, &usage) != pid) return absl::InternalError("wait4 failed");
+  if (::waitpid(pid, &status, 0) != pid) return absl::InternalError("waitpid failed");
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     return absl::InternalError(absl::StrCat(command[0], " failed (status ", status, ")"));
   }
-  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+  auto text = ReadWholeFile(stats, "sd-graph --stats");
+  if (!text.ok()) return text.status();
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("peak_rss_bytes")) return absl::InternalError(stats + ": no peak_rss_bytes");
+  return j["peak_rss_bytes"].get<uint64_t>();
 }
 
 double Seconds(std::chrono::steady_clock::time_point t0) {
@@ -395,9 +400,10 @@ int Main(int argc, char** argv) {
                                                 "--steps", "2", "--width", std::to_string(size), "--height",
                                                 std::to_string(size), "--prompt", "a lighthouse at dusk",
                                                 "--threads", std::to_string(threads), "-o",
-                                                out_dir.File("txt2img-" + d + ".png")};
+                                                out_dir.File("txt2img-" + d + ".png"), "--stats",
+                                                out_dir.File("stats-" + d + ".json")};
       auto t0 = std::chrono::steady_clock::now();
-      auto peak_rss = RunChild(command, choice.bf16_mode);
+      auto peak_rss = RunChild(command, choice.bf16_mode, out_dir.File("stats-" + d + ".json"));
       if (!peak_rss.ok()) {
         std::fprintf(stderr, "sd-bench: txt2img %s: %s\n", d.c_str(), peak_rss.status().ToString().c_str());
         return 1;

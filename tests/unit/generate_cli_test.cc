@@ -64,8 +64,18 @@ TEST_F(GenerateCliTest, SameSeedSameImageOtherSeedOtherImage) {
 }
 
 TEST_F(GenerateCliTest, BatchWritesNumberedImagesWithConsecutiveSeeds) {
-  auto r = RunCommand(Txt2Img("--width 64 --height 64 --seed 10 --batch 2", dir_->File("batch.png")));
+  const std::string stats = dir_->File("batch-stats.json");
+  auto r = RunCommand(Txt2Img("--width 64 --height 64 --seed 10 --batch 2 --stats " + Quote(stats), dir_->File("batch.png")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  // --stats: what was made, in how long, and the process's peak memory (a tiny model: tens to hundreds of MB).
+  const std::string json = testing::ReadFile(stats);
+  EXPECT_THAT(json, HasSubstr("\"images\": 2"));
+  EXPECT_THAT(json, HasSubstr("\"seconds\":"));
+  const size_t at = json.find("\"peak_rss_bytes\": ");
+  ASSERT_NE(at, std::string::npos) << json;
+  const double peak = std::stod(json.substr(at + 18));
+  EXPECT_GT(peak, 10e6);
+  EXPECT_LT(peak, 4e9);
   EXPECT_THAT(*ReadImageAttribute(dir_->File("batch-1.png"), "parameters"), HasSubstr("Seed: 10,"));
   EXPECT_THAT(*ReadImageAttribute(dir_->File("batch-2.png"), "parameters"), HasSubstr("Seed: 11,"));
 }
@@ -185,7 +195,7 @@ TEST_F(GenerateCliTest, HelpDocumentsEveryFlag) {
   auto r = RunCommand(Bin() + " txt2img --help");
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag : {"--model", "--tokenizer", "--dtype", "--threads", "--output", "--dump", "--prompt", "--negative",
-                           "--steps", "--cfg", "--seed", "--sampler", "--batch", "--width", "--height"}) {
+                           "--steps", "--cfg", "--seed", "--sampler", "--batch", "--width", "--height", "--stats"}) {
     EXPECT_THAT(r.out, HasSubstr(flag)) << flag;
   }
   r = RunCommand(Bin() + " img2img --help");
