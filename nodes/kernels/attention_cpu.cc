@@ -1,18 +1,19 @@
 #include "nodes/kernels/attention_cpu.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-#include <omp.h>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define SD_ATTENTION_AVX512 1
-// GCC 12's AVX-512 reduce/mask intrinsics start from _mm512_undefined_ps(), which it then reports as
-// uninitialised (a known false positive of the header).
+// GCC 12's AVX-512 reduce/mask intrinsics start from _mm512_undefined_ps(), which it then reports
+// as uninitialised (a known false positive of the header).
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -22,12 +23,13 @@
 namespace sd::kernels {
 namespace {
 
-constexpr int kRows = 6;  // query rows per tile: 6 x 32 score accumulators, 6 x 48 output accumulators
+constexpr int kRows =
+    6;  // query rows per tile: 6 x 32 score accumulators, 6 x 48 output accumulators
 constexpr int64_t kKeyStep = kAttentionKeyBlock;  // keys per step of the score kernel (two vectors)
 constexpr int64_t kBlockRows = 48;                // query rows that share one pass over the keys
 constexpr int64_t kChunkKeys = 64;                // keys per chunk of that pass
-// Score rows are a little longer than a chunk so that the rows of a tile do not sit a power of two apart
-// (which would map them onto the same cache sets).
+// Score rows are a little longer than a chunk so that the rows of a tile do not sit a power of two
+// apart (which would map them onto the same cache sets).
 constexpr int64_t kChunkStride = kChunkKeys + 16;
 
 int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -43,7 +45,8 @@ uint64_t FusedAttentionFlops() { return g_attention_flops.load(std::memory_order
 #ifdef SD_ATTENTION_AVX512
 
 #define SD_AVX512_FN __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
-// The loops over a tile's rows and vectors must be unrolled, or their accumulators live on the stack.
+// The loops over a tile's rows and vectors must be unrolled, or their accumulators live on the
+// stack.
 #define SD_UNROLL _Pragma("GCC unroll 8")
 
 namespace {
@@ -54,14 +57,16 @@ SD_AVX512_FN inline __mmask16 LaneMask(int64_t valid) {
   return static_cast<__mmask16>((1u << valid) - 1);
 }
 
-// e^x for x <= 0 (including -inf), to about 1 ulp: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series
-// to degree 7 (truncation error < 6e-9), times 2^n. Results that would be subnormal are 0.
+// e^x for x <= 0 (including -inf), to about 1 ulp: x = n ln2 + r with |r| <= ln2/2, e^r by its
+// Taylor series to degree 7 (truncation error < 6e-9), times 2^n. Results that would be subnormal
+// are 0.
 SD_AVX512_FN inline __m512 ExpNonPositive(__m512 x) {
   const __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2, high bits (exact n * hi)
+  __m512 r =
+      _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2, high bits (exact n * hi)
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723212e-6f), r);  // ln2, the rest
   __m512 p = _mm512_set1_ps(1.0f / 5040);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
@@ -74,8 +79,8 @@ SD_AVX512_FN inline __m512 ExpNonPositive(__m512 x) {
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~underflow), _mm512_scalef_ps(p, n));
 }
 
-// scores[r][j - j0] = (q[r0 + r] · k[j]) * scale for R rows and keys j0 <= j < j0 + n (n a multiple of the
-// key step, or the rest of the keys); lanes past tk hold -inf.
+// scores[r][j - j0] = (q[r0 + r] · k[j]) * scale for R rows and keys j0 <= j < j0 + n (n a multiple
+// of the key step, or the rest of the keys); lanes past tk hold -inf.
 template <int R>
 SD_AVX512_FN void Scores(const AttentionHead& h, int64_t r0, int64_t j0, int64_t n, float* scores) {
   const float* q = h.q + r0 * h.q_stride;
@@ -103,9 +108,11 @@ SD_AVX512_FN void Scores(const AttentionHead& h, int64_t r0, int64_t j0, int64_t
   }
 }
 
-// One row of a chunk of scores: raises the row's running maximum to cover the chunk, replaces the scores by
-// exp(score - maximum) and returns the factor by which the row's earlier sums must shrink.
-SD_AVX512_FN float ChunkNumerators(float* row, int64_t padded, float& running_max, float& running_sum) {
+// One row of a chunk of scores: raises the row's running maximum to cover the chunk, replaces the
+// scores by exp(score - maximum) and returns the factor by which the row's earlier sums must
+// shrink.
+SD_AVX512_FN float ChunkNumerators(float* row, int64_t padded, float& running_max,
+                                   float& running_sum) {
   __m512 mx = _mm512_set1_ps(running_max);
   for (int64_t j = 0; j < padded; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + j));
   const float new_max = _mm512_reduce_max_ps(mx);
@@ -116,17 +123,19 @@ SD_AVX512_FN float ChunkNumerators(float* row, int64_t padded, float& running_ma
     _mm512_storeu_ps(row + j, e);
     sum = _mm512_add_ps(sum, e);
   }
-  const float shrink = running_max == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(running_max - new_max);
+  const float shrink = running_max == -std::numeric_limits<float>::infinity()
+                           ? 0.0f
+                           : std::exp(running_max - new_max);
   running_max = new_max;
   running_sum = running_sum * shrink + _mm512_reduce_add_ps(sum);
   return shrink;
 }
 
-// out[r0 + r][c0 : c0 + 16 NV] = shrink[r] * out[...] + Σ_j p[r][j] v[j0 + j][c0 : ...] over n keys (the
-// earlier value is ignored on the first chunk); columns past d are left alone.
+// out[r0 + r][c0 : c0 + 16 NV] = shrink[r] * out[...] + Σ_j p[r][j] v[j0 + j][c0 : ...] over n keys
+// (the earlier value is ignored on the first chunk); columns past d are left alone.
 template <int R, int NV>
-SD_AVX512_FN void WeightedValues(const AttentionHead& h, int64_t r0, int64_t c0, int64_t j0, int64_t n,
-                                 const float* p, const float* shrink, bool first) {
+SD_AVX512_FN void WeightedValues(const AttentionHead& h, int64_t r0, int64_t c0, int64_t j0,
+                                 int64_t n, const float* p, const float* shrink, bool first) {
   __mmask16 mask[NV];
   SD_UNROLL for (int c = 0; c < NV; ++c) mask[c] = LaneMask(h.d - c0 - 16 * c);
   __m512 acc[R][NV];
@@ -134,7 +143,8 @@ SD_AVX512_FN void WeightedValues(const AttentionHead& h, int64_t r0, int64_t c0,
     const float* o = h.out + (r0 + r) * h.out_stride + c0;
     const __m512 f = _mm512_set1_ps(shrink[r]);
     SD_UNROLL for (int c = 0; c < NV; ++c) {
-      acc[r][c] = first ? _mm512_setzero_ps() : _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[c], o + 16 * c), f);
+      acc[r][c] = first ? _mm512_setzero_ps()
+                        : _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[c], o + 16 * c), f);
     }
   }
   const float* vp = h.v + j0 * h.v_stride + c0;
@@ -153,8 +163,8 @@ SD_AVX512_FN void WeightedValues(const AttentionHead& h, int64_t r0, int64_t c0,
 }
 
 template <int R>
-SD_AVX512_FN void TileValues(const AttentionHead& h, int64_t r0, int64_t j0, int64_t n, const float* p,
-                             const float* shrink, bool first) {
+SD_AVX512_FN void TileValues(const AttentionHead& h, int64_t r0, int64_t j0, int64_t n,
+                             const float* p, const float* shrink, bool first) {
   for (int64_t c0 = 0; c0 < h.d; c0 += 48) {
     switch (std::min<int64_t>(3, (h.d - c0 + 15) / 16)) {
       case 1:
@@ -193,8 +203,9 @@ SD_AVX512_FN void TileValues(const AttentionHead& h, int64_t r0, int64_t j0, int
       break;                           \
   }
 
-// Rows [b, e) of one head, e - b <= kBlockRows, walking the keys a chunk at a time (online softmax): the
-// chunk's keys, values and scores stay in the L1 cache while every row of the block uses them.
+// Rows [b, e) of one head, e - b <= kBlockRows, walking the keys a chunk at a time (online
+// softmax): the chunk's keys, values and scores stay in the L1 cache while every row of the block
+// uses them.
 SD_AVX512_FN void Block(const AttentionHead& h, int64_t b, int64_t e, float* scratch) {
   float* scores = scratch;  // [kBlockRows][kChunkStride]
   float running_max[kBlockRows], running_sum[kBlockRows], shrink[kBlockRows];
@@ -205,14 +216,16 @@ SD_AVX512_FN void Block(const AttentionHead& h, int64_t b, int64_t e, float* scr
   for (int64_t j0 = 0; j0 < h.tk; j0 += kChunkKeys) {
     const int64_t n = std::min(kChunkKeys, h.tk - j0), padded = RoundUp(n, kKeyStep);
     for (int64_t r0 = b; r0 < e; r0 += kRows) {
-      SD_DISPATCH_ROWS(std::min<int64_t>(kRows, e - r0), Scores, h, r0, j0, padded, scores + (r0 - b) * kChunkStride)
+      SD_DISPATCH_ROWS(std::min<int64_t>(kRows, e - r0), Scores, h, r0, j0, padded,
+                       scores + (r0 - b) * kChunkStride)
     }
     for (int64_t r = 0; r < e - b; ++r) {
-      shrink[r] = ChunkNumerators(scores + r * kChunkStride, padded, running_max[r], running_sum[r]);
+      shrink[r] =
+          ChunkNumerators(scores + r * kChunkStride, padded, running_max[r], running_sum[r]);
     }
     for (int64_t r0 = b; r0 < e; r0 += kRows) {
-      SD_DISPATCH_ROWS(std::min<int64_t>(kRows, e - r0), TileValues, h, r0, j0, n, scores + (r0 - b) * kChunkStride,
-                       shrink + (r0 - b), j0 == 0)
+      SD_DISPATCH_ROWS(std::min<int64_t>(kRows, e - r0), TileValues, h, r0, j0, n,
+                       scores + (r0 - b) * kChunkStride, shrink + (r0 - b), j0 == 0)
     }
   }
   for (int64_t r = 0; r < e - b; ++r) {
@@ -236,17 +249,20 @@ bool FusedAttentionAvailable() {
   return available;
 }
 
-SD_AVX512_FN void AttentionRows(const AttentionHead& head, int64_t row_begin, int64_t row_end, float* scratch) {
-  // Flush subnormals to zero while in here: tiny softmax weights times small values would otherwise take
-  // the slow microcode path of the FMA units (the differences are below 1e-38).
+SD_AVX512_FN void AttentionRows(const AttentionHead& head, int64_t row_begin, int64_t row_end,
+                                float* scratch) {
+  // Flush subnormals to zero while in here: tiny softmax weights times small values would otherwise
+  // take the slow microcode path of the FMA units (the differences are below 1e-38).
   const unsigned int saved_csr = _mm_getcsr();
   _mm_setcsr(saved_csr | 0x8040);  // FTZ | DAZ
-  for (int64_t b = row_begin; b < row_end; b += kBlockRows) Block(head, b, std::min(row_end, b + kBlockRows), scratch);
+  for (int64_t b = row_begin; b < row_end; b += kBlockRows)
+    Block(head, b, std::min(row_end, b + kBlockRows), scratch);
   _mm_setcsr(saved_csr);
 }
 
 void MultiHeadAttention(const AttentionBatch& a) {
-  g_attention_flops.fetch_add(static_cast<uint64_t>(4 * a.batch * a.heads * a.tq * a.tk * a.d), std::memory_order_relaxed);
+  g_attention_flops.fetch_add(static_cast<uint64_t>(4 * a.batch * a.heads * a.tq * a.tk * a.d),
+                              std::memory_order_relaxed);
   // Tasks are blocks of query rows of one head, so both cores have work at batch 1 too.
   constexpr int64_t kRowsPerTask = 2 * kBlockRows;
   const int64_t blocks = (a.tq + kRowsPerTask - 1) / kRowsPerTask, width = a.heads * a.d;
@@ -268,7 +284,8 @@ void MultiHeadAttention(const AttentionBatch& a) {
                                a.tk,
                                a.d,
                                a.scale};
-      AttentionRows(head, block * kRowsPerTask, std::min(a.tq, (block + 1) * kRowsPerTask), scratch.data());
+      AttentionRows(head, block * kRowsPerTask, std::min(a.tq, (block + 1) * kRowsPerTask),
+                    scratch.data());
     }
   }
 }

@@ -1,7 +1,7 @@
-// The fused CPU attention kernel against softmax(q kᵀ / √d) v computed in double, over the shapes the UNet
-// uses and the edge cases of the kernel's tiling: key counts that are not a multiple of its 32-key step, row
-// counts that are not a multiple of its 6-row tile, head widths that end in a partial vector, and rows so
-// peaked that most of their softmax weights underflow.
+// The fused CPU attention kernel against softmax(q kᵀ / √d) v computed in double, over the shapes
+// the UNet uses and the edge cases of the kernel's tiling: key counts that are not a multiple of
+// its 32-key step, row counts that are not a multiple of its 6-row tile, head widths that end in a
+// partial vector, and rows so peaked that most of their softmax weights underflow.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -13,13 +13,14 @@
 namespace sd {
 namespace {
 
-torch::Tensor ReferenceAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                 int64_t heads) {
+torch::Tensor ReferenceAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                 const torch::Tensor& v, int64_t heads) {
   const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
   auto split = [&](const torch::Tensor& x, int64_t t) {
     return x.to(torch::kFloat64).view({b, t, heads, d}).transpose(1, 2);
   };
-  torch::Tensor scores = torch::matmul(split(q, tq), split(k, tk).transpose(-1, -2)) / std::sqrt(double(d));
+  torch::Tensor scores =
+      torch::matmul(split(q, tq), split(k, tk).transpose(-1, -2)) / std::sqrt(double(d));
   torch::Tensor out = torch::matmul(torch::softmax(scores, -1), split(v, tk));
   return out.transpose(1, 2).reshape({b, tq, width});
 }
@@ -32,7 +33,8 @@ struct Shape {
 class FusedAttentionTest : public ::testing::TestWithParam<Shape> {};
 
 TEST_P(FusedAttentionTest, MatchesDoublePrecisionReference) {
-  if (!kernels::FusedAttentionAvailable()) GTEST_SKIP() << "this CPU has no AVX-512: the ATen path is used";
+  if (!kernels::FusedAttentionAvailable())
+    GTEST_SKIP() << "this CPU has no AVX-512: the ATen path is used";
   const Shape s = GetParam();
   torch::manual_seed(s.tq * 131 + s.tk * 7 + s.d);
   const torch::Tensor q = torch::randn({s.b, s.tq, s.heads * s.d}) * s.spread;
@@ -44,14 +46,15 @@ TEST_P(FusedAttentionTest, MatchesDoublePrecisionReference) {
   ASSERT_EQ(got.scalar_type(), torch::kFloat32);
   const double err = (got.to(torch::kFloat64) - expected).abs().max().item<double>();
   // f32 inputs: the reference implementation itself (fp32 against fp64) strays by a few 1e-6.
-  EXPECT_LT(err, 2e-5) << "b=" << s.b << " tq=" << s.tq << " tk=" << s.tk << " heads=" << s.heads << " d=" << s.d;
+  EXPECT_LT(err, 2e-5) << "b=" << s.b << " tq=" << s.tq << " tk=" << s.tk << " heads=" << s.heads
+                       << " d=" << s.d;
 
   // bf16 activations go through the same kernel in f32 and come back as bf16.
-  const torch::Tensor got16 = nn::Attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16),
-                                            s.heads);
+  const torch::Tensor got16 = nn::Attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16),
+                                            v.to(torch::kBFloat16), s.heads);
   ASSERT_EQ(got16.scalar_type(), torch::kBFloat16);
-  const torch::Tensor expected16 = ReferenceAttention(q.to(torch::kBFloat16), k.to(torch::kBFloat16),
-                                                      v.to(torch::kBFloat16), s.heads);
+  const torch::Tensor expected16 = ReferenceAttention(
+      q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16), s.heads);
   EXPECT_LT((got16.to(torch::kFloat64) - expected16).abs().max().item<double>(), 2e-2);
 }
 
@@ -67,21 +70,33 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{1, 50, 200, 2, 64, 6.0}));  // peaked rows: most weights underflow to 0
 
 TEST(FusedAttentionTest, CausalAndWideHeadsKeepTheAtenPath) {
-  // CLIP's causal mask and the VAE's 512-wide head are not the fused kernel's; they must still be right.
+  // CLIP's causal mask and the VAE's 512-wide head are not the fused kernel's; they must still be
+  // right.
   torch::manual_seed(3);
-  const torch::Tensor q = torch::randn({1, 10, 64}), k = torch::randn({1, 10, 64}), v = torch::randn({1, 10, 64});
+  const torch::Tensor q = torch::randn({1, 10, 64}), k = torch::randn({1, 10, 64}),
+                      v = torch::randn({1, 10, 64});
   torch::Tensor mask = torch::ones({10, 10}, torch::kBool).triu(1);
-  torch::Tensor scores = torch::matmul(q.to(torch::kFloat64).view({1, 10, 2, 32}).transpose(1, 2),
-                                       k.to(torch::kFloat64).view({1, 10, 2, 32}).transpose(1, 2).transpose(-1, -2)) /
-                         std::sqrt(32.0);
+  torch::Tensor scores =
+      torch::matmul(q.to(torch::kFloat64).view({1, 10, 2, 32}).transpose(1, 2),
+                    k.to(torch::kFloat64).view({1, 10, 2, 32}).transpose(1, 2).transpose(-1, -2)) /
+      std::sqrt(32.0);
   scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
-  torch::Tensor expected = torch::matmul(torch::softmax(scores, -1), v.to(torch::kFloat64).view({1, 10, 2, 32}).transpose(1, 2))
+  torch::Tensor expected = torch::matmul(torch::softmax(scores, -1),
+                                         v.to(torch::kFloat64).view({1, 10, 2, 32}).transpose(1, 2))
                                .transpose(1, 2)
                                .reshape({1, 10, 64});
-  EXPECT_LT((nn::Attention(q, k, v, 2, /*causal=*/true).to(torch::kFloat64) - expected).abs().max().item<double>(), 2e-5);
+  EXPECT_LT((nn::Attention(q, k, v, 2, /*causal=*/true).to(torch::kFloat64) - expected)
+                .abs()
+                .max()
+                .item<double>(),
+            2e-5);
 
-  const torch::Tensor wq = torch::randn({1, 20, 512}), wk = torch::randn({1, 20, 512}), wv = torch::randn({1, 20, 512});
-  EXPECT_LT((nn::Attention(wq, wk, wv, 1).to(torch::kFloat64) - ReferenceAttention(wq, wk, wv, 1)).abs().max().item<double>(),
+  const torch::Tensor wq = torch::randn({1, 20, 512}), wk = torch::randn({1, 20, 512}),
+                      wv = torch::randn({1, 20, 512});
+  EXPECT_LT((nn::Attention(wq, wk, wv, 1).to(torch::kFloat64) - ReferenceAttention(wq, wk, wv, 1))
+                .abs()
+                .max()
+                .item<double>(),
             2e-5);
 }
 

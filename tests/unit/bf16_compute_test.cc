@@ -1,6 +1,6 @@
-// bf16 weights on a CPU: CpuBf16Compute::kF32 keeps them bf16 in memory and computes in fp32, so its result
-// is exactly that of an fp32 network whose weights were rounded to bf16; kNative computes in bf16 (oneDNN)
-// and lands near the fp32 result. On a tiny model.
+// bf16 weights on a CPU: CpuBf16Compute::kF32 keeps them bf16 in memory and computes in fp32, so
+// its result is exactly that of an fp32 network whose weights were rounded to bf16; kNative
+// computes in bf16 (oneDNN) and lands near the fp32 result. On a tiny model.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
