@@ -79,6 +79,10 @@ std::string OpenBlasCore() {
 
 void EnsureFastBlasKernels(char** argv) {
   if (std::getenv("OPENBLAS_CORETYPE") || !argv || !argv[0]) return;
+  // Printing help computes nothing: not worth starting again for.
+  for (char** a = argv + 1; *a; ++a) {
+    if (std::strcmp(*a, "--help") == 0 || std::strcmp(*a, "-h") == 0) return;
+  }
   const std::string core = absl::AsciiStrToLower(OpenBlasCore());
   // Generic choices OpenBLAS falls back to when it does not recognise the CPU.
   if (core != "prescott" && core != "core2" && core != "nehalem" && core != "katmai" &&
