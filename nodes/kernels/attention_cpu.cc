@@ -123,9 +123,10 @@ SD_AVX512_FN float ChunkNumerators(float* row, int64_t padded, float& running_ma
     _mm512_storeu_ps(row + j, e);
     sum = _mm512_add_ps(sum, e);
   }
-  const float shrink = running_max == -std::numeric_limits<float>::infinity()
-                           ? 0.0f
-                           : std::exp(running_max - new_max);
+  // Past the first chunks the maximum rarely moves: no rescaling then (exactly 1).
+  const float shrink = running_max == new_max                                   ? 1.0f
+                       : running_max == -std::numeric_limits<float>::infinity() ? 0.0f
+                                                                                : std::exp(running_max - new_max);
   running_max = new_max;
   running_sum = running_sum * shrink + _mm512_reduce_add_ps(sum);
   return shrink;
@@ -277,8 +278,8 @@ void MultiHeadAttention(const AttentionBatch& a) {
       const AttentionHead head{a.q + bi * a.tq * width + hi * a.d,
                                width,
                                a.k_packed + bh * keys_padded * a.d,
-                               a.v + bi * a.tk * width + hi * a.d,
-                               width,
+                               a.v + bh * a.tk * a.d,
+                               a.d,
                                a.out + bi * a.tq * width + hi * a.d,
                                width,
                                a.tk,

@@ -137,7 +137,8 @@ bool FusedAttentionWanted() {
 torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads) {
   const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
   const torch::Tensor qf = q.to(torch::kFloat32).contiguous();
-  const torch::Tensor vf = v.to(torch::kFloat32).contiguous();
+  // Values per head, [B, H, Tk, D]: a chunk of keys then reads one contiguous block.
+  const torch::Tensor vf = v.to(torch::kFloat32).view({b, tk, heads, d}).permute({0, 2, 1, 3}).contiguous();
   // Keys packed per head in blocks of 32 keys, [B, H, Tk/32, D, 32], zero-padded: one step of the kernel's
   // score loop reads one contiguous block.
   constexpr int64_t kb = kernels::kAttentionKeyBlock;
