@@ -15,7 +15,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
-#include <fstream>
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -682,10 +681,11 @@ absl::Status RunWorker(const WorkerOptions& o) {
     metrics_port = exposer->port();
   }
   if (!o.port_file.empty()) {
-    const std::string tmp = o.port_file + ".tmp";
-    std::ofstream(tmp) << nlohmann::json{{"port", port}, {"metrics_port", metrics_port}}.dump()
-                       << "\n";
-    std::rename(tmp.c_str(), o.port_file.c_str());
+    const std::string ports = nlohmann::json{{"port", port}, {"metrics_port", metrics_port}}.dump() + "\n";
+    if (absl::Status s = WriteWholeFile(o.port_file, ports, "--port-file"); !s.ok()) {
+      server->Shutdown();
+      return s;
+    }
   }
   const std::string host = o.listen.substr(0, o.listen.rfind(':'));
   Log("info", "listening",

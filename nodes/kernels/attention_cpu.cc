@@ -32,13 +32,25 @@ constexpr int64_t kChunkKeys = 64;                // keys per chunk of that pass
 // apart (which would map them onto the same cache sets).
 constexpr int64_t kChunkStride = kChunkKeys + 16;
 
-int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 std::atomic<uint64_t> g_attention_flops{0};
 
-}  // namespace
+// One head, as the kernel reads it.
+struct AttentionHead {
+  const float* q;  // [tq, d], row r at q + r * q_stride
+  int64_t q_stride;
+  const float* k_packed;  // one head of AttentionBatch::k_packed
+  const float* v;         // [tk, d], row j at v + j * v_stride
+  int64_t v_stride;
+  float* out;  // [tq, d], row r at out + r * out_stride
+  int64_t out_stride;
+  int64_t tk;  // keys
+  int64_t d;   // head width
+  float scale;
+};
 
-int64_t AttentionScratchFloats() { return kBlockRows * kChunkStride; }
+}  // namespace
 
 uint64_t FusedAttentionFlops() { return g_attention_flops.load(std::memory_order_relaxed); }
 
@@ -124,9 +136,10 @@ SD_AVX512_FN float ChunkNumerators(float* row, int64_t padded, float& running_ma
     sum = _mm512_add_ps(sum, e);
   }
   // Past the first chunks the maximum rarely moves: no rescaling then (exactly 1).
-  const float shrink = running_max == new_max                                   ? 1.0f
-                       : running_max == -std::numeric_limits<float>::infinity() ? 0.0f
-                                                                                : std::exp(running_max - new_max);
+  const float shrink = running_max == new_max ? 1.0f
+                       : running_max == -std::numeric_limits<float>::infinity()
+                           ? 0.0f
+                           : std::exp(running_max - new_max);
   running_max = new_max;
   running_sum = running_sum * shrink + _mm512_reduce_add_ps(sum);
   return shrink;
@@ -239,17 +252,7 @@ SD_AVX512_FN void Block(const AttentionHead& h, int64_t b, int64_t e, float* scr
   }
 }
 
-}  // namespace
-
-bool FusedAttentionAvailable() {
-  static const bool available = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  }();
-  return available;
-}
-
+// Output rows [row_begin, row_end) of one head; `scratch` holds kBlockRows * kChunkStride floats.
 SD_AVX512_FN void AttentionRows(const AttentionHead& head, int64_t row_begin, int64_t row_end,
                                 float* scratch) {
   // Flush subnormals to zero while in here: tiny softmax weights times small values would otherwise
@@ -259,6 +262,17 @@ SD_AVX512_FN void AttentionRows(const AttentionHead& head, int64_t row_begin, in
   for (int64_t b = row_begin; b < row_end; b += kBlockRows)
     Block(head, b, std::min(row_end, b + kBlockRows), scratch);
   _mm_setcsr(saved_csr);
+}
+
+}  // namespace
+
+bool FusedAttentionAvailable() {
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  }();
+  return available;
 }
 
 void MultiHeadAttention(const AttentionBatch& a) {
@@ -271,7 +285,7 @@ void MultiHeadAttention(const AttentionBatch& a) {
   const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> scratch(AttentionScratchFloats());
+    std::vector<float> scratch(kBlockRows * kChunkStride);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t bh = task / blocks, block = task % blocks, bi = bh / a.heads, hi = bh % a.heads;
@@ -296,7 +310,6 @@ void MultiHeadAttention(const AttentionBatch& a) {
 bool FusedAttentionAvailable() { return false; }
 
 // See FusedAttentionAvailable.
-void AttentionRows(const AttentionHead&, int64_t, int64_t, float*) { std::abort(); }
 void MultiHeadAttention(const AttentionBatch&) { std::abort(); }
 
 #endif

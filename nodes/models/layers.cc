@@ -17,17 +17,6 @@ namespace {
 
 std::atomic<int> g_bf16_mode{-1};  // a CpuBf16Compute set explicitly, or -1
 
-CpuBf16Compute Resolve(CpuBf16Compute mode) {
-  if (mode != CpuBf16Compute::kAuto) return mode;
-  static const CpuBf16Compute automatic = [] {
-    if (kernels::CpuHasAmxBf16()) return CpuBf16Compute::kNative;
-    // One thread, ~2 ms per measurement: enough to compare issue rates.
-    const kernels::PeakRates r = kernels::MeasurePeakRates(1, 400000);
-    return r.bf16_gflops >= 1.3 * r.fp32_gflops ? CpuBf16Compute::kNative : CpuBf16Compute::kF32;
-  }();
-  return automatic;
-}
-
 // A per-thread fp32 buffer the weights of one layer are widened into (kF32 mode): no allocation per call.
 torch::Tensor WidenedWeight(const torch::Tensor& w) {
   thread_local torch::Tensor buffer;
@@ -46,6 +35,17 @@ torch::Tensor AsActivation(const torch::Tensor& t, torch::ScalarType dtype) {
 
 }  // namespace
 
+CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode) {
+  if (mode != CpuBf16Compute::kAuto) return mode;
+  static const CpuBf16Compute automatic = [] {
+    if (kernels::CpuHasAmxBf16()) return CpuBf16Compute::kNative;
+    // One thread, ~2 ms per measurement: enough to compare issue rates.
+    const kernels::PeakRates r = kernels::MeasurePeakRates(1, 400000);
+    return r.bf16_gflops >= 1.3 * r.fp32_gflops ? CpuBf16Compute::kNative : CpuBf16Compute::kF32;
+  }();
+  return automatic;
+}
+
 void SetCpuBf16Compute(CpuBf16Compute mode) { g_bf16_mode = static_cast<int>(mode); }
 
 CpuBf16Compute ResolvedCpuBf16Compute() {
@@ -57,7 +57,7 @@ CpuBf16Compute ResolvedCpuBf16Compute() {
                            : v == "f32"  ? CpuBf16Compute::kF32
                                          : CpuBf16Compute::kAuto);
   }
-  return Resolve(static_cast<CpuBf16Compute>(set));
+  return ResolveCpuBf16Compute(static_cast<CpuBf16Compute>(set));
 }
 
 torch::ScalarType ActivationDtype(torch::ScalarType weight_dtype, const torch::Device& device) {

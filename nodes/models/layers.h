@@ -20,8 +20,10 @@ namespace sd::nn {
 // picks kNative only when bf16 is at least 1.3x faster. SD_CPU_BF16=native|f32|auto overrides the default.
 enum class CpuBf16Compute { kAuto, kNative, kF32 };
 void SetCpuBf16Compute(CpuBf16Compute mode);
-// What kAuto (or SD_CPU_BF16) resolves to on this machine: kNative or kF32.
+// The mode in force (set, else SD_CPU_BF16, else kAuto), resolved to kNative or kF32 on this machine.
 CpuBf16Compute ResolvedCpuBf16Compute();
+// What `mode` means on this machine: itself, or for kAuto kNative or kF32 (measured once).
+CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode);
 
 // The dtype a network's activations take when its weights are `weight_dtype` on `device`: the weights'
 // own, except bf16 on a CPU in CpuBf16Compute::kF32, which computes in fp32.

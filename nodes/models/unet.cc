@@ -204,8 +204,7 @@ UNetImpl::UNetImpl(const UNetConfig& c)
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& context) {
-  const auto dtype = nn::ActivationDtype(time_embed_0_->weight.scalar_type(), time_embed_0_->weight.device());
-  torch::Tensor t_emb = TimestepEmbedding(timesteps, config_.model_channels).to(dtype);  // [N, mc]
+  torch::Tensor t_emb = TimestepEmbedding(timesteps, config_.model_channels).to(x.scalar_type());  // [N, mc]
   torch::Tensor emb = time_embed_2_(torch::silu(time_embed_0_(t_emb)));                // [N, 4mc]
   if (emb.size(0) != x.size(0)) emb = emb.expand({x.size(0), emb.size(1)});
   torch::Tensor ctx = context.size(0) == x.size(0) ? context : context.expand({x.size(0), context.size(1), context.size(2)});

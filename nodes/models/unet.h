@@ -84,6 +84,8 @@ class UNetImpl : public torch::nn::Module {
   // B or 1 values (int or float), context [B or 1, T, context_dim] -> eps [B, out_channels, h, w], float32.
   absl::StatusOr<torch::Tensor> Predict(const torch::Tensor& latents, const torch::Tensor& timesteps,
                                         const torch::Tensor& context);
+  // x and context already on the weights' device in the activation dtype (nn::ActivationDtype), as Predict
+  // passes them.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& context);
   const UNetConfig& config() const { return config_; }
   // How much h and w must be divisible by.

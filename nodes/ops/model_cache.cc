@@ -65,15 +65,32 @@ void ModelCache::EvictLocked(const Key& keep) {
       if (it->first != keep && (victim == models_.end() || it->second.last_use < victim->second.last_use)) victim = it;
     }
     if (victim == models_.end()) break;
-    const std::string hash = std::get<0>(victim->first);
-    models_.erase(victim);
+    EraseLocked(victim);
     ++evictions_;
-    bool used = false;
-    for (const auto& [k, m] : models_) used = used || std::get<0>(k) == hash;
-    if (!used) {
-      for (auto it = by_path_.begin(); it != by_path_.end();) it = it->second->hash == hash ? by_path_.erase(it) : std::next(it);
+  }
+}
+
+std::map<ModelCache::Key, ModelCache::Built>::iterator ModelCache::EraseLocked(std::map<Key, Built>::iterator it) {
+  const std::string hash = std::get<0>(it->first);
+  const std::shared_ptr<torch::nn::Module> module = std::move(it->second.module);  // calls may still hold it
+  it = models_.erase(it);
+  bool used = false;
+  for (const auto& [k, m] : models_) used = used || std::get<0>(k) == hash;
+  for (auto e = by_path_.begin(); e != by_path_.end();) {
+    if (e->second->hash != hash) {
+      ++e;
+    } else if (!used) {
+      e = by_path_.erase(e);  // no network of this checkpoint left: close it
+    } else {
+      // The mapping stays for the other networks: hand back the pages of weights this one used in place
+      // (an f32 file at f32). They are read from the file again should a call still holding it need them.
+      for (const torch::Tensor& t : module->parameters()) {
+        if (t.device().is_cpu()) e->second->checkpoint->file()->DropPages(t.data_ptr(), t.numel() * t.element_size());
+      }
+      ++e;
     }
   }
+  return it;
 }
 
 uint64_t ModelCache::DropUnreferenced() {
@@ -85,17 +102,8 @@ uint64_t ModelCache::DropUnreferenced() {
         ++it;
         continue;
       }
-      // Weights used in place (an f32 file at f32) are pages of the mapping, which outlives the network
-      // while other networks of the checkpoint remain: hand those pages back too.
-      for (const auto& [path, entry] : by_path_) {
-        if (entry->hash != std::get<0>(it->first)) continue;
-        for (const torch::Tensor& t : it->second.module->parameters()) {
-          if (t.device().is_cpu()) entry->checkpoint->file()->DropPages(t.data_ptr(), t.numel() * t.element_size());
-        }
-        break;
-      }
       dropped += it->second.bytes;
-      it = models_.erase(it);
+      it = EraseLocked(it);
     }
   }
   if (dropped > 0) ::malloc_trim(0);  // large freed blocks of the heap go back to the system, not to a free list

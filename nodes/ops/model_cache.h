@@ -37,8 +37,8 @@ class ModelCache {
   // networks left is closed.
   void SetBudget(uint64_t bytes);
   // Drops every built network that nothing outside the cache holds any more (a run that is done with it
-  // closed its kernels), gives the resident pages of weights used in place from the checkpoint back to the
-  // file, and returns freed heap memory to the system. Returns the bytes of the networks dropped.
+  // closed its kernels) as an eviction does (the checkpoint is closed when none of its networks is left),
+  // and returns freed heap memory to the system. Returns the bytes of the networks dropped.
   uint64_t DropUnreferenced();
   struct Stats {
     size_t networks = 0;     // built networks held
@@ -59,6 +59,9 @@ class ModelCache {
   };
   using Key = std::tuple<std::string, std::string, int, std::string>;  // hash, component, dtype, device
   void EvictLocked(const Key& keep);
+  // Erases one built network (the next iterator is returned): its checkpoint is closed when no other network
+  // uses it, else the pages of the weights it used in place in the mapping are handed back.
+  std::map<Key, Built>::iterator EraseLocked(std::map<Key, Built>::iterator it);
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const Entry>> by_path_;
   std::map<Key, Built> models_;

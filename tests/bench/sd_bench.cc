@@ -159,8 +159,7 @@ bool BF16Math(const DtypeChoice& c) {
   const std::string mode = c.bf16_mode;
   if (mode == "native") return true;
   if (mode == "f32") return false;
-  nn::SetCpuBf16Compute(nn::CpuBf16Compute::kAuto);
-  return nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative;
+  return nn::ResolveCpuBf16Compute(nn::CpuBf16Compute::kAuto) == nn::CpuBf16Compute::kNative;
 }
 
 int Main(int argc, char** argv) {
