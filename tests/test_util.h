@@ -1,6 +1,11 @@
 // Helpers shared by the tests: where the reference data lives, temporary folders, running commands.
 #pragma once
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -53,17 +58,31 @@ class TempDir {
 };
 
 struct CommandResult {
-  int exit_code = -1;
+  int exit_code = -1;    // -1 when it did not exit (a signal ended it)
+  int signal = 0;        // the signal that ended it, or 0
+  long peak_rss_kb = 0;  // the largest resident set of the command (and what it waited for)
   std::string out, err;
 };
 
-// Runs `command` through the shell, capturing stdout and stderr.
+// Runs `command` through the shell, capturing stdout and stderr. A command line that is one program
+// should start with `exec` for peak_rss_kb to be that program's alone.
 inline CommandResult RunCommand(const std::string& command) {
   TempDir tmp;
   const std::string out = tmp.File("out"), err = tmp.File("err");
-  const int rc = std::system((command + " >" + out + " 2>" + err).c_str());
+  const std::string line = command + " >" + out + " 2>" + err;
   CommandResult r;
-  r.exit_code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  while (pid > 0 && ::wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+  }
+  if (pid > 0 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (pid > 0 && WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.peak_rss_kb = usage.ru_maxrss;
   r.out = ReadFile(out);
   r.err = ReadFile(err);
   return r;

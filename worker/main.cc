@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: sd-worker --models DIR [flags]\n\n"
-    "Serves every node kind of sdgraph over gRPC: the KServe v2 inference protocol\n"
+    "Serves sdgraph's node kinds over gRPC: the KServe v2 inference protocol\n"
     "(inference.GRPCInferenceService: model name = node kind, parameter `checkpoint` = a model "
     "name in DIR),\n"
     "sd.v1.Worker (load a model, report its sha256) and grpc.health.v1 (NOT_SERVING until the "
@@ -30,8 +30,10 @@ constexpr char kHelp[] =
     "loaded)\n"
     "  --tokenizer DIR         CLIP vocab.json + merges.txt (default: the shipped copy)\n"
     "  --device D              cpu (default), cuda or cuda:N\n"
-    "  --dtype D               compute dtype: f32 (default), bf16, f16 (f16 on CUDA only); bf16 on a CPU\n"
-    "                          without AMX computes in fp32 from bf16 weights (SD_CPU_BF16=native|f32)\n"
+    "  --dtype D               compute dtype: f32 (default), bf16, f16 (f16 on CUDA only); bf16 on "
+    "a CPU\n"
+    "                          without AMX computes in fp32 from bf16 weights "
+    "(SD_CPU_BF16=native|f32)\n"
     "  --threads N             CPU threads per computation (default: all cores)\n"
     "  --concurrency N         calls computing at once (default 1)\n"
     "  --queue N               calls that may wait beyond those; more get RESOURCE_EXHAUSTED "
@@ -50,6 +52,16 @@ constexpr char kHelp[] =
     "off)\n"
     "  --port-file F           write {\"port\": N, \"metrics_port\": M} to F once listening\n"
     "  --drain-seconds S       on SIGTERM, how long calls in flight may finish (default 30)\n"
+    "  --serve-kinds K[,K]     node kinds callable remotely: default the four that compute with a "
+    "model\n"
+    "                          (ClipEncode, UNetStep, VaeEncode, VaeDecode: all the distributed "
+    "runtime sends);\n"
+    "                          `all` for every kind (Noise, Tokenize, CfgCombine, ...)\n"
+    "  --max-image-size N      largest image side in pixels a call may ask for (default 2048; "
+    "latents 1/8)\n"
+    "  --max-batch N           largest batch of a call's tensors (default 8)\n"
+    "  --max-context-tokens N  longest token sequence or text context (default 616 = 8 x 77)\n"
+    "  --max-prompt-bytes N    longest string input (default 16384)\n"
     "\nLogs are JSON lines on stderr (one per call: id, kind, code, ms, queue_ms, peer).\n";
 
 }  // namespace
@@ -57,11 +69,19 @@ constexpr char kHelp[] =
 int main(int argc, char** argv) {
   sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
   std::vector<std::string> argv_list(argv + 1, argv + argc);
-  sd::cli::FlagSpec spec{
-      {"listen", "models", "preload", "tokenizer", "device", "dtype", "threads", "concurrency",
-       "queue", "memory-budget-gb", "max-message-mb", "token-file", "tls-cert", "tls-key",
-       "tls-client-ca", "metrics-listen", "port-file", "drain-seconds"},
-      {"help"}};
+  sd::cli::FlagSpec spec{{"listen",          "models",
+                          "preload",         "tokenizer",
+                          "device",          "dtype",
+                          "threads",         "concurrency",
+                          "queue",           "memory-budget-gb",
+                          "max-message-mb",  "token-file",
+                          "tls-cert",        "tls-key",
+                          "tls-client-ca",   "metrics-listen",
+                          "port-file",       "drain-seconds",
+                          "serve-kinds",     "max-image-size",
+                          "max-batch",       "max-context-tokens",
+                          "max-prompt-bytes"},
+                         {"help"}};
   auto args = sd::cli::Args::Parse(argv_list, spec);
   if (!args.ok()) {
     std::fprintf(stderr, "sd-worker: %s\n\n%s", std::string(args.status().message()).c_str(),
@@ -90,6 +110,19 @@ int main(int argc, char** argv) {
   o.tls_client_ca = args->GetOr("tls-client-ca", "");
   o.metrics_listen = args->GetOr("metrics-listen", "");
   o.port_file = args->GetOr("port-file", "");
+  o.serve_kinds = args->GetOr("serve-kinds", "");
+  struct LimitFlag {
+    const char* name;
+    int64_t* into;
+  };
+  for (const LimitFlag& f : {LimitFlag{"max-image-size", &o.limits.max_image_side},
+                             LimitFlag{"max-batch", &o.limits.max_batch},
+                             LimitFlag{"max-context-tokens", &o.limits.max_context_tokens},
+                             LimitFlag{"max-prompt-bytes", &o.limits.max_string_bytes}}) {
+    if (auto v = args->Get(f.name); v && (!absl::SimpleAtoi(*v, f.into) || *f.into < 1)) {
+      return usage(std::string("--") + f.name + " must be a positive integer");
+    }
+  }
   if (auto p = args->Get("preload")) {
     for (absl::string_view n : absl::StrSplit(*p, ',', absl::SkipEmpty()))
       o.preload.emplace_back(n);

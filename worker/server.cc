@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
@@ -35,6 +36,7 @@
 #include "proto/sd/v1/worker.grpc.pb.h"
 #include "worker/metrics_http.h"
 #include "worker/model_repo.h"
+#include "worker/request_limits.h"
 
 namespace sd::worker {
 namespace {
@@ -94,7 +96,10 @@ struct Metrics {
   prometheus::Gauge& Gauge(const char* name, const char* help) {
     return prometheus::BuildGauge().Name(name).Help(help).Register(*registry).Add({});
   }
-  void Record(const std::string& kind, absl::StatusCode code, double seconds) {
+  // `kind`: a registered node kind or a method name (anything else is counted as "other").
+  void Record(const std::string& kind_or_method, absl::StatusCode code, double seconds) {
+    const std::string kind =
+        kind_or_method == "LoadModel" ? kind_or_method : MetricKindLabel(kind_or_method);
     requests.Add({{"kind", kind}, {"code", absl::StatusCodeToString(code)}}).Increment();
     static const prometheus::Histogram::BucketBoundaries kBuckets = {
         0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300};
@@ -151,7 +156,13 @@ class JobQueue {
         metrics_.queue_depth.Set(static_cast<double>(q_.size()));
       }
       metrics_.inflight.Increment();
-      job();
+      // Jobs answer their own call and catch what they compute; this is the last line before
+      // std::terminate would end the worker.
+      absl::Status escaped = CatchExceptions("job", [&] {
+        job();
+        return absl::OkStatus();
+      });
+      if (!escaped.ok()) Log("error", "job_exception", {{"error", std::string(escaped.message())}});
       metrics_.inflight.Decrement();
     }
   }
@@ -210,8 +221,18 @@ std::string DeviceName(const torch::Device& d) { return d.str(); }
 
 class Core {
  public:
-  Core(const WorkerOptions& o, Metrics& metrics, RunContext base)
-      : options_(o), metrics_(metrics), repo_(o.models_dir), base_(std::move(base)) {}
+  Core(const WorkerOptions& o, std::set<std::string> served, Metrics& metrics, RunContext base)
+      : options_(o),
+        served_(std::move(served)),
+        metrics_(metrics),
+        repo_(o.models_dir),
+        base_(std::move(base)) {}
+
+  // A kind this worker serves, or NOT_FOUND (unknown, or not in --serve-kinds).
+  absl::StatusOr<const NodeKind*> ServedKind(const std::string& name) const {
+    SD_RETURN_IF_ERROR(CheckServed(name, served_));
+    return NodeRegistry::Get().Find(name);
+  }
 
   grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const char* method) {
     if (options_.token.empty()) return grpc::Status::OK;
@@ -235,7 +256,14 @@ class Core {
                             : "wrong bearer token");
   }
 
+  // Loads a model for LoadModel calls and --preload; never throws (LibTorch's errors and failed
+  // allocations while building the networks become a Status).
   absl::StatusOr<v1::LoadModelResponse> Load(const std::string& name) {
+    return CatchExceptions(absl::StrCat("loading model '", name.substr(0, 200), "'"),
+                           [&] { return LoadOrThrow(name); });
+  }
+
+  absl::StatusOr<v1::LoadModelResponse> LoadOrThrow(const std::string& name) {
     SD_ASSIGN_OR_RETURN(std::string path, repo_.Resolve(name));
     SD_ASSIGN_OR_RETURN(auto entry, base_.models->Open(path));
     // Build all three networks now, so the first node calls do not wait.
@@ -255,7 +283,7 @@ class Core {
   }
 
   absl::Status Infer(const ModelInferRequest& req, ModelInferResponse* resp) {
-    SD_ASSIGN_OR_RETURN(const NodeKind* kind, NodeRegistry::Get().Find(req.model_name()));
+    SD_ASSIGN_OR_RETURN(const NodeKind* kind, ServedKind(req.model_name()));
     const NodeContract contract = kind->contract();
     const std::string& who = req.model_name();
     auto param = [&](const char* key) -> const InferParameter* {
@@ -326,10 +354,15 @@ class Core {
       } else {
         SD_ASSIGN_OR_RETURN(raw, RawFromContents(t));
       }
-      SD_ASSIGN_OR_RETURN(
-          Value v,
-          DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()), raw,
-                      port->type, absl::StrCat(who, " input '", t.name(), "'")));
+      const std::string what = absl::StrCat(who, " input '", t.name(), "'");
+      const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+      SD_RETURN_IF_ERROR(CheckInputSize(
+          what, shape, t.datatype() == "BYTES" ? static_cast<int64_t>(raw.size()) : 0,
+          options_.limits));
+      SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), shape, raw, port->type, what));
+      if (const int64_t* n = std::get_if<int64_t>(&v)) {
+        SD_RETURN_IF_ERROR(CheckIntInput(what, t.name(), *n, options_.limits));
+      }
       values[t.name()] = std::move(v);
     }
     for (const PortSpec& p : contract.inputs) {
@@ -342,20 +375,12 @@ class Core {
     ctx.checkpoint = checkpoint;
     NodeOutputs out;
     absl::Status s;
-    try {
+    s = CatchExceptions("", [&] {
       c10::InferenceMode guard;
       std::unique_ptr<NodeKernel> kernel = kind->create(options);
-      s = kernel->Open(ctx);
-      if (s.ok()) s = kernel->Process(NodeInputs(&values, &who), out);
-    } catch (const c10::Error& e) {
-      const std::string what = e.what_without_backtrace();
-      s = what.find("out of memory") != std::string::npos ? absl::ResourceExhaustedError(what)
-                                                          : absl::InternalError(what);
-    } catch (const std::bad_alloc&) {
-      s = absl::ResourceExhaustedError("out of memory");
-    } catch (const std::exception& e) {
-      s = absl::InternalError(e.what());
-    }
+      absl::Status opened = kernel->Open(ctx);
+      return opened.ok() ? kernel->Process(NodeInputs(&values, &who), out) : opened;
+    });
     if (contract.needs_model) UpdateModelGauges();
     if (!s.ok()) return s;
     std::vector<std::string> wanted;
@@ -402,6 +427,7 @@ class Core {
   }
 
   const WorkerOptions& options_;
+  const std::set<std::string> served_;  // node kinds callable here (--serve-kinds)
   Metrics& metrics_;
   ModelRepository repo_;
   RunContext base_;
@@ -436,7 +462,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                        const inference::ModelReadyRequest* q,
                                        inference::ModelReadyResponse* r) override {
     return Answer(ctx, "ModelReady", [&]() -> grpc::Status {
-      auto kind = NodeRegistry::Get().Find(q->name());
+      auto kind = core_.ServedKind(q->name());
       if (!kind.ok()) return ToGrpc(kind.status());
       r->set_ready(!core_.draining_.load() &&
                    (!(*kind)->contract().needs_model || core_.serving_.load()));
@@ -455,7 +481,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                           const inference::ModelMetadataRequest* q,
                                           inference::ModelMetadataResponse* r) override {
     return Answer(ctx, "ModelMetadata", [&]() -> grpc::Status {
-      auto kind = NodeRegistry::Get().Find(q->name());
+      auto kind = core_.ServedKind(q->name());
       if (!kind.ok()) return ToGrpc(kind.status());
       const NodeContract c = (*kind)->contract();
       r->set_name(q->name());
@@ -496,7 +522,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       if (ctx->IsCancelled()) {
         s = absl::CancelledError("the caller gave up before the call started");
       } else {
-        s = core_.Infer(*req, resp);
+        s = CatchExceptions(req->model_name().substr(0, 64),
+                            [&] { return core_.Infer(*req, resp); });
       }
       const double seconds = SecondsSince(arrived);
       core_.metrics_.Record(req->model_name(), s.code(), seconds);
@@ -625,6 +652,7 @@ absl::Status RunWorker(const WorkerOptions& o) {
   const int threads = ConfigureThreads(o.threads);
   WarnIfSlowBlas("sd-worker");
   StockNodeKinds();
+  SD_ASSIGN_OR_RETURN(std::set<std::string> served, ParseServedKinds(o.serve_kinds));
 
   RunContext base;
   base.tokenizer_dir = o.tokenizer_dir;
@@ -633,7 +661,7 @@ absl::Status RunWorker(const WorkerOptions& o) {
   base.models = std::make_shared<ModelCache>();
   base.models->SetBudget(o.memory_budget);
   Metrics metrics;
-  Core core(o, metrics, base);
+  Core core(o, served, metrics, base);
   JobQueue queue(o.concurrency, o.queue, metrics);
   InferenceService inference(core, queue);
   WorkerControl control(core, queue);
@@ -701,6 +729,7 @@ absl::Status RunWorker(const WorkerOptions& o) {
        {"queue", o.queue},
        {"models", o.models_dir},
        {"memory_budget", o.memory_budget},
+       {"serves", absl::StrJoin(served, ",")},
        {"blas", LoadedBlas().Describe()}});
 
   std::thread preload([&] {

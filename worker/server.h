@@ -1,4 +1,5 @@
-// sd-worker: hosts every node kind of the registry behind the KServe v2 inference service
+// sd-worker: hosts the node kinds of the registry that compute with a model (or those --serve-kinds
+// names) behind the KServe v2 inference service
 // (inference.GRPCInferenceService), plus sd.v1.Worker (load a model, report its hash) and the
 // standard grpc.health.v1 service (NOT_SERVING until the first requested model is loaded).
 //
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "worker/request_limits.h"
 
 namespace sd::worker {
 
@@ -36,6 +38,8 @@ struct WorkerOptions {
   std::string port_file;          // where to write {"port": N, "metrics_port": M} once listening
   std::vector<std::string> preload;  // models to load at start
   double drain_seconds = 30;         // on SIGTERM: how long in-flight calls may finish
+  std::string serve_kinds;           // "" (the model kinds), "all", or KIND,KIND (ParseServedKinds)
+  RequestLimits limits;              // sizes a request may ask for
 };
 
 // Runs the worker until SIGTERM or SIGINT, then drains. Returns an error when it cannot start.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 
@@ -15,6 +16,12 @@ namespace sd {
 namespace OIIO = OIIO_NAMESPACE;
 
 absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path) {
+  std::error_code exists_error;
+  if (!std::filesystem::exists(path, exists_error)) {
+    // A missing input is NOT_FOUND (exit code 3 for farms: permanent, fix the job), not a bad
+    // image.
+    return absl::NotFoundError(absl::StrCat(path, ": no such image file"));
+  }
   auto in = OIIO::ImageInput::open(path);
   if (!in) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read image: ", OIIO::geterror()));

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "host_plugin/cli/commands.h"
+#include "nodes/base/exception_status.h"
 #include "nodes/base/runtime_info.h"
 
 namespace {
@@ -34,6 +35,21 @@ constexpr char kUsage[] =
     "                                          (sdgold-v1; full SD v1.5 size or --tiny): images "
     "are noise\n";
 
+int Dispatch(const std::string& command, const std::vector<std::string>& args) {
+#ifdef SD_HAVE_OIIO
+  if (command == "run") return sd::cli::RunCommand(args);
+  if (command == "txt2img") return sd::cli::Txt2ImgCommand(args);
+  if (command == "img2img") return sd::cli::Img2ImgCommand(args);
+  if (command == "inpaint") return sd::cli::InpaintCommand(args);
+#endif
+  if (command == "tokenize") return sd::cli::TokenizeCommand(args);
+  if (command == "inspect") return sd::cli::InspectCommand(args);
+  if (command == "convert") return sd::cli::ConvertCommand(args);
+  if (command == "make-test-checkpoint") return sd::cli::MakeTestCheckpointCommand(args);
+  std::fprintf(stderr, "sd-graph: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return sd::cli::kExitUsage;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,16 +68,13 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
-#ifdef SD_HAVE_OIIO
-  if (command == "run") return sd::cli::RunCommand(args);
-  if (command == "txt2img") return sd::cli::Txt2ImgCommand(args);
-  if (command == "img2img") return sd::cli::Img2ImgCommand(args);
-  if (command == "inpaint") return sd::cli::InpaintCommand(args);
-#endif
-  if (command == "tokenize") return sd::cli::TokenizeCommand(args);
-  if (command == "inspect") return sd::cli::InspectCommand(args);
-  if (command == "convert") return sd::cli::ConvertCommand(args);
-  if (command == "make-test-checkpoint") return sd::cli::MakeTestCheckpointCommand(args);
-  std::fprintf(stderr, "sd-graph: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-  return sd::cli::kExitUsage;
+  // No exception ends this process with std::terminate: whatever a command lets escape (a LibTorch
+  // error, a failed allocation) becomes a message and exit code 1.
+  int code = sd::cli::kExitFailure;
+  const absl::Status s = sd::CatchExceptions(command, [&] {
+    code = Dispatch(command, args);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) std::fprintf(stderr, "sd-graph %s\n", s.ToString().c_str());
+  return s.ok() ? code : sd::cli::kExitFailure;
 }

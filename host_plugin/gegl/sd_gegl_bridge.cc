@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/stock_graphs.h"
+#include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -200,13 +201,12 @@ extern "C" int sd_gegl_run(const SdGeglRequest* request, float** rgba, int* out_
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
-  absl::StatusOr<torch::Tensor> px;
-  try {
-    c10::InferenceMode guard;
-    px = sd::Run(*request, cancel);
-  } catch (const std::exception& e) {
-    px = absl::InternalError(e.what());
-  }
+  // Nothing may throw into the host application: GIMP would go down with us.
+  absl::StatusOr<torch::Tensor> px =
+      sd::CatchExceptions("", [&]() -> absl::StatusOr<torch::Tensor> {
+        c10::InferenceMode guard;
+        return sd::Run(*request, cancel);
+      });
   done.store(true);
   watch.join();
   if (!px.ok()) {
@@ -215,6 +215,10 @@ extern "C" int sd_gegl_run(const SdGeglRequest* request, float** rgba, int* out_
   }
   const int64_t h = px->size(0), w = px->size(1);
   float* out = static_cast<float*>(std::malloc(sizeof(float) * 4 * h * w));
+  if (out == nullptr) {
+    *error = sd::Dup("RESOURCE_EXHAUSTED: out of memory for the output image");
+    return 1;
+  }
   const uint8_t* src = px->data_ptr<uint8_t>();
   for (int64_t i = 0; i < h * w; ++i) {
     for (int c = 0; c < 3; ++c) out[i * 4 + c] = src[i * 3 + c] / 255.0f;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
@@ -499,10 +500,12 @@ absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string
   parser.RecordErrorsTo(&errors);
   TextFormat::ParseInfoTree tree;
   parser.WriteLocationsTo(&tree);
-  if (!parser.ParseFromString(text, &g.config_)) {
+  auto config = std::make_shared<v1::GraphConfig>();
+  if (!parser.ParseFromString(text, config.get())) {
     return absl::InvalidArgumentError(absl::StrCat("graph ", name, ":", errors.error));
   }
-  Planner planner(g.name_, g.config_, &tree);
+  g.config_ = std::move(config);
+  Planner planner(g.name_, *g.config_, &tree);
   SD_ASSIGN_OR_RETURN(std::shared_ptr<Plan> plan, planner.Build());
   g.plan_ = std::move(plan);
   return g;
@@ -514,7 +517,7 @@ absl::StatusOr<Graph> Graph::Load(const std::string& path) {
 }
 
 const v1::GraphInput* Graph::Input(const std::string& name) const {
-  for (const v1::GraphInput& in : config_.input()) {
+  for (const v1::GraphInput& in : config_->input()) {
     if (in.name() == name) return &in;
   }
   return nullptr;
@@ -525,7 +528,7 @@ absl::StatusOr<Value> Graph::ParseInputValue(const std::string& name,
   const v1::GraphInput* in = Input(name);
   if (!in) {
     std::vector<std::string> names;
-    for (const v1::GraphInput& i : config_.input()) names.push_back(i.name());
+    for (const v1::GraphInput& i : config_->input()) names.push_back(i.name());
     return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", name,
                                                    "' (inputs: ", absl::StrJoin(names, ", "), ")"));
   }
@@ -578,7 +581,7 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     if (!Input(n))
       return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", n, "'"));
   }
-  for (const v1::GraphInput& in : config_.input()) {
+  for (const v1::GraphInput& in : config_->input()) {
     Value v;
     if (auto it = inputs.find(in.name()); it != inputs.end()) {
       v = it->second;
@@ -606,12 +609,7 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   auto open = [&](const PlannedNode& p) -> absl::Status {
     if (remote(p)) return absl::OkStatus();
     std::unique_ptr<NodeKernel> k = p.kind->create(p.node->options());
-    absl::Status s;
-    try {
-      s = k->Open(ctx);
-    } catch (const std::exception& e) {
-      s = absl::InternalError(e.what());
-    }
+    absl::Status s = CatchExceptions("", [&] { return k->Open(ctx); });
     if (!s.ok())
       return absl::Status(s.code(), absl::StrCat("node '", p.node->name(), "' (", p.node->kind(),
                                                  "): ", s.message()));
@@ -656,21 +654,24 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   };
   auto execute = [&](const PlannedNode& p, const std::map<std::string, Value>& in,
                      int step) -> absl::StatusOr<NodeOutputs> {
-    if (remote(p)) {
-      NodeCall call{
-          p.node->name(), p.node->kind(), p.node->options(), p.contract, in, ctx.checkpoint, step};
-      return dispatcher->Call(call, options.cancelled);
-    }
-    NodeOutputs out;
-    absl::Status s;
-    try {
+    // Runs on wave threads too: nothing may throw out of here.
+    return CatchExceptions("", [&]() -> absl::StatusOr<NodeOutputs> {
+      if (remote(p)) {
+        NodeCall call{p.node->name(),
+                      p.node->kind(),
+                      p.node->options(),
+                      p.contract,
+                      in,
+                      ctx.checkpoint,
+                      step};
+        return dispatcher->Call(call, options.cancelled);
+      }
+      NodeOutputs out;
       c10::InferenceMode guard;
-      s = kernels.at(p.node->name())->Process(NodeInputs(&in, &p.node->name()), out);
-    } catch (const std::exception& e) {
-      s = absl::InternalError(e.what());
-    }
-    if (!s.ok()) return s;
-    return out;
+      SD_RETURN_IF_ERROR(
+          kernels.at(p.node->name())->Process(NodeInputs(&in, &p.node->name()), out));
+      return out;
+    });
   };
   auto finish = [&](const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step,
                     int steps) -> absl::Status {
@@ -793,7 +794,7 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
   std::map<std::string, Value> result;
   for (const std::string& c : options.capture)
     result[c] = values[c];  // inside loops: the last step's value
-  for (const v1::GraphOutput& o : config_.output()) result[o.name()] = values[o.source()];
+  for (const v1::GraphOutput& o : config_->output()) result[o.name()] = values[o.source()];
   return result;
 }
 

@@ -69,7 +69,7 @@ class Graph {
   static absl::StatusOr<Graph> Load(const std::string& path);
   static absl::StatusOr<Graph> FromText(const std::string& text, const std::string& name);
 
-  const v1::GraphConfig& config() const { return config_; }
+  const v1::GraphConfig& config() const { return *config_; }
   const std::string& name() const { return name_; }
   // The declared input, or nullptr.
   const v1::GraphInput* Input(const std::string& name) const;
@@ -85,10 +85,17 @@ class Graph {
 
   struct Plan;  // the validated execution plan (graph.cc)
 
+  // The plan points into the config: a copy's plan would point into the original's. The config
+  // lives on the heap, so a move keeps the plan's pointers valid.
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  Graph(Graph&&) = default;
+  Graph& operator=(Graph&&) = default;
+
  private:
   Graph() = default;
   std::string name_;
-  v1::GraphConfig config_;
+  std::shared_ptr<const v1::GraphConfig> config_;
   std::shared_ptr<const Plan> plan_;
 };
 

@@ -1,19 +1,34 @@
-// A fused attention kernel for x86-64 CPUs with AVX-512: softmax(q kᵀ · scale) v without
-// materialising the score matrix. A block of query rows walks the keys a chunk at a time with a
-// running softmax maximum and sum (as flash attention does), so the chunk's keys, values and scores
-// stay in the core's L1 cache; the matmuls are register-blocked so that they run at the FMA rate,
-// which the general BLAS does not reach for these shapes (an inner dimension of 40 and an output of
-// 40 columns).
+// A fused attention kernel for x86-64 CPUs with AVX-512 or AVX2 + FMA: softmax(q kᵀ · scale) v
+// without materialising the score matrix. A block of query rows walks the keys a chunk at a time
+// with a running softmax maximum and sum (as flash attention does), so the chunk's keys, values and
+// scores stay in the core's L1 cache; the matmuls are register-blocked so that they run at the FMA
+// rate, which the general BLAS does not reach for these shapes (an inner dimension of 40 and an
+// output of 40 columns).
 //
 // Torch-free: raw f32 pointers.
 #ifndef SD_NODES_KERNELS_ATTENTION_CPU_H_
 #define SD_NODES_KERNELS_ATTENTION_CPU_H_
 
 #include <cstdint>
+#include <optional>
 
 namespace sd::kernels {
 
-// True when this CPU can run MultiHeadAttention (AVX-512 F/DQ/BW/VL) and it was compiled in.
+// The instruction sets the kernel has a body for (one translation unit each, chosen at run time).
+enum class AttentionIsa { kNone, kAvx2, kAvx512 };
+
+// True when this CPU can run the body for `isa` (kAvx512: AVX-512 F/DQ/BW/VL; kAvx2: AVX2 + FMA).
+bool AttentionIsaSupported(AttentionIsa isa);
+// "avx512", "avx2", "none".
+const char* AttentionIsaName(AttentionIsa isa);
+// The body MultiHeadAttention runs: the best this CPU supports, unless SD_ATTENTION_ISA=avx2|none
+// lowers it or SetAttentionIsa chose one.
+AttentionIsa ActiveAttentionIsa();
+// Forces a body (tests and benchmarks run every body the CPU has); nullopt, or an ISA this CPU
+// lacks, returns to the automatic choice.
+void SetAttentionIsa(std::optional<AttentionIsa> isa);
+
+// True when ActiveAttentionIsa() is not kNone.
 bool FusedAttentionAvailable();
 
 // The largest head width the kernel takes; wider heads (the VAE's single 512-wide head) read K and

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -14,32 +17,33 @@ namespace {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // 12 independent accumulators: enough to cover the latency of either instruction.
-#define SD_TWELVE(OP)                                                  \
-  OP " %%zmm14, %%zmm15, %%zmm0\n" OP " %%zmm14, %%zmm15, %%zmm1\n" OP \
-     " %%zmm14, %%zmm15, %%zmm2\n" OP " %%zmm14, %%zmm15, %%zmm3\n" OP \
-     " %%zmm14, %%zmm15, %%zmm4\n" OP " %%zmm14, %%zmm15, %%zmm5\n" OP \
-     " %%zmm14, %%zmm15, %%zmm6\n" OP " %%zmm14, %%zmm15, %%zmm7\n" OP \
-     " %%zmm14, %%zmm15, %%zmm8\n" OP " %%zmm14, %%zmm15, %%zmm9\n" OP \
-     " %%zmm14, %%zmm15, %%zmm10\n" OP " %%zmm14, %%zmm15, %%zmm11\n"
+#define SD_TWELVE(OP, R)                                                                      \
+  OP " %%" R "14, %%" R "15, %%" R "0\n" OP " %%" R "14, %%" R "15, %%" R "1\n" OP " %%" R    \
+     "14, %%" R "15, %%" R "2\n" OP " %%" R "14, %%" R "15, %%" R "3\n" OP " %%" R "14, %%" R \
+     "15, %%" R "4\n" OP " %%" R "14, %%" R "15, %%" R "5\n" OP " %%" R "14, %%" R "15, %%" R \
+     "6\n" OP " %%" R "14, %%" R "15, %%" R "7\n" OP " %%" R "14, %%" R "15, %%" R "8\n" OP   \
+     " %%" R "14, %%" R "15, %%" R "9\n" OP " %%" R "14, %%" R "15, %%" R "10\n" OP " %%" R   \
+     "14, %%" R "15, %%" R "11\n"
 #define SD_CLOBBERS                                                                        \
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
       "xmm11", "xmm14", "xmm15"
 
-// Seconds for `iterations` rounds of 12 independent instructions OP, in a function compiled for
-// TARGET.
-#define SD_PEAK_LOOP(NAME, TARGET, OP)                                                   \
-  __attribute__((target(TARGET))) double NAME(long iterations) {                         \
-    const auto t0 = std::chrono::steady_clock::now();                                    \
-    asm volatile(                                                                        \
-        "vpxord %%zmm14, %%zmm14, %%zmm14\n vpxord %%zmm15, %%zmm15, %%zmm15\n"          \
-        "1:\n" SD_TWELVE(OP) "dec %0\n jnz 1b\n"                                         \
-        : "+r"(iterations)                                                               \
-        :                                                                                \
-        : SD_CLOBBERS);                                                                  \
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); \
+// Seconds for `iterations` rounds of 12 independent instructions OP on registers R (zmm, ymm), in
+// a function compiled for TARGET.
+#define SD_PEAK_LOOP(NAME, TARGET, OP, R)                                                     \
+  __attribute__((target(TARGET))) double NAME(long iterations) {                              \
+    const auto t0 = std::chrono::steady_clock::now();                                         \
+    asm volatile("vxorps %%" R "14, %%" R "14, %%" R "14\n vxorps %%" R "15, %%" R "15, %%" R \
+                 "15\n"                                                                       \
+                 "1:\n" SD_TWELVE(OP, R) "dec %0\n jnz 1b\n"                                  \
+                 : "+r"(iterations)                                                           \
+                 :                                                                            \
+                 : SD_CLOBBERS);                                                              \
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();      \
   }
-SD_PEAK_LOOP(FmaSeconds, "avx512f", "vfmadd231ps")
-SD_PEAK_LOOP(DotBf16Seconds, "avx512f,avx512bf16", "vdpbf16ps")
+SD_PEAK_LOOP(FmaSeconds, "avx512f", "vfmadd231ps", "zmm")
+SD_PEAK_LOOP(Fma256Seconds, "avx2,fma", "vfmadd231ps", "ymm")
+SD_PEAK_LOOP(DotBf16Seconds, "avx512f,avx512bf16", "vdpbf16ps", "zmm")
 
 // Runs `f` on `threads` threads at once and returns the sum of their rates.
 template <typename F>
@@ -65,8 +69,15 @@ PeakRates MeasurePeakRates(int threads, long iterations) {
   PeakRates p;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f")) return p;
   const long kIterations = iterations;
+  if (!__builtin_cpu_supports("avx512f")) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      p.vector = "AVX2";  // 8 lanes x (multiply + add)
+      p.fp32_gflops =
+          AllThreads(threads, kIterations * 12.0 * 16, [&] { return Fma256Seconds(kIterations); });
+    }
+    return p;
+  }
   p.vector = "AVX-512";
   // One instruction: 16 lanes x (multiply + add) for fp32, 16 lanes x 2 pairs x (multiply + add)
   // for bf16.
@@ -78,6 +89,38 @@ PeakRates MeasurePeakRates(int threads, long iterations) {
   }
 #endif
   return p;
+}
+
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string CpuVectorFeatures() {
+  std::string out;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  const std::pair<const char*, bool> features[] = {
+      {"avx2", __builtin_cpu_supports("avx2")},
+      {"fma", __builtin_cpu_supports("fma")},
+      {"avx512f", __builtin_cpu_supports("avx512f")},
+      {"avx512bw", __builtin_cpu_supports("avx512bw")},
+      {"avx512vl", __builtin_cpu_supports("avx512vl")},
+      {"avx512vnni", __builtin_cpu_supports("avx512vnni")},
+      {"avx512bf16", __builtin_cpu_supports("avx512bf16")}};
+  for (const auto& [name, has] : features) {
+    if (has) out += out.empty() ? name : std::string(" ") + name;
+  }
+  if (CpuHasAmxBf16()) out += " amx-bf16";
+#endif
+  return out.empty() ? "none of avx2/avx512" : out;
 }
 
 bool CpuHasAmxBf16() {

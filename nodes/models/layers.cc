@@ -2,14 +2,15 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "nodes/kernels/attention_cpu.h"
-#include "nodes/kernels/cpu_rates.h"
 
 namespace sd::nn {
 
@@ -35,15 +36,48 @@ torch::Tensor AsActivation(const torch::Tensor& t, torch::ScalarType dtype) {
 
 }  // namespace
 
+namespace {
+
+// Seconds of one convolution and one matmul of UNet-like shapes (a few hundred MFLOP each), in bf16
+// arithmetic (`native`) or in fp32 on weights widened from bf16 (kF32 mode's arithmetic); the best
+// of two runs after a warm-up (oneDNN creates its kernels on the first call).
+double Bf16ProbeSeconds(bool native) {
+  c10::InferenceMode
+      guard;  // as the networks run (WidenedWeight's buffer may be an inference tensor)
+  torch::manual_seed(0);
+  const torch::ScalarType act = native ? torch::kBFloat16 : torch::kFloat32;
+  const torch::Tensor x = torch::randn({1, 128, 32, 32}).to(act);
+  const torch::Tensor w = torch::randn({128, 128, 3, 3}).mul_(0.03).to(torch::kBFloat16);
+  const torch::Tensor a = torch::randn({1024, 320}).to(act);
+  const torch::Tensor m = torch::randn({320, 320}).mul_(0.05).to(torch::kBFloat16);
+  auto once = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    torch::Tensor y = torch::conv2d(x, native ? w : WidenedWeight(w), {}, 1, 1);
+    torch::Tensor z = torch::linear(a, native ? m : WidenedWeight(m));
+    (void)y.sum().item<float>();
+    (void)z.sum().item<float>();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  once();
+  return std::min(once(), once());
+}
+
+}  // namespace
+
+double MeasuredNativeBf16Speedup() {
+  static const double speedup = [] {
+    const double f32 = Bf16ProbeSeconds(false), native = Bf16ProbeSeconds(true);
+    return native > 0 ? f32 / native : 0.0;
+  }();
+  return speedup;
+}
+
 CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode) {
   if (mode != CpuBf16Compute::kAuto) return mode;
-  static const CpuBf16Compute automatic = [] {
-    if (kernels::CpuHasAmxBf16()) return CpuBf16Compute::kNative;
-    // One thread, ~2 ms per measurement: enough to compare issue rates.
-    const kernels::PeakRates r = kernels::MeasurePeakRates(1, 400000);
-    return r.bf16_gflops >= 1.3 * r.fp32_gflops ? CpuBf16Compute::kNative : CpuBf16Compute::kF32;
-  }();
-  return automatic;
+  // Measured, not read from CPU flags: bf16 arithmetic is fast with AMX (when the OS grants it to
+  // oneDNN), half the fp32 rate on AVX-512 BF16 without it, and emulated (30x slower) on AVX2.
+  return MeasuredNativeBf16Speedup() >= kNativeBf16MinSpeedup ? CpuBf16Compute::kNative
+                                                              : CpuBf16Compute::kF32;
 }
 
 void SetCpuBf16Compute(CpuBf16Compute mode) { g_bf16_mode = static_cast<int>(mode); }
@@ -163,8 +197,12 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
     return FusedAttention(q, k, v, heads);
   }
   const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
+  // On a CPU, half-precision activations are attended in f32 as the fused kernel does: bf16 scores
+  // of peaked rows (|q·k| of tens) would be off by tenths, and so would their softmax weights.
+  const bool widen = q.device().is_cpu() && q.scalar_type() != torch::kFloat32;
   auto split = [&](const torch::Tensor& x, int64_t t) {
-    return x.view({b, t, heads, d}).transpose(1, 2);  // [B, H, T, D]
+    const torch::Tensor y = widen ? x.to(torch::kFloat32) : x;
+    return y.view({b, t, heads, d}).transpose(1, 2);  // [B, H, T, D]
   };
   const torch::Tensor qh = split(q, tq).reshape({b * heads, tq, d});
   const torch::Tensor kt = split(k, tk).transpose(-1, -2).reshape({b * heads, d, tk});
@@ -174,7 +212,7 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
   // small enough to stay in the CPU's cache between the matmul, the softmax and the second matmul (the
   // same numbers as all at once; a 512x512 image has 4096 latent pixels: 1 GB of scores at batch 2).
   const int64_t chunk = std::max<int64_t>(16, std::min<int64_t>(tq, kScoreBlockElements / std::max<int64_t>(1, tk)));
-  torch::Tensor out = torch::empty({b * heads, tq, d}, v.options());
+  torch::Tensor out = torch::empty({b * heads, tq, d}, vh.options());
   for (int64_t bh = 0; bh < b * heads; ++bh) {
     const torch::Tensor qb = qh[bh], kb = kt[bh], vb = vh[bh];
     for (int64_t s = 0; s < tq; s += chunk) {
@@ -186,12 +224,12 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
       }
       if (scores.scalar_type() != torch::kFloat32) scores = scores.to(torch::kFloat32);
       scores.div_(root_d);
-      torch::Tensor weights = torch::softmax(scores, -1).to(v.scalar_type());
+      torch::Tensor weights = torch::softmax(scores, -1).to(vh.scalar_type());
       out[bh].slice(0, s, e).copy_(torch::mm(weights, vb));
     }
   }
   out = out.view({b, heads, tq, d});
-  return out.transpose(1, 2).reshape({b, tq, width});
+  return out.transpose(1, 2).reshape({b, tq, width}).to(v.scalar_type());
 }
 
 }  // namespace sd::nn

@@ -12,18 +12,24 @@
 
 namespace sd::nn {
 
-// How bf16 weights compute on a CPU. kNative: bf16 convolutions and matmuls through oneDNN (fast with AMX,
-// where the CPU has bf16 tiles). kF32: the weights stay bf16 in memory and each layer widens its weights to
-// fp32 as it runs, so the arithmetic is fp32's — faster where the CPU's bf16 dot product issues at a lower
-// rate than its fp32 FMA (measured: half the rate on this project's AVX-512 BF16 CPUs without AMX), and more
-// exact. kAuto (the default) picks kNative with AMX-BF16, else measures the two rates once (a few ms) and
-// picks kNative only when bf16 is at least 1.3x faster. SD_CPU_BF16=native|f32|auto overrides the default.
+// How bf16 weights compute on a CPU. kNative: bf16 convolutions and matmuls through oneDNN (fast
+// with AMX, where the CPU has bf16 tiles). kF32: the weights stay bf16 in memory and each layer
+// widens its weights to fp32 as it runs, so the arithmetic is fp32's — faster where the CPU's bf16
+// dot product issues at a lower rate than its fp32 FMA (measured: half the rate on AVX-512 BF16
+// CPUs without AMX; 30x slower on AVX2-only CPUs, where bf16 is emulated), and more exact. kAuto
+// (the default) times a convolution and a matmul both ways once per process (milliseconds; a
+// fraction of a second on AVX2) and picks kNative only when it is at least kNativeBf16MinSpeedup
+// times faster. SD_CPU_BF16=native|f32|auto overrides the default.
 enum class CpuBf16Compute { kAuto, kNative, kF32 };
 void SetCpuBf16Compute(CpuBf16Compute mode);
 // The mode in force (set, else SD_CPU_BF16, else kAuto), resolved to kNative or kF32 on this machine.
 CpuBf16Compute ResolvedCpuBf16Compute();
 // What `mode` means on this machine: itself, or for kAuto kNative or kF32 (measured once).
 CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode);
+inline constexpr double kNativeBf16MinSpeedup = 1.2;
+// How many times faster native bf16 arithmetic ran than kF32 mode's in kAuto's measurement (< 1:
+// slower). Measured on the first call, then cached.
+double MeasuredNativeBf16Speedup();
 
 // The dtype a network's activations take when its weights are `weight_dtype` on `device`: the weights'
 // own, except bf16 on a CPU in CpuBf16Compute::kF32, which computes in fp32.

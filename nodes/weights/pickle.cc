@@ -2,11 +2,13 @@
 
 #include <cstring>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "nodes/base/checked_math.h"
 #include "nodes/base/status_macros.h"
 
 namespace sd {
@@ -62,8 +64,16 @@ Callable Classify(const std::string& module, const std::string& name) {
   return Callable::kNone;
 }
 
-// Values are created mutable so that a container nobody else references yet can grow in place.
-PVal Make(PickleValue v) { return std::make_shared<PickleValue>(std::move(v)); }
+// What a memo entry costs in the hash map (node, key, value, bucket).
+constexpr uint64_t kMemoEntryBytes = 64;
+
+// The heap bytes of one value: the object with its shared_ptr control block and allocator header,
+// and what its strings and vectors hold.
+uint64_t ValueBytes(const PickleValue& v) {
+  return sizeof(PickleValue) + 32 + v.str.capacity() + v.module.capacity() + v.name.capacity() +
+         v.items.capacity() * sizeof(PVal) + v.dict.capacity() * sizeof(v.dict[0]) +
+         (v.shape.capacity() + v.strides.capacity()) * sizeof(int64_t);
+}
 
 int MaxDepth(const std::vector<PVal>& items) {
   int d = 0;
@@ -74,8 +84,13 @@ int MaxDepth(const std::vector<PVal>& items) {
 class Unpickler {
  public:
   Unpickler(const uint8_t* data, uint64_t size, const PersistentLoader& loader,
-            const std::string& where)
-      : p_(data), end_(data + size), begin_(data), loader_(loader), where_(where) {}
+            const std::string& where, const UnpickleLimits& limits)
+      : p_(data),
+        end_(data + size),
+        begin_(data),
+        loader_(loader),
+        where_(where),
+        budget_(limits.max_object_bytes) {}
 
   absl::StatusOr<PVal> Run();
 
@@ -104,11 +119,27 @@ class Unpickler {
     p_ = nl + 1;
     return s;
   }
+  // Values are created mutable so that a container nobody else references yet can grow in place.
+  // Their bytes are charged to the budget, which Push() and Memoize() enforce.
+  PVal Make(PickleValue v) {
+    charged_ += ValueBytes(v);
+    return std::make_shared<PickleValue>(std::move(v));
+  }
+  absl::Status CheckBudget() const {
+    if (charged_ <= budget_) return absl::OkStatus();
+    return absl::ResourceExhaustedError(
+        absl::StrCat(where_, ": the pickle's objects need more than the budget of ", budget_ >> 20,
+                     " MiB at byte ", op_pos_,
+                     " (a memory bomb, or a pickle far larger than a checkpoint's; "
+                     "SD_PICKLE_BUDGET_MB raises the budget)"));
+  }
   absl::Status Push(PVal v) {
     if (v->depth > kMaxDepth) return Err("values nested too deeply");
     if (stack_.size() >= kMaxStack) return Err("stack too large");
+    const size_t capacity = stack_.capacity();
     stack_.push_back(std::move(v));
-    return absl::OkStatus();
+    charged_ += (stack_.capacity() - capacity) * sizeof(PVal);
+    return CheckBudget();
   }
   absl::StatusOr<PVal> Pop() {
     if (stack_.size() <= MarkFloor()) return Err("stack underflow");
@@ -135,8 +166,12 @@ class Unpickler {
   absl::Status Memoize(uint64_t key) {
     if (stack_.empty()) return Err("memo of an empty stack");
     if (memo_.size() >= kMaxMemo && !memo_.count(key)) return Err("memo too large");
-    memo_[key] = stack_.back();
-    return absl::OkStatus();
+    if (memo_.emplace(key, stack_.back()).second) {
+      charged_ += kMemoEntryBytes;
+    } else {
+      memo_[key] = stack_.back();
+    }
+    return CheckBudget();
   }
   absl::Status Get(uint64_t key) {
     auto it = memo_.find(key);
@@ -161,6 +196,8 @@ class Unpickler {
   std::vector<PVal> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, PVal> memo_;
+  const uint64_t budget_;  // bytes of values, stack and memo
+  uint64_t charged_ = 0;   // bytes allocated so far (never refunded: a bound on the peak)
 };
 
 absl::Status Unpickler::Global(const std::string& module, const std::string& name) {
@@ -199,21 +236,30 @@ absl::StatusOr<PVal> Unpickler::RebuildTensor(const std::vector<PVal>& a) {
     t.shape.push_back(s->i);
     t.strides.push_back(st->i);
   }
-  // Every reachable element must lie inside the storage.
+  // Every reachable element must lie inside the storage: the offset itself, and the last element
+  // offset + Σ (size - 1) * stride, in checked arithmetic (an overflow is an error, never a wrap).
+  const uint64_t storage_numel = a[0]->storage_numel;
+  const uint64_t offset = static_cast<uint64_t>(t.storage_offset);
   absl::StatusOr<uint64_t> numel = CheckedNumel(t.shape, "tensor");
   if (!numel.ok()) return Err(numel.status().message());
+  if (*numel == 0 ? offset > storage_numel : offset >= storage_numel) {
+    return Err(absl::StrCat("tensor storage offset ", offset, " lies outside its storage of ",
+                            storage_numel, " elements"));
+  }
   if (*numel > 0) {
-    uint64_t last = static_cast<uint64_t>(t.storage_offset);
-    for (size_t k = 0; k < t.shape.size(); ++k) {
-      const uint64_t span = static_cast<uint64_t>(t.shape[k] - 1);
-      const uint64_t stride = static_cast<uint64_t>(t.strides[k]);
-      if (stride != 0 && span > (UINT64_MAX / 4 - last) / stride) return Err("tensor strides overflow");
-      last += span * stride;
+    std::optional<uint64_t> last = offset;
+    for (size_t k = 0; k < t.shape.size() && last; ++k) {
+      last = CheckedMulAdd(*last, static_cast<uint64_t>(t.shape[k] - 1),
+                           static_cast<uint64_t>(t.strides[k]));
     }
-    if (last >= a[0]->storage_numel) {
-      return Err(absl::StrCat("tensor of shape ", ShapeString(t.shape), " at offset ",
-                              t.storage_offset, " reaches element ", last, " of a storage with ",
-                              a[0]->storage_numel, " elements"));
+    if (!last) {
+      return Err(absl::StrCat("tensor of shape ", ShapeString(t.shape), " at offset ", offset,
+                              ": strides overflow 64 bits"));
+    }
+    if (*last >= storage_numel) {
+      return Err(absl::StrCat("tensor of shape ", ShapeString(t.shape), " at offset ", offset,
+                              " reaches element ", *last, " of a storage with ", storage_numel,
+                              " elements"));
     }
   }
   t.depth = 2;
@@ -268,10 +314,12 @@ absl::Status Unpickler::SetItems(std::vector<PVal> kv) {
   if (target->kind == Kind::kObject) return Push(target);  // opaque: contents ignored
   if (target->kind != Kind::kDict) return Err(absl::StrCat("SETITEM on ", target->Describe()));
   SD_ASSIGN_OR_RETURN(std::shared_ptr<PickleValue> d, Writable(std::move(target)));
+  const size_t capacity = d->dict.capacity();
   for (size_t k = 0; k < kv.size(); k += 2) {
     d->dict.emplace_back(kv[k], kv[k + 1]);
     d->depth = std::max(d->depth, 1 + std::max(kv[k]->depth, kv[k + 1]->depth));
   }
+  charged_ += (d->dict.capacity() - capacity) * sizeof(d->dict[0]);
   return Push(std::move(d));
 }
 
@@ -281,7 +329,9 @@ absl::Status Unpickler::Append(std::vector<PVal> items) {
   if (target->kind != Kind::kList) return Err(absl::StrCat("APPEND on ", target->Describe()));
   SD_ASSIGN_OR_RETURN(std::shared_ptr<PickleValue> l, Writable(std::move(target)));
   l->depth = std::max(l->depth, 1 + MaxDepth(items));
+  const size_t capacity = l->items.capacity();
   for (PVal& v : items) l->items.push_back(std::move(v));
+  charged_ += (l->items.capacity() - capacity) * sizeof(PVal);
   return Push(std::move(l));
 }
 
@@ -293,6 +343,7 @@ absl::StatusOr<std::shared_ptr<PickleValue>> Unpickler::Writable(PVal target) {
   const uint64_t cost = target->items.size() + target->dict.size() + memo_.size() + 1;
   if (cost > copy_budget_) return Err("pickle needs too much work to rebuild its containers");
   copy_budget_ -= cost;
+  charged_ += ValueBytes(*target);
   auto copy = std::make_shared<PickleValue>(*target);
   for (auto& entry : memo_) {
     if (entry.second == target) entry.second = copy;
@@ -564,8 +615,8 @@ absl::StatusOr<DType> StorageClassDType(const std::string& name) {
 }
 
 absl::StatusOr<PVal> Unpickle(const uint8_t* data, uint64_t size, const PersistentLoader& loader,
-                              const std::string& where) {
-  Unpickler u(data, size, loader, where);
+                              const std::string& where, const UnpickleLimits& limits) {
+  Unpickler u(data, size, loader, where, limits);
   return u.Run();
 }
 

@@ -1,9 +1,11 @@
 #include "nodes/weights/tensor_view.h"
 
 #include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nodes/base/checked_math.h"
 
 namespace sd {
 namespace {
@@ -65,11 +67,13 @@ absl::StatusOr<uint64_t> CheckedNumel(const std::vector<int64_t>& shape, absl::s
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": negative dimension in shape ", ShapeString(shape)));
     }
-    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / 16 / static_cast<uint64_t>(d)) {
+    // At most 2^60 elements, so that a byte count (up to 16 bytes an element) fits in 64 bits too.
+    const std::optional<uint64_t> product = CheckedMul(n, static_cast<uint64_t>(d));
+    if (!product || *product > (uint64_t{1} << 60)) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": shape ", ShapeString(shape), " overflows"));
     }
-    n *= static_cast<uint64_t>(d);
+    n = *product;
   }
   return n;
 }

@@ -81,7 +81,9 @@ bool SpawnWorker(Spawned& w, const std::string& bin, const std::string& models,
   for (const std::string& a :
        {bin, std::string("--models"), models, std::string("--listen"), std::string("127.0.0.1:0"),
         std::string("--port-file"), port_file, std::string("--threads"), std::string("1"),
-        std::string("--preload"), std::string("tiny")}) {
+        std::string("--preload"), std::string("tiny"),
+        // CfgCombine, the protocol probe, computes without a model: not served by default.
+        std::string("--serve-kinds"), std::string("all")}) {
     args.push_back(a);
   }
   w.pid = ::fork();

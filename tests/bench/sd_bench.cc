@@ -461,6 +461,16 @@ int Main(int argc, char** argv) {
   }
   std::printf("sd-bench: %s, %dx%d, %s, %d threads, BLAS %s\n", model_desc.c_str(), size, size,
               device.str().c_str(), threads, LoadedBlas().Describe().c_str());
+  const std::string cpu = kernels::CpuModelName(), features = kernels::CpuVectorFeatures();
+  const char* attention_isa = kernels::AttentionIsaName(kernels::ActiveAttentionIsa());
+  if (device.is_cpu()) {
+    std::printf(
+        "CPU: %s [%s]; fused attention: %s; bf16 weights compute %s (native bf16 measured at %.2fx "
+        "fp32 math)\n",
+        cpu.c_str(), features.c_str(), attention_isa,
+        nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "natively" : "in fp32",
+        nn::MeasuredNativeBf16Speedup());
+  }
   std::printf("%-9s", "case");
   for (const auto& d : dtypes) std::printf(" %10s %12s", (d + " s").c_str(), (d + " peak").c_str());
   if (dtypes.size() >= 2) std::printf(" %12s", (dtypes[1] + "/" + dtypes[0]).c_str());
@@ -486,6 +496,15 @@ int Main(int argc, char** argv) {
     j["device"] = device.str();
     j["threads"] = threads;
     j["blas"] = LoadedBlas().Describe();
+    if (device.is_cpu()) {
+      j["cpu"] = {{"model", cpu},
+                  {"features", features},
+                  {"peak_vector", peak.vector},
+                  {"attention_kernel", attention_isa},
+                  {"bf16_compute",
+                   nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "native" : "f32"},
+                  {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()}};
+    }
     j["load_seconds"] = load_seconds;
     if (unet2_flops > 0) j["unet2_flops"] = unet2_flops;
     if (peak.fp32_gflops > 0) j["peak_gflops"] = {{"fp32_fma", peak.fp32_gflops}, {"bf16_dot", peak.bf16_gflops}};

@@ -301,6 +301,26 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
       {"oversized message",
        [](ModelInferRequest& r) { *r.mutable_raw_input_contents(2) = std::string(5 << 20, 'x'); },
        grpc::StatusCode::RESOURCE_EXHAUSTED},
+      {"a kind not served (no model: --serve-kinds)",
+       [](ModelInferRequest& r) { r.set_model_name("CfgCombine"); }, grpc::StatusCode::NOT_FOUND},
+      {"latents over --max-image-size",
+       [](ModelInferRequest& r) {
+         for (int i : {2, 3}) r.mutable_inputs(0)->set_shape(i, 264);
+         *r.mutable_raw_input_contents(0) = F32Bytes(std::vector<float>(4 * 264 * 264, 0.1f));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"batch over --max-batch",
+       [](ModelInferRequest& r) {
+         r.mutable_inputs(0)->set_shape(0, 9);
+         *r.mutable_raw_input_contents(0) = F32Bytes(std::vector<float>(9 * 4 * 8 * 8, 0.1f));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"a LibTorch shape error (context 65 wide, the model takes 64)",
+       [](ModelInferRequest& r) {
+         r.mutable_inputs(2)->set_shape(2, 65);
+         *r.mutable_raw_input_contents(2) = F32Bytes(std::vector<float>(77 * 65, 0.1f));
+       },
+       grpc::StatusCode::INTERNAL},
       {"missing token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED, ""},
       {"wrong token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED,
        "t0ken-for-tests-onlx"},
@@ -321,6 +341,36 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
   EXPECT_EQ(c.Load("tiny", &loaded, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   ModelInferResponse out;
   EXPECT_TRUE(c.Infer(UNetRequest(), &out).ok());
+}
+
+// An allocation far beyond memory inside a node (Noise with a billion channels, on a worker that
+// serves every kind) comes back as RESOURCE_EXHAUSTED, and the worker answers the next call; the
+// metrics label calls of unknown kinds "other", never with the name a client sent.
+TEST_F(WorkerProtocolTest, AllocationFailureIsAnErrorNotACrashAndLabelsAreBounded) {
+  WorkerProcess all;
+  ASSERT_TRUE(all.Start(dir_->File("models"), dir_->File("all.log"), {"--serve-kinds", "all"}));
+  Client c(all.target());
+  ModelInferRequest noise;
+  noise.set_model_name("Noise");
+  (*noise.mutable_parameters())["options"].set_string_param("channels: 1000000000");
+  AddInput(noise, "seed", "INT64", {1}, std::string("\x01\0\0\0\0\0\0\0", 8));
+  int64_t side = 2048;
+  AddInput(noise, "height", "INT64", {1}, std::string(reinterpret_cast<const char*>(&side), 8));
+  AddInput(noise, "width", "INT64", {1}, std::string(reinterpret_cast<const char*>(&side), 8));
+  ModelInferResponse out;
+  grpc::Status s = c.Infer(noise, &out, "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(all.running());
+  ASSERT_TRUE(c.Live("").ok());
+  EXPECT_TRUE(c.Infer(UNetRequest(), &out, "").ok()) << "the worker still computes";
+
+  ModelInferRequest junk = UNetRequest();
+  junk.set_model_name("kind-chosen-by-a-client-12345");
+  EXPECT_EQ(c.Infer(junk, &out, "").error_code(), grpc::StatusCode::NOT_FOUND);
+  const std::string metrics = all.Metrics();
+  EXPECT_EQ(metrics.find("kind-chosen-by-a-client"), std::string::npos);
+  EXPECT_NE(metrics.find("kind=\"other\""), std::string::npos) << metrics.substr(0, 2000);
+  EXPECT_NE(metrics.find("kind=\"Noise\""), std::string::npos);
 }
 
 TEST_F(WorkerProtocolTest, SymlinksOutOfTheRepositoryAreRefused) {

@@ -4,8 +4,8 @@
 usage: write_hostile_ckpts.py OUTDIR CANARY
 
 Every payload that could run code tries to create the file CANARY; the test asserts it never appears.
-Each OUTDIR/<case>.ckpt must be rejected; OUTDIR/expected.json maps each case to a substring the
-reader's error must contain. Pickles are assembled opcode by opcode (pickle's own opcodes, protocol 2),
+Each OUTDIR/<case>.ckpt must be rejected; OUTDIR/expected.json maps each case to {"error": a substring
+the reader's error must contain, "code": its absl status code name}. Pickles are assembled opcode by opcode (pickle's own opcodes, protocol 2),
 so no code from here runs at write time either.
 """
 import io
@@ -65,10 +65,10 @@ def main():
     floats16 = struct.pack("<16f", *range(16))
     cases = {}
 
-    def case(name, data, expect):
+    def case(name, data, expect, code="INVALID_ARGUMENT"):
         with open(os.path.join(outdir, name + ".ckpt"), "wb") as f:
             f.write(data)
-        cases[name] = expect
+        cases[name] = {"error": expect, "code": code}
 
     call = lambda mod, fn, *args: glob(mod, fn) + tup(*args) + b"R"
     case("global_os_system", archive(b"\x80\x02" + call("os", "system", s(cmd)) + b"."), "os.system")
@@ -112,6 +112,27 @@ def main():
     case("overflowing_stride",
          archive(state_dict(("w", tensor("0", 16, 0, [2, 2], [1 << 62, 1]))), {"0": floats16}),
          "overflow")
+    # Offsets and strides whose sums wrap past 2^64 so that the last element "lands" inside the storage.
+    case("offset_near_2_63_wraps",
+         archive(state_dict(("w", tensor("0", 16, (1 << 63) - 8, [2, 2], [(1 << 63) - 1, 12]))), {"0": floats16}),
+         "outside its storage")
+    case("offset_past_storage_empty_shape",
+         archive(state_dict(("w", tensor("0", 16, 17, [0], [1]))), {"0": floats16}), "outside its storage")
+    case("offset_at_end_of_storage",
+         archive(state_dict(("w", tensor("0", 16, 16, [1], [1]))), {"0": floats16}), "outside its storage")
+    case("strides_wrap_into_storage",
+         archive(state_dict(("w", tensor("0", 16, 10, [3], [(1 << 63) - 1]))), {"0": floats16}), "overflow")
+    case("strides_wrap_two_dims",
+         archive(state_dict(("w", tensor("0", 16, 1, [2, 3], [(1 << 63) - 1, (1 << 62) + 1]))), {"0": floats16}),
+         "overflow")
+    case("numel_wraps_to_small",
+         archive(state_dict(("w", tensor("0", 16, 0, [1 << 32, 1 << 32, 2], [0, 0, 1]))), {"0": floats16}),
+         "overflow")
+    # Memory bombs inside the format's limits: 3 MB of empty lists (each a heap object), and 3 MB of
+    # memoized empty dicts. Refused by the object budget, cheaply.
+    case("bomb_empty_lists", archive(b"\x80\x02" + b"]" * (3 << 20) + b"."), "budget", "RESOURCE_EXHAUSTED")
+    case("bomb_memoized_dicts", archive(b"\x80\x04" + b"}\x94" * (3 << 19) + b"."), "budget",
+         "RESOURCE_EXHAUSTED")
     case("huge_int", archive(state_dict(("w", b"\x8a\x10" + b"\xff" * 16))), "wider than 64 bits")
     case("missing_storage_record",
          archive(state_dict(("w", tensor("7", 16, 0, [16], [1]))), {"0": floats16}), "is missing")

@@ -1,10 +1,13 @@
 // The fused CPU attention kernel against softmax(q kᵀ / √d) v computed in double, over the shapes
 // the UNet uses and the edge cases of the kernel's tiling: key counts that are not a multiple of
 // its 32-key step, row counts that are not a multiple of its 6-row tile, head widths that end in a
-// partial vector, and rows so peaked that most of their softmax weights underflow.
+// partial vector, and rows so peaked that most of their softmax weights underflow. Every body this
+// CPU has runs (AVX-512, AVX2, and the ATen path), so an AVX2-only machine tests all it can run.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <optional>
+#include <string>
 #include <tuple>
 
 #include "nodes/kernels/attention_cpu.h"
@@ -30,12 +33,20 @@ struct Shape {
   double spread;  // scale of q and k: large values make peaked softmax rows
 };
 
-class FusedAttentionTest : public ::testing::TestWithParam<Shape> {};
+class FusedAttentionTest
+    : public ::testing::TestWithParam<std::tuple<kernels::AttentionIsa, Shape>> {
+ protected:
+  void TearDown() override { kernels::SetAttentionIsa(std::nullopt); }
+};
 
 TEST_P(FusedAttentionTest, MatchesDoublePrecisionReference) {
-  if (!kernels::FusedAttentionAvailable())
-    GTEST_SKIP() << "this CPU has no AVX-512: the ATen path is used";
-  const Shape s = GetParam();
+  const auto [isa, s] = GetParam();
+  if (!kernels::AttentionIsaSupported(isa)) {
+    GTEST_SKIP() << "this CPU lacks " << kernels::AttentionIsaName(isa)
+                 << "; the bodies it has run in the other instances";
+  }
+  kernels::SetAttentionIsa(isa);
+  ASSERT_EQ(kernels::ActiveAttentionIsa(), isa);
   torch::manual_seed(s.tq * 131 + s.tk * 7 + s.d);
   const torch::Tensor q = torch::randn({s.b, s.tq, s.heads * s.d}) * s.spread;
   const torch::Tensor k = torch::randn({s.b, s.tk, s.heads * s.d}) * s.spread;
@@ -60,14 +71,22 @@ TEST_P(FusedAttentionTest, MatchesDoublePrecisionReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, FusedAttentionTest,
-    ::testing::Values(Shape{2, 256, 256, 8, 40, 1.0},  // UNet level 1 self-attention (fewer tokens)
-                      Shape{2, 64, 77, 8, 40, 1.0},    // cross-attention: 77 context tokens
-                      Shape{1, 64, 64, 8, 80, 1.0},    // level 2
-                      Shape{1, 16, 16, 8, 160, 1.0},   // level 3
-                      Shape{1, 7, 33, 1, 17, 1.0},     // odd everything: partial vectors and tiles
-                      Shape{1, 5, 1, 2, 48, 1.0},      // a single key
-                      Shape{1, 13, 31, 3, 96, 1.0},    // tails in both the key step and the columns
-                      Shape{1, 50, 200, 2, 64, 6.0}));  // peaked rows: most weights underflow to 0
+    ::testing::Combine(
+        ::testing::Values(kernels::AttentionIsa::kAvx512, kernels::AttentionIsa::kAvx2,
+                          kernels::AttentionIsa::kNone),
+        ::testing::Values(
+            Shape{2, 256, 256, 8, 40, 1.0},   // UNet level 1 self-attention (fewer tokens)
+            Shape{2, 64, 77, 8, 40, 1.0},     // cross-attention: 77 context tokens
+            Shape{1, 64, 64, 8, 80, 1.0},     // level 2
+            Shape{1, 16, 16, 8, 160, 1.0},    // level 3
+            Shape{1, 7, 33, 1, 17, 1.0},      // odd everything: partial vectors and tiles
+            Shape{1, 5, 1, 2, 48, 1.0},       // a single key
+            Shape{1, 13, 31, 3, 96, 1.0},     // tails in both the key step and the columns
+            Shape{1, 50, 200, 2, 64, 6.0})),  // peaked rows: most weights underflow to 0
+    [](const auto& info) {
+      return std::string(kernels::AttentionIsaName(std::get<0>(info.param))) + "_" +
+             std::to_string(info.index);
+    });
 
 TEST(FusedAttentionTest, CausalAndWideHeadsKeepTheAtenPath) {
   // CLIP's causal mask and the VAE's 512-wide head are not the fused kernel's; they must still be

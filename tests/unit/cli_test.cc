@@ -2,8 +2,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "nodes/weights/safetensors.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -74,8 +79,27 @@ TEST_F(CliTest, InspectReportsTinyAndInpaintingConfigs) {
   EXPECT_EQ(json["sha256"].get<std::string>().size(), 64u);
 }
 
+// IEEE half -> float, for comparing values without LibTorch.
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  float f;
+  if (exp == 0) {
+    f = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+  } else if (exp == 31) {
+    f = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    f = std::ldexp(static_cast<float>(mant | 0x400), static_cast<int>(exp) - 25);
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits |= sign;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 TEST_F(CliTest, ConvertToHalfAndBackKeepsKeysAndHalvesTheSize) {
   const std::string in = dir_->File("tiny.safetensors"), half = dir_->File("half.safetensors");
+  const std::string back = dir_->File("back.safetensors");
   auto r = RunCommand(Bin() + " convert " + Quote(in) + " " + Quote(half) + " --dtype f16");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = RunCommand(Bin() + " inspect --json " + Quote(half));
@@ -86,6 +110,62 @@ TEST_F(CliTest, ConvertToHalfAndBackKeepsKeysAndHalvesTheSize) {
   const auto in_size = std::filesystem::file_size(in), half_size = std::filesystem::file_size(half);
   EXPECT_LT(half_size, in_size * 6 / 10);
   EXPECT_GT(half_size, in_size * 4 / 10);
+
+  // And back to f32: the same keys, shapes and integer buffers; every float is the half value of
+  // the original (round to nearest: within half a unit of f16's last place).
+  r = RunCommand(Bin() + " convert " + Quote(half) + " " + Quote(back) + " --dtype f32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = ReadSafetensors(in), h = ReadSafetensors(half), b = ReadSafetensors(back);
+  ASSERT_TRUE(a.ok() && h.ok() && b.ok());
+  ASSERT_EQ(a->tensors.size(), b->tensors.size());
+  size_t compared = 0;
+  for (size_t i = 0; i < a->tensors.size(); ++i) {
+    const TensorView &x = a->tensors[i], &y = b->tensors[i], &z = h->tensors[i];
+    ASSERT_EQ(x.name, y.name);
+    ASSERT_EQ(x.name, z.name);
+    ASSERT_EQ(x.shape, y.shape) << x.name;
+    ASSERT_EQ(x.dtype, y.dtype) << x.name;
+    if (x.dtype != DType::kF32) {
+      EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes()), 0) << x.name << " (integers are kept)";
+      continue;
+    }
+    ASSERT_EQ(z.dtype, DType::kF16) << x.name;
+    const float* xs = reinterpret_cast<const float*>(x.data);
+    const float* ys = reinterpret_cast<const float*>(y.data);
+    const uint16_t* zs = reinterpret_cast<const uint16_t*>(z.data);
+    for (uint64_t k = 0; k < x.numel; ++k, ++compared) {
+      ASSERT_EQ(ys[k], HalfToFloat(zs[k])) << x.name << "[" << k << "]";
+      ASSERT_LE(std::abs(ys[k] - xs[k]), std::max(std::abs(xs[k]) * 0x1p-11f, 0x1p-25f))
+          << x.name << "[" << k << "]: " << xs[k] << " -> " << ys[k];
+    }
+  }
+  EXPECT_GT(compared, 100000u);
+}
+
+// The hostile corpus (tests/python/write_hostile_ckpts.py) through the commands a user runs on a
+// downloaded file: each ends with exit code 1 and a message naming the file, never a signal, and
+// refusing any of them stays within 256 MB.
+TEST_F(CliTest, HostileCheckpointsEndWithCleanErrorsInInspectAndConvert) {
+  auto w = RunCommand(testing::PythonScript("write_hostile_ckpts.py") + " " +
+                      Quote(dir_->File("hostile")) + " " + Quote(dir_->File("canary")));
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  nlohmann::json expected =
+      nlohmann::json::parse(testing::ReadFile(dir_->File("hostile/expected.json")));
+  for (auto it = expected.begin(); it != expected.end(); ++it) {
+    const std::string path = dir_->File("hostile/" + it.key() + ".ckpt");
+    for (const std::string& cmd : {"exec " + Bin() + " inspect " + Quote(path),
+                                   "exec " + Bin() + " convert " + Quote(path) + " " +
+                                       Quote(dir_->File("hostile/out.safetensors"))}) {
+      auto r = RunCommand(cmd);
+      EXPECT_EQ(r.signal, 0) << cmd;
+      EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.err;
+      EXPECT_THAT(r.err, HasSubstr(path)) << cmd;
+      EXPECT_THAT(r.err, HasSubstr(it.value()["error"].get<std::string>())) << cmd;
+      EXPECT_LE(r.peak_rss_kb, 256 * 1024) << cmd;
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("hostile/out.safetensors")));
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("canary")));
 }
 
 TEST_F(CliTest, BadInputsGiveClearErrorsAndExitCodes) {

@@ -151,7 +151,7 @@ TEST_F(GenerateCliTest, GraphsReadAndWriteImageFiles) {
   EXPECT_TRUE(torch::equal(*ReadImageRgb8(out), *ReadImageRgb8(copy)));
   r = RunCommand(Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/examples/vae_roundtrip.pbtxt") + " --model " +
                  Quote(model_) + " --set in=/nonexistent.png --set out=" + Quote(out) + " -o " + Quote(copy));
-  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.exit_code, 3) << "a missing input is permanent, as README says";
   EXPECT_THAT(r.err, HasSubstr("node 'load' (LoadImage): /nonexistent.png"));
 }
 
@@ -189,6 +189,17 @@ TEST_F(GenerateCliTest, BadArgumentsAreRefusedWithReasons) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("has no input 'nosuch'"));
   EXPECT_FALSE(std::filesystem::exists(dir_->File("x.png")));
+}
+
+// An allocation far beyond memory (the noise of a 1048576x1048576 image: 275 GB) ends the command
+// with a message and exit code 1, not with std::terminate.
+TEST_F(GenerateCliTest, AllocationFailureEndsWithAMessageNotACrash) {
+  auto r =
+      RunCommand("exec " + Txt2Img("--width 1048576 --height 1048576", dir_->File("huge.png")));
+  EXPECT_EQ(r.signal, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("RESOURCE_EXHAUSTED"));
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("huge.png")));
 }
 
 TEST_F(GenerateCliTest, HelpDocumentsEveryFlag) {

@@ -1,0 +1,24 @@
+// The fused attention's AVX512 body: attention_kernel.inc over VecAvx512.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "nodes/kernels/attention_internal.h"
+#include "nodes/kernels/simd_avx512.h"
+
+namespace sd::kernels::attention {
+namespace {
+
+using V = VecAvx512;
+#define SD_KERNEL_TARGET SD_AVX512_TARGET
+#include "nodes/kernels/attention_kernel.inc"
+#undef SD_KERNEL_TARGET
+
+}  // namespace
+
+SD_AVX512_TARGET void RowsAvx512(const Head& head, int64_t row_begin, int64_t row_end,
+                                 float* scratch) {
+  Rows(head, row_begin, row_end, scratch);
+}
+
+}  // namespace sd::kernels::attention
