@@ -12,8 +12,13 @@ namespace sd {
 namespace {
 
 bool IsAllocationFailure(absl::string_view what) {
-  return absl::StrContains(what, "not enough memory") || absl::StrContains(what, "out of memory") ||
-         absl::StrContains(what, "Out of memory");
+  // LibTorch's CPU allocator says "can't allocate memory ... Cannot allocate memory" (posix_memalign
+  // failed) or "not enough memory"; CUDA's says "out of memory".
+  for (const char* s : {"not enough memory", "can't allocate memory", "Cannot allocate memory",
+                        "out of memory", "Out of memory"}) {
+    if (absl::StrContains(what, s)) return true;
+  }
+  return false;
 }
 
 absl::Status Make(absl::string_view where, absl::string_view what, bool allocation) {

@@ -32,8 +32,9 @@ bool SafeKey(const std::string& key) {
 
 // The budget for the objects of a `pickle_bytes`-byte data.pkl: SD_PICKLE_BUDGET_MB (default 256
 // MiB), but no more than a generous multiple of the pickle's size, so that refusing a small hostile
-// file stays cheap. Measured: an SD-sized state dict (1131 tensors, a 190 KB pickle) needs 6-8 MB,
-// about 40 bytes of objects per pickle byte.
+// file stays cheap: 16 MiB + 48 bytes per pickle byte (112 MB for a 2 MB pickle). Measured: an
+// SD-sized state dict (1131 tensors, a 190 KB pickle) needs 6-8 MB of its 25 MB, about 40 bytes of
+// objects per pickle byte.
 UnpickleLimits PickleLimitsFor(uint64_t pickle_bytes) {
   UnpickleLimits limits;
   if (const char* env = std::getenv("SD_PICKLE_BUDGET_MB")) {
@@ -44,7 +45,7 @@ UnpickleLimits PickleLimitsFor(uint64_t pickle_bytes) {
     }
   }
   const uint64_t scaled =
-      (uint64_t{32} << 20) + std::min<uint64_t>(pickle_bytes, uint64_t{1} << 40) * 64;
+      (uint64_t{16} << 20) + std::min<uint64_t>(pickle_bytes, uint64_t{1} << 40) * 48;
   limits.max_object_bytes = std::min(limits.max_object_bytes, scaled);
   return limits;
 }

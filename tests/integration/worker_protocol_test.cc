@@ -315,12 +315,18 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
          *r.mutable_raw_input_contents(0) = F32Bytes(std::vector<float>(9 * 4 * 8 * 8, 0.1f));
        },
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"a LibTorch shape error (context 65 wide, the model takes 64)",
+      {"a context of the wrong width (checked before LibTorch sees it)",
        [](ModelInferRequest& r) {
          r.mutable_inputs(2)->set_shape(2, 65);
          *r.mutable_raw_input_contents(2) = F32Bytes(std::vector<float>(77 * 65, 0.1f));
        },
-       grpc::StatusCode::INTERNAL},
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"latents 9x9 (the UNet halves them 3 times: checked before LibTorch sees them)",
+       [](ModelInferRequest& r) {
+         for (int i : {2, 3}) r.mutable_inputs(0)->set_shape(i, 9);
+         *r.mutable_raw_input_contents(0) = F32Bytes(std::vector<float>(4 * 9 * 9, 0.1f));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT},
       {"missing token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED, ""},
       {"wrong token", [](ModelInferRequest&) {}, grpc::StatusCode::UNAUTHENTICATED,
        "t0ken-for-tests-onlx"},
