@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -65,8 +66,10 @@ struct CommandResult {
 };
 
 // Runs `command` through the shell, capturing stdout and stderr. A command line that is one program
-// should start with `exec` for peak_rss_kb to be that program's alone.
-inline CommandResult RunCommand(const std::string& command) {
+// should start with `exec` for peak_rss_kb to be that program's alone (and for `pid` to be its).
+// When `pid` is given, the child's process id is stored there as soon as it exists (for signalling
+// it from another thread), and -1 once it has been waited for.
+inline CommandResult RunCommand(const std::string& command, std::atomic<pid_t>* pid_out = nullptr) {
   TempDir tmp;
   const std::string out = tmp.File("out"), err = tmp.File("err");
   const std::string line = command + " >" + out + " 2>" + err;
@@ -76,12 +79,14 @@ inline CommandResult RunCommand(const std::string& command) {
     ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
+  if (pid_out) pid_out->store(pid);
   int status = 0;
   struct rusage usage {};
   while (pid > 0 && ::wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
   }
   if (pid > 0 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   if (pid > 0 && WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  if (pid_out) pid_out->store(-1);
   r.peak_rss_kb = usage.ru_maxrss;
   r.out = ReadFile(out);
   r.err = ReadFile(err);

@@ -48,6 +48,9 @@ constexpr char kHelp[] =
     "stays open\n"
     "  --tls-cert F --tls-key F   serve TLS with this PEM certificate chain and key\n"
     "  --tls-client-ca F       mutual TLS: require client certificates signed by this CA\n"
+    "  --require-tls           refuse to start without --tls-cert/--tls-key (without it, a token "
+    "over\n"
+    "                          plaintext gets a warning at start)\n"
     "  --metrics-listen HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics (default: "
     "off)\n"
     "  --port-file F           write {\"port\": N, \"metrics_port\": M} to F once listening\n"
@@ -62,6 +65,9 @@ constexpr char kHelp[] =
     "  --max-batch N           largest batch of a call's tensors (default 8)\n"
     "  --max-context-tokens N  longest token sequence or text context (default 616 = 8 x 77)\n"
     "  --max-prompt-bytes N    longest string input (default 16384)\n"
+    "  --hold-calls DIR        for tests: each call writes DIR/ID.arrived and waits for DIR/ID.go "
+    "or\n"
+    "                          DIR/release (synchronisation without sleeps)\n"
     "\nLogs are JSON lines on stderr (one per call: id, kind, code, ms, queue_ms, peer).\n";
 
 }  // namespace
@@ -69,19 +75,31 @@ constexpr char kHelp[] =
 int main(int argc, char** argv) {
   sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
   std::vector<std::string> argv_list(argv + 1, argv + argc);
-  sd::cli::FlagSpec spec{{"listen",          "models",
-                          "preload",         "tokenizer",
-                          "device",          "dtype",
-                          "threads",         "concurrency",
-                          "queue",           "memory-budget-gb",
-                          "max-message-mb",  "token-file",
-                          "tls-cert",        "tls-key",
-                          "tls-client-ca",   "metrics-listen",
-                          "port-file",       "drain-seconds",
-                          "serve-kinds",     "max-image-size",
-                          "max-batch",       "max-context-tokens",
-                          "max-prompt-bytes"},
-                         {"help"}};
+  sd::cli::FlagSpec spec{{"listen",
+                          "models",
+                          "preload",
+                          "tokenizer",
+                          "device",
+                          "dtype",
+                          "threads",
+                          "concurrency",
+                          "queue",
+                          "memory-budget-gb",
+                          "max-message-mb",
+                          "token-file",
+                          "tls-cert",
+                          "tls-key",
+                          "tls-client-ca",
+                          "metrics-listen",
+                          "port-file",
+                          "drain-seconds",
+                          "serve-kinds",
+                          "max-image-size",
+                          "max-batch",
+                          "max-context-tokens",
+                          "max-prompt-bytes",
+                          "hold-calls"},
+                         {"help", "require-tls"}};
   auto args = sd::cli::Args::Parse(argv_list, spec);
   if (!args.ok()) {
     std::fprintf(stderr, "sd-worker: %s\n\n%s", std::string(args.status().message()).c_str(),
@@ -111,6 +129,8 @@ int main(int argc, char** argv) {
   o.metrics_listen = args->GetOr("metrics-listen", "");
   o.port_file = args->GetOr("port-file", "");
   o.serve_kinds = args->GetOr("serve-kinds", "");
+  o.hold_dir = args->GetOr("hold-calls", "");
+  o.require_tls = args->Has("require-tls");
   struct LimitFlag {
     const char* name;
     int64_t* into;

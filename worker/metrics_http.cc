@@ -1,19 +1,51 @@
 #include "worker/metrics_http.h"
 
 #include <arpa/inet.h>
+#include <microhttpd.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include <cstring>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace sd::worker {
+namespace {
+
+// Seconds an idle connection may stay open.
+constexpr unsigned kIdleTimeoutSeconds = 10;
+
+MHD_Result Answer(MHD_Connection* connection, unsigned status, const std::string& body) {
+  MHD_Response* response = MHD_create_response_from_buffer(
+      body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+  if (response == nullptr) return MHD_NO;
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+  const MHD_Result queued = MHD_queue_response(connection, status, response);
+  MHD_destroy_response(response);
+  return queued;
+}
+
+MHD_Result Handle(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                  const char* /*version*/, const char* /*upload_data*/, size_t* upload_data_size,
+                  void** /*con_cls*/) {
+  if (std::strcmp(method, MHD_HTTP_METHOD_GET) != 0 || *upload_data_size != 0) {
+    return Answer(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n");
+  }
+  if (std::strcmp(url, "/metrics") == 0) {
+    auto* registry = static_cast<prometheus::Registry*>(cls);
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, registry->Collect());
+    return Answer(connection, MHD_HTTP_OK, out.str());
+  }
+  if (std::strcmp(url, "/") == 0)
+    return Answer(connection, MHD_HTTP_OK, "sd-worker: metrics at /metrics\n");
+  return Answer(connection, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
     const std::string& listen, std::shared_ptr<prometheus::Registry> registry) {
@@ -35,64 +67,24 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
         absl::StrCat("--metrics-listen ", listen, ": HOST must be an IPv4 address"));
   }
   std::unique_ptr<MetricsEndpoint> m(new MetricsEndpoint());
-  m->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  ::setsockopt(m->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  socklen_t len = sizeof(addr);
-  if (m->fd_ < 0 || ::bind(m->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(m->fd_, 16) != 0 ||
-      ::getsockname(m->fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+  m->registry_ = std::move(registry);
+  // One internal thread running an event loop (epoll or poll): connections are served as their
+  // bytes arrive, so none can hold up another.
+  m->daemon_ = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, nullptr,
+                                nullptr, &Handle, m->registry_.get(), MHD_OPTION_SOCK_ADDR,
+                                reinterpret_cast<sockaddr*>(&addr), MHD_OPTION_CONNECTION_TIMEOUT,
+                                kIdleTimeoutSeconds, MHD_OPTION_END);
+  if (m->daemon_ == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", listen, ": ", std::strerror(errno)));
   }
-  m->port_ = ntohs(addr.sin_port);
-  m->registry_ = std::move(registry);
-  m->thread_ = std::thread([p = m.get()] { p->Serve(); });
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(m->daemon_, MHD_DAEMON_INFO_BIND_PORT);
+  m->port_ = info != nullptr ? info->port : port;
   return m;
 }
 
 MetricsEndpoint::~MetricsEndpoint() {
-  stop_.store(true);
-  if (thread_.joinable()) thread_.join();
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void MetricsEndpoint::Serve() {
-  while (!stop_.load()) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 200) <= 0) continue;
-    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    timeval tv{2, 0};
-    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    std::string request;
-    char buf[2048];
-    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-      const ssize_t n = ::recv(c, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      request.append(buf, n);
-    }
-    std::string status = "200 OK", body;
-    if (request.rfind("GET /metrics", 0) == 0) {
-      std::ostringstream out;
-      prometheus::TextSerializer().Serialize(out, registry_->Collect());
-      body = out.str();
-    } else if (request.rfind("GET / ", 0) == 0) {
-      body = "sd-worker: metrics at /metrics\n";
-    } else {
-      status = "404 Not Found";
-      body = "not found\n";
-    }
-    const std::string response =
-        absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
-                     "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
-    for (size_t sent = 0; sent < response.size();) {
-      const ssize_t n = ::send(c, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += n;
-    }
-    ::close(c);
-  }
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
 }
 
 }  // namespace sd::worker

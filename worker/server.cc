@@ -11,16 +11,20 @@
 #include <signal.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -282,6 +286,19 @@ class Core {
     return r;
   }
 
+  // FAILED_PRECONDITION (with the model-mismatch payload) unless the model this worker has loaded
+  // for `name` (opening it if need be) has the content hash the caller expects.
+  absl::Status CheckModelHash(const std::string& name, const std::string& path,
+                              const std::string& expected) {
+    SD_ASSIGN_OR_RETURN(auto entry, base_.models->Open(path));
+    if (entry->hash == expected) return absl::OkStatus();
+    absl::Status s = absl::FailedPreconditionError(
+        absl::StrCat("model '", name, "' here has sha256 ", entry->hash, ", the caller expects ",
+                     expected, " (another file under the same name)"));
+    s.SetPayload(kModelMismatchMetadataValue, absl::Cord("1"));
+    return s;
+  }
+
   absl::Status Infer(const ModelInferRequest& req, ModelInferResponse* resp) {
     SD_ASSIGN_OR_RETURN(const NodeKind* kind, ServedKind(req.model_name()));
     const NodeContract contract = kind->contract();
@@ -298,9 +315,12 @@ class Core {
       return p->string_param();
     };
     SD_ASSIGN_OR_RETURN(std::string model, string_param("checkpoint"));
+    SD_ASSIGN_OR_RETURN(std::string expected_sha256, string_param("sha256"));
     std::string checkpoint;
     if (!model.empty()) {
       SD_ASSIGN_OR_RETURN(checkpoint, repo_.Resolve(model));
+      if (!expected_sha256.empty())
+        SD_RETURN_IF_ERROR(CheckModelHash(model, checkpoint, expected_sha256));
     } else if (contract.needs_model) {
       return absl::InvalidArgumentError(
           absl::StrCat(who,
@@ -436,6 +456,21 @@ class Core {
   std::atomic<bool> draining_{false};
 };
 
+// WorkerOptions::hold_dir: announces the call and waits for the test to let it go.
+void HoldCall(const std::string& dir, const std::string& id, grpc::CallbackServerContext* ctx) {
+  std::string name = id.empty() ? "call" : id.substr(0, 200);
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') c = '@';
+  }
+  const std::string base = dir + "/" + name;
+  std::ofstream(base + ".arrived").close();
+  std::error_code ec;
+  while (!ctx->IsCancelled() && !std::filesystem::exists(base + ".go", ec) &&
+         !std::filesystem::exists(dir + "/release", ec)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 double SecondsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -517,6 +552,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
     }
     const std::string peer = ctx->peer();
     const bool queued = queue_.Push([this, ctx, req, resp, reactor, arrived, peer] {
+      if (!core_.options_.hold_dir.empty()) HoldCall(core_.options_.hold_dir, req->id(), ctx);
       const double waited = SecondsSince(arrived);
       absl::Status s;
       if (ctx->IsCancelled()) {
@@ -535,12 +571,16 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                           {"peer", peer}};
       if (!s.ok()) f["error"] = std::string(s.message());
       Log(s.ok() ? "info" : "warn", "infer", std::move(f));
+      if (s.GetPayload(kModelMismatchMetadataValue).has_value()) {
+        ctx->AddTrailingMetadata(kBusyMetadataKey, kModelMismatchMetadataValue);
+      }
       reactor->Finish(ToGrpc(s));
     });
     if (!queued) {
       core_.metrics_.Record(req->model_name(), absl::StatusCode::kResourceExhausted,
                             SecondsSince(arrived));
       Log("warn", "queue_full", {{"id", req->id()}, {"kind", req->model_name()}, {"peer", peer}});
+      ctx->AddTrailingMetadata(kBusyMetadataKey, kBusyMetadataValue);  // retry later: not permanent
       reactor->Finish(
           grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                        absl::StrCat("the worker's queue is full (", core_.options_.queue,
@@ -681,6 +721,14 @@ absl::Status RunWorker(const WorkerOptions& o) {
     creds = grpc::SslServerCredentials(ssl);
   } else if (!o.tls_client_ca.empty()) {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  } else if (o.require_tls) {
+    return absl::InvalidArgumentError(
+        "--require-tls: no --tls-cert/--tls-key given; this worker does not serve plaintext");
+  } else if (!o.token.empty()) {
+    Log("warn", "token_over_plaintext",
+        {{"message",
+          "the bearer token travels in plaintext (no --tls-cert/--tls-key): anyone on the path can "
+          "read it; --require-tls refuses to start this way"}});
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -755,13 +803,14 @@ absl::Status RunWorker(const WorkerOptions& o) {
     sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) break;
   }
+  // Refuse new calls first, then say so: a reader of the log may rely on it.
+  core.draining_.store(true);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  metrics.serving.Set(0);
   Log("info", "draining",
       {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
        {"queued", queue.Waiting()},
        {"deadline_s", o.drain_seconds}});
-  core.draining_.store(true);
-  server->GetHealthCheckService()->SetServingStatus(false);
-  metrics.serving.Set(0);
   preload.join();
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(o.drain_seconds * 1000)));

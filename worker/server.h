@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "nodes/tensor/wire.h"
 #include "worker/request_limits.h"
 
 namespace sd::worker {
@@ -30,15 +31,20 @@ struct WorkerOptions {
   int queue = 64;              // calls waiting beyond those; more are refused (RESOURCE_EXHAUSTED)
   int threads = 0;             // ATen intra-op threads (0: all cores)
   uint64_t memory_budget = 0;  // bytes of built networks to keep (0: unlimited), LRU eviction
-  int max_message_mb = 64;     // largest request or response
+  int max_message_mb = kDefaultMaxMessageMb;  // largest request or response
   std::string token;           // bearer token required on every call ("" : none)
   std::string tls_cert, tls_key;  // PEM files: serve TLS
   std::string tls_client_ca;      // PEM file: also require client certificates signed by it (mTLS)
+  bool require_tls = false;  // refuse to start without TLS (a token must never travel in plaintext)
   std::string metrics_listen;     // host:port of the Prometheus endpoint ("" : off; port 0 picks)
   std::string port_file;          // where to write {"port": N, "metrics_port": M} once listening
   std::vector<std::string> preload;  // models to load at start
   double drain_seconds = 30;         // on SIGTERM: how long in-flight calls may finish
   std::string serve_kinds;           // "" (the model kinds), "all", or KIND,KIND (ParseServedKinds)
+  // For tests (explicit synchronisation instead of sleeps): each ModelInfer call, as its job
+  // starts, creates DIR/ID.arrived (ID: the request id, '/' as '@') and waits until DIR/ID.go or
+  // DIR/release exists, or the caller gives up. "" : off.
+  std::string hold_dir;
   RequestLimits limits;              // sizes a request may ask for
 };
 

@@ -79,10 +79,17 @@ constexpr char kWorkerFlags[] =
     "  --tls-cert F --tls-key F   client certificate for mutual TLS\n"
     "  --tls-server-name NAME     the name in the workers' certificates, when it is not the host "
     "name\n"
+    "  --require-tls     refuse plaintext connections to workers (without it, a token sent in "
+    "plaintext\n"
+    "                    gets a warning)\n"
     "  --wire-dtype D    f32 (default), f16 or bf16: activations on the wire (half the bytes; not "
     "bit-exact)\n"
     "  --call-timeout S  deadline of one node call in seconds (default 600); late calls are "
-    "retried elsewhere\n";
+    "retried elsewhere\n"
+    "  --max-attempts N  workers one call may fail on before the run gives up (default 3); a busy "
+    "worker\n"
+    "                    (full queue) is waited for with backoff and does not count\n"
+    "  --max-message-mb N   largest request or response (default 64, as sd-worker's)\n";
 
 constexpr char kPromptFlags[] =
     "  --prompt TEXT     what to draw\n"
@@ -320,10 +327,12 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                            : mode == Mode::kTxt2Img ? Txt2ImgHelp()
                            : mode == Mode::kImg2Img ? Img2ImgHelp()
                                                     : InpaintHelp();
-  FlagSpec spec{{"model", "tokenizer", "dtype", "threads", "output", "o", "dump", "stats", "set", "frames",
-                 "seed", "workers", "parallel", "token-file", "tls-ca", "tls-cert", "tls-key",
-                 "tls-server-name", "wire-dtype", "call-timeout"},
-                {"overwrite"}};
+  FlagSpec spec{
+      {"model",      "tokenizer",    "dtype",        "threads",       "output",  "o",
+       "dump",       "stats",        "set",          "frames",        "seed",    "workers",
+       "parallel",   "token-file",   "tls-ca",       "tls-cert",      "tls-key", "tls-server-name",
+       "wire-dtype", "call-timeout", "max-attempts", "max-message-mb"},
+      {"overwrite", "require-tls"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"})
       spec.with_value.insert(f);
@@ -379,6 +388,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     po.tls_cert = args->GetOr("tls-cert", "");
     po.tls_key = args->GetOr("tls-key", "");
     po.tls_server_name = args->GetOr("tls-server-name", "");
+    po.require_tls = args->Has("require-tls");
     auto token = ReadToken(args->GetOr("token-file", ""));
     if (!token.ok()) return usage(std::string(token.status().message()));
     po.token = *token;
@@ -391,6 +401,15 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
         t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
       return usage("--call-timeout must be a positive number of seconds");
     }
+    if (auto t = args->Get("max-attempts");
+        t && (!absl::SimpleAtoi(*t, &po.max_attempts) || po.max_attempts < 1)) {
+      return usage("--max-attempts must be a positive integer");
+    }
+    if (auto t = args->Get("max-message-mb");
+        t && (!absl::SimpleAtoi(*t, &po.max_message_mb) || po.max_message_mb < 1 ||
+              po.max_message_mb > 2000)) {
+      return usage("--max-message-mb must be an integer from 1 to 2000");
+    }
     auto created = WorkerPool::Create(po);
     if (!created.ok()) return FailWithCode(name, created.status());
     pool = *std::move(created);
@@ -401,8 +420,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     return usage("--workers: this sd-graph was built without gRPC (SD_WITH_GRPC=OFF)");
 #endif
   } else {
-    for (const char* f : {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key",
-                          "tls-server-name", "wire-dtype", "call-timeout"}) {
+    for (const char* f :
+         {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name",
+          "wire-dtype", "call-timeout", "max-attempts", "max-message-mb", "require-tls"}) {
       if (args->Has(f))
         return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
     }

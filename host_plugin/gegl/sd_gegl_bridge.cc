@@ -89,13 +89,21 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
 #ifdef SD_HAVE_GRPC
   std::shared_ptr<WorkerPool> pool;
   if (!workers.empty()) {
+    WorkerPoolOptions po;
+    SD_ASSIGN_OR_RETURN(po.targets, WorkerPool::ParseTargets(workers));
+    SD_ASSIGN_OR_RETURN(po.token, ReadToken(Str(r.token_file)));  // else $SD_WORKER_TOKEN
+    po.tls_ca = Str(r.tls_ca);
+    po.tls_cert = Str(r.tls_cert);
+    po.tls_key = Str(r.tls_key);
+    po.tls_server_name = Str(r.tls_server_name);
+    po.require_tls = r.require_tls != 0;
+    // One pool per connection setting: the same workers with other credentials are another pool.
+    const std::string key =
+        absl::StrCat(workers, "|", po.tls_ca, "|", po.tls_cert, "|", po.tls_key, "|",
+                     po.tls_server_name, "|", po.require_tls, "|", po.token);
     std::lock_guard<std::mutex> lock(Process().mu);
-    auto& p = Process().pools[workers];
+    auto& p = Process().pools[key];
     if (!p) {
-      SD_ASSIGN_OR_RETURN(auto targets, WorkerPool::ParseTargets(workers));
-      WorkerPoolOptions po;
-      po.targets = targets;
-      SD_ASSIGN_OR_RETURN(po.token, ReadToken(""));  // $SD_WORKER_TOKEN
       SD_ASSIGN_OR_RETURN(auto created, WorkerPool::Create(po));
       p = std::move(created);
     }

@@ -19,6 +19,14 @@ typedef struct {
   const char* tokenizer; /* "" : the shipped copy */
   const char* graph;     /* "" : the stock graph for the mode */
   const char* workers;   /* "" : in-process; else HOST:PORT,... or dns:///NAME:PORT */
+  /* With workers, as sd-graph's flags: "" for each is unset. The token is the first line of
+   * token_file, else $SD_WORKER_TOKEN. require_tls refuses plaintext connections. */
+  const char* token_file;
+  const char* tls_ca;
+  const char* tls_cert;
+  const char* tls_key;
+  const char* tls_server_name;
+  int require_tls;
   int seed, steps, width, height;
   double cfg, strength;
   /* img2img / inpaint: the input image as 8-bit sRGB, and for inpaint the mask (8-bit gray, white =

@@ -4,12 +4,15 @@
 #include <grpcpp/grpcpp.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +62,7 @@ struct Worker {
   int64_t calls = 0, failures = 0;
   int generation = 0;  // bumps each time the worker (re)joins
   std::string last_error = "not contacted yet";
+  grpc::ClientContext* rejoin = nullptr;  // the watcher's model load in flight, to cancel on stop
 };
 
 struct WorkerPool::Impl {
@@ -71,7 +75,7 @@ struct WorkerPool::Impl {
   ModelInfo model;        // guarded by mu once prepared
   std::atomic<bool> stop{false};
   std::atomic<int64_t> seq{0};
-  std::thread watcher;
+  std::vector<std::thread> watchers;  // one per worker
 
   void Authorize(grpc::ClientContext& ctx, double timeout_s) const {
     ctx.set_deadline(DeadlineIn(timeout_s));
@@ -81,15 +85,18 @@ struct WorkerPool::Impl {
   // Loads `checkpoint` on `w`; with no checkpoint, only checks that `w` answers (calls of kinds
   // that need no model).
   absl::StatusOr<v1::LoadModelResponse> Load(Worker& w, const std::string& checkpoint) const {
+    grpc::ClientContext ctx;
+    return Load(w, checkpoint, ctx);
+  }
+  absl::StatusOr<v1::LoadModelResponse> Load(Worker& w, const std::string& checkpoint,
+                                             grpc::ClientContext& ctx) const {
     if (checkpoint.empty()) {
-      grpc::ClientContext ctx;
       Authorize(ctx, 10);
       inference::ServerLiveResponse live;
       grpc::Status s = w.infer->ServerLive(&ctx, {}, &live);
       if (!s.ok()) return FromGrpc(s, absl::StrCat("worker ", w.target, ": "));
       return v1::LoadModelResponse();
     }
-    grpc::ClientContext ctx;
     Authorize(ctx, o.call_timeout_s);
     v1::LoadModelRequest req;
     req.set_checkpoint(checkpoint);
@@ -97,6 +104,125 @@ struct WorkerPool::Impl {
     grpc::Status s = w.control->LoadModel(&ctx, req, &resp);
     if (!s.ok()) return FromGrpc(s, absl::StrCat("worker ", w.target, ": "));
     return resp;
+  }
+
+  // The healthy worker with the fewest outstanding calls that this call has not failed on (since
+  // its last rejoin), its outstanding count raised; or nullptr after waiting up to 100 ms for one.
+  Worker* PickWorker(const std::map<Worker*, int>& tried, Clock::time_point give_up_at) {
+    std::unique_lock<std::mutex> lock(mu);
+    Worker* w = nullptr;
+    for (auto& wp : workers) {
+      Worker* c = wp.get();
+      if (!c->healthy) continue;
+      if (auto it = tried.find(c); it != tried.end() && it->second == c->generation) continue;
+      if (!w || c->outstanding < w->outstanding ||
+          (c->outstanding == w->outstanding && c->calls < w->calls))
+        w = c;
+    }
+    if (w == nullptr) {
+      if (Clock::now() < give_up_at) changed.wait_for(lock, std::chrono::milliseconds(100));
+      return nullptr;
+    }
+    ++w->outstanding;
+    return w;
+  }
+
+  std::string DescribeWorkers() const {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<std::string> states;
+    for (const auto& wp : workers) states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
+    return absl::StrJoin(states, "; ");
+  }
+
+  // One try of a call on `w` (whose outstanding count PickWorker raised), cancelled when
+  // `cancelled` turns true.
+  struct Attempt {
+    grpc::Status status;
+    inference::ModelInferResponse resp;
+    bool busy = false;      // the worker's queue was full (RESOURCE_EXHAUSTED marked busy)
+    bool mismatch = false;  // the worker's model is another file (FAILED_PRECONDITION marked so)
+  };
+  Attempt Send(Worker& w, const inference::ModelInferRequest& req,
+               const std::atomic<bool>* cancelled) {
+    Attempt a;
+    grpc::ClientContext ctx;
+    Authorize(ctx, o.call_timeout_s);
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    w.infer->async()->ModelInfer(&ctx, &req, &a.resp, [&](grpc::Status s) {
+      std::lock_guard<std::mutex> lock(done_mu);
+      a.status = std::move(s);
+      done = true;
+      done_cv.notify_all();
+    });
+    {
+      std::unique_lock<std::mutex> lock(done_mu);
+      bool cancel_sent = false;
+      while (!done) {
+        done_cv.wait_for(lock, std::chrono::milliseconds(100));
+        if (!done && !cancel_sent && cancelled && cancelled->load()) {
+          ctx.TryCancel();
+          cancel_sent = true;
+        }
+      }
+    }
+    for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
+      if (key == kBusyMetadataKey && value == kBusyMetadataValue) a.busy = true;
+      if (key == kBusyMetadataKey && value == kModelMismatchMetadataValue) a.mismatch = true;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    --w.outstanding;
+    if (a.status.ok()) ++w.calls;
+    return a;
+  }
+
+  // The outputs of a successful call, checked against the node's contract.
+  absl::StatusOr<NodeOutputs> Decode(const Worker& w, const NodeCall& call,
+                                     const inference::ModelInferResponse& resp) const {
+    if (resp.raw_output_contents_size() != resp.outputs_size()) {
+      return absl::InternalError(absl::StrCat("worker ", w.target, ": ", resp.outputs_size(),
+                                              " outputs but ", resp.raw_output_contents_size(),
+                                              " raw contents"));
+    }
+    NodeOutputs out;
+    for (int i = 0; i < resp.outputs_size(); ++i) {
+      const auto& t = resp.outputs(i);
+      const PortSpec* port = call.contract.Output(t.name());
+      if (!port)
+        return absl::InternalError(
+            absl::StrCat("worker ", w.target, " answered an unknown output '", t.name(), "'"));
+      auto v = DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
+                           resp.raw_output_contents(i), port->type,
+                           absl::StrCat("worker ", w.target, " output '", t.name(), "'"));
+      if (!v.ok()) return absl::InternalError(v.status().message());
+      out[t.name()] = std::move(*v);
+    }
+    return out;
+  }
+
+  // Sleeps before busy retry number `retry`: 50 ms doubling up to 2 s, times a random factor in
+  // [0.5, 1.5) so that callers that met a full queue together do not come back together; never past
+  // `deadline`. False when cancelled meanwhile.
+  bool Backoff(int retry, Clock::time_point deadline, const std::atomic<bool>* cancelled) {
+    thread_local std::mt19937 rng(std::random_device{}());
+    const double base_ms = std::min(2000.0, 50.0 * std::pow(2.0, std::min(retry, 10)));
+    const double ms = base_ms * std::uniform_real_distribution<double>(0.5, 1.5)(rng);
+    const auto until = std::min(
+        deadline, Clock::now() + std::chrono::microseconds(static_cast<int64_t>(ms * 1000)));
+    std::unique_lock<std::mutex> lock(mu);
+    changed.wait_until(lock, until,
+                       [&] { return stop.load() || (cancelled && cancelled->load()); });
+    return !(cancelled && cancelled->load());
+  }
+
+  // True when `w`'s health service answers SERVING within a second.
+  bool AnswersServing(Worker& w) const {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(1.0));
+    grpc::health::v1::HealthCheckResponse resp;
+    const grpc::Status s = w.health->Check(&ctx, {}, &resp);
+    return s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   }
 
   // UNAVAILABLE-like failures say nothing about the request: the worker is marked down.
@@ -111,55 +237,79 @@ struct WorkerPool::Impl {
     changed.notify_all();
   }
 
-  // Health loop: healthy workers are asked the health service; down ones, once reachable, are asked
-  // for the model again and rejoin when the hash matches.
-  void Watch() {
+  // Health loop of one worker (each worker has its own thread, so a slow rejoin blinds the pool to
+  // no other worker): a healthy worker is asked the health service; a down one, once reachable, is
+  // asked for the model again and rejoins when the hash matches. Stop() cancels a rejoin in flight.
+  void Watch(Worker& w) {
     while (!stop.load()) {
-      for (auto& wp : workers) {
-        if (stop.load()) return;
-        Worker& w = *wp;
-        bool healthy, ready;
-        std::string checkpoint, hash;
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          healthy = w.healthy;
-          ready = prepared;
-          checkpoint = model.checkpoint;
-          hash = model.sha256;
-        }
-        if (!ready) continue;
-        grpc::ClientContext ctx;
-        ctx.set_deadline(DeadlineIn(1.0));
-        grpc::health::v1::HealthCheckRequest req;
-        grpc::health::v1::HealthCheckResponse resp;
-        grpc::Status s = w.health->Check(&ctx, req, &resp);
-        if (healthy) {
-          if (!s.ok()) {
-            MarkDown(w, absl::StrCat("health check: ", s.error_message()));
-          } else if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-            MarkDown(w, "the worker says NOT_SERVING (draining?)");
-          }
-          continue;
-        }
-        if (!s.ok()) continue;  // still unreachable
-        auto loaded = Load(w, checkpoint);
-        std::lock_guard<std::mutex> lock(mu);
-        if (!loaded.ok()) {
-          w.last_error = std::string(loaded.status().message());
-        } else if (loaded->sha256() != hash) {
-          w.last_error = absl::StrCat("its '", checkpoint, "' has sha256 ", loaded->sha256(),
-                                      ", the pool's is ", hash);
-        } else {
-          w.healthy = true;
-          ++w.generation;
-          std::fprintf(stderr, "sdgraph: worker %s joined\n", w.target.c_str());
-          changed.notify_all();
-        }
-      }
+      WatchOnce(w);
       std::unique_lock<std::mutex> lock(mu);
       changed.wait_for(lock,
                        std::chrono::milliseconds(static_cast<int64_t>(o.health_interval_s * 1000)),
                        [&] { return stop.load(); });
+    }
+  }
+
+  void WatchOnce(Worker& w) {
+    bool healthy, ready;
+    std::string checkpoint, hash;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      healthy = w.healthy;
+      ready = prepared;
+      checkpoint = model.checkpoint;
+      hash = model.sha256;
+    }
+    if (!ready) return;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(1.0));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status s = w.health->Check(&ctx, req, &resp);
+    if (healthy) {
+      if (!s.ok()) {
+        MarkDown(w, absl::StrCat("health check: ", s.error_message()));
+      } else if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+        MarkDown(w, "the worker says NOT_SERVING (draining?)");
+      }
+      return;
+    }
+    if (!s.ok()) return;  // still unreachable
+    grpc::ClientContext load_ctx;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stop.load()) return;
+      w.rejoin = &load_ctx;
+    }
+    auto loaded = Load(w, checkpoint, load_ctx);
+    std::lock_guard<std::mutex> lock(mu);
+    w.rejoin = nullptr;
+    if (!loaded.ok()) {
+      w.last_error = std::string(loaded.status().message());
+    } else if (loaded->sha256() != hash) {
+      w.last_error = absl::StrCat("its '", checkpoint, "' has sha256 ", loaded->sha256(),
+                                  ", the pool's is ", hash);
+    } else {
+      w.healthy = true;
+      ++w.generation;
+      std::fprintf(stderr, "sdgraph: worker %s joined\n", w.target.c_str());
+      changed.notify_all();
+    }
+  }
+
+  // Ends the watchers: a rejoin in flight is cancelled, so this returns within about a second
+  // (the health check's deadline), not after a model load's.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop.store(true);
+      for (auto& w : workers) {
+        if (w->rejoin) w->rejoin->TryCancel();
+      }
+      changed.notify_all();
+    }
+    for (std::thread& t : watchers) {
+      if (t.joinable()) t.join();
     }
   }
 };
@@ -183,11 +333,7 @@ absl::StatusOr<std::vector<std::string>> WorkerPool::ParseTargets(const std::str
 
 WorkerPool::WorkerPool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-WorkerPool::~WorkerPool() {
-  impl_->stop.store(true);
-  impl_->changed.notify_all();
-  if (impl_->watcher.joinable()) impl_->watcher.join();
-}
+WorkerPool::~WorkerPool() { impl_->Stop(); }
 
 size_t WorkerPool::size() const { return impl_->workers.size(); }
 
@@ -209,6 +355,14 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions
   } else if (!o.tls_cert.empty() || !o.tls_key.empty()) {
     return absl::InvalidArgumentError(
         "--tls-cert/--tls-key need --tls-ca (the CA that signed the workers' certificates)");
+  } else if (o.require_tls) {
+    return absl::InvalidArgumentError(
+        "--require-tls: no --tls-ca given, and plaintext connections to workers are refused");
+  } else if (!o.token.empty()) {
+    std::fprintf(
+        stderr,
+        "sdgraph: warning: the bearer token goes to the workers in plaintext (no --tls-ca); "
+        "anyone on the path can read it (--require-tls refuses this)\n");
   }
   for (const std::string& target : o.targets) {
     grpc::ChannelArguments args;
@@ -232,7 +386,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions
   }
   impl->o = std::move(o);
   Impl* raw = impl.get();
-  impl->watcher = std::thread([raw] { raw->Watch(); });
+  for (auto& w : impl->workers)
+    impl->watchers.emplace_back([raw, wp = w.get()] { raw->Watch(*wp); });
   return std::unique_ptr<WorkerPool>(new WorkerPool(std::move(impl)));
 }
 
@@ -306,8 +461,14 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
   inference::ModelInferRequest req;
   req.set_model_name(call.kind);
   req.set_id(absl::StrCat(call.node, "/", call.step, "/", p.seq.fetch_add(1)));
-  if (!call.checkpoint.empty())
+  if (!call.checkpoint.empty()) {
     (*req.mutable_parameters())["checkpoint"].set_string_param(call.checkpoint);
+    // The bytes the pool agreed on: a worker whose file changed since answers FAILED_PRECONDITION.
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (call.contract.needs_model && p.model.checkpoint == call.checkpoint) {
+      (*req.mutable_parameters())["sha256"].set_string_param(p.model.sha256);
+    }
+  }
   if (p.o.wire != WireDType::kF32)
     (*req.mutable_parameters())["wire_dtype"].set_string_param(WireDTypeName(p.o.wire));
   if (call.contract.options && call.options.ByteSizeLong() > 0) {
@@ -333,99 +494,63 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
 
   std::map<Worker*, int> tried;  // worker -> its generation when it failed this call
   std::vector<std::string> failures;
+  int attempts = 0;      // workers this call failed on
+  int busy_retries = 0;  // answers "queue full", for the backoff
+  const auto call_deadline =
+      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(p.o.call_timeout_s * 1000));
   auto give_up_at = Clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
   for (;;) {
     if (cancelled && cancelled->load()) return absl::CancelledError("cancelled");
-    Worker* w = nullptr;
-    {
-      std::unique_lock<std::mutex> lock(p.mu);
-      for (auto& wp : p.workers) {
-        Worker* c = wp.get();
-        if (!c->healthy) continue;
-        if (auto it = tried.find(c); it != tried.end() && it->second == c->generation) continue;
-        if (!w || c->outstanding < w->outstanding ||
-            (c->outstanding == w->outstanding && c->calls < w->calls))
-          w = c;
-      }
-      if (!w) {
-        if (Clock::now() >= give_up_at) {
-          std::vector<std::string> states;
-          for (auto& wp : p.workers)
-            states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
-          return absl::UnavailableError(absl::StrCat("no worker could run node '", call.node, "' (",
-                                                     call.kind,
-                                                     "): ", absl::StrJoin(states, "; ")));
-        }
-        p.changed.wait_for(lock, std::chrono::milliseconds(100));
-        continue;
-      }
-      ++w->outstanding;
+    Worker* w = p.PickWorker(tried, give_up_at);
+    if (w == nullptr) {
+      if (Clock::now() < give_up_at) continue;
+      return absl::UnavailableError(absl::StrCat("no worker could run node '", call.node, "' (",
+                                                 call.kind, "): ", p.DescribeWorkers()));
     }
-    grpc::ClientContext ctx;
-    p.Authorize(ctx, p.o.call_timeout_s);
-    inference::ModelInferResponse resp;
-    std::mutex done_mu;
-    std::condition_variable done_cv;
-    bool done = false;
-    grpc::Status status;
-    w->infer->async()->ModelInfer(&ctx, &req, &resp, [&](grpc::Status s) {
-      std::lock_guard<std::mutex> lock(done_mu);
-      status = std::move(s);
-      done = true;
-      done_cv.notify_all();
-    });
-    {
-      std::unique_lock<std::mutex> lock(done_mu);
-      bool cancel_sent = false;
-      while (!done) {
-        done_cv.wait_for(lock, std::chrono::milliseconds(100));
-        if (!done && !cancel_sent && cancelled && cancelled->load()) {
-          ctx.TryCancel();
-          cancel_sent = true;
-        }
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(p.mu);
-      --w->outstanding;
-      if (status.ok()) ++w->calls;
-    }
-    if (status.ok()) {
-      if (resp.raw_output_contents_size() != resp.outputs_size()) {
-        return absl::InternalError(absl::StrCat("worker ", w->target, ": ", resp.outputs_size(),
-                                                " outputs but ", resp.raw_output_contents_size(),
-                                                " raw contents"));
-      }
-      NodeOutputs out;
-      for (int i = 0; i < resp.outputs_size(); ++i) {
-        const auto& t = resp.outputs(i);
-        const PortSpec* port = call.contract.Output(t.name());
-        if (!port)
-          return absl::InternalError(
-              absl::StrCat("worker ", w->target, " answered an unknown output '", t.name(), "'"));
-        auto v = DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
-                             resp.raw_output_contents(i), port->type,
-                             absl::StrCat("worker ", w->target, " output '", t.name(), "'"));
-        if (!v.ok()) return absl::InternalError(v.status().message());
-        out[t.name()] = std::move(*v);
-      }
-      return out;
-    }
+    Impl::Attempt a = p.Send(*w, req, cancelled);
+    if (a.status.ok()) return p.Decode(*w, call, a.resp);
     if (cancelled && cancelled->load()) return absl::CancelledError("cancelled");
-    if (!Transport(status.error_code()) &&
-        status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      return FromGrpc(status, absl::StrCat("worker ", w->target, ": "));
-    }
+    const grpc::StatusCode code = a.status.error_code();
     const std::string why =
-        absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
-                     ": ", status.error_message());
-    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) p.MarkDown(*w, why);
+        absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(code)), ": ",
+                     a.status.error_message());
+    if (code == grpc::StatusCode::RESOURCE_EXHAUSTED && a.busy) {
+      // Busy, not broken: wait (exponential backoff with jitter) and try again, on any worker.
+      if (Clock::now() >= call_deadline) {
+        return absl::UnavailableError(absl::StrCat("node '", call.node, "' (", call.kind,
+                                                   "): every worker stayed busy until the call's "
+                                                   "deadline; last: ",
+                                                   w->target, ": ", why));
+      }
+      if (!p.Backoff(busy_retries++, call_deadline, cancelled)) continue;
+      give_up_at = Clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
+      continue;
+    }
+    if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "node '", call.node, "' (", call.kind, ") cannot run: worker ", w->target, ": ", why,
+          " (out of memory, or a message over --max-message-mb; retrying would not help)"));
+    }
+    const bool mismatch = code == grpc::StatusCode::FAILED_PRECONDITION && a.mismatch;
+    if (!Transport(code) && !mismatch) {
+      return FromGrpc(a.status, absl::StrCat("worker ", w->target, ": "));
+    }
+    // A worker with another file is out until it rejoins (the watcher checks its hash again).
+    if (mismatch || code != grpc::StatusCode::DEADLINE_EXCEEDED || !p.AnswersServing(*w)) {
+      p.MarkDown(*w, why);
+    }
     {
       std::lock_guard<std::mutex> lock(p.mu);
       tried[w] = w->generation;
     }
     failures.push_back(absl::StrCat(w->target, ": ", why));
+    if (++attempts >= p.o.max_attempts) {
+      return absl::UnavailableError(
+          absl::StrCat("node '", call.node, "' (", call.kind, ") failed on ", attempts,
+                       " workers (--max-attempts): ", absl::StrJoin(failures, "; ")));
+    }
     give_up_at = Clock::now() +
                  std::chrono::milliseconds(static_cast<int64_t>(p.o.unavailable_grace_s * 1000));
   }

@@ -8,9 +8,17 @@
 //
 // Each call goes to the healthy worker with the fewest outstanding calls, so the cond and uncond
 // UNet calls of a step (sent at the same time by the runtime) land on two workers, and concurrent
-// runs spread over the pool. Every call has a deadline; UNAVAILABLE, DEADLINE_EXCEEDED or a dropped
-// connection marks the worker down and the call is retried on another (nodes are pure, so a retry
-// gives the same bytes). A health thread watches every worker; one that comes back (restarted, or
+// runs spread over the pool. Every call has a deadline. What a failure means for the call:
+//   - UNAVAILABLE, a dropped connection: the worker is marked down and the call is retried on
+//     another (nodes are pure, so a retry gives the same bytes), at most max_attempts workers;
+//   - DEADLINE_EXCEEDED: retried elsewhere likewise; the worker is marked down only if its health
+//     service does not answer SERVING (a slow worker is not a dead one);
+//   - a full queue (RESOURCE_EXHAUSTED marked busy): retried with exponential backoff and jitter
+//     until the call's deadline, on any worker, without counting as an attempt;
+//   - any other RESOURCE_EXHAUSTED (out of memory, a message over the size limit): the request
+//     cannot fit, FAILED_PRECONDITION, not retried;
+//   - anything else (INVALID_ARGUMENT, NOT_FOUND, ...): returned as it is. A health thread watches
+//   every worker; one that comes back (restarted, or
 // done draining) is asked for the model again and rejoins when its hash matches. Cancellation
 // cancels the calls in flight.
 #pragma once
@@ -34,11 +42,16 @@ struct WorkerPoolOptions {
   std::string tls_ca;             // PEM file: use TLS, trusting this CA ("" : plaintext)
   std::string tls_cert, tls_key;  // PEM files: client certificate for mutual TLS
   std::string tls_server_name;  // expected name in the workers' certificates ("" : from the target)
+  // Refuse plaintext (no tls_ca). Without it, a token sent over plaintext gets a warning on stderr.
+  bool require_tls = false;
   WireDType wire = WireDType::kF32;  // dtype of float activations on the wire
   double call_timeout_s = 600;       // deadline of one node call (and of loading a model)
   double unavailable_grace_s = 5;    // how long a call waits for some worker to come back
   double health_interval_s = 0.5;
-  int max_message_mb = 512;
+  int max_message_mb = kDefaultMaxMessageMb;  // the workers' default too
+  // Workers one call may fail on (transport failures, deadlines) before it gives up: a request that
+  // crashes workers must not cycle through a pool as they restart.
+  int max_attempts = 3;
 };
 
 // What the workers report about a model.

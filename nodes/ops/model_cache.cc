@@ -4,52 +4,128 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/base/exception_status.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
 
 namespace sd {
 
-absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(const std::string& path) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (auto it = by_path_.find(path); it != by_path_.end()) return it->second;
-  if (path.empty()) return absl::InvalidArgumentError("no model given (--model CHECKPOINT)");
-  auto ckpt = Checkpoint::Open(path);
-  if (!ckpt.ok()) return ckpt.status();
-  ShapeLookup lookup = [&](const std::string& n) { return (*ckpt)->ShapeOf(n); };
+namespace {
+
+// Reads, checks and hashes a checkpoint: the slow part of opening one, run without the cache's
+// lock.
+absl::StatusOr<std::shared_ptr<ModelCache::Entry>> ReadEntry(const std::string& path) {
+  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Checkpoint> ckpt, Checkpoint::Open(path));
+  ShapeLookup lookup = [&](const std::string& n) { return ckpt->ShapeOf(n); };
   auto config = DetectConfig(lookup);
   if (!config.ok()) return absl::Status(config.status().code(), absl::StrCat(path, ": ", config.status().message()));
-  if (absl::Status s = CheckKeys(*config, lookup).ToStatus(path); !s.ok()) return s;
-  auto entry = std::make_shared<Entry>();
-  entry->checkpoint = *ckpt;
+  SD_RETURN_IF_ERROR(CheckKeys(*config, lookup).ToStatus(path));
+  auto entry = std::make_shared<ModelCache::Entry>();
+  entry->checkpoint = ckpt;
   entry->config = *config;
-  entry->hash = (*ckpt)->ContentHash();
-  // Two paths with the same content share one entry (and so one set of networks).
-  for (const auto& [p, e] : by_path_) {
-    if (e->hash == entry->hash) return by_path_[path] = e;
+  entry->hash = ckpt->ContentHash();
+  return entry;
+}
+
+}  // namespace
+
+void ModelCache::SetLoadHook(std::function<void(const std::string&)> hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  load_hook_ = std::move(hook);
+}
+
+absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(const std::string& path) {
+  std::promise<EntryResult> promise;
+  std::shared_future<EntryResult> pending;
+  std::function<void(const std::string&)> hook;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = by_path_.find(path); it != by_path_.end()) return it->second;
+    if (path.empty()) return absl::InvalidArgumentError("no model given (--model CHECKPOINT)");
+    if (auto it = opening_.find(path); it != opening_.end()) {
+      pending = it->second;  // another call is reading this file: wait for it, not for the cache
+    } else {
+      opening_[path] = promise.get_future().share();
+      hook = load_hook_;
+    }
   }
-  return by_path_[path] = entry;
+  if (pending.valid()) return pending.get();
+  if (hook) hook(path);
+  absl::StatusOr<std::shared_ptr<Entry>> read =
+      CatchExceptions(path, [&] { return ReadEntry(path); });
+  EntryResult result = absl::UnknownError("unset");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    opening_.erase(path);
+    if (!read.ok()) {
+      result = read.status();
+    } else {
+      // Two paths with the same content share one entry (and so one set of networks).
+      std::shared_ptr<const Entry> entry = *read;
+      for (const auto& [p, e] : by_path_) {
+        if (e->hash == entry->hash) entry = e;
+      }
+      result = by_path_[path] = entry;
+    }
+  }
+  promise.set_value(result);
+  return result;
 }
 
 template <typename M>
 absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* component, torch::ScalarType dtype,
                                     torch::Device device, const std::function<M(const SdConfig&)>& make,
                                     const char* prefix) {
-  auto entry = Open(path);
-  if (!entry.ok()) return entry.status();
-  std::lock_guard<std::mutex> lock(mu_);
-  auto key = std::make_tuple((*entry)->hash, std::string(component), static_cast<int>(dtype), device.str());
-  if (auto it = models_.find(key); it != models_.end()) {
-    it->second.last_use = ++clock_;
-    return M(std::static_pointer_cast<typename M::Impl>(it->second.module));
+  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(path));
+  const Key key =
+      std::make_tuple(entry->hash, std::string(component), static_cast<int>(dtype), device.str());
+  auto as_model = [](const std::shared_ptr<torch::nn::Module>& m) {
+    return M(std::static_pointer_cast<typename M::Impl>(m));
+  };
+  std::promise<ModuleResult> promise;
+  std::shared_future<ModuleResult> pending;
+  std::function<void(const std::string&)> hook;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = models_.find(key); it != models_.end()) {
+      it->second.last_use = ++clock_;
+      return as_model(it->second.module);
+    }
+    if (auto it = building_.find(key); it != building_.end()) {
+      pending = it->second;  // one build per network; the others wait on it
+    } else {
+      building_[key] = promise.get_future().share();
+      hook = load_hook_;
+    }
   }
-  M model = make((*entry)->config);
-  if (absl::Status s = LoadWeights(*model, *(*entry)->checkpoint, prefix, dtype, device); !s.ok()) return s;
-  model->eval();
-  Built built{model.ptr(), 0, ++clock_};
-  for (const torch::Tensor& t : model->parameters()) built.bytes += t.numel() * t.element_size();
-  for (const torch::Tensor& t : model->buffers()) built.bytes += t.numel() * t.element_size();
-  models_[key] = std::move(built);
-  EvictLocked(key);
-  return model;
+  if (pending.valid()) {
+    const ModuleResult& r = pending.get();
+    if (!r.ok()) return r.status();
+    return as_model(*r);
+  }
+  if (hook) hook(absl::StrCat(path, ":", component));
+  // Built without the lock: calls on networks already built go on meanwhile.
+  ModuleResult built =
+      CatchExceptions(absl::StrCat(path, ": building the ", component), [&]() -> ModuleResult {
+        M model = make(entry->config);
+        SD_RETURN_IF_ERROR(LoadWeights(*model, *entry->checkpoint, prefix, dtype, device));
+        model->eval();
+        return std::shared_ptr<torch::nn::Module>(model.ptr());
+      });
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    building_.erase(key);
+    if (built.ok()) {
+      Built b{*built, 0, ++clock_};
+      for (const torch::Tensor& t : (*built)->parameters()) b.bytes += t.numel() * t.element_size();
+      for (const torch::Tensor& t : (*built)->buffers()) b.bytes += t.numel() * t.element_size();
+      models_[key] = std::move(b);
+      EvictLocked(key);
+    }
+  }
+  promise.set_value(built);
+  if (!built.ok()) return built.status();
+  return as_model(*built);
 }
 
 void ModelCache::EvictLocked(const Key& keep) {

@@ -1,7 +1,12 @@
-// Models are resources, not data: each checkpoint is opened once per process and its networks are built
-// once per (content hash, compute dtype, device), then shared by every node and run that names it.
+// Models are resources, not data: each checkpoint is opened once per process and its networks are
+// built once per (content hash, compute dtype, device), then shared by every node and run that
+// names it. Opening (reading, hashing) and building happen outside the cache's lock: calls on
+// networks already built go on meanwhile, and concurrent calls for the same checkpoint or network
+// wait for the one load.
 #pragma once
 
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +53,11 @@ class ModelCache {
   };
   Stats GetStats() const;
 
+  // For tests: called (outside the lock) as a checkpoint starts to open (with its path) and as a
+  // network starts to build (with "PATH:component"), so a test can hold a load while it checks
+  // what else goes on.
+  void SetLoadHook(std::function<void(const std::string&)> hook);
+
  private:
   template <typename M>
   absl::StatusOr<M> Model(const std::string& path, const char* component, torch::ScalarType dtype,
@@ -62,8 +72,13 @@ class ModelCache {
   // Erases one built network (the next iterator is returned): its checkpoint is closed when no other network
   // uses it, else the pages of the weights it used in place in the mapping are handed back.
   std::map<Key, Built>::iterator EraseLocked(std::map<Key, Built>::iterator it);
+  using EntryResult = absl::StatusOr<std::shared_ptr<const Entry>>;
+  using ModuleResult = absl::StatusOr<std::shared_ptr<torch::nn::Module>>;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const Entry>> by_path_;
+  std::map<std::string, std::shared_future<EntryResult>> opening_;  // loads in progress, by path
+  std::map<Key, std::shared_future<ModuleResult>> building_;        // builds in progress
+  std::function<void(const std::string&)> load_hook_;
   std::map<Key, Built> models_;
   uint64_t budget_ = 0, clock_ = 0, evictions_ = 0;
   std::map<std::string, std::shared_ptr<const ClipTokenizer>> tokenizers_;

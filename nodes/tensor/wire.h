@@ -40,4 +40,17 @@ absl::StatusOr<Value> DecodeValue(const std::string& datatype, const std::vector
 // The KServe datatype a port of `type` is described with in model metadata.
 std::string WireDatatypeOf(const v1::PortType& type);
 
+// The largest gRPC message (request or response) a worker and a worker pool accept by default: the
+// same on both sides, so a call that fits one fits the other (--max-message-mb changes either).
+inline constexpr int kDefaultMaxMessageMb = 64;
+
+// Trailing metadata a worker adds to RESOURCE_EXHAUSTED when only its queue is full: the call is
+// fine and may be retried after a pause (any other RESOURCE_EXHAUSTED is permanent for the call).
+inline constexpr char kBusyMetadataKey[] = "sd-retry";
+inline constexpr char kBusyMetadataValue[] = "busy";
+// The same key on FAILED_PRECONDITION when the worker's copy of the requested model is not the
+// bytes the caller expects (request parameter `sha256`): that worker is out, others may have the
+// right file.
+inline constexpr char kModelMismatchMetadataValue[] = "model-mismatch";
+
 }  // namespace sd

@@ -150,6 +150,18 @@ TEST_F(GeglPluginTest, BadPropertiesAreGeglWarningsNotCrashes) {
            " -- sd:inpaint prompt=x model=" + Quote(model_));
   EXPECT_LT(r.exit_code, 128);
   EXPECT_NE(r.err.find("connect a mask"), std::string::npos) << r.err;
+  // The TLS properties reach the worker pool: require-tls without a CA refuses plaintext workers,
+  // and a client certificate without a CA is refused as by sd-graph.
+  r = Gegl(
+      "-o " + Quote(dir_->File("bad4.png")) +
+      " -- sd:txt2img prompt=x width=64 height=64 model=tiny workers=127.0.0.1:1 require-tls=true");
+  EXPECT_LT(r.exit_code, 128);
+  EXPECT_NE(r.err.find("--require-tls"), std::string::npos) << r.err;
+  r = Gegl("-o " + Quote(dir_->File("bad5.png")) +
+           " -- sd:txt2img prompt=x width=64 height=64 model=tiny workers=127.0.0.1:1 tls-cert=" +
+           Quote(dir_->File("in.png")) + " tls-key=" + Quote(dir_->File("in.png")));
+  EXPECT_LT(r.exit_code, 128);
+  EXPECT_NE(r.err.find("need --tls-ca"), std::string::npos) << r.err;
 }
 
 TEST_F(GeglPluginTest, ARunCanBeCancelled) {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -20,10 +21,17 @@ namespace {
 
 std::string Models(const TempDir& d) { return d.File("models"); }
 
-// Two fresh workers in a scratch folder of their own, for tests that kill them.
+// Two fresh workers in a scratch folder of their own, for tests that kill them (or hold their
+// calls: `hold` gives each worker --hold-calls RUN/hold-x, RUN/hold-y).
 struct FreshPair {
-  explicit FreshPair(const std::string& models) {
-    ok = x.Start(models, run.File("x.log")) && y.Start(models, run.File("y.log"));
+  explicit FreshPair(const std::string& models, bool hold = false) {
+    auto extra = [&](const std::string& who) {
+      if (!hold) return std::vector<std::string>{};
+      std::filesystem::create_directories(run.File("hold-" + who));
+      return std::vector<std::string>{"--hold-calls", run.File("hold-" + who)};
+    };
+    ok = x.Start(models, run.File("x.log"), extra("x")) &&
+         y.Start(models, run.File("y.log"), extra("y"));
   }
   std::string targets() const { return x.target() + "," + y.target(); }
   TempDir run;
@@ -35,14 +43,22 @@ struct FreshPair {
 class Background {
  public:
   explicit Background(const std::string& cmd)
-      : thread_([this, cmd] { result_ = RunCommand(cmd); }) {}
+      : thread_([this, cmd] { result_ = RunCommand(cmd, &pid_); }) {}
   ~Background() { Wait(); }
   const CommandResult& Wait() {
     if (thread_.joinable()) thread_.join();
     return result_;
   }
+  // Sends `sig` to the command's process (started with `exec`, it is the program itself); false
+  // when it is not running.
+  bool Signal(int sig) {
+    while (pid_.load() == 0) std::this_thread::yield();  // until the fork has happened
+    const pid_t pid = pid_.load();
+    return pid > 0 && ::kill(pid, sig) == 0;
+  }
 
  private:
+  std::atomic<pid_t> pid_{0};
   CommandResult result_;
   std::thread thread_;
 };
@@ -144,6 +160,46 @@ TEST_F(DistributedTest, ImagesEqualInProcessAndCfgHalvesRunOnTwoWorkers) {
   }
 }
 
+// The cond and uncond UNet calls of a step are in flight at the same time, on two workers: with
+// every call held on arrival (--hold-calls), both halves of step 1 arrive, one on each worker,
+// before either is let go. Run one at a time, the second could never arrive while the first is
+// held.
+TEST_F(DistributedTest, CfgHalvesAreInFlightTogetherOnTwoWorkers) {
+  FreshPair p(Models(*dir_), /*hold=*/true);
+  ASSERT_TRUE(p.ok);
+  Background client(Gen("txt2img", "--seed 12", p.run.File("held.png"), p.targets(), 2));
+  const std::string dirs[2] = {p.run.File("hold-x"), p.run.File("hold-y")};
+  std::map<std::string, int> unet_step1;  // node -> which worker holds it (steps count from 1)
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  std::set<std::string> seen;
+  while (unet_step1.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < 2; ++i) {
+      for (const auto& f : std::filesystem::directory_iterator(dirs[i])) {
+        const std::string name = f.path().filename().string();
+        const size_t dot = name.rfind(".arrived");
+        if (dot == std::string::npos || dot + 8 != name.size()) continue;
+        const std::string id = name.substr(0, dot);  // NODE@STEP@SEQ
+        seen.insert(id);
+        if (id.rfind("unet_cond@1@", 0) == 0) {
+          unet_step1["unet_cond"] = i;
+        } else if (id.rfind("unet_uncond@1@", 0) == 0) {
+          unet_step1["unet_uncond"] = i;
+        } else {
+          WriteFile(dirs[i] + "/" + id + ".go", "");  // the prompts' encodings go on
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (const std::string& d : dirs) WriteFile(d + "/release", "");  // whatever happens, let it end
+  ASSERT_EQ(unet_step1.size(), 2u)
+      << "both halves of step 1 were never in flight at once; calls seen: "
+      << ::testing::PrintToString(seen);
+  EXPECT_NE(unet_step1["unet_cond"], unet_step1["unet_uncond"]) << "on two different workers";
+  const CommandResult& r = client.Wait();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(DistributedTest, BatchSpreadsOverThePoolAndMatchesInProcess) {
   const std::vector<size_t> from = {a_->LogSize(), b_->LogSize()};
   auto r = RunCommand(Gen("txt2img", "--seed 20 --batch 4", dir_->File("batch.png"), Pool()));
@@ -190,6 +246,38 @@ TEST_F(DistributedTest, MetricsCountCallsAndModels) {
   EXPECT_EQ(MetricValue(m, "sd_worker_serving"), 1);
   EXPECT_EQ(MetricValue(m, "sd_worker_queue_depth"), 0);
   EXPECT_GT(MetricValue(m, "sd_worker_resident_memory_bytes"), 0);
+}
+
+// A full queue is "busy", not "broken": one worker computing one call at a time with no queue, two
+// images at once, and every refused call is retried with backoff until it runs (before, the pool
+// gave the worker up for that call and failed after 5 s).
+TEST_F(DistributedTest, BusyWorkerIsWaitedForWithBackoff) {
+  TempDir run;
+  WorkerProcess solo;
+  ASSERT_TRUE(
+      solo.Start(Models(*dir_), run.File("solo.log"), {"--concurrency", "1", "--queue", "0"}));
+  auto r = RunCommand(
+      Gen("txt2img", "--seed 3 --batch 2 --parallel 2", run.File("busy.png"), solo.target()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(run.File("busy-1.png")));
+  EXPECT_TRUE(std::filesystem::exists(run.File("busy-2.png")));
+  // Two images' calls met a worker that takes one at a time: some were refused, and all ran.
+  EXPECT_GT(solo.Events("queue_full").size(), 0u);
+  EXPECT_EQ(r.err.find("is down"), std::string::npos) << "a busy worker is not marked down";
+}
+
+// A request that cannot fit (a response over the message limit) is permanent: exit 2 at once,
+// FAILED_PRECONDITION, not "retry later" after trying every worker.
+TEST_F(DistributedTest, RequestThatCannotFitIsPermanent) {
+  // The decoded 1024x1024 image is 12 MiB in f32: over a 1 MB limit on the host's side.
+  auto r = RunCommand(SdGraphBin() +
+                      " txt2img --prompt x --steps 1 --threads 1 --width 1024 --height 1024" +
+                      " --max-message-mb 1 --model tiny --workers " + Pool() + " -o " +
+                      Quote(dir_->File("toolarge.png")));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("FAILED_PRECONDITION"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cannot run"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("toolarge.png")));
 }
 
 TEST_F(DistributedTest, MissingModelIsPermanentAndUnknownWorkersRetryable) {
@@ -312,8 +400,7 @@ TEST_F(DistributedTest, SigtermCancelsADistributedRun) {
   Background client("exec " + cmd);
   while (a_->Events("infer", from).size() < 4)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  // "[s]d-graph" matches sd-graph's command line but not this pkill's own.
-  EXPECT_EQ(RunCommand("pkill -TERM -f -- '[s]d-graph txt2img.*cancelled.png'").exit_code, 0);
+  EXPECT_TRUE(client.Signal(SIGTERM));  // the sd-graph this test started, by its PID
   const CommandResult& result = client.Wait();
   EXPECT_EQ(result.exit_code, 130) << result.err;
   EXPECT_FALSE(std::filesystem::exists(out));

@@ -148,6 +148,7 @@ class WorkerProcess {
   int port() const { return port_; }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string Metrics() const { return HttpGet(metrics_port_, "/metrics"); }
+  int metrics_port() const { return metrics_port_; }
   const std::string& log() const { return log_; }
   size_t LogSize() const { return ReadFile(log_).size(); }
   // The log's JSON lines from byte `from` on, with event `event` ("" : all).

@@ -4,8 +4,10 @@
 // generated from the same proto with Debian's grpc_python_plugin.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -51,18 +53,6 @@ ModelInferRequest UNetRequest(const std::string& checkpoint = "tiny") {
   AddInput(r, "t", "FP64", {1}, F64Bytes(500));
   AddInput(r, "context", "FP32", {1, 77, 64}, F32Bytes(context));
   return r;
-}
-
-// A UNetStep call on a 1024x1024 image's latents: about a second on the tiny model.
-ModelInferRequest SlowRequest() {
-  ModelInferRequest slow;
-  slow.set_model_name("UNetStep");
-  (*slow.mutable_parameters())["checkpoint"].set_string_param("tiny");
-  AddInput(slow, "latents", "FP32", {1, 4, 128, 128},
-           F32Bytes(std::vector<float>(4 * 128 * 128, 0.1f)));
-  AddInput(slow, "t", "FP64", {1}, F64Bytes(10));
-  AddInput(slow, "context", "FP32", {1, 77, 64}, F32Bytes(std::vector<float>(77 * 64, 0.2f)));
-  return slow;
 }
 
 class Client {
@@ -379,6 +369,29 @@ TEST_F(WorkerProtocolTest, AllocationFailureIsAnErrorNotACrashAndLabelsAreBounde
   EXPECT_NE(metrics.find("kind=\"Noise\""), std::string::npos);
 }
 
+// Clients that connect to /metrics and send nothing hold a thread each, not the endpoint: a scrape
+// is answered while they stay connected (a one-connection-at-a-time server would have had to drop
+// them first).
+TEST_F(WorkerProtocolTest, IdleMetricsClientsDoNotBlockScrapes) {
+  std::vector<int> idle;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(worker_->metrics_port()));
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    idle.push_back(fd);
+  }
+  const std::string text = worker_->Metrics();
+  EXPECT_NE(text.find("# TYPE sd_worker_"), std::string::npos) << text.substr(0, 500);
+  for (int fd : idle) {
+    pollfd p{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "an idle client was dropped before the scrape was served";
+    ::close(fd);
+  }
+}
+
 TEST_F(WorkerProtocolTest, SymlinksOutOfTheRepositoryAreRefused) {
   TempDir elsewhere;
   std::filesystem::copy_file(dir_->File("models/tiny.safetensors"),
@@ -391,53 +404,83 @@ TEST_F(WorkerProtocolTest, SymlinksOutOfTheRepositoryAreRefused) {
   std::filesystem::remove(dir_->File("models/evil.safetensors"));
 }
 
-TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
-  TempDir d;
-  WorkerProcess w;
-  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"),
-                      {"--concurrency", "1", "--queue", "0", "--preload", "tiny"}));
-  // Slow calls from 4 clients at once.
-  const ModelInferRequest slow = SlowRequest();
-  std::vector<grpc::StatusCode> codes(4);
-  std::vector<std::thread> ts;
-  Client c(w.target());
-  for (int i = 0; i < 4; ++i) {
-    ts.emplace_back([&, i] {
-      ModelInferResponse out;
-      codes[i] = c.Infer(slow, &out, "").error_code();
-    });
+// Waits (polling the folder: explicit synchronisation, not a sleep of a guessed length) until the
+// worker holding calls in `hold` has started the call `id`.
+void AwaitArrival(const std::string& hold, const std::string& id) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (!std::filesystem::exists(hold + "/" + id + ".arrived") &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  for (auto& t : ts) t.join();
-  int ok = 0, full = 0;
-  for (auto code : codes) {
-    ok += code == grpc::StatusCode::OK;
-    full += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
-  }
-  EXPECT_GE(ok, 1);
-  EXPECT_GE(full, 1);
-  EXPECT_EQ(ok + full, 4);
+  ASSERT_TRUE(std::filesystem::exists(hold + "/" + id + ".arrived")) << id << " never started";
 }
 
+// One compute thread, no queue: while a call is held in it, the next is refused at once with
+// RESOURCE_EXHAUSTED marked busy (retry later), and the held call then completes.
+TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
+  TempDir d;
+  const std::string hold = d.File("hold");
+  std::filesystem::create_directories(hold);
+  WorkerProcess w;
+  ASSERT_TRUE(
+      w.Start(dir_->File("models"), d.File("w.log"),
+              {"--concurrency", "1", "--queue", "0", "--preload", "tiny", "--hold-calls", hold}));
+  Client c(w.target());
+  ModelInferRequest first = UNetRequest();
+  first.set_id("first");
+  grpc::StatusCode first_code = grpc::StatusCode::UNKNOWN;
+  std::thread t([&] {
+    ModelInferResponse out;
+    first_code = c.Infer(first, &out, "").error_code();
+  });
+  AwaitArrival(hold, "first");
+  ModelInferRequest second = UNetRequest();
+  second.set_id("second");
+  grpc::ClientContext ctx;
+  c.Prepare(ctx, "");
+  ModelInferResponse out;
+  const grpc::Status s = c.infer().ModelInfer(&ctx, second, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  bool busy = false;
+  for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) {
+    busy = busy || (std::string(k.data(), k.size()) == "sd-retry" &&
+                    std::string(v.data(), v.size()) == "busy");
+  }
+  EXPECT_TRUE(busy) << "a full queue is marked busy: retry later, not permanent";
+  WriteFile(hold + "/release", "");
+  t.join();
+  EXPECT_EQ(first_code, grpc::StatusCode::OK);
+}
+
+// SIGTERM while a call is in flight (held): the worker turns NOT_SERVING, refuses new calls, lets
+// the held call finish once released, and exits 0.
 TEST_F(WorkerProtocolTest, SigtermDrainsCallsInFlight) {
   TempDir d;
+  const std::string hold = d.File("hold");
+  std::filesystem::create_directories(hold);
   WorkerProcess w;
-  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--preload", "tiny"}));
+  ASSERT_TRUE(
+      w.Start(dir_->File("models"), d.File("w.log"), {"--preload", "tiny", "--hold-calls", hold}));
   Client c(w.target());
   while (c.Health() != grpc::health::v1::HealthCheckResponse::SERVING)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  const ModelInferRequest slow = SlowRequest();
+  ModelInferRequest held = UNetRequest();
+  held.set_id("held");
   grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
   std::thread call([&] {
     ModelInferResponse out;
-    code = c.Infer(slow, &out, "").error_code();
+    code = c.Infer(held, &out, "").error_code();
   });
-  while (w.Events("").size() < 4 && w.Metrics().find("sd_worker_inflight 1") == std::string::npos) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_EQ(w.Stop(), 0);
+  AwaitArrival(hold, "held");
+  ASSERT_EQ(::kill(w.pid(), SIGTERM), 0);
+  while (w.Events("draining").empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ModelInferResponse out;
+  EXPECT_EQ(c.Infer(UNetRequest(), &out, "").error_code(), grpc::StatusCode::UNAVAILABLE)
+      << "a draining worker takes no new calls";
+  WriteFile(hold + "/release", "");
   call.join();
   EXPECT_EQ(code, grpc::StatusCode::OK) << "the call in flight was not allowed to finish";
-  EXPECT_FALSE(w.Events("draining").empty());
+  EXPECT_EQ(w.Stop(), 0);
   EXPECT_FALSE(w.Events("stopped").empty());
 }
 
@@ -508,6 +551,61 @@ TEST_F(WorkerProtocolTest, MutualTlsRefusesPlaintextAndClientsWithoutCertificate
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::exists(d.File("tls.png")));
   ASSERT_TRUE(good.Live("").ok());
+}
+
+// Every call carries the sha256 the caller expects; a worker whose file under that name has other
+// bytes (here: swapped while the worker runs, before it loaded it) answers FAILED_PRECONDITION, so
+// a pool takes it out instead of computing with the wrong model.
+TEST_F(WorkerProtocolTest, ExpectedModelHashIsCheckedOnEveryCall) {
+  Client c(worker_->target());
+  v1::LoadModelResponse loaded;
+  ASSERT_TRUE(c.Load("tiny", &loaded).ok());
+  const std::string hash = loaded.sha256();
+  ModelInferRequest right = UNetRequest();
+  (*right.mutable_parameters())["sha256"].set_string_param(hash);
+  ModelInferResponse out;
+  EXPECT_TRUE(c.Infer(right, &out).ok());
+
+  TempDir d;
+  std::filesystem::create_directories(d.File("models"));
+  std::filesystem::copy_file(dir_->File("models/tiny.safetensors"),
+                             d.File("models/tiny.safetensors"));
+  WorkerProcess w;
+  ASSERT_TRUE(w.Start(d.File("models"), d.File("w.log")));
+  // Swap the file (as a deploy that renames a new file into place would), then call.
+  std::filesystem::copy_file(dir_->File("models/tiny9.safetensors"), d.File("models/new.tmp"));
+  std::filesystem::rename(d.File("models/new.tmp"), d.File("models/tiny.safetensors"));
+  Client other(w.target());
+  grpc::Status s = other.Infer(right, &out, "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_NE(s.error_message().find("the caller expects " + hash), std::string::npos)
+      << s.error_message();
+}
+
+// A bearer token in plaintext: the worker warns at start and sd-graph warns when it sends one;
+// --require-tls makes both refuse.
+TEST_F(WorkerProtocolTest, TokenOverPlaintextWarnsAndRequireTlsRefuses) {
+  EXPECT_FALSE(worker_->Events("token_over_plaintext").empty())
+      << "the fixture's worker has a token";
+  TempDir d;
+  WorkerProcess strict;
+  EXPECT_FALSE(strict.Start(dir_->File("models"), d.File("strict.log"), {"--require-tls"}))
+      << "a worker with --require-tls and no certificate must not start";
+  EXPECT_NE(ReadFile(d.File("strict.log")).find("this worker does not serve plaintext"),
+            std::string::npos)
+      << ReadFile(d.File("strict.log"));
+
+  const std::string base = SdGraphBin() + " txt2img --model tiny --workers " + worker_->target() +
+                           " --token-file " + Quote(dir_->File("token")) +
+                           " --prompt p --steps 1 --width 64 --height 64 -o " +
+                           Quote(d.File("p.png"));
+  auto r = RunCommand(base);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("the bearer token goes to the workers in plaintext"), std::string::npos)
+      << r.err;
+  r = RunCommand(base + " --require-tls");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--require-tls"), std::string::npos) << r.err;
 }
 
 // ---- an outside client

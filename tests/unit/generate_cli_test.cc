@@ -239,7 +239,10 @@ TEST(ImageIoTest, PngJpegTiffExrRoundTrip) {
     }
   }
   EXPECT_EQ(*ReadImageAttribute(dir.File("img.png"), "parameters"), "p");
-  EXPECT_EQ(ReadImageRgb8(dir.File("none.png")).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadImageRgb8(dir.File("none.png")).status().code(), absl::StatusCode::kNotFound);
+  testing::WriteFile(dir.File("junk.png"), "not an image");
+  EXPECT_EQ(ReadImageRgb8(dir.File("junk.png")).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(WriteImageRgb8(dir.File("x.png"), torch::zeros({4, 4}, torch::kUInt8)).ok());
 }
 
