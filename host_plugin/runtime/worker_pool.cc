@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "host_plugin/runtime/worker_resolver.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
@@ -63,11 +64,18 @@ struct Worker {
   int generation = 0;  // bumps each time the worker (re)joins
   std::string last_error = "not contacted yet";
   grpc::ClientContext* rejoin = nullptr;  // the watcher's model load in flight, to cancel on stop
+  std::string origin;    // the dns:/// target this member was resolved from ("" : given directly)
+  bool retired = false;  // its address no longer resolves: out of the pool for good
 };
 
 struct WorkerPool::Impl {
   WorkerPoolOptions o;
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  // Grows while running (dns:/// members join), never shrinks (members leave by `retired`), so
+  // Worker pointers stay valid; guarded by mu.
   std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::string> dns_targets;  // dns:/// targets, resolved again by `resolver_thread`
+  std::thread resolver_thread;
   mutable std::mutex mu;
   std::condition_variable changed;  // a worker joined or left
   std::mutex prepare_mu;
@@ -113,7 +121,7 @@ struct WorkerPool::Impl {
     Worker* w = nullptr;
     for (auto& wp : workers) {
       Worker* c = wp.get();
-      if (!c->healthy) continue;
+      if (!c->healthy || c->retired) continue;
       if (auto it = tried.find(c); it != tried.end() && it->second == c->generation) continue;
       if (!w || c->outstanding < w->outstanding ||
           (c->outstanding == w->outstanding && c->calls < w->calls))
@@ -130,7 +138,10 @@ struct WorkerPool::Impl {
   std::string DescribeWorkers() const {
     std::lock_guard<std::mutex> lock(mu);
     std::vector<std::string> states;
-    for (const auto& wp : workers) states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
+    for (const auto& wp : workers) {
+      if (!wp->retired) states.push_back(absl::StrCat(wp->target, ": ", wp->last_error));
+    }
+    if (states.empty()) states.push_back("no worker (the dns:/// names resolve to nothing yet)");
     return absl::StrJoin(states, "; ");
   }
 
@@ -246,7 +257,81 @@ struct WorkerPool::Impl {
       std::unique_lock<std::mutex> lock(mu);
       changed.wait_for(lock,
                        std::chrono::milliseconds(static_cast<int64_t>(o.health_interval_s * 1000)),
-                       [&] { return stop.load(); });
+                       [&] { return stop.load() || w.retired; });
+      if (w.retired) return;
+    }
+  }
+
+  // A new member for `target` ("HOST:PORT"), watched from now on. Called with mu held.
+  Worker* AddWorkerLocked(const std::string& target, const std::string& origin) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(o.max_message_mb << 20);
+    args.SetMaxSendMessageSize(o.max_message_mb << 20);
+    // A restarted worker should be found again within a second, not after gRPC's default backoff
+    // (up to 2 min).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);  // retries are ours, on another worker
+    if (!o.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(o.tls_server_name);
+    } else if (auto dns = ParseDnsTarget(origin); dns.ok()) {
+      args.SetSslTargetNameOverride(dns->host);  // certificates name the service, not the pod's IP
+    }
+    auto w = std::make_unique<Worker>();
+    w->target = target;
+    w->origin = origin;
+    w->channel = grpc::CreateCustomChannel(target, creds, args);
+    w->infer = inference::GRPCInferenceService::NewStub(w->channel);
+    w->control = v1::Worker::NewStub(w->channel);
+    w->health = grpc::health::v1::Health::NewStub(w->channel);
+    Worker* raw = w.get();
+    workers.push_back(std::move(w));
+    watchers.emplace_back([this, raw] { Watch(*raw); });
+    return raw;
+  }
+
+  absl::StatusOr<std::vector<std::string>> Resolve(const std::string& dns_target) const {
+    if (o.resolver) return o.resolver(dns_target);
+    SD_ASSIGN_OR_RETURN(DnsTarget t, ParseDnsTarget(dns_target));
+    return ResolveDnsTarget(t);
+  }
+
+  // Brings the members of every dns:/// target in line with what it resolves to now: new addresses
+  // join (their watcher loads the model and checks its hash), vanished ones retire. A name that
+  // does not resolve leaves its members as they are.
+  void ResolveAll() {
+    for (const std::string& dns : dns_targets) {
+      absl::StatusOr<std::vector<std::string>> addresses = Resolve(dns);
+      if (!addresses.ok()) continue;
+      std::lock_guard<std::mutex> lock(mu);
+      for (const std::string& a : *addresses) {
+        bool known = false;
+        for (const auto& w : workers)
+          known = known || (!w->retired && w->origin == dns && w->target == a);
+        if (!known && !stop.load()) AddWorkerLocked(a, dns);
+      }
+      for (auto& w : workers) {
+        if (w->origin != dns || w->retired) continue;
+        if (std::find(addresses->begin(), addresses->end(), w->target) == addresses->end()) {
+          w->retired = true;
+          w->healthy = false;
+          std::fprintf(stderr, "sdgraph: worker %s left %s\n", w->target.c_str(), dns.c_str());
+        }
+      }
+      changed.notify_all();
+    }
+  }
+
+  void ResolveLoop() {
+    while (!stop.load()) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        changed.wait_for(
+            lock, std::chrono::milliseconds(static_cast<int64_t>(o.resolve_interval_s * 1000)),
+            [&] { return stop.load(); });
+      }
+      if (!stop.load()) ResolveAll();
     }
   }
 
@@ -308,6 +393,7 @@ struct WorkerPool::Impl {
       }
       changed.notify_all();
     }
+    if (resolver_thread.joinable()) resolver_thread.join();  // no watcher starts after this
     for (std::thread& t : watchers) {
       if (t.joinable()) t.join();
     }
@@ -335,7 +421,12 @@ WorkerPool::WorkerPool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 WorkerPool::~WorkerPool() { impl_->Stop(); }
 
-size_t WorkerPool::size() const { return impl_->workers.size(); }
+size_t WorkerPool::size() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  size_t n = 0;
+  for (const auto& w : impl_->workers) n += w->retired ? 0 : 1;
+  return n;
+}
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions o) {
   if (o.targets.empty())
@@ -364,30 +455,24 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(WorkerPoolOptions
         "sdgraph: warning: the bearer token goes to the workers in plaintext (no --tls-ca); "
         "anyone on the path can read it (--require-tls refuses this)\n");
   }
-  for (const std::string& target : o.targets) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(o.max_message_mb << 20);
-    args.SetMaxSendMessageSize(o.max_message_mb << 20);
-    // A restarted worker should be found again within a second, not after gRPC's default backoff
-    // (up to 2 min).
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);  // retries are ours, on another worker
-    if (target.rfind("dns:///", 0) == 0) args.SetLoadBalancingPolicyName("round_robin");
-    if (!o.tls_server_name.empty()) args.SetSslTargetNameOverride(o.tls_server_name);
-    auto w = std::make_unique<Worker>();
-    w->target = target;
-    w->channel = grpc::CreateCustomChannel(target, creds, args);
-    w->infer = inference::GRPCInferenceService::NewStub(w->channel);
-    w->control = v1::Worker::NewStub(w->channel);
-    w->health = grpc::health::v1::Health::NewStub(w->channel);
-    impl->workers.push_back(std::move(w));
-  }
   impl->o = std::move(o);
-  Impl* raw = impl.get();
-  for (auto& w : impl->workers)
-    impl->watchers.emplace_back([raw, wp = w.get()] { raw->Watch(*wp); });
+  impl->creds = std::move(creds);
+  {
+    std::lock_guard<std::mutex> lock(impl->mu);
+    for (const std::string& target : impl->o.targets) {
+      if (target.rfind("dns:", 0) == 0) {
+        SD_RETURN_IF_ERROR(ParseDnsTarget(target).status());
+        impl->dns_targets.push_back(target);
+      } else {
+        impl->AddWorkerLocked(target, "");
+      }
+    }
+  }
+  impl->ResolveAll();  // the first members of dns:/// targets, now
+  if (!impl->dns_targets.empty()) {
+    Impl* raw = impl.get();
+    impl->resolver_thread = std::thread([raw] { raw->ResolveLoop(); });
+  }
   return std::unique_ptr<WorkerPool>(new WorkerPool(std::move(impl)));
 }
 
@@ -399,11 +484,18 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
     // Kinds without a model run on any prepared pool.
     if (p.prepared && (checkpoint.empty() || p.model.checkpoint == checkpoint)) return p.model;
   }
-  const size_t n = p.workers.size();
+  std::vector<Worker*> members;  // a snapshot: dns:/// members may join meanwhile
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    for (auto& w : p.workers) {
+      if (!w->retired) members.push_back(w.get());
+    }
+  }
+  const size_t n = members.size();
   std::vector<std::optional<absl::StatusOr<v1::LoadModelResponse>>> answers(n);
   std::vector<std::thread> threads;
   for (size_t i = 0; i < n; ++i)
-    threads.emplace_back([&, i] { answers[i] = p.Load(*p.workers[i], checkpoint); });
+    threads.emplace_back([&, i] { answers[i] = p.Load(*members[i], checkpoint); });
   for (std::thread& t : threads) t.join();
   const v1::LoadModelResponse* first = nullptr;
   size_t first_index = 0;
@@ -422,8 +514,8 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
       first_index = i;
     } else if (a->sha256() != first->sha256()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "workers disagree on model '", checkpoint, "': ", p.workers[first_index]->target,
-          " has sha256 ", first->sha256(), ", ", p.workers[i]->target, " has ", a->sha256(),
+          "workers disagree on model '", checkpoint, "': ", members[first_index]->target,
+          " has sha256 ", first->sha256(), ", ", members[i]->target, " has ", a->sha256(),
           "; put the same file on every worker"));
     }
   }
@@ -436,7 +528,7 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
   p.model = ModelInfo{checkpoint, first->sha256(), first->config(), first->unet_in_channels()};
   p.prepared = true;
   for (size_t i = 0; i < n; ++i) {
-    Worker& w = *p.workers[i];
+    Worker& w = *members[i];
     w.healthy = answers[i]->ok();
     if (w.healthy) ++w.generation;
     w.last_error = w.healthy ? "" : std::string(answers[i]->status().message());
@@ -559,8 +651,10 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
 std::vector<WorkerPool::WorkerStats> WorkerPool::Stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<WorkerStats> s;
-  for (const auto& w : impl_->workers)
-    s.push_back({w->target, w->healthy, w->outstanding, w->calls, w->failures});
+  for (const auto& w : impl_->workers) {
+    if (!w->retired)
+      s.push_back({w->target, w->origin, w->healthy, w->outstanding, w->calls, w->failures});
+  }
   return s;
 }
 

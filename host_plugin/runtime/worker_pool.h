@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,9 +36,14 @@
 namespace sd {
 
 struct WorkerPoolOptions {
-  // "HOST:PORT" each, or one "dns:///NAME:PORT" (a Kubernetes headless service: gRPC resolves every
-  // address and spreads calls round-robin over them).
+  // "HOST:PORT" each, or "dns:///NAME:PORT" (a Kubernetes headless service): every address NAME
+  // resolves to becomes a member of its own (health, model hash, retries), and NAME is resolved
+  // again every resolve_interval_s: new addresses join, vanished ones leave.
   std::vector<std::string> targets;
+  double resolve_interval_s = 10;
+  // How dns:/// targets are resolved ("dns:///NAME:PORT" -> "ADDRESS:PORT"s); empty: getaddrinfo.
+  // For tests.
+  std::function<absl::StatusOr<std::vector<std::string>>(const std::string& target)> resolver;
   std::string token;              // sent as `authorization: Bearer <token>`
   std::string tls_ca;             // PEM file: use TLS, trusting this CA ("" : plaintext)
   std::string tls_cert, tls_key;  // PEM files: client certificate for mutual TLS
@@ -80,13 +86,14 @@ class WorkerPool : public NodeDispatcher {
                                    const std::atomic<bool>* cancelled) override;
 
   struct WorkerStats {
-    std::string target;
+    std::string target;  // HOST:PORT, or for members of a dns:/// target their ADDRESS:PORT
+    std::string origin;  // the dns:/// target a member came from ("" for HOST:PORT targets)
     bool healthy = false;
     int outstanding = 0;
     int64_t calls = 0;     // answered OK
     int64_t failures = 0;  // transport failures (retried elsewhere)
   };
-  std::vector<WorkerStats> Stats() const;
+  std::vector<WorkerStats> Stats() const;  // the current members
   size_t size() const;
 
   struct Impl;

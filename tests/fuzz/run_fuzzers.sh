@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/sdgraph-fuzz-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle"
+mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle" "$work/wire"
 # Seeds: the hostile corpus, genuine torch.save files, their pickles, small safetensors files.
 "$python" "$here/../python/write_hostile_ckpts.py" "$work/ckpt" "$work/canary"
 rm -f "$work/ckpt/expected.json"
@@ -40,7 +40,24 @@ for shape in ([2, 2], [3], [1, 2, 2]):
 PY
 
 total=0
-for target in safetensors ckpt pickle; do
+# Wire seeds: one accepted value of each kind. Layout (see wire_fuzzer.cc): datatype index, kind,
+# elements, rank + 1, shape rank, the dimensions as little-endian int64 (even first byte: taken as
+# value + 2), the raw bytes.
+"$python" - "$work" <<'PY'
+import struct, sys, os
+w = sys.argv[1]
+def seed(name, dt, kind, elems, rank, dims, raw):
+    assert all(d % 2 == 0 for d in dims)
+    body = bytes([dt, kind, elems, rank + 1, len(dims)]) + b"".join(struct.pack("<q", d + 2) for d in dims)
+    open(os.path.join(w, "wire", name), "wb").write(body + raw)
+seed("latents", 0, 3, 0, 4, [2, 2, 2, 2], bytes(4 * 16))
+seed("tokens", 4, 3, 1, 2, [2, 4], bytes(8 * 8))
+seed("string", 7, 0, 0, -1, [], struct.pack("<I", 3) + b"abc")
+seed("int", 4, 1, 0, -1, [], bytes(8))
+seed("float", 3, 2, 0, -1, [], bytes(8))
+PY
+
+for target in safetensors ckpt pickle wire; do
   log="$work/$target.log"
   if ! "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
        -max_len=65536 -timeout=10 "$work/$target" >"$log" 2>&1; then
@@ -49,7 +66,9 @@ for target in safetensors ckpt pickle; do
     exit 1
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
-  echo "fuzz_$target: $runs executions in ${seconds}s, no crash"
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  corpus=$(ls "$work/$target" | wc -l)
+  echo "fuzz_$target: $runs executions in ${seconds}s, coverage $cov edges, corpus $corpus inputs, no crash"
   total=$((total + runs))
 done
 if [ -e "$work/canary" ]; then echo "run_fuzzers: a payload ran (canary exists)" >&2; exit 1; fi

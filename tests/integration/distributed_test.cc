@@ -239,6 +239,9 @@ TEST_F(DistributedTest, DnsTargetSpreadsOverTheResolvedAddresses) {
 }
 
 TEST_F(DistributedTest, MetricsCountCallsAndModels) {
+  // A run of its own first: the test does not rely on what earlier tests sent to the pool.
+  auto r = RunCommand(Gen("txt2img", "--seed 90", dir_->File("metrics.png"), Pool(), 2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string m = a_->Metrics();
   EXPECT_NE(m.find("sd_worker_requests_total{"), std::string::npos) << m;
   EXPECT_NE(m.find("kind=\"UNetStep\""), std::string::npos);
@@ -348,22 +351,42 @@ TEST_F(DistributedTest, WorkerKilledMidLoopCostsARetryNotTheImage) {
 }
 
 TEST_F(DistributedTest, RestartedWorkerRejoinsARunningPool) {
-  // One long run; the only worker besides `y` is killed and restarted while the run goes on: the
-  // pool's health watch must bring it back, and it must serve calls again before the run ends. Restarting
-  // and rejoining take a few seconds; 600 steps at 512x512 last about 18 s with fast BLAS kernels (150
-  // steps, under 5 s, proved too short on the CI machine).
-  FreshPair p(Models(*dir_));
-  ASSERT_TRUE(p.ok);
-  Background client(Gen("txt2img", "--seed 40 --width 512 --height 512", p.run.File("out.png"), p.targets(), 600));
-  while (p.x.Events("infer").size() < 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  p.x.Kill(SIGKILL);
-  const bool restarted = p.x.Restart();
-  const size_t from = p.x.LogSize();
+  // x is killed mid-run and restarted; y holds its calls (--hold-calls) once x is dead, so the run
+  // cannot end before the pool's health watch has brought x back (its log shows the model loaded
+  // again); then y lets its calls go and x must serve some of the steps left. Synchronised on the
+  // workers' logs and hold files, not on how long anything takes.
+  TempDir run;
+  const std::string hold = run.File("hold-y");
+  std::filesystem::create_directories(hold);
+  WorkerProcess x, y;
+  ASSERT_TRUE(x.Start(Models(*dir_), run.File("x.log")));
+  ASSERT_TRUE(y.Start(Models(*dir_), run.File("y.log"), {"--hold-calls", hold}));
+  Background client(
+      Gen("txt2img", "--seed 40", run.File("out.png"), x.target() + "," + y.target(), 20));
+  // Let y's calls through until x has answered a few.
+  auto pump = [&] {
+    for (const auto& f : std::filesystem::directory_iterator(hold)) {
+      const std::string name = f.path().string();
+      if (name.size() > 8 && name.compare(name.size() - 8, 8, ".arrived") == 0) {
+        WriteFile(name.substr(0, name.size() - 8) + ".go", "");
+      }
+    }
+  };
+  while (x.Events("infer").size() < 4) {
+    pump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  x.Kill(SIGKILL);
+  const size_t before_restart = x.LogSize();
+  ASSERT_TRUE(x.Restart());
+  const size_t from = before_restart;
+  while (x.Events("model_loaded", from).empty())
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  WriteFile(hold + "/release", "");
   const CommandResult& result = client.Wait();
-  ASSERT_TRUE(restarted);
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.err.find("joined"), std::string::npos) << result.err;
-  EXPECT_FALSE(p.x.Events("infer", from).empty())
+  EXPECT_FALSE(x.Events("infer", from).empty())
       << "the restarted worker did not rejoin the running pool";
 }
 

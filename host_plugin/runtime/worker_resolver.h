@@ -1,0 +1,25 @@
+// dns:///NAME:PORT targets (a Kubernetes headless service): every address NAME resolves to is its
+// own member of a worker pool, with its own health, model hash check and retries, so one failing
+// pod is one worker down, not the whole service.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace sd {
+
+struct DnsTarget {
+  std::string host;  // NAME
+  int port = 0;
+};
+
+// Parses "dns:///NAME:PORT" (also "dns:NAME:PORT"); INVALID_ARGUMENT otherwise.
+absl::StatusOr<DnsTarget> ParseDnsTarget(const std::string& target);
+
+// The addresses NAME resolves to now, as gRPC targets ("10.0.0.5:50051", "[fd00::5]:50051"), sorted
+// and without duplicates. UNAVAILABLE when the name does not resolve.
+absl::StatusOr<std::vector<std::string>> ResolveDnsTarget(const DnsTarget& target);
+
+}  // namespace sd
