@@ -621,7 +621,10 @@ class WorkerControl final : public v1::Worker::CallbackService {
       return reactor;
     }
     // Loading is compute-bound work too: it waits its turn like node calls.
-    const bool queued = queue_.Push([this, req, resp, reactor, arrived] {
+    const bool queued = queue_.Push([this, ctx, req, resp, reactor, arrived] {
+      if (!core_.options_.hold_dir.empty()) {
+        HoldCall(core_.options_.hold_dir, "LoadModel/" + req->checkpoint(), ctx);
+      }
       auto r = core_.Load(req->checkpoint());
       core_.metrics_.Record("LoadModel", r.status().code(), SecondsSince(arrived));
       if (r.ok()) {

@@ -102,5 +102,36 @@ TEST(WorkerPoolDnsTest, EveryResolvedAddressIsAMemberWithItsOwnHealth) {
   EXPECT_FALSE(c.Events("model_loaded").empty()) << "the new member was asked for the model";
 }
 
+// Destroying a pool cancels a rejoin in flight instead of waiting for it (up to the call timeout,
+// 600 s): the restarted worker's model load is held and never released, and the destructor must
+// return all the same. (Were it to wait, this test would hang until ctest's timeout.)
+TEST(WorkerPoolShutdownTest, DestroyingThePoolCancelsARejoinInFlight) {
+  TempDir d;
+  std::filesystem::create_directories(d.File("models"));
+  std::filesystem::create_directories(d.File("hold"));
+  auto r = RunCommand(SdGraphBin() + " make-test-checkpoint --tiny " +
+                      Quote(d.File("models/tiny.safetensors")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string load = d.File("hold/LoadModel@tiny");
+  WriteFile(load + ".go", "");  // the first load passes
+  WorkerProcess a;
+  ASSERT_TRUE(a.Start(d.File("models"), d.File("a.log"), {"--hold-calls", d.File("hold")}));
+  WorkerPoolOptions o;
+  o.targets = {a.target()};
+  o.health_interval_s = 0.05;
+  auto pool = WorkerPool::Create(o);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->Prepare("tiny").ok());
+
+  a.Kill(SIGKILL);
+  std::filesystem::remove(load + ".go");
+  std::filesystem::remove(load + ".arrived");
+  ASSERT_TRUE(a.Restart());
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(load + ".arrived"); }))
+      << "the pool never tried to bring the worker back";
+  pool->reset();  // returns although the load it is waiting for is held
+  WriteFile(d.File("hold/release"), "");
+}
+
 }  // namespace
 }  // namespace sd::testing
