@@ -415,6 +415,30 @@ void AwaitArrival(const std::string& hold, const std::string& id) {
   ASSERT_TRUE(std::filesystem::exists(hold + "/" + id + ".arrived")) << id << " never started";
 }
 
+// A UNetStep call with id `id` sent from a thread of its own, waited for until the worker (started
+// with --hold-calls `hold`) has started it.
+class HeldCall {
+ public:
+  HeldCall(Client& c, const std::string& hold, const std::string& id)
+      : thread_([this, &c, id] {
+          ModelInferRequest r = UNetRequest();
+          r.set_id(id);
+          ModelInferResponse out;
+          code_ = c.Infer(r, &out, "").error_code();
+        }) {
+    AwaitArrival(hold, id);
+  }
+  ~HeldCall() { Wait(); }
+  grpc::StatusCode Wait() {
+    if (thread_.joinable()) thread_.join();
+    return code_;
+  }
+
+ private:
+  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
+  std::thread thread_;
+};
+
 // One compute thread, no queue: while a call is held in it, the next is refused at once with
 // RESOURCE_EXHAUSTED marked busy (retry later), and the held call then completes.
 TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
@@ -426,14 +450,7 @@ TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
       w.Start(dir_->File("models"), d.File("w.log"),
               {"--concurrency", "1", "--queue", "0", "--preload", "tiny", "--hold-calls", hold}));
   Client c(w.target());
-  ModelInferRequest first = UNetRequest();
-  first.set_id("first");
-  grpc::StatusCode first_code = grpc::StatusCode::UNKNOWN;
-  std::thread t([&] {
-    ModelInferResponse out;
-    first_code = c.Infer(first, &out, "").error_code();
-  });
-  AwaitArrival(hold, "first");
+  HeldCall first(c, hold, "first");
   ModelInferRequest second = UNetRequest();
   second.set_id("second");
   grpc::ClientContext ctx;
@@ -448,8 +465,7 @@ TEST_F(WorkerProtocolTest, FullQueueIsResourceExhausted) {
   }
   EXPECT_TRUE(busy) << "a full queue is marked busy: retry later, not permanent";
   WriteFile(hold + "/release", "");
-  t.join();
-  EXPECT_EQ(first_code, grpc::StatusCode::OK);
+  EXPECT_EQ(first.Wait(), grpc::StatusCode::OK);
 }
 
 // SIGTERM while a call is in flight (held): the worker turns NOT_SERVING, refuses new calls, lets
@@ -464,22 +480,14 @@ TEST_F(WorkerProtocolTest, SigtermDrainsCallsInFlight) {
   Client c(w.target());
   while (c.Health() != grpc::health::v1::HealthCheckResponse::SERVING)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ModelInferRequest held = UNetRequest();
-  held.set_id("held");
-  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
-  std::thread call([&] {
-    ModelInferResponse out;
-    code = c.Infer(held, &out, "").error_code();
-  });
-  AwaitArrival(hold, "held");
+  HeldCall held(c, hold, "held");
   ASSERT_EQ(::kill(w.pid(), SIGTERM), 0);
   while (w.Events("draining").empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ModelInferResponse out;
   EXPECT_EQ(c.Infer(UNetRequest(), &out, "").error_code(), grpc::StatusCode::UNAVAILABLE)
       << "a draining worker takes no new calls";
   WriteFile(hold + "/release", "");
-  call.join();
-  EXPECT_EQ(code, grpc::StatusCode::OK) << "the call in flight was not allowed to finish";
+  EXPECT_EQ(held.Wait(), grpc::StatusCode::OK) << "the call in flight was not allowed to finish";
   EXPECT_EQ(w.Stop(), 0);
   EXPECT_FALSE(w.Events("stopped").empty());
 }
