@@ -28,10 +28,10 @@ absl::StatusOr<std::set<std::string>> ParseServedKinds(const std::string& spec) 
   return served;
 }
 
-absl::Status CheckServed(const std::string& kind, const std::set<std::string>& served) {
-  if (served.count(kind)) return absl::OkStatus();
-  absl::Status known = NodeRegistry::Get().Find(kind).status();
-  if (!known.ok()) return known;
+absl::StatusOr<const NodeKind*> FindServedKind(const std::string& kind,
+                                               const std::set<std::string>& served) {
+  absl::StatusOr<const NodeKind*> found = NodeRegistry::Get().Find(kind);
+  if (!found.ok() || served.count(kind)) return found;
   return absl::NotFoundError(absl::StrCat("node kind ", kind,
                                           " is not served by this worker (it serves ",
                                           absl::StrJoin(served, ", "), "; see --serve-kinds)"));

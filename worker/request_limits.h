@@ -12,6 +12,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+namespace sd {
+class NodeKind;
+}  // namespace sd
+
 namespace sd::worker {
 
 struct RequestLimits {
@@ -26,8 +30,10 @@ struct RequestLimits {
 // list of registered kinds (INVALID_ARGUMENT naming an unknown one).
 absl::StatusOr<std::set<std::string>> ParseServedKinds(const std::string& spec);
 
-// NOT_FOUND unless `kind` is registered and in `served`.
-absl::Status CheckServed(const std::string& kind, const std::set<std::string>& served);
+// The registered kind `kind` when it is in `served`; NOT_FOUND otherwise (unknown, or not served
+// here, naming what is).
+absl::StatusOr<const NodeKind*> FindServedKind(const std::string& kind,
+                                               const std::set<std::string>& served);
 
 // The metrics label for a call's kind: the kind when registered, else "other" (labels never come
 // from what a client typed).

@@ -234,8 +234,7 @@ class Core {
 
   // A kind this worker serves, or NOT_FOUND (unknown, or not in --serve-kinds).
   absl::StatusOr<const NodeKind*> ServedKind(const std::string& name) const {
-    SD_RETURN_IF_ERROR(CheckServed(name, served_));
-    return NodeRegistry::Get().Find(name);
+    return FindServedKind(name, served_);
   }
 
   grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const char* method) {
@@ -572,7 +571,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       if (!s.ok()) f["error"] = std::string(s.message());
       Log(s.ok() ? "info" : "warn", "infer", std::move(f));
       if (s.GetPayload(kModelMismatchMetadataValue).has_value()) {
-        ctx->AddTrailingMetadata(kBusyMetadataKey, kModelMismatchMetadataValue);
+        ctx->AddTrailingMetadata(kRetryMetadataKey, kModelMismatchMetadataValue);
       }
       reactor->Finish(ToGrpc(s));
     });
@@ -580,7 +579,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       core_.metrics_.Record(req->model_name(), absl::StatusCode::kResourceExhausted,
                             SecondsSince(arrived));
       Log("warn", "queue_full", {{"id", req->id()}, {"kind", req->model_name()}, {"peer", peer}});
-      ctx->AddTrailingMetadata(kBusyMetadataKey, kBusyMetadataValue);  // retry later: not permanent
+      ctx->AddTrailingMetadata(kRetryMetadataKey,
+                               kBusyMetadataValue);  // retry later: not permanent
       reactor->Finish(
           grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                        absl::StrCat("the worker's queue is full (", core_.options_.queue,

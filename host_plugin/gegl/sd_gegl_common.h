@@ -107,40 +107,41 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* ope
     G_OBJECT_CLASS(klass)->finalize = finalize;                \
   } while (0)
 
-#define SD_GEGL_COMMON_PROPERTIES                                                                  \
-  property_string(prompt, "Prompt", "") description("What to draw") property_string(               \
-      negative, "Negative prompt", "") description("What to steer away from")                      \
-      property_int(seed, "Seed", 0) value_range(0, G_MAXINT) property_int(                         \
-          steps, "Steps", 30) value_range(1, 1000) property_double(cfg, "Guidance scale", 7.5)     \
-          value_range(0.0, 50.0) property_string(sampler, "Sampler", "ddpm") description(          \
-              "ddpm, ddim, euler, euler_a or dpmpp_2m") property_file_path(model, "Model", "")     \
-              description("SD v1.x checkpoint (.safetensors or .ckpt); with workers, a model "     \
-                          "name") property_file_path(tokenizer, "Tokenizer", "") description(      \
-                  "Folder with vocab.json and merges.txt (empty: the shipped copy)")               \
-                  property_file_path(graph, "Graph file", "") description(                         \
-                      "A graph .pbtxt to run instead of the stock one")                            \
-                      property_string(workers, "Workers", "") description(                         \
-                          "HOST:PORT,... or dns:///NAME:PORT of sd-worker processes (empty: "      \
-                          "in-process)") property_file_path(token_file, "Token file", "")          \
-                          description(                                                             \
-                              "Bearer token for the workers: the file's first line (empty: "       \
-                              "$SD_WORKER_TOKEN)") property_file_path(tls_ca, "TLS CA", "")        \
-                              description("Use TLS to the workers, trusting this CA (PEM)")        \
-                                  property_file_path(tls_cert, "TLS client certificate", "")       \
-                                      description(                                                 \
-                                          "Client certificate for mutual TLS (PEM; with the key)") \
-                                          property_file_path(tls_key, "TLS client key", "")        \
-                                              description("Key of the client certificate (PEM)")   \
-                                                  property_string(tls_server_name,                 \
-                                                                  "TLS server name", "")           \
-                                                      description(                                 \
-                                                          "The name in the workers' "              \
-                                                          "certificates, when it is not the host " \
-                                                          "name")                                  \
-                                                          property_boolean(require_tls,            \
-                                                                           "Require TLS", FALSE)   \
-                                                              description(                         \
-                                                                  "Refuse to talk to workers (or " \
-                                                                  "send a token) without TLS")
+// One property and its details a line each, as GEGL's chant files write them.
+// clang-format off
+#define SD_GEGL_COMMON_PROPERTIES                                                                    \
+  property_string(prompt, "Prompt", "")                                                             \
+    description("What to draw")                                                                     \
+  property_string(negative, "Negative prompt", "")                                                  \
+    description("What to steer away from")                                                          \
+  property_int(seed, "Seed", 0)                                                                     \
+    value_range(0, G_MAXINT)                                                                        \
+  property_int(steps, "Steps", 30)                                                                  \
+    value_range(1, 1000)                                                                            \
+  property_double(cfg, "Guidance scale", 7.5)                                                       \
+    value_range(0.0, 50.0)                                                                          \
+  property_string(sampler, "Sampler", "ddpm")                                                       \
+    description("ddpm, ddim, euler, euler_a or dpmpp_2m")                                           \
+  property_file_path(model, "Model", "")                                                            \
+    description("SD v1.x checkpoint (.safetensors or .ckpt); with workers, a model name")           \
+  property_file_path(tokenizer, "Tokenizer", "")                                                    \
+    description("Folder with vocab.json and merges.txt (empty: the shipped copy)")                  \
+  property_file_path(graph, "Graph file", "")                                                       \
+    description("A graph .pbtxt to run instead of the stock one")                                   \
+  property_string(workers, "Workers", "")                                                           \
+    description("HOST:PORT,... or dns:///NAME:PORT of sd-worker processes (empty: in-process)")     \
+  property_file_path(token_file, "Token file", "")                                                  \
+    description("Bearer token for the workers: the file's first line (empty: $SD_WORKER_TOKEN)")    \
+  property_file_path(tls_ca, "TLS CA", "")                                                          \
+    description("Use TLS to the workers, trusting this CA (PEM)")                                   \
+  property_file_path(tls_cert, "TLS client certificate", "")                                        \
+    description("Client certificate for mutual TLS (PEM; with the key)")                           \
+  property_file_path(tls_key, "TLS client key", "")                                                 \
+    description("Key of the client certificate (PEM)")                                              \
+  property_string(tls_server_name, "TLS server name", "")                                           \
+    description("The name in the workers' certificates, when it is not the host name")             \
+  property_boolean(require_tls, "Require TLS", FALSE)                                               \
+    description("Refuse to talk to workers (or send a token) without TLS")
+// clang-format on
 
 #endif

@@ -179,8 +179,8 @@ struct WorkerPool::Impl {
       }
     }
     for (const auto& [key, value] : ctx.GetServerTrailingMetadata()) {
-      if (key == kBusyMetadataKey && value == kBusyMetadataValue) a.busy = true;
-      if (key == kBusyMetadataKey && value == kModelMismatchMetadataValue) a.mismatch = true;
+      if (key == kRetryMetadataKey && value == kBusyMetadataValue) a.busy = true;
+      if (key == kRetryMetadataKey && value == kModelMismatchMetadataValue) a.mismatch = true;
     }
     std::lock_guard<std::mutex> lock(mu);
     --w.outstanding;
@@ -227,13 +227,18 @@ struct WorkerPool::Impl {
     return !(cancelled && cancelled->load());
   }
 
-  // True when `w`'s health service answers SERVING within a second.
-  bool AnswersServing(Worker& w) const {
+  // Asks `w`'s health service, with a one-second deadline.
+  grpc::Status CheckHealth(Worker& w, grpc::health::v1::HealthCheckResponse* resp) const {
     grpc::ClientContext ctx;
     ctx.set_deadline(DeadlineIn(1.0));
+    return w.health->Check(&ctx, {}, resp);
+  }
+
+  // True when `w`'s health service answers SERVING within a second.
+  bool AnswersServing(Worker& w) const {
     grpc::health::v1::HealthCheckResponse resp;
-    const grpc::Status s = w.health->Check(&ctx, {}, &resp);
-    return s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    return CheckHealth(w, &resp).ok() &&
+           resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   }
 
   // UNAVAILABLE-like failures say nothing about the request: the worker is marked down.
@@ -346,11 +351,8 @@ struct WorkerPool::Impl {
       hash = model.sha256;
     }
     if (!ready) return;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineIn(1.0));
-    grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
-    grpc::Status s = w.health->Check(&ctx, req, &resp);
+    const grpc::Status s = CheckHealth(w, &resp);
     if (healthy) {
       if (!s.ok()) {
         MarkDown(w, absl::StrCat("health check: ", s.error_message()));

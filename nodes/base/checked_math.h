@@ -28,9 +28,4 @@ inline std::optional<uint64_t> CheckedMulAdd(uint64_t a, uint64_t b, uint64_t c)
   return m ? CheckedAdd(a, *m) : std::nullopt;
 }
 
-// True when [offset, offset + length) lies inside [0, size), without overflow.
-inline bool RangeFits(uint64_t offset, uint64_t length, uint64_t size) {
-  return offset <= size && length <= size - offset;
-}
-
 }  // namespace sd

@@ -4,6 +4,8 @@
 #include <limits>
 
 #include "nodes/kernels/attention_internal.h"
+
+#ifdef SD_ATTENTION_X86
 #include "nodes/kernels/simd_avx2.h"
 
 namespace sd::kernels::attention {
@@ -21,3 +23,5 @@ SD_AVX2_TARGET void RowsAvx2(const Head& head, int64_t row_begin, int64_t row_en
 }
 
 }  // namespace sd::kernels::attention
+
+#endif  // SD_ATTENTION_X86

@@ -4,6 +4,8 @@
 #include <limits>
 
 #include "nodes/kernels/attention_internal.h"
+
+#ifdef SD_ATTENTION_X86
 #include "nodes/kernels/simd_avx512.h"
 
 namespace sd::kernels::attention {
@@ -22,3 +24,5 @@ SD_AVX512_TARGET void RowsAvx512(const Head& head, int64_t row_begin, int64_t ro
 }
 
 }  // namespace sd::kernels::attention
+
+#endif  // SD_ATTENTION_X86

@@ -19,6 +19,7 @@ std::atomic<int> g_isa_override{-1};  // SetAttentionIsa, or -1
 using RowsFn = void (*)(const attention::Head&, int64_t, int64_t, float*);
 
 RowsFn BodyFor(AttentionIsa isa) {
+#ifdef SD_ATTENTION_X86
   switch (isa) {
     case AttentionIsa::kAvx512:
       return &attention::RowsAvx512;
@@ -27,6 +28,7 @@ RowsFn BodyFor(AttentionIsa isa) {
     case AttentionIsa::kNone:
       break;
   }
+#endif
   return nullptr;
 }
 

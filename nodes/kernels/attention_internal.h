@@ -7,6 +7,12 @@
 
 #include "nodes/kernels/attention_cpu.h"
 
+// The bodies are x86-64 intrinsics; elsewhere only the ATen path exists (AttentionIsaSupported says
+// so), and they are not compiled.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SD_ATTENTION_X86 1
+#endif
+
 namespace sd::kernels::attention {
 
 constexpr int kRows = 6;                          // query rows per register tile
@@ -36,7 +42,7 @@ struct Head {
 };
 
 // Output rows [row_begin, row_end) of one head; `scratch` holds kScratchFloats floats. One body per
-// instruction set; call only the ones the CPU has.
+// instruction set (SD_ATTENTION_X86 builds only); call only the ones the CPU has.
 void RowsAvx512(const Head& head, int64_t row_begin, int64_t row_end, float* scratch);
 void RowsAvx2(const Head& head, int64_t row_begin, int64_t row_end, float* scratch);
 

@@ -17,13 +17,14 @@ namespace {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // 12 independent accumulators: enough to cover the latency of either instruction.
-#define SD_TWELVE(OP, R)                                                                      \
-  OP " %%" R "14, %%" R "15, %%" R "0\n" OP " %%" R "14, %%" R "15, %%" R "1\n" OP " %%" R    \
-     "14, %%" R "15, %%" R "2\n" OP " %%" R "14, %%" R "15, %%" R "3\n" OP " %%" R "14, %%" R \
-     "15, %%" R "4\n" OP " %%" R "14, %%" R "15, %%" R "5\n" OP " %%" R "14, %%" R "15, %%" R \
-     "6\n" OP " %%" R "14, %%" R "15, %%" R "7\n" OP " %%" R "14, %%" R "15, %%" R "8\n" OP   \
-     " %%" R "14, %%" R "15, %%" R "9\n" OP " %%" R "14, %%" R "15, %%" R "10\n" OP " %%" R   \
-     "14, %%" R "15, %%" R "11\n"
+// One instruction OP of %R14 and %R15 into accumulator %R<N>.
+#define SD_INTO(OP, R, N) OP " %%" R "14, %%" R "15, %%" R #N "\n"
+// clang-format off
+#define SD_TWELVE(OP, R)                                                        \
+  SD_INTO(OP, R, 0) SD_INTO(OP, R, 1) SD_INTO(OP, R, 2) SD_INTO(OP, R, 3)       \
+  SD_INTO(OP, R, 4) SD_INTO(OP, R, 5) SD_INTO(OP, R, 6) SD_INTO(OP, R, 7)       \
+  SD_INTO(OP, R, 8) SD_INTO(OP, R, 9) SD_INTO(OP, R, 10) SD_INTO(OP, R, 11)
+// clang-format on
 #define SD_CLOBBERS                                                                        \
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
       "xmm11", "xmm14", "xmm15"

@@ -42,8 +42,8 @@ namespace {
 // arithmetic (`native`) or in fp32 on weights widened from bf16 (kF32 mode's arithmetic); the best
 // of two runs after a warm-up (oneDNN creates its kernels on the first call).
 double Bf16ProbeSeconds(bool native) {
-  c10::InferenceMode
-      guard;  // as the networks run (WidenedWeight's buffer may be an inference tensor)
+  // As the networks run (WidenedWeight's buffer may already be an inference tensor).
+  c10::InferenceMode guard;
   torch::manual_seed(0);
   const torch::ScalarType act = native ? torch::kBFloat16 : torch::kFloat32;
   const torch::Tensor x = torch::randn({1, 128, 32, 32}).to(act);

@@ -14,16 +14,16 @@
 namespace sd {
 namespace {
 
+// The torch type of each KServe datatype (element sizes: WireElementSize, wire_check.h).
 struct WireType {
   const char* name;
   torch::ScalarType torch_type;
-  size_t size;
 };
 
 constexpr WireType kWireTypes[] = {
-    {"FP32", torch::kFloat32, 4}, {"FP16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
-    {"FP64", torch::kFloat64, 8}, {"INT64", torch::kInt64, 8},  {"INT32", torch::kInt32, 4},
-    {"UINT8", torch::kUInt8, 1},
+    {"FP32", torch::kFloat32}, {"FP16", torch::kFloat16}, {"BF16", torch::kBFloat16},
+    {"FP64", torch::kFloat64}, {"INT64", torch::kInt64},  {"INT32", torch::kInt32},
+    {"UINT8", torch::kUInt8},
 };
 
 const WireType* FindWireType(const std::string& name) {

@@ -44,13 +44,13 @@ std::string WireDatatypeOf(const v1::PortType& type);
 // same on both sides, so a call that fits one fits the other (--max-message-mb changes either).
 inline constexpr int kDefaultMaxMessageMb = 64;
 
-// Trailing metadata a worker adds to RESOURCE_EXHAUSTED when only its queue is full: the call is
-// fine and may be retried after a pause (any other RESOURCE_EXHAUSTED is permanent for the call).
-inline constexpr char kBusyMetadataKey[] = "sd-retry";
+// Trailing metadata that tells a caller how to retry a failed call. `busy` on RESOURCE_EXHAUSTED:
+// only the worker's queue is full; the call is fine and may be retried after a pause (any other
+// RESOURCE_EXHAUSTED is permanent for the call).
+inline constexpr char kRetryMetadataKey[] = "sd-retry";
 inline constexpr char kBusyMetadataValue[] = "busy";
-// The same key on FAILED_PRECONDITION when the worker's copy of the requested model is not the
-// bytes the caller expects (request parameter `sha256`): that worker is out, others may have the
-// right file.
+// On FAILED_PRECONDITION: the worker's copy of the requested model is not the bytes the caller
+// expects (request parameter `sha256`): that worker is out, others may have the right file.
 inline constexpr char kModelMismatchMetadataValue[] = "model-mismatch";
 
 }  // namespace sd

@@ -166,10 +166,11 @@ class Unpickler {
   absl::Status Memoize(uint64_t key) {
     if (stack_.empty()) return Err("memo of an empty stack");
     if (memo_.size() >= kMaxMemo && !memo_.count(key)) return Err("memo too large");
-    if (memo_.emplace(key, stack_.back()).second) {
+    auto [it, added] = memo_.emplace(key, stack_.back());
+    if (added) {
       charged_ += kMemoEntryBytes;
     } else {
-      memo_[key] = stack_.back();
+      it->second = stack_.back();
     }
     return CheckBudget();
   }
