@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of sdgraph from Debian 12's packages, configures and builds into
-# ./build, then runs the main job in-process: txt2img on the checkpoint you name, or, without one, a smoke
-# test on a small generated checkpoint of test weights (its image is noise). Re-running is cheap.
+# ./build, then runs the main job in-process: txt2img on the checkpoint you name (512x512), or, without one,
+# on the project's demo model (deploy/models/sd-demo-shapes.safetensors: flat shapes at 64x64, trained here,
+# not Stable Diffusion) into out/demo.png. Re-running is cheap.
 #   deploy/setup.sh [--no-install] [--model CHECKPOINT] [--prompt TEXT] [--steps N] [--dtype f32|bf16]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 install=1
 model=""
-prompt="a photograph of an astronaut riding a horse"
+prompt=""
 steps=50
 dtype=f32
 while [ $# -gt 0 ]; do
@@ -54,14 +55,14 @@ echo "setup.sh: built into ./build"
 sdgraph=build/host_plugin/cli/sd-graph
 mkdir -p out
 if [ -n "$model" ]; then
+  prompt=${prompt:-"a photograph of an astronaut riding a horse"}
   echo "setup.sh: txt2img on $model (512x512, $steps steps, $dtype): \"$prompt\""
   "$sdgraph" txt2img --model "$model" --prompt "$prompt" --steps "$steps" --dtype "$dtype" --seed 42 -o out/txt2img.png
   echo "setup.sh: wrote out/txt2img.png"
 else
-  echo "setup.sh: no --model given: SMOKE TEST on a small generated checkpoint of test weights (never trained:"
-  echo "          the image is noise). Pass --model v1-5-pruned-emaonly.safetensors for a real image."
-  "$sdgraph" make-test-checkpoint --tiny out/smoke-test-weights.safetensors
-  "$sdgraph" txt2img --model out/smoke-test-weights.safetensors --prompt "smoke test" --steps 5 --seed 42 \
-    -o out/smoke-test-noise.png
-  echo "setup.sh: wrote out/smoke-test-noise.png (noise, by design)"
+  prompt=${prompt:-"a red circle on a blue background"}
+  echo "setup.sh: no --model given: txt2img on the DEMO MODEL (trained by this project on drawn shapes, 64x64;"
+  echo "          not Stable Diffusion; pass --model v1-5-pruned-emaonly.safetensors for SD): \"$prompt\""
+  "$sdgraph" txt2img --prompt "$prompt" --steps "$steps" --dtype "$dtype" --seed 42 -o out/demo.png
+  echo "setup.sh: wrote out/demo.png"
 fi

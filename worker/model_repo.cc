@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nodes/weights/demo_model.h"
 
 namespace sd::worker {
 namespace {
@@ -60,6 +61,11 @@ absl::StatusOr<std::string> ModelRepository::Resolve(const std::string& name) co
           absl::StrCat("model '", name, "' resolves outside the model directory"));
     }
     return path;
+  }
+  // The demo model is served by its file name even when the repository does not hold it (the same
+  // file every sd-graph falls back to), so `sd-graph txt2img --workers ...` works without --model.
+  if (name == kDemoModelFile || name + ".safetensors" == kDemoModelFile) {
+    if (std::string demo = DemoModelPath(); !demo.empty()) return demo;
   }
   std::vector<std::string> have;
   if (DIR* d = ::opendir(dir_.c_str())) {

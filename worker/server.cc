@@ -36,6 +36,7 @@
 #include "nodes/ops/model_cache.h"
 #include "nodes/ops/node.h"
 #include "nodes/tensor/wire.h"
+#include "nodes/weights/demo_model.h"
 #include "proto/inference/grpc_service.grpc.pb.h"
 #include "proto/sd/v1/worker.grpc.pb.h"
 #include "worker/metrics_http.h"
@@ -278,6 +279,7 @@ class Core {
     r.set_sha256(entry->hash);
     r.set_config(entry->config.Describe());
     r.set_unet_in_channels(static_cast<int32_t>(entry->config.unet.in_channels));
+    r.set_native_size(NativeSize(entry->checkpoint->metadata()).value_or(0));
     r.set_device(DeviceName(base_.device));
     r.set_dtype(options_.dtype);
     UpdateModelGauges();

@@ -33,6 +33,7 @@ namespace sd {  // built without gRPC: --workers is refused, these stand in for 
 struct ModelInfo {
   std::string sha256;
   int unet_in_channels = 4;
+  int native_size = 0;
 };
 class WorkerPool : public NodeDispatcher {
  public:
@@ -47,6 +48,7 @@ class WorkerPool : public NodeDispatcher {
 #include "nodes/schedulers/samplers.h"
 #include "nodes/tensor/wire.h"
 #include "nodes/weights/checkpoint.h"
+#include "nodes/weights/demo_model.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/sd_config.h"
 #include "nodes/weights/torch_tensors.h"
@@ -55,17 +57,23 @@ namespace sd::cli {
 namespace {
 
 constexpr char kCommonFlags[] =
-    "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); required\n"
+    "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); default: the demo model\n"
+    "                    (deploy/models/sd-demo-shapes.safetensors: 64x64 flat shapes, not Stable "
+    "Diffusion)\n"
     "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
-    "  --dtype D         f32 (default, the reference's numbers) or bf16: weights held in bfloat16, half "
+    "  --dtype D         f32 (default, the reference's numbers) or bf16: weights held in bfloat16, "
+    "half "
     "the\n"
-    "                    memory, slightly different images. On a CPU without AMX, bf16 weights compute in\n"
-    "                    fp32 (faster there than bf16 arithmetic; SD_CPU_BF16=native|f32 overrides)\n"
+    "                    memory, slightly different images. On a CPU without AMX, bf16 weights "
+    "compute in\n"
+    "                    fp32 (faster there than bf16 arithmetic; SD_CPU_BF16=native|f32 "
+    "overrides)\n"
     "  --threads N       CPU threads (default: all cores)\n"
     "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, "
     "OUT-1.png ...\n"
     "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n"
-    "  --stats FILE      after a successful run, write JSON with the images made, the seconds taken and\n"
+    "  --stats FILE      after a successful run, write JSON with the images made, the seconds "
+    "taken and\n"
     "                    this process's peak resident memory (peak_rss_bytes)\n";
 
 constexpr char kWorkerFlags[] =
@@ -106,7 +114,7 @@ constexpr char kPromptFlags[] =
 
 std::string RunHelp() {
   return absl::StrCat(
-      "usage: sd-graph run GRAPH.pbtxt --model M [--set NAME=VALUE ...] -o OUT [flags]\n\n"
+      "usage: sd-graph run GRAPH.pbtxt [--model M] [--set NAME=VALUE ...] -o OUT [flags]\n\n"
       "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a "
       "file as\n"
       "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
@@ -132,16 +140,18 @@ std::string RunHelp() {
 
 std::string Txt2ImgHelp() {
   return absl::StrCat(
-      "usage: sd-graph txt2img --model M --prompt TEXT -o OUT [flags]\n\n"
+      "usage: sd-graph txt2img [--model M] --prompt TEXT -o OUT [flags]\n\n"
       "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
       kCommonFlags, kPromptFlags, kWorkerFlags,
-      "  --width W         pixels, a multiple of 64 (default 512)\n"
-      "  --height H        pixels, a multiple of 64 (default 512)\n");
+      "  --width W         pixels, a multiple of 64 (default: the model's native size; 512 for SD "
+      "v1.x)\n"
+      "  --height H        pixels, a multiple of 64 (default: the model's native size; 512 for SD "
+      "v1.x)\n");
 }
 
 std::string Img2ImgHelp() {
   return absl::StrCat(
-      "usage: sd-graph img2img --model M --init IMG --prompt TEXT -o OUT [flags]\n\n"
+      "usage: sd-graph img2img [--model M] --init IMG --prompt TEXT -o OUT [flags]\n\n"
       "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
       "--width x --height (multiples of 64).\n\n",
       kCommonFlags, kPromptFlags, kWorkerFlags,
@@ -162,6 +172,13 @@ std::string ExeDir() {
 std::string StockGraph(const std::string& name) { return StockGraphPath(name, ExeDir()); }
 
 std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
+
+// The native size a local checkpoint declares; 0 when it declares none or cannot be opened (the run
+// reports that soon enough).
+int LocalNativeSize(const std::string& path) {
+  auto ckpt = Checkpoint::Open(path);
+  return ckpt.ok() ? NativeSize((*ckpt)->metadata()).value_or(0) : 0;
+}
 
 std::string NumberedOutput(const std::string& out, int index, int batch) {
   if (batch <= 1) return out;
@@ -203,7 +220,7 @@ class ProgressPrinter {
 
 std::string InpaintHelp() {
   return absl::StrCat(
-      "usage: sd-graph inpaint --model M --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
+      "usage: sd-graph inpaint [--model M] --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
       "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
       "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
       "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
@@ -367,12 +384,22 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     std::fprintf(stderr, "sd-graph %s: %s\n", name.c_str(), msg.c_str());
     return kExitUsage;
   };
-  const std::string model = args->GetOr("model", "");
+  std::string model = args->GetOr("model", "");
   const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
-  if (model.empty())
-    return usage(
-        "--model is required (an SD v1.x .safetensors or .ckpt; see README for getting one)");
   if (out.empty()) return usage("-o OUT is required");
+  if (model.empty()) {
+    // Workers look the demo model up by name in their repositories (the worker images ship it).
+    model = args->Has("workers") ? kDemoModelFile : DemoModelPath();
+    if (model.empty()) {
+      return usage(absl::StrCat("--model is required: the demo model (", kDemoModelFile,
+                                ") is not installed; name an SD v1.x .safetensors or .ckpt"));
+    }
+    std::fprintf(
+        stderr,
+        "sd-graph %s: no --model given: using the demo model %s (trained by this project on "
+        "drawn shapes; not Stable Diffusion)\n",
+        name.c_str(), model.c_str());
+  }
   // Distributed: --model names a model in the workers' repositories; they report its hash and
   // shape.
   std::unique_ptr<WorkerPool> pool;
@@ -555,6 +582,11 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     frames = *f;
     if (auto p = FramePath(out, frames.front()); !p.ok())
       return usage(std::string(p.status().message()));
+  }
+  // Unless given, a graph's width and height are the model's native size when it declares one.
+  const int native = remote_model ? remote_model->native_size : LocalNativeSize(model);
+  for (const char* dim : {"width", "height"}) {
+    if (native > 0 && graph->Input(dim) && !inputs.count(dim)) inputs[dim] = int64_t{native};
   }
   for (const char* dim : {"width", "height"}) {
     auto it = inputs.find(dim);

@@ -5,6 +5,7 @@
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
 #include "nodes/weights/checkpoint.h"
+#include "nodes/weights/demo_model.h"
 #include "nodes/weights/sd_config.h"
 
 namespace sd::cli {
@@ -52,7 +53,10 @@ int InspectCommand(const std::vector<std::string>& argv) {
     j["tensors"] = c.tensors().size();
     j["parameters"] = c.ParameterCount();
     j["sha256"] = hash;
+    if (const auto native = NativeSize(c.metadata())) j["native_size"] = *native;
+    if (!c.metadata().empty()) j["metadata"] = c.metadata();
     if (config.ok()) {
+      j["config_name"] = ConfigName(*config);
       const SdConfig& s = *config;
       j["config"] = {
           {"unet", {{"in_channels", s.unet.in_channels}, {"out_channels", s.unet.out_channels},
@@ -84,8 +88,14 @@ int InspectCommand(const std::vector<std::string>& argv) {
                 static_cast<unsigned long long>(c.ParameterCount()));
     std::printf("sha256:      %s\n", hash.c_str());
     if (config.ok()) {
-      std::printf("config:      Stable Diffusion v1.x%s\n%s\n",
-                  config->unet.in_channels == 9 ? " inpainting" : "", config->Describe().c_str());
+      std::printf("config:      Stable Diffusion v1.x%s (%s)\n%s\n",
+                  config->unet.in_channels == 9 ? " inpainting" : "", ConfigName(*config).c_str(),
+                  config->Describe().c_str());
+      if (const auto native = NativeSize(c.metadata()))
+        std::printf("native size: %dx%d\n", *native, *native);
+      if (auto it = c.metadata().find("sdgraph.description"); it != c.metadata().end()) {
+        std::printf("about:       %s\n", it->second.c_str());
+      }
       std::printf("keys:        %zu expected, %zu matched, %zu missing, %zu shape mismatches, %zu extra\n",
                   expected, check.matched, check.missing.size(), check.mismatched.size(), extra);
     } else {

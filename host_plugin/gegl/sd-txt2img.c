@@ -5,12 +5,12 @@
 #ifdef GEGL_PROPERTIES
 
 SD_GEGL_COMMON_PROPERTIES
-property_int(width, "Width", 512)
-  description("Pixels, a multiple of 64")
-  value_range(64, 8192)
-property_int(height, "Height", 512)
-  description("Pixels, a multiple of 64")
-  value_range(64, 8192)
+property_int(width, "Width", 0)
+  description("Pixels, a multiple of 64; 0: the model's native size (512 for SD v1.x, 64 for the demo model)")
+  value_range(0, 8192)
+property_int(height, "Height", 0)
+  description("Pixels, a multiple of 64; 0: the model's native size (512 for SD v1.x, 64 for the demo model)")
+  value_range(0, 8192)
 
 #else
 
@@ -28,7 +28,8 @@ static void prepare(GeglOperation* operation) {
 
 static GeglRectangle get_bounding_box(GeglOperation* operation) {
   GeglProperties* o = GEGL_PROPERTIES(operation);
-  GeglRectangle r = {0, 0, o->width, o->height};
+  const int native = o->width == 0 || o->height == 0 ? sd_gegl_native_size(o->model) : 0;
+  GeglRectangle r = {0, 0, o->width ? o->width : native, o->height ? o->height : native};
   return r;
 }
 
@@ -44,8 +45,9 @@ static gboolean process(GeglOperation* operation, GeglBuffer* output, const Gegl
   GeglProperties* o = GEGL_PROPERTIES(operation);
   SdGeglRequest r = {0};
   SD_GEGL_REQUEST(r, o, operation, "txt2img");
-  r.width = o->width;
-  r.height = o->height;
+  const GeglRectangle box = get_bounding_box(operation);
+  r.width = box.width;
+  r.height = box.height;
   return sd_gegl_render("sd:txt2img", &r, output, 0, 0);
 }
 

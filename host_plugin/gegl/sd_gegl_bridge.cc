@@ -21,6 +21,7 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/checkpoint.h"
+#include "nodes/weights/demo_model.h"
 #include "nodes/weights/sd_config.h"
 #ifdef SD_HAVE_GRPC
 #include "host_plugin/runtime/worker_pool.h"
@@ -65,12 +66,40 @@ torch::Tensor Resize(const torch::Tensor& px, int64_t w, int64_t h) {
 
 int64_t Multiple64(int64_t v) { return std::max<int64_t>(64, (v + 32) / 64 * 64); }
 
-absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
-  const std::string mode = Str(r.mode), model = Str(r.model), workers = Str(r.workers);
-  if (model.empty()) {
-    return absl::InvalidArgumentError(
-        "no model: set the `model` property to an SD v1.x checkpoint (.safetensors or .ckpt)");
+// The demo model next to the installed plugin (PREFIX/lib/gegl-0.4 -> PREFIX/share/sdgraph/models),
+// else wherever sd-graph would find it.
+std::string DemoModel() {
+  const std::string installed = PluginDir() + "/../../share/sdgraph/models/" + kDemoModelFile;
+  return IsReadableFile(installed) ? installed : DemoModelPath();
+}
+
+// The checkpoint a `model` property means: itself, or with none the demo model (by file name on
+// workers).
+absl::StatusOr<std::string> ModelOrDemo(const std::string& model, bool on_workers) {
+  if (!model.empty()) return model;
+  if (on_workers) return std::string(kDemoModelFile);
+  const std::string demo = DemoModel();
+  if (demo.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("no model: set the `model` property to an SD v1.x checkpoint (the demo "
+                     "model ",
+                     kDemoModelFile, " is not installed)"));
   }
+  return demo;
+}
+
+int NativeSizeOf(const std::string& model_property) {
+  const bool demo = model_property.empty() || model_property == kDemoModelFile;
+  const std::string path = demo && !IsReadableFile(model_property) ? DemoModel() : model_property;
+  if (path.empty() || !IsReadableFile(path)) return kSd1NativeSize;
+  auto entry = Process().models->Open(path);
+  return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(kSd1NativeSize)
+                    : kSd1NativeSize;
+}
+
+absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
+  const std::string mode = Str(r.mode), workers = Str(r.workers);
+  SD_ASSIGN_OR_RETURN(const std::string model, ModelOrDemo(Str(r.model), !workers.empty()));
   if (mode != "txt2img" && mode != "img2img" && mode != "inpaint")
     return absl::InvalidArgumentError("unknown mode " + mode);
   if (r.steps < 1 || r.steps > 1000)
@@ -148,12 +177,18 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   set("sampler", sampler.empty() ? std::string("ddpm") : sampler);
   int64_t out_w = r.width, out_h = r.height;
   if (mode == "txt2img") {
-    if (r.width < 64 || r.height < 64 || r.width % 64 || r.height % 64) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "width and height must be multiples of 64 (SD v1.x), got ", r.width, "x", r.height));
+    // 0: the model's native size.
+    if (out_w == 0 || out_h == 0) {
+      const int native = NativeSizeOf(Str(r.model));
+      if (out_w == 0) out_w = native;
+      if (out_h == 0) out_h = native;
     }
-    set("width", int64_t{r.width});
-    set("height", int64_t{r.height});
+    if (out_w < 64 || out_h < 64 || out_w % 64 || out_h % 64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "width and height must be multiples of 64 (SD v1.x), got ", out_w, "x", out_h));
+    }
+    set("width", out_w);
+    set("height", out_h);
   } else {
     if (!r.init_rgb || r.init_width <= 0 || r.init_height <= 0)
       return absl::InvalidArgumentError("no input image");
@@ -239,3 +274,9 @@ extern "C" int sd_gegl_run(const SdGeglRequest* request, float** rgba, int* out_
 }
 
 extern "C" void sd_gegl_free(void* p) { std::free(p); }
+
+extern "C" int sd_gegl_native_size(const char* model) {
+  return sd::CatchExceptions(
+             "", [&]() -> absl::StatusOr<int> { return sd::NativeSizeOf(sd::Str(model)); })
+      .value_or(sd::kSd1NativeSize);
+}

@@ -46,6 +46,10 @@ typedef struct {
 #define SD_GEGL_EXPORT __attribute__((visibility("default")))
 SD_GEGL_EXPORT int sd_gegl_run(const SdGeglRequest* request, float** rgba, int* out_width, int* out_height, char** error);
 SD_GEGL_EXPORT void sd_gegl_free(void* p);
+/* The side in pixels `model` was trained at (its "sdgraph.native_size" metadata), what width and
+ * height 0 mean: of the demo model when `model` is empty or names it, else of a local checkpoint
+ * file; 512 (SD v1.x) when the model declares none or only workers hold it. Never fails. */
+SD_GEGL_EXPORT int sd_gegl_native_size(const char* model);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
 #include "nodes/ops/model_cache.h"
+#include "nodes/weights/demo_model.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/torch_tensors.h"
 
@@ -569,6 +570,19 @@ absl::StatusOr<Value> Graph::ParseInputValue(const std::string& name,
   }
 }
 
+namespace {
+
+// RunOptions::native_size, else (in-process) what the checkpoint declares; 0 when neither says.
+int NativeSizeFor(const RunContext& ctx, const RunOptions& options) {
+  if (options.native_size > 0) return options.native_size;
+  if (options.dispatcher || !ctx.models || ctx.checkpoint.empty()) return 0;
+  auto entry =
+      ctx.models->Open(ctx.checkpoint);  // a failure is reported by the nodes that need the model
+  return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(0) : 0;
+}
+
+}  // namespace
+
 absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::string, Value>& inputs,
                                                         RunContext& ctx,
                                                         const RunOptions& options) const {
@@ -581,10 +595,14 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     if (!Input(n))
       return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", n, "'"));
   }
+  const int native = NativeSizeFor(ctx, options);
   for (const v1::GraphInput& in : config_->input()) {
     Value v;
     if (auto it = inputs.find(in.name()); it != inputs.end()) {
       v = it->second;
+    } else if (native > 0 && in.type().kind() == v1::INT &&
+               (in.name() == "width" || in.name() == "height")) {
+      v = int64_t{native};
     } else if (in.has_default_value()) {
       SD_ASSIGN_OR_RETURN(v, FromProto(in.default_value()));
     } else if (!in.optional()) {

@@ -527,7 +527,8 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
         absl::StrCat("no worker could load '", checkpoint, "': ", absl::StrJoin(errors, "; ")));
   }
   std::lock_guard<std::mutex> lock(p.mu);
-  p.model = ModelInfo{checkpoint, first->sha256(), first->config(), first->unet_in_channels()};
+  p.model = ModelInfo{checkpoint, first->sha256(), first->config(), first->unet_in_channels(),
+                      first->native_size()};
   p.prepared = true;
   for (size_t i = 0; i < n; ++i) {
     Worker& w = *members[i];

@@ -66,6 +66,8 @@ struct ModelInfo {
   std::string sha256;
   std::string config;
   int unet_in_channels = 4;
+  int native_size =
+      0;  // pixels, when the model declares the size it was trained at; 0: not declared
 };
 
 class WorkerPool : public NodeDispatcher {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -52,5 +53,15 @@ absl::StatusOr<std::string> ReadToken(const std::string& path) {
         absl::StrCat("--token-file ", path, ": the first line is empty"));
   return token;
 }
+
+std::string DirOfExecutable() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  const std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+bool IsReadableFile(const std::string& path) { return std::ifstream(path).good(); }
 
 }  // namespace sd

@@ -17,6 +17,11 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_
 // see a partial file; PERMISSION_DENIED "<what> <path>: ..." when it cannot.
 absl::Status WriteWholeFile(const std::string& path, absl::string_view bytes, absl::string_view what);
 
+// The folder of the running executable ("" when /proc/self/exe cannot be read).
+std::string DirOfExecutable();
+// Whether `path` can be opened for reading.
+bool IsReadableFile(const std::string& path);
+
 // A bearer token: the first line of `path` without surrounding whitespace (INVALID_ARGUMENT when
 // empty); with no path, $SD_WORKER_TOKEN ("" when unset). Workers and clients read tokens the same
 // way.

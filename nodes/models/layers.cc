@@ -190,8 +190,34 @@ torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, con
 
 }  // namespace
 
+namespace {
+
+// softmax(q k^T / sqrt(d)) v in whole-tensor operations that autograd can differentiate (training).
+torch::Tensor DifferentiableAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v, int64_t heads, bool causal) {
+  const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
+  auto split = [&](const torch::Tensor& x, int64_t t) {
+    return x.view({b, t, heads, d}).transpose(1, 2);
+  };
+  torch::Tensor scores =
+      torch::matmul(split(q, tq), split(k, tk).transpose(-1, -2)) / std::sqrt(double(d));
+  if (causal) {
+    scores = scores.masked_fill(torch::ones({tq, tk}, torch::kBool).triu(1),
+                                -std::numeric_limits<float>::infinity());
+  }
+  torch::Tensor out = torch::matmul(
+      torch::softmax(scores.to(torch::kFloat32), -1).to(v.scalar_type()), split(v, tk));
+  return out.transpose(1, 2).reshape({b, tq, width});
+}
+
+}  // namespace
+
 torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
                         bool causal) {
+  if (torch::GradMode::is_enabled() &&
+      (q.requires_grad() || k.requires_grad() || v.requires_grad())) {
+    return DifferentiableAttention(q, k, v, heads, causal);
+  }
   if (!causal && q.device().is_cpu() && q.size(2) / heads <= kernels::kFusedAttentionMaxHeadDim &&
       FusedAttentionWanted()) {
     return FusedAttention(q, k, v, heads);

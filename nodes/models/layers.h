@@ -92,8 +92,11 @@ class EmbeddingImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Embedding);
 
-// Multi-head attention on [B, Tq, H*D] queries and [B, Tk, H*D] keys/values -> [B, Tq, H*D]. Scores and
-// softmax are computed in fp32. `causal` masks keys after each query (CLIP's text encoder).
+// Multi-head attention on [B, Tq, H*D] queries and [B, Tk, H*D] keys/values -> [B, Tq, H*D]. Scores
+// and softmax are computed in fp32. `causal` masks keys after each query (CLIP's text encoder).
+// Under autograd (training: grad mode on and an input that requires grad) it runs as whole-tensor
+// operations autograd can differentiate; otherwise through the fused kernel or blocked matmuls,
+// which it cannot.
 torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
                         bool causal = false);
 

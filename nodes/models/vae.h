@@ -95,6 +95,10 @@ class VaeImpl : public torch::nn::Module {
   // Encode in overlapping tiles of `tile` image pixels (`overlap` shared; both multiples of 8).
   absl::StatusOr<torch::Tensor> EncodeTiled(const torch::Tensor& image, const torch::Tensor& noise, int64_t tile = 512,
                                             int64_t overlap = 128);
+  // For training (no checks, no inference mode, autograd records): image in [-1, 1] -> moments
+  // [B, 2 * embed_dim, H/f, W/f] (mean, then log-variance), and an unscaled latent z -> image.
+  torch::Tensor EncodeMoments(const torch::Tensor& image);
+  torch::Tensor DecodeUnscaled(const torch::Tensor& z);
   const VaeConfig& config() const { return config_; }
   int64_t downscale() const { return int64_t{1} << (config_.ch_mult.size() - 1); }
 

@@ -1,16 +1,24 @@
-// Inpainting glue: masks as tensors, the masked image, and the latent blend of the mask-blend method.
+// Inpainting glue: masks as tensors, the masked image, and the latent blend of the mask-blend
+// method.
 //
-// MaskToLatent: uint8 mask [H, W, C] (white = repaint) -> float [1, 1, H, W] in {0, 1} (`pixels`) and its
-// 1/8-resolution version for the latents (`latent`: a latent pixel is repainted if any of its 8x8 image pixels
-// is).
+// MaskToLatent: uint8 mask [H, W, C] (white = repaint) -> float [1, 1, H, W] in {0, 1} (`pixels`)
+// and its 1/8-resolution version for the latents (`latent`: a latent pixel is repainted if any of
+// its 8x8 image pixels is).
 //   node { kind: "MaskToLatent" name: "mask" input: "mask=@mask" }
-// MaskImage: image [1, 3, H, W] in [-1, 1] with the repainted pixels set to 0 (what 9-channel inpainting
-// UNets are conditioned on).
-// MaskBlend: after each sampler step, the known region is replaced by the original latents noised to the level
-// the step reached (the sampler's next timestep; clean after the last step), so only the masked region is
-// invented.
-//   node { kind: "MaskBlend" name: "blend" input: "latents=step.latents" input: "original=encode.latents"
-//          input: "mask=mask.latent" input: "t=@loop.t" input: "steps=@steps" input: "noise=blend_noise.noise" }
+// MaskImage: image [1, 3, H, W] in [-1, 1] with the repainted pixels set to 0 (what 9-channel
+// inpainting UNets are conditioned on). MaskBlend: after each sampler step, the known region is
+// replaced by the original latents noised to the level the step reached (the sampler's next
+// timestep; clean after the last step), so only the masked region is invented.
+//   node { kind: "MaskBlend" name: "blend" input: "latents=step.latents" input:
+//   "original=encode.latents"
+//          input: "mask=mask.latent" input: "t=@loop.t" input: "steps=@steps" input:
+//          "noise=blend_noise.noise" }
+// MaskComposite: the final pixels, generated inside the mask and the original's outside, so the
+// kept region is exactly the input (the VAE round trip would change it by a few levels); keep=0
+// passes them through.
+//   node { kind: "MaskComposite" name: "composite" input: "pixels=to_image.pixels" input:
+//   "original=@init"
+//          input: "mask=mask.pixels" input: "keep=@keep_unmasked" }
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
@@ -125,5 +133,51 @@ class MaskBlend : public NodeKernel {
   }
 };
 SD_REGISTER_NODE(MaskBlend);
+
+class MaskComposite : public NodeKernel {
+ public:
+  static constexpr char kPixels[] = "pixels";
+  static constexpr char kOriginal[] = "original";
+  static constexpr char kMask[] = "mask";
+  static constexpr char kKeep[] = "keep";
+  static NodeContract Contract() {
+    return {{{kPixels, TensorPort(v1::UINT8, 3), false, "the generated image, uint8 [H, W, 3]"},
+             {kOriginal, TensorPort(v1::UINT8, 3), false, "the init image, uint8 [H, W, 3]"},
+             {kMask, TensorPort(v1::FLOAT32, 4), false, "[1, 1, H, W], 1 = repaint"},
+             {kKeep, ScalarPort(v1::INT), true, "0: pass `pixels` through unchanged (default 1)"}},
+            {{kPixels, TensorPort(v1::UINT8, 3)}},
+            nullptr,
+            "the generated pixels inside the mask, the original's outside"};
+  }
+  explicit MaskComposite(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    auto px = in.Tensor(kPixels);
+    auto original = in.Tensor(kOriginal);
+    auto mask = in.Tensor(kMask);
+    for (const absl::Status& s : {px.status(), original.status(), mask.status()}) {
+      if (!s.ok()) return s;
+    }
+    int64_t keep = 1;
+    if (in.Has(kKeep)) {
+      auto k = in.Int(kKeep);
+      if (!k.ok()) return k.status();
+      keep = *k;
+    }
+    if (keep == 0) {
+      out[kPixels] = *px;
+      return absl::OkStatus();
+    }
+    if (px->sizes() != original->sizes() || mask->dim() != 4 || mask->size(2) != px->size(0) ||
+        mask->size(3) != px->size(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MaskComposite: pixels ", DescribeTensor(*px), ", original ", DescribeTensor(*original),
+          " and mask ", DescribeTensor(*mask), " do not fit together"));
+    }
+    const torch::Tensor repaint = (*mask)[0][0].unsqueeze(-1) > 0.5f;  // [H, W, 1]
+    out[kPixels] = torch::where(repaint, *px, *original).contiguous();
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(MaskComposite);
 
 }  // namespace sd

@@ -2,9 +2,12 @@
 // object file of a kind nothing else calls).
 #include "nodes/ops/node.h"
 
+// clang-format off
 #define SD_STOCK_NODES(X) \
   X(Tokenize) X(ClipEncode) X(Noise) X(Schedule) X(UNetStep) X(CfgCombine) X(SamplerStep) X(VaeDecode) \
-  X(VaeEncode) X(AddNoise) X(ImageToTensor) X(TensorToImage) X(MaskToLatent) X(MaskImage) X(MaskBlend)
+  X(VaeEncode) X(AddNoise) X(ImageToTensor) X(TensorToImage) X(MaskToLatent) X(MaskImage) X(MaskBlend) \
+  X(MaskComposite)
+// clang-format on
 
 namespace sd {
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/base/file_util.h"
 #include "nodes/text/html_unescape.h"
 
 #ifndef SD_SOURCE_TOKENIZER_DIR
@@ -60,22 +61,12 @@ std::string ToUtf8(const icu::UnicodeString& s) {
   return out;
 }
 
-std::string DirOfExecutable() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return "";
-  std::string p(buf, n);
-  return p.substr(0, p.rfind('/'));
-}
-
-bool Readable(const std::string& path) { return std::ifstream(path).good(); }
-
 }  // namespace
 
 std::string ClipTokenizer::DefaultDir() {
   if (const char* env = std::getenv("SDGRAPH_TOKENIZER"); env && *env) return env;
   const std::string installed = DirOfExecutable() + "/../share/sdgraph/clip-tokenizer";
-  if (Readable(installed + "/vocab.json")) return installed;
+  if (IsReadableFile(installed + "/vocab.json")) return installed;
   return SD_SOURCE_TOKENIZER_DIR;
 }
 

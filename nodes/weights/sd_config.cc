@@ -317,6 +317,34 @@ SdConfig SdConfig::Tiny() {
   return c;
 }
 
+SdConfig SdConfig::DemoShapes() {
+  SdConfig c;
+  c.clip.width = 96;  // its token embedding (49408 x width) is a third of the file
+  c.clip.layers = 3;
+  c.clip.heads = 1;
+  c.clip.ffn = 384;
+  c.vae.ch = 32;
+  c.vae.ch_mult = {1, 2, 2, 2};
+  c.vae.num_res_blocks = 1;
+  c.unet.model_channels = 64;
+  c.unet.channel_mult = {1, 2, 2};
+  c.unet.num_res_blocks = 1;
+  c.unet.attention = {true, true, true};
+  c.unet.context_dim = 96;
+  return c;
+}
+
+std::string ConfigName(const SdConfig& c) {
+  SdConfig plain = c;
+  plain.unet.in_channels = 4;
+  std::string name;
+  if (plain == SdConfig::Sd15()) name = "sd15";
+  if (plain == SdConfig::Tiny()) name = "tiny";
+  if (plain == SdConfig::DemoShapes()) name = "demo-shapes";
+  if (name.empty()) return "custom";
+  return c.unet.in_channels == 9 ? name + "-inpainting" : name;
+}
+
 bool SdConfig::operator==(const SdConfig& o) const {
   auto clip_eq = [](const ClipTextConfig& a, const ClipTextConfig& b) {
     return a.vocab_size == b.vocab_size && a.max_positions == b.max_positions && a.width == b.width &&

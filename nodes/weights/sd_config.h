@@ -61,10 +61,17 @@ struct SdConfig {
   static SdConfig Sd15();
   // Same structure, small widths: for fast tests. CLIP keeps the real vocabulary so the real tokenizer works.
   static SdConfig Tiny();
+  // The project's demo model (trained by sd-train on drawn shapes, not Stable Diffusion): SD v1.x's
+  // structure at small widths, a 3-level UNet (images in multiples of 32 pixels), native size
+  // 64x64.
+  static SdConfig DemoShapes();
   // A short human-readable summary, e.g. for `sd-graph inspect`.
   std::string Describe() const;
   bool operator==(const SdConfig& o) const;
 };
+
+// "sd15", "tiny", "demo-shapes" (with "-inpainting" for 9 input channels), else "custom".
+std::string ConfigName(const SdConfig& config);
 
 struct KeySpec {
   std::string name;

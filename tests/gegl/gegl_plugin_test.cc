@@ -13,6 +13,7 @@
 
 #include "host_plugin/gegl/sd_gegl_bridge.h"
 #include "tests/integration/image_util.h"
+#include "tests/semantic/image_scorer.h"
 #include "tests/test_util.h"
 
 namespace sd::testing {
@@ -106,6 +107,20 @@ TEST_F(GeglPluginTest, Txt2ImgFromAGeglXmlGraph) {
       Quote(dir_->File("cli.png")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_LE(MaxDiff(img, ReadRgb8(dir_->File("cli.png"))), 1);
+}
+
+// No model and no size: the demo model at its native 64x64, drawing what the prompt asks for.
+TEST_F(GeglPluginTest, DemoModelByDefaultAtItsNativeSize) {
+  auto r = Gegl("-o " + Quote(dir_->File("demo.png")) +
+                " -- sd:txt2img prompt='a yellow circle on a purple background' steps=30 seed=2 "
+                "sampler=euler");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Rgb8 img = ReadRgb8(dir_->File("demo.png"));
+  ASSERT_EQ(img.width, 64);
+  ASSERT_EQ(img.height, 64);
+  const demo::ImageScore s = demo::ScoreImage(img.pixels, img.width, img.height);
+  EXPECT_EQ(s.foreground, demo::ColourIndex("yellow")) << s.Describe();
+  EXPECT_EQ(s.background, demo::ColourIndex("purple")) << s.Describe();
 }
 
 TEST_F(GeglPluginTest, Img2ImgThroughTheChainSyntax) {

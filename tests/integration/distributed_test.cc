@@ -15,6 +15,7 @@
 
 #include "tests/integration/image_util.h"
 #include "tests/integration/worker_harness.h"
+#include "tests/semantic/image_scorer.h"
 
 namespace sd::testing {
 namespace {
@@ -164,6 +165,27 @@ TEST_F(DistributedTest, ImagesEqualInProcessAndCfgHalvesRunOnTwoWorkers) {
 // every call held on arrival (--hold-calls), both halves of step 1 arrive, one on each worker,
 // before either is let go. Run one at a time, the second could never arrive while the first is
 // held.
+// Without --model both sides use the shipped demo model (the workers serve it by name although
+// their repository lacks it) at its native size: the same bytes, and a picture of what was asked
+// for.
+TEST_F(DistributedTest, DemoModelByDefaultEqualsInProcessAndShowsThePrompt) {
+  const std::string cmd = SdGraphBin() +
+                          " txt2img --prompt 'a red circle on a blue background' --seed 3 "
+                          "--steps 20 --sampler dpmpp_2m --karras --threads 1 -o ";
+  const std::string local = dir_->File("demo-local.png"), remote = dir_->File("demo-remote.png");
+  auto r = RunCommand(cmd + Quote(local));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("using the demo model"), std::string::npos) << r.err;
+  r = RunCommand(cmd + Quote(remote) + " --workers " + Pool());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Rgb8 a = ReadRgb8(local), b = ReadRgb8(remote);
+  EXPECT_EQ(a.width, 64);
+  EXPECT_EQ(MaxDiff(a, b), 0);
+  const demo::ImageScore s = demo::ScoreImage(b.pixels, b.width, b.height);
+  EXPECT_EQ(s.foreground, demo::ColourIndex("red")) << s.Describe();
+  EXPECT_EQ(s.background, demo::ColourIndex("blue")) << s.Describe();
+}
+
 TEST_F(DistributedTest, CfgHalvesAreInFlightTogetherOnTwoWorkers) {
   FreshPair p(Models(*dir_), /*hold=*/true);
   ASSERT_TRUE(p.ok);
@@ -245,7 +267,11 @@ TEST_F(DistributedTest, MetricsCountCallsAndModels) {
   const std::string m = a_->Metrics();
   EXPECT_NE(m.find("sd_worker_requests_total{"), std::string::npos) << m;
   EXPECT_NE(m.find("kind=\"UNetStep\""), std::string::npos);
-  EXPECT_EQ(MetricValue(m, "sd_worker_loaded_models"), 3);  // CLIP, UNet, VAE
+  // CLIP, UNet and VAE of each checkpoint the shared pool has been asked for (tests before this one
+  // may have used the demo model as well as the tiny one).
+  const double loaded = MetricValue(m, "sd_worker_loaded_models");
+  EXPECT_GE(loaded, 3);
+  EXPECT_EQ(static_cast<int>(loaded) % 3, 0) << loaded;
   EXPECT_EQ(MetricValue(m, "sd_worker_serving"), 1);
   EXPECT_EQ(MetricValue(m, "sd_worker_queue_depth"), 0);
   EXPECT_GT(MetricValue(m, "sd_worker_resident_memory_bytes"), 0);

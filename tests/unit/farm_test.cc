@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "host_plugin/cli/image_io.h"
+#include "tests/semantic/image_scorer.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -91,6 +92,35 @@ TEST_F(FarmTest, KilledRunResumesWithoutTouchingFinishedFrames) {
   r = RunCommand(Run("1-1", pattern, " --set width=256 --set height=256 --overwrite"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(fs::last_write_time(frames_dir + "/frame_0001.png"), t1);
+}
+
+// Farm mode on the demo model (no --model, native size): every frame shows what the prompt asks
+// for.
+TEST_F(FarmTest, DemoModelFramesShowThePrompt) {
+  const fs::path out = fs::path(dir_->path()) / "demo";
+  fs::create_directories(out);
+  const auto r = RunCommand(
+      Bin() + " run " + Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt") +
+      " --set 'prompt=a green square on a yellow background' --set steps=20 --set sampler=dpmpp_2m"
+      " --set karras=1 --seed 200 --frames 1-3 -o " +
+      Quote((out / "f_%02d.png").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int squares = 0;
+  for (int frame = 1; frame <= 3; ++frame) {
+    auto px = ReadImageRgb8((out / ("f_0" + std::to_string(frame) + ".png")).string());
+    ASSERT_TRUE(px.ok()) << px.status();
+    ASSERT_EQ(px->size(0), 64);
+    const torch::Tensor c = px->contiguous();
+    const demo::ImageScore s = demo::ScoreImage(c.data_ptr<uint8_t>(), 64, 64);
+    EXPECT_EQ(s.foreground, demo::ColourIndex("green"))
+        << "frame " << frame << ": " << s.Describe();
+    EXPECT_EQ(s.background, demo::ColourIndex("yellow"))
+        << "frame " << frame << ": " << s.Describe();
+    squares += s.shape == demo::Shape::kSquare;
+  }
+  // Shapes are right in about 60% of the demo model's pictures (the goal, 75%, is not met yet:
+  // issue 13), so the count is reported, not asserted.
+  std::printf("[ farm ] %d of 3 frames show a square\n", squares);
 }
 
 TEST_F(FarmTest, StepsAndPatterns) {

@@ -168,13 +168,31 @@ TEST_F(GenerateCliTest, RunWithSetAndDump) {
   EXPECT_EQ(st->tensors[0].shape, (std::vector<int64_t>{1, 4, 8, 8}));
 }
 
+// No --model: the shipped demo model, said so on stderr, at the native size it declares (64x64).
+TEST_F(GenerateCliTest, NoModelMeansTheDemoModelAtItsNativeSize) {
+  const std::string out = dir_->File("demo.png");
+  auto r = RunCommand(
+      Bin() + " txt2img --prompt 'a red circle on a blue background' --steps 4 -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("no --model given: using the demo model"));
+  auto px = ReadImageRgb8(out);
+  ASSERT_TRUE(px.ok()) << px.status();
+  EXPECT_EQ(px->size(0), 64);
+  EXPECT_EQ(px->size(1), 64);
+}
+
 TEST_F(GenerateCliTest, BadArgumentsAreRefusedWithReasons) {
   auto r = RunCommand(Txt2Img("--width 100", dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--width 100: SD v1.x needs a positive multiple of 64"));
-  r = RunCommand(Bin() + " txt2img --prompt x -o " + Quote(dir_->File("x.png")));
+  // No --model and no demo model installed.
+  r = RunCommand("SDGRAPH_DEMO_MODEL=/nonexistent/demo.safetensors " + Bin() +
+                 " txt2img --prompt x -o " + Quote(dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("--model is required"));
+  EXPECT_THAT(
+      r.err,
+      HasSubstr(
+          "--model is required: the demo model (sd-demo-shapes.safetensors) is not installed"));
   r = RunCommand(Bin() + " txt2img --model /nonexistent/sd.ckpt --prompt x -o " + Quote(dir_->File("x.png")));
   EXPECT_EQ(r.exit_code, 3);  // missing model: permanent
   EXPECT_THAT(r.err, HasSubstr("/nonexistent/sd.ckpt"));

@@ -63,7 +63,13 @@ TEST_F(InpaintTest, MaskBlendKeepsTheUnmaskedRegionAndRepaintsTheMaskedOne) {
   RunContext ctx = Context(4);
   RunOptions options;
   options.capture = {"encode.latents", "denoise.latents", "mask.latent"};
-  auto out = g->Run({{"init", init}, {"mask", mask}, {"prompt", std::string("a lake")}, {"steps", int64_t{4}}, {"seed", int64_t{3}}},
+  // keep_unmasked=0: the decoded pixels everywhere (what the latent blend alone gives).
+  auto out = g->Run({{"init", init},
+                     {"mask", mask},
+                     {"prompt", std::string("a lake")},
+                     {"steps", int64_t{4}},
+                     {"seed", int64_t{3}},
+                     {"keep_unmasked", int64_t{0}}},
                     ctx, options);
   ASSERT_TRUE(out.ok()) << out.status();
   const torch::Tensor px = std::get<torch::Tensor>(out->at("image"));
@@ -91,6 +97,19 @@ TEST_F(InpaintTest, MaskBlendKeepsTheUnmaskedRegionAndRepaintsTheMaskedOne) {
   std::printf("[ inpaint ] unmasked vs round trip %.3f levels (round trip vs init %.3f); masked vs round trip %.3f\n",
               keep, roundtrip_error, repaint);
   EXPECT_LT(keep, repaint);
+
+  // By default the output keeps the input's own pixels outside the mask, the generated ones inside
+  // it.
+  auto kept = g->Run({{"init", init},
+                      {"mask", mask},
+                      {"prompt", std::string("a lake")},
+                      {"steps", int64_t{4}},
+                      {"seed", int64_t{3}}},
+                     ctx, RunOptions());
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  const torch::Tensor composite = std::get<torch::Tensor>(kept->at("image"));
+  EXPECT_TRUE(torch::equal(composite.slice(1, 0, 64), init.slice(1, 0, 64)));
+  EXPECT_TRUE(torch::equal(composite.slice(1, 64), px.slice(1, 64)));
 }
 
 TEST_F(InpaintTest, NineChannelGraphRunsOnANineChannelCheckpoint) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "nodes/weights/demo_model.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -60,15 +61,19 @@ TEST(SdConfigTest, DetectsSd15FromTheManifestShapes) {
 
 TEST(SdConfigTest, DetectsTinyAndInpaintingVariants) {
   for (int in_channels : {4, 9}) {
-    for (SdConfig want : {SdConfig::Tiny(), SdConfig::Sd15()}) {
+    for (SdConfig want : {SdConfig::Tiny(), SdConfig::Sd15(), SdConfig::DemoShapes()}) {
       want.unet.in_channels = in_channels;
       const ShapeMap shapes = FromConfig(want);
       auto got = DetectConfig(Lookup(shapes));
       ASSERT_TRUE(got.ok()) << got.status();
       EXPECT_TRUE(*got == want) << got->Describe();
       EXPECT_EQ(got->unet.in_channels, in_channels);
+      EXPECT_NE(ConfigName(*got), "custom");
+      EXPECT_EQ(ConfigName(*got).find("-inpainting") != std::string::npos, in_channels == 9);
     }
   }
+  EXPECT_EQ(ConfigName(SdConfig::DemoShapes()), "demo-shapes");
+  EXPECT_EQ(ConfigName(SdConfig::Sd15()), "sd15");
   // A configuration that differs in every detectable field is read back too.
   SdConfig odd = SdConfig::Tiny();
   odd.unet.channel_mult = {1, 2, 3};
@@ -83,6 +88,16 @@ TEST(SdConfigTest, DetectsTinyAndInpaintingVariants) {
   auto got = DetectConfig(Lookup(shapes));
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_TRUE(*got == odd) << got->Describe();
+  EXPECT_EQ(ConfigName(*got), "custom");
+}
+
+TEST(SdConfigTest, NativeSizeComesFromWellFormedMetadataOnly) {
+  EXPECT_EQ(NativeSize({{"sdgraph.native_size", "64"}}), 64);
+  EXPECT_EQ(NativeSize({{"sdgraph.native_size", "512"}}), 512);
+  EXPECT_EQ(NativeSize({}), std::nullopt);
+  for (const char* bad : {"", "abc", "63", "0", "-64", "8200", "64px", "99999999999999999999"}) {
+    EXPECT_EQ(NativeSize({{"sdgraph.native_size", bad}}), std::nullopt) << bad;
+  }
 }
 
 TEST(SdConfigTest, MissingAnchorKeyIsNotFoundAndNamesIt) {

@@ -1,0 +1,25 @@
+// The project's demo model: SD v1.x's architecture at small widths, trained by sd-train on drawn
+// shapes and shipped in the repository (deploy/models/), so that a machine without downloaded
+// weights makes pictures that match their prompts. Front ends use it when no model is named, and
+// size images by the native size a model declares in its metadata.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+
+namespace sd {
+
+inline constexpr char kDemoModelFile[] = "sd-demo-shapes.safetensors";
+inline constexpr char kNativeSizeKey[] = "sdgraph.native_size";
+inline constexpr int kSd1NativeSize = 512;
+
+// Where the demo model is: $SDGRAPH_DEMO_MODEL, then <executable>/../share/sdgraph/models/, then
+// the source tree's deploy/models/. "" when none of them is readable.
+std::string DemoModelPath();
+
+// The side in pixels a model was trained at, from safetensors metadata "sdgraph.native_size" (a
+// multiple of 8 from 8 to 8192); nullopt when absent or malformed.
+std::optional<int> NativeSize(const std::map<std::string, std::string>& metadata);
+
+}  // namespace sd

@@ -1,0 +1,103 @@
+// Runs stock graphs on the shipped demo model in-process and grades what the pictures show
+// (image_scorer.h): the shared part of the semantic tests.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "host_plugin/runtime/graph.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/weights/demo_model.h"
+#include "tests/semantic/image_scorer.h"
+#include "tests/test_util.h"
+
+namespace sd::demo {
+
+inline std::string ShippedDemoModel() {
+  return std::string(SD_TEST_MODELS_DIR) + "/" + kDemoModelFile;
+}
+
+// One graph, one model cache, many runs.
+class DemoRunner {
+ public:
+  explicit DemoRunner(const std::string& graph) {
+    auto g = Graph::Load(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph);
+    if (!g.ok()) {
+      ADD_FAILURE() << g.status();
+      return;
+    }
+    graph_ = std::make_unique<Graph>(*std::move(g));
+  }
+  static std::shared_ptr<ModelCache> SharedModels() {
+    static auto* models = new std::shared_ptr<ModelCache>(std::make_shared<ModelCache>());
+    return *models;
+  }
+  // The image (uint8 [H, W, 3]), or an undefined tensor after reporting the failure.
+  torch::Tensor Run(std::map<std::string, Value> inputs) const {
+    if (!graph_) return {};
+    RunContext ctx;
+    ctx.checkpoint = ShippedDemoModel();
+    ctx.tokenizer_dir = testing::TokenizerDir();
+    ctx.models = SharedModels();
+    auto out = graph_->Run(inputs, ctx, RunOptions());
+    if (!out.ok()) {
+      ADD_FAILURE() << out.status();
+      return {};
+    }
+    return std::get<torch::Tensor>(out->at("image")).contiguous();
+  }
+
+ private:
+  std::unique_ptr<Graph> graph_;
+};
+
+inline ImageScore Score(const torch::Tensor& image) {
+  if (!image.defined()) return {};
+  return ScoreImage(image.data_ptr<uint8_t>(), static_cast<int>(image.size(1)),
+                    static_cast<int>(image.size(0)));
+}
+
+// A dataset picture as a graph input (uint8 [size, size, 3]).
+inline torch::Tensor SceneImage(const Scene& scene, int size) {
+  std::mt19937_64 rng(1);
+  std::vector<uint8_t> px = Render(scene, size, 2.5, rng);
+  return torch::from_blob(px.data(), {size, size, 3}, torch::kUInt8).clone();
+}
+
+// How often pictures show what their prompts ask for.
+struct Tally {
+  int images = 0, bg_asked = 0, bg_ok = 0, fg_asked = 0, fg_ok = 0, shape_asked = 0, shape_ok = 0,
+      pos_asked = 0, pos_ok = 0;
+  void Add(const PromptIntent& want, const ImageScore& got) {
+    ++images;
+    if (want.background >= 0) ++bg_asked, bg_ok += got.background == want.background;
+    if (want.foreground >= 0) ++fg_asked, fg_ok += got.foreground == want.foreground;
+    if (want.shape) ++shape_asked, shape_ok += got.shape == want.shape;
+    if (want.position != Position::kAnywhere)
+      ++pos_asked, pos_ok += PositionMatches(want.position, got);
+  }
+  static double Rate(int ok, int asked) { return asked ? double(ok) / asked : 1.0; }
+  double background() const { return Rate(bg_ok, bg_asked); }
+  double foreground() const { return Rate(fg_ok, fg_asked); }
+  double shape() const { return Rate(shape_ok, shape_asked); }
+  double position() const { return Rate(pos_ok, pos_asked); }
+  // All four rates, weighted by how often each was asked for.
+  double overall() const {
+    return Rate(bg_ok + fg_ok + shape_ok + pos_ok, bg_asked + fg_asked + shape_asked + pos_asked);
+  }
+  void Print(const std::string& what) const {
+    std::printf(
+        "[ demo ] %-28s %3d images: background %5.1f%%  foreground %5.1f%%  shape %5.1f%%  "
+        "position %5.1f%%\n",
+        what.c_str(), images, 100 * background(), 100 * foreground(), 100 * shape(),
+        100 * position());
+    std::fflush(stdout);
+  }
+};
+
+}  // namespace sd::demo

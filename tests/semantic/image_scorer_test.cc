@@ -1,0 +1,133 @@
+// The demo data and the analyser that grades the demo model: the analyser must read the dataset's
+// own pictures right (every colour pair, shape, size, position, tilt), and prompts in the
+// vocabulary must parse into what they ask for.
+#include "tests/semantic/image_scorer.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+#include "tools/train/shapes_dataset.h"
+
+namespace sd::demo {
+namespace {
+
+TEST(ShapesDatasetTest, SameSeedSameSamplesAndOtherSeedOthers) {
+  ShapesDataset a(42, 64), b(42, 64), c(43, 64);
+  for (int i = 0; i < 5; ++i) {
+    const ShapeSample x = a.Next(), y = b.Next(), z = c.Next();
+    EXPECT_EQ(x.rgb, y.rgb);
+    EXPECT_EQ(x.caption, y.caption);
+    EXPECT_NE(x.rgb, z.rgb);
+  }
+}
+
+TEST(ShapesDatasetTest, NeverDrawsAHeldOutTripleOrTheSameColourTwice) {
+  ShapesDataset data(7, 32);
+  std::map<std::string, int> phrasings;
+  for (int i = 0; i < 3000; ++i) {
+    const ShapeSample s = data.Next();
+    EXPECT_FALSE(IsHeldOut(s.scene.foreground, s.scene.shape, s.scene.background)) << s.caption;
+    EXPECT_NE(s.scene.foreground, s.scene.background) << s.caption;
+    ++phrasings[s.caption.substr(0, 2)];
+  }
+  EXPECT_GE(HeldOut().size(), 6u);
+  EXPECT_GT(phrasings.size(), 3u) << "captions come in several phrasings";
+}
+
+TEST(ShapesDatasetTest, CaptionsSayWhatThePictureShows) {
+  ShapesDataset data(11, 64);
+  for (int i = 0; i < 2000; ++i) {
+    const ShapeSample s = data.Next();
+    const PromptIntent in = ParseIntent(s.caption);
+    EXPECT_EQ(in.foreground, s.scene.foreground) << s.caption;
+    if (s.mentions.background)
+      EXPECT_EQ(in.background, s.scene.background) << s.caption;
+    else
+      EXPECT_EQ(in.background, -1) << s.caption;
+    if (s.mentions.shape)
+      EXPECT_EQ(in.shape, s.scene.shape) << s.caption;
+    else
+      EXPECT_FALSE(in.shape.has_value()) << s.caption;
+    EXPECT_EQ(in.position, s.scene.position) << s.caption;
+    EXPECT_EQ(in.size.value_or(Size::kMedium), s.scene.size) << s.caption;
+  }
+}
+
+TEST(ImageScorerTest, ParsesThePhrasingsUsersType) {
+  struct Case {
+    const char* prompt;
+    int fg, bg;
+    std::optional<Shape> shape;
+    Position pos;
+  };
+  const int red = ColourIndex("red"), blue = ColourIndex("blue"), yellow = ColourIndex("yellow"),
+            black = ColourIndex("black"), green = ColourIndex("green");
+  const Case cases[] = {
+      {"a red circle on a blue background", red, blue, Shape::kCircle, Position::kAnywhere},
+      {"red circle, blue background", red, blue, Shape::kCircle, Position::kAnywhere},
+      {"a blue background with a small red circle on the left", red, blue, Shape::kCircle,
+       Position::kLeft},
+      {"a large yellow square at the top on black", yellow, black, Shape::kSquare, Position::kTop},
+      {"a green triangle", green, -1, Shape::kTriangle, Position::kAnywhere},
+      {"A Red shape on blue", red, blue, std::nullopt, Position::kAnywhere},
+  };
+  for (const Case& c : cases) {
+    const PromptIntent in = ParseIntent(c.prompt);
+    EXPECT_EQ(in.foreground, c.fg) << c.prompt;
+    EXPECT_EQ(in.background, c.bg) << c.prompt;
+    EXPECT_EQ(in.shape, c.shape) << c.prompt;
+    EXPECT_EQ(in.position, c.pos) << c.prompt;
+  }
+}
+
+// Every colour pair, shape, size and position, at the demo's size and at twice it.
+TEST(ImageScorerTest, ReadsTheDatasetsOwnPicturesRight) {
+  for (int size : {64, 128}) {
+    ShapesDataset data(5, size);
+    std::mt19937_64 rng(9);
+    int total = 0, colour_ok = 0, shape_ok = 0, pos_ok = 0, size_ok = 0;
+    const int colours = static_cast<int>(Palette().size());
+    for (int fg = 0; fg < colours; ++fg) {
+      for (int bg = 0; bg < colours; ++bg) {
+        if (fg == bg) continue;
+        for (int k = 0; k < 6; ++k) {
+          const Shape shape = static_cast<Shape>(k % 3);
+          const Size sz = static_cast<Size>((k + fg) % 3);
+          const Position pos = static_cast<Position>((k + bg + fg) % 6);
+          const Scene sc = data.RandomScene(fg, bg, shape, sz, pos);
+          const std::vector<uint8_t> px = Render(sc, size, 2.5, rng);
+          const ImageScore s = ScoreImage(px, size, size);
+          ++total;
+          colour_ok += s.foreground == fg && s.background == bg;
+          shape_ok += s.shape == shape;
+          pos_ok += PositionMatches(pos, s);
+          const double want = sc.radius;
+          size_ok += std::abs(s.radius - want) < 0.03;
+          if (s.shape != shape || !PositionMatches(pos, s)) {
+            ADD_FAILURE() << "drew " << Palette()[fg].name << " " << ShapeName(shape) << " on "
+                          << Palette()[bg].name << " at (" << sc.cx << ", " << sc.cy << ") r "
+                          << sc.radius << " tilt " << sc.rotation << "; read " << s.Describe();
+          }
+        }
+      }
+    }
+    EXPECT_EQ(colour_ok, total) << size;
+    EXPECT_EQ(shape_ok, total) << size;
+    EXPECT_EQ(pos_ok, total) << size;
+    EXPECT_GE(size_ok, total * 95 / 100) << size;
+  }
+}
+
+TEST(ImageScorerTest, AFlatImageHasNoForeground) {
+  std::vector<uint8_t> px(64 * 64 * 3);
+  for (size_t i = 0; i < px.size(); i += 3) px[i] = 220, px[i + 1] = 40, px[i + 2] = 40;
+  const ImageScore s = ScoreImage(px, 64, 64);
+  EXPECT_EQ(s.background, ColourIndex("red"));
+  EXPECT_EQ(s.foreground, -1);
+  EXPECT_FALSE(s.shape.has_value());
+}
+
+}  // namespace
+}  // namespace sd::demo

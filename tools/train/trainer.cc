@@ -1,0 +1,425 @@
+#include "tools/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nodes/base/exception_status.h"
+#include "nodes/schedulers/sampler.h"
+#include "nodes/text/clip_tokenizer.h"
+#include "tools/train/shapes_dataset.h"
+#include "tools/train/train_state.h"
+
+namespace sd::train {
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void OnStopSignal(int) { g_stop = true; }
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// A seed for (seed, phase, step): the data and noise of a step do not depend on where a run
+// resumed.
+uint64_t StepSeed(uint64_t seed, int phase, int64_t step) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(phase) * 0xBF58476D1CE4E5B9ull +
+               static_cast<uint64_t>(step) * 0x94D049BB133111EBull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+struct Batch {
+  torch::Tensor images;  // [B, 3, S, S] in [-1, 1]
+  std::vector<std::string> captions;
+};
+
+Batch DrawBatch(demo::ShapesDataset& data, int count) {
+  const int size = data.size();
+  Batch b;
+  b.images = torch::empty({count, size, size, 3}, torch::kUInt8);
+  for (int i = 0; i < count; ++i) {
+    demo::ShapeSample s = data.Next();
+    std::memcpy(b.images[i].data_ptr(), s.rgb.data(), s.rgb.size());
+    b.captions.push_back(std::move(s.caption));
+  }
+  b.images = b.images.permute({0, 3, 1, 2}).to(torch::kFloat32).div_(127.5).sub_(1.0).contiguous();
+  return b;
+}
+
+// The encoder's Gaussian from its moments [B, 2e, h, w]: mean and log-variance (clamped as LDM
+// does).
+struct Posterior {
+  Posterior(const torch::Tensor& moments, int64_t e)
+      : mean(moments.slice(1, 0, e)), logvar(moments.slice(1, e).clamp(-30.0, 20.0)) {}
+  torch::Tensor Sample() const { return mean + torch::exp(0.5 * logvar) * torch::randn_like(mean); }
+  torch::Tensor mean, logvar;
+};
+
+// Linear warm-up, then a cosine down to a tenth of the peak.
+double LearningRate(double peak, int64_t step, int64_t total, int warmup) {
+  if (step < warmup) return peak * (step + 1) / warmup;
+  const double x = static_cast<double>(step - warmup) / std::max<int64_t>(1, total - warmup);
+  return peak * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(3.14159265358979 * std::min(1.0, x))));
+}
+
+void SetLearningRate(torch::optim::AdamW& opt, double lr) {
+  for (auto& group : opt.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+std::string Duration(double s) {
+  const int64_t t = static_cast<int64_t>(s);
+  return t >= 3600 ? absl::StrFormat("%dh%02dm", t / 3600, t / 60 % 60)
+                   : absl::StrFormat("%dm%02ds", t / 60, t % 60);
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainOptions& o, const SdConfig& config, std::unique_ptr<ClipTokenizer> tok)
+      : o_(o),
+        m_(config),
+        tokenizer_(std::move(tok)),
+        vae_opt_(m_.vae->parameters(), torch::optim::AdamWOptions(o.vae_lr).weight_decay(0.0)),
+        diff_opt_(DiffusionParams(m_),
+                  torch::optim::AdamWOptions(o.diffusion_lr).weight_decay(0.01)),
+        dec_opt_(DecoderParams(), torch::optim::AdamWOptions(o.decoder_lr).weight_decay(0.0)) {}
+
+  absl::Status Run();
+
+ private:
+  absl::Status Save();
+  absl::Status Export();
+  void Log(const char* phase, int64_t step, int64_t total, double loss, const std::string& extra);
+  double VaeStep(int64_t step, double* kl_out);
+  double DiffusionStep(int64_t step);
+  double DecoderStep(int64_t step);
+  void FillPool(int64_t chunk);
+  absl::Status RescaleLatents();
+  torch::Tensor Tokens(const std::vector<std::string>& captions, std::mt19937_64& rng);
+  bool ShouldStop() const {
+    return g_stop || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
+           (o_.stop_after_steps > 0 && steps_this_run_ >= o_.stop_after_steps);
+  }
+
+  TrainOptions o_;
+  Models m_;
+  std::unique_ptr<ClipTokenizer> tokenizer_;
+  torch::optim::AdamW vae_opt_, diff_opt_, dec_opt_;
+  NamedOptimizers Optimizers() {
+    return {{"vae_opt", &vae_opt_}, {"diff_opt", &diff_opt_}, {"dec_opt", &dec_opt_}};
+  }
+  std::vector<torch::Tensor> DecoderParams() {
+    std::vector<torch::Tensor> p;
+    for (const auto& kv : m_.vae->named_parameters()) {
+      if (kv.key().rfind("decoder.", 0) == 0 || kv.key().rfind("post_quant_conv.", 0) == 0)
+        p.push_back(kv.value());
+    }
+    return p;
+  }
+  Ema ema_;
+  Progress progress_;
+  Clock::time_point run_start_ = Clock::now(), last_save_ = Clock::now(),
+                    window_start_ = Clock::now();
+  double window_loss_ = 0;
+  int window_steps_ = 0;
+  std::ofstream losses_;
+  static constexpr int kPoolReuse = 4;
+  int64_t steps_this_run_ = 0;
+  int64_t pool_chunk_ = -1;
+  torch::Tensor pool_moments_;
+  std::vector<std::string> pool_captions_;
+};
+
+torch::Tensor Trainer::Tokens(const std::vector<std::string>& captions, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  torch::Tensor ids = torch::empty(
+      {static_cast<int64_t>(captions.size()), ClipTokenizer::kContextLength}, torch::kInt64);
+  for (size_t i = 0; i < captions.size(); ++i) {
+    const std::string text = u(rng) < o_.uncond_fraction ? std::string() : captions[i];
+    const Tokenized t = tokenizer_->Encode(text);
+    std::memcpy(ids[static_cast<int64_t>(i)].data_ptr(), t.ids.data(),
+                t.ids.size() * sizeof(int64_t));
+  }
+  return ids;
+}
+
+// The decoder alone, the encoder frozen (its latents, which the UNet learnt, stay as they are):
+// sharper reconstructions, as SD's own fine-tuned decoders were made.
+double Trainer::DecoderStep(int64_t step) {
+  const uint64_t seed = StepSeed(o_.seed, 5, step);
+  torch::manual_seed(seed);
+  demo::ShapesDataset data(seed, o_.size);
+  const Batch b = DrawBatch(data, o_.vae_batch);
+  torch::Tensor z;
+  {
+    torch::NoGradGuard no_grad;
+    z = Posterior(m_.vae->EncodeMoments(b.images), m_.config.vae.embed_dim).Sample();
+  }
+  const torch::Tensor diff = m_.vae->DecodeUnscaled(z) - b.images;
+  const torch::Tensor rec = diff.abs().mean() + diff.pow(2).mean();
+  SetLearningRate(dec_opt_, LearningRate(o_.decoder_lr, step, o_.decoder_steps, o_.warmup_steps));
+  dec_opt_.zero_grad();
+  rec.backward();
+  torch::nn::utils::clip_grad_norm_(DecoderParams(), 1.0);
+  dec_opt_.step();
+  return rec.item<double>();
+}
+
+double Trainer::VaeStep(int64_t step, double* kl_out) {
+  const uint64_t seed = StepSeed(o_.seed, 1, step);
+  torch::manual_seed(seed);
+  demo::ShapesDataset data(seed, o_.size);
+  const Batch b = DrawBatch(data, o_.vae_batch);
+  const Posterior q(m_.vae->EncodeMoments(b.images), m_.config.vae.embed_dim);
+  const torch::Tensor diff = m_.vae->DecodeUnscaled(q.Sample()) - b.images;
+  const torch::Tensor rec = diff.abs().mean() + diff.pow(2).mean();
+  const torch::Tensor kl =
+      0.5 * (q.mean.pow(2) + q.logvar.exp() - 1.0 - q.logvar).sum({1, 2, 3}).mean();
+  const torch::Tensor loss = rec + o_.kl_weight * kl;
+  SetLearningRate(vae_opt_, LearningRate(o_.vae_lr, step, o_.vae_steps, o_.warmup_steps));
+  vae_opt_.zero_grad();
+  loss.backward();
+  torch::nn::utils::clip_grad_norm_(m_.vae->parameters(), 1.0);
+  vae_opt_.step();
+  *kl_out = kl.item<double>();
+  return rec.item<double>();
+}
+
+void Trainer::FillPool(int64_t chunk) {
+  if (pool_chunk_ == chunk) return;
+  torch::NoGradGuard no_grad;
+  const uint64_t seed = StepSeed(o_.seed, 4, chunk);
+  demo::ShapesDataset data(seed, o_.size);
+  std::vector<torch::Tensor> moments;
+  pool_captions_.clear();
+  constexpr int kEncodeBatch = 64;
+  for (int done = 0; done < o_.pool_size; done += kEncodeBatch) {
+    const Batch b = DrawBatch(data, std::min(kEncodeBatch, o_.pool_size - done));
+    moments.push_back(m_.vae->EncodeMoments(b.images));
+    pool_captions_.insert(pool_captions_.end(), b.captions.begin(), b.captions.end());
+  }
+  pool_moments_ = torch::cat(moments, 0);
+  pool_chunk_ = chunk;
+}
+
+double Trainer::DiffusionStep(int64_t step) {
+  const uint64_t seed = StepSeed(o_.seed, 2, step);
+  const int64_t n = o_.diffusion_batch;
+  // Pictures come from a pool of encoded ones, each used kPoolReuse times on average (encoding
+  // costs more than a UNet step); the posterior sample, the timestep, the noise and the caption
+  // drop are fresh.
+  FillPool(step * n / (o_.pool_size * kPoolReuse));
+  torch::manual_seed(seed);
+  std::mt19937_64 rng(seed);
+  const torch::Tensor pick = torch::randint(0, o_.pool_size, {n}, torch::kInt64);
+  std::vector<std::string> captions;
+  for (int64_t i = 0; i < n; ++i) captions.push_back(pool_captions_[pick[i].item<int64_t>()]);
+  torch::Tensor x0;
+  {
+    torch::NoGradGuard no_grad;
+    x0 = Posterior(pool_moments_.index_select(0, pick), m_.config.vae.embed_dim).Sample() *
+         m_.config.vae.scale_factor;
+  }
+  const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
+  const torch::Tensor t = torch::randint(0, schedule.train_steps(), {n}, torch::kInt64);
+  const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, t).view({n, 1, 1, 1});
+  const torch::Tensor eps = torch::randn_like(x0);
+  const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
+  const torch::Tensor context = m_.clip->forward(Tokens(captions, rng));
+  const torch::Tensor loss = (m_.unet->forward(xt, t, context) - eps).pow(2).mean();
+  SetLearningRate(diff_opt_,
+                  LearningRate(o_.diffusion_lr, step, o_.diffusion_steps, o_.warmup_steps));
+  diff_opt_.zero_grad();
+  loss.backward();
+  torch::nn::utils::clip_grad_norm_(DiffusionParams(m_), 1.0);
+  diff_opt_.step();
+  ema_.Update(o_.ema_decay);
+  return loss.item<double>();
+}
+
+absl::Status Trainer::RescaleLatents() {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(StepSeed(o_.seed, 3, 0));
+  demo::ShapesDataset data(StepSeed(o_.seed, 3, 0), o_.size);
+  const Batch b = DrawBatch(data, 256);
+  const torch::Tensor z =
+      Posterior(m_.vae->EncodeMoments(b.images), m_.config.vae.embed_dim).Sample();
+  const double std = z.std().item<double>();
+  if (!(std > 1e-6) || !std::isfinite(std))
+    return absl::InternalError(absl::StrCat("VAE latents have std ", std));
+  const double factor = 1.0 / (m_.config.vae.scale_factor * std);
+  FoldLatentScale(m_.vae, factor);
+  std::printf(
+      "[vae] latents had std %.4f; folded x%.4f into quant_conv/post_quant_conv so latents * %.5f "
+      "have std 1\n",
+      std, factor, m_.config.vae.scale_factor);
+  progress_.vae_rescaled = true;
+  return absl::OkStatus();
+}
+
+void Trainer::Log(const char* phase, int64_t step, int64_t total, double loss,
+                  const std::string& extra) {
+  losses_ << phase << '\t' << step << '\t' << loss << '\n';
+  window_loss_ += loss;
+  ++window_steps_;
+  if ((step + 1) % o_.log_every != 0 && step + 1 != total) return;
+  const double per_step = Since(window_start_) / window_steps_;
+  std::printf("[%s] step %lld/%lld  loss %.5f%s  %.2f s/step  ETA %s\n", phase,
+              static_cast<long long>(step + 1), static_cast<long long>(total),
+              window_loss_ / window_steps_, extra.c_str(), per_step,
+              Duration(per_step * static_cast<double>(total - step - 1)).c_str());
+  std::fflush(stdout);
+  losses_.flush();
+  window_loss_ = 0;
+  window_steps_ = 0;
+  window_start_ = Clock::now();
+}
+
+absl::Status Trainer::Save() {
+  progress_.seconds += Since(last_save_);
+  last_save_ = Clock::now();
+  return SaveState(o_.out_dir + "/state.pt", m_, ema_, Optimizers(), progress_);
+}
+
+absl::Status Trainer::Run() {
+  torch::manual_seed(o_.seed);
+  InitForTraining(*m_.clip, false);
+  InitForTraining(*m_.vae, false);
+  InitForTraining(*m_.unet, true);
+  const std::string state = o_.out_dir + "/state.pt";
+  if (!o_.init_from.empty() && !std::filesystem::exists(state)) {
+    if (absl::Status s = InitFromCheckpoint(o_.init_from, m_); !s.ok()) return s;
+    // A model from sd-train has its VAE trained and its latents rescaled: go on with the diffusion
+    // phase.
+    progress_.vae_step = o_.vae_steps;
+    progress_.vae_rescaled = true;
+    std::printf("starting from the weights of %s (VAE as trained)\n", o_.init_from.c_str());
+  }
+  ema_.Reset(DiffusionParams(m_));
+  if (std::filesystem::exists(state)) {
+    if (absl::Status s = LoadState(state, m_, ema_, Optimizers(), progress_); !s.ok()) return s;
+    std::printf("resuming from %s: VAE step %lld, diffusion step %lld, %s trained so far\n",
+                state.c_str(), static_cast<long long>(progress_.vae_step),
+                static_cast<long long>(progress_.diffusion_step),
+                Duration(progress_.seconds).c_str());
+  }
+  if (o_.export_now) return Export();
+  losses_.open(o_.out_dir + "/losses.tsv", std::ios::app);
+  auto checkpoint = [&]() -> absl::Status {
+    if (Since(last_save_) < o_.save_every_s) return absl::OkStatus();
+    return Save();
+  };
+  for (; progress_.vae_step < o_.vae_steps && !ShouldStop();
+       ++progress_.vae_step, ++steps_this_run_) {
+    double kl = 0;
+    const double rec = VaeStep(progress_.vae_step, &kl);
+    Log("vae", progress_.vae_step, o_.vae_steps, rec, absl::StrFormat(" (KL %.1f)", kl));
+    if (absl::Status s = checkpoint(); !s.ok()) return s;
+  }
+  if (progress_.vae_step >= o_.vae_steps && !progress_.vae_rescaled && !ShouldStop()) {
+    if (absl::Status s = RescaleLatents(); !s.ok()) return s;
+  }
+  window_start_ = Clock::now();
+  for (; progress_.vae_rescaled && progress_.diffusion_step < o_.diffusion_steps && !ShouldStop();
+       ++progress_.diffusion_step, ++steps_this_run_) {
+    Log("unet", progress_.diffusion_step, o_.diffusion_steps,
+        DiffusionStep(progress_.diffusion_step), "");
+    if (absl::Status s = checkpoint(); !s.ok()) return s;
+  }
+  window_start_ = Clock::now();
+  for (; progress_.diffusion_step >= o_.diffusion_steps &&
+         progress_.decoder_step < o_.decoder_steps && !ShouldStop();
+       ++progress_.decoder_step, ++steps_this_run_) {
+    Log("decoder", progress_.decoder_step, o_.decoder_steps, DecoderStep(progress_.decoder_step),
+        "");
+    if (absl::Status s = checkpoint(); !s.ok()) return s;
+  }
+  if (absl::Status s = Save(); !s.ok()) return s;
+  if (progress_.diffusion_step < o_.diffusion_steps || progress_.decoder_step < o_.decoder_steps) {
+    std::printf(
+        "stopped after %s of training (state saved in %s); run the same command again to resume\n",
+        Duration(progress_.seconds).c_str(), state.c_str());
+    return absl::OkStatus();
+  }
+  return Export();
+}
+
+absl::Status Trainer::Export() {
+  const std::string path =
+      o_.export_path.empty() ? o_.out_dir + "/model.safetensors" : o_.export_path;
+  const std::map<std::string, std::string> metadata = {
+      {"sdgraph.description",
+       "A demo model trained by sdgraph (sd-train) on procedurally drawn shapes: one flat circle, "
+       "square or "
+       "triangle in one of eight colours on a flat background. It has Stable Diffusion v1.x's "
+       "architecture at "
+       "small widths; it is not Stable Diffusion and knows nothing else."},
+      {"sdgraph.config", ConfigName(m_.config)},
+      {"sdgraph.native_size", std::to_string(o_.size)},
+      {"sdgraph.seed", std::to_string(o_.seed)},
+      {"sdgraph.recipe",
+       absl::StrFormat("sd-train --config %s --size %d --seed %d --vae-steps %d --vae-batch %d "
+                       "--diffusion-steps %d "
+                       "--diffusion-batch %d --vae-lr %g --diffusion-lr %g --warmup-steps %d "
+                       "--kl-weight %g --ema-decay %g "
+                       "--pool-size %d --decoder-steps %d --decoder-lr %g",
+                       o_.config, o_.size, o_.seed, o_.vae_steps, o_.vae_batch, o_.diffusion_steps,
+                       o_.diffusion_batch, o_.vae_lr, o_.diffusion_lr, o_.warmup_steps,
+                       o_.kl_weight, o_.ema_decay, o_.pool_size, o_.decoder_steps, o_.decoder_lr)},
+      {"sdgraph.train_seconds", absl::StrFormat("%.0f", progress_.seconds)},
+      {"sdgraph.train_steps",
+       absl::StrFormat("vae %d, diffusion %d, decoder %d", progress_.vae_step,
+                       progress_.diffusion_step, progress_.decoder_step)},
+  };
+  if (absl::Status s = ExportModel(path, m_, ema_, metadata); !s.ok()) return s;
+  std::printf("wrote %s after %s of training\n", path.c_str(), Duration(progress_.seconds).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Train(const TrainOptions& options) {
+  SdConfig config;
+  if (options.config == "demo-shapes")
+    config = SdConfig::DemoShapes();
+  else if (options.config == "tiny")
+    config = SdConfig::Tiny();
+  else
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --config '", options.config, "' (demo-shapes, tiny)"));
+  const int64_t multiple = 8 * (int64_t{1} << (config.unet.channel_mult.size() - 1));
+  if (options.size <= 0 || options.size % multiple != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--size ", options.size, ": the ", options.config,
+                     " configuration needs a multiple of ", multiple));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.out_dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create ", options.out_dir, ": ", ec.message()));
+  auto tokenizer = ClipTokenizer::Load(options.tokenizer_dir.empty() ? ClipTokenizer::DefaultDir()
+                                                                     : options.tokenizer_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  std::signal(SIGINT, OnStopSignal);
+  std::signal(SIGTERM, OnStopSignal);
+  return CatchExceptions("training", [&]() -> absl::Status {
+    Trainer trainer(options, config, *std::move(tokenizer));
+    return trainer.Run();
+  });
+}
+
+}  // namespace sd::train
