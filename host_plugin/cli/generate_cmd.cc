@@ -174,10 +174,11 @@ std::string StockGraph(const std::string& name) { return StockGraphPath(name, Ex
 std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
 // The native size a local checkpoint declares; 0 when it declares none or cannot be opened (the run
-// reports that soon enough).
-int LocalNativeSize(const std::string& path) {
-  auto ckpt = Checkpoint::Open(path);
-  return ckpt.ok() ? NativeSize((*ckpt)->metadata()).value_or(0) : 0;
+// reports that soon enough). Opened through the run's model cache, which keeps the entry for the
+// run.
+int LocalNativeSize(ModelCache& models, const std::string& path) {
+  auto entry = models.Open(path);
+  return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(0) : 0;
 }
 
 std::string NumberedOutput(const std::string& out, int index, int batch) {
@@ -454,6 +455,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
         return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
     }
   }
+  // In-process runs open the checkpoint once, here, for what the command needs to know before the
+  // run (inpainting method, native size); the run finds it in the same cache.
+  auto models = std::make_shared<ModelCache>();
   std::string graph_path;
   if (mode == Mode::kRun) {
     if (args->positionals().size() != 1) return usage("expected one GRAPH file");
@@ -468,11 +472,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       if (remote_model) {
         in_channels = remote_model->unet_in_channels;
       } else {
-        auto ckpt = Checkpoint::Open(model);
-        if (!ckpt.ok()) return FailWithCode(name, ckpt.status());
-        auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
-        if (!config.ok()) return FailWithCode(name, config.status());
-        in_channels = config->unet.in_channels;
+        auto entry = models->Open(model);
+        if (!entry.ok()) return FailWithCode(name, entry.status());
+        in_channels = (*entry)->config.unet.in_channels;
       }
       stock = in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
       if (in_channels == 9 && args->Get("strength")) {
@@ -584,7 +586,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       return usage(std::string(p.status().message()));
   }
   // Unless given, a graph's width and height are the model's native size when it declares one.
-  const int native = remote_model ? remote_model->native_size : LocalNativeSize(model);
+  const int native = remote_model ? remote_model->native_size : LocalNativeSize(*models, model);
   for (const char* dim : {"width", "height"}) {
     if (native > 0 && graph->Input(dim) && !inputs.count(dim)) inputs[dim] = int64_t{native};
   }
@@ -618,7 +620,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   auto dtype = ParseFloatDType(args->GetOr("dtype", "f32"));
   if (!dtype.ok()) return usage(std::string(dtype.status().message()));
   ctx.dtype = ToTorchDType(*dtype);
-  ctx.models = std::make_shared<ModelCache>();
+  ctx.models = models;
   int threads = 0;
   if (auto t = args->Get("threads"); t && (!absl::SimpleAtoi(*t, &threads) || threads < 0)) {
     return usage("--threads must be a non-negative integer");

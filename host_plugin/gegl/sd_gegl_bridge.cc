@@ -89,8 +89,9 @@ absl::StatusOr<std::string> ModelOrDemo(const std::string& model, bool on_worker
 }
 
 int NativeSizeOf(const std::string& model_property) {
-  const bool demo = model_property.empty() || model_property == kDemoModelFile;
-  const std::string path = demo && !IsReadableFile(model_property) ? DemoModel() : model_property;
+  // No model, or the demo model by the name workers know it by: the local copy of the demo model.
+  const bool demo_by_name = model_property == kDemoModelFile && !IsReadableFile(model_property);
+  const std::string path = model_property.empty() || demo_by_name ? DemoModel() : model_property;
   if (path.empty() || !IsReadableFile(path)) return kSd1NativeSize;
   auto entry = Process().models->Open(path);
   return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(kSd1NativeSize)

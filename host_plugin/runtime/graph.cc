@@ -572,9 +572,10 @@ absl::StatusOr<Value> Graph::ParseInputValue(const std::string& name,
 
 namespace {
 
-// RunOptions::native_size, else (in-process) what the checkpoint declares; 0 when neither says.
+// What an in-process run's checkpoint declares as its native size ("sdgraph.native_size"): graph
+// inputs `width` and `height` that the run does not set take it instead of their defaults. 0 when
+// it declares none, and for distributed runs (their hosts set the size the workers report).
 int NativeSizeFor(const RunContext& ctx, const RunOptions& options) {
-  if (options.native_size > 0) return options.native_size;
   if (options.dispatcher || !ctx.models || ctx.checkpoint.empty()) return 0;
   auto entry =
       ctx.models->Open(ctx.checkpoint);  // a failure is reported by the nodes that need the model

@@ -56,10 +56,6 @@ struct RunOptions {
   // When set, nodes it handles run through it (kernels of those are not opened here), and independent
   // dispatched nodes (e.g. the cond and uncond UNet calls of a step) run at the same time.
   NodeDispatcher* dispatcher = nullptr;
-  // The side in pixels the model was trained at (its "sdgraph.native_size"): graph inputs `width`
-  // and `height` that the run does not set take it instead of their defaults. 0: an in-process run
-  // reads it from the checkpoint; a distributed one keeps the graph's defaults.
-  int native_size = 0;
   // One-shot runs (the command line's last image): each node's kernel is closed after its last use in this
   // run, and networks no kernel holds any more are dropped from the context's ModelCache. The run then needs
   // the memory of its largest stage (the UNet loop, or the VAE decode with its activations), not of every

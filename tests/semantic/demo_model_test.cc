@@ -128,17 +128,8 @@ double ColourShare(const torch::Tensor& image, int colour) {
   const uint8_t* p = image.data_ptr<uint8_t>();
   const int64_t n = image.size(0) * image.size(1);
   int64_t hits = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    int best = 0;
-    double best_d = 1e9;
-    for (int c = 0; c < static_cast<int>(Palette().size()); ++c) {
-      const auto& rgb = Palette()[c].rgb;
-      const double d = std::pow(p[3 * i] - rgb[0], 2) + std::pow(p[3 * i + 1] - rgb[1], 2) +
-                       std::pow(p[3 * i + 2] - rgb[2], 2);
-      if (d < best_d) best_d = d, best = c;
-    }
-    hits += best == colour;
-  }
+  for (int64_t i = 0; i < n; ++i)
+    hits += NearestPaletteColour(p[3 * i], p[3 * i + 1], p[3 * i + 2]) == colour;
   return double(hits) / static_cast<double>(n);
 }
 

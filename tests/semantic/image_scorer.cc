@@ -22,14 +22,6 @@ Rgb PaletteRgb(int i) {
   return {double(c[0]), double(c[1]), double(c[2])};
 }
 
-int Nearest(const Rgb& c) {
-  int best = 0;
-  for (int i = 1; i < static_cast<int>(Palette().size()); ++i) {
-    if (Distance(c, PaletteRgb(i)) < Distance(c, PaletteRgb(best))) best = i;
-  }
-  return best;
-}
-
 Rgb Median(std::vector<Rgb> v) {
   Rgb m{};
   if (v.empty()) return m;
@@ -92,6 +84,15 @@ double UnitArea(Shape s) {
 
 }  // namespace
 
+int NearestPaletteColour(double r, double g, double b) {
+  const Rgb c{r, g, b};
+  int best = 0;
+  for (int i = 1; i < static_cast<int>(Palette().size()); ++i) {
+    if (Distance(c, PaletteRgb(i)) < Distance(c, PaletteRgb(best))) best = i;
+  }
+  return best;
+}
+
 std::string ImageScore::Describe() const {
   std::ostringstream s;
   s << (foreground >= 0 ? Palette()[foreground].name : "nothing") << " "
@@ -114,7 +115,7 @@ ImageScore ScoreImage(const uint8_t* rgb, int w, int h) {
     }
   }
   const Rgb bg = Median(border);
-  s.background = Nearest(bg);
+  s.background = NearestPaletteColour(bg[0], bg[1], bg[2]);
   // First guess: pixels far from the background; their interior's median is the foreground colour.
   std::vector<uint8_t> mask(static_cast<size_t>(w) * h);
   for (int y = 0; y < h; ++y) {
@@ -134,7 +135,7 @@ ImageScore ScoreImage(const uint8_t* rgb, int w, int h) {
   }
   if (all.size() < 4) return s;
   const Rgb fg = Median(inside.size() >= 4 ? inside : all);
-  s.foreground = Nearest(fg);
+  s.foreground = NearestPaletteColour(fg[0], fg[1], fg[2]);
   // The shape: pixels nearer the foreground colour than the background's (the antialiased edge's
   // midpoint).
   for (int y = 0; y < h; ++y) {

@@ -31,6 +31,9 @@ struct ImageScore {
   std::string Describe() const;
 };
 
+// The Palette() index of the colour nearest to (r, g, b) (Euclidean in sRGB).
+int NearestPaletteColour(double r, double g, double b);
+
 // rgb: width*height*3 bytes, row-major.
 ImageScore ScoreImage(const uint8_t* rgb, int width, int height);
 inline ImageScore ScoreImage(const std::vector<uint8_t>& rgb, int width, int height) {
