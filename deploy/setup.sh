@@ -33,7 +33,7 @@ packages=(
   libtorch-dev libopenblas0-openmp
   libabsl-dev nlohmann-json3-dev libicu-dev
   # gRPC workers, image I/O, the GEGL plugin
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libmicrohttpd-dev
+  libgrpc++-dev libc-ares-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libmicrohttpd-dev
   libopenimageio-dev libgegl-dev gegl
   # tests and benchmarks (python3-torch writes genuine .ckpt files with torch.save)
   # (openssl makes test certificates for the TLS tests; taskset from util-linux pins benchmark workers)

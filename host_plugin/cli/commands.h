@@ -12,6 +12,7 @@ inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
 int TokenizeCommand(const std::vector<std::string>& args);
+int KindsCommand(const std::vector<std::string>& args);
 int InspectCommand(const std::vector<std::string>& args);
 int ConvertCommand(const std::vector<std::string>& args);
 int MakeTestCheckpointCommand(const std::vector<std::string>& args);

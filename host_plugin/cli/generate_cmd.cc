@@ -79,7 +79,10 @@ constexpr char kCommonFlags[] =
 constexpr char kWorkerFlags[] =
     "\nDistributed (node calls on sd-worker processes; the same graph, the same image in f32):\n"
     "  --workers LIST    HOST:PORT,HOST:PORT,... or dns:///SERVICE:PORT (a Kubernetes headless "
-    "service);\n"
+    "service:\n"
+    "                    every address it resolves to is a worker; dns://SERVER/NAME:PORT asks "
+    "that "
+    "DNS server);\n"
     "                    --model is then a model name in the workers' repositories\n"
     "  --parallel N      with --batch: images in flight at once (default: one per worker)\n"
     "  --token-file F    bearer token for the workers (first line of F; or set SD_WORKER_TOKEN)\n"
@@ -161,15 +164,7 @@ std::string Img2ImgHelp() {
       "  --height H        work at this height, resizing the input (default: the input's)\n");
 }
 
-std::string ExeDir() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return "";
-  std::string p(buf, n);
-  return p.substr(0, p.rfind('/'));
-}
-
-std::string StockGraph(const std::string& name) { return StockGraphPath(name, ExeDir()); }
+std::string StockGraph(const std::string& name) { return StockGraphPath(name, DirOfExecutable()); }
 
 std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 

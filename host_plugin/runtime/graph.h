@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "host_plugin/runtime/graph_plan.h"
 #include "nodes/ops/node.h"
 #include "proto/sd/v1/graph.pb.h"
 
@@ -83,8 +84,6 @@ class Graph {
   absl::StatusOr<std::map<std::string, Value>> Run(const std::map<std::string, Value>& inputs, RunContext& ctx,
                                                    const RunOptions& options = {}) const;
 
-  struct Plan;  // the validated execution plan (graph.cc)
-
   // The plan points into the config: a copy's plan would point into the original's. The config
   // lives on the heap, so a move keeps the plan's pointers valid.
   Graph(const Graph&) = delete;
@@ -96,7 +95,7 @@ class Graph {
   Graph() = default;
   std::string name_;
   std::shared_ptr<const v1::GraphConfig> config_;
-  std::shared_ptr<const Plan> plan_;
+  std::shared_ptr<const GraphPlan> plan_;
 };
 
 }  // namespace sd

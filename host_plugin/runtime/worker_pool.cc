@@ -406,10 +406,14 @@ absl::StatusOr<std::vector<std::string>> WorkerPool::ParseTargets(const std::str
   std::vector<std::string> targets;
   for (absl::string_view t : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
     const std::string target(absl::StripAsciiWhitespace(t));
-    const bool dns = target.rfind("dns:///", 0) == 0;
+    if (target.rfind("dns:", 0) == 0) {
+      if (auto dns = ParseDnsTarget(target); !dns.ok())
+        return absl::InvalidArgumentError(absl::StrCat("--workers: ", dns.status().message()));
+      targets.push_back(target);
+      continue;
+    }
     const size_t colon = target.rfind(':');
-    if ((!dns && (colon == std::string::npos || colon == 0 || colon + 1 == target.size())) ||
-        (dns && target.size() <= 7)) {
+    if (colon == std::string::npos || colon == 0 || colon + 1 == target.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--workers: '", target, "' is not HOST:PORT or dns:///NAME:PORT"));
     }

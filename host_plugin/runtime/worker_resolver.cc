@@ -1,11 +1,15 @@
 #include "host_plugin/runtime/worker_resolver.h"
 
+#include <ares.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -13,25 +17,61 @@
 namespace sd {
 
 absl::StatusOr<DnsTarget> ParseDnsTarget(const std::string& target) {
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", target, "' is not dns:///NAME:PORT or dns://SERVER/NAME:PORT"));
+  };
   std::string rest;
-  if (target.rfind("dns:///", 0) == 0) {
-    rest = target.substr(7);
+  DnsTarget t;
+  if (target.rfind("dns://", 0) == 0) {
+    const size_t slash = target.find('/', 6);
+    if (slash == std::string::npos) return bad();
+    t.server = target.substr(6, slash - 6);
+    rest = target.substr(slash + 1);
+    if (!t.server.empty()) {
+      // SERVER or SERVER:PORT (IPv6: [ADDR] or [ADDR]:PORT); c-ares wants ADDR:PORT / [ADDR]:PORT.
+      const bool v6 = t.server[0] == '[';
+      const size_t close = v6 ? t.server.find(']') : 0;
+      if (v6 && close == std::string::npos) return bad();
+      const size_t colon = t.server.find(':', v6 ? close : 0);
+      int server_port = 53;
+      if (colon != std::string::npos &&
+          (!absl::SimpleAtoi(t.server.substr(colon + 1), &server_port) || server_port <= 0 ||
+           server_port > 65535))
+        return bad();
+      const std::string address = colon == std::string::npos ? t.server : t.server.substr(0, colon);
+      if (address.empty() || address == "[]") return bad();
+      t.server = absl::StrCat(address, ":", server_port);
+    }
   } else if (target.rfind("dns:", 0) == 0) {
     rest = target.substr(4);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("'", target, "' is not dns:///NAME:PORT"));
+    return bad();
   }
   const size_t colon = rest.rfind(':');
-  DnsTarget t;
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(rest.substr(colon + 1), &t.port) || t.port <= 0 || t.port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("'", target, "' is not dns:///NAME:PORT"));
+    return bad();
   }
   t.host = rest.substr(0, colon);
   return t;
 }
 
-absl::StatusOr<std::vector<std::string>> ResolveDnsTarget(const DnsTarget& target) {
+namespace {
+
+// "ADDRESS:PORT" or "[ADDRESS]:PORT" for one resolved address.
+void AddAddress(const sockaddr* a, int port, std::vector<std::string>& out) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (a->sa_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a)->sin_addr, text, sizeof(text));
+    out.push_back(absl::StrCat(text, ":", port));
+  } else if (a->sa_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr, text, sizeof(text));
+    out.push_back(absl::StrCat("[", text, "]:", port));
+  }
+}
+
+absl::Status ResolveWithSystem(const DnsTarget& target, std::vector<std::string>& out) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -42,19 +82,75 @@ absl::StatusOr<std::vector<std::string>> ResolveDnsTarget(const DnsTarget& targe
         absl::StrCat("cannot resolve ", target.host, ": ", ::gai_strerror(rc)));
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owner(found, &::freeaddrinfo);
-  std::vector<std::string> out;
-  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
-    char text[INET6_ADDRSTRLEN] = {};
-    if (a->ai_family == AF_INET) {
-      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr, text,
-                  sizeof(text));
-      out.push_back(absl::StrCat(text, ":", target.port));
-    } else if (a->ai_family == AF_INET6) {
-      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr, text,
-                  sizeof(text));
-      out.push_back(absl::StrCat("[", text, "]:", target.port));
-    }
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next)
+    AddAddress(a->ai_addr, target.port, out);
+  return absl::OkStatus();
+}
+
+// One query to `target.server` with c-ares (the library gRPC's own resolver uses).
+absl::Status ResolveWithServer(const DnsTarget& target, std::vector<std::string>& out) {
+  static const int library = ares_library_init(ARES_LIB_INIT_ALL);
+  if (library != ARES_SUCCESS)
+    return absl::InternalError(absl::StrCat("c-ares: ", ares_strerror(library)));
+  ares_options options{};
+  options.timeout = 1000;  // ms per try
+  options.tries = 3;
+  ares_channel channel = nullptr;
+  if (int rc = ares_init_options(&channel, &options, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+      rc != ARES_SUCCESS)
+    return absl::InternalError(absl::StrCat("c-ares: ", ares_strerror(rc)));
+  std::unique_ptr<std::remove_pointer_t<ares_channel>, decltype(&ares_destroy)> owner(
+      channel, &ares_destroy);
+  if (int rc = ares_set_servers_ports_csv(channel, target.server.c_str()); rc != ARES_SUCCESS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DNS server '", target.server, "': ", ares_strerror(rc)));
   }
+  struct Answer {
+    bool done = false;
+    int status = ARES_ETIMEOUT;
+    std::vector<std::string>* out;
+    int port;
+  } answer{false, ARES_ETIMEOUT, &out, target.port};
+  ares_addrinfo_hints hints{};
+  hints.ai_family = AF_UNSPEC;
+  ares_getaddrinfo(
+      channel, target.host.c_str(), nullptr, &hints,
+      [](void* arg, int status, int, ares_addrinfo* result) {
+        auto* a = static_cast<Answer*>(arg);
+        a->done = true;
+        a->status = status;
+        if (!result) return;
+        for (const ares_addrinfo_node* n = result->nodes; n != nullptr; n = n->ai_next)
+          AddAddress(n->ai_addr, a->port, *a->out);
+        ares_freeaddrinfo(result);
+      },
+      &answer);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!answer.done && std::chrono::steady_clock::now() < deadline) {
+    fd_set read, write;
+    FD_ZERO(&read);
+    FD_ZERO(&write);
+    const int nfds = ares_fds(channel, &read, &write);
+    if (nfds == 0) break;
+    timeval wait{0, 100000}, *tv = ares_timeout(channel, &wait, &wait);
+    ::select(nfds, &read, &write, nullptr, tv);
+    ares_process(channel, &read, &write);
+  }
+  if (!answer.done || answer.status != ARES_SUCCESS) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", target.host, " at DNS server ", target.server, ": ",
+                     ares_strerror(answer.done ? answer.status : ARES_ETIMEOUT)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ResolveDnsTarget(const DnsTarget& target) {
+  std::vector<std::string> out;
+  const absl::Status s =
+      target.server.empty() ? ResolveWithSystem(target, out) : ResolveWithServer(target, out);
+  if (!s.ok()) return s;
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   if (out.empty()) return absl::UnavailableError(absl::StrCat(target.host, " has no addresses"));

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nodes/models/model_util.h"
@@ -26,43 +25,6 @@ v1::DType ToProtoDType(torch::ScalarType t) {
 }
 
 }  // namespace
-
-std::string DescribeType(const v1::PortType& type) {
-  switch (type.kind()) {
-    case v1::STRING: return "string";
-    case v1::INT: return "int";
-    case v1::FLOAT: return "float";
-    case v1::TENSOR: {
-      std::string dtype = type.dtype() == v1::DTYPE_UNSPECIFIED ? "float" : absl::AsciiStrToLower(v1::DType_Name(type.dtype()));
-      return type.rank() < 0 ? absl::StrCat(dtype, " tensor") : absl::StrCat(dtype, " tensor of rank ", type.rank());
-    }
-    default: return "unspecified";
-  }
-}
-
-v1::PortType TensorPort(v1::DType dtype, int rank) {
-  v1::PortType t;
-  t.set_kind(v1::TENSOR);
-  t.set_dtype(dtype);
-  t.set_rank(rank);
-  return t;
-}
-
-v1::PortType ScalarPort(v1::ValueKind kind) {
-  v1::PortType t;
-  t.set_kind(kind);
-  return t;
-}
-
-bool Compatible(const v1::PortType& from, const v1::PortType& to) {
-  if (from.kind() != to.kind()) return from.kind() == v1::INT && to.kind() == v1::FLOAT;
-  if (from.kind() != v1::TENSOR) return true;
-  const bool float_from = from.dtype() == v1::DTYPE_UNSPECIFIED || from.dtype() == v1::FLOAT32 ||
-                          from.dtype() == v1::FLOAT16 || from.dtype() == v1::BFLOAT16;
-  const bool dtype_ok = to.dtype() == from.dtype() || (to.dtype() == v1::DTYPE_UNSPECIFIED && float_from) ||
-                        (from.dtype() == v1::DTYPE_UNSPECIFIED && to.dtype() == v1::FLOAT32);
-  return dtype_ok && (to.rank() < 0 || from.rank() < 0 || to.rank() == from.rank());
-}
 
 std::string DescribeValue(const Value& v) {
   if (std::holds_alternative<std::string>(v)) return "string";
@@ -94,20 +56,6 @@ absl::Status CheckValue(const Value& v, const v1::PortType& type) {
     }
     default: return bad();
   }
-}
-
-const PortSpec* NodeContract::Input(const std::string& name) const {
-  for (const PortSpec& p : inputs) {
-    if (p.name == name) return &p;
-  }
-  return nullptr;
-}
-
-const PortSpec* NodeContract::Output(const std::string& name) const {
-  for (const PortSpec& p : outputs) {
-    if (p.name == name) return &p;
-  }
-  return nullptr;
 }
 
 bool NodeInputs::Has(const std::string& port) const {

@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nodes/ops/node_contract.h"
 #include "proto/sd/v1/graph.pb.h"
 
 namespace sd {
@@ -33,32 +34,6 @@ using Value = std::variant<std::monostate, std::string, int64_t, double, torch::
 std::string DescribeValue(const Value& v);
 // Checks `v` against `type` ("expected rank 3, got 2"); the caller prefixes the port's name.
 absl::Status CheckValue(const Value& v, const v1::PortType& type);
-v1::PortType TensorPort(v1::DType dtype, int rank);
-v1::PortType ScalarPort(v1::ValueKind kind);
-std::string DescribeType(const v1::PortType& type);
-// Whether a value of type `from` can flow into a port of type `to`.
-bool Compatible(const v1::PortType& from, const v1::PortType& to);
-
-struct PortSpec {
-  std::string name;
-  v1::PortType type;
-  bool optional = false;
-  std::string doc;
-};
-
-struct NodeContract {
-  std::vector<PortSpec> inputs;
-  std::vector<PortSpec> outputs;
-  // The options message type (nullptr: the kind takes no options).
-  const google::protobuf::Descriptor* options = nullptr;
-  std::string doc;
-  // Whether the kind computes with a checkpoint's networks (CLIP, UNet, VAE): such nodes are what the
-  // distributed runtime sends to workers; the rest are cheap and run in the host.
-  bool needs_model = false;
-  const PortSpec* Input(const std::string& name) const;
-  const PortSpec* Output(const std::string& name) const;
-};
-
 // What a run shares with its nodes: where models and the tokenizer come from, the compute dtype and
 // device, and the process-wide model cache. Passed per run: no globals.
 struct RunContext {

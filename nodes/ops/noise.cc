@@ -36,6 +36,7 @@ class Noise : public NodeKernel {
             v1::NoiseOptions::descriptor(),
             "seeded Gaussian noise in the reference's draw order"};
   }
+  static constexpr int64_t kMaxChannels = 64;  // a bound on what a request can make us draw
   explicit Noise(const google::protobuf::Any& options) : options_(UnpackOptions<v1::NoiseOptions>(options)) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
     int64_t index = options_.offset();
@@ -45,6 +46,10 @@ class Noise : public NodeKernel {
       index += *i;
     }
     const int64_t channels = options_.channels() > 0 ? options_.channels() : 4;
+    if (channels > kMaxChannels) {
+      return absl::InvalidArgumentError(absl::StrCat("Noise: channels ", channels, " is more than ",
+                                                     kMaxChannels, " (SD latents have 4)"));
+    }
     int64_t h = 0, w = 0;
     if (in.Has(kLike)) {
       auto like = in.Tensor(kLike);

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Runs each libFuzzer target for SECONDS (default 60) from a seed corpus of real and hostile files, and
-# prints the executions each made.   usage: run_fuzzers.sh FUZZ_BUILD_DIR [SECONDS] [PYTHON]
+# prints the executions each made.   usage: run_fuzzers.sh FUZZ_BUILD_DIR [SECONDS] [PYTHON] [SD_GRAPH]
+# SD_GRAPH (default: the main build's, beside FUZZ_BUILD_DIR) writes the node kind catalog the graph
+# fuzzer plans against.
 set -euo pipefail
 build=$1
 seconds=${2:-60}
 python=${3:-python3}
+sdgraph=${4:-$build/../host_plugin/cli/sd-graph}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/sdgraph-fuzz-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle" "$work/wire"
+mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle" "$work/wire" "$work/graph"
+# Graph seeds: the stock graphs and the examples; the kinds they use, as data.
+cp "$here"/../../graphs/*.pbtxt "$here"/../../graphs/examples/*.pbtxt "$work/graph/"
+"$sdgraph" kinds --textproto >"$work/kinds.textproto"
+export SD_FUZZ_NODE_KINDS="$work/kinds.textproto"
 # Seeds: the hostile corpus, genuine torch.save files, their pickles, small safetensors files.
 "$python" "$here/../python/write_hostile_ckpts.py" "$work/ckpt" "$work/canary"
 rm -f "$work/ckpt/expected.json"
@@ -57,7 +64,7 @@ seed("int", 4, 1, 0, -1, [], bytes(8))
 seed("float", 3, 2, 0, -1, [], bytes(8))
 PY
 
-for target in safetensors ckpt pickle wire; do
+for target in safetensors ckpt pickle wire graph; do
   log="$work/$target.log"
   if ! "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
        -max_len=65536 -timeout=10 "$work/$target" >"$log" 2>&1; then

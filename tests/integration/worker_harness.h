@@ -75,7 +75,7 @@ class WorkerProcess {
                                      "--models",
                                      models,
                                      "--listen",
-                                     "127.0.0.1:" + std::to_string(port),
+                                     host_ + ":" + std::to_string(port),
                                      "--port-file",
                                      port_file_,
                                      "--metrics-listen",
@@ -146,7 +146,10 @@ class WorkerProcess {
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   int port() const { return port_; }
-  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string target() const { return host_ + ":" + std::to_string(port_); }
+  // The loopback address to listen on (before Start; default 127.0.0.1). Linux routes all of
+  // 127.0.0.0/8 to loopback, so workers on 127.0.0.2 and 127.0.0.3 can share a port number.
+  void set_host(const std::string& host) { host_ = host; }
   std::string Metrics() const { return HttpGet(metrics_port_, "/metrics"); }
   int metrics_port() const { return metrics_port_; }
   const std::string& log() const { return log_; }
@@ -174,6 +177,7 @@ class WorkerProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0, metrics_port_ = 0;
+  std::string host_ = "127.0.0.1";
   std::string models_, log_, port_file_;
   std::vector<std::string> extra_;
 };

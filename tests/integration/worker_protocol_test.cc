@@ -339,23 +339,31 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
   EXPECT_TRUE(c.Infer(UNetRequest(), &out).ok());
 }
 
-// An allocation far beyond memory inside a node (Noise with a billion channels, on a worker that
-// serves every kind) comes back as RESOURCE_EXHAUSTED, and the worker answers the next call; the
-// metrics label calls of unknown kinds "other", never with the name a client sent.
+// An allocation far beyond memory inside a node (Noise of 4 million pixels a side, on a worker
+// whose operator raised the image limit that far and serves every kind) comes back as
+// RESOURCE_EXHAUSTED, and the worker answers the next call; a `channels` option beyond any latent's
+// is refused before anything is drawn; the metrics label calls of unknown kinds "other", never with
+// the name a client sent.
 TEST_F(WorkerProtocolTest, AllocationFailureIsAnErrorNotACrashAndLabelsAreBounded) {
   WorkerProcess all;
-  ASSERT_TRUE(all.Start(dir_->File("models"), dir_->File("all.log"), {"--serve-kinds", "all"}));
+  ASSERT_TRUE(all.Start(dir_->File("models"), dir_->File("all.log"),
+                        {"--serve-kinds", "all", "--max-image-size", "4000000"}));
   Client c(all.target());
-  ModelInferRequest noise;
-  noise.set_model_name("Noise");
-  (*noise.mutable_parameters())["options"].set_string_param("channels: 1000000000");
-  AddInput(noise, "seed", "INT64", {1}, std::string("\x01\0\0\0\0\0\0\0", 8));
-  int64_t side = 2048;
-  AddInput(noise, "height", "INT64", {1}, std::string(reinterpret_cast<const char*>(&side), 8));
-  AddInput(noise, "width", "INT64", {1}, std::string(reinterpret_cast<const char*>(&side), 8));
+  auto noise_request = [](int64_t side, const std::string& options) {
+    ModelInferRequest noise;
+    noise.set_model_name("Noise");
+    if (!options.empty()) (*noise.mutable_parameters())["options"].set_string_param(options);
+    AddInput(noise, "seed", "INT64", {1}, std::string("\x01\0\0\0\0\0\0\0", 8));
+    AddInput(noise, "height", "INT64", {1}, std::string(reinterpret_cast<const char*>(&side), 8));
+    AddInput(noise, "width", "INT64", {1}, std::string(reinterpret_cast<const char*>(&side), 8));
+    return noise;
+  };
   ModelInferResponse out;
-  grpc::Status s = c.Infer(noise, &out, "");
+  grpc::Status s = c.Infer(noise_request(4000000, ""), &out, "");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  s = c.Infer(noise_request(64, "channels: 1000000000"), &out, "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("channels"), std::string::npos) << s.error_message();
   EXPECT_TRUE(all.running());
   ASSERT_TRUE(c.Live("").ok());
   EXPECT_TRUE(c.Infer(UNetRequest(), &out, "").ok()) << "the worker still computes";

@@ -1,9 +1,12 @@
 // Graph validation: broken graphs are rejected before any model loads, with the code and a message that
 // names the file, line, node and port.
 #include <gmock/gmock.h>
+#include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
 #include "host_plugin/runtime/graph.h"
+#include "host_plugin/runtime/graph_plan.h"
+#include "nodes/base/file_util.h"
 #include "nodes/ops/model_cache.h"
 
 namespace sd {
@@ -143,6 +146,57 @@ TEST(GraphValidationTest, StockGraphsValidateAndEveryStockKindIsRegistered) {
     auto g = Graph::Load(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph);
     EXPECT_TRUE(g.ok()) << graph << ": " << g.status();
   }
+}
+
+// The contracts as data (what `sd-graph kinds --textproto` writes and the graph fuzzer plans
+// against) come back through text equal to the kinds' own, and plan every stock graph.
+TEST(GraphValidationTest, ContractsAsDataRoundTripAndPlanTheStockGraphs) {
+  StockNodeKinds();
+  v1::NodeKindCatalog catalog;
+  for (const std::string& k : NodeRegistry::Get().Names())
+    *catalog.add_kind() = ContractToInfo(k, (*NodeRegistry::Get().Find(k))->contract());
+  std::string text;
+  ASSERT_TRUE(google::protobuf::TextFormat::PrintToString(catalog, &text));
+  v1::NodeKindCatalog back;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &back));
+  ASSERT_EQ(back.kind_size(), catalog.kind_size());
+  std::map<std::string, NodeContract> contracts;
+  auto same_ports = [](const std::vector<PortSpec>& a, const std::vector<PortSpec>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i].name != b[i].name || a[i].optional != b[i].optional || a[i].doc != b[i].doc ||
+          a[i].type.SerializeAsString() != b[i].type.SerializeAsString())
+        return false;
+    }
+    return true;
+  };
+  for (const v1::NodeKindInfo& info : back.kind()) {
+    auto c = ContractFromInfo(info);
+    ASSERT_TRUE(c.ok()) << c.status();
+    const NodeContract own = (*NodeRegistry::Get().Find(info.name()))->contract();
+    EXPECT_TRUE(same_ports(c->inputs, own.inputs)) << info.name();
+    EXPECT_TRUE(same_ports(c->outputs, own.outputs)) << info.name();
+    EXPECT_EQ(c->options, own.options) << info.name();
+    EXPECT_EQ(c->needs_model, own.needs_model) << info.name();
+    EXPECT_EQ(c->doc, own.doc) << info.name();
+    contracts[info.name()] = *c;
+  }
+  auto lookup = [&](const std::string& kind) -> absl::StatusOr<NodeContract> {
+    auto it = contracts.find(kind);
+    if (it == contracts.end()) return absl::NotFoundError("unknown node kind '" + kind + "'");
+    return it->second;
+  };
+  for (const char* graph : {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt",
+                            "inpaint.pbtxt", "inpaint9.pbtxt"}) {
+    auto file = ReadWholeFile(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph, "graph");
+    ASSERT_TRUE(file.ok()) << file.status();
+    auto parsed = ParseGraph(*file, graph, lookup);
+    ASSERT_TRUE(parsed.ok()) << graph << ": " << parsed.status();
+    EXPECT_EQ(parsed->plan->order.size(), parsed->plan->nodes.size() + parsed->plan->loops.size());
+  }
+  v1::NodeKindInfo unknown = back.kind(0);
+  unknown.set_options_type("sd.v1.NoSuchOptions");
+  EXPECT_EQ(ContractFromInfo(unknown).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GraphValidationTest, RunRefusesMissingAndMistypedInputsBeforeLoadingModels) {

@@ -87,6 +87,17 @@ TEST(TrainSmokeTest, LossFallsAndTheModelRunsThroughSdGraph) {
   EXPECT_EQ(again.count("vae"), 0u);
   ASSERT_EQ(again.at("unet").size(), 5u);
   EXPECT_LT(MeanOf(again.at("unet"), 0, 5), 0.75 * MeanOf(losses.at("unet"), 0, 10));
+  // Its recipe records the first run's, then its own; its training time includes the first run's.
+  auto first = ReadSafetensors(dir.File("model.safetensors"));
+  auto second = ReadSafetensors(more.File("model.safetensors"));
+  ASSERT_TRUE(first.ok() && second.ok());
+  const std::string recipe = second->metadata.at("sdgraph.recipe");
+  EXPECT_EQ(
+      recipe.rfind(first->metadata.at("sdgraph.recipe") + "; then (from that model's weights) ", 0),
+      0u)
+      << recipe;
+  EXPECT_GE(std::stod(second->metadata.at("sdgraph.train_seconds")),
+            std::stod(first->metadata.at("sdgraph.train_seconds")));
 }
 
 TEST(TrainSmokeTest, AResumedRunTakesTheSameSteps) {
@@ -125,6 +136,10 @@ TEST(TrainSmokeTest, BadFlagsAreRefusedWithUsage) {
   const auto n = testing::RunCommand(kTrain + " --out /tmp/x --vae-steps many");
   EXPECT_EQ(n.exit_code, 2);
   EXPECT_NE(n.err.find("--vae-steps: 'many' is not a number"), std::string::npos) << n.err;
+  for (const char* flag : {" --x0-weight-cap 0.5", " --high-t-fraction 1.5"}) {
+    const auto f = testing::RunCommand(kTrain + " --out /tmp/x" + flag);
+    EXPECT_EQ(f.exit_code, 2) << flag;
+  }
   const auto h = testing::RunCommand(kTrain + " --help");
   EXPECT_EQ(h.exit_code, 0);
   EXPECT_NE(h.out.find("resume"), std::string::npos);

@@ -39,6 +39,13 @@ constexpr char kUsage[] =
     "X (3e-4)\n"
     "  --kl-weight X          weight of the KL term, per image (default 1e-5)\n"
     "  --ema-decay X          (default 0.999)\n"
+    "  --x0-weight-cap C      weight each sample's noise-prediction loss by 1/SNR(t), clamped to\n"
+    "                         [1, C]: more weight on the noisiest steps, where the layout (a "
+    "shape's\n"
+    "                         position) is decided (default 1: the plain loss)\n"
+    "  --high-t-fraction F    this fraction of each batch takes its timesteps from the noisiest "
+    "30%\n"
+    "                         (default 0: all uniform)\n"
     "  --max-minutes M        save and stop after M minutes of this run (resume later)\n"
     "  --init-from MODEL      start a fresh run from MODEL's weights (e.g. the shipped demo "
     "model), its\n"
@@ -83,6 +90,8 @@ int main(int argc, char** argv) {
                      "diffusion-lr",
                      "kl-weight",
                      "ema-decay",
+                     "x0-weight-cap",
+                     "high-t-fraction",
                      "max-minutes",
                      "log-every",
                      "threads",
@@ -131,6 +140,8 @@ int main(int argc, char** argv) {
       ParseNumber(*args, "diffusion-lr", &o.diffusion_lr) &&
       ParseNumber(*args, "kl-weight", &o.kl_weight) &&
       ParseNumber(*args, "ema-decay", &o.ema_decay) &&
+      ParseNumber(*args, "x0-weight-cap", &o.x0_weight_cap) &&
+      ParseNumber(*args, "high-t-fraction", &o.high_t_fraction) &&
       ParseNumber(*args, "max-minutes", &o.max_minutes) &&
       ParseNumber(*args, "log-every", &o.log_every) && ParseNumber(*args, "threads", &o.threads) &&
       ParseNumber(*args, "stop-after-steps", &o.stop_after_steps) &&
@@ -141,9 +152,11 @@ int main(int argc, char** argv) {
   if (!numbers_ok) return 2;
   if (o.vae_steps < 0 || o.diffusion_steps < 0 || o.vae_batch < 1 || o.diffusion_batch < 1 ||
       o.log_every < 1 || o.pool_size < 1 || o.stop_after_steps < 0 || o.warmup_steps < 1 ||
-      o.decoder_steps < 0) {
+      o.decoder_steps < 0 || !(o.x0_weight_cap >= 1) ||
+      !(o.high_t_fraction >= 0 && o.high_t_fraction <= 1)) {
     std::fprintf(stderr,
-                 "sd-train: step counts must be >= 0; batches, --pool-size and --log-every >= 1\n");
+                 "sd-train: step counts must be >= 0; batches, --pool-size and --log-every >= 1; "
+                 "--x0-weight-cap >= 1; --high-t-fraction in [0, 1]\n");
     return 2;
   }
   const absl::Status s = sd::train::Train(o);

@@ -11,11 +11,13 @@
 #include <fstream>
 #include <random>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/schedulers/sampler.h"
 #include "nodes/text/clip_tokenizer.h"
+#include "nodes/weights/checkpoint.h"
 #include "tools/train/shapes_dataset.h"
 #include "tools/train/train_state.h"
 
@@ -233,12 +235,17 @@ double Trainer::DiffusionStep(int64_t step) {
          m_.config.vae.scale_factor;
   }
   const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
-  const torch::Tensor t = torch::randint(0, schedule.train_steps(), {n}, torch::kInt64);
+  const int64_t high = static_cast<int64_t>(std::llround(o_.high_t_fraction * n));
+  const int64_t steps = schedule.train_steps(), noisiest = steps - steps * 3 / 10;
+  const torch::Tensor t = torch::cat({torch::randint(noisiest, steps, {high}, torch::kInt64),
+                                      torch::randint(0, steps, {n - high}, torch::kInt64)});
   const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, t).view({n, 1, 1, 1});
   const torch::Tensor eps = torch::randn_like(x0);
   const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
   const torch::Tensor context = m_.clip->forward(Tokens(captions, rng));
-  const torch::Tensor loss = (m_.unet->forward(xt, t, context) - eps).pow(2).mean();
+  const torch::Tensor per_sample = (m_.unet->forward(xt, t, context) - eps).pow(2).mean({1, 2, 3});
+  const torch::Tensor weight = ((1.0 - abar) / abar).view({n}).clamp(1.0, o_.x0_weight_cap);
+  const torch::Tensor loss = (per_sample * weight).sum() / weight.sum();
   SetLearningRate(diff_opt_,
                   LearningRate(o_.diffusion_lr, step, o_.diffusion_steps, o_.warmup_steps));
   diff_opt_.zero_grad();
@@ -285,6 +292,25 @@ void Trainer::Log(const char* phase, int64_t step, int64_t total, double loss,
   window_loss_ = 0;
   window_steps_ = 0;
   window_start_ = Clock::now();
+}
+
+// A run that went on from another model's weights records that model's recipe and training time
+// before its own, so the shipped file says everything it took to make it.
+void ChainRecipe(const std::string& init_from, std::map<std::string, std::string>& metadata) {
+  std::string before = absl::StrCat("start from ", init_from);
+  double seconds = 0;
+  if (auto ckpt = Checkpoint::Open(init_from); ckpt.ok()) {
+    const auto& prior = (*ckpt)->metadata();
+    if (auto it = prior.find("sdgraph.recipe"); it != prior.end()) before = it->second;
+    if (auto it = prior.find("sdgraph.train_seconds");
+        it != prior.end() && !absl::SimpleAtod(it->second, &seconds))
+      seconds = 0;
+  }
+  metadata["sdgraph.recipe"] =
+      absl::StrCat(before, "; then (from that model's weights) ", metadata["sdgraph.recipe"]);
+  double own = 0;
+  if (absl::SimpleAtod(metadata["sdgraph.train_seconds"], &own))
+    metadata["sdgraph.train_seconds"] = absl::StrFormat("%.0f", own + seconds);
 }
 
 absl::Status Trainer::Save() {
@@ -359,7 +385,7 @@ absl::Status Trainer::Run() {
 absl::Status Trainer::Export() {
   const std::string path =
       o_.export_path.empty() ? o_.out_dir + "/model.safetensors" : o_.export_path;
-  const std::map<std::string, std::string> metadata = {
+  std::map<std::string, std::string> metadata = {
       {"sdgraph.description",
        "A demo model trained by sdgraph (sd-train) on procedurally drawn shapes: one flat circle, "
        "square or "
@@ -374,15 +400,18 @@ absl::Status Trainer::Export() {
                        "--diffusion-steps %d "
                        "--diffusion-batch %d --vae-lr %g --diffusion-lr %g --warmup-steps %d "
                        "--kl-weight %g --ema-decay %g "
-                       "--pool-size %d --decoder-steps %d --decoder-lr %g",
+                       "--pool-size %d --decoder-steps %d --decoder-lr %g --x0-weight-cap %g "
+                       "--high-t-fraction %g",
                        o_.config, o_.size, o_.seed, o_.vae_steps, o_.vae_batch, o_.diffusion_steps,
                        o_.diffusion_batch, o_.vae_lr, o_.diffusion_lr, o_.warmup_steps,
-                       o_.kl_weight, o_.ema_decay, o_.pool_size, o_.decoder_steps, o_.decoder_lr)},
+                       o_.kl_weight, o_.ema_decay, o_.pool_size, o_.decoder_steps, o_.decoder_lr,
+                       o_.x0_weight_cap, o_.high_t_fraction)},
       {"sdgraph.train_seconds", absl::StrFormat("%.0f", progress_.seconds)},
       {"sdgraph.train_steps",
        absl::StrFormat("vae %d, diffusion %d, decoder %d", progress_.vae_step,
                        progress_.diffusion_step, progress_.decoder_step)},
   };
+  if (!o_.init_from.empty()) ChainRecipe(o_.init_from, metadata);
   if (absl::Status s = ExportModel(path, m_, ema_, metadata); !s.ok()) return s;
   std::printf("wrote %s after %s of training\n", path.c_str(), Duration(progress_.seconds).c_str());
   return absl::OkStatus();

@@ -41,6 +41,13 @@ struct TrainOptions {
   double kl_weight = 1e-5;       // per image: KL summed over latent elements
   double uncond_fraction = 0.1;  // captions replaced by "" (classifier-free guidance)
   double ema_decay = 0.999;
+  // Each sample's ε loss is weighted by 1/SNR(t) clamped to [1, x0_weight_cap]: where noise
+  // dominates that is the loss on the predicted picture, which is where the layout (a shape's
+  // position) is decided and where a plain ε loss barely sees it. 1: the plain ε loss.
+  double x0_weight_cap = 1;
+  // This fraction of each batch draws its timesteps from the noisiest 30% (t >= 700 of 1000),
+  // the rest from all of them.
+  double high_t_fraction = 0;
   int log_every = 25;
   int save_every_s = 300;
   double max_minutes = 0;  // > 0: save and stop after this long (run again to resume)

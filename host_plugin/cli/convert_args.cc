@@ -1,0 +1,49 @@
+#include "host_plugin/cli/convert_args.h"
+
+#include <cstdio>
+
+#include "host_plugin/cli/commands.h"
+#include "host_plugin/cli/common.h"
+
+namespace sd::cli {
+
+namespace {
+constexpr char kHelp[] =
+    "usage: sd-graph convert IN OUT.safetensors [--dtype f32|f16|bf16]\n"
+    "\n"
+    "Re-saves any supported checkpoint (.safetensors, or a .ckpt read without running code from "
+    "it) as\n"
+    "safetensors, the safe and fast format: every tensor under its original name, made "
+    "contiguous.\n"
+    "Floating-point tensors are converted to --dtype when given (integer buffers such as "
+    "position_ids\n"
+    "keep their type); without --dtype, dtypes are kept. Non-tensor .ckpt entries are dropped.\n"
+    "The output is written to a temporary file and renamed into place.\n";
+}  // namespace
+
+std::optional<ConvertArgs> ParseConvertArgs(const std::vector<std::string>& argv, int* exit_code) {
+  *exit_code = kExitOk;
+  auto args = ParseCommandLine("convert", argv, {{"dtype"}, {}}, kHelp, exit_code);
+  if (!args) return std::nullopt;
+  if (args->positionals().size() != 2) {
+    std::fprintf(stderr, "sd-graph convert: expected IN and OUT\n\n%s", kHelp);
+    *exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  ConvertArgs out;
+  out.in = args->positionals()[0];
+  out.out = args->positionals()[1];
+  if (auto d = args->Get("dtype")) {
+    auto parsed = ParseFloatDType(*d);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "sd-graph convert: %s\n",
+                   std::string(parsed.status().message()).c_str());
+      *exit_code = kExitUsage;
+      return std::nullopt;
+    }
+    out.dtype = *parsed;
+  }
+  return out;
+}
+
+}  // namespace sd::cli

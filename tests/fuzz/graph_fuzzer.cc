@@ -1,0 +1,103 @@
+// libFuzzer target: the graph text parser and planner (ParseGraph) on arbitrary text. The node
+// kinds are the real ones, read as data from the catalog `sd-graph kinds --textproto` writes (this
+// target is built without LibTorch, so without the kinds themselves); run_fuzzers.sh passes its
+// path in SD_FUZZ_NODE_KINDS. Whatever the planner accepts is walked in full, checking the promises
+// Graph::Run relies on: every ordered unit exists once, every wired port is in its kind's contract,
+// every required input is wired, and every source a node or output reads has a type.
+#include <google/protobuf/text_format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "host_plugin/runtime/graph_plan.h"
+#include "proto/sd/v1/nodes.pb.h"
+
+namespace {
+
+std::map<std::string, sd::NodeContract>* g_contracts = nullptr;
+
+void Die(const std::string& why) {
+  std::fprintf(stderr, "graph_fuzzer: %s\n", why.c_str());
+  std::abort();
+}
+
+void CheckNode(const sd::PlannedNode& p, const sd::GraphPlan& plan) {
+  if (!p.node) Die("a planned node without its config");
+  std::set<std::string> wired;
+  for (const auto& [port, source] : p.inputs) {
+    if (!p.contract.Input(port))
+      Die("node " + p.node->name() + " reads an undeclared port " + port);
+    if (source.empty()) Die("node " + p.node->name() + " has an empty source");
+    wired.insert(port);
+  }
+  for (const sd::PortSpec& s : p.contract.inputs) {
+    if (!s.optional && !wired.count(s.name)) Die("required input " + s.name + " not wired");
+  }
+  (void)plan;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* path = std::getenv("SD_FUZZ_NODE_KINDS");
+  if (!path) Die("set SD_FUZZ_NODE_KINDS to the output of `sd-graph kinds --textproto`");
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  sd::v1::NodeKindCatalog catalog;
+  if (!in || !google::protobuf::TextFormat::ParseFromString(text.str(), &catalog))
+    Die(std::string("cannot read the node kind catalog ") + path);
+  // The options messages all live in nodes.proto: using one links the file, whose descriptors
+  // the catalog's options types are looked up in.
+  (void)sd::v1::NoiseOptions::descriptor();
+  g_contracts = new std::map<std::string, sd::NodeContract>();
+  for (const sd::v1::NodeKindInfo& k : catalog.kind()) {
+    auto c = sd::ContractFromInfo(k);
+    if (!c.ok()) Die(std::string(c.status().message()));
+    (*g_contracts)[k.name()] = *std::move(c);
+  }
+  if (g_contracts->empty()) Die(std::string("no node kinds in ") + path);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  auto lookup = [](const std::string& kind) -> absl::StatusOr<sd::NodeContract> {
+    auto it = g_contracts->find(kind);
+    if (it == g_contracts->end()) return absl::NotFoundError("unknown node kind '" + kind + "'");
+    return it->second;
+  };
+  absl::StatusOr<sd::ParsedGraph> parsed = sd::ParseGraph(text, "fuzz.pbtxt", lookup);
+  if (!parsed.ok()) {
+    if (parsed.status().code() != absl::StatusCode::kInvalidArgument)
+      Die("a bad graph must be INVALID_ARGUMENT: " + parsed.status().ToString());
+    if (parsed.status().message().find("fuzz.pbtxt") == absl::string_view::npos)
+      Die("an error that does not name the file: " + parsed.status().ToString());
+    return 0;
+  }
+  const sd::GraphPlan& plan = *parsed->plan;
+  if (plan.order.size() != plan.nodes.size() + plan.loops.size())
+    Die("units missing from the order");
+  std::set<std::pair<bool, int>> seen;
+  for (const auto& unit : plan.order) {
+    const size_t limit = unit.first ? plan.loops.size() : plan.nodes.size();
+    if (unit.second < 0 || static_cast<size_t>(unit.second) >= limit)
+      Die("an order entry out of range");
+    if (!seen.insert(unit).second) Die("a unit ordered twice");
+  }
+  for (const sd::PlannedNode& p : plan.nodes) CheckNode(p, plan);
+  for (const sd::PlannedLoop& l : plan.loops) {
+    if (!l.loop) Die("a planned loop without its config");
+    for (const sd::PlannedNode& p : l.body) CheckNode(p, plan);
+  }
+  for (const auto& o : parsed->config->output()) {
+    if (!plan.types.count(o.source()))
+      Die("output " + o.name() + " reads an untyped source " + o.source());
+  }
+  return 0;
+}
