@@ -12,10 +12,9 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -23,6 +22,8 @@
 #include "absl/strings/str_format.h"
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
+#include "host_plugin/cli/generate_help.h"
+#include "host_plugin/cli/generate_util.h"
 #include "host_plugin/cli/image_io.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/stock_graphs.h"
@@ -56,114 +57,6 @@ class WorkerPool : public NodeDispatcher {
 namespace sd::cli {
 namespace {
 
-constexpr char kCommonFlags[] =
-    "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); default: the demo model\n"
-    "                    (deploy/models/sd-demo-shapes.safetensors: 64x64 flat shapes, not Stable "
-    "Diffusion)\n"
-    "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
-    "  --dtype D         f32 (default, the reference's numbers) or bf16: weights held in bfloat16, "
-    "half "
-    "the\n"
-    "                    memory, slightly different images. On a CPU without AMX, bf16 weights "
-    "compute in\n"
-    "                    fp32 (faster there than bf16 arithmetic; SD_CPU_BF16=native|f32 "
-    "overrides)\n"
-    "  --threads N       CPU threads (default: all cores)\n"
-    "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, "
-    "OUT-1.png ...\n"
-    "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n"
-    "  --stats FILE      after a successful run, write JSON with the images made, the seconds "
-    "taken and\n"
-    "                    this process's peak resident memory (peak_rss_bytes)\n";
-
-constexpr char kWorkerFlags[] =
-    "\nDistributed (node calls on sd-worker processes; the same graph, the same image in f32):\n"
-    "  --workers LIST    HOST:PORT,HOST:PORT,... or dns:///SERVICE:PORT (a Kubernetes headless "
-    "service:\n"
-    "                    every address it resolves to is a worker; dns://SERVER/NAME:PORT asks "
-    "that "
-    "DNS server);\n"
-    "                    --model is then a model name in the workers' repositories\n"
-    "  --parallel N      with --batch: images in flight at once (default: one per worker)\n"
-    "  --token-file F    bearer token for the workers (first line of F; or set SD_WORKER_TOKEN)\n"
-    "  --tls-ca F        use TLS, trusting this CA (PEM)\n"
-    "  --tls-cert F --tls-key F   client certificate for mutual TLS\n"
-    "  --tls-server-name NAME     the name in the workers' certificates, when it is not the host "
-    "name\n"
-    "  --require-tls     refuse plaintext connections to workers (without it, a token sent in "
-    "plaintext\n"
-    "                    gets a warning)\n"
-    "  --wire-dtype D    f32 (default), f16 or bf16: activations on the wire (half the bytes; not "
-    "bit-exact)\n"
-    "  --call-timeout S  deadline of one node call in seconds (default 600); late calls are "
-    "retried elsewhere\n"
-    "  --max-attempts N  workers one call may fail on before the run gives up (default 3); a busy "
-    "worker\n"
-    "                    (full queue) is waited for with backoff and does not count\n"
-    "  --max-message-mb N   largest request or response (default 64, as sd-worker's)\n";
-
-constexpr char kPromptFlags[] =
-    "  --prompt TEXT     what to draw\n"
-    "  --negative TEXT   what to steer away from (default: empty)\n"
-    "  --steps N         sampler steps (default 50)\n"
-    "  --cfg S           classifier-free guidance scale (default 7.5)\n"
-    "  --seed N          seed of the torch CPU generator; same seed, same image as the reference "
-    "(default 0)\n"
-    "  --sampler NAME    ddpm (the reference's sampler; the default), ddim, euler, euler_a, "
-    "dpmpp_2m\n"
-    "  --karras          Karras sigma spacing (euler, euler_a, dpmpp_2m)\n"
-    "  --eta E           DDIM's eta (default 0: deterministic)\n"
-    "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n";
-
-std::string RunHelp() {
-  return absl::StrCat(
-      "usage: sd-graph run GRAPH.pbtxt [--model M] [--set NAME=VALUE ...] -o OUT [flags]\n\n"
-      "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a "
-      "file as\n"
-      "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
-      kCommonFlags, kWorkerFlags,
-      "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame "
-      "number\n"
-      "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
-      "\n"
-      "Render-farm mode:\n"
-      "  --frames A-B[:S] render frames A to B (every S-th); OUT is a pattern such as "
-      "out/frame_%04d.png;\n"
-      "                  each frame's seed is SEED + frame; frames whose file exists are skipped\n"
-      "  --overwrite       render existing frames again\n"
-      "  Progress is printed as flushed lines farm managers read (openjd_progress: NN, "
-      "openjd_status: ...,\n"
-      "  Progress: NN%). Exit codes: 0 done; 2 bad arguments or graph, 3 missing model or input "
-      "file\n"
-      "  (permanent: do not retry); 75 workers unavailable or timed out (retry); 130 cancelled "
-      "(SIGTERM or\n"
-      "  SIGINT: the frame in progress is abandoned, no partial file is left); 1 other "
-      "failures.\n");
-}
-
-std::string Txt2ImgHelp() {
-  return absl::StrCat(
-      "usage: sd-graph txt2img [--model M] --prompt TEXT -o OUT [flags]\n\n"
-      "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
-      kCommonFlags, kPromptFlags, kWorkerFlags,
-      "  --width W         pixels, a multiple of 64 (default: the model's native size; 512 for SD "
-      "v1.x)\n"
-      "  --height H        pixels, a multiple of 64 (default: the model's native size; 512 for SD "
-      "v1.x)\n");
-}
-
-std::string Img2ImgHelp() {
-  return absl::StrCat(
-      "usage: sd-graph img2img [--model M] --init IMG --prompt TEXT -o OUT [flags]\n\n"
-      "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
-      "--width x --height (multiples of 64).\n\n",
-      kCommonFlags, kPromptFlags, kWorkerFlags,
-      "  --init IMG        the input image\n"
-      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
-      "  --width W         work at this width, resizing the input (default: the input's)\n"
-      "  --height H        work at this height, resizing the input (default: the input's)\n");
-}
-
 std::string StockGraph(const std::string& name) { return StockGraphPath(name, DirOfExecutable()); }
 
 std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
@@ -174,15 +67,6 @@ std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); 
 int LocalNativeSize(ModelCache& models, const std::string& path) {
   auto entry = models.Open(path);
   return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(0) : 0;
-}
-
-std::string NumberedOutput(const std::string& out, int index, int batch) {
-  if (batch <= 1) return out;
-  const size_t dot = out.rfind('.');
-  const size_t slash = out.rfind('/');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash))
-    return absl::StrCat(out, "-", index + 1);
-  return absl::StrCat(out.substr(0, dot), "-", index + 1, out.substr(dot));
 }
 
 class ProgressPrinter {
@@ -214,132 +98,165 @@ class ProgressPrinter {
   int last_ = 0;
 };
 
-std::string InpaintHelp() {
-  return absl::StrCat(
-      "usage: sd-graph inpaint [--model M] --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
-      "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
-      "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
-      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
-      kCommonFlags, kPromptFlags, kWorkerFlags,
-      "  --init IMG        the image\n"
-      "  --mask MASK       white = repaint, black = keep\n"
-      "  --width W         work at this width, resizing image and mask (default: the image's)\n"
-      "  --height H        work at this height, resizing image and mask (default: the image's)\n"
-      "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
-}
-
-// The sampler names other SD tools write in "parameters".
-std::string SamplerLabel(const std::string& name, bool karras) {
-  const std::map<std::string, std::string> labels = {{"ddpm", "DDPM"},
-                                                     {"ddim", "DDIM"},
-                                                     {"euler", "Euler"},
-                                                     {"euler_a", "Euler a"},
-                                                     {"dpmpp_2m", "DPM++ 2M"}};
-  auto it = labels.find(name);
-  return (it == labels.end() ? name : it->second) + (karras ? " Karras" : "");
-}
-
-enum class Mode { kRun, kTxt2Img, kImg2Img, kInpaint };
-
-// Exit codes farm managers can act on.
-constexpr int kExitMissing = 3;
-constexpr int kExitRetry = 75;  // EX_TEMPFAIL
-constexpr int kExitCancelled = 130;
-
-int ExitCodeFor(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kAborted:
-      return kExitRetry;
-    case absl::StatusCode::kCancelled:
-      return kExitCancelled;
-    case absl::StatusCode::kNotFound:
-      return kExitMissing;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kUnimplemented:
-      return kExitUsage;
-    default:
-      return kExitFailure;
-  }
-}
-
 std::atomic<bool> g_cancel{
     false};  // set by SIGTERM / SIGINT; passed to each run as RunOptions::cancelled
 
 extern "C" void OnTerminate(int) { g_cancel.store(true); }
 
-// "A-B" or "A-B:S" -> frame numbers.
-absl::StatusOr<std::vector<int64_t>> ParseFrames(const std::string& text) {
-  std::string range = text;
-  int64_t step = 1;
-  if (size_t colon = text.find(':'); colon != std::string::npos) {
-    range = text.substr(0, colon);
-    if (!absl::SimpleAtoi(text.substr(colon + 1), &step) || step < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--frames ", text, ": the step must be a positive integer"));
+// The parameters line other SD tools write and read (A1111 style), so an image can be reproduced:
+// the prompt, negative prompt, steps, sampler, CFG scale, seed, size, model hash and name, and the
+// denoising strength where the graph has one.
+std::string ParametersLine(Mode mode, const Graph& graph,
+                           const std::map<std::string, Value>& inputs, int64_t width,
+                           int64_t height, const std::string& model_hash,
+                           const std::string& model) {
+  auto text = [&](const char* key, const std::string& fallback) {
+    auto it = inputs.find(key);
+    if (it != inputs.end() && std::holds_alternative<std::string>(it->second))
+      return std::get<std::string>(it->second);
+    return fallback;
+  };
+  auto number = [&](const char* key) -> std::string {
+    auto it = inputs.find(key);
+    if (it != inputs.end() && std::holds_alternative<int64_t>(it->second))
+      return std::to_string(std::get<int64_t>(it->second));
+    if (it != inputs.end() && std::holds_alternative<double>(it->second))
+      return absl::StrFormat("%g", std::get<double>(it->second));
+    const v1::GraphInput* in = graph.Input(key);
+    if (!in) return "";
+    if (in->default_value().kind_case() == v1::Value::kI)
+      return std::to_string(in->default_value().i());
+    if (in->default_value().kind_case() == v1::Value::kF)
+      return absl::StrFormat("%g", in->default_value().f());
+    return "";
+  };
+  std::string params = absl::StrCat(
+      text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ", number("steps"),
+      ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
+      ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", width, "x", height,
+      ", Model hash: ", model_hash.substr(0, 10), ", Model: ", Basename(model));
+  if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph.Input("strength"))) {
+    absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
+  }
+  return params;
+}
+
+// img2img and inpaint: the init image (and the mask) into `inputs`, resized to --width x --height
+// when given (the reference resizes its input to the working size too; the resampling filter
+// differs from PIL's, so pixels may differ slightly then). kExitOk, or the exit code after saying
+// why.
+int ReadInitAndMask(Mode mode, const std::string& name, const Args& args,
+                    std::map<std::string, Value>* inputs) {
+  if (mode != Mode::kImg2Img && mode != Mode::kInpaint) return kExitOk;
+  auto usage = [&](const std::string& msg) { return UsageError(name, msg); };
+  if (!args.Get("init")) return usage("--init IMG is required");
+  auto px = ReadImageRgb8(*args.Get("init"));
+  if (!px.ok()) return FailWithCode(name, px.status());
+  // --width/--height: the size to work at. The reference resizes its input to the working size;
+  // so do we when they differ (the resampling filter differs from PIL's, so pixels may differ
+  // slightly then).
+  int64_t want_w = px->size(1), want_h = px->size(0);
+  for (auto [flag, target] :
+       {std::pair<const char*, int64_t*>{"width", &want_w}, {"height", &want_h}}) {
+    if (auto v = args.Get(flag);
+        v && (!absl::SimpleAtoi(*v, target) || *target <= 0 || *target % 64 != 0)) {
+      return usage(absl::StrCat("--", flag, " ", *v, ": SD v1.x needs a positive multiple of 64"));
     }
   }
-  int64_t a, b;
-  const size_t dash = range.find('-', 1);
-  if (dash == std::string::npos) {
-    if (!absl::SimpleAtoi(range, &a))
-      return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
-    b = a;
-  } else if (!absl::SimpleAtoi(range.substr(0, dash), &a) ||
-             !absl::SimpleAtoi(range.substr(dash + 1), &b)) {
-    return absl::InvalidArgumentError(absl::StrCat("--frames ", text, " is not A-B[:S]"));
+  const bool resize = want_w != px->size(1) || want_h != px->size(0);
+  if (resize) {
+    std::fprintf(stderr, "sd-graph %s: resizing the init image from %lldx%lld to %lldx%lld\n",
+                 name.c_str(), static_cast<long long>(px->size(1)),
+                 static_cast<long long>(px->size(0)), static_cast<long long>(want_w),
+                 static_cast<long long>(want_h));
+    px = ResizeRgb8(*px, want_w, want_h);
+    if (!px.ok()) return FailWithCode(name, px.status());
   }
-  if (b < a || (b - a) / step > 1000000)
-    return absl::InvalidArgumentError(absl::StrCat("--frames ", text, ": B must be >= A"));
-  std::vector<int64_t> frames;
-  for (int64_t f = a; f <= b; f += step) frames.push_back(f);
-  return frames;
+  if (px->size(0) % 64 || px->size(1) % 64) {
+    return usage(absl::StrCat(
+        "the init image is ", px->size(1), "x", px->size(0),
+        "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
+  }
+  (*inputs)["init"] = *px;
+  if (mode == Mode::kInpaint) {
+    if (!args.Get("mask")) return usage("--mask MASK is required");
+    auto mask = ReadImageRgb8(*args.Get("mask"));
+    if (!mask.ok()) return FailWithCode(name, mask.status());
+    if (resize && mask->size(0) * want_w == mask->size(1) * want_h)
+      mask = ResizeRgb8(*mask, want_w, want_h);
+    if (!mask.ok()) return FailWithCode(name, mask.status());
+    if (mask->sizes() != px->sizes()) {
+      return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0),
+                                " but the image is ", px->size(1), "x", px->size(0),
+                                "; they must be the same size"));
+    }
+    (*inputs)["mask"] = *mask;
+  }
+  return kExitOk;
 }
 
-// out/frame_%04d.png -> out/frame_0007.png (one %d, %Nd or %0Nd conversion).
-absl::StatusOr<std::string> FramePath(const std::string& pattern, int64_t frame) {
-  const size_t pct = pattern.find('%');
-  if (pct == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("-o ", pattern, ": farm mode needs a frame pattern such as frame_%04d.png"));
+// Distributed runs: connects to --workers and asks them for the model (they report its hash and
+// shape). Without --workers, refuses the flags that only apply to them. kExitOk, or the exit code
+// after saying why.
+int ConnectWorkers(const std::string& name, const Args& args, const std::string& model_name,
+                   std::unique_ptr<WorkerPool>* pool, std::optional<ModelInfo>* remote_model) {
+  auto usage = [&](const std::string& msg) { return UsageError(name, msg); };
+  if (args.Has("workers")) {
+#ifdef SD_HAVE_GRPC
+    auto targets = WorkerPool::ParseTargets(*args.Get("workers"));
+    if (!targets.ok()) return usage(std::string(targets.status().message()));
+    WorkerPoolOptions po;
+    po.targets = *targets;
+    po.tls_ca = args.GetOr("tls-ca", "");
+    po.tls_cert = args.GetOr("tls-cert", "");
+    po.tls_key = args.GetOr("tls-key", "");
+    po.tls_server_name = args.GetOr("tls-server-name", "");
+    po.require_tls = args.Has("require-tls");
+    auto token = ReadToken(args.GetOr("token-file", ""));
+    if (!token.ok()) return usage(std::string(token.status().message()));
+    po.token = *token;
+    if (auto w = args.Get("wire-dtype")) {
+      auto d = ParseWireDType(*w);
+      if (!d.ok()) return usage(std::string(d.status().message()));
+      po.wire = *d;
+    }
+    if (auto t = args.Get("call-timeout");
+        t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
+      return usage("--call-timeout must be a positive number of seconds");
+    }
+    if (auto t = args.Get("max-attempts");
+        t && (!absl::SimpleAtoi(*t, &po.max_attempts) || po.max_attempts < 1)) {
+      return usage("--max-attempts must be a positive integer");
+    }
+    if (auto t = args.Get("max-message-mb");
+        t && (!absl::SimpleAtoi(*t, &po.max_message_mb) || po.max_message_mb < 1 ||
+              po.max_message_mb > 2000)) {
+      return usage("--max-message-mb must be an integer from 1 to 2000");
+    }
+    auto created = WorkerPool::Create(po);
+    if (!created.ok()) return FailWithCode(name, created.status());
+    *pool = *std::move(created);
+    auto info = (*pool)->Prepare(model_name);
+    if (!info.ok()) return FailWithCode(name, info.status());
+    *remote_model = *info;
+#else
+    (void)model_name, (void)pool, (void)remote_model;
+    return usage("--workers: this sd-graph was built without gRPC (SD_WITH_GRPC=OFF)");
+#endif
+  } else {
+    for (const char* f :
+         {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name",
+          "wire-dtype", "call-timeout", "max-attempts", "max-message-mb", "require-tls"}) {
+      if (args.Has(f))
+        return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
+    }
   }
-  size_t end = pct + 1;
-  while (end < pattern.size() && std::isdigit(static_cast<unsigned char>(pattern[end]))) ++end;
-  if (end >= pattern.size() || pattern[end] != 'd' || pattern.find('%', end) != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("-o ", pattern, ": use exactly one %d, %4d or %04d"));
-  }
-  const std::string spec = pattern.substr(pct + 1, end - pct - 1);
-  const int width = spec.empty() ? 0 : std::stoi(spec);
-  std::string num = std::to_string(frame < 0 ? -frame : frame);
-  const char fill = !spec.empty() && spec[0] == '0' ? '0' : ' ';
-  while (static_cast<int>(num.size()) < width - (frame < 0 ? 1 : 0)) num.insert(num.begin(), fill);
-  if (frame < 0) num.insert(num.begin(), '-');
-  return pattern.substr(0, pct) + num + pattern.substr(end + 1);
-}
-
-int FailWithCode(const std::string& name, const absl::Status& s) {
-  Fail(name, s);
-  return ExitCodeFor(s);
-}
-
-std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
-    s.replace(p, from.size(), to);
-  return s;
+  return kExitOk;
 }
 
 int Generate(Mode mode, const std::vector<std::string>& argv) {
-  const std::string name = mode == Mode::kRun       ? "run"
-                           : mode == Mode::kTxt2Img ? "txt2img"
-                           : mode == Mode::kImg2Img ? "img2img"
-                                                    : "inpaint";
-  const std::string help = mode == Mode::kRun       ? RunHelp()
-                           : mode == Mode::kTxt2Img ? Txt2ImgHelp()
-                           : mode == Mode::kImg2Img ? Img2ImgHelp()
-                                                    : InpaintHelp();
+  const std::string name = ModeName(mode);
+  const std::string help = GenerateHelp(mode);
   FlagSpec spec{
       {"model",      "tokenizer",    "dtype",        "threads",       "output",  "o",
        "dump",       "stats",        "set",          "frames",        "seed",    "workers",
@@ -376,10 +293,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   int code = kExitOk;
   auto args = ParseCommandLine(name, rest, spec, help.c_str(), &code);
   if (!args) return code;
-  auto usage = [&](const std::string& msg) {
-    std::fprintf(stderr, "sd-graph %s: %s\n", name.c_str(), msg.c_str());
-    return kExitUsage;
-  };
+  auto usage = [&](const std::string& msg) { return UsageError(name, msg); };
   std::string model = args->GetOr("model", "");
   const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
   if (out.empty()) return usage("-o OUT is required");
@@ -401,55 +315,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   std::unique_ptr<WorkerPool> pool;
   std::optional<ModelInfo> remote_model;
   const std::string model_name = args->Has("workers") ? Basename(model) : model;
-  if (args->Has("workers")) {
-#ifdef SD_HAVE_GRPC
-    auto targets = WorkerPool::ParseTargets(*args->Get("workers"));
-    if (!targets.ok()) return usage(std::string(targets.status().message()));
-    WorkerPoolOptions po;
-    po.targets = *targets;
-    po.tls_ca = args->GetOr("tls-ca", "");
-    po.tls_cert = args->GetOr("tls-cert", "");
-    po.tls_key = args->GetOr("tls-key", "");
-    po.tls_server_name = args->GetOr("tls-server-name", "");
-    po.require_tls = args->Has("require-tls");
-    auto token = ReadToken(args->GetOr("token-file", ""));
-    if (!token.ok()) return usage(std::string(token.status().message()));
-    po.token = *token;
-    if (auto w = args->Get("wire-dtype")) {
-      auto d = ParseWireDType(*w);
-      if (!d.ok()) return usage(std::string(d.status().message()));
-      po.wire = *d;
-    }
-    if (auto t = args->Get("call-timeout");
-        t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
-      return usage("--call-timeout must be a positive number of seconds");
-    }
-    if (auto t = args->Get("max-attempts");
-        t && (!absl::SimpleAtoi(*t, &po.max_attempts) || po.max_attempts < 1)) {
-      return usage("--max-attempts must be a positive integer");
-    }
-    if (auto t = args->Get("max-message-mb");
-        t && (!absl::SimpleAtoi(*t, &po.max_message_mb) || po.max_message_mb < 1 ||
-              po.max_message_mb > 2000)) {
-      return usage("--max-message-mb must be an integer from 1 to 2000");
-    }
-    auto created = WorkerPool::Create(po);
-    if (!created.ok()) return FailWithCode(name, created.status());
-    pool = *std::move(created);
-    auto info = pool->Prepare(model_name);
-    if (!info.ok()) return FailWithCode(name, info.status());
-    remote_model = *info;
-#else
-    return usage("--workers: this sd-graph was built without gRPC (SD_WITH_GRPC=OFF)");
-#endif
-  } else {
-    for (const char* f :
-         {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name",
-          "wire-dtype", "call-timeout", "max-attempts", "max-message-mb", "require-tls"}) {
-      if (args->Has(f))
-        return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
-    }
-  }
+  if (int code = ConnectWorkers(name, *args, model_name, &pool, &remote_model); code != kExitOk)
+    return code;
   // In-process runs open the checkpoint once, here, for what the command needs to know before the
   // run (inpainting method, native size); the run finds it in the same cache.
   auto models = std::make_shared<ModelCache>();
@@ -515,52 +382,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     inputs["karras"] = int64_t{sampler.karras ? 1 : 0};
     if (!args->Get("prompt")) return usage("--prompt is required");
   }
-  if (mode == Mode::kImg2Img || mode == Mode::kInpaint) {
-    if (!args->Get("init")) return usage("--init IMG is required");
-    auto px = ReadImageRgb8(*args->Get("init"));
-    if (!px.ok()) return FailWithCode(name, px.status());
-    // --width/--height: the size to work at. The reference resizes its input to the working size;
-    // so do we when they differ (the resampling filter differs from PIL's, so pixels may differ
-    // slightly then).
-    int64_t want_w = px->size(1), want_h = px->size(0);
-    for (auto [flag, target] :
-         {std::pair<const char*, int64_t*>{"width", &want_w}, {"height", &want_h}}) {
-      if (auto v = args->Get(flag);
-          v && (!absl::SimpleAtoi(*v, target) || *target <= 0 || *target % 64 != 0)) {
-        return usage(
-            absl::StrCat("--", flag, " ", *v, ": SD v1.x needs a positive multiple of 64"));
-      }
-    }
-    const bool resize = want_w != px->size(1) || want_h != px->size(0);
-    if (resize) {
-      std::fprintf(stderr, "sd-graph %s: resizing the init image from %lldx%lld to %lldx%lld\n",
-                   name.c_str(), static_cast<long long>(px->size(1)),
-                   static_cast<long long>(px->size(0)), static_cast<long long>(want_w),
-                   static_cast<long long>(want_h));
-      px = ResizeRgb8(*px, want_w, want_h);
-      if (!px.ok()) return FailWithCode(name, px.status());
-    }
-    if (px->size(0) % 64 || px->size(1) % 64) {
-      return usage(absl::StrCat(
-          "the init image is ", px->size(1), "x", px->size(0),
-          "; SD v1.x needs width and height that are multiples of 64 (resize or crop it)"));
-    }
-    inputs["init"] = *px;
-    if (mode == Mode::kInpaint) {
-      if (!args->Get("mask")) return usage("--mask MASK is required");
-      auto mask = ReadImageRgb8(*args->Get("mask"));
-      if (!mask.ok()) return FailWithCode(name, mask.status());
-      if (resize && mask->size(0) * want_w == mask->size(1) * want_h)
-        mask = ResizeRgb8(*mask, want_w, want_h);
-      if (!mask.ok()) return FailWithCode(name, mask.status());
-      if (mask->sizes() != px->sizes()) {
-        return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0),
-                                  " but the image is ", px->size(1), "x", px->size(0),
-                                  "; they must be the same size"));
-      }
-      inputs["mask"] = *mask;
-    }
-  }
+  if (int code = ReadInitAndMask(mode, name, *args, &inputs); code != kExitOk) return code;
   for (const std::string& kv : sets) {
     const size_t eq = kv.find('=');
     if (eq == std::string::npos || eq == 0)
@@ -698,38 +520,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       return absl::InvalidArgumentError(
           absl::StrCat("graph output '", first_output, "' is not an image"));
     }
-    // The parameters line other SD tools write and read (A1111 style), so an image can be
-    // reproduced.
-    auto text = [&](const char* key, const std::string& fallback) {
-      auto it = job_inputs.find(key);
-      if (it != job_inputs.end() && std::holds_alternative<std::string>(it->second))
-        return std::get<std::string>(it->second);
-      return fallback;
-    };
-    auto number = [&](const char* key) -> std::string {
-      auto it = job_inputs.find(key);
-      if (it != job_inputs.end() && std::holds_alternative<int64_t>(it->second))
-        return std::to_string(std::get<int64_t>(it->second));
-      if (it != job_inputs.end() && std::holds_alternative<double>(it->second))
-        return absl::StrFormat("%g", std::get<double>(it->second));
-      const v1::GraphInput* in = graph->Input(key);
-      if (!in) return "";
-      if (in->default_value().kind_case() == v1::Value::kI)
-        return std::to_string(in->default_value().i());
-      if (in->default_value().kind_case() == v1::Value::kF)
-        return absl::StrFormat("%g", in->default_value().f());
-      return "";
-    };
     const torch::Tensor& px = std::get<torch::Tensor>(image);
-    std::string params = absl::StrCat(
-        text("prompt", ""), "\nNegative prompt: ", text("negative", ""),
-        "\nSteps: ", number("steps"),
-        ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
-        ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", px.size(1), "x",
-        px.size(0), ", Model hash: ", model_hash.substr(0, 10), ", Model: ", Basename(model));
-    if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph->Input("strength"))) {
-      absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
-    }
+    const std::string params =
+        ParametersLine(mode, *graph, job_inputs, px.size(1), px.size(0), model_hash, model);
     if (g_cancel.load()) return absl::CancelledError("cancelled before writing " + path);
     SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));
     for (const auto& [source, file] : dump_targets) {

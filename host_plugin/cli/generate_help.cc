@@ -1,0 +1,147 @@
+#include "host_plugin/cli/generate_help.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace sd::cli {
+
+namespace {
+
+constexpr char kCommonFlags[] =
+    "  --model M         SD v1.x checkpoint (.safetensors or .ckpt); default: the demo model\n"
+    "                    (deploy/models/sd-demo-shapes.safetensors: 64x64 flat shapes, not Stable "
+    "Diffusion)\n"
+    "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
+    "  --dtype D         f32 (default, the reference's numbers) or bf16: weights held in bfloat16, "
+    "half "
+    "the\n"
+    "                    memory, slightly different images. On a CPU without AMX, bf16 weights "
+    "compute in\n"
+    "                    fp32 (faster there than bf16 arithmetic; SD_CPU_BF16=native|f32 "
+    "overrides)\n"
+    "  --threads N       CPU threads (default: all cores)\n"
+    "  -o, --output OUT  image to write (.png, .jpg, .tif, .exr, ...); with --batch N > 1, "
+    "OUT-1.png ...\n"
+    "  --dump NODE.PORT=FILE.safetensors   also write an intermediate tensor (repeatable)\n"
+    "  --stats FILE      after a successful run, write JSON with the images made, the seconds "
+    "taken and\n"
+    "                    this process's peak resident memory (peak_rss_bytes)\n";
+
+constexpr char kWorkerFlags[] =
+    "\nDistributed (node calls on sd-worker processes; the same graph, the same image in f32):\n"
+    "  --workers LIST    HOST:PORT,HOST:PORT,... or dns:///SERVICE:PORT (a Kubernetes headless "
+    "service:\n"
+    "                    every address it resolves to is a worker; dns://SERVER/NAME:PORT asks "
+    "that "
+    "DNS server);\n"
+    "                    --model is then a model name in the workers' repositories\n"
+    "  --parallel N      with --batch: images in flight at once (default: one per worker)\n"
+    "  --token-file F    bearer token for the workers (first line of F; or set SD_WORKER_TOKEN)\n"
+    "  --tls-ca F        use TLS, trusting this CA (PEM)\n"
+    "  --tls-cert F --tls-key F   client certificate for mutual TLS\n"
+    "  --tls-server-name NAME     the name in the workers' certificates, when it is not the host "
+    "name\n"
+    "  --require-tls     refuse plaintext connections to workers (without it, a token sent in "
+    "plaintext\n"
+    "                    gets a warning)\n"
+    "  --wire-dtype D    f32 (default), f16 or bf16: activations on the wire (half the bytes; not "
+    "bit-exact)\n"
+    "  --call-timeout S  deadline of one node call in seconds (default 600); late calls are "
+    "retried elsewhere\n"
+    "  --max-attempts N  workers one call may fail on before the run gives up (default 3); a busy "
+    "worker\n"
+    "                    (full queue) is waited for with backoff and does not count\n"
+    "  --max-message-mb N   largest request or response (default 64, as sd-worker's)\n";
+
+constexpr char kPromptFlags[] =
+    "  --prompt TEXT     what to draw\n"
+    "  --negative TEXT   what to steer away from (default: empty)\n"
+    "  --steps N         sampler steps (default 50)\n"
+    "  --cfg S           classifier-free guidance scale (default 7.5)\n"
+    "  --seed N          seed of the torch CPU generator; same seed, same image as the reference "
+    "(default 0)\n"
+    "  --sampler NAME    ddpm (the reference's sampler; the default), ddim, euler, euler_a, "
+    "dpmpp_2m\n"
+    "  --karras          Karras sigma spacing (euler, euler_a, dpmpp_2m)\n"
+    "  --eta E           DDIM's eta (default 0: deterministic)\n"
+    "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n";
+
+std::string RunHelp() {
+  return absl::StrCat(
+      "usage: sd-graph run GRAPH.pbtxt [--model M] [--set NAME=VALUE ...] -o OUT [flags]\n\n"
+      "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a "
+      "file as\n"
+      "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
+      kCommonFlags, kWorkerFlags,
+      "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame "
+      "number\n"
+      "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
+      "\n"
+      "Render-farm mode:\n"
+      "  --frames A-B[:S] render frames A to B (every S-th); OUT is a pattern such as "
+      "out/frame_%04d.png;\n"
+      "                  each frame's seed is SEED + frame; frames whose file exists are skipped\n"
+      "  --overwrite       render existing frames again\n"
+      "  Progress is printed as flushed lines farm managers read (openjd_progress: NN, "
+      "openjd_status: ...,\n"
+      "  Progress: NN%). Exit codes: 0 done; 2 bad arguments or graph, 3 missing model or input "
+      "file\n"
+      "  (permanent: do not retry); 75 workers unavailable or timed out (retry); 130 cancelled "
+      "(SIGTERM or\n"
+      "  SIGINT: the frame in progress is abandoned, no partial file is left); 1 other "
+      "failures.\n");
+}
+
+std::string Txt2ImgHelp() {
+  return absl::StrCat(
+      "usage: sd-graph txt2img [--model M] --prompt TEXT -o OUT [flags]\n\n"
+      "Text to image with the stock graph graphs/txt2img.pbtxt.\n\n",
+      kCommonFlags, kPromptFlags, kWorkerFlags,
+      "  --width W         pixels, a multiple of 64 (default: the model's native size; 512 for SD "
+      "v1.x)\n"
+      "  --height H        pixels, a multiple of 64 (default: the model's native size; 512 for SD "
+      "v1.x)\n");
+}
+
+std::string Img2ImgHelp() {
+  return absl::StrCat(
+      "usage: sd-graph img2img [--model M] --init IMG --prompt TEXT -o OUT [flags]\n\n"
+      "Image to image with the stock graph graphs/img2img.pbtxt, at the input's size or at\n"
+      "--width x --height (multiples of 64).\n\n",
+      kCommonFlags, kPromptFlags, kWorkerFlags,
+      "  --init IMG        the input image\n"
+      "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
+      "  --width W         work at this width, resizing the input (default: the input's)\n"
+      "  --height H        work at this height, resizing the input (default: the input's)\n");
+}
+
+std::string InpaintHelp() {
+  return absl::StrCat(
+      "usage: sd-graph inpaint [--model M] --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
+      "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
+      "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
+      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
+      kCommonFlags, kPromptFlags, kWorkerFlags,
+      "  --init IMG        the image\n"
+      "  --mask MASK       white = repaint, black = keep\n"
+      "  --width W         work at this width, resizing image and mask (default: the image's)\n"
+      "  --height H        work at this height, resizing image and mask (default: the image's)\n"
+      "  --strength S      in (0, 1], ordinary checkpoints only (default 1)\n");
+}
+
+}  // namespace
+
+std::string GenerateHelp(Mode mode) {
+  switch (mode) {
+    case Mode::kRun:
+      return RunHelp();
+    case Mode::kTxt2Img:
+      return Txt2ImgHelp();
+    case Mode::kImg2Img:
+      return Img2ImgHelp();
+    case Mode::kInpaint:
+      return InpaintHelp();
+  }
+  return "";
+}
+
+}  // namespace sd::cli
