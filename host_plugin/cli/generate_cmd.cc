@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -252,6 +253,51 @@ int ConnectWorkers(const std::string& name, const Args& args, const std::string&
     }
   }
   return kExitOk;
+}
+
+// --dump NODE.PORT=FILE: the captured tensors of image `b` of `batch`, each into its own file.
+absl::Status WriteDumps(const std::map<std::string, Value>& result,
+                        const std::vector<std::pair<std::string, std::string>>& dump_targets, int b,
+                        int batch) {
+  for (const auto& [source, file] : dump_targets) {
+    auto it = result.find(source);
+    if (it == result.end() || !std::holds_alternative<torch::Tensor>(it->second)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--dump ", source, ": no tensor was produced there"));
+    }
+    SD_ASSIGN_OR_RETURN(TensorToWrite w,
+                        ToWrite(source, std::get<torch::Tensor>(it->second).contiguous()));
+    SD_RETURN_IF_ERROR(WriteSafetensors(NumberedOutput(file, b, batch), {w}));
+  }
+  return absl::OkStatus();
+}
+
+// Runs jobs 0 .. jobs-1: one after another when `parallel` is 1, else on `parallel` threads that
+// take the next job until none is left or one has failed. The first error, or OK.
+absl::Status RunJobs(int jobs, int parallel, const std::function<absl::Status(int)>& job) {
+  if (parallel <= 1) {
+    for (int b = 0; b < jobs; ++b) SD_RETURN_IF_ERROR(job(b));
+    return absl::OkStatus();
+  }
+  std::atomic<int> next{0};
+  std::mutex error_mu;
+  absl::Status first_error;
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> runners;
+  for (int t = 0; t < parallel; ++t) {
+    runners.emplace_back([&] {
+      for (int b = next++; b < jobs && !failed.load(); b = next++) {
+        absl::Status s = job(b);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (first_error.ok()) first_error = s;
+          failed.store(true);
+        }
+      }
+    });
+  }
+  for (std::thread& t : runners) t.join();
+  return first_error;
 }
 
 int Generate(Mode mode, const std::vector<std::string>& argv) {
@@ -525,17 +571,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
         ParametersLine(mode, *graph, job_inputs, px.size(1), px.size(0), model_hash, model);
     if (g_cancel.load()) return absl::CancelledError("cancelled before writing " + path);
     SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));
-    for (const auto& [source, file] : dump_targets) {
-      auto it = result->find(source);
-      if (it == result->end() || !std::holds_alternative<torch::Tensor>(it->second)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--dump ", source, ": no tensor was produced there"));
-      }
-      torch::Tensor t = std::get<torch::Tensor>(it->second).contiguous();
-      auto w = ToWrite(source, t);
-      if (!w.ok()) return w.status();
-      SD_RETURN_IF_ERROR(WriteSafetensors(NumberedOutput(file, b, static_cast<int>(batch)), {*w}));
-    }
+    SD_RETURN_IF_ERROR(WriteDumps(*result, dump_targets, b, static_cast<int>(batch)));
     std::lock_guard<std::mutex> lock(print_mu);
     std::fprintf(stderr, "sd-graph %s: wrote %s (%.1f s)\n", name.c_str(), path.c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -565,31 +601,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     }
     return kExitOk;
   };
-  if (parallel <= 1) {
-    for (int b = 0; b < jobs; ++b) {
-      if (absl::Status s = render(b); !s.ok()) return fail(s);
-    }
-    return succeeded();
-  }
-  std::atomic<int> next{0};
-  std::mutex error_mu;
-  absl::Status first_error;
-  std::atomic<bool> failed{false};
-  std::vector<std::thread> runners;
-  for (int t = 0; t < parallel; ++t) {
-    runners.emplace_back([&] {
-      for (int b = next++; b < jobs && !failed.load(); b = next++) {
-        absl::Status s = render(b);
-        if (!s.ok()) {
-          std::lock_guard<std::mutex> lock(error_mu);
-          if (first_error.ok()) first_error = s;
-          failed.store(true);
-        }
-      }
-    });
-  }
-  for (std::thread& t : runners) t.join();
-  if (!first_error.ok()) return fail(first_error);
+  if (absl::Status s = RunJobs(jobs, parallel, render); !s.ok()) return fail(s);
   return succeeded();
 }
 
