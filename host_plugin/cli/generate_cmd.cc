@@ -26,6 +26,7 @@
 #include "host_plugin/cli/generate_help.h"
 #include "host_plugin/cli/generate_util.h"
 #include "host_plugin/cli/image_io.h"
+#include "host_plugin/cli/render_jobs.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/stock_graphs.h"
 #ifdef SD_HAVE_GRPC
@@ -62,84 +63,17 @@ std::string StockGraph(const std::string& name) { return StockGraphPath(name, Di
 
 std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
+std::atomic<bool> g_cancel{false};  // set by SIGTERM / SIGINT; passed to each run as
+                                    // RunOptions::cancelled
+
+extern "C" void OnTerminate(int) { g_cancel.store(true); }
+
 // The native size a local checkpoint declares; 0 when it declares none or cannot be opened (the run
 // reports that soon enough). Opened through the run's model cache, which keeps the entry for the
 // run.
 int LocalNativeSize(ModelCache& models, const std::string& path) {
   auto entry = models.Open(path);
   return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(0) : 0;
-}
-
-class ProgressPrinter {
- public:
-  explicit ProgressPrinter(int image, int images)
-      : tty_(::isatty(2)), image_(image), images_(images) {}
-  void operator()(const Progress& p) {
-    if (p.step == 0 || p.step == last_) return;
-    last_ = p.step;
-    const std::string prefix =
-        images_ > 1 ? absl::StrCat("image ", image_ + 1, "/", images_, " ") : "";
-    if (tty_) {
-      const int width = 30, filled = p.steps ? p.step * width / p.steps : 0;
-      std::fprintf(stderr, "\r%s[%s%s] step %d/%d  %.1fs ", prefix.c_str(),
-                   std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                   p.step, p.steps, p.elapsed_s);
-    } else {
-      std::fprintf(stderr, "%sstep %d/%d (%.1fs)\n", prefix.c_str(), p.step, p.steps, p.elapsed_s);
-    }
-    std::fflush(stderr);
-  }
-  void Done() {
-    if (tty_ && last_ > 0) std::fputc('\n', stderr);
-  }
-
- private:
-  bool tty_;
-  int image_, images_;
-  int last_ = 0;
-};
-
-std::atomic<bool> g_cancel{
-    false};  // set by SIGTERM / SIGINT; passed to each run as RunOptions::cancelled
-
-extern "C" void OnTerminate(int) { g_cancel.store(true); }
-
-// The parameters line other SD tools write and read (A1111 style), so an image can be reproduced:
-// the prompt, negative prompt, steps, sampler, CFG scale, seed, size, model hash and name, and the
-// denoising strength where the graph has one.
-std::string ParametersLine(Mode mode, const Graph& graph,
-                           const std::map<std::string, Value>& inputs, int64_t width,
-                           int64_t height, const std::string& model_hash,
-                           const std::string& model) {
-  auto text = [&](const char* key, const std::string& fallback) {
-    auto it = inputs.find(key);
-    if (it != inputs.end() && std::holds_alternative<std::string>(it->second))
-      return std::get<std::string>(it->second);
-    return fallback;
-  };
-  auto number = [&](const char* key) -> std::string {
-    auto it = inputs.find(key);
-    if (it != inputs.end() && std::holds_alternative<int64_t>(it->second))
-      return std::to_string(std::get<int64_t>(it->second));
-    if (it != inputs.end() && std::holds_alternative<double>(it->second))
-      return absl::StrFormat("%g", std::get<double>(it->second));
-    const v1::GraphInput* in = graph.Input(key);
-    if (!in) return "";
-    if (in->default_value().kind_case() == v1::Value::kI)
-      return std::to_string(in->default_value().i());
-    if (in->default_value().kind_case() == v1::Value::kF)
-      return absl::StrFormat("%g", in->default_value().f());
-    return "";
-  };
-  std::string params = absl::StrCat(
-      text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ", number("steps"),
-      ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
-      ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", width, "x", height,
-      ", Model hash: ", model_hash.substr(0, 10), ", Model: ", Basename(model));
-  if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph.Input("strength"))) {
-    absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
-  }
-  return params;
 }
 
 // img2img and inpaint: the init image (and the mask) into `inputs`, resized to --width x --height
@@ -253,51 +187,6 @@ int ConnectWorkers(const std::string& name, const Args& args, const std::string&
     }
   }
   return kExitOk;
-}
-
-// --dump NODE.PORT=FILE: the captured tensors of image `b` of `batch`, each into its own file.
-absl::Status WriteDumps(const std::map<std::string, Value>& result,
-                        const std::vector<std::pair<std::string, std::string>>& dump_targets, int b,
-                        int batch) {
-  for (const auto& [source, file] : dump_targets) {
-    auto it = result.find(source);
-    if (it == result.end() || !std::holds_alternative<torch::Tensor>(it->second)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--dump ", source, ": no tensor was produced there"));
-    }
-    SD_ASSIGN_OR_RETURN(TensorToWrite w,
-                        ToWrite(source, std::get<torch::Tensor>(it->second).contiguous()));
-    SD_RETURN_IF_ERROR(WriteSafetensors(NumberedOutput(file, b, batch), {w}));
-  }
-  return absl::OkStatus();
-}
-
-// Runs jobs 0 .. jobs-1: one after another when `parallel` is 1, else on `parallel` threads that
-// take the next job until none is left or one has failed. The first error, or OK.
-absl::Status RunJobs(int jobs, int parallel, const std::function<absl::Status(int)>& job) {
-  if (parallel <= 1) {
-    for (int b = 0; b < jobs; ++b) SD_RETURN_IF_ERROR(job(b));
-    return absl::OkStatus();
-  }
-  std::atomic<int> next{0};
-  std::mutex error_mu;
-  absl::Status first_error;
-  std::atomic<bool> failed{false};
-  std::vector<std::thread> runners;
-  for (int t = 0; t < parallel; ++t) {
-    runners.emplace_back([&] {
-      for (int b = next++; b < jobs && !failed.load(); b = next++) {
-        absl::Status s = job(b);
-        if (!s.ok()) {
-          std::lock_guard<std::mutex> lock(error_mu);
-          if (first_error.ok()) first_error = s;
-          failed.store(true);
-        }
-      }
-    });
-  }
-  for (std::thread& t : runners) t.join();
-  return first_error;
 }
 
 int Generate(Mode mode, const std::vector<std::string>& argv) {
@@ -509,74 +398,22 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   std::signal(SIGINT, OnTerminate);
   options.cancelled = &g_cancel;
 
-  // One image (or frame). Inputs are copied per job, so jobs can run at the same time.
+  // One image (or frame) per job. Inputs are copied per job, so jobs can run at the same time.
   std::mutex print_mu;  // progress lines of concurrent jobs
-  const int jobs = farm ? static_cast<int>(frames.size()) : static_cast<int>(batch);
-  auto render = [&](int b) -> absl::Status {
-    std::map<std::string, Value> job_inputs = inputs;
-    RunOptions job_options = options;
-    // In-process jobs run one after another: the last one frees each network once it is done with it.
-    job_options.release_models = !remote_model && b == jobs - 1;
-    std::string path = NumberedOutput(out, b, static_cast<int>(batch));
-    if (farm) {
-      const int64_t frame = frames[b];
-      path = *FramePath(out, frame);
-      if (!args->Has("overwrite") && std::ifstream(path).good()) {
-        std::printf("openjd_status: frame %lld exists, skipped (%s)\n",
-                    static_cast<long long>(frame), path.c_str());
-        std::fflush(stdout);
-        return absl::OkStatus();
-      }
-      for (const std::string& kv : sets) {
-        const size_t eq = kv.find('=');
-        if (kv.find("{frame}", eq) == std::string::npos) continue;
-        auto v = graph->ParseInputValue(
-            kv.substr(0, eq), ReplaceAll(kv.substr(eq + 1), "{frame}", std::to_string(frame)));
-        if (!v.ok()) return v.status();
-        job_inputs[kv.substr(0, eq)] = *v;
-      }
-      if (graph->Input("seed")) job_inputs["seed"] = seed + frame;
-      std::printf("openjd_status: rendering frame %lld -> %s\n", static_cast<long long>(frame),
-                  path.c_str());
-      std::fflush(stdout);
-    } else if ((mode != Mode::kRun || seed_given) && graph->Input("seed")) {
-      job_inputs["seed"] = seed + b;
-    }
-    ProgressPrinter progress(b, jobs);
-    job_options.on_progress = [&](const Progress& p) {
-      std::lock_guard<std::mutex> lock(print_mu);
-      progress(p);
-      if (farm && p.steps > 0) {
-        const int pct =
-            static_cast<int>(100.0 * (b + static_cast<double>(p.step) / p.steps) / jobs);
-        std::printf("openjd_progress: %d\nProgress: %d%%\n", pct, pct);
-        std::fflush(stdout);
-      }
-    };
-    const auto t0 = std::chrono::steady_clock::now();
-    auto result = graph->Run(job_inputs, ctx, job_options);
-    {
-      std::lock_guard<std::mutex> lock(print_mu);
-      progress.Done();
-    }
-    if (!result.ok()) return result.status();
-    const std::string first_output = graph->config().output(0).name();
-    const Value& image = result->at(first_output);
-    if (!std::holds_alternative<torch::Tensor>(image)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("graph output '", first_output, "' is not an image"));
-    }
-    const torch::Tensor& px = std::get<torch::Tensor>(image);
-    const std::string params =
-        ParametersLine(mode, *graph, job_inputs, px.size(1), px.size(0), model_hash, model);
-    if (g_cancel.load()) return absl::CancelledError("cancelled before writing " + path);
-    SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));
-    SD_RETURN_IF_ERROR(WriteDumps(*result, dump_targets, b, static_cast<int>(batch)));
-    std::lock_guard<std::mutex> lock(print_mu);
-    std::fprintf(stderr, "sd-graph %s: wrote %s (%.1f s)\n", name.c_str(), path.c_str(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    return absl::OkStatus();
-  };
+  ImageJobs setup{mode, name, out, model, model_hash, &*graph, inputs, options, &ctx};
+  setup.remote = remote_model.has_value();
+  setup.farm = farm;
+  setup.overwrite = args->Has("overwrite");
+  setup.seed_given = seed_given;
+  setup.frames = frames;
+  setup.sets = sets;
+  setup.seed = seed;
+  setup.batch = batch;
+  setup.jobs = farm ? static_cast<int>(frames.size()) : static_cast<int>(batch);
+  setup.dump_targets = dump_targets;
+  setup.print_mu = &print_mu;
+  const int jobs = setup.jobs;
+  auto render = [&](int b) { return RenderImage(setup, b); };
 
   // In-process, and for farm frames, jobs run one after another; on workers, --batch images run
   // --parallel at a time (default: one per worker) so they spread over the pool.

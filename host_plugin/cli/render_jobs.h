@@ -1,0 +1,45 @@
+// The images of a generating command (run, txt2img, img2img, inpaint): one graph run per image or
+// farm frame, written with its parameters; the jobs run one after another or on several threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "host_plugin/cli/generate_util.h"
+#include "host_plugin/runtime/graph.h"
+
+namespace sd::cli {
+
+// What every image (or farm frame) of a run shares; RenderImage makes one of them.
+struct ImageJobs {
+  Mode mode;
+  std::string name, out, model, model_hash;
+  const Graph* graph;
+  std::map<std::string, Value> inputs;
+  RunOptions options;
+  RunContext* ctx;
+  bool remote = false, farm = false, overwrite = false, seed_given = false;
+  std::vector<int64_t> frames;    // farm mode: job b renders frames[b]
+  std::vector<std::string> sets;  // --set NAME=VALUE, where {frame} is the frame number
+  int64_t seed = 0, batch = 1;
+  int jobs = 1;
+  std::vector<std::pair<std::string, std::string>> dump_targets;
+  std::mutex* print_mu;  // progress lines of concurrent jobs
+};
+
+// Job `b`: runs the graph for image b (seed + b) or farm frame frames[b] (seed + frame, {frame}
+// substituted; skipped when its file exists unless --overwrite) and writes the image with its
+// parameters, and the --dump tensors. Cancelled (before writing) when options.cancelled is set.
+absl::Status RenderImage(const ImageJobs& r, int b);
+
+// Runs jobs 0 .. jobs-1: one after another when `parallel` is 1, else on `parallel` threads that
+// take the next job until none is left or one has failed. The first error, or OK.
+absl::Status RunJobs(int jobs, int parallel, const std::function<absl::Status(int)>& job);
+
+}  // namespace sd::cli
