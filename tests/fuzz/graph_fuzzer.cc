@@ -33,12 +33,14 @@ void CheckNode(const sd::PlannedNode& p, const sd::GraphPlan& plan) {
     if (!p.contract.Input(port))
       Die("node " + p.node->name() + " reads an undeclared port " + port);
     if (source.empty()) Die("node " + p.node->name() + " has an empty source");
+    // Everything but the loop's own values (@loop.index, @loop.t, @loop.CARRY) was typed.
+    if (source.rfind(sd::kLoopScope, 0) != 0 && !plan.types.count(source))
+      Die("node " + p.node->name() + " reads an untyped source " + source);
     wired.insert(port);
   }
   for (const sd::PortSpec& s : p.contract.inputs) {
     if (!s.optional && !wired.count(s.name)) Die("required input " + s.name + " not wired");
   }
-  (void)plan;
 }
 
 }  // namespace
