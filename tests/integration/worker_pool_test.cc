@@ -60,25 +60,12 @@ void WriteTinyModel(const TempDir& d) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
-TEST(WorkerPoolDnsTest, EveryResolvedAddressIsAMemberWithItsOwnHealth) {
-  TempDir d;
-  ASSERT_NO_FATAL_FAILURE(WriteTinyModel(d));
-  WorkerProcess a, b, c;
-  ASSERT_TRUE(a.Start(d.File("models"), d.File("a.log")));
-  ASSERT_TRUE(b.Start(d.File("models"), d.File("b.log")));
-
-  const std::string service = "dns:///workers.test:50051";
-  std::mutex mu;
-  std::vector<std::string> answer = {a.target(), b.target()};
-  WorkerPoolOptions o;
-  o.targets = {service};
-  o.resolve_interval_s = 0.05;
-  o.health_interval_s = 0.05;
-  o.resolver = [&](const std::string& t) -> absl::StatusOr<std::vector<std::string>> {
-    std::lock_guard<std::mutex> lock(mu);
-    if (t != service) return absl::NotFoundError(t);
-    return answer;
-  };
+// What both DNS tests play, whatever resolves the name (o.targets[0]): it names workers a and b,
+// both running; each becomes a healthy member of its own; a dies and alone goes down while calls
+// still succeed; then `resolve_to_b_and_c` makes the name resolve to b and c (already running):
+// c joins, after being asked for the model, and a leaves.
+void ExpectMembersFollowTheName(const WorkerPoolOptions& o, WorkerProcess& a, WorkerProcess& b,
+                                WorkerProcess& c, const std::function<void()>& resolve_to_b_and_c) {
   auto pool = WorkerPool::Create(o);
   ASSERT_TRUE(pool.ok()) << pool.status();
   auto info = (*pool)->Prepare("tiny");
@@ -88,7 +75,7 @@ TEST(WorkerPoolDnsTest, EveryResolvedAddressIsAMemberWithItsOwnHealth) {
     auto m = Member(**pool, t);
     ASSERT_TRUE(m.has_value()) << t;
     EXPECT_TRUE(m->healthy) << t;
-    EXPECT_EQ(m->origin, service);
+    EXPECT_EQ(m->origin, o.targets[0]);
   }
   ASSERT_TRUE(EncodeTokens(**pool).ok());
 
@@ -99,18 +86,45 @@ TEST(WorkerPoolDnsTest, EveryResolvedAddressIsAMemberWithItsOwnHealth) {
   auto out = EncodeTokens(**pool);
   EXPECT_TRUE(out.ok()) << out.status();
 
-  // The name now resolves to b and a new c: c joins (after its model hash is checked), a leaves.
-  ASSERT_TRUE(c.Start(d.File("models"), d.File("c.log")));
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    answer = {b.target(), c.target()};
-  }
+  // The name now resolves to b and c: c joins (after its model hash is checked), a leaves.
+  resolve_to_b_and_c();
   EXPECT_TRUE(WaitFor([&] {
     auto m = Member(**pool, c.target());
     return m.has_value() && m->healthy && !Member(**pool, a.target()).has_value();
   }));
   EXPECT_EQ((*pool)->size(), 2u);
   EXPECT_FALSE(c.Events("model_loaded").empty()) << "the new member was asked for the model";
+}
+
+WorkerPoolOptions DnsPoolOptions(const std::string& service) {
+  WorkerPoolOptions o;
+  o.targets = {service};
+  o.resolve_interval_s = 0.05;
+  o.health_interval_s = 0.05;
+  return o;
+}
+
+TEST(WorkerPoolDnsTest, EveryResolvedAddressIsAMemberWithItsOwnHealth) {
+  TempDir d;
+  ASSERT_NO_FATAL_FAILURE(WriteTinyModel(d));
+  WorkerProcess a, b, c;
+  ASSERT_TRUE(a.Start(d.File("models"), d.File("a.log")));
+  ASSERT_TRUE(b.Start(d.File("models"), d.File("b.log")));
+  ASSERT_TRUE(c.Start(d.File("models"), d.File("c.log")));
+
+  const std::string service = "dns:///workers.test:50051";
+  std::mutex mu;
+  std::vector<std::string> answer = {a.target(), b.target()};
+  WorkerPoolOptions o = DnsPoolOptions(service);
+  o.resolver = [&](const std::string& t) -> absl::StatusOr<std::vector<std::string>> {
+    std::lock_guard<std::mutex> lock(mu);
+    if (t != service) return absl::NotFoundError(t);
+    return answer;
+  };
+  ExpectMembersFollowTheName(o, a, b, c, [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    answer = {b.target(), c.target()};
+  });
 }
 
 // tests/python/tiny_dns.py on a loopback UDP port, stopped by the PID this started.
@@ -204,34 +218,12 @@ TEST(WorkerPoolDnsTest, ARealDnsAnswerWithSeveralAddressesIsOneMemberPerAddress)
   ASSERT_TRUE(unknown.ok());
   EXPECT_EQ(ResolveDnsTarget(*unknown).status().code(), absl::StatusCode::kUnavailable);
 
-  WorkerPoolOptions o;
-  o.targets = {service};
-  o.resolve_interval_s = 0.05;
-  o.health_interval_s = 0.05;
-  auto pool = WorkerPool::Create(o);  // the real resolver: no seam
-  ASSERT_TRUE(pool.ok()) << pool.status();
-  auto info = (*pool)->Prepare("tiny");
-  ASSERT_TRUE(info.ok()) << info.status();
-  ASSERT_EQ((*pool)->size(), 2u);
-  for (const std::string& t : {a.target(), b.target()}) {
-    auto m = Member(**pool, t);
-    ASSERT_TRUE(m.has_value()) << t;
-    EXPECT_TRUE(m->healthy) << t;
-  }
-  // One address's worker dies: that member alone is down, and calls still succeed.
-  a.Kill(SIGKILL);
-  EXPECT_TRUE(WaitFor([&] { return !Member(**pool, a.target())->healthy; }));
-  EXPECT_TRUE(Member(**pool, b.target())->healthy);
-  EXPECT_TRUE(EncodeTokens(**pool).ok());
-  // The DNS answer changes (.2 and a new .3): .3 joins, .1 leaves.
+  // The pool with the real resolver (no seam); the worker on 127.0.0.3 waits to be named.
   c.set_host("127.0.0.3");
   ASSERT_TRUE(c.Start(d.File("models"), d.File("c.log"), {}, a.port()));
-  dns.SetZone(name, {"127.0.0.2", "127.0.0.3"});
-  EXPECT_TRUE(WaitFor([&] {
-    auto m = Member(**pool, c.target());
-    return m.has_value() && m->healthy && !Member(**pool, a.target()).has_value();
-  }));
-  EXPECT_EQ((*pool)->size(), 2u);
+  ExpectMembersFollowTheName(DnsPoolOptions(service), a, b, c, [&] {
+    dns.SetZone(name, {"127.0.0.2", "127.0.0.3"});
+  });
 }
 
 // Destroying a pool cancels a rejoin in flight instead of waiting for it (up to the call timeout,
