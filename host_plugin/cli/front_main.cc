@@ -23,16 +23,6 @@ namespace {
 
 constexpr char kEngine[] = "sd-graph-engine";
 
-// Checks the input of `convert` here; 0 when the engine should go on and convert it.
-int CheckConvertInput(const std::vector<std::string>& args) {
-  int code = sd::cli::kExitOk;
-  const std::optional<sd::cli::ConvertArgs> parsed = sd::cli::ParseConvertArgs(args, &code);
-  if (!parsed) return code == sd::cli::kExitOk ? -1 : code;  // -1: --help was printed
-  auto ckpt = sd::Checkpoint::Open(parsed->in);
-  if (!ckpt.ok()) return sd::cli::Fail("convert", ckpt.status());
-  return 0;
-}
-
 int RunEngine(char** argv) {
   const std::string engine = sd::DirOfExecutable() + "/" + kEngine;
   argv[0] = const_cast<char*>(engine.c_str());
@@ -51,9 +41,12 @@ int main(int argc, char** argv) {
   if (command == "inspect") return sd::cli::InspectCommand(args);
   if (command == "tokenize") return sd::cli::TokenizeCommand(args);
   if (command == "make-test-checkpoint") return sd::cli::MakeTestCheckpointCommand(args);
-  if (command == "convert") {
-    const int code = CheckConvertInput(args);
-    if (code != 0) return code < 0 ? sd::cli::kExitOk : code;
+  if (command == "convert") {  // the file is checked here; the engine converts it
+    int code = sd::cli::kExitOk;
+    const std::optional<sd::cli::ConvertArgs> parsed = sd::cli::ParseConvertArgs(args, &code);
+    if (!parsed) return code;  // --help (0) or bad usage (2)
+    if (auto ckpt = sd::Checkpoint::Open(parsed->in); !ckpt.ok())
+      return sd::cli::Fail("convert", ckpt.status());
   }
   return RunEngine(argv);
 }

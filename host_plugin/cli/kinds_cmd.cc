@@ -23,21 +23,21 @@ constexpr char kHelp[] =
     "  --textproto   write an sd.v1.NodeKindCatalog in protobuf text format instead (for tools;\n"
     "                the graph fuzzer plans against it)\n";
 
-void PrintPorts(const char* title, const std::vector<PortSpec>& ports) {
-  for (const PortSpec& p : ports) {
-    std::string line = absl::StrCat("    ", title, " ", p.name, ": ", DescribeType(p.type),
-                                    p.optional ? " (optional)" : "");
-    if (!p.doc.empty()) absl::StrAppend(&line, " - ", p.doc);
+void PrintPorts(const char* title, const google::protobuf::RepeatedPtrField<v1::PortInfo>& ports) {
+  for (const v1::PortInfo& p : ports) {
+    std::string line = absl::StrCat("    ", title, " ", p.name(), ": ", DescribeType(p.type()),
+                                    p.optional() ? " (optional)" : "");
+    if (!p.doc().empty()) absl::StrAppend(&line, " - ", p.doc());
     std::printf("%s\n", line.c_str());
   }
 }
 
-void PrintKind(const std::string& name, const NodeContract& c) {
-  std::printf("%s%s\n", name.c_str(), c.needs_model ? "  [computes with the model]" : "");
-  if (!c.doc.empty()) std::printf("    %s\n", c.doc.c_str());
-  PrintPorts("in ", c.inputs);
-  PrintPorts("out", c.outputs);
-  if (c.options) std::printf("    options: %s\n", c.options->full_name().c_str());
+void PrintKind(const v1::NodeKindInfo& k) {
+  std::printf("%s%s\n", k.name().c_str(), k.needs_model() ? "  [computes with the model]" : "");
+  if (!k.doc().empty()) std::printf("    %s\n", k.doc().c_str());
+  PrintPorts("in ", k.input());
+  PrintPorts("out", k.output());
+  if (!k.options_type().empty()) std::printf("    options: %s\n", k.options_type().c_str());
 }
 
 }  // namespace
@@ -47,27 +47,20 @@ int KindsCommand(const std::vector<std::string>& argv) {
   auto args = ParseCommandLine("kinds", argv, {{}, {"textproto"}}, kHelp, &code);
   if (!args) return code;
   StockNodeKinds();  // links the stock kinds
-  std::vector<std::string> names = args->positionals();
-  if (names.empty()) names = NodeRegistry::Get().Names();
-  v1::NodeKindCatalog catalog;
-  for (size_t i = 0; i < names.size(); ++i) {
-    auto kind = NodeRegistry::Get().Find(names[i]);
-    if (!kind.ok()) {
-      Fail("kinds", kind.status());
-      return kExitUsage;
-    }
-    const NodeContract contract = (*kind)->contract();
-    if (args->Has("textproto")) {
-      *catalog.add_kind() = ContractToInfo(names[i], contract);
-    } else {
-      if (i > 0) std::printf("\n");
-      PrintKind(names[i], contract);
-    }
+  auto catalog = KindCatalog(args->positionals());
+  if (!catalog.ok()) {
+    Fail("kinds", catalog.status());
+    return kExitUsage;
   }
   if (args->Has("textproto")) {
     std::string text;
-    google::protobuf::TextFormat::PrintToString(catalog, &text);
+    google::protobuf::TextFormat::PrintToString(*catalog, &text);
     std::fputs(text.c_str(), stdout);
+    return kExitOk;
+  }
+  for (int i = 0; i < catalog->kind_size(); ++i) {
+    if (i > 0) std::printf("\n");
+    PrintKind(catalog->kind(i));
   }
   return kExitOk;
 }

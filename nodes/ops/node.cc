@@ -140,6 +140,16 @@ std::vector<std::string> NodeRegistry::Names() const {
   return names;
 }
 
+absl::StatusOr<v1::NodeKindCatalog> KindCatalog(const std::vector<std::string>& names) {
+  v1::NodeKindCatalog catalog;
+  for (const std::string& name : names.empty() ? NodeRegistry::Get().Names() : names) {
+    auto kind = NodeRegistry::Get().Find(name);
+    if (!kind.ok()) return kind.status();
+    *catalog.add_kind() = ContractToInfo(name, (*kind)->contract());
+  }
+  return catalog;
+}
+
 namespace internal {
 bool RegisterOrDie(NodeKind kind) {
   absl::Status s = NodeRegistry::Get().Register(std::move(kind));

@@ -105,6 +105,10 @@ bool RegisterOrDie(NodeKind kind);
 // The stock node kinds, linked into every host. Returns their names.
 std::vector<std::string> StockNodeKinds();
 
+// The contracts of the registered kinds `names` (every registered kind when empty) as data, in
+// that order; NOT_FOUND (listing the known kinds) for a name not registered.
+absl::StatusOr<v1::NodeKindCatalog> KindCatalog(const std::vector<std::string>& names);
+
 // Unpacks node options of type T (defaults when `options` is empty).
 template <typename T>
 T UnpackOptions(const google::protobuf::Any& options) {

@@ -152,14 +152,15 @@ TEST(GraphValidationTest, StockGraphsValidateAndEveryStockKindIsRegistered) {
 // against) come back through text equal to the kinds' own, and plan every stock graph.
 TEST(GraphValidationTest, ContractsAsDataRoundTripAndPlanTheStockGraphs) {
   StockNodeKinds();
-  v1::NodeKindCatalog catalog;
-  for (const std::string& k : NodeRegistry::Get().Names())
-    *catalog.add_kind() = ContractToInfo(k, (*NodeRegistry::Get().Find(k))->contract());
+  auto catalog = KindCatalog({});
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  EXPECT_EQ(static_cast<size_t>(catalog->kind_size()), NodeRegistry::Get().Names().size());
+  EXPECT_EQ(KindCatalog({"Noise", "NoSuchKind"}).status().code(), absl::StatusCode::kNotFound);
   std::string text;
-  ASSERT_TRUE(google::protobuf::TextFormat::PrintToString(catalog, &text));
+  ASSERT_TRUE(google::protobuf::TextFormat::PrintToString(*catalog, &text));
   v1::NodeKindCatalog back;
   ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &back));
-  ASSERT_EQ(back.kind_size(), catalog.kind_size());
+  ASSERT_EQ(back.kind_size(), catalog->kind_size());
   std::map<std::string, NodeContract> contracts;
   auto same_ports = [](const std::vector<PortSpec>& a, const std::vector<PortSpec>& b) {
     if (a.size() != b.size()) return false;
