@@ -9,12 +9,37 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace sd {
+
+namespace {
+
+// A port number, 1 to 65535.
+bool ParsePort(absl::string_view text, int* port) {
+  return absl::SimpleAtoi(text, port) && *port > 0 && *port <= 65535;
+}
+
+// "SERVER" or "SERVER:PORT" (IPv6: "[ADDR]" or "[ADDR]:PORT") as c-ares wants it, "ADDR:PORT" or
+// "[ADDR]:PORT" (port 53 by default); nullopt when it is neither.
+std::optional<std::string> ParseDnsServer(const std::string& server) {
+  const bool v6 = !server.empty() && server[0] == '[';
+  const size_t close = v6 ? server.find(']') : 0;
+  if (v6 && close == std::string::npos) return std::nullopt;
+  const size_t colon = server.find(':', close);
+  int port = 53;
+  if (colon != std::string::npos && !ParsePort(server.substr(colon + 1), &port))
+    return std::nullopt;
+  const std::string address = server.substr(0, colon);
+  if (address.empty() || address == "[]") return std::nullopt;
+  return absl::StrCat(address, ":", port);
+}
+
+}  // namespace
 
 absl::StatusOr<DnsTarget> ParseDnsTarget(const std::string& target) {
   auto bad = [&] {
@@ -26,33 +51,20 @@ absl::StatusOr<DnsTarget> ParseDnsTarget(const std::string& target) {
   if (target.rfind("dns://", 0) == 0) {
     const size_t slash = target.find('/', 6);
     if (slash == std::string::npos) return bad();
-    t.server = target.substr(6, slash - 6);
-    rest = target.substr(slash + 1);
-    if (!t.server.empty()) {
-      // SERVER or SERVER:PORT (IPv6: [ADDR] or [ADDR]:PORT); c-ares wants ADDR:PORT / [ADDR]:PORT.
-      const bool v6 = t.server[0] == '[';
-      const size_t close = v6 ? t.server.find(']') : 0;
-      if (v6 && close == std::string::npos) return bad();
-      const size_t colon = t.server.find(':', v6 ? close : 0);
-      int server_port = 53;
-      if (colon != std::string::npos &&
-          (!absl::SimpleAtoi(t.server.substr(colon + 1), &server_port) || server_port <= 0 ||
-           server_port > 65535))
-        return bad();
-      const std::string address = colon == std::string::npos ? t.server : t.server.substr(0, colon);
-      if (address.empty() || address == "[]") return bad();
-      t.server = absl::StrCat(address, ":", server_port);
+    if (slash > 6) {  // dns://SERVER/...; dns:///... asks the system resolver
+      std::optional<std::string> server = ParseDnsServer(target.substr(6, slash - 6));
+      if (!server) return bad();
+      t.server = *server;
     }
+    rest = target.substr(slash + 1);
   } else if (target.rfind("dns:", 0) == 0) {
     rest = target.substr(4);
   } else {
     return bad();
   }
   const size_t colon = rest.rfind(':');
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(rest.substr(colon + 1), &t.port) || t.port <= 0 || t.port > 65535) {
+  if (colon == std::string::npos || colon == 0 || !ParsePort(rest.substr(colon + 1), &t.port))
     return bad();
-  }
   t.host = rest.substr(0, colon);
   return t;
 }
