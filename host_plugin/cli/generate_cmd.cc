@@ -50,6 +50,7 @@ class WorkerPool : public NodeDispatcher {
 #include "nodes/ops/model_cache.h"
 #include "nodes/schedulers/samplers.h"
 #include "nodes/tensor/wire.h"
+#include "nodes/text/prompt_parser.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
 #include "nodes/weights/safetensors.h"
@@ -192,14 +193,18 @@ int ConnectWorkers(const std::string& name, const Args& args, const std::string&
 int Generate(Mode mode, const std::vector<std::string>& argv) {
   const std::string name = ModeName(mode);
   const std::string help = GenerateHelp(mode);
-  FlagSpec spec{
-      {"model",      "tokenizer",    "dtype",        "threads",       "output",  "o",
-       "dump",       "stats",        "set",          "frames",        "seed",    "workers",
-       "parallel",   "token-file",   "tls-ca",       "tls-cert",      "tls-key", "tls-server-name",
-       "wire-dtype", "call-timeout", "max-attempts", "max-message-mb"},
-      {"overwrite", "require-tls"}};
+  FlagSpec spec{{"model",          "tokenizer",    "dtype",
+                 "threads",        "output",       "o",
+                 "dump",           "stats",        "set",
+                 "frames",         "seed",         "workers",
+                 "parallel",       "token-file",   "tls-ca",
+                 "tls-cert",       "tls-key",      "tls-server-name",
+                 "wire-dtype",     "call-timeout", "max-attempts",
+                 "max-message-mb", "embeddings"},
+                {"overwrite", "require-tls"}};
   if (mode != Mode::kRun) {
-    for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta"})
+    for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta",
+                          "clip-skip", "weighting"})
       spec.with_value.insert(f);
     spec.switches.insert("karras");
   }
@@ -305,6 +310,18 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
         if (absl::Status s = set(f, *v); !s.ok()) return usage(std::string(s.message()));
       }
     }
+    for (const auto& [flag, input] : {std::pair<const char*, const char*>{"clip-skip", "clip_skip"},
+                                      {"weighting", "weighting"}}) {
+      if (auto v = args->Get(flag); v && graph->Input(input)) {
+        if (absl::Status s = set(input, *v); !s.ok()) return usage(std::string(s.message()));
+      }
+    }
+    if (int64_t skip = 0;
+        args->Get("clip-skip") && (!absl::SimpleAtoi(*args->Get("clip-skip"), &skip) || skip < 1)) {
+      return usage("--clip-skip must be a positive integer (1: the last layer)");
+    }
+    if (auto v = args->Get("weighting"); v && !ParsePromptWeighting(*v).ok())
+      return usage(std::string(ParsePromptWeighting(*v).status().message()));
     if (auto v = args->Get("batch");
         v && (!absl::SimpleAtoi(*v, &batch) || batch < 1 || batch > 10000)) {
       return usage("--batch must be an integer from 1 to 10000");
@@ -369,6 +386,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   RunContext ctx;
   ctx.checkpoint = model_name;
   ctx.tokenizer_dir = args->GetOr("tokenizer", "");
+  ctx.embeddings_dir = args->GetOr("embeddings", "");
   auto dtype = ParseFloatDType(args->GetOr("dtype", "f32"));
   if (!dtype.ok()) return usage(std::string(dtype.status().message()));
   ctx.dtype = ToTorchDType(*dtype);

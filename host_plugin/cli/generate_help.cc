@@ -11,6 +11,9 @@ constexpr char kCommonFlags[] =
     "                    (deploy/models/sd-demo-shapes.safetensors: 64x64 flat shapes, not Stable "
     "Diffusion)\n"
     "  --tokenizer DIR   CLIP vocab.json + merges.txt (default: the copy shipped with sd-graph)\n"
+    "  --embeddings DIR  textual-inversion embeddings (.pt, .safetensors, .bin): a prompt word "
+    "equal to a\n"
+    "                    file's name (style.pt: \"style\") becomes its vectors\n"
     "  --dtype D         f32 (default, the reference's numbers) or bf16: weights held in bfloat16, "
     "half "
     "the\n"
@@ -63,7 +66,13 @@ constexpr char kPromptFlags[] =
     "dpmpp_2m\n"
     "  --karras          Karras sigma spacing (euler, euler_a, dpmpp_2m)\n"
     "  --eta E           DDIM's eta (default 0: deterministic)\n"
-    "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n";
+    "  --batch N         N images, seeds SEED, SEED+1, ... (default 1)\n"
+    "  --weighting W     prompt weighting syntax: a1111 (default: (word) x1.1, [word] /1.1,\n"
+    "                    (word:1.3) multiplies), comfy ((word:1.3) replaces the outer weight, [ ] "
+    "are text)\n"
+    "                    or none. Prompts of any length are encoded in 75-token chunks; BREAK "
+    "starts one\n"
+    "  --clip-skip N     1 (default): CLIP's last layer; 2: the layer before it (as other tools)\n";
 
 std::string RunHelp() {
   return absl::StrCat(

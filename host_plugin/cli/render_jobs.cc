@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +14,8 @@
 #include "absl/strings/str_format.h"
 #include "host_plugin/cli/image_io.h"
 #include "nodes/base/status_macros.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/ops/prompt_tokens.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/torch_tensors.h"
 
@@ -55,8 +58,8 @@ class ProgressPrinter {
 // denoising strength where the graph has one.
 std::string ParametersLine(Mode mode, const Graph& graph,
                            const std::map<std::string, Value>& inputs, int64_t width,
-                           int64_t height, const std::string& model_hash,
-                           const std::string& model) {
+                           int64_t height, const std::string& model_hash, const std::string& model,
+                           const std::string& ti_hashes) {
   auto text = [&](const char* key, const std::string& fallback) {
     auto it = inputs.find(key);
     if (it != inputs.end() && std::holds_alternative<std::string>(it->second))
@@ -85,7 +88,49 @@ std::string ParametersLine(Mode mode, const Graph& graph,
   if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph.Input("strength"))) {
     absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
   }
+  if (const std::string skip = number("clip_skip"); !skip.empty() && skip != "1")
+    absl::StrAppend(&params, ", Clip skip: ", skip);
+  if (const std::string w = text("weighting", "a1111"); w != "a1111" && !w.empty())
+    absl::StrAppend(&params, ", Prompt weighting: ", w);
+  if (!ti_hashes.empty()) absl::StrAppend(&params, ", TI hashes: \"", ti_hashes, "\"");
   return params;
+}
+
+// The textual-inversion embeddings the job's prompts use, as `TI hashes` lists them. In-process, an
+// embedding made for another text encoder is refused here, naming its file, before anything runs.
+absl::StatusOr<std::string> EmbeddingsUsed(const ImageJobs& r,
+                                           const std::map<std::string, Value>& inputs) {
+  if (r.ctx->embeddings_dir.empty()) return std::string();
+  SD_ASSIGN_OR_RETURN(auto tokenizer, r.ctx->models->Tokenizer(r.ctx->tokenizer_dir));
+  SD_ASSIGN_OR_RETURN(auto library, EmbeddingLibrary::Open(r.ctx->embeddings_dir));
+  auto text = [&](const char* key) {
+    auto it = inputs.find(key);
+    return it != inputs.end() && std::holds_alternative<std::string>(it->second)
+               ? std::get<std::string>(it->second)
+               : std::string();
+  };
+  SD_ASSIGN_OR_RETURN(PromptWeighting mode, ParsePromptWeighting(text("weighting")));
+  std::vector<std::shared_ptr<const Embedding>> used;
+  for (const char* key : {"prompt", "negative"}) {
+    SD_ASSIGN_OR_RETURN(PreparedPrompt p,
+                        PreparePrompt(text(key), mode, *tokenizer, library.get()));
+    for (auto& e : p.embeddings) {
+      if (std::none_of(used.begin(), used.end(), [&](const auto& u) { return u->name == e->name; }))
+        used.push_back(e);
+    }
+  }
+  if (!r.remote && !used.empty()) {
+    SD_ASSIGN_OR_RETURN(auto entry, r.ctx->models->Open(r.ctx->checkpoint));
+    for (const auto& e : used) {
+      if (e->vectors.size(1) != entry->config.clip.width) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("embedding ", e->path, " has vectors of width ", e->vectors.size(1), "; ",
+                         r.ctx->checkpoint, "'s text encoder takes ", entry->config.clip.width,
+                         " (an embedding made for another model, e.g. SD 2.x?)"));
+      }
+    }
+  }
+  return EmbeddingHashes(used);
 }
 
 // --dump NODE.PORT=FILE: the captured tensors of image `b` of `batch`, each into its own file.
@@ -148,6 +193,7 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
       std::fflush(stdout);
     }
   };
+  SD_ASSIGN_OR_RETURN(const std::string ti_hashes, EmbeddingsUsed(r, job_inputs));
   const auto t0 = std::chrono::steady_clock::now();
   auto result = r.graph->Run(job_inputs, *r.ctx, job_options);
   {
@@ -162,8 +208,8 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
         absl::StrCat("graph output '", first_output, "' is not an image"));
   }
   const torch::Tensor& px = std::get<torch::Tensor>(image);
-  const std::string params =
-      ParametersLine(r.mode, *r.graph, job_inputs, px.size(1), px.size(0), r.model_hash, r.model);
+  const std::string params = ParametersLine(r.mode, *r.graph, job_inputs, px.size(1), px.size(0),
+                                            r.model_hash, r.model, ti_hashes);
   if (r.options.cancelled && r.options.cancelled->load())
     return absl::CancelledError("cancelled before writing " + path);
   SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));

@@ -52,14 +52,30 @@ ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& config)
   register_module("final_layer_norm", final_layer_norm_);
 }
 
-torch::Tensor ClipTextModelImpl::forward(const torch::Tensor& tokens) {
+torch::Tensor ClipTextModelImpl::Embed(const torch::Tensor& tokens, const torch::Tensor& vectors) {
+  if (!vectors.defined() || vectors.size(0) == 0) return token_embedding_(tokens);
+  const torch::Tensor extra = tokens >= config_.vocab_size;                   // [B, T]
+  const torch::Tensor base = token_embedding_(tokens.masked_fill(extra, 0));  // [B, T, W]
+  const torch::Tensor rows = (tokens - config_.vocab_size).clamp_min(0).flatten();
+  const torch::Tensor taught =
+      vectors.to(base.options()).index_select(0, rows).view(base.sizes());  // [B, T, W]
+  return torch::where(extra.unsqueeze(-1), taught, base);
+}
+
+torch::Tensor ClipTextModelImpl::forward(const torch::Tensor& tokens, const torch::Tensor& vectors,
+                                         int64_t clip_skip) {
   const int64_t t = tokens.size(1);
-  torch::Tensor x = token_embedding_(tokens) + position_embedding_->weight.slice(0, 0, t);  // [B, T, W]
-  for (const auto& layer : *layers_) x = layer->as<ClipLayer>()->forward(x);
+  torch::Tensor x =
+      Embed(tokens, vectors) + position_embedding_->weight.slice(0, 0, t);  // [B, T, W]
+  const int64_t run = static_cast<int64_t>(layers_->size()) - (clip_skip - 1);
+  for (int64_t i = 0; i < run; ++i)
+    x = (*layers_)[static_cast<size_t>(i)]->as<ClipLayer>()->forward(x);
   return final_layer_norm_(x);
 }
 
-absl::StatusOr<torch::Tensor> ClipTextModelImpl::Encode(const torch::Tensor& tokens) {
+absl::StatusOr<torch::Tensor> ClipTextModelImpl::Encode(const torch::Tensor& tokens,
+                                                        const torch::Tensor& vectors,
+                                                        int64_t clip_skip) {
   if (tokens.dim() != 2 || tokens.scalar_type() != torch::kInt64) {
     return absl::InvalidArgumentError(
         absl::StrCat("CLIP text encoder: tokens must be int64 [batch, length], got ", DescribeTensor(tokens)));
@@ -68,14 +84,34 @@ absl::StatusOr<torch::Tensor> ClipTextModelImpl::Encode(const torch::Tensor& tok
     return absl::InvalidArgumentError(absl::StrCat("CLIP text encoder: ", tokens.size(1),
                                                    " tokens; between 1 and ", config_.max_positions, " fit"));
   }
+  const bool has_vectors = vectors.defined() && vectors.numel() > 0;
+  if (has_vectors &&
+      (vectors.dim() != 2 || !vectors.is_floating_point() || vectors.size(1) != config_.width)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CLIP text encoder: textual-inversion vectors must be float [count, ", config_.width,
+        "] for this model, got ", DescribeTensor(vectors),
+        vectors.dim() == 2 ? " (an embedding trained for another model, e.g. SD 2.x?)" : ""));
+  }
+  const int64_t ids = config_.vocab_size + (has_vectors ? vectors.size(0) : 0);
   if (tokens.numel() > 0) {
     const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
-    if (lo < 0 || hi >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("CLIP text encoder: token id ", lo < 0 ? lo : hi,
-                                                     " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+    if (lo < 0 || hi >= ids) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CLIP text encoder: token id ", lo < 0 ? lo : hi, " is outside the vocabulary [0, ",
+          config_.vocab_size, ")",
+          has_vectors ? absl::StrCat(" and the ", vectors.size(0), " embedding vectors") : ""));
     }
   }
-  return RunGuarded("CLIP text encoder", [&] { return forward(tokens.to(token_embedding_->weight.device())); });
+  if (clip_skip < 1 || clip_skip > config_.layers) {
+    return absl::InvalidArgumentError(absl::StrCat("CLIP text encoder: clip skip ", clip_skip,
+                                                   " is outside 1..", config_.layers,
+                                                   " (this encoder's layers)"));
+  }
+  const torch::Device device = token_embedding_->weight.device();
+  return RunGuarded("CLIP text encoder", [&] {
+    return forward(tokens.to(device), has_vectors ? vectors.to(device) : torch::Tensor(),
+                   clip_skip);
+  });
 }
 
 }  // namespace sd

@@ -31,9 +31,14 @@ TORCH_MODULE(ClipLayer);
 class ClipTextModelImpl : public torch::nn::Module {
  public:
   explicit ClipTextModelImpl(const ClipTextConfig& config);
-  // Checks `tokens` (int64 [B, T], T <= max positions, ids < vocab) and runs the encoder.
-  absl::StatusOr<torch::Tensor> Encode(const torch::Tensor& tokens);
-  torch::Tensor forward(const torch::Tensor& tokens);
+  // Checks `tokens` (int64 [B, T], T <= max positions) and runs the encoder. Ids from vocab_size on
+  // stand for rows of `vectors` (float [N, width]: textual-inversion embeddings; undefined or N = 0
+  // when none). `clip_skip` N takes the hidden state N-1 layers before the last (1: the last), then
+  // the final LayerNorm, as other SD tools do.
+  absl::StatusOr<torch::Tensor> Encode(const torch::Tensor& tokens,
+                                       const torch::Tensor& vectors = {}, int64_t clip_skip = 1);
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& vectors = {},
+                        int64_t clip_skip = 1);
   const ClipTextConfig& config() const { return config_; }
 
  private:
@@ -41,6 +46,8 @@ class ClipTextModelImpl : public torch::nn::Module {
   nn::Embedding token_embedding_, position_embedding_;
   torch::nn::ModuleList layers_;
   nn::LayerNorm final_layer_norm_;
+
+  torch::Tensor Embed(const torch::Tensor& tokens, const torch::Tensor& vectors);
 };
 TORCH_MODULE(ClipTextModel);
 

@@ -39,6 +39,7 @@ absl::Status CheckValue(const Value& v, const v1::PortType& type);
 struct RunContext {
   std::string checkpoint;     // path of the SD checkpoint named by the run (--model)
   std::string tokenizer_dir;  // CLIP vocab.json + merges.txt
+  std::string embeddings_dir;  // textual-inversion embeddings ("": none)
   torch::ScalarType dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
   std::shared_ptr<ModelCache> models;

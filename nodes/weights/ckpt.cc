@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -141,27 +142,39 @@ absl::StatusOr<CkptContents> ParseCkpt(std::shared_ptr<const MappedFile> file) {
     out.nested_state_dict = true;
   }
   std::set<std::string> seen;
-  for (const auto& [k, v] : sd->dict) {
-    if (k->kind != Kind::kString) return Bad(path, absl::StrCat("state dict key is a ", k->Describe()));
-    if (!seen.insert(k->str).second) return Bad(path, absl::StrCat("duplicate key '", k->str, "'"));
-    if (v->kind == Kind::kTensor) {
-      const Storage& s = storages.at(v->items[0]->str);
-      TensorView t;
-      t.name = k->str;
-      t.dtype = v->storage_dtype;
-      t.shape = v->shape;
-      t.strides = v->strides;
-      SD_ASSIGN_OR_RETURN(t.numel, CheckedNumel(t.shape, t.name));
-      // In bounds: the unpickler checked offset < storage elements, and the loader checked
-      // storage elements * element size <= the record's bytes.
-      t.data = s.data + static_cast<uint64_t>(v->storage_offset) * DTypeSize(t.dtype);
-      out.tensors.push_back(std::move(t));
-    } else if (v->kind == Kind::kObject || v->kind == Kind::kGlobal || v->kind == Kind::kStorage) {
-      return Bad(path, absl::StrCat("entry '", k->str, "' is a ", v->Describe(), ", not a tensor"));
-    } else {
-      out.ignored.push_back(k->str);
+  // Dicts inside the state dict (a textual-inversion file's {"string_to_param": {"*": tensor}})
+  // are flattened with dotted names, a few levels deep.
+  std::function<absl::Status(const PVal&, const std::string&, int)> walk =
+      [&](const PVal& dict, const std::string& prefix, int depth) -> absl::Status {
+    for (const auto& [k, v] : dict->dict) {
+      if (k->kind != Kind::kString)
+        return Bad(path, absl::StrCat("state dict key is a ", k->Describe()));
+      const std::string name = prefix + k->str;
+      if (!seen.insert(name).second) return Bad(path, absl::StrCat("duplicate key '", name, "'"));
+      if (v->kind == Kind::kTensor) {
+        const Storage& s = storages.at(v->items[0]->str);
+        TensorView t;
+        t.name = name;
+        t.dtype = v->storage_dtype;
+        t.shape = v->shape;
+        t.strides = v->strides;
+        SD_ASSIGN_OR_RETURN(t.numel, CheckedNumel(t.shape, t.name));
+        // In bounds: the unpickler checked offset < storage elements, and the loader checked
+        // storage elements * element size <= the record's bytes.
+        t.data = s.data + static_cast<uint64_t>(v->storage_offset) * DTypeSize(t.dtype);
+        out.tensors.push_back(std::move(t));
+      } else if (v->kind == Kind::kDict && depth < 3) {
+        SD_RETURN_IF_ERROR(walk(v, name + ".", depth + 1));
+      } else if (v->kind == Kind::kObject || v->kind == Kind::kGlobal ||
+                 v->kind == Kind::kStorage) {
+        return Bad(path, absl::StrCat("entry '", name, "' is a ", v->Describe(), ", not a tensor"));
+      } else {
+        out.ignored.push_back(name);
+      }
     }
-  }
+    return absl::OkStatus();
+  };
+  SD_RETURN_IF_ERROR(walk(sd, "", 0));
   out.file = std::move(file);
   return out;
 }

@@ -13,6 +13,8 @@
 #include <map>
 #include <set>
 
+#include "nodes/weights/safetensors.h"
+#include "nodes/weights/sd_config.h"
 #include "tests/integration/image_util.h"
 #include "tests/integration/worker_harness.h"
 #include "tests/semantic/image_scorer.h"
@@ -158,6 +160,34 @@ TEST_F(DistributedTest, ImagesEqualInProcessAndCfgHalvesRunOnTwoWorkers) {
       ++steps;
     }
     EXPECT_GT(steps, 0);
+  }
+}
+
+// A long prompt (three chunks against a one-chunk negative), weighting in both dialects, clip skip
+// and a textual-inversion word: the chunks, weights and vectors go to the workers as tensors, and
+// the image is the in-process one.
+TEST_F(DistributedTest, LongWeightedPromptsWithEmbeddingsEqualInProcess) {
+  const std::string emb = dir_->File("embeddings");
+  std::filesystem::create_directories(emb);
+  const int64_t width = SdConfig::Tiny().clip.width;
+  std::vector<float> vectors(static_cast<size_t>(3 * width));
+  for (size_t i = 0; i < vectors.size(); ++i) vectors[i] = static_cast<float>((i % 17) - 8) / 8.0f;
+  ASSERT_TRUE(WriteSafetensors(
+                  emb + "/foxstyle.safetensors",
+                  {{"emb_params", DType::kF32, {3, width}, vectors.data(), vectors.size() * 4, {}}})
+                  .ok());
+  std::string prompt = "a (red:1.3) foxstyle fox, [blurry] BREAK";
+  for (int i = 0; i < 30; ++i) prompt += " ((sharp)) detailed fur,";
+  for (const std::string weighting : {"a1111", "comfy"}) {
+    SCOPED_TRACE(weighting);
+    const std::string extra = "--seed 12 --clip-skip 2 --weighting " + weighting +
+                              " --embeddings " + Quote(emb) + " --prompt " + Quote(prompt);
+    const std::string local = dir_->File("long-local.png"), remote = dir_->File("long-remote.png");
+    auto r = RunCommand(Gen("txt2img", extra, local, ""));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = RunCommand(Gen("txt2img", extra, remote, Pool()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
   }
 }
 

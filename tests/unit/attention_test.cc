@@ -77,6 +77,8 @@ INSTANTIATE_TEST_SUITE_P(
         ::testing::Values(
             Shape{2, 256, 256, 8, 40, 1.0},   // UNet level 1 self-attention (fewer tokens)
             Shape{2, 64, 77, 8, 40, 1.0},     // cross-attention: 77 context tokens
+            Shape{2, 64, 154, 8, 40, 1.0},    // a long prompt: two 77-token chunks
+            Shape{1, 64, 231, 8, 40, 1.0},    // three chunks
             Shape{1, 64, 64, 8, 80, 1.0},     // level 2
             Shape{1, 16, 16, 8, 160, 1.0},    // level 3
             Shape{1, 7, 33, 1, 17, 1.0},      // odd everything: partial vectors and tiles

@@ -5,6 +5,7 @@
 
 #include "host_plugin/cli/image_io.h"
 #include "nodes/weights/safetensors.h"
+#include "nodes/weights/sd_config.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -49,6 +50,38 @@ TEST_F(GenerateCliTest, Txt2ImgWritesA512ImageWithItsParameters) {
   ASSERT_TRUE(params.ok());
   EXPECT_THAT(*params, HasSubstr("a red fox\nNegative prompt: blurry\nSteps: 3, Sampler: DDPM, CFG scale: 7.5, Seed: 7, Size: 512x512, Model hash: "));
   EXPECT_THAT(*params, HasSubstr("Model: tiny.safetensors"));
+}
+
+// Clip skip, the weighting dialect and the embeddings used are recorded as other tools write them;
+// an embedding for another text encoder is refused before anything runs, naming its file.
+TEST_F(GenerateCliTest, PromptFeaturesAreRecordedAndBadEmbeddingsNamed) {
+  const std::string emb = dir_->File("emb");
+  std::filesystem::create_directories(emb);
+  const std::vector<float> v(2 * 32 * 4, 0.25f);
+  auto width = [&](int64_t w) {
+    return TensorToWrite{
+        "emb_params", DType::kF32, {2, w}, v.data(), static_cast<uint64_t>(2 * w * 4), {}};
+  };
+  ASSERT_TRUE(
+      WriteSafetensors(emb + "/foxy.safetensors", {width(SdConfig::Tiny().clip.width)}).ok());
+  ASSERT_TRUE(
+      WriteSafetensors(emb + "/wide.safetensors", {width(SdConfig::Tiny().clip.width + 8)}).ok());
+  const std::string out = dir_->File("features.png");
+  auto r =
+      RunCommand(Txt2Img("--width 64 --height 64 --clip-skip 2 --weighting comfy --embeddings " +
+                             Quote(emb) + " --negative 'foxy, (dull:1.2)'",
+                         out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto params = ReadImageAttribute(out, "parameters");
+  ASSERT_TRUE(params.ok());
+  EXPECT_THAT(*params, HasSubstr(", Clip skip: 2, Prompt weighting: comfy, TI hashes: \"foxy: "));
+  r = RunCommand(Txt2Img(
+      "--width 64 --height 64 --embeddings " + Quote(emb) + " --prompt 'a wide fox'", out + "2"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("wide.safetensors has vectors of width"));
+  r = RunCommand(Txt2Img("--clip-skip 0", out + "3"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--clip-skip must be a positive integer"));
 }
 
 TEST_F(GenerateCliTest, SameSeedSameImageOtherSeedOtherImage) {

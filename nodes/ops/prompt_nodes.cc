@@ -1,0 +1,153 @@
+// Prompts as SD users write them: any length (75-token chunks, BREAK), weighting in AUTOMATIC1111's
+// or ComfyUI's syntax, textual-inversion words. Tokenizing runs on the host; ClipEncode encodes the
+// chunks as a batch (on a worker when distributed); ApplyPromptWeights weights and joins them.
+//
+//   node { kind: "TokenizePrompt" name: "tok_cond" input: "text=@prompt" input: "other=@negative"
+//          input: "weighting=@weighting" }
+//   node { kind: "ClipEncode" name: "clip_cond" input: "tokens=tok_cond.tokens"
+//          input: "vectors=tok_cond.vectors" input: "clip_skip=@clip_skip" }
+//   node { kind: "ApplyPromptWeights" name: "cond" input: "context=clip_cond.context"
+//          input: "weights=tok_cond.weights" input: "weighting=@weighting" }
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/models/model_util.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/ops/node.h"
+#include "nodes/ops/prompt_tokens.h"
+
+namespace sd {
+namespace {
+
+constexpr char kWeighting[] = "weighting";
+constexpr char kWeightingDoc[] = "a1111 (default), comfy or none";
+
+absl::StatusOr<PromptWeighting> WeightingInput(const NodeInputs& in) {
+  if (!in.Has(kWeighting)) return PromptWeighting::kA1111;
+  SD_ASSIGN_OR_RETURN(std::string name, in.String(kWeighting));
+  return ParsePromptWeighting(name);
+}
+
+torch::Tensor Rows(const std::vector<std::vector<int64_t>>& rows) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(rows.size()), ClipTokenizer::kContextLength},
+                                 torch::kInt64);
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy(rows[i].begin(), rows[i].end(), t[static_cast<int64_t>(i)].data_ptr<int64_t>());
+  return t;
+}
+
+torch::Tensor Rows(const std::vector<std::vector<float>>& rows) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(rows.size()), ClipTokenizer::kContextLength},
+                                 torch::kFloat32);
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy(rows[i].begin(), rows[i].end(), t[static_cast<int64_t>(i)].data_ptr<float>());
+  return t;
+}
+
+}  // namespace
+
+class TokenizePrompt : public NodeKernel {
+ public:
+  static constexpr char kText[] = "text";
+  static constexpr char kOther[] = "other";
+  static constexpr char kTokens[] = "tokens";
+  static constexpr char kWeights[] = "weights";
+  static constexpr char kVectors[] = "vectors";
+  static NodeContract Contract() {
+    return {{{kText, ScalarPort(v1::STRING)},
+             {kOther, ScalarPort(v1::STRING), true,
+              "the other prompt of the guidance pair: the one with fewer chunks gets empty ones"},
+             {kWeighting, ScalarPort(v1::STRING), true, kWeightingDoc}},
+            {{kTokens, TensorPort(v1::INT64, 2), false,
+              "int64 [K, 77]: one row per chunk (comfy: then the empty prompt's row)"},
+             {kWeights, TensorPort(v1::FLOAT32, 2), false, "[K, 77]: each token's weight"},
+             {kVectors, TensorPort(v1::FLOAT32, 3), false,
+              "[1, N, width]: the textual-inversion vectors the tokens use"}},
+            nullptr,
+            "CLIP tokens of a prompt of any length, in 75-token chunks, with weights and "
+            "textual-inversion words (embeddings from the run's embeddings folder)"};
+  }
+  explicit TokenizePrompt(const google::protobuf::Any&) {}
+  absl::Status Open(RunContext& ctx) override {
+    SD_ASSIGN_OR_RETURN(tokenizer_, ctx.models->Tokenizer(ctx.tokenizer_dir));
+    if (!ctx.embeddings_dir.empty()) {
+      SD_ASSIGN_OR_RETURN(library_, EmbeddingLibrary::Open(ctx.embeddings_dir));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(std::string text, in.String(kText));
+    SD_ASSIGN_OR_RETURN(PromptWeighting mode, WeightingInput(in));
+    SD_ASSIGN_OR_RETURN(PreparedPrompt p, PreparePrompt(text, mode, *tokenizer_, library_.get()));
+    if (in.Has(kOther)) {
+      SD_ASSIGN_OR_RETURN(std::string other_text, in.String(kOther));
+      SD_ASSIGN_OR_RETURN(PreparedPrompt other,
+                          PreparePrompt(other_text, mode, *tokenizer_, library_.get()));
+      PadChunks(p.chunks, other.chunks.ids.size(), *tokenizer_);
+    }
+    std::vector<std::vector<int64_t>> ids = p.chunks.ids;
+    if (mode == PromptWeighting::kComfy) ids.push_back(EmptyChunk(*tokenizer_));
+    out[kTokens] = Rows(ids);
+    out[kWeights] = Rows(p.chunks.weights);
+    out[kVectors] = p.Vectors();
+    return absl::OkStatus();
+  }
+
+ private:
+  std::shared_ptr<const ClipTokenizer> tokenizer_;
+  std::shared_ptr<EmbeddingLibrary> library_;
+};
+SD_REGISTER_NODE(TokenizePrompt);
+
+class ApplyPromptWeights : public NodeKernel {
+ public:
+  static constexpr char kContext[] = "context";
+  static constexpr char kWeights[] = "weights";
+  static NodeContract Contract() {
+    return {
+        {{kContext, TensorPort(v1::FLOAT32, 3), false, "[K(+1), 77, width]: ClipEncode's chunks"},
+         {kWeights, TensorPort(v1::FLOAT32, 2), false, "[K, 77]: TokenizePrompt's weights"},
+         {kWeighting, ScalarPort(v1::STRING), true, kWeightingDoc}},
+        {{kContext, TensorPort(v1::FLOAT32, 3), false, "[1, 77*K, width]"}},
+        nullptr,
+        "weights each token's encoding (a1111: scaled, then each chunk rescaled to its "
+        "unweighted mean; comfy: moved from the empty prompt's encoding) and joins the chunks"};
+  }
+  explicit ApplyPromptWeights(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(torch::Tensor context, in.Tensor(kContext));
+    SD_ASSIGN_OR_RETURN(torch::Tensor weights, in.Tensor(kWeights));
+    SD_ASSIGN_OR_RETURN(PromptWeighting mode, WeightingInput(in));
+    const int64_t k = weights.size(0), rows = k + (mode == PromptWeighting::kComfy ? 1 : 0);
+    if (k < 1 || context.size(0) != rows || context.size(1) != weights.size(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input 'context' ", DescribeTensor(context), " does not fit weights ",
+          DescribeTensor(weights), " under ", PromptWeightingName(mode), " weighting: expected ",
+          rows, " chunks",
+          mode == PromptWeighting::kComfy ? " (the prompt's, then the empty prompt's)" : "",
+          " (are both nodes given the same weighting?)"));
+    }
+    std::vector<torch::Tensor> chunks;
+    for (int64_t i = 0; i < k; ++i) {
+      torch::Tensor z = context[i], w = weights[i].unsqueeze(-1);  // [77, W], [77, 1]
+      if ((w != 1).any().item<bool>()) {
+        if (mode == PromptWeighting::kComfy) {
+          const torch::Tensor empty = context[k];
+          z = torch::where(w != 1, (z - empty) * w + empty, z);
+        } else {
+          const torch::Tensor before = z.mean();
+          z = z * w;
+          const torch::Tensor after = z.mean();
+          if (after.item<float>() != 0) z = z * (before / after);
+        }
+      }
+      chunks.push_back(z);
+    }
+    out[kContext] = torch::cat(chunks, 0).unsqueeze(0);
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(ApplyPromptWeights);
+
+}  // namespace sd

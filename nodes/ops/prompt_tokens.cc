@@ -1,0 +1,54 @@
+#include "nodes/ops/prompt_tokens.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "nodes/base/status_macros.h"
+
+namespace sd {
+
+torch::Tensor PreparedPrompt::Vectors() const {
+  if (embeddings.empty()) return torch::zeros({1, 0, 0}, torch::kFloat32);
+  std::vector<torch::Tensor> rows;
+  for (const auto& e : embeddings) rows.push_back(e->vectors);
+  return torch::cat(rows, 0).unsqueeze(0);
+}
+
+absl::StatusOr<PreparedPrompt> PreparePrompt(const std::string& text, PromptWeighting mode,
+                                             const ClipTokenizer& tokenizer,
+                                             EmbeddingLibrary* library) {
+  const std::vector<PromptSpan> spans = ParsePrompt(text, mode);
+  PreparedPrompt out;
+  if (!library) {
+    out.chunks = ChunkPrompt(spans, tokenizer, {});
+    return out;
+  }
+  // First find the words that name embeddings (any count will do for that), then load only those
+  // and chunk with their real lengths: the same words match, as no other name did.
+  std::map<std::string, int> names;
+  for (const std::string& name : library->Names()) names[name] = 1;
+  const PromptChunks found = ChunkPrompt(spans, tokenizer, names);
+  std::map<std::string, int> used;
+  for (const std::string& name : found.embeddings) {
+    SD_ASSIGN_OR_RETURN(std::shared_ptr<const Embedding> e, library->Load(name));
+    if (!out.embeddings.empty() && out.embeddings[0]->vectors.size(1) != e->vectors.size(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "embeddings ", out.embeddings[0]->path, " (width ", out.embeddings[0]->vectors.size(1),
+          ") and ", e->path, " (width ", e->vectors.size(1), ") are for different text encoders"));
+    }
+    used[name] = static_cast<int>(e->vectors.size(0));
+    out.embeddings.push_back(std::move(e));
+  }
+  out.chunks = ChunkPrompt(spans, tokenizer, used);
+  return out;
+}
+
+std::string EmbeddingHashes(const std::vector<std::shared_ptr<const Embedding>>& embeddings) {
+  std::string out;
+  for (const auto& e : embeddings) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", e->name, ": ", e->sha256.substr(0, 10));
+  }
+  return out;
+}
+
+}  // namespace sd
