@@ -37,6 +37,7 @@
 #include "nodes/ops/node.h"
 #include "nodes/tensor/wire.h"
 #include "nodes/weights/demo_model.h"
+#include "nodes/weights/model_ref.h"
 #include "proto/inference/grpc_service.grpc.pb.h"
 #include "proto/sd/v1/worker.grpc.pb.h"
 #include "worker/metrics_http.h"
@@ -267,16 +268,32 @@ class Core {
                            [&] { return LoadOrThrow(name); });
   }
 
+  // A model reference (model_ref.h) with every part a name in the repository -> the same with
+  // paths.
+  absl::StatusOr<std::string> ResolveRef(const std::string& name) const {
+    SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(name));
+    SD_ASSIGN_OR_RETURN(ModelRef resolved,
+                        ref.Map([&](const std::string& part) { return repo_.Resolve(part); }));
+    return resolved.Format();
+  }
+
   absl::StatusOr<v1::LoadModelResponse> LoadOrThrow(const std::string& name) {
-    SD_ASSIGN_OR_RETURN(std::string path, repo_.Resolve(name));
+    SD_ASSIGN_OR_RETURN(std::string path, ResolveRef(name));
     SD_ASSIGN_OR_RETURN(auto entry, base_.models->Open(path));
+    SD_ASSIGN_OR_RETURN(std::string identity, base_.models->Identity(path));
     // Build all three networks now, so the first node calls do not wait.
     SD_RETURN_IF_ERROR(base_.models->GetClip(path, base_.dtype, base_.device).status());
     SD_RETURN_IF_ERROR(base_.models->GetUnet(path, base_.dtype, base_.device).status());
     SD_RETURN_IF_ERROR(base_.models->GetVae(path, base_.dtype, base_.device).status());
     v1::LoadModelResponse r;
     r.set_checkpoint(name);
-    r.set_sha256(entry->hash);
+    r.set_sha256(identity);
+    r.set_checkpoint_sha256(entry->hash);
+    SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(path));
+    if (!ref.vae.empty()) {
+      SD_ASSIGN_OR_RETURN(std::string vae_hash, base_.models->FileHash(ref.vae));
+      r.set_vae_sha256(vae_hash);
+    }
     r.set_config(entry->config.Describe());
     r.set_unet_in_channels(static_cast<int32_t>(entry->config.unet.in_channels));
     r.set_native_size(NativeSize(entry->checkpoint->metadata()).value_or(0));
@@ -291,10 +308,10 @@ class Core {
   // for `name` (opening it if need be) has the content hash the caller expects.
   absl::Status CheckModelHash(const std::string& name, const std::string& path,
                               const std::string& expected) {
-    SD_ASSIGN_OR_RETURN(auto entry, base_.models->Open(path));
-    if (entry->hash == expected) return absl::OkStatus();
+    SD_ASSIGN_OR_RETURN(std::string identity, base_.models->Identity(path));
+    if (identity == expected) return absl::OkStatus();
     absl::Status s = absl::FailedPreconditionError(
-        absl::StrCat("model '", name, "' here has sha256 ", entry->hash, ", the caller expects ",
+        absl::StrCat("model '", name, "' here has sha256 ", identity, ", the caller expects ",
                      expected, " (another file under the same name)"));
     s.SetPayload(kModelMismatchMetadataValue, absl::Cord("1"));
     return s;
@@ -319,7 +336,7 @@ class Core {
     SD_ASSIGN_OR_RETURN(std::string expected_sha256, string_param("sha256"));
     std::string checkpoint;
     if (!model.empty()) {
-      SD_ASSIGN_OR_RETURN(checkpoint, repo_.Resolve(model));
+      SD_ASSIGN_OR_RETURN(checkpoint, ResolveRef(model));
       if (!expected_sha256.empty())
         SD_RETURN_IF_ERROR(CheckModelHash(model, checkpoint, expected_sha256));
     } else if (contract.needs_model) {

@@ -53,6 +53,7 @@ class WorkerPool : public NodeDispatcher {
 #include "nodes/text/prompt_parser.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
+#include "nodes/weights/model_ref.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/sd_config.h"
 #include "nodes/weights/torch_tensors.h"
@@ -200,7 +201,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                  "parallel",       "token-file",   "tls-ca",
                  "tls-cert",       "tls-key",      "tls-server-name",
                  "wire-dtype",     "call-timeout", "max-attempts",
-                 "max-message-mb", "embeddings"},
+                 "max-message-mb", "embeddings",   "vae"},
                 {"overwrite", "require-tls"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta",
@@ -254,7 +255,12 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   // shape.
   std::unique_ptr<WorkerPool> pool;
   std::optional<ModelInfo> remote_model;
-  const std::string model_name = args->Has("workers") ? Basename(model) : model;
+  // --vae: a standalone VAE replaces the checkpoint's; the pair travels as one model reference.
+  const std::string vae = args->GetOr("vae", "");
+  if (args->Has("vae") && vae.empty()) return usage("--vae names no file");
+  const std::string model_name =
+      args->Has("workers") ? ModelRef{Basename(model), vae.empty() ? "" : Basename(vae)}.Format()
+                           : ModelRef{model, vae}.Format();
   if (int code = ConnectWorkers(name, *args, model_name, &pool, &remote_model); code != kExitOk)
     return code;
   // In-process runs open the checkpoint once, here, for what the command needs to know before the
@@ -403,14 +409,16 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     std::fflush(stdout);
     return ExitCodeFor(s);
   };
-  std::string model_hash;
+  std::string model_hash, vae_hash;
   if (remote_model) {
-    model_hash = remote_model->sha256;
+    model_hash = remote_model->checkpoint_sha256;
+    vae_hash = remote_model->vae_sha256;
     options.dispatcher = pool.get();
   } else {
-    auto entry = ctx.models->Open(model);
+    auto entry = ctx.models->Open(model_name);
     if (!entry.ok()) return fail(entry.status());
     model_hash = (*entry)->hash;
+    if (!vae.empty()) vae_hash = *ctx.models->FileHash(vae);  // opened with the reference
   }
   std::signal(SIGTERM, OnTerminate);
   std::signal(SIGINT, OnTerminate);
@@ -419,6 +427,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   // One image (or frame) per job. Inputs are copied per job, so jobs can run at the same time.
   std::mutex print_mu;  // progress lines of concurrent jobs
   ImageJobs setup{mode, name, out, model, model_hash, &*graph, inputs, options, &ctx};
+  setup.vae = vae;
+  setup.vae_hash = vae_hash;
   setup.remote = remote_model.has_value();
   setup.farm = farm;
   setup.overwrite = args->Has("overwrite");

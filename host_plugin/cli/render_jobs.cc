@@ -56,10 +56,10 @@ class ProgressPrinter {
 // The parameters line other SD tools write and read (A1111 style), so an image can be reproduced:
 // the prompt, negative prompt, steps, sampler, CFG scale, seed, size, model hash and name, and the
 // denoising strength where the graph has one.
-std::string ParametersLine(Mode mode, const Graph& graph,
-                           const std::map<std::string, Value>& inputs, int64_t width,
-                           int64_t height, const std::string& model_hash, const std::string& model,
-                           const std::string& ti_hashes) {
+std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value>& inputs,
+                           int64_t width, int64_t height, const std::string& ti_hashes) {
+  const Mode mode = r.mode;
+  const Graph& graph = *r.graph;
   auto text = [&](const char* key, const std::string& fallback) {
     auto it = inputs.find(key);
     if (it != inputs.end() && std::holds_alternative<std::string>(it->second))
@@ -84,7 +84,9 @@ std::string ParametersLine(Mode mode, const Graph& graph,
       text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ", number("steps"),
       ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
       ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", width, "x", height,
-      ", Model hash: ", model_hash.substr(0, 10), ", Model: ", Basename(model));
+      ", Model hash: ", r.model_hash.substr(0, 10), ", Model: ", Basename(r.model));
+  if (!r.vae.empty())
+    absl::StrAppend(&params, ", VAE hash: ", r.vae_hash.substr(0, 10), ", VAE: ", Basename(r.vae));
   if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph.Input("strength"))) {
     absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
   }
@@ -208,8 +210,7 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
         absl::StrCat("graph output '", first_output, "' is not an image"));
   }
   const torch::Tensor& px = std::get<torch::Tensor>(image);
-  const std::string params = ParametersLine(r.mode, *r.graph, job_inputs, px.size(1), px.size(0),
-                                            r.model_hash, r.model, ti_hashes);
+  const std::string params = ParametersLine(r, job_inputs, px.size(1), px.size(0), ti_hashes);
   if (r.options.cancelled && r.options.cancelled->load())
     return absl::CancelledError("cancelled before writing " + path);
   SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));

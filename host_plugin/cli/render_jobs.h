@@ -31,6 +31,7 @@ struct ImageJobs {
   int jobs = 1;
   std::vector<std::pair<std::string, std::string>> dump_targets;
   std::mutex* print_mu;  // progress lines of concurrent jobs
+  std::string vae, vae_hash;  // --vae, when given
 };
 
 // Job `b`: runs the graph for image b (seed + b) or farm frame frames[b] (seed + frame, {frame}

@@ -20,8 +20,10 @@
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
+#include "nodes/text/prompt_parser.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
+#include "nodes/weights/model_ref.h"
 #include "nodes/weights/sd_config.h"
 #ifdef SD_HAVE_GRPC
 #include "host_plugin/runtime/worker_pool.h"
@@ -100,7 +102,9 @@ int NativeSizeOf(const std::string& model_property) {
 
 absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
   const std::string mode = Str(r.mode), workers = Str(r.workers);
-  SD_ASSIGN_OR_RETURN(const std::string model, ModelOrDemo(Str(r.model), !workers.empty()));
+  SD_ASSIGN_OR_RETURN(const std::string base, ModelOrDemo(Str(r.model), !workers.empty()));
+  const std::string vae = Str(r.vae);
+  auto basename = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
   if (mode != "txt2img" && mode != "img2img" && mode != "inpaint")
     return absl::InvalidArgumentError("unknown mode " + mode);
   if (r.steps < 1 || r.steps > 1000)
@@ -114,6 +118,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
     if (std::ifstream(installed + "/vocab.json").good()) ctx.tokenizer_dir = installed;
   }
   ctx.models = Process().models;
+  ctx.embeddings_dir = Str(r.embeddings);
   RunOptions options;
   int64_t in_channels = 4;
 #ifdef SD_HAVE_GRPC
@@ -140,7 +145,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
     pool = p;
   }
   if (pool) {
-    ctx.checkpoint = model.substr(model.rfind('/') + 1);
+    ctx.checkpoint = ModelRef{basename(base), vae.empty() ? "" : basename(vae)}.Format();
     SD_ASSIGN_OR_RETURN(ModelInfo info, pool->Prepare(ctx.checkpoint));
     in_channels = info.unet_in_channels;
     options.dispatcher = pool.get();
@@ -151,8 +156,8 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
         "this plugin was built without gRPC: `workers` is not available");
 #endif
   if (!options.dispatcher) {
-    ctx.checkpoint = model;
-    SD_ASSIGN_OR_RETURN(auto entry, ctx.models->Open(model));
+    ctx.checkpoint = ModelRef{base, vae}.Format();
+    SD_ASSIGN_OR_RETURN(auto entry, ctx.models->Open(ctx.checkpoint));
     in_channels = entry->config.unet.in_channels;
   }
   std::string graph_path = Str(r.graph);
@@ -174,6 +179,11 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   set("seed", int64_t{r.seed});
   set("steps", int64_t{r.steps});
   set("cfg", r.cfg);
+  if (const std::string w = Str(r.weighting); !w.empty()) {
+    SD_RETURN_IF_ERROR(ParsePromptWeighting(w).status());
+    set("weighting", w);
+  }
+  if (r.clip_skip > 1) set("clip_skip", int64_t{r.clip_skip});
   const std::string sampler = absl::AsciiStrToLower(Str(r.sampler));
   set("sampler", sampler.empty() ? std::string("ddpm") : sampler);
   int64_t out_w = r.width, out_h = r.height;

@@ -27,6 +27,10 @@ typedef struct {
   const char* tls_key;
   const char* tls_server_name;
   int require_tls;
+  const char* weighting;  /* prompt weighting: a1111 (""), comfy or none */
+  int clip_skip;          /* 1 (or 0): CLIP's last layer */
+  const char* embeddings; /* "" : no textual-inversion folder */
+  const char* vae;        /* "" : the checkpoint's own VAE */
   int seed, steps, width, height;
   double cfg, strength;
   /* img2img / inpaint: the input image as 8-bit sRGB, and for inpaint the mask (8-bit gray, white =

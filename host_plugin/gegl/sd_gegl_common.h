@@ -52,6 +52,10 @@ static void sd_gegl_progress(void* user, double fraction, const char* message) {
     (r).seed = (o)->seed;                                                            \
     (r).steps = (o)->steps;                                                          \
     (r).cfg = (o)->cfg;                                                              \
+    (r).weighting = (o)->weighting;                                                  \
+    (r).clip_skip = (o)->clip_skip;                                                  \
+    (r).embeddings = (o)->embeddings;                                                \
+    (r).vae = (o)->vae;                                                              \
     (r).cancel = &state_->cancel;                                                    \
     (r).progress = sd_gegl_progress;                                                 \
     (r).progress_user = (operation);                                                 \
@@ -141,7 +145,17 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* ope
   property_string(tls_server_name, "TLS server name", "")                                           \
     description("The name in the workers' certificates, when it is not the host name")             \
   property_boolean(require_tls, "Require TLS", FALSE)                                               \
-    description("Refuse to talk to workers (or send a token) without TLS")
+    description("Refuse to talk to workers (or send a token) without TLS")                          \
+  property_string(weighting, "Prompt weighting", "a1111")                                           \
+    description("a1111: (word) x1.1, [word] /1.1, (word:1.3) multiplies; comfy: (word:1.3) "        \
+                "replaces, [ ] are text; none")                                                     \
+  property_int(clip_skip, "CLIP skip", 1)                                                           \
+    description("1: CLIP's last layer; 2: the layer before it, as other SD tools")                  \
+    value_range(1, 12)                                                                              \
+  property_file_path(embeddings, "Embeddings folder", "")                                           \
+    description("Textual-inversion embeddings: a prompt word equal to a file's name uses it")       \
+  property_file_path(vae, "VAE", "")                                                                \
+    description("A standalone VAE instead of the checkpoint's (with workers, a name)")
 // clang-format on
 
 #endif

@@ -531,8 +531,14 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
         absl::StrCat("no worker could load '", checkpoint, "': ", absl::StrJoin(errors, "; ")));
   }
   std::lock_guard<std::mutex> lock(p.mu);
-  p.model = ModelInfo{checkpoint, first->sha256(), first->config(), first->unet_in_channels(),
-                      first->native_size()};
+  p.model =
+      ModelInfo{checkpoint,
+                first->sha256(),
+                first->config(),
+                first->unet_in_channels(),
+                first->native_size(),
+                first->checkpoint_sha256().empty() ? first->sha256() : first->checkpoint_sha256(),
+                first->vae_sha256()};
   p.prepared = true;
   for (size_t i = 0; i < n; ++i) {
     Worker& w = *members[i];

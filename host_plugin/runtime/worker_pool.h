@@ -68,6 +68,7 @@ struct ModelInfo {
   int unet_in_channels = 4;
   int native_size =
       0;  // pixels, when the model declares the size it was trained at; 0: not declared
+  std::string checkpoint_sha256, vae_sha256;  // the parts' files (sha256 covers both)
 };
 
 class WorkerPool : public NodeDispatcher {

@@ -5,8 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "nodes/base/exception_status.h"
+#include "nodes/base/sha256.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
+#include "nodes/weights/model_ref.h"
 
 namespace sd {
 
@@ -34,7 +36,41 @@ void ModelCache::SetLoadHook(std::function<void(const std::string&)> hook) {
   load_hook_ = std::move(hook);
 }
 
-absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(const std::string& path) {
+absl::StatusOr<ModelCache::PatchFile> ModelCache::OpenPatch(const std::string& path) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = patches_.find(path); it != patches_.end()) return it->second;
+  }
+  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Checkpoint> file, Checkpoint::Open(path));
+  PatchFile patch{file, file->ContentHash()};
+  std::lock_guard<std::mutex> lock(mu_);
+  return patches_.emplace(path, std::move(patch)).first->second;
+}
+
+absl::StatusOr<std::string> ModelCache::FileHash(const std::string& path) {
+  SD_ASSIGN_OR_RETURN(PatchFile f, OpenPatch(path));
+  return f.hash;
+}
+
+absl::StatusOr<std::string> ModelCache::Identity(const std::string& ref_text) {
+  SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ref_text));
+  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(ref.base));
+  if (!ref.HasPatches()) return entry->hash;
+  SD_ASSIGN_OR_RETURN(PatchFile vae, OpenPatch(ref.vae));
+  Sha256 sha;
+  const std::string parts = absl::StrCat(entry->hash, "|vae=", vae.hash);
+  sha.Update(parts.data(), parts.size());
+  return sha.FinishHex();
+}
+
+absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(
+    const std::string& ref_text) {
+  if (ref_text.find('|') != std::string::npos) {
+    SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ref_text));
+    if (!ref.vae.empty()) SD_RETURN_IF_ERROR(OpenPatch(ref.vae).status());
+    return Open(ref.base);
+  }
+  const std::string& path = ref_text;
   std::promise<EntryResult> promise;
   std::shared_future<EntryResult> pending;
   std::function<void(const std::string&)> hook;
@@ -76,9 +112,24 @@ template <typename M>
 absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* component, torch::ScalarType dtype,
                                     torch::Device device, const std::function<M(const SdConfig&)>& make,
                                     const char* prefix) {
-  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(path));
+  SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(path));
+  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(ref.base));
+  // Where the weights come from: the checkpoint, or for the VAE a standalone file.
+  std::shared_ptr<const Checkpoint> weights = entry->checkpoint;
+  std::string weights_hash = entry->hash, weights_prefix = prefix;
+  if (std::string(component) == "vae" && !ref.vae.empty()) {
+    SD_ASSIGN_OR_RETURN(PatchFile vae, OpenPatch(ref.vae));
+    weights = vae.file;
+    weights_hash = vae.hash;
+    if (!weights->Find(std::string(kVaePrefix) + "decoder.conv_in.weight")) weights_prefix = "";
+    if (!weights->Find(weights_prefix + "decoder.conv_in.weight")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ref.vae, ": not a VAE in the CompVis layout (no decoder.conv_in.weight, with or without ",
+          kVaePrefix, "); diffusers' AutoencoderKL files are not read"));
+    }
+  }
   const Key key =
-      std::make_tuple(entry->hash, std::string(component), static_cast<int>(dtype), device.str());
+      std::make_tuple(weights_hash, std::string(component), static_cast<int>(dtype), device.str());
   auto as_model = [](const std::shared_ptr<torch::nn::Module>& m) {
     return M(std::static_pointer_cast<typename M::Impl>(m));
   };
@@ -108,7 +159,12 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
   ModuleResult built =
       CatchExceptions(absl::StrCat(path, ": building the ", component), [&]() -> ModuleResult {
         M model = make(entry->config);
-        SD_RETURN_IF_ERROR(LoadWeights(*model, *entry->checkpoint, prefix, dtype, device));
+        absl::Status loaded = LoadWeights(*model, *weights, weights_prefix, dtype, device);
+        if (!loaded.ok() && weights != entry->checkpoint) {
+          return absl::Status(loaded.code(), absl::StrCat("VAE ", ref.vae, " does not fit ",
+                                                          ref.base, ": ", loaded.message()));
+        }
+        SD_RETURN_IF_ERROR(loaded);
         model->eval();
         return std::shared_ptr<torch::nn::Module>(model.ptr());
       });

@@ -30,8 +30,17 @@ class ModelCache {
     SdConfig config;
     std::string hash;
   };
-  // Opens the checkpoint at `path` (once), detects its configuration and checks every key.
+  // Opens the checkpoint at `path` (once), detects its configuration and checks every key. `path`
+  // may be a model reference with patches (model_ref.h): the entry is then its base checkpoint's,
+  // and the patch files are opened too (an error names the one that fails).
   absl::StatusOr<std::shared_ptr<const Entry>> Open(const std::string& path);
+  // What workers agree on: the base checkpoint's sha256 when unpatched, else the sha256 of the
+  // parts' hashes ("BASEHASH|vae=VAEHASH").
+  absl::StatusOr<std::string> Identity(const std::string& ref);
+  // sha256 of a patch file (a standalone VAE), read once.
+  absl::StatusOr<std::string> FileHash(const std::string& path);
+  // The networks of a reference: the VAE is the standalone file's when it names one (same layout as
+  // the checkpoint's VAE, with or without the first_stage_model. prefix).
   absl::StatusOr<ClipTextModel> GetClip(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<UNet> GetUnet(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<sd::Vae> GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device);
@@ -60,8 +69,15 @@ class ModelCache {
 
  private:
   template <typename M>
-  absl::StatusOr<M> Model(const std::string& path, const char* component, torch::ScalarType dtype,
-                          torch::Device device, const std::function<M(const SdConfig&)>& make, const char* prefix);
+  absl::StatusOr<M> Model(const std::string& ref, const char* component, torch::ScalarType dtype,
+                          torch::Device device, const std::function<M(const SdConfig&)>& make,
+                          const char* prefix);
+  struct PatchFile {
+    std::shared_ptr<const Checkpoint> file;
+    std::string hash;
+  };
+  // A patch file (a standalone VAE), opened and hashed once.
+  absl::StatusOr<PatchFile> OpenPatch(const std::string& path);
   struct Built {
     std::shared_ptr<torch::nn::Module> module;
     uint64_t bytes = 0;
@@ -82,6 +98,7 @@ class ModelCache {
   std::map<Key, Built> models_;
   uint64_t budget_ = 0, clock_ = 0, evictions_ = 0;
   std::map<std::string, std::shared_ptr<const ClipTokenizer>> tokenizers_;
+  std::map<std::string, PatchFile> patches_;  // by path
 };
 
 }  // namespace sd

@@ -109,6 +109,40 @@ TEST_F(GeglPluginTest, Txt2ImgFromAGeglXmlGraph) {
   EXPECT_LE(MaxDiff(img, ReadRgb8(dir_->File("cli.png"))), 1);
 }
 
+// The prompt properties (weighting, clip skip, embeddings) and a standalone VAE mean what
+// sd-graph's flags mean: the same picture.
+TEST_F(GeglPluginTest, PromptPropertiesAndVaeMatchTheCli) {
+  const std::string emb = dir_->File("emb");
+  std::filesystem::create_directories(emb);
+  ASSERT_EQ(std::system((testing::PythonScript("make_vae_variants.py") + " " + Quote(model_) + " " +
+                         Quote(dir_->path()))
+                            .c_str()),
+            0);
+  const std::string prompt = "a (red:1.3) lighthouse BREAK [dusk], ((sea))";
+  auto r = Gegl("-o " + Quote(dir_->File("props.png")) + " -- sd:txt2img prompt=" + Quote(prompt) +
+                " model=" + Quote(model_) +
+                " width=64 height=64 steps=3 seed=5 weighting=comfy "
+                "clip-skip=2 vae=" +
+                Quote(dir_->File("vae.safetensors")) + " embeddings=" + Quote(emb));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("sd:txt2img:"), std::string::npos) << r.err;
+  r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " txt2img --model " + Quote(model_) +
+                 " --prompt " + Quote(prompt) +
+                 " --width 64 --height 64 --steps 3 --seed 5 --cfg 7.5 --weighting comfy "
+                 "--clip-skip 2 --vae " +
+                 Quote(dir_->File("vae.safetensors")) + " -o " +
+                 Quote(dir_->File("props-cli.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(MaxDiff(ReadRgb8(dir_->File("props.png")), ReadRgb8(dir_->File("props-cli.png"))), 1);
+  r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " txt2img --model " + Quote(model_) +
+                 " --prompt " + Quote(prompt) +
+                 " --width 64 --height 64 --steps 3 --seed 5 --cfg 7.5 -o " +
+                 Quote(dir_->File("plain-cli.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(MaxDiff(ReadRgb8(dir_->File("props.png")), ReadRgb8(dir_->File("plain-cli.png"))), 1)
+      << "the properties must change the picture";
+}
+
 // No model and no size: the demo model at its native 64x64, drawing what the prompt asks for.
 TEST_F(GeglPluginTest, DemoModelByDefaultAtItsNativeSize) {
   auto r = Gegl("-o " + Quote(dir_->File("demo.png")) +

@@ -191,6 +191,26 @@ TEST_F(DistributedTest, LongWeightedPromptsWithEmbeddingsEqualInProcess) {
   }
 }
 
+// --vae NAME: a standalone VAE in the workers' repositories; the pool agrees on the pair's hash and
+// the image is the in-process one. A VAE only one worker has cannot be used.
+TEST_F(DistributedTest, StandaloneVaeByNameEqualsInProcess) {
+  const std::string repo = Models(*dir_);
+  ASSERT_EQ(std::system((PythonScript("make_vae_variants.py") + " " +
+                         Quote(repo + "/tiny.safetensors") + " " + Quote(repo))
+                            .c_str()),
+            0);
+  const std::string local = dir_->File("vae-local.png"), remote = dir_->File("vae-remote.png");
+  auto r =
+      RunCommand(Gen("txt2img", "--seed 13 --vae " + Quote(repo + "/vae.safetensors"), local, ""));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(Gen("txt2img", "--seed 13 --vae vae.safetensors", remote, Pool()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
+  r = RunCommand(Gen("txt2img", "--seed 13 --vae nowhere.safetensors", remote, Pool()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("nowhere.safetensors"), std::string::npos) << r.err;
+}
+
 // The cond and uncond UNet calls of a step are in flight at the same time, on two workers: with
 // every call held on arrival (--hold-calls), both halves of step 1 arrive, one on each worker,
 // before either is let go. Run one at a time, the second could never arrive while the first is

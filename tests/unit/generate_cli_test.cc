@@ -84,6 +84,40 @@ TEST_F(GenerateCliTest, PromptFeaturesAreRecordedAndBadEmbeddingsNamed) {
   EXPECT_THAT(r.err, HasSubstr("--clip-skip must be a positive integer"));
 }
 
+// --vae: a standalone VAE (either layout) gives the image of a checkpoint that holds that VAE, and
+// is recorded; one that does not fit the model is an error naming it.
+TEST_F(GenerateCliTest, VaeOverrideEqualsACheckpointWithThatVae) {
+  ASSERT_EQ(std::system((testing::PythonScript("make_vae_variants.py") + " " + Quote(model_) + " " +
+                         Quote(dir_->path()))
+                            .c_str()),
+            0);
+  const std::string merged = dir_->File("vae-merged.png");
+  auto r = RunCommand(Bin() + " txt2img --model " + Quote(dir_->File("merged.safetensors")) +
+                      " --prompt 'a red fox' --steps 2 --width 64 --height 64 -o " + Quote(merged));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const torch::Tensor want = *ReadImageRgb8(merged);
+  const torch::Tensor base = *ReadImageRgb8(
+      (RunCommand(Txt2Img("--steps 2 --width 64 --height 64", dir_->File("vae-base.png"))),
+       dir_->File("vae-base.png")));
+  EXPECT_FALSE(torch::equal(want, base)) << "the VAE variant must change the picture";
+  for (const char* file : {"vae.safetensors", "vae_prefixed.safetensors"}) {
+    const std::string out = dir_->File(std::string("vae-") + file + ".png");
+    r = RunCommand(
+        Txt2Img("--steps 2 --width 64 --height 64 --vae " + Quote(dir_->File(file)), out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(torch::equal(*ReadImageRgb8(out), want)) << file;
+    EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr(std::string(", VAE hash: ")));
+    EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr(std::string(", VAE: ") + file));
+  }
+  r = RunCommand(Txt2Img(
+      "--steps 1 --vae " + Quote(std::string(SD_TEST_MODELS_DIR) + "/sd-demo-shapes.safetensors"),
+      dir_->File("vae-bad.png")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("sd-demo-shapes.safetensors does not fit"));
+  r = RunCommand(Txt2Img("--steps 1 --vae " + Quote(model_), dir_->File("vae-ok.png")));
+  EXPECT_EQ(r.exit_code, 0) << "a whole checkpoint's VAE (prefixed) is a VAE too: " << r.err;
+}
+
 TEST_F(GenerateCliTest, SameSeedSameImageOtherSeedOtherImage) {
   const std::string a = dir_->File("a.png"), b = dir_->File("b.png"), c = dir_->File("c.png");
   for (const auto& [out, seed] : {std::pair{a, "1"}, {b, "1"}, {c, "2"}}) {
