@@ -294,6 +294,10 @@ class Core {
       SD_ASSIGN_OR_RETURN(std::string vae_hash, base_.models->FileHash(ref.vae));
       r.set_vae_sha256(vae_hash);
     }
+    for (const LoraRef& l : ref.loras) {
+      SD_ASSIGN_OR_RETURN(std::string lora_hash, base_.models->FileHash(l.name));
+      r.add_lora_sha256(lora_hash);
+    }
     r.set_config(entry->config.Describe());
     r.set_unet_in_channels(static_cast<int32_t>(entry->config.unet.in_channels));
     r.set_native_size(NativeSize(entry->checkpoint->metadata()).value_or(0));

@@ -44,6 +44,7 @@ class WorkerPool : public NodeDispatcher {
 };
 }  // namespace sd
 #endif
+#include "host_plugin/cli/model_flags.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
@@ -62,8 +63,6 @@ namespace sd::cli {
 namespace {
 
 std::string StockGraph(const std::string& name) { return StockGraphPath(name, DirOfExecutable()); }
-
-std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
 std::atomic<bool> g_cancel{false};  // set by SIGTERM / SIGINT; passed to each run as
                                     // RunOptions::cancelled
@@ -201,8 +200,9 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                  "parallel",       "token-file",   "tls-ca",
                  "tls-cert",       "tls-key",      "tls-server-name",
                  "wire-dtype",     "call-timeout", "max-attempts",
-                 "max-message-mb", "embeddings",   "vae"},
-                {"overwrite", "require-tls"}};
+                 "max-message-mb", "embeddings",   "vae",
+                 "lora-dir"},
+                {"overwrite", "require-tls", "strict-lora"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta",
                           "clip-skip", "weighting"})
@@ -213,12 +213,12 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
   if (mode == Mode::kInpaint) spec.with_value.insert({"init", "mask", "strength"});
   // Repeatable flags (--set, --dump) are collected by hand; everything else goes through Args.
-  std::vector<std::string> rest, sets, dumps;
+  std::vector<std::string> rest, sets, dumps, loras;
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
-    for (const char* rep : {"--set", "--dump"}) {
+    for (const char* rep : {"--set", "--dump", "--lora"}) {
       const std::string flag = rep;
-      std::vector<std::string>& into = flag == "--set" ? sets : dumps;
+      std::vector<std::string>& into = flag == "--set" ? sets : flag == "--dump" ? dumps : loras;
       if (a == flag && i + 1 < argv.size()) {
         into.push_back(argv[++i]);
         goto next;
@@ -256,11 +256,15 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   std::unique_ptr<WorkerPool> pool;
   std::optional<ModelInfo> remote_model;
   // --vae: a standalone VAE replaces the checkpoint's; the pair travels as one model reference.
-  const std::string vae = args->GetOr("vae", "");
-  if (args->Has("vae") && vae.empty()) return usage("--vae names no file");
-  const std::string model_name =
-      args->Has("workers") ? ModelRef{Basename(model), vae.empty() ? "" : Basename(vae)}.Format()
-                           : ModelRef{model, vae}.Format();
+  // --vae and --lora (and <lora:...> tags): patches of the checkpoint, travelling with its name.
+  ModelFlags model_flags{
+      model, args->GetOr("vae", ""), args->GetOr("lora-dir", ""), args->GetOr("prompt", ""),
+      loras, args->Has("workers")};
+  if (args->Has("vae") && model_flags.vae.empty()) return usage("--vae names no file");
+  auto model_ref = ModelFromFlags(model_flags);
+  if (!model_ref.ok()) return FailWithCode(name, model_ref.status());
+  const std::string vae = model_flags.vae;
+  const std::string model_name = model_ref->Format();
   if (int code = ConnectWorkers(name, *args, model_name, &pool, &remote_model); code != kExitOk)
     return code;
   // In-process runs open the checkpoint once, here, for what the command needs to know before the
@@ -410,15 +414,23 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     return ExitCodeFor(s);
   };
   std::string model_hash, vae_hash;
+  std::vector<std::string> lora_hashes;
   if (remote_model) {
     model_hash = remote_model->checkpoint_sha256;
     vae_hash = remote_model->vae_sha256;
+    lora_hashes = remote_model->lora_sha256;
     options.dispatcher = pool.get();
   } else {
     auto entry = ctx.models->Open(model_name);
     if (!entry.ok()) return fail(entry.status());
     model_hash = (*entry)->hash;
     if (!vae.empty()) vae_hash = *ctx.models->FileHash(vae);  // opened with the reference
+    for (const LoraRef& l : model_ref->loras) lora_hashes.push_back(*ctx.models->FileHash(l.name));
+    if (absl::Status s =
+            CheckLoras(*ctx.models, *model_ref, args->Has("strict-lora"), "sd-graph " + name);
+        !s.ok()) {
+      return fail(s);
+    }
   }
   std::signal(SIGTERM, OnTerminate);
   std::signal(SIGINT, OnTerminate);
@@ -429,6 +441,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   ImageJobs setup{mode, name, out, model, model_hash, &*graph, inputs, options, &ctx};
   setup.vae = vae;
   setup.vae_hash = vae_hash;
+  setup.lora_hashes = LoraHashes(*model_ref, lora_hashes);
   setup.remote = remote_model.has_value();
   setup.farm = farm;
   setup.overwrite = args->Has("overwrite");

@@ -94,6 +94,7 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
     absl::StrAppend(&params, ", Clip skip: ", skip);
   if (const std::string w = text("weighting", "a1111"); w != "a1111" && !w.empty())
     absl::StrAppend(&params, ", Prompt weighting: ", w);
+  if (!r.lora_hashes.empty()) absl::StrAppend(&params, ", Lora hashes: \"", r.lora_hashes, "\"");
   if (!ti_hashes.empty()) absl::StrAppend(&params, ", TI hashes: \"", ti_hashes, "\"");
   return params;
 }

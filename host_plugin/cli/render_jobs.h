@@ -32,6 +32,7 @@ struct ImageJobs {
   std::vector<std::pair<std::string, std::string>> dump_targets;
   std::mutex* print_mu;  // progress lines of concurrent jobs
   std::string vae, vae_hash;  // --vae, when given
+  std::string lora_hashes;    // "name: hash10, ..." of the LoRAs applied
 };
 
 // Job `b`: runs the graph for image b (seed + b) or farm frame frames[b] (seed + frame, {frame}

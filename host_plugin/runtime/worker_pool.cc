@@ -538,7 +538,8 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
                 first->unet_in_channels(),
                 first->native_size(),
                 first->checkpoint_sha256().empty() ? first->sha256() : first->checkpoint_sha256(),
-                first->vae_sha256()};
+                first->vae_sha256(),
+                {first->lora_sha256().begin(), first->lora_sha256().end()}};
   p.prepared = true;
   for (size_t i = 0; i < n; ++i) {
     Worker& w = *members[i];

@@ -68,7 +68,8 @@ struct ModelInfo {
   int unet_in_channels = 4;
   int native_size =
       0;  // pixels, when the model declares the size it was trained at; 0: not declared
-  std::string checkpoint_sha256, vae_sha256;  // the parts' files (sha256 covers both)
+  std::string checkpoint_sha256, vae_sha256;  // the parts' files (sha256 covers all)
+  std::vector<std::string> lora_sha256;       // in the order the model reference lists them
 };
 
 class WorkerPool : public NodeDispatcher {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/sha256.h"
 #include "nodes/base/status_macros.h"
@@ -52,13 +53,37 @@ absl::StatusOr<std::string> ModelCache::FileHash(const std::string& path) {
   return f.hash;
 }
 
+absl::StatusOr<std::shared_ptr<const LoraFile>> ModelCache::Lora(const std::string& path,
+                                                                 const std::string& base) {
+  SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(base));
+  const auto key = std::make_pair(path, entry->hash);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = loras_.find(key); it != loras_.end()) return it->second;
+  }
+  SD_ASSIGN_OR_RETURN(LoraFile lora, CatchExceptions(path, [&] {
+                        return LoadLora(path, LoraKeyTable::ForModel(ExpectedKeys(entry->config),
+                                                                     entry->config.unet));
+                      }));
+  auto shared = std::make_shared<const LoraFile>(std::move(lora));
+  std::lock_guard<std::mutex> lock(mu_);
+  return loras_.emplace(key, shared).first->second;
+}
+
 absl::StatusOr<std::string> ModelCache::Identity(const std::string& ref_text) {
   SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ref_text));
   SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(ref.base));
   if (!ref.HasPatches()) return entry->hash;
-  SD_ASSIGN_OR_RETURN(PatchFile vae, OpenPatch(ref.vae));
+  std::string parts = entry->hash;
+  if (!ref.vae.empty()) {
+    SD_ASSIGN_OR_RETURN(PatchFile vae, OpenPatch(ref.vae));
+    absl::StrAppend(&parts, "|vae=", vae.hash);
+  }
+  for (const LoraRef& l : ref.loras) {
+    SD_ASSIGN_OR_RETURN(std::string hash, FileHash(l.name));
+    absl::StrAppend(&parts, "|lora=", hash, absl::StrFormat(":%.9g:%.9g", l.unet, l.text));
+  }
   Sha256 sha;
-  const std::string parts = absl::StrCat(entry->hash, "|vae=", vae.hash);
   sha.Update(parts.data(), parts.size());
   return sha.FinishHex();
 }
@@ -68,6 +93,7 @@ absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(
   if (ref_text.find('|') != std::string::npos) {
     SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ref_text));
     if (!ref.vae.empty()) SD_RETURN_IF_ERROR(OpenPatch(ref.vae).status());
+    for (const LoraRef& l : ref.loras) SD_RETURN_IF_ERROR(Lora(l.name, ref.base).status());
     return Open(ref.base);
   }
   const std::string& path = ref_text;
@@ -128,8 +154,18 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
           kVaePrefix, "); diffusers' AutoencoderKL files are not read"));
     }
   }
-  const Key key =
-      std::make_tuple(weights_hash, std::string(component), static_cast<int>(dtype), device.str());
+  // LoRAs with a strength on this network: a network of its own, named by the files and strengths.
+  const bool unet = std::string(component) == "unet", clip = std::string(component) == "clip";
+  std::vector<std::pair<std::shared_ptr<const LoraFile>, double>> loras;
+  std::string variant = component;
+  for (const LoraRef& l : ref.loras) {
+    const double strength = unet ? l.unet : clip ? l.text : 0.0;
+    if (strength == 0) continue;
+    SD_ASSIGN_OR_RETURN(std::shared_ptr<const LoraFile> lora, Lora(l.name, ref.base));
+    absl::StrAppend(&variant, "|lora=", lora->sha256, absl::StrFormat(":%.9g", strength));
+    loras.emplace_back(std::move(lora), strength);
+  }
+  const Key key = std::make_tuple(weights_hash, variant, static_cast<int>(dtype), device.str());
   auto as_model = [](const std::shared_ptr<torch::nn::Module>& m) {
     return M(std::static_pointer_cast<typename M::Impl>(m));
   };
@@ -165,6 +201,12 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
                                                           ref.base, ": ", loaded.message()));
         }
         SD_RETURN_IF_ERROR(loaded);
+        if (!loras.empty()) {
+          std::vector<std::pair<const LoraFile*, double>> apply;
+          for (const auto& [lora, strength] : loras) apply.emplace_back(lora.get(), strength);
+          SD_RETURN_IF_ERROR(ApplyLoras(*model, prefix,
+                                        unet ? LoraComponent::kUNet : LoraComponent::kText, apply));
+        }
         model->eval();
         return std::shared_ptr<torch::nn::Module>(model.ptr());
       });

@@ -19,6 +19,7 @@
 #include "nodes/models/vae.h"
 #include "nodes/text/clip_tokenizer.h"
 #include "nodes/weights/checkpoint.h"
+#include "nodes/weights/lora.h"
 #include "nodes/weights/sd_config.h"
 
 namespace sd {
@@ -37,8 +38,11 @@ class ModelCache {
   // What workers agree on: the base checkpoint's sha256 when unpatched, else the sha256 of the
   // parts' hashes ("BASEHASH|vae=VAEHASH").
   absl::StatusOr<std::string> Identity(const std::string& ref);
-  // sha256 of a patch file (a standalone VAE), read once.
+  // sha256 of a patch file (a standalone VAE, a LoRA), read once.
   absl::StatusOr<std::string> FileHash(const std::string& path);
+  // A LoRA file read against the layers of the checkpoint at `base` (once per pair).
+  absl::StatusOr<std::shared_ptr<const LoraFile>> Lora(const std::string& path,
+                                                       const std::string& base);
   // The networks of a reference: the VAE is the standalone file's when it names one (same layout as
   // the checkpoint's VAE, with or without the first_stage_model. prefix).
   absl::StatusOr<ClipTextModel> GetClip(const std::string& path, torch::ScalarType dtype, torch::Device device);
@@ -99,6 +103,8 @@ class ModelCache {
   uint64_t budget_ = 0, clock_ = 0, evictions_ = 0;
   std::map<std::string, std::shared_ptr<const ClipTokenizer>> tokenizers_;
   std::map<std::string, PatchFile> patches_;  // by path
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<const LoraFile>>
+      loras_;  // (path, base hash)
 };
 
 }  // namespace sd

@@ -17,7 +17,9 @@ torch::Tensor PreparedPrompt::Vectors() const {
 absl::StatusOr<PreparedPrompt> PreparePrompt(const std::string& text, PromptWeighting mode,
                                              const ClipTokenizer& tokenizer,
                                              EmbeddingLibrary* library) {
-  const std::vector<PromptSpan> spans = ParsePrompt(text, mode);
+  SD_ASSIGN_OR_RETURN(const std::string words,
+                      StripLoraTags(text, nullptr));  // front ends apply the tags
+  const std::vector<PromptSpan> spans = ParsePrompt(words, mode);
   PreparedPrompt out;
   if (!library) {
     out.chunks = ChunkPrompt(spans, tokenizer, {});

@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace sd {
 namespace {
@@ -245,6 +246,46 @@ std::vector<PromptSpan> ParsePrompt(absl::string_view prompt, PromptWeighting mo
       break;
   }
   return Tidy(std::move(spans));
+}
+
+absl::StatusOr<std::string> StripLoraTags(absl::string_view prompt, std::vector<LoraTag>* tags) {
+  std::string out;
+  size_t from = 0;
+  for (;;) {
+    const size_t at = prompt.find("<lora:", from);
+    const size_t end = at == absl::string_view::npos ? at : prompt.find('>', at);
+    if (end == absl::string_view::npos) break;
+    absl::StrAppend(&out, prompt.substr(from, at - from));
+    const std::string body(prompt.substr(at + 6, end - at - 6));
+    std::vector<std::string> fields = absl::StrSplit(body, ':');
+    LoraTag tag;
+    tag.name = std::string(absl::StripAsciiWhitespace(fields[0]));
+    bool unet_given = false;
+    std::vector<double> positional;
+    for (size_t i = 1; i < fields.size(); ++i) {
+      std::string field(absl::StripAsciiWhitespace(fields[i]));
+      const size_t eq = field.find('=');
+      const std::string key = eq == std::string::npos ? "" : field.substr(0, eq);
+      std::optional<double> v = ParseWeight(eq == std::string::npos ? field : field.substr(eq + 1));
+      if (!v || (!key.empty() && key != "te" && key != "unet")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompt tag <lora:", body, ">: '", field,
+                         "' is not a strength (a number, te=N or unet=N)"));
+      }
+      if (key == "te") tag.text = *v;
+      if (key == "unet") tag.unet = *v, unet_given = true;
+      if (key.empty()) positional.push_back(*v);
+    }
+    if (!positional.empty()) tag.text = positional[0];
+    if (positional.size() > 1) tag.unet = positional[1], unet_given = true;
+    if (!unet_given) tag.unet = tag.text;
+    if (tag.name.empty())
+      return absl::InvalidArgumentError(absl::StrCat("prompt tag <lora:", body, "> names no LoRA"));
+    if (tags) tags->push_back(tag);
+    from = end + 1;
+  }
+  absl::StrAppend(&out, prompt.substr(from));
+  return out;
 }
 
 }  // namespace sd

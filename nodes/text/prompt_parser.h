@@ -44,4 +44,15 @@ struct PromptSpan {
 // merged (so they tokenize as one text). An empty prompt is one empty span of weight 1.
 std::vector<PromptSpan> ParsePrompt(absl::string_view prompt, PromptWeighting mode);
 
+// A `<lora:NAME>` tag of a prompt, as AUTOMATIC1111 writes them: <lora:NAME:W> puts W on the text
+// encoder and the UNet, <lora:NAME:TE:UNET> one each; te=W / unet=W name them.
+struct LoraTag {
+  std::string name;
+  double text = 1.0, unet = 1.0;
+};
+
+// The prompt without its <lora:...> tags (they are instructions, not words), and the tags. A tag
+// whose strengths are not numbers is INVALID_ARGUMENT naming it.
+absl::StatusOr<std::string> StripLoraTags(absl::string_view prompt, std::vector<LoraTag>* tags);
+
 }  // namespace sd

@@ -211,6 +211,29 @@ TEST_F(DistributedTest, StandaloneVaeByNameEqualsInProcess) {
   EXPECT_NE(r.err.find("nowhere.safetensors"), std::string::npos) << r.err;
 }
 
+// --lora NAME through workers: each resolves it in its repository and applies it; the image is the
+// in-process one and the PNG records the LoRA's hash.
+TEST_F(DistributedTest, LoraByNameEqualsInProcess) {
+  const std::string repo = Models(*dir_);
+  WriteFile(repo + "/lora-cfg.json",
+            "{\"num_res_blocks\": " + std::to_string(SdConfig::Tiny().unet.num_res_blocks) +
+                ", \"attention\": [], \"keys\": []}");
+  ASSERT_EQ(std::system((PythonScript("lora_reference.py") + " make " +
+                         Quote(repo + "/tiny.safetensors") + " " + Quote(repo + "/lora-cfg.json") +
+                         " " + Quote(repo) + " 1 1")
+                            .c_str()),
+            0);
+  const std::string local = dir_->File("lora-local.png"), remote = dir_->File("lora-remote.png");
+  auto r = RunCommand(Gen(
+      "txt2img", "--seed 14 --lora " + Quote(repo + "/ldm.safetensors") + ":0.6:0.9", local, ""));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(Gen("txt2img", "--seed 14 --lora ldm.safetensors:0.6:0.9", remote, Pool()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
+  const std::string png = ReadFile(remote);
+  EXPECT_NE(png.find("Lora hashes"), std::string::npos);
+}
+
 // The cond and uncond UNet calls of a step are in flight at the same time, on two workers: with
 // every call held on arrival (--hold-calls), both halves of step 1 arrive, one on each worker,
 // before either is let go. Run one at a time, the second could never arrive while the first is

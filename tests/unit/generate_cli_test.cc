@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
 #include "host_plugin/cli/image_io.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/sd_config.h"
@@ -116,6 +119,60 @@ TEST_F(GenerateCliTest, VaeOverrideEqualsACheckpointWithThatVae) {
   EXPECT_THAT(r.err, HasSubstr("sd-demo-shapes.safetensors does not fit"));
   r = RunCommand(Txt2Img("--steps 1 --vae " + Quote(model_), dir_->File("vae-ok.png")));
   EXPECT_EQ(r.exit_code, 0) << "a whole checkpoint's VAE (prefixed) is a VAE too: " << r.err;
+}
+
+// --lora and <lora:...> tags: the image of a checkpoint with the LoRA merged offline, recorded as
+// other tools record it; keys that patch nothing are a warning, or an error with --strict-lora.
+TEST_F(GenerateCliTest, LoraEqualsAnOfflineMergeAndIsRecorded) {
+  const std::string lora_dir = dir_->File("loras");
+  std::filesystem::create_directories(lora_dir);
+  nlohmann::json cfg;
+  cfg["num_res_blocks"] = SdConfig::Tiny().unet.num_res_blocks;
+  std::vector<int> attention;
+  for (bool a : SdConfig::Tiny().unet.attention) attention.push_back(a);
+  cfg["attention"] = attention;
+  std::vector<std::string> keys;
+  for (const KeySpec& k : ExpectedKeys(SdConfig::Tiny())) keys.push_back(k.name);
+  cfg["keys"] = keys;  // so the diffusers-named (PEFT) file patches the UNet too
+  testing::WriteFile(lora_dir + "/cfg.json", cfg.dump());
+  ASSERT_EQ(std::system((testing::PythonScript("lora_reference.py") + " make " + Quote(model_) +
+                         " " + Quote(lora_dir + "/cfg.json") + " " + Quote(lora_dir) + " 0.7 0.4")
+                            .c_str()),
+            0);
+  const std::string size = "--steps 2 --width 64 --height 64 --seed 3 ";
+  const std::string merged = dir_->File("lora-merged.png");
+  auto r = RunCommand(Bin() + " txt2img --model " + Quote(lora_dir + "/merged_peft.safetensors") +
+                      " --prompt 'a red fox' " + size + "-o " + Quote(merged));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const torch::Tensor want = *ReadImageRgb8(merged);
+  const std::string flag = dir_->File("lora-flag.png");
+  r = RunCommand(
+      Txt2Img(size + "--lora " + Quote(lora_dir + "/peft.safetensors") + ":0.7:0.4", flag));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(
+      (ReadImageRgb8(flag)->to(torch::kInt32) - want.to(torch::kInt32)).abs().max().item<int>(), 1);
+  EXPECT_THAT(*ReadImageAttribute(flag, "parameters"), HasSubstr(", Lora hashes: \"peft: "));
+  // The same as a prompt tag (text strength first, as AUTOMATIC1111 writes it), found in
+  // --lora-dir.
+  const std::string tag = dir_->File("lora-tag.png");
+  r = RunCommand(Bin() + " txt2img --model " + Quote(model_) +
+                 " --prompt 'a red fox <lora:peft:0.4:0.7>' " + size + "--lora-dir " +
+                 Quote(lora_dir) + " -o " + Quote(tag));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(tag), *ReadImageRgb8(flag)));
+  // kohya.safetensors carries a key for no layer.
+  r = RunCommand(
+      Txt2Img(size + "--lora " + Quote(lora_dir + "/kohya.safetensors"), dir_->File("lora-k.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("warning: LoRA"));
+  EXPECT_THAT(r.err, HasSubstr("lora_unet_not_a_layer"));
+  r = RunCommand(Txt2Img(size + "--strict-lora --lora " + Quote(lora_dir + "/kohya.safetensors"),
+                         dir_->File("lora-s.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--strict-lora"));
+  r = RunCommand(Txt2Img(size + "--lora nothing-here", dir_->File("lora-n.png")));
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.err, HasSubstr("LoRA 'nothing-here' not found"));
 }
 
 TEST_F(GenerateCliTest, SameSeedSameImageOtherSeedOtherImage) {

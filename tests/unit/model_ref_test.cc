@@ -25,12 +25,24 @@ TEST(ModelRefTest, ParsesFormatsAndMaps) {
     return s;
   });
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound);
+  r = ModelRef::Parse("m|lora=a:b.safetensors:0.5|lora=c|lora=d:0.25:1.5").value();
+  ASSERT_EQ(r.loras.size(), 3u);
+  EXPECT_EQ(r.loras[0].name, "a:b.safetensors");
+  EXPECT_EQ(r.loras[0].unet, 0.5);
+  EXPECT_EQ(r.loras[0].text, 0.5);
+  EXPECT_EQ(r.loras[1].unet, 1.0);
+  EXPECT_EQ(r.loras[2].unet, 0.25);
+  EXPECT_EQ(r.loras[2].text, 1.5);
+  EXPECT_EQ(r.Format(), "m|lora=a:b.safetensors:0.5:0.5|lora=c:1:1|lora=d:0.25:1.5");
+  EXPECT_EQ(ModelRef::Parse(r.Format())->Format(), r.Format());
 }
 
 TEST(ModelRefTest, RefusesMalformedReferences) {
   for (const auto& [text, why] :
        std::vector<std::pair<std::string, std::string>>{{"|vae=x", "no checkpoint"},
-                                                        {"m|lora=x", "unknown part 'lora'"},
+                                                        {"m|foo=x", "unknown part 'foo'"},
+                                                        {"m|lora=:1", "names no file"},
+                                                        {"m|lora=x:inf", "not finite"},
                                                         {"m|vae=", "names no file"},
                                                         {"m|vae=a|vae=b", "two VAEs"}}) {
     auto r = ModelRef::Parse(text);

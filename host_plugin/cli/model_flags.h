@@ -1,0 +1,32 @@
+// What a generating command computes with, from its flags: --model, --vae, --lora (repeatable) and
+// the <lora:NAME:W> tags of --prompt, as one model reference (model_ref.h). In-process the files
+// are found on disk (a LoRA by path, or by name in --lora-dir or the model's folder); on workers
+// every part is a name in their repositories.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/weights/model_ref.h"
+
+namespace sd::cli {
+
+struct ModelFlags {
+  std::string model, vae, lora_dir, prompt;
+  std::vector<std::string> loras;  // --lora NAME[:UNET[:TEXT]]
+  bool remote = false;
+};
+
+absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& flags);
+
+// In-process: reads each LoRA against the model and warns (stderr, `who` first) of keys that patch
+// nothing; with `strict` they are an error.
+absl::Status CheckLoras(ModelCache& models, const ModelRef& ref, bool strict,
+                        const std::string& who);
+
+// `Lora hashes` as other tools write it: "name: hash10, ..." (names are the files' stems).
+std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s);
+
+}  // namespace sd::cli
