@@ -44,7 +44,7 @@ class WorkerPool : public NodeDispatcher {
 };
 }  // namespace sd
 #endif
-#include "host_plugin/cli/model_flags.h"
+#include "host_plugin/runtime/model_flags.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"

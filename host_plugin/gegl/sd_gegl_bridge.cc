@@ -14,7 +14,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "host_plugin/runtime/graph.h"
+#include "host_plugin/runtime/model_flags.h"
 #include "host_plugin/runtime/stock_graphs.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
@@ -103,8 +105,12 @@ int NativeSizeOf(const std::string& model_property) {
 absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
   const std::string mode = Str(r.mode), workers = Str(r.workers);
   SD_ASSIGN_OR_RETURN(const std::string base, ModelOrDemo(Str(r.model), !workers.empty()));
-  const std::string vae = Str(r.vae);
-  auto basename = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
+  auto model_flags = [&](bool remote) {
+    ModelFlags f{base, Str(r.vae), "", Str(r.prompt), {}, remote};
+    for (absl::string_view l : absl::StrSplit(Str(r.lora), ',', absl::SkipWhitespace()))
+      f.loras.emplace_back(absl::StripAsciiWhitespace(l));
+    return f;
+  };
   if (mode != "txt2img" && mode != "img2img" && mode != "inpaint")
     return absl::InvalidArgumentError("unknown mode " + mode);
   if (r.steps < 1 || r.steps > 1000)
@@ -145,7 +151,8 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
     pool = p;
   }
   if (pool) {
-    ctx.checkpoint = ModelRef{basename(base), vae.empty() ? "" : basename(vae)}.Format();
+    SD_ASSIGN_OR_RETURN(ModelRef ref, ModelFromFlags(model_flags(/*remote=*/true)));
+    ctx.checkpoint = ref.Format();
     SD_ASSIGN_OR_RETURN(ModelInfo info, pool->Prepare(ctx.checkpoint));
     in_channels = info.unet_in_channels;
     options.dispatcher = pool.get();
@@ -156,8 +163,10 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
         "this plugin was built without gRPC: `workers` is not available");
 #endif
   if (!options.dispatcher) {
-    ctx.checkpoint = ModelRef{base, vae}.Format();
+    SD_ASSIGN_OR_RETURN(ModelRef ref, ModelFromFlags(model_flags(/*remote=*/false)));
+    ctx.checkpoint = ref.Format();
     SD_ASSIGN_OR_RETURN(auto entry, ctx.models->Open(ctx.checkpoint));
+    SD_RETURN_IF_ERROR(CheckLoras(*ctx.models, ref, /*strict=*/false, "sd-gegl"));
     in_channels = entry->config.unet.in_channels;
   }
   std::string graph_path = Str(r.graph);

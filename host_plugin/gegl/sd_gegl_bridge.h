@@ -31,6 +31,7 @@ typedef struct {
   int clip_skip;          /* 1 (or 0): CLIP's last layer */
   const char* embeddings; /* "" : no textual-inversion folder */
   const char* vae;        /* "" : the checkpoint's own VAE */
+  const char* lora;       /* "NAME[:UNET[:TEXT]],..." ("" : none) */
   int seed, steps, width, height;
   double cfg, strength;
   /* img2img / inpaint: the input image as 8-bit sRGB, and for inpaint the mask (8-bit gray, white =

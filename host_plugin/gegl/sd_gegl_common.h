@@ -56,6 +56,7 @@ static void sd_gegl_progress(void* user, double fraction, const char* message) {
     (r).clip_skip = (o)->clip_skip;                                                  \
     (r).embeddings = (o)->embeddings;                                                \
     (r).vae = (o)->vae;                                                              \
+    (r).lora = (o)->lora;                                                            \
     (r).cancel = &state_->cancel;                                                    \
     (r).progress = sd_gegl_progress;                                                 \
     (r).progress_user = (operation);                                                 \
@@ -155,7 +156,10 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* ope
   property_file_path(embeddings, "Embeddings folder", "")                                           \
     description("Textual-inversion embeddings: a prompt word equal to a file's name uses it")       \
   property_file_path(vae, "VAE", "")                                                                \
-    description("A standalone VAE instead of the checkpoint's (with workers, a name)")
+    description("A standalone VAE instead of the checkpoint's (with workers, a name)")              \
+  property_string(lora, "LoRA", "")                                                                 \
+    description("NAME[:UNET[:TEXT]], comma-separated: LoRA files (or names in the model's folder) " \
+                "with strengths; <lora:NAME:W> in the prompt does the same")
 // clang-format on
 
 #endif

@@ -2,20 +2,19 @@
 // memory. Runs on a checkpoint it is given, or on a full-size sdgold-v1 checkpoint it generates
 // (the weights are deterministic test values: the timing is that of the real model). Prints a
 // table; --json writes the numbers for comparisons across runs.
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -23,6 +22,8 @@
 #include "host_plugin/cli/args.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
+#include "nodes/kernels/attention_cpu.h"
+#include "nodes/kernels/cpu_rates.h"
 #include "nodes/models/clip_text.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
@@ -30,8 +31,7 @@
 #include "nodes/models/vae.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
-#include "nodes/kernels/attention_cpu.h"
-#include "nodes/kernels/cpu_rates.h"
+#include "tests/bench/lora_case.h"
 #include "tests/bench/op_profile.h"
 #include "tests/golden/golden_util.h"
 #include "tests/test_util.h"
@@ -41,8 +41,9 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
-    "clip,unet1,unet2,vae_dec,vae_enc,txt2img]\n"
-    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] [--golden DIR]\n"
+    "clip,unet1,unet2,vae_dec,vae_enc,txt2img,lora]\n"
+    "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] "
+    "[--golden DIR]\n"
     "\n"
     "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG "
     "step), and\n"
@@ -50,22 +51,35 @@ constexpr char kHelp[] =
     "peak resident\n"
     "memory of each. Without --model it generates a full-size SD v1.5 checkpoint of sdgold-v1 test "
     "weights in\n"
-    "$TMPDIR (4.3 GB, removed afterwards), and then also reports each dtype's error against the fp32 "
+    "$TMPDIR (4.3 GB, removed afterwards), and then also reports each dtype's error against the "
+    "fp32 "
     "reference\n"
-    "goldens (max-abs and relative, CLIP, UNet at three timesteps and a non-square latent, VAE decoder).\n"
-    "It counts the FLOPs of one UNet evaluation at batch 2 (one CFG step) and reports GFLOP/s, next to "
+    "goldens (max-abs and relative, CLIP, UNet at three timesteps and a non-square latent, VAE "
+    "decoder).\n"
+    "It counts the FLOPs of one UNet evaluation at batch 2 (one CFG step) and reports GFLOP/s, "
+    "next to "
     "this CPU's\n"
     "measured fp32 FMA and bf16 dot-product peaks.\n"
-    "The txt2img case runs `sd-graph txt2img` (2 steps, SIZE x SIZE) in a child process on an fp16 copy of "
+    "The txt2img case runs `sd-graph txt2img` (2 steps, SIZE x SIZE) in a child process on an fp16 "
+    "copy of "
     "the checkpoint\n"
-    "(what most downloads are) in each dtype and reports its peak resident memory against the bytes of "
+    "(what most downloads are) in each dtype and reports its peak resident memory against the "
+    "bytes of "
     "the weights\n"
     "in that dtype.\n"
+    "The lora case writes a rank-64 LoRA (every UNet linear and convolution but the time "
+    "embedding) and "
+    "times\n"
+    "building the UNet plain and then with it applied (read, merged in fp32, cached), with "
+    "resident "
+    "memory.\n"
     "\n"
     "  --model CKPT    .safetensors or .ckpt to load (SD v1.x)\n"
     "  --size S        image side in pixels, a multiple of 64 (default 512)\n"
-    "  --dtypes LIST   compute dtypes: f32, bf16, f16 (default f32,bf16; f16 is meant for CUDA); on a CPU,\n"
-    "                  bf16-native and bf16-f32 force how bf16 weights compute (plain bf16: the automatic\n"
+    "  --dtypes LIST   compute dtypes: f32, bf16, f16 (default f32,bf16; f16 is meant for CUDA); "
+    "on a CPU,\n"
+    "                  bf16-native and bf16-f32 force how bf16 weights compute (plain bf16: the "
+    "automatic\n"
     "                  choice sd-graph makes, see SD_CPU_BF16 in the README)\n"
     "  --cases LIST    which cases to run (default: all)\n"
     "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default "
@@ -79,7 +93,8 @@ constexpr char kHelp[] =
     "                  profiler and print the top operators by self time, the FLOPs of one CFG "
     "step and the\n"
     "                  GFLOP/s of the timed batch-2 runs\n"
-    "  --golden DIR    the golden vectors (default: shared/golden of the checkout; SDGRAPH_SHARED_DIR/golden "
+    "  --golden DIR    the golden vectors (default: shared/golden of the checkout; "
+    "SDGRAPH_SHARED_DIR/golden "
     "overrides)\n";
 
 struct Result {
@@ -188,7 +203,9 @@ int Main(int argc, char** argv) {
   std::vector<std::string> cases =
       absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc,txt2img"), ',');
   const bool run_txt2img = std::count(cases.begin(), cases.end(), "txt2img") > 0;
+  const bool run_lora = std::count(cases.begin(), cases.end(), "lora") > 0;
   cases.erase(std::remove(cases.begin(), cases.end(), "txt2img"), cases.end());
+  cases.erase(std::remove(cases.begin(), cases.end(), "lora"), cases.end());
   WarnIfSlowBlas("sd-bench");
 
   std::optional<testing::TempDir> tmp;
@@ -413,6 +430,28 @@ int Main(int argc, char** argv) {
                    *peak_rss / weight_bytes);
     }
   }
+  std::vector<std::pair<std::string, LoraApplyTiming>> lora_timings;
+  if (run_lora) {
+    testing::TempDir lora_dir;
+    for (const std::string& d : dtypes) {
+      auto t = TimeLoraApply(model, 64, ParseDtype(d).dtype, lora_dir.path());
+      if (!t.ok()) {
+        std::fprintf(stderr, "sd-bench: lora %s: %s\n", d.c_str(), t.status().ToString().c_str());
+        return 1;
+      }
+      lora_timings.emplace_back(d, *t);
+    }
+    std::printf(
+        "LoRA rank 64 on the UNet (%zu layers, %.0f MB fp16 file): building the UNet plain, then "
+        "patched\n",
+        lora_timings.front().second.layers, lora_timings.front().second.lora_file_bytes / 1e6);
+    std::printf("  %-6s %10s %10s %12s %12s %12s\n", "dtype", "plain s", "patched s", "RSS plain",
+                "RSS both", "peak RSS");
+    for (const auto& [d, t] : lora_timings) {
+      std::printf("  %-6s %10.2f %10.2f %9.2f GB %9.2f GB %9.2f GB\n", d.c_str(), t.base_seconds,
+                  t.lora_seconds, t.rss_base / 1e9, t.rss_patched / 1e9, t.peak_rss / 1e9);
+    }
+  }
   const kernels::PeakRates peak = device.is_cpu() ? kernels::MeasurePeakRates(threads) : kernels::PeakRates{};
   if (peak.fp32_gflops > 0) {
     std::printf("CPU peak, measured on %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot product %s\n", threads,
@@ -513,6 +552,16 @@ int Main(int argc, char** argv) {
                               {"seconds", m.seconds},
                               {"peak_rss_bytes", m.peak_rss},
                               {"weight_bytes", m.weight_bytes}});
+    }
+    for (const auto& [d, t] : lora_timings) {
+      j["lora"].push_back({{"dtype", d},
+                           {"rank", t.rank},
+                           {"layers", t.layers},
+                           {"plain_seconds", t.base_seconds},
+                           {"patched_seconds", t.lora_seconds},
+                           {"rss_plain_bytes", t.rss_base},
+                           {"rss_both_bytes", t.rss_patched},
+                           {"peak_rss_bytes", t.peak_rss}});
     }
     for (const Accuracy& a : accuracy) {
       j["accuracy"].push_back({{"dtype", a.dtype}, {"stage", a.what}, {"max_abs", a.max_abs}, {"rel", a.rel}});

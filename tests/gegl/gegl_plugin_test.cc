@@ -118,20 +118,29 @@ TEST_F(GeglPluginTest, PromptPropertiesAndVaeMatchTheCli) {
                          Quote(dir_->path()))
                             .c_str()),
             0);
-  const std::string prompt = "a (red:1.3) lighthouse BREAK [dusk], ((sea))";
+  WriteFile(dir_->File("lora-cfg.json"),
+            "{\"num_res_blocks\": 1, \"attention\": [], \"keys\": []}");
+  ASSERT_EQ(
+      std::system((testing::PythonScript("lora_reference.py") + " make " + Quote(model_) + " " +
+                   Quote(dir_->File("lora-cfg.json")) + " " + Quote(dir_->path()) + " 1 1")
+                      .c_str()),
+      0);
+  const std::string lora = dir_->File("ldm.safetensors");
+  const std::string prompt = "a (red:1.3) lighthouse BREAK [dusk], ((sea)) <lora:kohya:0.3>";
   auto r = Gegl("-o " + Quote(dir_->File("props.png")) + " -- sd:txt2img prompt=" + Quote(prompt) +
                 " model=" + Quote(model_) +
                 " width=64 height=64 steps=3 seed=5 weighting=comfy "
                 "clip-skip=2 vae=" +
-                Quote(dir_->File("vae.safetensors")) + " embeddings=" + Quote(emb));
+                Quote(dir_->File("vae.safetensors")) + " embeddings=" + Quote(emb) +
+                " lora=" + Quote(lora + ":0.5:0.8"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err.find("sd:txt2img:"), std::string::npos) << r.err;
   r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " txt2img --model " + Quote(model_) +
                  " --prompt " + Quote(prompt) +
                  " --width 64 --height 64 --steps 3 --seed 5 --cfg 7.5 --weighting comfy "
                  "--clip-skip 2 --vae " +
-                 Quote(dir_->File("vae.safetensors")) + " -o " +
-                 Quote(dir_->File("props-cli.png")));
+                 Quote(dir_->File("vae.safetensors")) + " --lora " + Quote(lora + ":0.5:0.8") +
+                 " -o " + Quote(dir_->File("props-cli.png")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_LE(MaxDiff(ReadRgb8(dir_->File("props.png")), ReadRgb8(dir_->File("props-cli.png"))), 1);
   r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " txt2img --model " + Quote(model_) +

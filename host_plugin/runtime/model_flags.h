@@ -1,7 +1,7 @@
-// What a generating command computes with, from its flags: --model, --vae, --lora (repeatable) and
-// the <lora:NAME:W> tags of --prompt, as one model reference (model_ref.h). In-process the files
-// are found on disk (a LoRA by path, or by name in --lora-dir or the model's folder); on workers
-// every part is a name in their repositories.
+// What a front end (sd-graph's generating commands, the GEGL operations) computes with, from its
+// settings: --model, --vae, --lora (repeatable) and the <lora:NAME:W> tags of --prompt, as one
+// model reference (model_ref.h). In-process the files are found on disk (a LoRA by path, or by name
+// in --lora-dir or the model's folder); on workers every part is a name in their repositories.
 #pragma once
 
 #include <string>
@@ -11,7 +11,7 @@
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/model_ref.h"
 
-namespace sd::cli {
+namespace sd {
 
 struct ModelFlags {
   std::string model, vae, lora_dir, prompt;
@@ -29,4 +29,4 @@ absl::Status CheckLoras(ModelCache& models, const ModelRef& ref, bool strict,
 // `Lora hashes` as other tools write it: "name: hash10, ..." (names are the files' stems).
 std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s);
 
-}  // namespace sd::cli
+}  // namespace sd

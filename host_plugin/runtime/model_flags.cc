@@ -1,4 +1,4 @@
-#include "host_plugin/cli/model_flags.h"
+#include "host_plugin/runtime/model_flags.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -9,7 +9,7 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/text/prompt_parser.h"
 
-namespace sd::cli {
+namespace sd {
 namespace {
 
 std::string Base(const std::string& p) { return std::filesystem::path(p).filename().string(); }
@@ -88,4 +88,4 @@ std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha2
   return absl::StrJoin(parts, ", ");
 }
 
-}  // namespace sd::cli
+}  // namespace sd
