@@ -78,11 +78,11 @@ absl::StatusOr<torch::Tensor> LoraDelta(const LoraLayer& l, const std::vector<in
     }
     delta = torch::einsum("oa,abhw,bi->oihw", {up, l.mid, l.down.reshape({rank, -1})});
   } else {
-    delta = torch::matmul(up, l.down.reshape({rank, -1}));  // [out, in * kh * kw]
+    delta = torch::matmul(up * l.scale, l.down.reshape({rank, -1}));  // [out, in * kh * kw]
     if (l.down.dim() == 4)
       delta = delta.reshape({out_ch, l.down.size(1), l.down.size(2), l.down.size(3)});
   }
-  delta = delta * l.scale;
+  if (l.mid.defined()) delta = delta * l.scale;
   const std::vector<int64_t> got = delta.sizes().vec();
   if (got == shape) return delta;
   if (delta.numel() == c10::multiply_integers(shape))
@@ -116,10 +116,35 @@ absl::Status ApplyLoras(torch::nn::Module& module, const std::string& prefix,
         return absl::InvalidArgumentError(
             absl::StrCat("LoRA ", lora->path, ": ", l.target.key, " is not in the model"));
       }
-      SD_ASSIGN_OR_RETURN(torch::Tensor delta, LoraDelta(l, it->second.sizes().vec()));
-      auto [u, fresh] = updated.emplace(l.target.key, torch::Tensor());
-      if (fresh) u->second = it->second.to(torch::kCPU, torch::kFloat32, false, /*copy=*/true);
-      u->second.add_(delta, strength);
+      const std::vector<int64_t> shape = it->second.sizes().vec();
+      auto u = updated.find(l.target.key);
+      if (u == updated.end()) {
+        // The float32 copy of the weight, made once (by the first update of it).
+        u = updated.emplace(l.target.key, torch::Tensor()).first;
+      }
+      const int64_t rank = l.down.size(0), out_ch = l.up.size(0);
+      const bool product = !l.mid.defined() && out_ch == shape[0] &&
+                           l.down.numel() / rank * out_ch == c10::multiply_integers(shape);
+      if (product) {
+        // The common case, W + (up·s) · down, as one matrix product accumulated into W.
+        const torch::Tensor up = l.up.reshape({out_ch, rank}) * (l.scale * strength);
+        const torch::Tensor down = l.down.reshape({rank, -1});
+        if (!u->second.defined()) {
+          u->second =
+              torch::addmm(it->second.to(torch::kCPU, torch::kFloat32).reshape({out_ch, -1}), up,
+                           down)
+                  .reshape(shape);
+        } else {
+          u->second.view({out_ch, -1}).addmm_(up, down);
+        }
+        continue;
+      }
+      SD_ASSIGN_OR_RETURN(torch::Tensor delta, LoraDelta(l, shape));
+      if (!u->second.defined()) {
+        u->second = torch::add(it->second.to(torch::kCPU, torch::kFloat32), delta, strength);
+      } else {
+        u->second.add_(delta, strength);
+      }
     }
   }
   for (auto& [key, value] : updated) {

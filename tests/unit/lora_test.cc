@@ -158,6 +158,33 @@ TEST_F(LoraMergeTest, EveryFamilyMergesAsTheReference) {
   }
 }
 
+// bf16 weights are patched in float32 and rounded once: within two bf16 roundings of the float64
+// merge.
+TEST_F(LoraMergeTest, Bf16WeightsArePatchedInFloat32AndRoundedOnce) {
+  const std::string base = Dir(4) + "/tiny.safetensors";
+  ModelCache models;
+  auto unet = models.GetUnet(base + "|lora=" + Dir(4) + "/kohya.safetensors:0.7:0.4",
+                             torch::kBFloat16, torch::kCPU);
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  auto merged = Checkpoint::Open(Dir(4) + "/merged_kohya.safetensors");
+  auto original = Checkpoint::Open(base);
+  int patched = 0;
+  for (const auto& p : (*unet)->named_parameters()) {
+    if (p.value().scalar_type() != torch::kBFloat16) continue;
+    const torch::Tensor got = p.value().to(torch::kFloat32);
+    const torch::Tensor want = *LoadTensor(**merged, kUNetPrefix + p.key(), torch::kFloat32);
+    const torch::Tensor plain = LoadTensor(**original, kUNetPrefix + p.key(), torch::kFloat32)
+                                    ->to(torch::kBFloat16)
+                                    .to(torch::kFloat32);
+    // One rounding of W to bf16 (relative to W), one of the sum (relative to the result).
+    EXPECT_TRUE(
+        ((got - want).abs() <= (want.abs() + plain.abs()) * (1.0 / 256) + 1e-7).all().item<bool>())
+        << p.key() << ": " << (got - want).abs().max().item<double>();
+    patched += torch::equal(got, plain) ? 0 : 1;
+  }
+  EXPECT_GT(patched, 20);
+}
+
 TEST_F(LoraMergeTest, StrengthZeroIsTheBaseModelBitForBit) {
   const std::string base = Dir(4) + "/tiny.safetensors";
   ModelCache models;
