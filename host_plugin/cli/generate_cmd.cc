@@ -257,9 +257,13 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   std::optional<ModelInfo> remote_model;
   // --vae: a standalone VAE replaces the checkpoint's; the pair travels as one model reference.
   // --vae and --lora (and <lora:...> tags): patches of the checkpoint, travelling with its name.
-  ModelFlags model_flags{
-      model, args->GetOr("vae", ""), args->GetOr("lora-dir", ""), args->GetOr("prompt", ""),
-      loras, args->Has("workers")};
+  // <lora:...> tags count in --prompt, or in `run`'s --set prompt=... (the last one).
+  std::string prompt = args->GetOr("prompt", "");
+  for (const std::string& kv : sets) {
+    if (kv.rfind("prompt=", 0) == 0) prompt = kv.substr(7);
+  }
+  ModelFlags model_flags{model, args->GetOr("vae", ""), args->GetOr("lora-dir", ""), prompt,
+                         loras, args->Has("workers")};
   if (args->Has("vae") && model_flags.vae.empty()) return usage("--vae names no file");
   auto model_ref = ModelFromFlags(model_flags);
   if (!model_ref.ok()) return FailWithCode(name, model_ref.status());

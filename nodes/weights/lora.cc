@@ -126,16 +126,16 @@ absl::Status ApplyLoras(torch::nn::Module& module, const std::string& prefix,
       const bool product = !l.mid.defined() && out_ch == shape[0] &&
                            l.down.numel() / rank * out_ch == c10::multiply_integers(shape);
       if (product) {
-        // The common case, W + (up·s) · down, as one matrix product accumulated into W.
-        const torch::Tensor up = l.up.reshape({out_ch, rank}) * (l.scale * strength);
-        const torch::Tensor down = l.down.reshape({rank, -1});
+        // The common case: (up·s)·down, then added to W element by element. Not one addmm: how a
+        // BLAS kernel folds W into its sums is its own affair, and every process must merge to the
+        // same bytes (in-process runs and workers give equal images).
+        torch::Tensor delta = torch::mm(l.up.reshape({out_ch, rank}) * (l.scale * strength),
+                                        l.down.reshape({rank, -1}));
         if (!u->second.defined()) {
-          u->second =
-              torch::addmm(it->second.to(torch::kCPU, torch::kFloat32).reshape({out_ch, -1}), up,
-                           down)
-                  .reshape(shape);
+          u->second = delta.add_(it->second.to(torch::kCPU, torch::kFloat32).reshape({out_ch, -1}))
+                          .reshape(shape);
         } else {
-          u->second.view({out_ch, -1}).addmm_(up, down);
+          u->second.view({out_ch, -1}).add_(delta);
         }
         continue;
       }

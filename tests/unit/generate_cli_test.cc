@@ -160,6 +160,19 @@ TEST_F(GenerateCliTest, LoraEqualsAnOfflineMergeAndIsRecorded) {
                  Quote(lora_dir) + " -o " + Quote(tag));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(torch::equal(*ReadImageRgb8(tag), *ReadImageRgb8(flag)));
+  // In `run`, a tag in --set prompt=... is the same as --lora.
+  const std::string graph = Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt");
+  const std::string run = Bin() + " run " + graph + " --model " + Quote(model_) +
+                          " --set steps=2 --set width=64 --set height=64 --seed 3 --lora-dir " +
+                          Quote(lora_dir);
+  r = RunCommand(run + " --set 'prompt=a red fox <lora:peft:0.4:0.7>' -o " +
+                 Quote(dir_->File("run-tag.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(run + " --set 'prompt=a red fox' --lora peft:0.7:0.4 -o " +
+                 Quote(dir_->File("run-flag.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(dir_->File("run-tag.png")),
+                           *ReadImageRgb8(dir_->File("run-flag.png"))));
   // kohya.safetensors carries a key for no layer.
   r = RunCommand(
       Txt2Img(size + "--lora " + Quote(lora_dir + "/kohya.safetensors"), dir_->File("lora-k.png")));
