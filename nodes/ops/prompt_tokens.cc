@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "nodes/base/status_macros.h"
 
@@ -14,17 +16,36 @@ torch::Tensor PreparedPrompt::Vectors() const {
   return torch::cat(rows, 0).unsqueeze(0);
 }
 
+namespace {
+
+// The chunks into `out`, unless a weight overflowed (nested explicit weights multiply).
+absl::StatusOr<PreparedPrompt> Finish(PromptChunks chunks, PreparedPrompt out) {
+  for (const std::vector<float>& row : chunks.weights) {
+    for (float w : row) {
+      if (!std::isfinite(w)) {
+        return absl::InvalidArgumentError(
+            "a prompt weight is out of range (nested weights multiply past float's range)");
+      }
+    }
+  }
+  out.chunks = std::move(chunks);
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<PreparedPrompt> PreparePrompt(const std::string& text, PromptWeighting mode,
                                              const ClipTokenizer& tokenizer,
                                              EmbeddingLibrary* library) {
-  SD_ASSIGN_OR_RETURN(const std::string words,
-                      StripLoraTags(text, nullptr));  // front ends apply the tags
+  if (text.size() > kMaxPromptBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a prompt of ", text.size(), " bytes; at most ",
+                                                   kMaxPromptBytes, " are taken"));
+  }
+  // <lora:...> tags are the front end's to apply; they are not words.
+  SD_ASSIGN_OR_RETURN(const std::string words, StripLoraTags(text, nullptr));
   const std::vector<PromptSpan> spans = ParsePrompt(words, mode);
   PreparedPrompt out;
-  if (!library) {
-    out.chunks = ChunkPrompt(spans, tokenizer, {});
-    return out;
-  }
+  if (!library) return Finish(ChunkPrompt(spans, tokenizer, {}), std::move(out));
   // First find the words that name embeddings (any count will do for that), then load only those
   // and chunk with their real lengths: the same words match, as no other name did.
   std::map<std::string, int> names;
@@ -41,8 +62,7 @@ absl::StatusOr<PreparedPrompt> PreparePrompt(const std::string& text, PromptWeig
     used[name] = static_cast<int>(e->vectors.size(0));
     out.embeddings.push_back(std::move(e));
   }
-  out.chunks = ChunkPrompt(spans, tokenizer, used);
-  return out;
+  return Finish(ChunkPrompt(spans, tokenizer, used), std::move(out));
 }
 
 std::string EmbeddingHashes(const std::vector<std::shared_ptr<const Embedding>>& embeddings) {

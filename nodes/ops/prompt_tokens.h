@@ -18,6 +18,9 @@
 
 namespace sd {
 
+// Longer prompts are refused (about 200 chunks of 75 tokens: far past any use, well short of harm).
+inline constexpr size_t kMaxPromptBytes = 64 * 1024;
+
 struct PreparedPrompt {
   PromptChunks chunks;
   std::vector<std::shared_ptr<const Embedding>> embeddings;  // in chunks.embeddings' order

@@ -12,6 +12,9 @@ namespace sd {
 namespace {
 
 constexpr double kRound = 1.1, kSquare = 1 / 1.1;
+// Brackets nest at most this deep (deeper ones are text): bounds the work and the recursion a
+// hostile prompt can cause.
+constexpr int kMaxNesting = 64;
 
 bool IsSpace(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
@@ -76,6 +79,7 @@ std::vector<PromptSpan> Tidy(std::vector<PromptSpan> spans) {
 std::vector<PromptSpan> ParseA1111(absl::string_view p) {
   std::vector<PromptSpan> res;
   std::vector<size_t> round, square;
+  int round_too_deep = 0, square_too_deep = 0;
   auto multiply_from = [&](size_t start, double m) {
     for (size_t i = start; i < res.size(); ++i) res[i].weight *= m;
   };
@@ -88,10 +92,17 @@ std::vector<PromptSpan> ParseA1111(absl::string_view p) {
           i + 1 < p.size() && absl::string_view("()[]\\").find(p[i + 1]) != absl::string_view::npos;
       res.push_back({std::string(1, escape ? p[i + 1] : '\\'), 1.0, false});
       i += escape ? 2 : 1;
+    } else if ((c == '(' || c == '[') &&
+               round.size() + square.size() >= static_cast<size_t>(kMaxNesting)) {
+      text(p.substr(i, 1)), ++i;  // nested too deep: text, and so is the closer that would match it
+      ++(c == '(' ? round_too_deep : square_too_deep);
     } else if (c == '(') {
       round.push_back(res.size()), ++i;
     } else if (c == '[') {
       square.push_back(res.size()), ++i;
+    } else if ((c == ')' && round_too_deep > 0) || (c == ']' && square_too_deep > 0)) {
+      text(p.substr(i, 1)), ++i;
+      --(c == ')' ? round_too_deep : square_too_deep);
     } else if (c == ')' || c == ']') {
       std::vector<size_t>& open = c == ')' ? round : square;
       if (open.empty()) {
@@ -111,12 +122,13 @@ std::vector<PromptSpan> ParseA1111(absl::string_view p) {
       }
       std::optional<double> w;
       if (j < p.size() && p[j] == ')') w = ParseWeight(p.substr(i + 1, j - i - 1));
-      if (w && !round.empty()) {
+      if (w && round_too_deep == 0 && !round.empty()) {
         multiply_from(round.back(), *w);
         round.pop_back();
         i = j + 1;
       } else if (w) {
         text(p.substr(i, j + 1 - i));  // ":1.3)" with no bracket to close: literal text
+        if (round_too_deep > 0) --round_too_deep;
         i = j + 1;
       } else {
         text(":"), ++i;
@@ -190,15 +202,23 @@ void ComfyWeights(const Syms& s, double weight, std::vector<PromptSpan>& out) {
 
 std::vector<PromptSpan> ParseComfy(absl::string_view p) {
   Syms syms;
-  int depth = 0;
+  int depth = 0,
+      too_deep = 0;  // brackets nested deeper than kMaxNesting are text, with their closers
   for (size_t i = 0; i < p.size(); ++i) {
     if (p[i] == '\\' && i + 1 < p.size() && (p[i + 1] == '(' || p[i + 1] == ')')) {
       syms.push_back({p[++i], false});
     } else if (p[i] == '(') {
-      syms.push_back({'(', true}), ++depth;
+      const bool bracket = depth < kMaxNesting;
+      syms.push_back({'(', bracket});
+      ++(bracket ? depth : too_deep);
     } else if (p[i] == ')') {
-      syms.push_back({')', depth > 0});  // closing nothing: text
-      if (depth > 0) --depth;
+      const bool bracket = too_deep == 0 && depth > 0;  // closing nothing: text
+      syms.push_back({')', bracket});
+      if (too_deep > 0) {
+        --too_deep;
+      } else if (depth > 0) {
+        --depth;
+      }
     } else {
       syms.push_back({p[i], false});
     }

@@ -6,6 +6,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "nodes/text/prompt_chunks.h"
 #include "tests/test_util.h"
 
@@ -68,6 +70,23 @@ TEST(PromptParserTest, BreaksAndNone) {
   EXPECT_EQ(ParsePromptWeighting("Comfy").value(), PromptWeighting::kComfy);
   EXPECT_THAT(std::string(ParsePromptWeighting("x").status().message()),
               HasSubstr("a1111, comfy or none"));
+}
+
+// Brackets nested deeper than 64 are text (with their closers), so a hostile prompt costs neither
+// deep recursion nor quadratic work.
+TEST(PromptParserTest, DeepNestingIsBoundedInBothDialects) {
+  const std::string deep = std::string(100000, '(') + "x" + std::string(100000, ')');
+  for (PromptWeighting mode : {PromptWeighting::kA1111, PromptWeighting::kComfy}) {
+    const std::vector<PromptSpan> spans = ParsePrompt(deep, mode);
+    std::string text;
+    for (const PromptSpan& s : spans) text += s.text;
+    EXPECT_EQ(text, std::string(100000 - 64, '(') + "x" + std::string(100000 - 64, ')'));
+    for (const PromptSpan& s : spans) EXPECT_NEAR(s.weight, std::pow(1.1, 64), 1e-6);
+  }
+  // Below the bound nothing changes.
+  EXPECT_THAT(A(std::string(64, '(') + "x"), ElementsAre(Span("x", std::pow(1.1, 64))));
+  // A weight closing a bracket that was too deep is text too.
+  EXPECT_THAT(A(std::string(65, '(') + "x:2)"), ElementsAre(Span("(x:2)", std::pow(1.1, 64))));
 }
 
 class PromptChunksTest : public ::testing::Test {
