@@ -74,6 +74,25 @@ TEST_F(CliTest, TokenizeWarnsAboutTruncation) {
   auto r = RunCommand(Bin() + " tokenize " + Quote(text));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("the last 25 were cut"));
+  EXPECT_THAT(r.err, HasSubstr("see --chunks"));
+  // --chunks: what the stock graphs encode, two chunks here, weights parsed, tags removed.
+  r = RunCommand(Bin() + " tokenize --chunks " + Quote("(red) " + text + "<lora:x:1>") + " " +
+                 Quote("(red:2) fox") + " --weighting comfy");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string l1, l2;
+  std::getline(lines, l1);
+  std::getline(lines, l2);
+  const nlohmann::json a = nlohmann::json::parse(l1), b = nlohmann::json::parse(l2);
+  ASSERT_EQ(a["ids"].size(), 2u);
+  EXPECT_EQ(a["ids"][0].size(), 77u);
+  EXPECT_EQ(a["ids"][0][1], 736);  // "red"
+  EXPECT_NEAR(a["weights"][0][1].get<double>(), 1.1, 1e-6);
+  // 101 one-token words: 75 in the first chunk, 26 in the second, then <end>.
+  EXPECT_EQ(a["ids"][1][26], 1929);  // "dog"
+  EXPECT_EQ(a["ids"][1][27], 49407);
+  EXPECT_NEAR(b["weights"][0][1].get<double>(), 2.0, 1e-6);
+  EXPECT_EQ(RunCommand(Bin() + " tokenize --weighting comfy x").exit_code, 2);
 }
 
 TEST_F(CliTest, InspectReportsTinyAndInpaintingConfigs) {
