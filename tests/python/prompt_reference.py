@@ -15,41 +15,11 @@
 """
 import json
 import re
-import struct
 import sys
 
 import torch
 
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool}
-NAMES = {v: k for k, v in DTYPES.items()}
-
-
-def load(path):
-    b = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", b[:8])
-    header = json.loads(b[8 : 8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        s, e = info["data_offsets"]
-        t = torch.frombuffer(bytearray(b[8 + n + s : 8 + n + e]), dtype=DTYPES[info["dtype"]])
-        out[name] = t.reshape(info["shape"])
-    return out
-
-
-def save(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        t = t.contiguous()
-        raw = t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes()
-        header[name] = {"dtype": NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header).encode()
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+from safetensors_io import load, save
 
 
 # --- AUTOMATIC1111: one regular expression, bracket positions in two stacks -------------------------

@@ -3,7 +3,7 @@
 
 usage: write_genuine_ckpts.py SOURCE.safetensors OUTDIR
 
-From the tensors of SOURCE (read here with a few lines of json + torch.frombuffer):
+From the tensors of SOURCE (read with safetensors_io, copied out of its memory map):
   OUTDIR/f32_nested.ckpt   {"state_dict": OrderedDict, "global_step": int, "epoch": int,
                             "callbacks": {a ModelCheckpoint object of a stand-in pytorch_lightning module}}
                             -- the layout of the released SD v1.x .ckpt files
@@ -11,32 +11,17 @@ From the tensors of SOURCE (read here with a few lines of json + torch.frombuffe
   OUTDIR/views.ckpt        tensors sharing one storage: transposed, sliced, offset (values 0..23)
 """
 import collections
-import json
 import os
-import struct
 import sys
 import types
 
 import torch
 
+from safetensors_io import load
+
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    base = 8 + n
-    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-              "I32": torch.int32}
-    out = collections.OrderedDict()
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        buf = bytearray(data[base + b : base + e])
-        t = torch.frombuffer(buf, dtype=dtypes[info["dtype"]]) if e > b else torch.empty(0, dtype=dtypes[info["dtype"]])
-        out[name] = t.reshape(info["shape"]).clone()
-    return out
+    return collections.OrderedDict((k, v.clone()) for k, v in load(path).items())
 
 
 def stand_in_lightning():
