@@ -74,15 +74,14 @@ absl::StatusOr<std::string> ModelCache::Identity(const std::string& ref_text) {
   SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ref_text));
   SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(ref.base));
   if (!ref.HasPatches()) return entry->hash;
-  std::string parts = entry->hash;
-  if (!ref.vae.empty()) {
-    SD_ASSIGN_OR_RETURN(PatchFile vae, OpenPatch(ref.vae));
-    absl::StrAppend(&parts, "|vae=", vae.hash);
-  }
-  for (const LoraRef& l : ref.loras) {
-    SD_ASSIGN_OR_RETURN(std::string hash, FileHash(l.name));
-    absl::StrAppend(&parts, "|lora=", hash, absl::StrFormat(":%.9g:%.9g", l.unet, l.text));
-  }
+  // The reference with every file replaced by its content hash:
+  // "BASEHASH|vae=VAEHASH|lora=HASH:U:T".
+  SD_ASSIGN_OR_RETURN(const ModelRef hashed,
+                      ref.Map([&](const std::string& part) -> absl::StatusOr<std::string> {
+                        if (part == ref.base) return entry->hash;
+                        return FileHash(part);
+                      }));
+  const std::string parts = hashed.Format();
   Sha256 sha;
   sha.Update(parts.data(), parts.size());
   return sha.FinishHex();

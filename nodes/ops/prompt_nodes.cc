@@ -29,19 +29,13 @@ absl::StatusOr<PromptWeighting> WeightingInput(const NodeInputs& in) {
   return ParsePromptWeighting(name);
 }
 
-torch::Tensor Rows(const std::vector<std::vector<int64_t>>& rows) {
+// Rows of 77 values (ids or weights) as a [rows, 77] tensor of T's dtype.
+template <typename T>
+torch::Tensor Rows(const std::vector<std::vector<T>>& rows) {
   torch::Tensor t = torch::empty({static_cast<int64_t>(rows.size()), ClipTokenizer::kContextLength},
-                                 torch::kInt64);
+                                 c10::CppTypeToScalarType<T>::value);
   for (size_t i = 0; i < rows.size(); ++i)
-    std::copy(rows[i].begin(), rows[i].end(), t[static_cast<int64_t>(i)].data_ptr<int64_t>());
-  return t;
-}
-
-torch::Tensor Rows(const std::vector<std::vector<float>>& rows) {
-  torch::Tensor t = torch::empty({static_cast<int64_t>(rows.size()), ClipTokenizer::kContextLength},
-                                 torch::kFloat32);
-  for (size_t i = 0; i < rows.size(); ++i)
-    std::copy(rows[i].begin(), rows[i].end(), t[static_cast<int64_t>(i)].data_ptr<float>());
+    std::copy(rows[i].begin(), rows[i].end(), t[static_cast<int64_t>(i)].data_ptr<T>());
   return t;
 }
 

@@ -65,7 +65,8 @@ absl::StatusOr<LoraFile> LoadLora(const std::string& path, const LoraKeyTable& t
   return out;
 }
 
-absl::StatusOr<torch::Tensor> LoraDelta(const LoraLayer& l, const std::vector<int64_t>& shape) {
+absl::StatusOr<torch::Tensor> LoraDelta(const LoraLayer& l, const std::vector<int64_t>& shape,
+                                        double multiplier) {
   const int64_t rank = l.down.size(0), out_ch = l.up.size(0);
   const torch::Tensor up = l.up.reshape({out_ch, rank});
   torch::Tensor delta;
@@ -76,13 +77,16 @@ absl::StatusOr<torch::Tensor> LoraDelta(const LoraLayer& l, const std::vector<in
                                                      ShapeString(l.mid.sizes().vec()),
                                                      " does not fit rank ", rank));
     }
-    delta = torch::einsum("oa,abhw,bi->oihw", {up, l.mid, l.down.reshape({rank, -1})});
+    delta = (torch::einsum("oa,abhw,bi->oihw", {up, l.mid, l.down.reshape({rank, -1})}) *
+             (l.scale * multiplier))
+                .contiguous();
   } else {
-    delta = torch::matmul(up * l.scale, l.down.reshape({rank, -1}));  // [out, in * kh * kw]
+    // (up·s)·down: the scale folded into the small factor.
+    delta =
+        torch::mm(up * (l.scale * multiplier), l.down.reshape({rank, -1}));  // [out, in * kh * kw]
     if (l.down.dim() == 4)
       delta = delta.reshape({out_ch, l.down.size(1), l.down.size(2), l.down.size(3)});
   }
-  if (l.mid.defined()) delta = delta * l.scale;
   const std::vector<int64_t> got = delta.sizes().vec();
   if (got == shape) return delta;
   if (delta.numel() == c10::multiply_integers(shape))
@@ -116,34 +120,16 @@ absl::Status ApplyLoras(torch::nn::Module& module, const std::string& prefix,
         return absl::InvalidArgumentError(
             absl::StrCat("LoRA ", lora->path, ": ", l.target.key, " is not in the model"));
       }
-      const std::vector<int64_t> shape = it->second.sizes().vec();
+      // ΔW·strength added to W element by element, not folded into one addmm: how a BLAS kernel
+      // folds W into its sums is its own affair, and every process must merge to the same bytes
+      // (in-process runs and workers give equal images).
+      SD_ASSIGN_OR_RETURN(torch::Tensor delta, LoraDelta(l, it->second.sizes().vec(), strength));
       auto u = updated.find(l.target.key);
       if (u == updated.end()) {
-        // The float32 copy of the weight, made once (by the first update of it).
-        u = updated.emplace(l.target.key, torch::Tensor()).first;
-      }
-      const int64_t rank = l.down.size(0), out_ch = l.up.size(0);
-      const bool product = !l.mid.defined() && out_ch == shape[0] &&
-                           l.down.numel() / rank * out_ch == c10::multiply_integers(shape);
-      if (product) {
-        // The common case: (up·s)·down, then added to W element by element. Not one addmm: how a
-        // BLAS kernel folds W into its sums is its own affair, and every process must merge to the
-        // same bytes (in-process runs and workers give equal images).
-        torch::Tensor delta = torch::mm(l.up.reshape({out_ch, rank}) * (l.scale * strength),
-                                        l.down.reshape({rank, -1}));
-        if (!u->second.defined()) {
-          u->second = delta.add_(it->second.to(torch::kCPU, torch::kFloat32).reshape({out_ch, -1}))
-                          .reshape(shape);
-        } else {
-          u->second.view({out_ch, -1}).add_(delta);
-        }
-        continue;
-      }
-      SD_ASSIGN_OR_RETURN(torch::Tensor delta, LoraDelta(l, shape));
-      if (!u->second.defined()) {
-        u->second = torch::add(it->second.to(torch::kCPU, torch::kFloat32), delta, strength);
+        // The float32 copy of the weight, made once (by its first update).
+        updated.emplace(l.target.key, delta.add_(it->second.to(torch::kCPU, torch::kFloat32)));
       } else {
-        u->second.add_(delta, strength);
+        u->second.add_(delta);
       }
     }
   }

@@ -38,9 +38,10 @@ struct LoraFile {
 // does not agree, or a non-float tensor.
 absl::StatusOr<LoraFile> LoadLora(const std::string& path, const LoraKeyTable& table);
 
-// The float32 update of a weight of `shape` (before strength); INVALID_ARGUMENT when it does not
-// fit.
-absl::StatusOr<torch::Tensor> LoraDelta(const LoraLayer& layer, const std::vector<int64_t>& shape);
+// The float32 update of a weight of `shape`, times `multiplier` (a strength), as a fresh contiguous
+// tensor; INVALID_ARGUMENT when it does not fit.
+absl::StatusOr<torch::Tensor> LoraDelta(const LoraLayer& layer, const std::vector<int64_t>& shape,
+                                        double multiplier = 1.0);
 
 // Adds each LoRA's updates × its strength to the parameters of `module` (named under `prefix`, the
 // checkpoint prefix of its keys) that belong to `component`: in float32, rounded to the parameter's
