@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/models/model_util.h"
 #include "nodes/ops/node.h"
 #include "proto/sd/v1/nodes.pb.h"
 
@@ -22,19 +23,25 @@ class Noise : public NodeKernel {
   static constexpr char kIndex[] = "index";
   static constexpr char kTable[] = "table";
   static constexpr char kLike[] = "like";
+  static constexpr char kLatents[] = "latents";
   static constexpr char kT[] = "t";
   static constexpr char kNoise[] = "noise";
   static NodeContract Contract() {
-    return {{{kSeed, ScalarPort(v1::INT)},
-             {kHeight, ScalarPort(v1::INT), true, "image height in pixels (or wire `like`)"},
-             {kWidth, ScalarPort(v1::INT), true, "image width in pixels (or wire `like`)"},
-             {kLike, TensorPort(v1::FLOAT32, 4), true, "an image [B, C, H, W] whose H and W to use"},
-             {kIndex, ScalarPort(v1::INT), true},
-             {kT, ScalarPort(v1::FLOAT), true, "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
-             {kTable, TensorPort(v1::FLOAT32, -1), true, "recorded draws [K, ...]"}},
-            {{kNoise, TensorPort(v1::FLOAT32, 4), false, "[1, 4, height/8, width/8]"}},
-            v1::NoiseOptions::descriptor(),
-            "seeded Gaussian noise in the reference's draw order"};
+    return {
+        {{kSeed, ScalarPort(v1::INT)},
+         {kHeight, ScalarPort(v1::INT), true, "image height in pixels (or wire `like`)"},
+         {kWidth, ScalarPort(v1::INT), true, "image width in pixels (or wire `like`)"},
+         {kLike, TensorPort(v1::FLOAT32, 4), true, "an image [B, C, H, W] whose H and W to use"},
+         {kLatents, TensorPort(v1::FLOAT32, 4), true,
+          "latents [1, C, h, w] to draw noise shaped like"},
+         {kIndex, ScalarPort(v1::INT), true},
+         {kT, ScalarPort(v1::FLOAT), true,
+          "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
+         {kTable, TensorPort(v1::FLOAT32, -1), true, "recorded draws [K, ...]"}},
+        {{kNoise, TensorPort(v1::FLOAT32, 4), false,
+          "[1, 4, height/8, width/8] (or the latents' shape)"}},
+        v1::NoiseOptions::descriptor(),
+        "seeded Gaussian noise in the reference's draw order"};
   }
   static constexpr int64_t kMaxChannels = 64;  // a bound on what a request can make us draw
   explicit Noise(const google::protobuf::Any& options) : options_(UnpackOptions<v1::NoiseOptions>(options)) {}
@@ -45,13 +52,24 @@ class Noise : public NodeKernel {
       if (!i.ok()) return i.status();
       index += *i;
     }
-    const int64_t channels = options_.channels() > 0 ? options_.channels() : 4;
+    int64_t channels = options_.channels() > 0 ? options_.channels() : 4;
     if (channels > kMaxChannels) {
       return absl::InvalidArgumentError(absl::StrCat("Noise: channels ", channels, " is more than ",
                                                      kMaxChannels, " (SD latents have 4)"));
     }
     int64_t h = 0, w = 0;
-    if (in.Has(kLike)) {
+    if (in.Has(kLatents)) {
+      auto latents = in.Tensor(kLatents);
+      if (!latents.ok()) return latents.status();
+      if (latents->size(0) != 1 || latents->size(1) > kMaxChannels) {
+        return absl::InvalidArgumentError(absl::StrCat("Noise: latents ", DescribeTensor(*latents),
+                                                       " must be one latent image of at most ",
+                                                       kMaxChannels, " channels"));
+      }
+      channels = latents->size(1);
+      h = latents->size(2) * 8;
+      w = latents->size(3) * 8;
+    } else if (in.Has(kLike)) {
       auto like = in.Tensor(kLike);
       if (!like.ok()) return like.status();
       h = like->size(2);

@@ -6,7 +6,9 @@
 #define SD_STOCK_NODES(X) \
   X(Tokenize) X(ClipEncode) X(Noise) X(Schedule) X(UNetStep) X(CfgCombine) X(SamplerStep) X(VaeDecode) \
   X(VaeEncode) X(AddNoise) X(ImageToTensor) X(TensorToImage) X(MaskToLatent) X(MaskImage) X(MaskBlend) \
-  X(MaskComposite) X(TokenizePrompt) X(ApplyPromptWeights)
+  X(MaskComposite) X(TokenizePrompt) X(ApplyPromptWeights) \
+  X(SigmaSchedule) X(SigmaStart) X(SigmaStep) X(SigmaEnd) X(EmptyLatent) X(LatentUpscale) X(ImageScale) \
+  X(ImageInvert)
 // clang-format on
 
 namespace sd {

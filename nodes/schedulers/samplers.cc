@@ -8,18 +8,12 @@
 #include "absl/strings/str_join.h"
 #include "nodes/models/model_util.h"
 #include "nodes/schedulers/ddpm.h"
+#include "nodes/schedulers/sigmas.h"
 
 namespace sd {
 namespace {
 
 bool IsK(const std::string& name) { return name == "euler" || name == "euler_a" || name == "dpmpp_2m"; }
-
-// sigma_k = sqrt((1 - abar_k) / abar_k) of the training schedule, in double.
-std::vector<double> TrainSigmas(const NoiseSchedule& s) {
-  torch::Tensor ac = s.alphas_cumprod.to(torch::kFloat64);
-  torch::Tensor sig = ((1 - ac) / ac).sqrt();
-  return std::vector<double>(sig.data_ptr<double>(), sig.data_ptr<double>() + sig.numel());
-}
 
 // diffusers' np.interp(t, arange, sigmas): linear in sigma.
 double SigmaAt(const std::vector<double>& sigmas, double t) {
@@ -49,7 +43,7 @@ struct KSchedule {
 };
 
 KSchedule MakeKSchedule(const NoiseSchedule& s, bool karras, int steps) {
-  const std::vector<double> train = TrainSigmas(s);
+  const std::vector<double> train = TrainingSigmas(s);
   const int n_train = static_cast<int>(train.size());
   KSchedule k;
   if (karras) {
@@ -193,37 +187,12 @@ absl::StatusOr<SamplerStepResult> SamplerStep(const NoiseSchedule& schedule, con
   auto idx = IndexOf(k.timesteps, t, spec.name, steps);
   if (!idx.ok()) return idx.status();
   const size_t i = *idx;
-  const double s = k.sigmas[i], s_next = k.sigmas[i + 1];
-  const torch::Tensor x_ve = x * std::sqrt(1 + s * s);
-  const torch::Tensor denoised = x_ve - s * e;
-  torch::Tensor next;
-  if (spec.name == "euler") {
-    next = x_ve + e * (s_next - s);
-  } else if (spec.name == "euler_a") {
-    const double s_up = std::min(s_next, std::sqrt(std::max(0.0, s_next * s_next * (s * s - s_next * s_next) / (s * s))));
-    const double s_down = std::sqrt(std::max(0.0, s_next * s_next - s_up * s_up));
-    next = x_ve + e * (s_down - s);
-    if (s_next > 0) next = next + noise.to(torch::kFloat32) * s_up;
-  } else {  // dpmpp_2m
-    if (s_next == 0) {
-      next = denoised;
-    } else {
-      const double h = std::log(s) - std::log(s_next);  // t = -log sigma
-      torch::Tensor d = denoised;
-      if (history.defined() && i > 0) {
-        if (history.sizes() != denoised.sizes()) {
-          return absl::InvalidArgumentError(absl::StrCat("dpmpp_2m: history ", DescribeTensor(history),
-                                                         " does not match the latents"));
-        }
-        const double h_last = std::log(k.sigmas[i - 1]) - std::log(s);
-        const double r2 = h_last / h;
-        d = (1 + 1 / (2 * r2)) * denoised - (1 / (2 * r2)) * history.to(torch::kFloat32);
-      }
-      next = (s_next / s) * x_ve - std::expm1(-h) * d;
-    }
-  }
-  r.latents = next / std::sqrt(1 + s_next * s_next);
-  r.denoised = denoised;
+  auto step =
+      SigmaStep(spec.name == "euler_a" ? "euler_ancestral" : spec.name,
+                i > 0 ? k.sigmas[i - 1] : 0.0, k.sigmas[i], k.sigmas[i + 1], x, e, noise, history);
+  if (!step.ok()) return step.status();
+  r.latents = step->latents;
+  r.denoised = step->denoised;
   return r;
 }
 
@@ -236,7 +205,7 @@ absl::StatusOr<torch::Tensor> AddNoiseAt(const NoiseSchedule& schedule, const to
   if (!x0.defined() || !noise.defined() || x0.sizes() != noise.sizes()) {
     return absl::InvalidArgumentError("add noise: x0 and noise must be tensors of one shape");
   }
-  const double sigma = SigmaAt(TrainSigmas(schedule), t);
+  const double sigma = SigmaAt(TrainingSigmas(schedule), t);
   const double abar = 1 / (1 + sigma * sigma);
   return (std::sqrt(abar) * x0.to(torch::kFloat32) + std::sqrt(1 - abar) * noise.to(torch::kFloat32));
 }

@@ -16,6 +16,7 @@
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/test_weights.h"
 #include "nodes/weights/torch_tensors.h"
+#include "tests/node_runner.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -25,18 +26,8 @@ using ::testing::HasSubstr;
 constexpr char kTokenEmbedding[] =
     "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight";
 
-// Runs one node kind on `inputs` (options empty).
-absl::StatusOr<NodeOutputs> RunNode(const std::string& kind, RunContext& ctx,
-                                    std::map<std::string, Value> inputs) {
-  SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
-  std::unique_ptr<NodeKernel> kernel = k->create(google::protobuf::Any());
-  SD_RETURN_IF_ERROR(kernel->Open(ctx));
-  const std::string name = kind;
-  NodeInputs in(&inputs, &name);
-  NodeOutputs out;
-  SD_RETURN_IF_ERROR(kernel->Process(in, out));
-  return out;
-}
+using testing::ReadTensor;
+using testing::RunNode;
 
 void WriteTensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors) {
   std::vector<torch::Tensor> keep;
@@ -46,12 +37,6 @@ void WriteTensors(const std::string& path, const std::map<std::string, torch::Te
     w.push_back(ToWrite(name, keep.back()).value());
   }
   ASSERT_TRUE(WriteSafetensors(path, w).ok());
-}
-
-torch::Tensor ReadTensor(const std::string& path, const std::string& name) {
-  auto c = Checkpoint::Open(path);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return LoadTensor(**c, name, torch::kFloat32).value().clone();
 }
 
 void RunPython(const std::string& args) {

@@ -1,0 +1,219 @@
+// Resizing and inverting latents and images, with ComfyUI's size rules (so an imported workflow
+// means the same sizes): a target width and height in pixels (0 for one of them keeps the aspect
+// ratio; both 0 keep the size), or a scale factor (sizes rounded half to even, as Python's round);
+// an optional centre crop to the target's aspect ratio first; methods nearest-exact, bilinear,
+// bicubic, area.
+//   node { kind: "LatentUpscale" name: "up" input: "latents=first.latents" input:
+//   "scale=@hires_scale"
+//          input: "method=@upscale_method" }
+//   node { kind: "ImageScale" name: "resize" input: "image=decode.image" input: "width=@width"
+//   input: "height=@height" } node { kind: "ImageInvert" name: "negative" input:
+//   "image=decode.image" }
+#include <torch/torch.h>
+
+#include <cmath>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/models/model_util.h"
+#include "nodes/ops/node.h"
+
+namespace sd {
+namespace {
+
+constexpr char kMethods[] = "nearest-exact (default), bilinear, bicubic, area";
+constexpr int64_t kMaxPixels = 16384;  // the longest side an image may be scaled to
+
+absl::StatusOr<torch::Tensor> Interpolate(const torch::Tensor& x, const std::string& method,
+                                          int64_t w, int64_t h, const std::string& kind) {
+  namespace F = torch::nn::functional;
+  auto o = F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w});
+  if (method == "nearest-exact") {
+    o.mode(torch::kNearestExact);
+  } else if (method == "bilinear") {
+    o.mode(torch::kBilinear).align_corners(false);
+  } else if (method == "bicubic") {
+    o.mode(torch::kBicubic).align_corners(false);
+  } else if (method == "area") {
+    o.mode(torch::kArea);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kind, ": unknown method '", method, "' (available: ", kMethods, ")"));
+  }
+  return F::interpolate(x.to(torch::kFloat32), o);
+}
+
+// ComfyUI's common_upscale: an optional centre crop to the target's aspect ratio, then
+// interpolation.
+absl::StatusOr<torch::Tensor> Rescale(const torch::Tensor& x, const std::string& method, int64_t w,
+                                      int64_t h, const std::string& crop, const std::string& kind) {
+  torch::Tensor s = x;
+  if (crop == "center") {
+    const int64_t ow = x.size(3), oh = x.size(2);
+    const double old_aspect = static_cast<double>(ow) / oh, new_aspect = static_cast<double>(w) / h;
+    int64_t cx = 0, cy = 0;
+    if (old_aspect > new_aspect)
+      cx = static_cast<int64_t>(std::nearbyint((ow - ow * (new_aspect / old_aspect)) / 2));
+    if (old_aspect < new_aspect)
+      cy = static_cast<int64_t>(std::nearbyint((oh - oh * (old_aspect / new_aspect)) / 2));
+    s = x.narrow(2, cy, oh - 2 * cy).narrow(3, cx, ow - 2 * cx);
+  } else if (crop != "disabled") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kind, ": crop '", crop, "' is neither 'disabled' nor 'center'"));
+  }
+  return Interpolate(s, method, w, h, kind);
+}
+
+struct ScaleRequest {
+  std::string method = "nearest-exact", crop = "disabled";
+  int64_t width = 0, height = 0;  // pixels; 0: from the aspect ratio
+  std::optional<double> scale;
+};
+
+absl::StatusOr<ScaleRequest> ReadScale(const NodeInputs& in, const std::string& kind) {
+  ScaleRequest r;
+  if (in.Has("method")) {
+    SD_ASSIGN_OR_RETURN(r.method, in.String("method"));
+  }
+  if (in.Has("crop")) {
+    SD_ASSIGN_OR_RETURN(r.crop, in.String("crop"));
+  }
+  if (in.Has("width")) {
+    SD_ASSIGN_OR_RETURN(r.width, in.Int("width"));
+  }
+  if (in.Has("height")) {
+    SD_ASSIGN_OR_RETURN(r.height, in.Int("height"));
+  }
+  if (in.Has("scale")) {
+    SD_ASSIGN_OR_RETURN(r.scale, in.Float("scale"));
+    if (in.Has("width") || in.Has("height")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kind, ": give a scale or a width and height, not both"));
+    }
+    if (!(*r.scale > 0 && *r.scale <= 16)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kind, ": scale ", *r.scale, " is not in (0, 16]"));
+    }
+  }
+  if (r.width < 0 || r.height < 0 || r.width > kMaxPixels || r.height > kMaxPixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kind, ": ", r.width, "x", r.height, " is outside 0..", kMaxPixels, " pixels a side"));
+  }
+  return r;
+}
+
+int64_t Round(double v) {
+  return static_cast<int64_t>(std::nearbyint(v));
+}  // half to even, as Python
+
+absl::Status CheckTarget(int64_t w, int64_t h, int64_t max_side, const std::string& kind) {
+  if (w < 1 || h < 1 || w > max_side || h > max_side) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kind, ": the result would be ", w, "x", h, "; sides must be 1 to ", max_side));
+  }
+  return absl::OkStatus();
+}
+
+void AddScalePorts(NodeContract& c) {
+  c.inputs.push_back({"method", ScalarPort(v1::STRING), true, kMethods});
+  c.inputs.push_back({"width", ScalarPort(v1::INT), true, "pixels (0: keep the aspect ratio)"});
+  c.inputs.push_back({"height", ScalarPort(v1::INT), true, "pixels (0: keep the aspect ratio)"});
+  c.inputs.push_back(
+      {"scale", ScalarPort(v1::FLOAT), true, "a factor, instead of width and height"});
+  c.inputs.push_back({"crop", ScalarPort(v1::STRING), true, "disabled (default) or center"});
+}
+
+}  // namespace
+
+class LatentUpscale : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    NodeContract c{{{"latents", TensorPort(v1::FLOAT32, 4)}},
+                   {{"latents", TensorPort(v1::FLOAT32, 4)}},
+                   nullptr,
+                   "resizes latents (width and height in pixels, at least 64; or a scale factor)"};
+    AddScalePorts(c);
+    return c;
+  }
+  explicit LatentUpscale(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
+    SD_ASSIGN_OR_RETURN(ScaleRequest r, ReadScale(in, "LatentUpscale"));
+    const int64_t lw = x.size(3), lh = x.size(2);
+    int64_t w = lw, h = lh;  // latent pixels
+    if (r.scale) {
+      w = Round(lw * *r.scale);
+      h = Round(lh * *r.scale);
+      r.crop = "disabled";
+    } else if (r.width > 0 || r.height > 0) {
+      int64_t pw = std::max<int64_t>(64, r.width), ph = std::max<int64_t>(64, r.height);
+      if (r.width == 0) pw = std::max<int64_t>(64, Round(static_cast<double>(lw) * ph / lh));
+      if (r.height == 0) ph = std::max<int64_t>(64, Round(static_cast<double>(lh) * pw / lw));
+      w = pw / 8;
+      h = ph / 8;
+    } else {
+      out["latents"] = x;
+      return absl::OkStatus();
+    }
+    SD_RETURN_IF_ERROR(CheckTarget(w, h, kMaxPixels / 8, "LatentUpscale"));
+    SD_ASSIGN_OR_RETURN(out["latents"], Rescale(x, r.method, w, h, r.crop, "LatentUpscale"));
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(LatentUpscale);
+
+class ImageScale : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    NodeContract c{{{"image", TensorPort(v1::FLOAT32, 4), false, "[B, C, H, W]"}},
+                   {{"image", TensorPort(v1::FLOAT32, 4)}},
+                   nullptr,
+                   "resizes an image tensor (width and height in pixels, or a scale factor)"};
+    AddScalePorts(c);
+    return c;
+  }
+  explicit ImageScale(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("image"));
+    SD_ASSIGN_OR_RETURN(ScaleRequest r, ReadScale(in, "ImageScale"));
+    const int64_t iw = x.size(3), ih = x.size(2);
+    int64_t w = r.width, h = r.height;
+    if (r.scale) {
+      w = Round(iw * *r.scale);
+      h = Round(ih * *r.scale);
+      r.crop = "disabled";
+    } else if (w == 0 && h == 0) {
+      out["image"] = x;
+      return absl::OkStatus();
+    } else if (w == 0) {
+      w = std::max<int64_t>(1, Round(static_cast<double>(iw) * h / ih));
+    } else if (h == 0) {
+      h = std::max<int64_t>(1, Round(static_cast<double>(ih) * w / iw));
+    }
+    SD_RETURN_IF_ERROR(CheckTarget(w, h, kMaxPixels, "ImageScale"));
+    SD_ASSIGN_OR_RETURN(out["image"], Rescale(x, r.method, w, h, r.crop, "ImageScale"));
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(ImageScale);
+
+class ImageInvert : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    return {
+        {{"image", TensorPort(v1::FLOAT32, 4), false, "[B, C, H, W] in [-1, 1]"}},
+        {{"image", TensorPort(v1::FLOAT32, 4), false, "the negative: -image (1 - x on [0, 1])"}},
+        nullptr,
+        "inverts an image tensor"};
+  }
+  explicit ImageInvert(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("image"));
+    out["image"] = -x.to(torch::kFloat32);
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(ImageInvert);
+
+}  // namespace sd
