@@ -20,5 +20,6 @@ int RunCommand(const std::vector<std::string>& args);
 int Txt2ImgCommand(const std::vector<std::string>& args);
 int Img2ImgCommand(const std::vector<std::string>& args);
 int InpaintCommand(const std::vector<std::string>& args);
+int ImportComfyCommand(const std::vector<std::string>& args);
 
 }  // namespace sd::cli

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "host_plugin/cli/comfy_run.h"
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
 #include "host_plugin/cli/generate_help.h"
@@ -201,7 +202,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                  "tls-cert",       "tls-key",      "tls-server-name",
                  "wire-dtype",     "call-timeout", "max-attempts",
                  "max-message-mb", "embeddings",   "vae",
-                 "lora-dir"},
+                 "lora-dir",       "comfy-models", "input-dir"},
                 {"overwrite", "require-tls", "strict-lora"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta",
@@ -236,6 +237,22 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (!args) return code;
   auto usage = [&](const std::string& msg) { return UsageError(name, msg); };
   std::string model = args->GetOr("model", "");
+  // A ComfyUI workflow brings its graph and names its model files.
+  std::optional<ComfyRun> comfy;
+  if (mode == Mode::kRun && args->positionals().size() == 1 &&
+      IsComfyWorkflowPath(args->positionals()[0])) {
+    auto prepared = PrepareComfyRun(args->positionals()[0], *args);
+    if (!prepared.ok()) return FailWithCode(name, prepared.status());
+    comfy = *std::move(prepared);
+    if (model.empty()) model = comfy->model;
+    loras.insert(loras.begin(), comfy->loras.begin(), comfy->loras.end());
+  } else {
+    for (const char* f : {"comfy-models", "input-dir"}) {
+      if (args->Has(f))
+        return UsageError(
+            name, absl::StrCat("--", f, " applies to ComfyUI workflows (run WORKFLOW.json)"));
+    }
+  }
   const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
   if (out.empty()) return usage("-o OUT is required");
   if (model.empty()) {
@@ -262,8 +279,12 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   for (const std::string& kv : sets) {
     if (kv.rfind("prompt=", 0) == 0) prompt = kv.substr(7);
   }
-  ModelFlags model_flags{model, args->GetOr("vae", ""), args->GetOr("lora-dir", ""), prompt,
-                         loras, args->Has("workers")};
+  ModelFlags model_flags{model,
+                         args->GetOr("vae", comfy ? comfy->vae : ""),
+                         args->GetOr("lora-dir", ""),
+                         prompt,
+                         loras,
+                         args->Has("workers")};
   if (args->Has("vae") && model_flags.vae.empty()) return usage("--vae names no file");
   auto model_ref = ModelFromFlags(model_flags);
   if (!model_ref.ok()) return FailWithCode(name, model_ref.status());
@@ -302,7 +323,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     graph_path = StockGraph(stock);
   }
   ImageNodeKinds();  // graphs may read and write image files themselves
-  auto graph = Graph::Load(graph_path);
+  auto graph = comfy ? Graph::FromText(comfy->graph_text, graph_path) : Graph::Load(graph_path);
   if (!graph.ok()) return FailWithCode(name, graph.status());
 
   // Graph inputs: from the shortcut flags, then --set.
@@ -368,12 +389,15 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (auto p = FramePath(out, frames.front()); !p.ok())
       return usage(std::string(p.status().message()));
   }
-  // Unless given, a graph's width and height are the model's native size when it declares one.
+  // Unless given, a graph's width and height are the model's native size when it declares one (a
+  // workflow's own sizes stand, checked by its nodes).
   const int native = remote_model ? remote_model->native_size : LocalNativeSize(*models, model);
   for (const char* dim : {"width", "height"}) {
+    if (comfy) break;
     if (native > 0 && graph->Input(dim) && !inputs.count(dim)) inputs[dim] = int64_t{native};
   }
   for (const char* dim : {"width", "height"}) {
+    if (comfy) break;
     auto it = inputs.find(dim);
     const v1::GraphInput* in = graph->Input(dim);
     int64_t v = it != inputs.end() && std::holds_alternative<int64_t>(it->second)

@@ -89,14 +89,23 @@ constexpr char kPromptFlags[] =
 
 std::string RunHelp() {
   return absl::StrCat(
-      "usage: sd-graph run GRAPH.pbtxt [--model M] [--set NAME=VALUE ...] -o OUT [flags]\n\n"
+      "usage: sd-graph run GRAPH.pbtxt|WORKFLOW.json|IMAGE.png [--model M] [--set NAME=VALUE ...] "
+      "-o OUT "
+      "[flags]\n\n"
       "Runs a graph file in-process. --set gives a graph input: text, a number, or a tensor from a "
       "file as\n"
-      "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n\n",
+      "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n"
+      "A ComfyUI workflow (API format .json, or a PNG ComfyUI saved) runs directly: see\n"
+      "`sd-graph import-comfy --help` for what it becomes and its inputs' names.\n\n",
       kCommonFlags, kWorkerFlags,
       "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame "
       "number\n"
       "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
+      "  --comfy-models DIR  ComfyUI's models folder: a workflow's checkpoint, VAE and LoRAs are\n"
+      "                    found in DIR/checkpoints, DIR/vae, DIR/loras (else beside the "
+      "workflow)\n"
+      "  --input-dir DIR   where a workflow's LoadImage files are (default: the workflow's "
+      "folder)\n"
       "\n"
       "Render-farm mode:\n"
       "  --frames A-B[:S] render frames A to B (every S-th); OUT is a pattern such as "

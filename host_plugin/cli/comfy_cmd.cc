@@ -1,0 +1,148 @@
+// sd-graph import-comfy, and what `run` needs to run a ComfyUI workflow directly.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "host_plugin/cli/comfy_run.h"
+#include "host_plugin/cli/commands.h"
+#include "host_plugin/cli/common.h"
+#include "host_plugin/cli/generate_util.h"
+#include "host_plugin/runtime/comfy_import.h"
+#include "host_plugin/runtime/graph.h"
+#include "nodes/base/file_util.h"
+#include "nodes/ops/node.h"
+
+namespace sd::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kHelp[] =
+    "usage: sd-graph import-comfy WORKFLOW.json|IMAGE.png -o GRAPH.pbtxt [--input-dir DIR] "
+    "[--overwrite]\n"
+    "\n"
+    "Translates a ComfyUI workflow in its API format (\"Save (API Format)\", or the PNG ComfyUI "
+    "saved,\n"
+    "which carries it) into a commented graph file. Each ComfyUI node becomes the nodes named "
+    "after its\n"
+    "id; its widget values become graph inputs (equal values of one meaning share one: seed, "
+    "steps,\n"
+    "cfg, prompt, negative, width, height, denoise, ...; differing ones get the node id: seed_3).\n"
+    "The workflow's checkpoint, VAE and LoRAs are named in the file's header (`run` takes them "
+    "from\n"
+    "--model, --vae and --lora). `sd-graph run WORKFLOW.json` runs a workflow without this step.\n"
+    "\n"
+    "Supported nodes: CheckpointLoaderSimple, VAELoader, LoraLoader, LoraLoaderModelOnly,\n"
+    "CLIPSetLastLayer, CLIPTextEncode, EmptyLatentImage, KSampler, KSamplerAdvanced, VAEDecode,\n"
+    "VAEEncode, LoadImage, SaveImage, PreviewImage, LatentUpscale, LatentUpscaleBy, ImageScale,\n"
+    "ImageScaleBy, ImageInvert. Samplers: euler, euler_ancestral, dpmpp_2m, ddim, ddpm; "
+    "schedulers:\n"
+    "normal, karras, exponential, simple, ddim_uniform, sgm_uniform. Anything else is refused, "
+    "naming\n"
+    "every unsupported node.\n"
+    "\n"
+    "  -o GRAPH.pbtxt     where to write the graph file\n"
+    "  --input-dir DIR    where LoadImage's file names are found (default: the workflow's folder)\n"
+    "  --overwrite        replace GRAPH.pbtxt if it exists\n";
+
+std::string Lower(std::string s) { return absl::AsciiStrToLower(s); }
+
+std::string InputDir(const std::string& workflow, const Args& args) {
+  if (auto d = args.Get("input-dir")) return *d;
+  const std::string dir = fs::path(workflow).parent_path().string();
+  return dir.empty() ? "." : dir;
+}
+
+absl::StatusOr<ComfyGraph> Import(const std::string& path, const Args& args) {
+  auto workflow = ReadComfyWorkflow(path);
+  if (!workflow.ok()) return workflow.status();
+  auto graph = TranslateComfyWorkflow(*workflow, {InputDir(path, args)});
+  if (!graph.ok()) return graph.status();
+  StockNodeKinds();  // the translation is checked like any graph file
+  if (auto g = Graph::FromText(graph->text, path); !g.ok()) return g.status();
+  return graph;
+}
+
+// A file the workflow names: in ComfyUI's models folder (DIR/SUB/NAME, DIR/NAME), beside the
+// workflow, or as given.
+absl::StatusOr<std::string> FindModelFile(const std::string& name, const std::string& sub,
+                                          const std::string& what, const std::string& workflow,
+                                          const Args& args) {
+  std::vector<std::string> tried;
+  if (auto dir = args.Get("comfy-models")) {
+    tried.push_back((fs::path(*dir) / sub / name).string());
+    tried.push_back((fs::path(*dir) / name).string());
+  }
+  tried.push_back((fs::path(workflow).parent_path() / name).string());
+  tried.push_back(name);
+  for (const std::string& p : tried) {
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return p;
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "the workflow's ", what, " '", name, "' was not found (looked for ",
+      absl::StrJoin(tried, ", "), "); pass --comfy-models DIR (ComfyUI's models folder)",
+      what == "checkpoint" ? " or --model FILE" : ""));
+}
+
+}  // namespace
+
+bool IsComfyWorkflowPath(const std::string& path) {
+  const std::string ext = Lower(fs::path(path).extension().string());
+  return ext == ".json" || ext == ".png";
+}
+
+absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& args) {
+  auto imported = Import(path, args);
+  if (!imported.ok()) return imported.status();
+  ComfyRun run;
+  run.graph_text = imported->text;
+  const ComfyModel& m = imported->model;
+  const bool remote = args.Has("workers");  // names in the workers' repositories
+  auto find = [&](const std::string& name, const std::string& sub, const std::string& what) {
+    return remote ? absl::StatusOr<std::string>(name) : FindModelFile(name, sub, what, path, args);
+  };
+  if (!args.Has("model")) {
+    auto p = find(m.checkpoint, "checkpoints", "checkpoint");
+    if (!p.ok()) return p.status();
+    run.model = *p;
+  }
+  if (!m.vae.empty() && !args.Has("vae")) {
+    auto p = find(m.vae, "vae", "VAE");
+    if (!p.ok()) return p.status();
+    run.vae = *p;
+  }
+  for (const ComfyLora& l : m.loras) {
+    auto p = find(l.name, "loras", "LoRA");
+    if (!p.ok()) return p.status();
+    run.loras.push_back(absl::StrCat(*p, ":", l.unet, ":", l.text));
+  }
+  return run;
+}
+
+int ImportComfyCommand(const std::vector<std::string>& argv) {
+  int code = kExitOk;
+  auto args = ParseCommandLine("import-comfy", argv, {{"o", "output", "input-dir"}, {"overwrite"}},
+                               kHelp, &code);
+  if (!args) return code;
+  const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
+  if (args->positionals().size() != 1 || out.empty()) {
+    return UsageError("import-comfy", "expected one WORKFLOW.json or IMAGE.png and -o GRAPH.pbtxt");
+  }
+  std::error_code ec;
+  if (!args->Has("overwrite") && fs::exists(out, ec)) {
+    return UsageError("import-comfy", absl::StrCat(out, " exists (--overwrite replaces it)"));
+  }
+  auto graph = Import(args->positionals()[0], *args);
+  if (!graph.ok()) return FailWithCode("import-comfy", graph.status());
+  if (absl::Status s = WriteWholeFile(out, graph->text, "graph file"); !s.ok())
+    return FailWithCode("import-comfy", s);
+  std::fprintf(stderr, "sd-graph import-comfy: wrote %s (checkpoint '%s')\n", out.c_str(),
+               graph->model.checkpoint.c_str());
+  return kExitOk;
+}
+
+}  // namespace sd::cli

@@ -1,0 +1,484 @@
+#include "host_plugin/runtime/comfy_import.h"
+
+#include <google/protobuf/text_format.h>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "nodes/schedulers/sigmas.h"
+#include "proto/sd/v1/graph.pb.h"
+
+namespace sd {
+namespace {
+
+// What flows along a MODEL, CLIP or VAE link: which files, not tensors.
+struct Handle {
+  std::string checkpoint, vae, origin;  // origin: the loader's node id, for messages
+  std::vector<std::pair<std::string, double>> loras;
+  int64_t clip_skip = 1;
+  bool operator==(const Handle& o) const {
+    return checkpoint == o.checkpoint && vae == o.vae && loras == o.loras;
+  }
+};
+using Slot = std::variant<Handle, std::string>;  // a handle, or a graph source "node.port"
+
+struct Param {
+  std::string base;
+  std::string owner;  // the ComfyUI node id, for a suffix when values differ
+  ComfyWidget value;
+  std::string doc;
+};
+
+// A node id as our names allow it ('.', '=', '@' and spaces become '_').
+std::string Safe(const std::string& id) {
+  std::string s = id;
+  for (char& c : s) {
+    if (c == '.' || c == '=' || c == '@' || c == ' ') c = '_';
+  }
+  return s;
+}
+
+std::string Describe(const Handle& h) {
+  std::string s = absl::StrCat("checkpoint '", h.checkpoint, "'");
+  for (const auto& [name, w] : h.loras) absl::StrAppend(&s, " + LoRA '", name, "' at ", w);
+  return s;
+}
+
+class Translator {
+ public:
+  Translator(const ComfyWorkflow& w, ComfyImportOptions o) : w_(w), options_(std::move(o)) {}
+
+  absl::StatusOr<ComfyGraph> Run() {
+    for (const std::string& id : w_.order) {
+      if (absl::Status s = Translate(w_.node(id)); !s.ok()) return s;
+    }
+    ComfyGraph g;
+    if (absl::Status s = ChooseModel(&g.model); !s.ok()) return s;
+    g.text = Render(g.model);
+    return g;
+  }
+
+ private:
+  absl::Status Error(const ComfyNode& n, const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "workflow ", w_.file, ": node ", n.id, " (", n.class_type,
+        n.title.empty() || n.title == n.class_type ? "" : ", \"" + n.title + "\"", "): ", what));
+  }
+  const Slot& In(const ComfyNode& n, const std::string& port) const {
+    const ComfyLink& l = n.links.at(port);
+    return slots_.at({l.node, l.slot});
+  }
+  const Handle& HandleIn(const ComfyNode& n, const std::string& port) const {
+    return std::get<Handle>(In(n, port));
+  }
+  std::string Source(const ComfyNode& n, const std::string& port) const {
+    return std::get<std::string>(In(n, port));
+  }
+
+  // A graph input standing for a widget value; its final name is chosen once every value is known.
+  std::string P(const std::string& base, const ComfyNode& n, ComfyWidget value,
+                const std::string& doc) {
+    params_.push_back({base, Safe(n.id), std::move(value), doc});
+    return absl::StrCat("$P", params_.size() - 1, "$");
+  }
+  std::string W(const std::string& base, const ComfyNode& n, const std::string& widget,
+                const std::string& doc) {
+    return P(base, n, n.widgets.at(widget), doc);
+  }
+
+  v1::Node& Add(const std::string& kind, const std::string& name, std::vector<std::string> inputs,
+                v1::Loop* loop = nullptr) {
+    v1::Node* node = loop ? loop->add_node() : &blocks_.back().nodes.emplace_back();
+    node->set_kind(kind);
+    node->set_name(name);
+    for (std::string& in : inputs) node->add_input(std::move(in));
+    return *node;
+  }
+  void Begin(const ComfyNode& n) {
+    Block b;
+    b.comment = absl::StrCat("ComfyUI node ", n.id, ": ", n.class_type);
+    if (!n.title.empty() && n.title != n.class_type)
+      absl::StrAppend(&b.comment, " \"", n.title, "\"");
+    blocks_.push_back(std::move(b));
+  }
+
+  absl::Status Translate(const ComfyNode& n) {
+    const std::string& c = n.class_type;
+    const std::string id = Safe(n.id);
+    if (c == "CheckpointLoaderSimple") {
+      Handle h;
+      h.checkpoint = n.Text("ckpt_name");
+      h.origin = id;
+      for (int slot = 0; slot < 3; ++slot) slots_[{n.id, slot}] = h;
+      return absl::OkStatus();
+    }
+    if (c == "VAELoader") {
+      Handle h;
+      h.vae = n.Text("vae_name");
+      h.origin = id;
+      slots_[{n.id, 0}] = h;
+      return absl::OkStatus();
+    }
+    if (c == "LoraLoader" || c == "LoraLoaderModelOnly") {
+      Handle model = HandleIn(n, "model");
+      model.loras.emplace_back(n.Text("lora_name"), n.Number("strength_model"));
+      slots_[{n.id, 0}] = model;
+      if (c == "LoraLoader") {
+        Handle clip = HandleIn(n, "clip");
+        clip.loras.emplace_back(n.Text("lora_name"), n.Number("strength_clip"));
+        slots_[{n.id, 1}] = clip;
+      }
+      return absl::OkStatus();
+    }
+    if (c == "CLIPSetLastLayer") {
+      Handle clip = HandleIn(n, "clip");
+      const int64_t stop = n.Int("stop_at_clip_layer");
+      if (stop > -1 || stop < -24)
+        return Error(n, absl::StrCat("stop_at_clip_layer ", stop, " is not in [-24, -1]"));
+      clip.clip_skip = -stop;
+      slots_[{n.id, 0}] = clip;
+      return absl::OkStatus();
+    }
+    Begin(n);
+    if (c == "CLIPTextEncode") return Encode(n);
+    if (c == "EmptyLatentImage") {
+      if (n.Int("batch_size") != 1) {
+        return Error(
+            n, absl::StrCat("batch_size ", n.Int("batch_size"),
+                            ": batches are not supported yet (run the workflow once per image: "
+                            "sd-graph run --batch N varies the seed)"));
+      }
+      Add("EmptyLatent", id,
+          {"width=" + W("width", n, "width", "pixels"),
+           "height=" + W("height", n, "height", "pixels")});
+      slots_[{n.id, 0}] = id + ".latents";
+      return absl::OkStatus();
+    }
+    if (c == "KSampler" || c == "KSamplerAdvanced") return Sample(n);
+    if (c == "VAEDecode" || c == "VAEEncode") {
+      vae_users_.emplace_back(id, HandleIn(n, "vae"));
+      const bool decode = c == "VAEDecode";
+      Add(decode ? "VaeDecode" : "VaeEncode", id,
+          {decode ? "latents=" + Source(n, "samples") : "image=" + Source(n, "pixels")});
+      slots_[{n.id, 0}] = id + (decode ? ".image" : ".latents");
+      return absl::OkStatus();
+    }
+    if (c == "LoadImage") {
+      std::string path = n.Text("image");
+      if (!options_.input_dir.empty() && !path.empty() && path[0] != '/')
+        path = options_.input_dir + "/" + path;
+      Add("LoadImage", id + "_file", {"path=" + P("image", n, path, "an image file")});
+      Add("ImageToTensor", id, {"pixels=" + id + "_file.pixels"});
+      slots_[{n.id, 0}] = id + ".image";
+      return absl::OkStatus();
+    }
+    if (c == "SaveImage" || c == "PreviewImage") {
+      Add("TensorToImage", id, {"image=" + Source(n, "images")});
+      outputs_.emplace_back(outputs_.empty() ? "image" : "image_" + id, id + ".pixels");
+      return absl::OkStatus();
+    }
+    if (c == "LatentUpscale" || c == "LatentUpscaleBy" || c == "ImageScale" || c == "ImageScaleBy")
+      return Scale(n);
+    if (c == "ImageInvert") {
+      Add("ImageInvert", id, {"image=" + Source(n, "image")});
+      slots_[{n.id, 0}] = id + ".image";
+      return absl::OkStatus();
+    }
+    return Error(n, "has no translation");  // ComfyClassNames() and this function disagree
+  }
+
+  absl::Status Encode(const ComfyNode& n) {
+    const std::string id = Safe(n.id);
+    const Handle& clip = HandleIn(n, "clip");
+    clip_users_.emplace_back(id, clip);
+    // "prompt" or "negative" by the samplers' use of it.
+    std::set<std::string> roles;
+    for (const std::string& other : w_.order) {
+      for (const auto& [port, l] : w_.node(other).links) {
+        if (l.node == n.id && (port == "positive" || port == "negative")) roles.insert(port);
+      }
+    }
+    const std::string role = roles.size() != 1              ? "text"
+                             : *roles.begin() == "positive" ? "prompt"
+                                                            : "negative";
+    Add("TokenizePrompt", id + "_tokens",
+        {"text=" +
+             W(role, n, "text", role == "negative" ? "what to steer away from" : "what to draw"),
+         "weighting=@weighting"});
+    Add("ClipEncode", id + "_clip",
+        {"tokens=" + id + "_tokens.tokens", "vectors=" + id + "_tokens.vectors",
+         "clip_skip=" +
+             P("clip_skip", n, clip.clip_skip, "1: the last CLIP layer (CLIPSetLastLayer -1)")});
+    Add("ApplyPromptWeights", id,
+        {"context=" + id + "_clip.context", "weights=" + id + "_tokens.weights",
+         "weighting=@weighting"});
+    slots_[{n.id, 0}] = id + ".context";
+    return absl::OkStatus();
+  }
+
+  absl::Status Sample(const ComfyNode& n) {
+    const std::string id = Safe(n.id);
+    const bool advanced = n.class_type == "KSamplerAdvanced";
+    const auto samplers = SigmaSamplerNames(), schedulers = SigmaSchedulerNames();
+    if (std::find(samplers.begin(), samplers.end(), n.Text("sampler_name")) == samplers.end()) {
+      return Error(
+          n, absl::StrCat("sampler_name '", n.Text("sampler_name"),
+                          "' is not supported (supported: ", absl::StrJoin(samplers, ", "), ")"));
+    }
+    if (std::find(schedulers.begin(), schedulers.end(), n.Text("scheduler")) == schedulers.end()) {
+      return Error(
+          n, absl::StrCat("scheduler '", n.Text("scheduler"),
+                          "' is not supported (supported: ", absl::StrJoin(schedulers, ", "), ")"));
+    }
+    model_users_.emplace_back(id, HandleIn(n, "model"));
+    const std::string latent = Source(n, "latent_image");
+    const std::string seed =
+        W("seed", n, advanced ? "noise_seed" : "seed", "the noise seed, as ComfyUI draws it");
+    std::vector<std::string> sched{"steps=" + W("steps", n, "steps", "sampler steps"),
+                                   "scheduler=" + W("scheduler", n, "scheduler", "sigma spacing")};
+    bool add_noise = true;
+    if (advanced) {
+      const std::string noise = n.Text("add_noise"),
+                        leftover = n.Text("return_with_leftover_noise");
+      for (const auto& [name, v] :
+           {std::pair{"add_noise", noise}, {"return_with_leftover_noise", leftover}}) {
+        if (v != "enable" && v != "disable")
+          return Error(n, absl::StrCat(name, " '", v, "' is neither enable nor disable"));
+      }
+      add_noise = noise == "enable";
+      sched.push_back("start=" + W("start_at_step", n, "start_at_step", "the first step to run"));
+      sched.push_back("end=" + W("end_at_step", n, "end_at_step", "the step to stop at"));
+      sched.push_back("full_denoise=" + P("full_denoise", n, int64_t{leftover == "enable" ? 0 : 1},
+                                          "1: no leftover noise when ending early"));
+    } else {
+      sched.push_back("denoise=" + W("denoise", n, "denoise",
+                                     "1: from pure noise; less: from the latent given"));
+    }
+    Add("SigmaSchedule", id + "_sigmas", sched);
+    const std::string sigmas = "sigmas=" + id + "_sigmas.sigmas";
+    std::vector<std::string> start{"latents=" + latent, sigmas};
+    if (add_noise) {
+      Add("Noise", id + "_noise", {"seed=" + seed, "latents=" + latent});
+      start.push_back("noise=" + id + "_noise.noise");
+    }
+    Add("SigmaStart", id + "_start", start);
+    v1::Loop& loop = blocks_.back().loops.emplace_back();
+    loop.set_name(id + "_loop");
+    loop.set_timesteps(id + "_sigmas.timesteps");
+    for (const char* carry : {"latents", "history"}) {
+      v1::Carry* c = loop.add_carry();
+      c->set_name(carry);
+      c->set_init(id + "_start.latents");
+      c->set_next(id + (std::string(carry) == "latents" ? "_step.latents" : "_step.denoised"));
+    }
+    const std::string x = "latents=@loop.latents";
+    Add("UNetStep", id + "_cond", {x, "t=@loop.t", "context=" + Source(n, "positive")}, &loop);
+    Add("UNetStep", id + "_uncond", {x, "t=@loop.t", "context=" + Source(n, "negative")}, &loop);
+    Add("CfgCombine", id + "_cfg",
+        {"cond=" + id + "_cond.eps", "uncond=" + id + "_uncond.eps",
+         "scale=" + W("cfg", n, "cfg", "guidance scale")},
+        &loop);
+    Add("Noise", id + "_step_noise", {"seed=" + seed, x, "index=@loop.index"}, &loop);
+    Add("SigmaStep", id + "_step",
+        {x, "eps=" + id + "_cfg.eps", sigmas, "index=@loop.index",
+         "sampler=" +
+             W("sampler", n, "sampler_name", "euler, euler_ancestral, dpmpp_2m, ddim or ddpm"),
+         "noise=" + id + "_step_noise.noise", "history=@loop.history"},
+        &loop);
+    blocks_.back().after.emplace_back();
+    v1::Node& end = blocks_.back().after.back();
+    end.set_kind("SigmaEnd");
+    end.set_name(id);
+    end.add_input("latents=" + id + "_loop.latents");
+    end.add_input(sigmas);
+    slots_[{n.id, 0}] = id + ".latents";
+    return absl::OkStatus();
+  }
+
+  absl::Status Scale(const ComfyNode& n) {
+    const std::string id = Safe(n.id);
+    const bool latent = n.class_type.rfind("Latent", 0) == 0, by = n.class_type.back() == 'y';
+    const std::string method = n.Text("upscale_method");
+    if (method != "nearest-exact" && method != "bilinear" && method != "bicubic" &&
+        method != "area") {
+      return Error(
+          n,
+          absl::StrCat("upscale_method '", method,
+                       "' is not supported (supported: nearest-exact, bilinear, bicubic, area)"));
+    }
+    std::vector<std::string> in{
+        latent ? "latents=" + Source(n, "samples") : "image=" + Source(n, "image"),
+        "method=" +
+            W("upscale_method", n, "upscale_method", "nearest-exact, bilinear, bicubic, area")};
+    if (by) {
+      in.push_back("scale=" + W("scale_by", n, "scale_by", "the factor"));
+    } else {
+      in.push_back("width=" + W("upscale_width", n, "width", "pixels (0: keep the aspect ratio)"));
+      in.push_back("height=" +
+                   W("upscale_height", n, "height", "pixels (0: keep the aspect ratio)"));
+      in.push_back("crop=" + W("crop", n, "crop", "disabled or center"));
+    }
+    Add(latent ? "LatentUpscale" : "ImageScale", id, in);
+    slots_[{n.id, 0}] = id + (latent ? ".latents" : ".image");
+    return absl::OkStatus();
+  }
+
+  // One model for the run: every sampler's MODEL, every encoder's CLIP and every VAE user agree.
+  absl::Status ChooseModel(ComfyModel* m) const;
+  std::string Render(const ComfyModel& m) const;
+
+  struct Block {
+    std::string comment;
+    std::vector<v1::Node> nodes;
+    std::vector<v1::Loop> loops;
+    std::vector<v1::Node> after;  // nodes after the loops (a sampler's end)
+  };
+  const ComfyWorkflow& w_;
+  ComfyImportOptions options_;
+  std::map<std::pair<std::string, int>, Slot> slots_;
+  std::vector<Param> params_;
+  std::vector<Block> blocks_;
+  std::vector<std::pair<std::string, std::string>> outputs_;  // name, source
+  std::vector<std::pair<std::string, Handle>> model_users_, clip_users_, vae_users_;
+};
+
+absl::Status Translator::ChooseModel(ComfyModel* m) const {
+  auto agree = [&](const std::vector<std::pair<std::string, Handle>>& users,
+                   const char* what) -> absl::Status {
+    for (const auto& [id, h] : users) {
+      if (!(h == users.front().second)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("workflow ", w_.file, ": node ", id, " uses a different ", what, " (",
+                         Describe(h), ") than node ", users.front().first, " (",
+                         Describe(users.front().second), "); one model per workflow is supported"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (const auto* users : {&model_users_, &clip_users_, &vae_users_}) {
+    const char* what = users == &model_users_ ? "MODEL" : users == &clip_users_ ? "CLIP" : "VAE";
+    if (absl::Status s = agree(*users, what); !s.ok()) return s;
+  }
+  if (model_users_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("workflow ", w_.file, ": has no KSampler: nothing to compute with"));
+  }
+  const Handle& model = model_users_.front().second;
+  m->checkpoint = model.checkpoint;
+  if (!clip_users_.empty() && clip_users_.front().second.checkpoint != model.checkpoint) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("workflow ", w_.file, ": the text encoder comes from checkpoint '",
+                     clip_users_.front().second.checkpoint, "' but the UNet from '",
+                     model.checkpoint, "'; one checkpoint per workflow is supported"));
+  }
+  if (!vae_users_.empty()) {
+    const Handle& vae = vae_users_.front().second;
+    if (vae.vae.empty() && vae.checkpoint != model.checkpoint) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("workflow ", w_.file, ": the VAE comes from checkpoint '", vae.checkpoint,
+                       "' but the UNet from '", model.checkpoint, "'"));
+    }
+    m->vae = vae.vae;
+  }
+  for (const auto& [name, w] : model.loras) m->loras.push_back({name, w, 0.0});
+  if (!clip_users_.empty()) {
+    for (const auto& [name, w] : clip_users_.front().second.loras) {
+      auto it = std::find_if(m->loras.begin(), m->loras.end(),
+                             [&](const ComfyLora& l) { return l.name == name && l.text == 0; });
+      if (it != m->loras.end()) {
+        it->text = w;
+      } else {
+        m->loras.push_back({name, 0.0, w});
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string Translator::Render(const ComfyModel& m) const {
+  // Names: equal values of one meaning share the plain name; differing ones get the node id.
+  std::map<std::string, std::vector<size_t>> by_base;
+  for (size_t i = 0; i < params_.size(); ++i) by_base[params_[i].base].push_back(i);
+  std::vector<std::pair<std::string, std::string>> tokens;
+  std::vector<v1::GraphInput> inputs;
+  std::set<std::string> declared;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Param& p = params_[i];
+    const auto& group = by_base[p.base];
+    const bool same = std::all_of(group.begin(), group.end(),
+                                  [&](size_t j) { return params_[j].value == p.value; });
+    const std::string name = same ? p.base : p.base + "_" + p.owner;
+    tokens.emplace_back(absl::StrCat("$P", i, "$"), "@" + name);
+    if (!declared.insert(name).second) continue;
+    v1::GraphInput& in = inputs.emplace_back();
+    in.set_name(name);
+    in.set_doc(same && group.size() > 1 ? p.doc : absl::StrCat(p.doc, " (node ", p.owner, ")"));
+    if (const auto* s = std::get_if<std::string>(&p.value)) {
+      in.mutable_type()->set_kind(v1::STRING);
+      in.mutable_default_value()->set_s(*s);
+    } else if (const auto* i64 = std::get_if<int64_t>(&p.value)) {
+      in.mutable_type()->set_kind(v1::INT);
+      in.mutable_default_value()->set_i(*i64);
+    } else {
+      in.mutable_type()->set_kind(v1::FLOAT);
+      in.mutable_default_value()->set_f(std::get<double>(p.value));
+    }
+  }
+  google::protobuf::TextFormat::Printer line;
+  line.SetSingleLineMode(true);
+  auto print = [&](const google::protobuf::Message& msg) {
+    std::string s;
+    line.PrintToString(msg, &s);
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    return s;
+  };
+  std::string out =
+      absl::StrCat("# Imported from the ComfyUI workflow ", w_.file, " by sd-graph import-comfy.\n",
+                   "# Each ComfyUI node became the nodes named after its id; its widget values are "
+                   "graph inputs.\n# The workflow's model: checkpoint '",
+                   m.checkpoint, "'");
+  if (!m.vae.empty()) absl::StrAppend(&out, ", VAE '", m.vae, "'");
+  for (const ComfyLora& l : m.loras)
+    absl::StrAppend(&out, ", LoRA '", l.name, "' (UNet ", l.unet, ", text ", l.text, ")");
+  absl::StrAppend(
+      &out,
+      "\n# (sd-graph run takes it from --model, --vae and --lora; run on the workflow itself, "
+      "it finds the files in --comfy-models).\n\n");
+  for (const v1::GraphInput& in : inputs) absl::StrAppend(&out, "input { ", print(in), " }\n");
+  absl::StrAppend(
+      &out,
+      "input { name: \"weighting\" type { kind: STRING } default_value { s: \"comfy\" } "
+      "doc: \"prompt weighting syntax, as ComfyUI\" }\n");
+  for (const Block& b : blocks_) {
+    absl::StrAppend(&out, "\n# ", b.comment, "\n");
+    for (const v1::Node& n : b.nodes) absl::StrAppend(&out, "node { ", print(n), " }\n");
+    for (const v1::Loop& l : b.loops) {
+      absl::StrAppend(&out, "loop {\n  name: \"", l.name(), "\"\n  timesteps: \"", l.timesteps(),
+                      "\"\n");
+      for (const v1::Carry& c : l.carry()) absl::StrAppend(&out, "  carry { ", print(c), " }\n");
+      for (const v1::Node& n : l.node()) absl::StrAppend(&out, "  node { ", print(n), " }\n");
+      absl::StrAppend(&out, "}\n");
+    }
+    for (const v1::Node& n : b.after) absl::StrAppend(&out, "node { ", print(n), " }\n");
+  }
+  absl::StrAppend(&out, "\n");
+  for (const auto& [name, source] : outputs_) {
+    absl::StrAppend(&out, "output { name: \"", name, "\" source: \"", source, "\" }\n");
+  }
+  return absl::StrReplaceAll(out, tokens);
+}
+
+}  // namespace
+
+absl::StatusOr<ComfyGraph> TranslateComfyWorkflow(const ComfyWorkflow& workflow,
+                                                  const ComfyImportOptions& options) {
+  return Translator(workflow, options).Run();
+}
+
+}  // namespace sd

@@ -1,0 +1,44 @@
+// A ComfyUI workflow (comfy_workflow.h) as one of our graph files: each ComfyUI node becomes the
+// node kinds that compute the same thing, named after its id ("3", "3_sigmas", "3_loop", ...) so
+// messages point at the user's node; every widget value becomes a graph input (equal values of one
+// meaning share one input: "seed", "steps", "prompt", ...; differing ones are suffixed with the
+// node id: "seed_3"); the model (checkpoint, LoRAs, VAE) is returned for the run to open.
+//
+// KSampler is ComfyUI's k-diffusion sampling over its sigmas (SigmaSchedule, SigmaStart, SigmaStep,
+// SigmaEnd), seeded as ComfyUI seeds (initial noise = the seed's first draw over the latent;
+// ancestral noise = its draws in order); CLIPTextEncode weights prompts with ComfyUI's syntax.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "host_plugin/runtime/comfy_workflow.h"
+
+namespace sd {
+
+struct ComfyLora {
+  std::string name;
+  double unet = 1.0, text = 1.0;
+};
+
+// What the workflow's loaders name (file names as ComfyUI lists them, relative to its model
+// folders).
+struct ComfyModel {
+  std::string checkpoint, vae;  // vae: "" = the checkpoint's own
+  std::vector<ComfyLora> loras;
+};
+
+struct ComfyGraph {
+  std::string text;  // a graph file, commented
+  ComfyModel model;
+};
+
+struct ComfyImportOptions {
+  std::string input_dir;  // where LoadImage's file names are found ("" = as given)
+};
+
+absl::StatusOr<ComfyGraph> TranslateComfyWorkflow(const ComfyWorkflow& workflow,
+                                                  const ComfyImportOptions& options);
+
+}  // namespace sd
