@@ -211,6 +211,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     spec.switches.insert("karras");
   }
   if (mode != Mode::kRun) spec.with_value.insert({"width", "height"});
+  if (mode == Mode::kTxt2Img)
+    spec.with_value.insert({"hires-scale", "hires-denoise", "hires-steps", "hires-upscaler"});
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
   if (mode == Mode::kInpaint) spec.with_value.insert({"init", "mask", "strength"});
   // Repeatable flags (--set, --dump) are collected by hand; everything else goes through Args.
@@ -303,6 +305,13 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (!args->positionals().empty())
       return usage(absl::StrCat("unexpected argument '", args->positionals()[0], "'"));
     std::string stock = mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt";
+    if (mode == Mode::kTxt2Img && args->Has("hires-scale")) {
+      stock = "hires_fix.pbtxt";
+    } else {
+      for (const char* f : {"hires-denoise", "hires-steps", "hires-upscaler"}) {
+        if (args->Has(f)) return usage(absl::StrCat("--", f, " applies with --hires-scale"));
+      }
+    }
     if (mode == Mode::kInpaint) {
       // The checkpoint decides the method: 9 UNet input channels mean an inpainting model.
       int64_t in_channels = 4;
@@ -346,10 +355,19 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
       }
     }
     for (const auto& [flag, input] : {std::pair<const char*, const char*>{"clip-skip", "clip_skip"},
-                                      {"weighting", "weighting"}}) {
+                                      {"weighting", "weighting"},
+                                      {"hires-scale", "hires_scale"},
+                                      {"hires-denoise", "hires_denoise"},
+                                      {"hires-steps", "hires_steps"},
+                                      {"hires-upscaler", "upscale_method"}}) {
       if (auto v = args->Get(flag); v && graph->Input(input)) {
         if (absl::Status s = set(input, *v); !s.ok()) return usage(std::string(s.message()));
       }
+    }
+    // The second pass runs as many steps as the first unless told.
+    if (graph->Input("hires_steps") && !args->Get("hires-steps")) {
+      if (absl::Status s = set("hires_steps", args->GetOr("steps", "50")); !s.ok())
+        return usage(std::string(s.message()));
     }
     if (int64_t skip = 0;
         args->Get("clip-skip") && (!absl::SimpleAtoi(*args->Get("clip-skip"), &skip) || skip < 1)) {
@@ -404,6 +422,15 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                     ? std::get<int64_t>(it->second)
                 : in && in->default_value().kind_case() == v1::Value::kI ? in->default_value().i()
                                                                          : 64;
+    if (auto scale = inputs.find("hires_scale"); scale != inputs.end() && v > 0 && v % 64 == 0) {
+      const double f = std::get<double>(scale->second);
+      const int64_t out = static_cast<int64_t>(std::nearbyint(v / 8 * f)) * 8;
+      if (!(f >= 1 && f <= 8) || out % 64 != 0) {
+        return usage(
+            absl::StrCat("--hires-scale ", f, ": ", dim, " ", v, " would become ", out,
+                         "; the scale must be 1 to 8 and give a multiple of 64 (e.g. 1.5 or 2)"));
+      }
+    }
     if (v <= 0 || v % 64 != 0) {
       return usage(
           absl::StrCat("--", dim, " ", v,

@@ -130,7 +130,13 @@ std::string Txt2ImgHelp() {
       "  --width W         pixels, a multiple of 64 (default: the model's native size; 512 for SD "
       "v1.x)\n"
       "  --height H        pixels, a multiple of 64 (default: the model's native size; 512 for SD "
-      "v1.x)\n");
+      "v1.x)\n"
+      "\n"
+      "Hires fix (graphs/hires_fix.pbtxt): draw at W x H, then upscale the latents and repaint:\n"
+      "  --hires-scale S   how much larger (1 to 8; W x S and H x S must be multiples of 64)\n"
+      "  --hires-denoise D how much the second pass repaints, (0, 1] (default 0.5)\n"
+      "  --hires-steps N   the second pass's steps at full strength (default: --steps)\n"
+      "  --hires-upscaler M  nearest-exact, bilinear (default), bicubic or area\n");
 }
 
 std::string Img2ImgHelp() {

@@ -15,7 +15,10 @@ namespace sd {
 
 namespace OIIO = OIIO_NAMESPACE;
 
-absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path) {
+namespace {
+
+// uint8 [H, W, C] with the file's own channels.
+absl::StatusOr<torch::Tensor> ReadImageChannels(const std::string& path) {
   std::error_code exists_error;
   if (!std::filesystem::exists(path, exists_error)) {
     // A missing input is NOT_FOUND (exit code 3 for farms: permanent, fix the job), not a bad
@@ -36,8 +39,41 @@ absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot decode image: ", in->geterror()));
   }
   in->close();
-  if (c == 1 || c == 2) return raw.slice(2, 0, 1).expand({h, w, 3}).contiguous();
-  return raw.slice(2, 0, 3).contiguous();
+  return raw;
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path) {
+  auto raw = ReadImageChannels(path);
+  if (!raw.ok()) return raw.status();
+  const int64_t h = raw->size(0), w = raw->size(1), c = raw->size(2);
+  if (c == 1 || c == 2) return raw->slice(2, 0, 1).expand({h, w, 3}).contiguous();
+  return raw->slice(2, 0, 3).contiguous();
+}
+
+absl::StatusOr<torch::Tensor> ReadImageMask(const std::string& path, const std::string& channel) {
+  auto raw = ReadImageChannels(path);
+  if (!raw.ok()) return raw.status();
+  const int64_t c = raw->size(2);
+  const bool has_alpha = c == 2 || c == 4;
+  int64_t index = 0;
+  if (channel == "alpha") {
+    if (!has_alpha)
+      return torch::zeros({1, 1, raw->size(0), raw->size(1)});  // opaque: nothing to repaint
+    index = c - 1;
+  } else if (channel == "red" || channel == "green" || channel == "blue") {
+    index = c < 3                ? 0
+            : channel == "red"   ? 0
+            : channel == "green" ? 1
+                                 : 2;  // grey: one value for all
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": mask channel '", channel, "' is not alpha, red, green or blue"));
+  }
+  torch::Tensor m = raw->select(2, index).to(torch::kFloat32) / 255.0f;
+  if (channel == "alpha") m = 1 - m;
+  return m.unsqueeze(0).unsqueeze(0).contiguous();
 }
 
 absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels,

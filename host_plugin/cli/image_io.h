@@ -15,6 +15,11 @@ namespace sd {
 // Reads any image OpenImageIO reads; grey becomes RGB, alpha is dropped, other bit depths are converted.
 absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path);
 
+// A mask as ComfyUI reads one, float32 [1, 1, H, W] in [0, 1], 1 = repaint: `channel` "alpha" gives
+// 1 - alpha (transparent = repaint; all 0 without alpha), "red", "green" or "blue" the channel's
+// value.
+absl::StatusOr<torch::Tensor> ReadImageMask(const std::string& path, const std::string& channel);
+
 // Writes uint8 [H, W, 3] to `path` (format from the extension) via a temporary file renamed into place.
 absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels,
                             const std::map<std::string, std::string>& metadata = {});

@@ -40,6 +40,32 @@ class LoadMask : public LoadImage {
 };
 SD_REGISTER_NODE(LoadMask);
 
+// ComfyUI's mask of an image file: 1 - alpha by default (LoadImage's MASK), or a colour channel.
+class LoadImageMask : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    return {{{"path", ScalarPort(v1::STRING)},
+             {"channel", ScalarPort(v1::STRING), true,
+              "alpha (default: 1 - alpha), red, green or blue"}},
+            {{"mask", TensorPort(v1::FLOAT32, 4), false,
+              "float32 [1, 1, H, W] in [0, 1], 1 = repaint"}},
+            nullptr,
+            "reads a mask from an image file's alpha or a colour channel"};
+  }
+  explicit LoadImageMask(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    auto path = in.String("path");
+    if (!path.ok()) return path.status();
+    std::string channel = "alpha";
+    if (in.Has("channel")) channel = *in.String("channel");
+    auto m = ReadImageMask(*path, channel);
+    if (!m.ok()) return m.status();
+    out["mask"] = *m;
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(LoadImageMask);
+
 class SaveImage : public NodeKernel {
  public:
   static NodeContract Contract() {
@@ -66,10 +92,11 @@ SD_REGISTER_NODE(SaveImage);
 
 std::vector<std::string> ImageNodeKinds() {
   std::vector<std::string> names;
-  for (bool registered : {sd_node_registered_LoadImage, sd_node_registered_LoadMask, sd_node_registered_SaveImage}) {
+  for (bool registered : {sd_node_registered_LoadImage, sd_node_registered_LoadMask,
+                          sd_node_registered_LoadImageMask, sd_node_registered_SaveImage}) {
     if (!registered) return {};
   }
-  return {"LoadImage", "LoadMask", "SaveImage"};
+  return {"LoadImage", "LoadMask", "LoadImageMask", "SaveImage"};
 }
 
 }  // namespace sd

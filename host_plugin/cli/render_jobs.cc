@@ -87,6 +87,12 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
       ", Model hash: ", r.model_hash.substr(0, 10), ", Model: ", Basename(r.model));
   if (!r.vae.empty())
     absl::StrAppend(&params, ", VAE hash: ", r.vae_hash.substr(0, 10), ", VAE: ", Basename(r.vae));
+  if (graph.Input("hires_scale")) {  // as AUTOMATIC1111 writes its hires fix
+    absl::StrAppend(&params, ", Denoising strength: ", number("hires_denoise"),
+                    ", Hires upscale: ", number("hires_scale"),
+                    ", Hires steps: ", number("hires_steps"), ", Hires upscaler: Latent (",
+                    text("upscale_method", "bilinear"), ")");
+  }
   if (mode == Mode::kImg2Img || (mode == Mode::kInpaint && graph.Input("strength"))) {
     absl::StrAppend(&params, ", Denoising strength: ", number("strength"));
   }

@@ -74,6 +74,21 @@ class Translator {
     const ComfyLink& l = n.links.at(port);
     return slots_.at({l.node, l.slot});
   }
+  // Whether any needed node reads output `slot` of node `id`.
+  bool Used(const std::string& id, int slot) const {
+    for (const std::string& other : w_.order) {
+      for (const auto& [port, l] : w_.node(other).links) {
+        if (l.node == id && l.slot == slot) return true;
+      }
+    }
+    return false;
+  }
+  // The noise mask travelling with the LATENT on input `port` ("" for none).
+  std::string MaskIn(const ComfyNode& n, const std::string& port) const {
+    const ComfyLink& l = n.links.at(port);
+    auto it = masks_.find({l.node, l.slot});
+    return it == masks_.end() ? "" : it->second;
+  }
   const Handle& HandleIn(const ComfyNode& n, const std::string& port) const {
     return std::get<Handle>(In(n, port));
   }
@@ -173,9 +188,45 @@ class Translator {
       std::string path = n.Text("image");
       if (!options_.input_dir.empty() && !path.empty() && path[0] != '/')
         path = options_.input_dir + "/" + path;
-      Add("LoadImage", id + "_file", {"path=" + P("image", n, path, "an image file")});
+      const std::string file = P("image", n, path, "an image file");
+      Add("LoadImage", id + "_file", {"path=" + file});
       Add("ImageToTensor", id, {"pixels=" + id + "_file.pixels"});
       slots_[{n.id, 0}] = id + ".image";
+      if (Used(n.id, 1)) {  // its MASK: 1 - alpha
+        Add("LoadImageMask", id + "_mask", {"path=" + file});
+        slots_[{n.id, 1}] = id + "_mask.mask";
+      }
+      return absl::OkStatus();
+    }
+    if (c == "LoadImageMask") {
+      std::string path = n.Text("image");
+      if (!options_.input_dir.empty() && !path.empty() && path[0] != '/')
+        path = options_.input_dir + "/" + path;
+      Add("LoadImageMask", id,
+          {"path=" + P("mask_image", n, path, "an image file with the mask"),
+           "channel=" + W("mask_channel", n, "channel", "alpha, red, green or blue")});
+      slots_[{n.id, 0}] = id + ".mask";
+      return absl::OkStatus();
+    }
+    if (c == "InvertMask") {
+      Add("MaskInvert", id, {"mask=" + Source(n, "mask")});
+      slots_[{n.id, 0}] = id + ".mask";
+      return absl::OkStatus();
+    }
+    if (c == "SetLatentNoiseMask") {
+      blocks_.back().comment += " (no node: the mask travels with the latents)";
+      slots_[{n.id, 0}] = Source(n, "samples");
+      masks_[{n.id, 0}] = Source(n, "mask");
+      return absl::OkStatus();
+    }
+    if (c == "VAEEncodeForInpaint") {
+      vae_users_.emplace_back(id, HandleIn(n, "vae"));
+      Add("InpaintPrepare", id + "_prep",
+          {"image=" + Source(n, "pixels"), "mask=" + Source(n, "mask"),
+           "grow=" + W("grow_mask_by", n, "grow_mask_by", "pixels")});
+      Add("VaeEncode", id, {"image=" + id + "_prep.image"});
+      slots_[{n.id, 0}] = id + ".latents";
+      masks_[{n.id, 0}] = id + "_prep.mask";
       return absl::OkStatus();
     }
     if (c == "SaveImage" || c == "PreviewImage") {
@@ -278,15 +329,36 @@ class Translator {
       c->set_next(id + (std::string(carry) == "latents" ? "_step.latents" : "_step.denoised"));
     }
     const std::string x = "latents=@loop.latents";
-    Add("UNetStep", id + "_cond", {x, "t=@loop.t", "context=" + Source(n, "positive")}, &loop);
-    Add("UNetStep", id + "_uncond", {x, "t=@loop.t", "context=" + Source(n, "negative")}, &loop);
+    // With a noise mask the model sees the known region re-noised from the given latents, and its
+    // estimate there is replaced by them (ComfyUI's KSamplerX0Inpaint).
+    const std::string mask = MaskIn(n, "latent_image");
+    std::vector<std::string> masked{x, "original=" + latent, "mask=" + mask, sigmas,
+                                    "index=@loop.index"};
+    std::string model_x = x;
+    if (!mask.empty()) {
+      std::vector<std::string> in = masked;
+      if (add_noise) in.push_back("noise=" + id + "_noise.noise");
+      Add("NoiseMaskIn", id + "_masked", in, &loop);
+      model_x = "latents=" + id + "_masked.latents";
+    }
+    Add("UNetStep", id + "_cond", {model_x, "t=@loop.t", "context=" + Source(n, "positive")},
+        &loop);
+    Add("UNetStep", id + "_uncond", {model_x, "t=@loop.t", "context=" + Source(n, "negative")},
+        &loop);
     Add("CfgCombine", id + "_cfg",
         {"cond=" + id + "_cond.eps", "uncond=" + id + "_uncond.eps",
          "scale=" + W("cfg", n, "cfg", "guidance scale")},
         &loop);
+    std::string eps = "eps=" + id + "_cfg.eps";
+    if (!mask.empty()) {
+      masked.push_back("model_latents=" + id + "_masked.latents");
+      masked.push_back(eps);
+      Add("NoiseMaskOut", id + "_unmasked", masked, &loop);
+      eps = "eps=" + id + "_unmasked.eps";
+    }
     Add("Noise", id + "_step_noise", {"seed=" + seed, x, "index=@loop.index"}, &loop);
     Add("SigmaStep", id + "_step",
-        {x, "eps=" + id + "_cfg.eps", sigmas, "index=@loop.index",
+        {x, eps, sigmas, "index=@loop.index",
          "sampler=" +
              W("sampler", n, "sampler_name", "euler, euler_ancestral, dpmpp_2m, ddim or ddpm"),
          "noise=" + id + "_step_noise.noise", "history=@loop.history"},
@@ -298,6 +370,7 @@ class Translator {
     end.add_input("latents=" + id + "_loop.latents");
     end.add_input(sigmas);
     slots_[{n.id, 0}] = id + ".latents";
+    if (!mask.empty()) masks_[{n.id, 0}] = mask;
     return absl::OkStatus();
   }
 
@@ -325,6 +398,7 @@ class Translator {
       in.push_back("crop=" + W("crop", n, "crop", "disabled or center"));
     }
     Add(latent ? "LatentUpscale" : "ImageScale", id, in);
+    if (latent && !MaskIn(n, "samples").empty()) masks_[{n.id, 0}] = MaskIn(n, "samples");
     slots_[{n.id, 0}] = id + (latent ? ".latents" : ".image");
     return absl::OkStatus();
   }
@@ -342,6 +416,7 @@ class Translator {
   const ComfyWorkflow& w_;
   ComfyImportOptions options_;
   std::map<std::pair<std::string, int>, Slot> slots_;
+  std::map<std::pair<std::string, int>, std::string> masks_;  // LATENT outputs' noise masks
   std::vector<Param> params_;
   std::vector<Block> blocks_;
   std::vector<std::pair<std::string, std::string>> outputs_;  // name, source

@@ -106,7 +106,8 @@ class Noise : public NodeKernel {
     }
     auto seed = in.Int(kSeed);
     if (!seed.ok()) return seed.status();
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(*seed));
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(
+        static_cast<uint64_t>(*seed) + static_cast<uint64_t>(options_.seed_offset()));
     torch::Tensor t;
     for (int64_t k = 0; k <= index; ++k) t = at::randn({1, channels, h / 8, w / 8}, gen, torch::kFloat32);
     out[kNoise] = t;
