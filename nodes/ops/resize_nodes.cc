@@ -29,8 +29,8 @@ absl::StatusOr<torch::Tensor> Interpolate(const torch::Tensor& x, const std::str
                                           int64_t w, int64_t h, const std::string& kind) {
   namespace F = torch::nn::functional;
   auto o = F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w});
-  if (method == "nearest-exact") {
-    o.mode(torch::kNearestExact);
+  if (method == "nearest-exact") {  // directly: LibTorch 1.13's interpolate warns for this mode
+    return at::_upsample_nearest_exact2d(x.to(torch::kFloat32), {h, w});
   } else if (method == "bilinear") {
     o.mode(torch::kBilinear).align_corners(false);
   } else if (method == "bicubic") {

@@ -1,4 +1,4 @@
-// ComfyUI's sampling conventions through the node kinds SigmaSchedule, SigmaStart, SigmaStep and
+// ComfyUI's conventions: sampling through the node kinds SigmaSchedule, SigmaStart, SigmaStep and
 // SigmaEnd, against tests/python/comfy_reference.py (ComfyUI's schedulers and k-diffusion's
 // samplers written as they write them, on variance-exploding latents): the sigmas of every
 // scheduler, with denoise and KSamplerAdvanced ranges, and whole sampling runs of every sampler
@@ -164,6 +164,52 @@ TEST_F(ComfySamplingTest, RefusalsNameWhatIsWrong) {
                   {"index", int64_t{4}}});
   EXPECT_THAT(std::string(step.status().message()),
               HasSubstr("step 4 is outside the schedule's 4 steps"));
+}
+
+// LatentUpscale and ImageScale take ComfyUI's sizes: pixels (latents: at least 64, then / 8), 0
+// keeps the aspect ratio, a scale rounds half to even; a centre crop to the target's aspect ratio
+// first.
+TEST(ComfyResizeTest, SizesFollowComfyUI) {
+  RunContext ctx;
+  auto size = [&](const std::string& kind, const torch::Tensor& x,
+                  std::map<std::string, Value> in) {
+    in[kind == "LatentUpscale" ? "latents" : "image"] = x;
+    auto out = RunNode(kind, ctx, in);
+    EXPECT_TRUE(out.ok()) << kind << ": " << out.status();
+    if (!out.ok()) return std::vector<int64_t>{};
+    const torch::Tensor t = OutTensor(*out, kind == "LatentUpscale" ? "latents" : "image");
+    return std::vector<int64_t>{t.size(2), t.size(3)};
+  };
+  const torch::Tensor lat = torch::randn({1, 4, 8, 12});  // a 96 x 64 image's latents
+  EXPECT_EQ(size("LatentUpscale", lat, {{"width", int64_t{192}}, {"height", int64_t{0}}}),
+            (std::vector<int64_t>{16, 24}));
+  EXPECT_EQ(size("LatentUpscale", lat, {{"width", int64_t{8}}, {"height", int64_t{8}}}),
+            (std::vector<int64_t>{8, 8}));  // at least 64 pixels
+  EXPECT_EQ(size("LatentUpscale", lat, {{"scale", 1.25}}), (std::vector<int64_t>{10, 15}));
+  EXPECT_EQ(size("LatentUpscale", torch::randn({1, 4, 2, 6}), {{"scale", 1.25}}),
+            (std::vector<int64_t>{2, 8}));  // 2.5 -> 2, 7.5 -> 8: half to even
+  EXPECT_EQ(size("LatentUpscale", lat, {}), (std::vector<int64_t>{8, 12}));
+  const torch::Tensor img = torch::rand({1, 3, 40, 60});
+  EXPECT_EQ(size("ImageScale", img, {{"height", int64_t{20}}, {"width", int64_t{0}}}),
+            (std::vector<int64_t>{20, 30}));
+  EXPECT_EQ(size("ImageScale", img, {{"scale", 0.5}, {"method", std::string("area")}}),
+            (std::vector<int64_t>{20, 30}));
+  // Centre crop: 60 x 40 to a square keeps the middle 40 columns.
+  auto cropped = RunNode("ImageScale", ctx,
+                         {{"image", img},
+                          {"width", int64_t{40}},
+                          {"height", int64_t{40}},
+                          {"crop", std::string("center")},
+                          {"method", std::string("bilinear")}});
+  ASSERT_TRUE(cropped.ok()) << cropped.status();
+  EXPECT_TRUE(torch::allclose(OutTensor(*cropped, "image"), img.narrow(3, 10, 40)));
+  auto bad = RunNode("ImageScale", ctx,
+                     {{"image", img}, {"scale", 2.0}, {"method", std::string("lanczos")}});
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("unknown method 'lanczos' (available: nearest-exact"));
+  auto inverted = RunNode("ImageInvert", ctx, {{"image", img}});
+  ASSERT_TRUE(inverted.ok());
+  EXPECT_TRUE(torch::equal(OutTensor(*inverted, "image"), -img));
 }
 
 }  // namespace

@@ -55,6 +55,29 @@ TEST_F(GenerateCliTest, Txt2ImgWritesA512ImageWithItsParameters) {
   EXPECT_THAT(*params, HasSubstr("Model: tiny.safetensors"));
 }
 
+// --hires-scale runs graphs/hires_fix.pbtxt: the first pass at 64 x 64, the second at twice that,
+// the settings recorded as AUTOMATIC1111 writes them; sizes that would not be multiples of 64 are
+// refused.
+TEST_F(GenerateCliTest, HiresFixDrawsLargerAndRecordsItsSettings) {
+  const std::string out = dir_->File("hires.png");
+  auto r = RunCommand(Txt2Img(
+      "--width 64 --height 64 --hires-scale 2 --hires-denoise 0.6 --hires-upscaler bicubic", out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto px = ReadImageRgb8(out);
+  ASSERT_TRUE(px.ok()) << px.status();
+  EXPECT_EQ(px->sizes(), (std::vector<int64_t>{128, 128, 3}));
+  auto params = ReadImageAttribute(out, "parameters");
+  ASSERT_TRUE(params.ok());
+  EXPECT_THAT(*params, HasSubstr("Denoising strength: 0.6, Hires upscale: 2, Hires steps: 3, Hires "
+                                 "upscaler: Latent (bicubic)"));
+  r = RunCommand(Txt2Img("--width 64 --height 64 --hires-scale 1.3", out));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--hires-scale 1.3: width 64 would become 80"));
+  r = RunCommand(Txt2Img("--hires-steps 4", out));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--hires-steps applies with --hires-scale"));
+}
+
 // Clip skip, the weighting dialect and the embeddings used are recorded as other tools write them;
 // an embedding for another text encoder is refused before anything runs, naming its file.
 TEST_F(GenerateCliTest, PromptFeaturesAreRecordedAndBadEmbeddingsNamed) {

@@ -1,0 +1,326 @@
+// ComfyUI workflows translated and run on a tiny checkpoint: the graph a workflow becomes computes
+// what the equivalent hand-written graph computes; KSamplerAdvanced's halves equal one KSampler;
+// inpainting keeps the known latents; the model a workflow names; and the command line (run,
+// import-comfy, PNGs).
+#include "host_plugin/runtime/comfy_import.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_replace.h"
+#include "host_plugin/cli/image_io.h"
+#include "host_plugin/runtime/graph.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/weights/test_weights.h"
+#include "tests/test_util.h"
+
+namespace sd {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::Quote;
+using testing::RunCommand;
+
+// txt2img as a ComfyUI user builds it, on the tiny checkpoint.
+constexpr char kTxt2Img[] = R"({
+  "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 4, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+        "scheduler": "karras", "denoise": 1, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["5", 0]}},
+  "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+  "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+  "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (red:1.2) fox", "clip": ["4", 1]}},
+  "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+  "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+  "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
+})";
+
+// The same, written by hand with our node kinds.
+constexpr char kTxt2ImgByHand[] = R"(
+input { name: "seed" type { kind: INT } default_value { i: 5 } }
+input { name: "prompt" type { kind: STRING } default_value { s: "a (red:1.2) fox" } }
+input { name: "negative" type { kind: STRING } default_value { s: "blurry" } }
+input { name: "w" type { kind: STRING } default_value { s: "comfy" } }
+input { name: "steps" type { kind: INT } default_value { i: 4 } }
+input { name: "scheduler" type { kind: STRING } default_value { s: "karras" } }
+input { name: "sampler" type { kind: STRING } default_value { s: "dpmpp_2m" } }
+input { name: "cfg" type { kind: FLOAT } default_value { f: 6.5 } }
+input { name: "size" type { kind: INT } default_value { i: 64 } }
+node { kind: "TokenizePrompt" name: "tp" input: "text=@prompt" input: "weighting=@w" }
+node { kind: "ClipEncode" name: "cp" input: "tokens=tp.tokens" input: "vectors=tp.vectors" }
+node { kind: "ApplyPromptWeights" name: "pos" input: "context=cp.context" input: "weights=tp.weights" input: "weighting=@w" }
+node { kind: "TokenizePrompt" name: "tn" input: "text=@negative" input: "weighting=@w" }
+node { kind: "ClipEncode" name: "cn" input: "tokens=tn.tokens" input: "vectors=tn.vectors" }
+node { kind: "ApplyPromptWeights" name: "neg" input: "context=cn.context" input: "weights=tn.weights" input: "weighting=@w" }
+node { kind: "EmptyLatent" name: "empty" input: "width=@size" input: "height=@size" }
+node { kind: "SigmaSchedule" name: "sigmas" input: "steps=@steps" input: "scheduler=@scheduler" }
+node { kind: "Noise" name: "noise" input: "seed=@seed" input: "latents=empty.latents" }
+node { kind: "SigmaStart" name: "start" input: "latents=empty.latents" input: "noise=noise.noise" input: "sigmas=sigmas.sigmas" }
+loop {
+  name: "denoise" timesteps: "sigmas.timesteps"
+  carry { name: "x" init: "start.latents" next: "step.latents" }
+  carry { name: "h" init: "start.latents" next: "step.denoised" }
+  node { kind: "UNetStep" name: "c" input: "latents=@loop.x" input: "t=@loop.t" input: "context=pos.context" }
+  node { kind: "UNetStep" name: "u" input: "latents=@loop.x" input: "t=@loop.t" input: "context=neg.context" }
+  node { kind: "CfgCombine" name: "cfg" input: "cond=c.eps" input: "uncond=u.eps" input: "scale=@cfg" }
+  node { kind: "SigmaStep" name: "step" input: "latents=@loop.x" input: "eps=cfg.eps" input: "sigmas=sigmas.sigmas"
+         input: "index=@loop.index" input: "sampler=@sampler" input: "history=@loop.h" }
+}
+node { kind: "SigmaEnd" name: "end" input: "latents=denoise.x" input: "sigmas=sigmas.sigmas" }
+node { kind: "VaeDecode" name: "decode" input: "latents=end.latents" }
+node { kind: "TensorToImage" name: "px" input: "image=decode.image" }
+output { name: "image" source: "px.pixels" }
+)";
+
+std::string Edit(std::string json, const std::vector<std::pair<std::string, std::string>>& edits) {
+  for (const auto& [from, to] : edits) {
+    const std::string before = json;
+    json = absl::StrReplaceAll(json, {{from, to}});
+    EXPECT_NE(json, before) << from;
+  }
+  return json;
+}
+
+class ComfyImportTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    std::filesystem::create_directories(dir_->File("models/checkpoints"));
+    TestCheckpointOptions o;
+    o.config = SdConfig::Tiny();
+    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("models/checkpoints/tiny.safetensors"), o).ok());
+    torch::Tensor init =
+        torch::arange(64 * 64 * 3).reshape({64, 64, 3}).remainder(251).to(torch::kUInt8);
+    ASSERT_TRUE(WriteImageRgb8(dir_->File("init.png"), init).ok());
+    torch::Tensor mask = torch::zeros({64, 64, 3}, torch::kUInt8);
+    mask.slice(1, 32, 64).fill_(255);  // the right half: repaint
+    ASSERT_TRUE(WriteImageRgb8(dir_->File("mask.png"), mask).ok());
+    StockNodeKinds();
+    ImageNodeKinds();
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string Model() { return dir_->File("models/checkpoints/tiny.safetensors"); }
+  static absl::StatusOr<ComfyGraph> Translate(const std::string& json) {
+    auto w = ParseComfyWorkflow(json, "w.json");
+    if (!w.ok()) return w.status();
+    return TranslateComfyWorkflow(*w, {dir_->path()});
+  }
+  // Runs graph text on the tiny checkpoint; the outputs plus `capture`.
+  static std::map<std::string, Value> Run(const std::string& text,
+                                          const std::vector<std::string>& capture = {},
+                                          const std::map<std::string, Value>& inputs = {}) {
+    auto g = Graph::FromText(text, "graph");
+    EXPECT_TRUE(g.ok()) << g.status() << "\n" << text;
+    if (!g.ok()) return {};
+    RunContext ctx;
+    ctx.checkpoint = Model();
+    ctx.models = std::make_shared<ModelCache>();
+    RunOptions options;
+    options.capture = capture;
+    auto out = g->Run(inputs, ctx, options);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? *out : std::map<std::string, Value>{};
+  }
+  static torch::Tensor T(const std::map<std::string, Value>& out, const std::string& key) {
+    auto it = out.find(key);
+    return it == out.end() ? torch::Tensor() : std::get<torch::Tensor>(it->second);
+  }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* ComfyImportTest::dir_;
+
+TEST_F(ComfyImportTest, Txt2ImgComputesWhatTheHandWrittenGraphDoes) {
+  auto g = Translate(kTxt2Img);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->model.checkpoint, "tiny.safetensors");
+  for (const char* line : {R"(name: "seed" type { kind: INT } default_value { i: 5 })",
+                           R"(node { kind: "SigmaSchedule" name: "3_sigmas")", R"(loop {
+  name: "3_loop")",
+                           R"(output { name: "image" source: "9.pixels" })"}) {
+    EXPECT_THAT(g->text, HasSubstr(line));
+  }
+  for (int64_t seed : {5, 11}) {
+    const torch::Tensor ours = T(Run(g->text, {}, {{"seed", seed}}), "image");
+    const torch::Tensor by_hand = T(Run(kTxt2ImgByHand, {}, {{"seed", seed}}), "image");
+    ASSERT_TRUE(ours.defined() && by_hand.defined());
+    EXPECT_TRUE(torch::equal(ours, by_hand)) << "seed " << seed;
+  }
+}
+
+// Steps 0-4 with leftover noise, then 4-8 without adding noise, are one 8-step run.
+TEST_F(ComfyImportTest, KSamplerAdvancedHalvesEqualOneSampler) {
+  const std::string whole =
+      Edit(kTxt2Img, {{R"("steps": 4)", R"("steps": 8)"}, {"dpmpp_2m", "euler"}});
+  const std::string advanced =
+      R"("class_type": "KSamplerAdvanced", "inputs": {"noise_seed": 5, "steps": 8, "cfg": 6.5,
+      "sampler_name": "euler", "scheduler": "karras", "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],)";
+  const std::string halves = Edit(
+      kTxt2Img,
+      {{R"("3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 4, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+        "scheduler": "karras", "denoise": 1, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["5", 0]}},)",
+        std::string(R"("3": {)") + advanced +
+            R"( "latent_image": ["10", 0], "add_noise": "disable", "start_at_step": 4,
+          "end_at_step": 10000, "return_with_leftover_noise": "disable"}},
+      "10": {)" +
+            advanced +
+            R"( "latent_image": ["5", 0], "add_noise": "enable", "start_at_step": 0, "end_at_step": 4,
+          "return_with_leftover_noise": "enable"}},)"}});
+  auto a = Translate(whole), b = Translate(halves);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_THAT(b->text,
+              HasSubstr(R"(name: "start_at_step_3" type { kind: INT } default_value { i: 4 })"));
+  EXPECT_THAT(b->text, ::testing::Not(HasSubstr(R"(name: "3_noise")")));  // add_noise: disable
+  const torch::Tensor one = T(Run(a->text, {"3.latents"}), "3.latents");
+  const torch::Tensor two = T(Run(b->text, {"3.latents", "10.latents"}), "3.latents");
+  ASSERT_TRUE(one.defined() && two.defined());
+  EXPECT_LT((one - two).abs().max().item<double>(), 1e-4);
+}
+
+TEST_F(ComfyImportTest, HiresFixWorkflowNamesItsTwoSeeds) {
+  const std::string json =
+      Edit(kTxt2Img, {{R"("samples": ["3", 0])", R"("samples": ["12", 0])"},
+                      {R"("9": {)", R"("11": {"class_type": "LatentUpscaleBy", "inputs":
+      {"samples": ["3", 0], "upscale_method": "nearest-exact", "scale_by": 2}},
+      "12": {"class_type": "KSampler", "inputs": {"seed": 6, "steps": 4, "cfg": 6.5, "sampler_name": "euler_ancestral",
+        "scheduler": "normal", "denoise": 0.5, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["11", 0]}},
+      "9": {)"}});
+  auto g = Translate(json);
+  ASSERT_TRUE(g.ok()) << g.status();
+  for (const char* line :
+       {R"(name: "seed_3" type { kind: INT } default_value { i: 5 })",
+        R"(name: "seed_12" type { kind: INT } default_value { i: 6 })",
+        R"(name: "steps" type { kind: INT } default_value { i: 4 })",
+        R"(node { kind: "LatentUpscale" name: "11" input: "latents=3.latents")"}) {
+    EXPECT_THAT(g->text, HasSubstr(line));
+  }
+  const torch::Tensor image = T(Run(g->text), "image");
+  ASSERT_TRUE(image.defined());
+  EXPECT_EQ(image.sizes(), (std::vector<int64_t>{128, 128, 3}));
+}
+
+// With a noise mask, the sampler hands back the given latents where the mask is 0 (ComfyUI's
+// blend).
+TEST_F(ComfyImportTest, InpaintingKeepsTheKnownLatents) {
+  for (const std::string& encode :
+       {std::string(R"("13": {"class_type": "SetLatentNoiseMask", "inputs":
+          {"samples": ["12", 0], "mask": ["11", 0]}},
+      "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},)"),
+        std::string(R"("13": {"class_type": "VAEEncodeForInpaint", "inputs":
+          {"pixels": ["10", 0], "vae": ["4", 2], "mask": ["11", 0], "grow_mask_by": 0}},)")}) {
+    const std::string json =
+        Edit(kTxt2Img,
+             {{R"("latent_image": ["5", 0])", R"("latent_image": ["13", 0])"},
+              {R"("9": {)", R"("10": {"class_type": "LoadImage", "inputs": {"image": "init.png"}},
+      "11": {"class_type": "LoadImageMask", "inputs": {"image": "mask.png", "channel": "red"}},
+      )" + encode + R"(
+      "9": {)"}});
+    auto g = Translate(json);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_THAT(g->text, HasSubstr(R"(node { kind: "NoiseMaskIn" name: "3_masked")"));
+    const std::string known =
+        encode.find("ForInpaint") != std::string::npos ? "13.latents" : "12.latents";
+    auto out = Run(g->text, {"3.latents", known});
+    const torch::Tensor result = T(out, "3.latents"), original = T(out, known);
+    ASSERT_TRUE(result.defined() && original.defined());
+    using torch::indexing::Slice;
+    EXPECT_LT((result - original)
+                  .index({Slice(), Slice(), Slice(), Slice(0, 4)})
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-5);
+    EXPECT_GT((result - original)
+                  .index({Slice(), Slice(), Slice(), Slice(4, 8)})
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-2);
+  }
+}
+
+TEST_F(ComfyImportTest, TheModelAWorkflowNames) {
+  const std::string json = Edit(
+      kTxt2Img, {{R"("model": ["4", 0])", R"("model": ["20", 0])"},
+                 {R"("clip": ["4", 1])", R"("clip": ["21", 0])"},
+                 {R"("vae": ["4", 2])", R"("vae": ["22", 0])"},
+                 {R"("9": {)", R"("20": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0],
+        "clip": ["4", 1], "lora_name": "style.safetensors", "strength_model": 0.8, "strength_clip": 0.6}},
+      "21": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["20", 1], "stop_at_clip_layer": -2}},
+      "22": {"class_type": "VAELoader", "inputs": {"vae_name": "vae-ft-mse.safetensors"}},
+      "9": {)"}});
+  auto g = Translate(json);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->model.vae, "vae-ft-mse.safetensors");
+  ASSERT_EQ(g->model.loras.size(), 1u);
+  EXPECT_EQ(g->model.loras[0].name, "style.safetensors");
+  EXPECT_EQ(g->model.loras[0].unet, 0.8);
+  EXPECT_EQ(g->model.loras[0].text, 0.6);
+  EXPECT_THAT(g->text, HasSubstr(R"(name: "clip_skip" type { kind: INT } default_value { i: 2 })"));
+  // The negative prompt's CLIP without the LoRA: two text encoders, refused.
+  auto mixed = Translate(Edit(
+      json, {{R"("text": "blurry", "clip": ["21", 0])", R"("text": "blurry", "clip": ["4", 1])"}}));
+  EXPECT_THAT(
+      std::string(mixed.status().message()),
+      HasSubstr(
+          "node 7 uses a different CLIP (checkpoint 'tiny.safetensors') than node 6 (checkpoint "
+          "'tiny.safetensors' + LoRA 'style.safetensors' at 0.6); one model per workflow"));
+}
+
+TEST_F(ComfyImportTest, WhatIsNotSupportedIsRefusedNamingTheNode) {
+  auto heun = Translate(Edit(kTxt2Img, {{"dpmpp_2m", "heun"}}));
+  EXPECT_THAT(std::string(heun.status().message()),
+              HasSubstr("workflow w.json: node 3 (KSampler): sampler_name 'heun' is not supported "
+                        "(supported: euler, "));
+  auto beta = Translate(Edit(kTxt2Img, {{R"("scheduler": "karras")", R"("scheduler": "beta")"}}));
+  EXPECT_THAT(std::string(beta.status().message()),
+              HasSubstr("node 3 (KSampler): scheduler 'beta' is not supported"));
+  auto batch = Translate(Edit(kTxt2Img, {{R"("batch_size": 1)", R"("batch_size": 4)"}}));
+  EXPECT_THAT(std::string(batch.status().message()),
+              HasSubstr("node 5 (EmptyLatentImage): batch_size 4: batches are not supported yet"));
+}
+
+TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
+  const std::string bin = SD_TEST_SDGRAPH_BIN;
+  const std::string json = dir_->File("t2i.json"), out = dir_->File("t2i.png");
+  testing::WriteFile(json, kTxt2Img);
+  auto r = RunCommand(bin + " run " + Quote(json) + " --comfy-models " +
+                      Quote(dir_->File("models")) + " -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto px = ReadImageRgb8(out);
+  ASSERT_TRUE(px.ok()) << px.status();
+  // The command line may pick other BLAS kernels than this process (EnsureFastBlasKernels): within
+  // a level, as the end-to-end goldens.
+  auto levels = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return (a.to(torch::kInt) - b.to(torch::kInt)).abs().max().item<int>();
+  };
+  EXPECT_LE(levels(*px, T(Run(kTxt2ImgByHand), "image")), 1);
+  // A PNG that carries the workflow, as ComfyUI saves them.
+  const std::string png = dir_->File("comfy.png");
+  ASSERT_TRUE(WriteImageRgb8(png, *px, {{"prompt", kTxt2Img}, {"workflow", "{}"}}).ok());
+  r = RunCommand(bin + " run " + Quote(png) + " --model " + Quote(Model()) + " --seed 11 -o " +
+                 Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto px11 = ReadImageRgb8(out);
+  ASSERT_TRUE(px11.ok()) << px11.status();
+  EXPECT_LE(levels(*px11, T(Run(kTxt2ImgByHand, {}, {{"seed", int64_t{11}}}), "image")), 1);
+  EXPECT_GT(levels(*px11, *px), 1);  // the seed took
+  // import-comfy writes the graph; the workflow's checkpoint not found is a clear error.
+  r = RunCommand(bin + " import-comfy " + Quote(png) + " -o " + Quote(dir_->File("g.pbtxt")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(testing::ReadFile(dir_->File("g.pbtxt")), HasSubstr("# ComfyUI node 3: KSampler"));
+  r = RunCommand(bin + " run " + Quote(json) + " -o " + Quote(out));
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("the workflow's checkpoint 'tiny.safetensors' was not found"));
+  testing::WriteFile(json, Edit(kTxt2Img, {{"KSampler", "KSamplerEfficient"}}));
+  r = RunCommand(bin + " run " + Quote(json) + " --model " + Quote(Model()) + " -o " + Quote(out));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("unsupported node types: KSamplerEfficient (node 3)"));
+}
+
+}  // namespace
+}  // namespace sd
