@@ -8,6 +8,9 @@
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
 #include "nodes/ops/node.h"
+#ifdef SD_HAVE_OIIO
+#include "host_plugin/cli/image_io.h"
+#endif
 
 namespace sd::cli {
 
@@ -47,6 +50,9 @@ int KindsCommand(const std::vector<std::string>& argv) {
   auto args = ParseCommandLine("kinds", argv, {{}, {"textproto"}}, kHelp, &code);
   if (!args) return code;
   StockNodeKinds();  // links the stock kinds
+#ifdef SD_HAVE_OIIO
+  ImageNodeKinds();  // and the image-file kinds (LoadImage, LoadImageMask, SaveImage, ...)
+#endif
   auto catalog = KindCatalog(args->positionals());
   if (!catalog.ok()) {
     Fail("kinds", catalog.status());

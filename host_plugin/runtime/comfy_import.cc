@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "nodes/schedulers/sigmas.h"
+#include "nodes/schedulers/sigma_names.h"
 #include "proto/sd/v1/graph.pb.h"
 
 namespace sd {
@@ -463,13 +463,14 @@ absl::Status Translator::ChooseModel(ComfyModel* m) const {
   }
   for (const auto& [name, w] : model.loras) m->loras.push_back({name, w, 0.0});
   if (!clip_users_.empty()) {
-    for (const auto& [name, w] : clip_users_.front().second.loras) {
-      auto it = std::find_if(m->loras.begin(), m->loras.end(),
-                             [&](const ComfyLora& l) { return l.name == name && l.text == 0; });
+    for (const auto& lora : clip_users_.front().second.loras) {
+      auto it = std::find_if(m->loras.begin(), m->loras.end(), [&](const ComfyLora& l) {
+        return l.name == lora.first && l.text == 0;
+      });
       if (it != m->loras.end()) {
-        it->text = w;
+        it->text = lora.second;
       } else {
-        m->loras.push_back({name, 0.0, w});
+        m->loras.push_back({lora.first, 0.0, lora.second});
       }
     }
   }

@@ -57,13 +57,6 @@ std::vector<double> FullSchedule(const std::vector<double>& train, const std::st
 
 }  // namespace
 
-std::vector<std::string> SigmaSchedulerNames() {
-  return {"normal", "karras", "exponential", "simple", "ddim_uniform", "sgm_uniform"};
-}
-std::vector<std::string> SigmaSamplerNames() {
-  return {"euler", "euler_ancestral", "dpmpp_2m", "ddim", "ddpm"};
-}
-
 std::vector<double> TrainingSigmas(const NoiseSchedule& s) {
   torch::Tensor ac = s.alphas_cumprod.to(torch::kFloat64);
   torch::Tensor sig = ((1 - ac) / ac).sqrt();

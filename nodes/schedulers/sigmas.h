@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "nodes/schedulers/sampler.h"
+#include "nodes/schedulers/sigma_names.h"
 
 namespace sd {
 

@@ -12,11 +12,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/sdgraph-fuzz-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle" "$work/wire" "$work/graph" "$work/prompt"
+mkdir -p "$work/ckpt" "$work/safetensors" "$work/pickle" "$work/wire" "$work/graph" "$work/prompt" "$work/comfy"
 # Prompt seeds: the dialect byte, then a prompt that uses every feature.
 printf '\0a (red:1.3) [[circle]] \\(x\\) BREAK mystyle, two words <lora:x:0.5:1>' >"$work/prompt/a1111"
 printf '\1((a (b:.5) c:2)) [literal] (unclosed BREAK long' >"$work/prompt/comfy"
 printf '\2m|vae=v|lora=n:1:0.5 (none)' >"$work/prompt/none"
+# ComfyUI seeds (first byte even: JSON; odd: a PNG): the workflows the tests use.
+for f in "$here"/comfy_seeds/*.json; do
+  { printf '\0'; cat "$f"; } >"$work/comfy/$(basename "$f")"
+done
 # Graph seeds: the stock graphs and the examples; the kinds they use, as data.
 cp "$here"/../../graphs/*.pbtxt "$here"/../../graphs/examples/*.pbtxt "$work/graph/"
 "$sdgraph" kinds --textproto >"$work/kinds.textproto"
@@ -68,7 +72,17 @@ seed("int", 4, 1, 0, -1, [], bytes(8))
 seed("float", 3, 2, 0, -1, [], bytes(8))
 PY
 
-for target in safetensors ckpt pickle wire graph prompt; do
+"$python" - "$work" <<'PY'
+import os, struct, sys, zlib
+w = sys.argv[1]
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+for name in os.listdir(os.path.join(w, "comfy")):
+    text = open(os.path.join(w, "comfy", name), "rb").read()[1:]
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes(13)) + chunk(b"tEXt", b"prompt\0" + text) + chunk(b"IEND", b"")
+    open(os.path.join(w, "comfy", name + ".png"), "wb").write(b"\x01" + png)
+PY
+
+for target in safetensors ckpt pickle wire graph prompt comfy; do
   log="$work/$target.log"
   if ! "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
        -max_len=65536 -timeout=10 "$work/$target" >"$log" 2>&1; then

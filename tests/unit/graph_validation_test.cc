@@ -142,7 +142,8 @@ TEST(GraphValidationTest, StockGraphsValidateAndEveryStockKindIsRegistered) {
   const std::vector<std::string> kinds = StockNodeKinds();
   EXPECT_EQ(kinds.size(), 18u);
   for (const std::string& k : kinds) EXPECT_TRUE(NodeRegistry::Get().Find(k).ok()) << k;
-  for (const char* graph : {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt", "inpaint.pbtxt", "inpaint9.pbtxt"}) {
+  for (const char* graph : {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt",
+                            "inpaint.pbtxt", "inpaint9.pbtxt", "hires_fix.pbtxt"}) {
     auto g = Graph::Load(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph);
     EXPECT_TRUE(g.ok()) << graph << ": " << g.status();
   }
@@ -188,7 +189,7 @@ TEST(GraphValidationTest, ContractsAsDataRoundTripAndPlanTheStockGraphs) {
     return it->second;
   };
   for (const char* graph : {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt",
-                            "inpaint.pbtxt", "inpaint9.pbtxt"}) {
+                            "inpaint.pbtxt", "inpaint9.pbtxt", "hires_fix.pbtxt"}) {
     auto file = ReadWholeFile(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph, "graph");
     ASSERT_TRUE(file.ok()) << file.status();
     auto parsed = ParseGraph(*file, graph, lookup);

@@ -1,0 +1,108 @@
+// libFuzzer target: a ComfyUI workflow file as a user or a website hands one over, through
+// everything before a run: the PNG text chunks (first byte odd: the rest is a PNG), the JSON reader
+// with its checks, the translation into graph text, and the planner on that text against the real
+// node kinds (the catalog `sd-graph kinds --textproto` writes; run_fuzzers.sh passes it in
+// SD_FUZZ_NODE_KINDS). Checks: a refusal is INVALID_ARGUMENT (NOT_FOUND for a PNG without a
+// workflow) naming the file; the order holds each needed node once, after its inputs; a translated
+// workflow always plans.
+#include <google/protobuf/text_format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "host_plugin/runtime/comfy_import.h"
+#include "host_plugin/runtime/comfy_workflow.h"
+#include "host_plugin/runtime/graph_plan.h"
+#include "proto/sd/v1/nodes.pb.h"
+
+namespace {
+
+std::map<std::string, sd::NodeContract>* g_contracts = nullptr;
+
+void Die(const std::string& why) {
+  std::fprintf(stderr, "comfy_fuzzer: %s\n", why.c_str());
+  std::abort();
+}
+
+void CheckRefusal(const absl::Status& s, bool png) {
+  const bool expected = s.code() == absl::StatusCode::kInvalidArgument ||
+                        (png && s.code() == absl::StatusCode::kNotFound);
+  if (!expected) Die("unexpected code: " + s.ToString());
+  if (s.message().find("fuzz.json") == absl::string_view::npos)
+    Die("a refusal without the file: " + s.ToString());
+}
+
+void CheckOrder(const sd::ComfyWorkflow& w) {
+  std::set<std::string> seen;
+  for (const std::string& id : w.order) {
+    if (!w.nodes.count(id)) Die("ordered node " + id + " is not in the workflow");
+    for (const auto& [port, link] : w.node(id).links) {
+      if (!seen.count(link.node)) Die("node " + id + " ordered before its input " + link.node);
+    }
+    if (!seen.insert(id).second) Die("node " + id + " ordered twice");
+  }
+  for (const std::string& out : w.outputs) {
+    if (!seen.count(out)) Die("output " + out + " not ordered");
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* path = std::getenv("SD_FUZZ_NODE_KINDS");
+  if (!path) Die("set SD_FUZZ_NODE_KINDS to the output of `sd-graph kinds --textproto`");
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  sd::v1::NodeKindCatalog catalog;
+  if (!in || !google::protobuf::TextFormat::ParseFromString(text.str(), &catalog))
+    Die(std::string("cannot read the node kind catalog ") + path);
+  (void)sd::v1::NoiseOptions::descriptor();
+  g_contracts = new std::map<std::string, sd::NodeContract>();
+  for (const sd::v1::NodeKindInfo& k : catalog.kind()) {
+    auto c = sd::ContractFromInfo(k);
+    if (!c.ok()) Die(std::string(c.status().message()));
+    (*g_contracts)[k.name()] = *std::move(c);
+  }
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1 || size > 65536) return 0;
+  const bool png = data[0] & 1;
+  const std::string bytes(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::string json = bytes;
+  if (png) {
+    auto prompt = sd::ComfyPromptFromPng(bytes, "fuzz.json");
+    if (!prompt.ok()) {
+      CheckRefusal(prompt.status(), true);
+      return 0;
+    }
+    json = *prompt;
+  }
+  auto workflow = sd::ParseComfyWorkflow(json, "fuzz.json");
+  if (!workflow.ok()) {
+    CheckRefusal(workflow.status(), false);
+    return 0;
+  }
+  CheckOrder(*workflow);
+  auto graph = sd::TranslateComfyWorkflow(*workflow, {"in"});
+  if (!graph.ok()) {
+    CheckRefusal(graph.status(), false);
+    return 0;
+  }
+  auto lookup = [](const std::string& kind) -> absl::StatusOr<sd::NodeContract> {
+    auto it = g_contracts->find(kind);
+    if (it == g_contracts->end()) return absl::NotFoundError("unknown node kind '" + kind + "'");
+    return it->second;
+  };
+  auto planned = sd::ParseGraph(graph->text, "translated.pbtxt", lookup);
+  if (!planned.ok())
+    Die("a translated workflow does not plan: " + planned.status().ToString() + "\n" + graph->text);
+  return 0;
+}
