@@ -120,6 +120,19 @@ def main():
         write_png(os.path.join(args.out, name), w, h, px)
         decoded.append((w, h, px))
         captions.append(f"{name}: {caption}")
+    # ComfyUI workflows (graphs/examples/comfy_*.json) and the hires fix, beside the grid.
+    examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "graphs", "examples")
+    for name in ("comfy_txt2img", "comfy_hires_fix"):
+        ppm = os.path.join(tmp, name + ".ppm")
+        run("run", os.path.join(examples, name + ".json"), "-o", ppm)
+        w, h, px = read_ppm(ppm)
+        write_png(os.path.join(args.out, name + ".png"), w, h, px)
+        captions.append(f"{name}.png: sd-graph run graphs/examples/{name}.json")
+    ppm = os.path.join(tmp, "hires.ppm")
+    run("txt2img", "--prompt", TXT2IMG[0][0], "--seed", "42", "--hires-scale", "2", "--sampler", "euler_a", "-o", ppm)
+    w, h, px = read_ppm(ppm)
+    write_png(os.path.join(args.out, "hires_fix.png"), w, h, px)
+    captions.append(f"hires_fix.png: txt2img --hires-scale 2 --sampler euler_a: {TXT2IMG[0][0]} (seed 42)")
     gw, gh, px = grid(decoded, columns=5, scale=2)
     write_png(os.path.join(args.out, "grid.png"), gw, gh, px)
     with open(os.path.join(args.out, "captions.txt"), "w") as f:

@@ -14,6 +14,7 @@
 #include "host_plugin/runtime/graph.h"
 #include "nodes/base/file_util.h"
 #include "nodes/ops/node.h"
+#include "nodes/weights/demo_model.h"
 
 namespace sd::cli {
 namespace {
@@ -82,6 +83,8 @@ absl::StatusOr<std::string> FindModelFile(const std::string& name, const std::st
     std::error_code ec;
     if (fs::is_regular_file(p, ec)) return p;
   }
+  // The project's own model, wherever it is installed (the example workflows name it).
+  if (name == kDemoModelFile && !DemoModelPath().empty()) return DemoModelPath();
   return absl::NotFoundError(absl::StrCat(
       "the workflow's ", what, " '", name, "' was not found (looked for ",
       absl::StrJoin(tried, ", "), "); pass --comfy-models DIR (ComfyUI's models folder)",
