@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/graph.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/demo_model.h"
@@ -38,6 +39,23 @@ class DemoRunner {
     }
     graph_ = std::make_unique<Graph>(*std::move(g));
   }
+  // A ComfyUI workflow of graphs/examples, translated (its inputs are named as the import names
+  // them).
+  static DemoRunner Workflow(const std::string& example) {
+    DemoRunner r;
+    const std::string path = std::string(SD_TEST_GRAPHS_DIR) + "/examples/" + example;
+    auto w = ReadComfyWorkflow(path);
+    auto translated =
+        w.ok() ? TranslateComfyWorkflow(*w, {}) : absl::StatusOr<ComfyGraph>(w.status());
+    auto g = translated.ok() ? Graph::FromText(translated->text, path)
+                             : absl::StatusOr<Graph>(translated.status());
+    if (!g.ok()) {
+      ADD_FAILURE() << g.status();
+      return r;
+    }
+    r.graph_ = std::make_unique<Graph>(*std::move(g));
+    return r;
+  }
   static std::shared_ptr<ModelCache> SharedModels() {
     static auto* models = new std::shared_ptr<ModelCache>(std::make_shared<ModelCache>());
     return *models;
@@ -58,6 +76,7 @@ class DemoRunner {
   }
 
  private:
+  DemoRunner() = default;
   std::unique_ptr<Graph> graph_;
 };
 

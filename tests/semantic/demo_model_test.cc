@@ -112,6 +112,30 @@ INSTANTIATE_TEST_SUITE_P(Samplers, SamplerTest,
                                            SamplerCase{"dpmpp_2m_karras_20", "dpmpp_2m", 20, true}),
                          [](const auto& info) { return std::string(info.param.label); });
 
+// ComfyUI workflows (graphs/examples/comfy_*.json) draw what their prompts ask: ComfyUI's DPM++ 2M
+// Karras as well as our own samplers do; its hires fix (64 -> 128, denoise 0.55) keeps the
+// background, but at twice the size it was trained at the model draws halos and second shapes
+// around the foreground (reported, not asserted).
+TEST(DemoModelTest, ComfyWorkflowsDrawWhatThePromptAsks) {
+  auto tally = [](const char* example, const std::vector<int64_t>& seeds) {
+    const DemoRunner runner = DemoRunner::Workflow(example);
+    Tally t;
+    for (const std::string& prompt : Prompts()) {
+      for (int64_t seed : seeds)
+        t.Add(ParseIntent(prompt), Score(runner.Run({{"prompt", prompt}, {"seed", seed}})));
+    }
+    t.Print(example);
+    return t;
+  };
+  const Tally txt2img = tally("comfy_txt2img.json", {1, 2});
+  EXPECT_GE(txt2img.background(), 0.90);
+  EXPECT_GE(txt2img.foreground(), 0.90);
+  const Tally hires = tally("comfy_hires_fix.json", {1});
+  EXPECT_GE(hires.background(), 0.80);
+  ReportGoal(hires.foreground() >= 0.90,
+             "comfy_hires_fix.json: foreground right in >= 90% of images");
+}
+
 TEST(DemoModelTest, GuidanceMakesPicturesFollowThePrompt) {
   const DemoRunner runner("txt2img.pbtxt");
   const SamplerCase c{"dpmpp_2m_karras_20", "dpmpp_2m", 20, true};
