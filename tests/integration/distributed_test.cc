@@ -163,6 +163,36 @@ TEST_F(DistributedTest, ImagesEqualInProcessAndCfgHalvesRunOnTwoWorkers) {
   }
 }
 
+// A ComfyUI workflow (img2img from a LoadImage at denoise 0.7, ancestral sampling): the workflow's
+// checkpoint name is the workers' model name; the image is the in-process one, the CFG halves
+// apart.
+TEST_F(DistributedTest, ComfyWorkflowEqualsInProcess) {
+  const std::string workflow = dir_->File("img2img.json");
+  WriteFile(workflow, R"({
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+    "2": {"class_type": "LoadImage", "inputs": {"image": "init.png"}},
+    "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+    "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (red:1.2) fox", "clip": ["1", 1]}},
+    "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+    "6": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 5, "cfg": 7, "sampler_name": "euler_ancestral",
+          "scheduler": "karras", "denoise": 0.7, "model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0],
+          "latent_image": ["3", 0]}},
+    "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+    "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "x"}}})");
+  const std::string local = dir_->File("comfy_local.png"), remote = dir_->File("comfy_remote.png");
+  const std::string run = SdGraphBin() + " run " + Quote(workflow) + " --threads 1 -o ";
+  auto r = RunCommand(run + Quote(local) + " --comfy-models " + Quote(Models(*dir_)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<size_t> from = {a_->LogSize(), b_->LogSize()};
+  r = RunCommand(run + Quote(remote) + " --workers " + Pool());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
+  auto where = Placement({a_, b_}, from);
+  const std::pair<std::string, int> cond{"6_cond", 1}, uncond{"6_uncond", 1};
+  ASSERT_TRUE(where.count(cond) && where.count(uncond));
+  EXPECT_NE(where[cond], where[uncond]);
+}
+
 // A long prompt (three chunks against a one-chunk negative), weighting in both dialects, clip skip
 // and a textual-inversion word: the chunks, weights and vectors go to the workers as tensors, and
 // the image is the in-process one.
