@@ -10,6 +10,8 @@
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
 #include "host_plugin/cli/generate_util.h"
+#include "host_plugin/cli/image_io.h"
+#include "host_plugin/runtime/comfy_export.h"
 #include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/graph.h"
 #include "nodes/base/file_util.h"
@@ -63,6 +65,7 @@ absl::StatusOr<ComfyGraph> Import(const std::string& path, const Args& args) {
   auto graph = TranslateComfyWorkflow(*workflow, {InputDir(path, args)});
   if (!graph.ok()) return graph.status();
   StockNodeKinds();  // the translation is checked like any graph file
+  ImageNodeKinds();
   if (auto g = Graph::FromText(graph->text, path); !g.ok()) return g.status();
   return graph;
 }
@@ -124,6 +127,51 @@ absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& ar
     run.loras.push_back(absl::StrCat(*p, ":", l.unet, ":", l.text));
   }
   return run;
+}
+
+constexpr char kExportHelp[] =
+    "usage: sd-graph export-comfy GRAPH.pbtxt -o WORKFLOW.json [--checkpoint NAME] [--overwrite]\n"
+    "\n"
+    "Writes a graph as a ComfyUI workflow in its API format (ComfyUI: Load, or POST it to "
+    "/prompt), for\n"
+    "graphs made of kinds that have a ComfyUI equivalent: ComfyUI's samplers (SigmaSchedule, "
+    "SigmaStart,\n"
+    "SigmaStep, SigmaEnd), comfy-weighted prompts, EmptyLatent, VaeDecode/VaeEncode, LoadImage,\n"
+    "LatentUpscale, ImageScale, the mask nodes... (what import-comfy writes). Widget values are "
+    "the graph\n"
+    "inputs' defaults. Anything else is refused, naming every node without an equivalent; the "
+    "stock graphs\n"
+    "use the reference implementation's samplers, which ComfyUI does not have.\n"
+    "\n"
+    "  -o WORKFLOW.json    where to write it\n"
+    "  --checkpoint NAME   the CheckpointLoaderSimple's ckpt_name (default model.safetensors)\n"
+    "  --overwrite         replace WORKFLOW.json if it exists\n";
+
+int ExportComfyCommand(const std::vector<std::string>& argv) {
+  int code = kExitOk;
+  auto args = ParseCommandLine("export-comfy", argv, {{"o", "output", "checkpoint"}, {"overwrite"}},
+                               kExportHelp, &code);
+  if (!args) return code;
+  const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
+  if (args->positionals().size() != 1 || out.empty()) {
+    return UsageError("export-comfy", "expected one GRAPH.pbtxt and -o WORKFLOW.json");
+  }
+  std::error_code ec;
+  if (!args->Has("overwrite") && fs::exists(out, ec)) {
+    return UsageError("export-comfy", absl::StrCat(out, " exists (--overwrite replaces it)"));
+  }
+  StockNodeKinds();
+  ImageNodeKinds();
+  auto graph = Graph::Load(args->positionals()[0]);
+  if (!graph.ok()) return FailWithCode("export-comfy", graph.status());
+  ComfyExportOptions options;
+  options.checkpoint = args->GetOr("checkpoint", options.checkpoint);
+  auto json = ExportComfyWorkflow(graph->config(), args->positionals()[0], options);
+  if (!json.ok()) return FailWithCode("export-comfy", json.status());
+  if (absl::Status s = WriteWholeFile(out, *json, "workflow"); !s.ok())
+    return FailWithCode("export-comfy", s);
+  std::fprintf(stderr, "sd-graph export-comfy: wrote %s\n", out.c_str());
+  return kExitOk;
 }
 
 int ImportComfyCommand(const std::vector<std::string>& argv) {

@@ -21,5 +21,6 @@ int Txt2ImgCommand(const std::vector<std::string>& args);
 int Img2ImgCommand(const std::vector<std::string>& args);
 int InpaintCommand(const std::vector<std::string>& args);
 int ImportComfyCommand(const std::vector<std::string>& args);
+int ExportComfyCommand(const std::vector<std::string>& args);
 
 }  // namespace sd::cli

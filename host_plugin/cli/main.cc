@@ -21,6 +21,7 @@ int Dispatch(const std::string& command, const std::vector<std::string>& args) {
   if (command == "img2img") return sd::cli::Img2ImgCommand(args);
   if (command == "inpaint") return sd::cli::InpaintCommand(args);
   if (command == "import-comfy") return sd::cli::ImportComfyCommand(args);
+  if (command == "export-comfy") return sd::cli::ExportComfyCommand(args);
 #endif
   if (command == "tokenize") return sd::cli::TokenizeCommand(args);
   if (command == "kinds") return sd::cli::KindsCommand(args);

@@ -25,6 +25,8 @@ inline constexpr char kSdGraphUsage[] =
     "                                          the .png ComfyUI saved)\n"
     "  import-comfy WORKFLOW -o GRAPH.pbtxt    a ComfyUI workflow (API format, or its PNG) as a "
     "graph file\n"
+    "  export-comfy GRAPH -o WORKFLOW.json     a graph of ComfyUI-equivalent kinds as a ComfyUI "
+    "workflow\n"
     "  tokenize [--tokenizer DIR] TEXT...      print the 77 CLIP token ids of each TEXT as a JSON "
     "array\n"
     "  kinds [KIND...] [--textproto]           the node kinds graph files can use, with their "

@@ -4,7 +4,7 @@
 // node kinds (the catalog `sd-graph kinds --textproto` writes; run_fuzzers.sh passes it in
 // SD_FUZZ_NODE_KINDS). Checks: a refusal is INVALID_ARGUMENT (NOT_FOUND for a PNG without a
 // workflow) naming the file; the order holds each needed node once, after its inputs; a translated
-// workflow always plans.
+// workflow always plans and exports (export-comfy), and the export imports and translates again.
 #include <google/protobuf/text_format.h>
 
 #include <cstdio>
@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "host_plugin/runtime/comfy_export.h"
 #include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/comfy_workflow.h"
 #include "host_plugin/runtime/graph_plan.h"
@@ -104,5 +105,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto planned = sd::ParseGraph(graph->text, "translated.pbtxt", lookup);
   if (!planned.ok())
     Die("a translated workflow does not plan: " + planned.status().ToString() + "\n" + graph->text);
+  // The way back: what import writes exports, and the export imports and translates again.
+  auto exported = sd::ExportComfyWorkflow(*planned->config, "translated.pbtxt");
+  if (!exported.ok())
+    Die("a translated workflow does not export: " + exported.status().ToString() + "\n" +
+        graph->text);
+  auto again = sd::ParseComfyWorkflow(*exported, "exported.json");
+  if (!again.ok())
+    Die("an exported workflow does not import: " + again.status().ToString() + "\n" + *exported);
+  if (!sd::TranslateComfyWorkflow(*again, {"in"}).ok())
+    Die("an exported workflow does not translate:\n" + *exported);
   return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_replace.h"
 #include "host_plugin/cli/image_io.h"
+#include "host_plugin/runtime/comfy_export.h"
 #include "host_plugin/runtime/graph.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/test_weights.h"
@@ -284,6 +285,71 @@ TEST_F(ComfyImportTest, WhatIsNotSupportedIsRefusedNamingTheNode) {
               HasSubstr("node 5 (EmptyLatentImage): batch_size 4: batches are not supported yet"));
 }
 
+// The sorted class_types of a workflow.
+std::vector<std::string> Classes(const std::string& json) {
+  auto w = ParseComfyWorkflow(json, "classes");
+  EXPECT_TRUE(w.ok()) << w.status();
+  std::vector<std::string> c;
+  if (w.ok()) {
+    for (const auto& [id, n] : w->nodes) c.push_back(n.class_type);
+  }
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+// export-comfy of an imported workflow is the same workflow: the same node classes, and imported
+// again it computes the same image.
+TEST_F(ComfyImportTest, ExportThenImportIsTheSameWorkflow) {
+  const std::string hires =
+      Edit(kTxt2Img,
+           {{R"("samples": ["3", 0])", R"("samples": ["12", 0])"},
+            {R"("9": {)", R"("11": {"class_type": "LatentUpscaleBy", "inputs":
+      {"samples": ["3", 0], "upscale_method": "bilinear", "scale_by": 2}},
+      "12": {"class_type": "KSamplerAdvanced", "inputs": {"noise_seed": 6, "steps": 6, "cfg": 6.5, "sampler_name": "euler",
+        "scheduler": "simple", "add_noise": "enable", "start_at_step": 3, "end_at_step": 10000,
+        "return_with_leftover_noise": "disable", "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["11", 0]}},
+      "13": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2}},
+      "9": {)"},
+            {R"("text": "blurry", "clip": ["4", 1])", R"("text": "blurry", "clip": ["13", 0])"}});
+  const std::string inpaint = Edit(
+      kTxt2Img,
+      {{R"("latent_image": ["5", 0])", R"("latent_image": ["13", 0])"},
+       {R"("5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},)",
+        ""},
+       {R"("9": {)", R"("10": {"class_type": "LoadImage", "inputs": {"image": "init.png"}},
+      "11": {"class_type": "InvertMask", "inputs": {"mask": ["14", 0]}},
+      "14": {"class_type": "LoadImageMask", "inputs": {"image": "mask.png", "channel": "green"}},
+      "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
+      "13": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["12", 0], "mask": ["11", 0]}},
+      "9": {)"}});
+  for (const std::string& json : {std::string(kTxt2Img), hires, inpaint}) {
+    auto first = Translate(json);
+    ASSERT_TRUE(first.ok()) << first.status();
+    auto graph = Graph::FromText(first->text, "first");
+    ASSERT_TRUE(graph.ok()) << graph.status();
+    auto exported = ExportComfyWorkflow(graph->config(), "first", {"tiny.safetensors", "x"});
+    ASSERT_TRUE(exported.ok()) << exported.status();
+    EXPECT_EQ(Classes(*exported), Classes(json)) << *exported;
+    auto second = Translate(*exported);
+    ASSERT_TRUE(second.ok()) << second.status() << "\n" << *exported;
+    EXPECT_TRUE(torch::equal(T(Run(first->text), "image"), T(Run(second->text), "image")))
+        << *exported;
+  }
+  // The stock graphs use the reference's samplers: refused, naming every node without an
+  // equivalent.
+  auto stock = Graph::Load(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt");
+  ASSERT_TRUE(stock.ok()) << stock.status();
+  auto refused = ExportComfyWorkflow(stock->config(), "txt2img.pbtxt");
+  EXPECT_THAT(
+      std::string(refused.status().message()),
+      HasSubstr(
+          "graph txt2img.pbtxt: no ComfyUI equivalent for 'cond' (ApplyPromptWeights with "
+          "weighting "
+          "\"a1111\"; ComfyUI's is comfy), 'uncond' (ApplyPromptWeights with weighting \"a1111\"; "
+          "ComfyUI's is comfy), 'schedule' (Schedule), 'denoise' (loop)"));
+}
+
 TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
   const std::string bin = SD_TEST_SDGRAPH_BIN;
   const std::string json = dir_->File("t2i.json"), out = dir_->File("t2i.png");
@@ -313,6 +379,19 @@ TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
   r = RunCommand(bin + " import-comfy " + Quote(png) + " -o " + Quote(dir_->File("g.pbtxt")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(testing::ReadFile(dir_->File("g.pbtxt")), HasSubstr("# ComfyUI node 3: KSampler"));
+  // ... and export-comfy writes it back as a workflow that runs to the same image.
+  r = RunCommand(bin + " export-comfy " + Quote(dir_->File("g.pbtxt")) +
+                 " --checkpoint tiny.safetensors -o " + Quote(dir_->File("back.json")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(bin + " run " + Quote(dir_->File("back.json")) + " --comfy-models " +
+                 Quote(dir_->File("models")) + " -o " + Quote(dir_->File("back.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(dir_->File("back.png")), *px));
+  r = RunCommand(bin + " export-comfy " +
+                 Quote(std::string(SD_TEST_GRAPHS_DIR) + "/img2img.pbtxt") + " -o " +
+                 Quote(dir_->File("stock.json")));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("'schedule' (Schedule)"));
   r = RunCommand(bin + " run " + Quote(json) + " -o " + Quote(out));
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_THAT(r.err, HasSubstr("the workflow's checkpoint 'tiny.safetensors' was not found"));

@@ -1,0 +1,382 @@
+#include "host_plugin/runtime/comfy_export.h"
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace sd {
+namespace {
+
+using json = nlohmann::json;
+
+class Exporter {
+ public:
+  Exporter(const v1::GraphConfig& g, std::string file, ComfyExportOptions o)
+      : g_(g), file_(std::move(file)), options_(std::move(o)) {
+    for (const v1::GraphInput& in : g_.input()) inputs_[in.name()] = &in;
+    for (const v1::Node& n : g_.node()) nodes_[n.name()] = &n;
+    for (const v1::Loop& l : g_.loop()) loops_[l.name()] = &l;
+  }
+
+  absl::StatusOr<std::string> Run() {
+    checkpoint_ = Add("CheckpointLoaderSimple", {{"ckpt_name", options_.checkpoint}});
+    // In passes: a node whose sources are not exported yet waits for the next (a graph file need
+    // not list its nodes in order).
+    std::vector<const v1::Node*> pending;
+    for (const v1::Node& n : g_.node()) pending.push_back(&n);
+    absl::Status waiting;
+    while (!pending.empty()) {
+      std::vector<const v1::Node*> later;
+      for (const v1::Node* n : pending) {
+        absl::Status s = Export(*n);
+        if (s.code() == absl::StatusCode::kUnavailable) {
+          later.push_back(n);
+          waiting = s;
+        } else if (!s.ok()) {
+          return s;
+        }
+      }
+      if (later.size() == pending.size()) break;
+      pending = std::move(later);
+    }
+    for (const v1::Loop& l : g_.loop()) {
+      if (!sampler_loops_.count(l.name())) Unsupported(l.name(), "loop");
+    }
+    if (!unsupported_.empty() || !pending.empty()) {
+      if (unsupported_.empty()) return Error(std::string(waiting.message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "graph ", file_, ": no ComfyUI equivalent for ", absl::StrJoin(unsupported_, ", "),
+          " (ComfyUI's samplers are SigmaSchedule → SigmaStart → "
+          "SigmaStep → SigmaEnd; the stock graphs use the reference's)"));
+    }
+    for (const v1::GraphOutput& o : g_.output()) {
+      auto [node, port] = Split(o.source());
+      auto it = nodes_.find(node);
+      if (it == nodes_.end() || it->second->kind() != "TensorToImage") {
+        return Error(absl::StrCat("output '", o.name(), "' is not an image (TensorToImage)"));
+      }
+    }
+    return workflow_.dump(2) + "\n";
+  }
+
+ private:
+  absl::Status Error(const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat("graph ", file_, ": ", what));
+  }
+  void Unsupported(const std::string& name, const std::string& kind) {
+    unsupported_.push_back(absl::StrCat("'", name, "' (", kind, ")"));
+  }
+  static std::pair<std::string, std::string> Split(const std::string& source) {
+    const size_t dot = source.find('.');
+    return {source.substr(0, dot), dot == std::string::npos ? "" : source.substr(dot + 1)};
+  }
+  // The source wired to `port` of `n` ("" when unwired).
+  static std::string In(const v1::Node& n, const std::string& port) {
+    for (const std::string& in : n.input()) {
+      if (in.rfind(port + "=", 0) == 0) return in.substr(port.size() + 1);
+    }
+    return "";
+  }
+  const v1::Node* NodeAt(const std::string& source) const {
+    auto it = nodes_.find(Split(source).first);
+    return it == nodes_.end() ? nullptr : it->second;
+  }
+  // A widget value: the default of the graph input `source` names (`fallback` when unwired).
+  absl::StatusOr<json> Widget(const v1::Node& n, const std::string& port,
+                              json fallback = nullptr) const {
+    const std::string source = In(n, port);
+    if (source.empty()) {
+      if (fallback.is_null())
+        return Error(absl::StrCat("node '", n.name(), "': input '", port, "' is not wired"));
+      return fallback;
+    }
+    auto it = source[0] == '@' ? inputs_.find(source.substr(1)) : inputs_.end();
+    if (it == inputs_.end() || it->second->default_value().kind_case() == v1::Value::KIND_NOT_SET) {
+      return Error(absl::StrCat("node '", n.name(), "': input '", port, "' comes from '", source,
+                                "'; a ComfyUI widget needs a graph input with a default value"));
+    }
+    const v1::Value& v = it->second->default_value();
+    if (v.kind_case() == v1::Value::kS) return json(v.s());
+    if (v.kind_case() == v1::Value::kI) return json(v.i());
+    if (v.kind_case() == v1::Value::kF) return json(v.f());
+    return Error(absl::StrCat("graph input '", it->first, "' of node '", n.name(),
+                              "' is not a widget value"));
+  }
+  // A link to what our source `source` became.
+  absl::StatusOr<json> Link(const v1::Node& n, const std::string& port) const {
+    const std::string source = In(n, port);
+    auto it = links_.find(source);
+    const std::string from = Split(source).first;
+    if (it == links_.end() && (nodes_.count(from) || loops_.count(from))) {  // not yet, or never
+      return absl::UnavailableError(absl::StrCat("node '", n.name(), "': input '", port,
+                                                 "' reads '", source,
+                                                 "', which has no ComfyUI equivalent"));
+    }
+    if (it == links_.end()) {
+      return Error(absl::StrCat("node '", n.name(), "': input '", port, "' reads '", source,
+                                "', which has no ComfyUI equivalent"));
+    }
+    return it->second;
+  }
+  json Add(const std::string& class_type, json inputs, const std::string& title = "") {
+    const std::string id = std::to_string(++next_id_);
+    workflow_[id] = {{"class_type", class_type}, {"inputs", std::move(inputs)}};
+    if (!title.empty()) workflow_[id]["_meta"] = {{"title", title}};
+    return json::array({id, 0});
+  }
+  static json Slot(json link, int slot) {
+    link[1] = slot;
+    return link;
+  }
+
+  absl::Status Export(const v1::Node& n);
+  absl::Status Prompt(const v1::Node& n);
+  absl::Status Sampler(const v1::Node& end);
+  absl::Status Scale(const v1::Node& n);
+
+  const v1::GraphConfig& g_;
+  std::string file_;
+  ComfyExportOptions options_;
+  std::map<std::string, const v1::GraphInput*> inputs_;
+  std::map<std::string, const v1::Node*> nodes_;
+  std::map<std::string, const v1::Loop*> loops_;
+  std::map<std::string, json> links_;  // our "node.port" -> ComfyUI [id, slot]
+  std::map<int64_t, json> clips_;      // clip skip -> the CLIP link
+  std::set<std::string> sampler_loops_;
+  std::map<std::string, bool>
+      inpaint_masks_;  // InpaintPrepare masks: VAEEncodeForInpaint carries them
+  std::vector<std::string> unsupported_;
+  json workflow_ = json::object();
+  json checkpoint_;
+  int next_id_ = 0;
+};
+
+#define SD_WIDGET(var, expr)                    \
+  auto var##_or = (expr);                       \
+  if (!var##_or.ok()) return var##_or.status(); \
+  json var = *var##_or
+
+absl::Status Exporter::Export(const v1::Node& n) {
+  const std::string& k = n.kind();
+  // Consumed by what reads them: prompts' first stages, a sampler's schedule, start and noise.
+  if (k == "TokenizePrompt" || k == "ClipEncode" || k == "SigmaSchedule" || k == "SigmaStart" ||
+      k == "Noise" || k == "InpaintPrepare") {
+    return absl::OkStatus();
+  }
+  if (k == "ApplyPromptWeights") return Prompt(n);
+  if (k == "SigmaEnd") return Sampler(n);
+  if (k == "EmptyLatent") {
+    SD_WIDGET(w, Widget(n, "width"));
+    SD_WIDGET(h, Widget(n, "height"));
+    SD_WIDGET(b, Widget(n, "batch", 1));
+    links_[n.name() + ".latents"] =
+        Add("EmptyLatentImage", {{"width", w}, {"height", h}, {"batch_size", b}});
+    return absl::OkStatus();
+  }
+  const json vae = Slot(checkpoint_, 2);
+  if (k == "VaeDecode") {
+    SD_WIDGET(samples, Link(n, "latents"));
+    links_[n.name() + ".image"] = Add("VAEDecode", {{"samples", samples}, {"vae", vae}});
+    return absl::OkStatus();
+  }
+  if (k == "VaeEncode") {
+    const v1::Node* prep = NodeAt(In(n, "image"));
+    if (prep && prep->kind() == "InpaintPrepare") {
+      SD_WIDGET(pixels, Link(*prep, "image"));
+      SD_WIDGET(mask, Link(*prep, "mask"));
+      SD_WIDGET(grow, Widget(*prep, "grow", 6));
+      links_[n.name() + ".latents"] =
+          Add("VAEEncodeForInpaint",
+              {{"pixels", pixels}, {"vae", vae}, {"mask", mask}, {"grow_mask_by", grow}});
+      inpaint_masks_[prep->name() + ".mask"] = true;
+      return absl::OkStatus();
+    }
+    SD_WIDGET(pixels, Link(n, "image"));
+    links_[n.name() + ".latents"] = Add("VAEEncode", {{"pixels", pixels}, {"vae", vae}});
+    return absl::OkStatus();
+  }
+  if (k == "LoadImage") {
+    SD_WIDGET(path, Widget(n, "path"));
+    links_[n.name() + ".pixels"] = Add("LoadImage", {{"image", path}});
+    return absl::OkStatus();
+  }
+  if (k == "ImageToTensor") {
+    const v1::Node* file = NodeAt(In(n, "pixels"));
+    if (!file || file->kind() != "LoadImage") {
+      Unsupported(n.name(), k + " of something other than LoadImage");
+      return absl::OkStatus();
+    }
+    SD_WIDGET(pixels, Link(n, "pixels"));
+    links_[n.name() + ".image"] = pixels;
+    return absl::OkStatus();
+  }
+  if (k == "LoadImageMask") {
+    SD_WIDGET(path, Widget(n, "path"));
+    SD_WIDGET(channel, Widget(n, "channel", "alpha"));
+    links_[n.name() + ".mask"] = Add("LoadImageMask", {{"image", path}, {"channel", channel}});
+    return absl::OkStatus();
+  }
+  if (k == "MaskInvert" || k == "ImageInvert") {
+    const bool mask = k == "MaskInvert";
+    SD_WIDGET(from, Link(n, mask ? "mask" : "image"));
+    links_[n.name() + (mask ? ".mask" : ".image")] =
+        Add(mask ? "InvertMask" : "ImageInvert", {{mask ? "mask" : "image", from}});
+    return absl::OkStatus();
+  }
+  if (k == "LatentUpscale" || k == "ImageScale") return Scale(n);
+  if (k == "TensorToImage") {
+    SD_WIDGET(images, Link(n, "image"));
+    Add("SaveImage", {{"images", images}, {"filename_prefix", options_.filename_prefix}});
+    return absl::OkStatus();
+  }
+  Unsupported(n.name(), k);
+  return absl::OkStatus();
+}
+
+absl::Status Exporter::Prompt(const v1::Node& n) {
+  const v1::Node* clip = NodeAt(In(n, "context"));
+  const v1::Node* tok = NodeAt(In(n, "weights"));
+  if (!clip || clip->kind() != "ClipEncode" || !tok || tok->kind() != "TokenizePrompt" ||
+      NodeAt(In(*clip, "tokens")) != tok) {
+    Unsupported(n.name(), "ApplyPromptWeights not fed by one TokenizePrompt and its ClipEncode");
+    return absl::OkStatus();
+  }
+  SD_WIDGET(weighting, Widget(n, "weighting", "a1111"));
+  if (weighting != "comfy") {
+    Unsupported(n.name(), absl::StrCat("ApplyPromptWeights with weighting ", weighting.dump(),
+                                       "; ComfyUI's is comfy"));
+    return absl::OkStatus();
+  }
+  SD_WIDGET(text, Widget(*tok, "text"));
+  SD_WIDGET(skip, Widget(*clip, "clip_skip", 1));
+  const int64_t s = skip.get<int64_t>();
+  if (!clips_.count(s)) {
+    clips_[s] = s == 1 ? Slot(checkpoint_, 1)
+                       : Add("CLIPSetLastLayer",
+                             {{"clip", Slot(checkpoint_, 1)}, {"stop_at_clip_layer", -s}});
+  }
+  links_[n.name() + ".context"] = Add("CLIPTextEncode", {{"text", text}, {"clip", clips_[s]}});
+  return absl::OkStatus();
+}
+
+absl::Status Exporter::Sampler(const v1::Node& end) {
+  const auto [loop_name, carry_name] = Split(In(end, "latents"));
+  auto lit = loops_.find(loop_name);
+  const v1::Node* sched = NodeAt(In(end, "sigmas"));
+  const v1::Loop* loop = lit == loops_.end() ? nullptr : lit->second;
+  const v1::Node* start = nullptr;
+  if (loop) {
+    for (const v1::Carry& c : loop->carry()) {
+      if (c.name() == carry_name) start = NodeAt(c.init());
+    }
+  }
+  if (!loop || !sched || sched->kind() != "SigmaSchedule" || !start ||
+      start->kind() != "SigmaStart") {
+    Unsupported(end.name(), "SigmaEnd not after a SigmaSchedule/SigmaStart sampler loop");
+    return absl::OkStatus();
+  }
+  std::map<std::string, const v1::Node*> body;
+  const v1::Node *cfg = nullptr, *step = nullptr, *mask_in = nullptr, *step_noise = nullptr;
+  for (const v1::Node& b : loop->node()) {
+    body[b.name()] = &b;
+    if (b.kind() == "CfgCombine")
+      cfg = &b;
+    else if (b.kind() == "SigmaStep")
+      step = &b;
+    else if (b.kind() == "NoiseMaskIn")
+      mask_in = &b;
+    else if (b.kind() == "Noise")
+      step_noise = &b;
+    else if (b.kind() != "UNetStep" && b.kind() != "NoiseMaskOut")
+      Unsupported(b.name(), b.kind() + " in a sampler loop");
+  }
+  auto unet = [&](const std::string& port) -> const v1::Node* {
+    auto it = cfg ? body.find(Split(In(*cfg, port)).first) : body.end();
+    return it != body.end() && it->second->kind() == "UNetStep" ? it->second : nullptr;
+  };
+  const v1::Node *pos = unet("cond"), *neg = unet("uncond");
+  if (!step || !pos || !neg) {
+    Unsupported(loop->name(), "loop without UNetStep cond and uncond, CfgCombine and SigmaStep");
+    return absl::OkStatus();
+  }
+  SD_WIDGET(positive, Link(*pos, "context"));
+  SD_WIDGET(negative, Link(*neg, "context"));
+  SD_WIDGET(latent, Link(*start, "latents"));
+  if (mask_in && !inpaint_masks_.count(In(*mask_in, "mask"))) {
+    SD_WIDGET(mask, Link(*mask_in, "mask"));
+    latent = Add("SetLatentNoiseMask", {{"samples", latent}, {"mask", mask}});
+  }
+  const bool add_noise = !In(*start, "noise").empty();
+  const v1::Node* noise = add_noise ? NodeAt(In(*start, "noise")) : step_noise;
+  if (!noise || noise->kind() != "Noise") {
+    Unsupported(start->name(), "SigmaStart whose noise is not a Noise node");
+    return absl::OkStatus();
+  }
+  SD_WIDGET(seed, Widget(*noise, "seed"));
+  SD_WIDGET(steps, Widget(*sched, "steps"));
+  SD_WIDGET(scheduler, Widget(*sched, "scheduler", "normal"));
+  SD_WIDGET(denoise, Widget(*sched, "denoise", 1.0));
+  SD_WIDGET(sampler, Widget(*step, "sampler", "euler"));
+  SD_WIDGET(scale, Widget(*cfg, "scale"));
+  json inputs = {{"model", Slot(checkpoint_, 0)}, {"positive", positive},  {"negative", negative},
+                 {"latent_image", latent},        {"steps", steps},        {"cfg", scale},
+                 {"sampler_name", sampler},       {"scheduler", scheduler}};
+  const bool advanced = !add_noise || !In(*sched, "start").empty() || !In(*sched, "end").empty() ||
+                        !In(*sched, "full_denoise").empty();
+  if (advanced) {
+    if (denoise != 1.0) {
+      Unsupported(sched->name(), "SigmaSchedule with both denoise and a start/end range");
+      return absl::OkStatus();
+    }
+    SD_WIDGET(first, Widget(*sched, "start", 0));
+    SD_WIDGET(last, Widget(*sched, "end", 10000));
+    SD_WIDGET(full, Widget(*sched, "full_denoise", 0));
+    inputs["add_noise"] = add_noise ? "enable" : "disable";
+    inputs["noise_seed"] = seed;
+    inputs["start_at_step"] = first;
+    inputs["end_at_step"] = last;
+    inputs["return_with_leftover_noise"] = full == 0 ? "enable" : "disable";
+  } else {
+    inputs["seed"] = seed;
+    inputs["denoise"] = denoise;
+  }
+  links_[end.name() + ".latents"] = Add(advanced ? "KSamplerAdvanced" : "KSampler", inputs);
+  sampler_loops_.insert(loop->name());
+  return absl::OkStatus();
+}
+
+absl::Status Exporter::Scale(const v1::Node& n) {
+  const bool latent = n.kind() == "LatentUpscale";
+  SD_WIDGET(from, Link(n, latent ? "latents" : "image"));
+  SD_WIDGET(method, Widget(n, "method", "nearest-exact"));
+  json inputs = {{latent ? "samples" : "image", from}, {"upscale_method", method}};
+  std::string cls = latent ? "LatentUpscale" : "ImageScale";
+  if (!In(n, "scale").empty()) {
+    SD_WIDGET(scale, Widget(n, "scale"));
+    inputs["scale_by"] = scale;
+    cls += "By";
+  } else {
+    SD_WIDGET(w, Widget(n, "width", 0));
+    SD_WIDGET(h, Widget(n, "height", 0));
+    SD_WIDGET(crop, Widget(n, "crop", "disabled"));
+    inputs["width"] = w;
+    inputs["height"] = h;
+    inputs["crop"] = crop;
+  }
+  links_[n.name() + (latent ? ".latents" : ".image")] = Add(cls, inputs);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ExportComfyWorkflow(const v1::GraphConfig& graph,
+                                                const std::string& file,
+                                                const ComfyExportOptions& options) {
+  return Exporter(graph, file, options).Run();
+}
+
+}  // namespace sd

@@ -1,0 +1,27 @@
+// The way back: a graph made of kinds that have a ComfyUI equivalent, as a ComfyUI workflow in its
+// API format, so a graph can be opened and run in ComfyUI. The samplers must be ComfyUI's
+// (SigmaSchedule → SigmaStart → loop of UNetStep ×2, CfgCombine, Noise, SigmaStep [NoiseMaskIn/Out]
+// → SigmaEnd: what import-comfy writes); prompts ComfyUI-weighted (TokenizePrompt → ClipEncode →
+// ApplyPromptWeights with weighting "comfy"). Widget values are the graph inputs' defaults.
+// Anything else is refused, naming every node without an equivalent (the stock graphs' reference
+// samplers have none in ComfyUI). Torch-free.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/sd/v1/graph.pb.h"
+
+namespace sd {
+
+struct ComfyExportOptions {
+  std::string checkpoint = "model.safetensors";  // CheckpointLoaderSimple's ckpt_name
+  std::string filename_prefix = "sdgraph";       // SaveImage's
+};
+
+// The workflow as JSON text. `file` names the graph in messages.
+absl::StatusOr<std::string> ExportComfyWorkflow(const v1::GraphConfig& graph,
+                                                const std::string& file,
+                                                const ComfyExportOptions& options = {});
+
+}  // namespace sd
