@@ -216,11 +216,21 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
     return absl::InvalidArgumentError(
         absl::StrCat("graph output '", first_output, "' is not an image"));
   }
-  const torch::Tensor& px = std::get<torch::Tensor>(image);
-  const std::string params = ParametersLine(r, job_inputs, px.size(1), px.size(0), ti_hashes);
-  if (r.options.cancelled && r.options.cancelled->load())
-    return absl::CancelledError("cancelled before writing " + path);
-  SD_RETURN_IF_ERROR(WriteImageRgb8(path, px, {{"parameters", params}, {"Software", "sdgraph"}}));
+  // One image [H, W, 3], or a batch [B, H, W, 3] (ComfyUI's SaveImage): OUT-1.png ... OUT-B.png.
+  const torch::Tensor& out = std::get<torch::Tensor>(image);
+  const std::vector<torch::Tensor> images =
+      out.dim() == 4 ? out.unbind(0) : std::vector<torch::Tensor>{out};
+  for (size_t i = 0; i < images.size(); ++i) {
+    const torch::Tensor& px = images[i];
+    const std::string params = ParametersLine(r, job_inputs, px.size(1), px.size(0), ti_hashes);
+    if (r.options.cancelled && r.options.cancelled->load())
+      return absl::CancelledError("cancelled before writing " + path);
+    const std::string file =
+        NumberedOutput(path, static_cast<int>(i), static_cast<int>(images.size()));
+    SD_RETURN_IF_ERROR(
+        WriteImageRgb8(file, px.contiguous(), {{"parameters", params}, {"Software", "sdgraph"}}));
+  }
+  if (images.size() > 1) path = NumberedOutput(path, 0, static_cast<int>(images.size())) + " ...";
   SD_RETURN_IF_ERROR(WriteDumps(*result, r.dump_targets, b, static_cast<int>(r.batch)));
   std::lock_guard<std::mutex> lock(*r.print_mu);
   std::fprintf(stderr, "sd-graph %s: wrote %s (%.1f s)\n", r.name.c_str(), path.c_str(),

@@ -56,8 +56,10 @@ class Exporter {
     for (const v1::GraphOutput& o : g_.output()) {
       auto [node, port] = Split(o.source());
       auto it = nodes_.find(node);
-      if (it == nodes_.end() || it->second->kind() != "TensorToImage") {
-        return Error(absl::StrCat("output '", o.name(), "' is not an image (TensorToImage)"));
+      if (it == nodes_.end() ||
+          (it->second->kind() != "TensorToImage" && it->second->kind() != "TensorToImages")) {
+        return Error(absl::StrCat("output '", o.name(),
+                                  "' is not an image (TensorToImage or TensorToImages)"));
       }
     }
     return workflow_.dump(2) + "\n";
@@ -228,7 +230,23 @@ absl::Status Exporter::Export(const v1::Node& n) {
     return absl::OkStatus();
   }
   if (k == "LatentUpscale" || k == "ImageScale") return Scale(n);
-  if (k == "TensorToImage") {
+  if (k == "BatchSelect" || k == "BatchRepeat") {
+    const bool select = k == "BatchSelect";
+    SD_WIDGET(samples, Link(n, "tensor"));
+    json inputs = {{"samples", samples}};
+    if (select) {
+      SD_WIDGET(index, Widget(n, "index"));
+      SD_WIDGET(length, Widget(n, "length", 1));
+      inputs["batch_index"] = index;
+      inputs["length"] = length;
+    } else {
+      SD_WIDGET(amount, Widget(n, "amount"));
+      inputs["amount"] = amount;
+    }
+    links_[n.name() + ".tensor"] = Add(select ? "LatentFromBatch" : "RepeatLatentBatch", inputs);
+    return absl::OkStatus();
+  }
+  if (k == "TensorToImage" || k == "TensorToImages") {
     SD_WIDGET(images, Link(n, "image"));
     Add("SaveImage", {{"images", images}, {"filename_prefix", options_.filename_prefix}});
     return absl::OkStatus();

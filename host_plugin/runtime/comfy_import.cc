@@ -83,6 +83,12 @@ class Translator {
     }
     return false;
   }
+  // Hands what travels with the LATENT on input `port` (in `with`) on to this node's output.
+  void Carry(const ComfyNode& n, const std::string& port,
+             std::map<std::pair<std::string, int>, std::string>& with) {
+    const ComfyLink& l = n.links.at(port);
+    if (auto it = with.find({l.node, l.slot}); it != with.end()) with[{n.id, 0}] = it->second;
+  }
   // The noise mask travelling with the LATENT on input `port` ("" for none).
   std::string MaskIn(const ComfyNode& n, const std::string& port) const {
     const ComfyLink& l = n.links.at(port);
@@ -163,18 +169,14 @@ class Translator {
     Begin(n);
     if (c == "CLIPTextEncode") return Encode(n);
     if (c == "EmptyLatentImage") {
-      if (n.Int("batch_size") != 1) {
-        return Error(
-            n, absl::StrCat("batch_size ", n.Int("batch_size"),
-                            ": batches are not supported yet (run the workflow once per image: "
-                            "sd-graph run --batch N varies the seed)"));
-      }
       Add("EmptyLatent", id,
           {"width=" + W("width", n, "width", "pixels"),
-           "height=" + W("height", n, "height", "pixels")});
+           "height=" + W("height", n, "height", "pixels"),
+           "batch=" + W("batch_size", n, "batch_size", "images drawn at once")});
       slots_[{n.id, 0}] = id + ".latents";
       return absl::OkStatus();
     }
+    if (c == "RepeatLatentBatch" || c == "LatentFromBatch") return Batch(n);
     if (c == "KSampler" || c == "KSamplerAdvanced") return Sample(n);
     if (c == "VAEDecode" || c == "VAEEncode") {
       vae_users_.emplace_back(id, HandleIn(n, "vae"));
@@ -230,7 +232,7 @@ class Translator {
       return absl::OkStatus();
     }
     if (c == "SaveImage" || c == "PreviewImage") {
-      Add("TensorToImage", id, {"image=" + Source(n, "images")});
+      Add("TensorToImages", id, {"image=" + Source(n, "images")});
       outputs_.emplace_back(outputs_.empty() ? "image" : "image_" + id, id + ".pixels");
       return absl::OkStatus();
     }
@@ -315,7 +317,12 @@ class Translator {
     const std::string sigmas = "sigmas=" + id + "_sigmas.sigmas";
     std::vector<std::string> start{"latents=" + latent, sigmas};
     if (add_noise) {
-      Add("Noise", id + "_noise", {"seed=" + seed, "latents=" + latent});
+      std::vector<std::string> noise{"seed=" + seed, "latents=" + latent};
+      const ComfyLink& l = n.links.at("latent_image");
+      if (auto it = batch_index_.find({l.node, l.slot}); it != batch_index_.end()) {
+        noise.push_back("batch_index=" + it->second);  // a slice: its own elements' draws
+      }
+      Add("Noise", id + "_noise", noise);
       start.push_back("noise=" + id + "_noise.noise");
     }
     Add("SigmaStart", id + "_start", start);
@@ -371,6 +378,31 @@ class Translator {
     end.add_input(sigmas);
     slots_[{n.id, 0}] = id + ".latents";
     if (!mask.empty()) masks_[{n.id, 0}] = mask;
+    Carry(n, "latent_image", batch_index_);
+    return absl::OkStatus();
+  }
+
+  // A latent batch repeated or sliced; its noise mask goes along (it broadcasts over the batch),
+  // and a slice remembers where it starts, for the noise ComfyUI draws for it (batch_index).
+  absl::Status Batch(const ComfyNode& n) {
+    const std::string id = Safe(n.id);
+    const ComfyLink& in = n.links.at("samples");
+    if (batch_index_.count({in.node, in.slot})) {
+      return Error(n, "a batch of a LatentFromBatch slice is not supported yet");
+    }
+    if (n.class_type == "RepeatLatentBatch") {
+      Add("BatchRepeat", id,
+          {"tensor=" + Source(n, "samples"), "amount=" + W("amount", n, "amount", "copies")});
+    } else {
+      const std::string index =
+          W("batch_index", n, "batch_index", "the first latent of the batch taken");
+      Add("BatchSelect", id,
+          {"tensor=" + Source(n, "samples"), "index=" + index,
+           "length=" + W("length", n, "length", "how many latents taken")});
+      batch_index_[{n.id, 0}] = index;
+    }
+    slots_[{n.id, 0}] = id + ".tensor";
+    if (!MaskIn(n, "samples").empty()) masks_[{n.id, 0}] = MaskIn(n, "samples");
     return absl::OkStatus();
   }
 
@@ -399,6 +431,7 @@ class Translator {
     }
     Add(latent ? "LatentUpscale" : "ImageScale", id, in);
     if (latent && !MaskIn(n, "samples").empty()) masks_[{n.id, 0}] = MaskIn(n, "samples");
+    if (latent) Carry(n, "samples", batch_index_);
     slots_[{n.id, 0}] = id + (latent ? ".latents" : ".image");
     return absl::OkStatus();
   }
@@ -417,6 +450,8 @@ class Translator {
   ComfyImportOptions options_;
   std::map<std::pair<std::string, int>, Slot> slots_;
   std::map<std::pair<std::string, int>, std::string> masks_;  // LATENT outputs' noise masks
+  std::map<std::pair<std::string, int>, std::string>
+      batch_index_;  // LATENT slices' first index (input)
   std::vector<Param> params_;
   std::vector<Block> blocks_;
   std::vector<std::pair<std::string, std::string>> outputs_;  // name, source

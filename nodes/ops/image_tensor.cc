@@ -48,12 +48,39 @@ class TensorToImage : public NodeKernel {
     if (img->dim() != 4 || img->size(0) != 1 || img->size(1) != 3) {
       return absl::InvalidArgumentError(absl::StrCat("TensorToImage: image must be [1, 3, H, W], got ", DescribeTensor(*img)));
     }
-    torch::Tensor x = img->to(torch::kFloat32);
-    x = ((x - -1.0f) * 127.5f + 0.0f).clamp(0.0, 255.0);  // the reference's rescale((-1, 1) -> (0, 255), clamp)
-    out[kPixels] = x[0].permute({1, 2, 0}).to(torch::kUInt8).contiguous();  // truncation, as the reference
+    out[kPixels] = Pixels(*img)[0];
     return absl::OkStatus();
+  }
+  // [B, 3, H, W] about [-1, 1] -> uint8 [B, H, W, 3]: the reference's rescale((-1, 1) -> (0, 255)),
+  // clamped, truncated.
+  static torch::Tensor Pixels(const torch::Tensor& image) {
+    torch::Tensor x = ((image.to(torch::kFloat32) - -1.0f) * 127.5f + 0.0f).clamp(0.0, 255.0);
+    return x.permute({0, 2, 3, 1}).to(torch::kUInt8).contiguous();
   }
 };
 SD_REGISTER_NODE(TensorToImage);
+
+// A batch of images (ComfyUI's IMAGE): the command line writes one file per image.
+class TensorToImages : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    return {{{"image", TensorPort(v1::FLOAT32, 4), false, "[B, 3, H, W], about [-1, 1]"}},
+            {{"pixels", TensorPort(v1::UINT8, 4), false, "uint8 [B, H, W, 3]"}},
+            nullptr,
+            "model tensor to a batch of uint8 images"};
+  }
+  explicit TensorToImages(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    auto img = in.Tensor("image");
+    if (!img.ok()) return img.status();
+    if (img->dim() != 4 || img->size(1) != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TensorToImages: image must be [B, 3, H, W], got ", DescribeTensor(*img)));
+    }
+    out["pixels"] = TensorToImage::Pixels(*img);
+    return absl::OkStatus();
+  }
+};
+SD_REGISTER_NODE(TensorToImages);
 
 }  // namespace sd

@@ -24,6 +24,7 @@ class Noise : public NodeKernel {
   static constexpr char kTable[] = "table";
   static constexpr char kLike[] = "like";
   static constexpr char kLatents[] = "latents";
+  static constexpr char kBatchIndex[] = "batch_index";
   static constexpr char kT[] = "t";
   static constexpr char kNoise[] = "noise";
   static NodeContract Contract() {
@@ -33,7 +34,10 @@ class Noise : public NodeKernel {
          {kWidth, ScalarPort(v1::INT), true, "image width in pixels (or wire `like`)"},
          {kLike, TensorPort(v1::FLOAT32, 4), true, "an image [B, C, H, W] whose H and W to use"},
          {kLatents, TensorPort(v1::FLOAT32, 4), true,
-          "latents [1, C, h, w] to draw noise shaped like"},
+          "latents [B, C, h, w] to draw noise shaped like (one draw)"},
+         {kBatchIndex, ScalarPort(v1::INT), true,
+          "with latents: element k of the batch gets draw batch_index + k of one image (ComfyUI's "
+          "batch_index)"},
          {kIndex, ScalarPort(v1::INT), true},
          {kT, ScalarPort(v1::FLOAT), true,
           "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
@@ -44,6 +48,7 @@ class Noise : public NodeKernel {
         "seeded Gaussian noise in the reference's draw order"};
   }
   static constexpr int64_t kMaxChannels = 64;  // a bound on what a request can make us draw
+  static constexpr int64_t kMaxBatch = 64;
   explicit Noise(const google::protobuf::Any& options) : options_(UnpackOptions<v1::NoiseOptions>(options)) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
     int64_t index = options_.offset();
@@ -57,15 +62,16 @@ class Noise : public NodeKernel {
       return absl::InvalidArgumentError(absl::StrCat("Noise: channels ", channels, " is more than ",
                                                      kMaxChannels, " (SD latents have 4)"));
     }
-    int64_t h = 0, w = 0;
+    int64_t h = 0, w = 0, batch = 1;
     if (in.Has(kLatents)) {
       auto latents = in.Tensor(kLatents);
       if (!latents.ok()) return latents.status();
-      if (latents->size(0) != 1 || latents->size(1) > kMaxChannels) {
-        return absl::InvalidArgumentError(absl::StrCat("Noise: latents ", DescribeTensor(*latents),
-                                                       " must be one latent image of at most ",
-                                                       kMaxChannels, " channels"));
+      if (latents->size(0) > kMaxBatch || latents->size(1) > kMaxChannels) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Noise: latents ", DescribeTensor(*latents), " must be at most ",
+                         kMaxBatch, " latent images of at most ", kMaxChannels, " channels"));
       }
+      batch = latents->size(0);
       channels = latents->size(1);
       h = latents->size(2) * 8;
       w = latents->size(3) * 8;
@@ -89,7 +95,7 @@ class Noise : public NodeKernel {
       auto t = in.Float(kT);
       if (!t.ok()) return t.status();
       if (*t == 0) {  // no draw: the sampler adds no noise at t = 0
-        out[kNoise] = torch::zeros({1, channels, h / 8, w / 8});
+        out[kNoise] = torch::zeros({batch, channels, h / 8, w / 8});
         return absl::OkStatus();
       }
     }
@@ -108,8 +114,25 @@ class Noise : public NodeKernel {
     if (!seed.ok()) return seed.status();
     auto gen = at::make_generator<at::CPUGeneratorImpl>(
         static_cast<uint64_t>(*seed) + static_cast<uint64_t>(options_.seed_offset()));
+    if (in.Has(kBatchIndex)) {  // ComfyUI's noise for batch_index i..i+B-1: draws i..i+B-1 of one
+                                // image each
+      auto first = in.Int(kBatchIndex);
+      if (!first.ok()) return first.status();
+      if (*first < 0 || *first > 100000) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Noise: batch_index ", *first, " out of range"));
+      }
+      std::vector<torch::Tensor> kept;
+      for (int64_t k = 0; k < *first + batch; ++k) {
+        torch::Tensor t = at::randn({1, channels, h / 8, w / 8}, gen, torch::kFloat32);
+        if (k >= *first) kept.push_back(t);
+      }
+      out[kNoise] = torch::cat(kept);
+      return absl::OkStatus();
+    }
     torch::Tensor t;
-    for (int64_t k = 0; k <= index; ++k) t = at::randn({1, channels, h / 8, w / 8}, gen, torch::kFloat32);
+    for (int64_t k = 0; k <= index; ++k)
+      t = at::randn({batch, channels, h / 8, w / 8}, gen, torch::kFloat32);
     out[kNoise] = t;
     return absl::OkStatus();
   }

@@ -8,7 +8,8 @@
   X(VaeEncode) X(AddNoise) X(ImageToTensor) X(TensorToImage) X(MaskToLatent) X(MaskImage) X(MaskBlend) \
   X(MaskComposite) X(TokenizePrompt) X(ApplyPromptWeights) \
   X(SigmaSchedule) X(SigmaStart) X(SigmaStep) X(SigmaEnd) X(EmptyLatent) X(LatentUpscale) X(ImageScale) \
-  X(ImageInvert) X(NoiseMaskIn) X(NoiseMaskOut) X(InpaintPrepare) X(MaskInvert)
+  X(ImageInvert) X(NoiseMaskIn) X(NoiseMaskOut) X(InpaintPrepare) X(MaskInvert) \
+  X(TensorToImages) X(BatchSelect) X(BatchRepeat)
 // clang-format on
 
 namespace sd {

@@ -72,7 +72,8 @@ class DemoRunner {
       ADD_FAILURE() << out.status();
       return {};
     }
-    return std::get<torch::Tensor>(out->at("image")).contiguous();
+    torch::Tensor image = std::get<torch::Tensor>(out->at("image"));
+    return (image.dim() == 4 ? image[0] : image).contiguous();  // a workflow's batch of one
   }
 
  private:

@@ -71,7 +71,7 @@ loop {
 }
 node { kind: "SigmaEnd" name: "end" input: "latents=denoise.x" input: "sigmas=sigmas.sigmas" }
 node { kind: "VaeDecode" name: "decode" input: "latents=end.latents" }
-node { kind: "TensorToImage" name: "px" input: "image=decode.image" }
+node { kind: "TensorToImages" name: "px" input: "image=decode.image" }
 output { name: "image" source: "px.pixels" }
 )";
 
@@ -201,7 +201,7 @@ TEST_F(ComfyImportTest, HiresFixWorkflowNamesItsTwoSeeds) {
   }
   const torch::Tensor image = T(Run(g->text), "image");
   ASSERT_TRUE(image.defined());
-  EXPECT_EQ(image.sizes(), (std::vector<int64_t>{128, 128, 3}));
+  EXPECT_EQ(image.sizes(), (std::vector<int64_t>{1, 128, 128, 3}));
 }
 
 // With a noise mask, the sampler hands back the given latents where the mask is 0 (ComfyUI's
@@ -244,6 +244,55 @@ TEST_F(ComfyImportTest, InpaintingKeepsTheKnownLatents) {
   }
 }
 
+// A batch of two draws both images from one noise tensor, as ComfyUI; LatentFromBatch's slice 1 of
+// it draws the second image alone (ComfyUI's batch_index noise), so it equals the batch's second
+// image; RepeatLatentBatch of an encoded image makes variations of it. The command line writes
+// OUT-1, OUT-2.
+TEST_F(ComfyImportTest, BatchesAndTheirSlices) {
+  const std::string batch = Edit(kTxt2Img, {{R"("batch_size": 1)", R"("batch_size": 2)"}});
+  const std::string slice =
+      Edit(batch, {{R"("latent_image": ["5", 0])", R"("latent_image": ["10", 0])"},
+                   {R"("9": {)", R"("10": {"class_type": "LatentFromBatch", "inputs":
+      {"samples": ["5", 0], "batch_index": 1, "length": 1}},
+      "9": {)"}});
+  auto b = Translate(batch), s = Translate(slice);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_THAT(s->text, HasSubstr(R"(input: "batch_index=@batch_index")"));
+  const auto batch_out = Run(b->text, {"3.latents"}), slice_out = Run(s->text, {"3.latents"});
+  const torch::Tensor two = T(batch_out, "image"), second = T(slice_out, "image");
+  ASSERT_EQ(two.sizes(), (std::vector<int64_t>{2, 64, 64, 3}));
+  ASSERT_EQ(second.sizes(), (std::vector<int64_t>{1, 64, 64, 3}));
+  EXPECT_FALSE(torch::equal(two[0], two[1]));
+  // The same noise; a UNet batch of 2 rounds differently from a batch of 1 (other GEMM shapes).
+  const torch::Tensor x2 = T(batch_out, "3.latents"), x1 = T(slice_out, "3.latents");
+  EXPECT_LT((x2[1] - x1[0]).abs().max().item<double>(), 1e-4 * (1 + x1.abs().max().item<double>()));
+  EXPECT_GT((x2[0] - x1[0]).abs().max().item<double>(), 0.1);
+  const std::string repeat =
+      Edit(kTxt2Img,
+           {{R"("latent_image": ["5", 0])", R"("latent_image": ["13", 0])"},
+            {R"("denoise": 1,)", R"("denoise": 0.6,)"},
+            {R"("9": {)", R"("10": {"class_type": "LoadImage", "inputs": {"image": "init.png"}},
+      "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
+      "13": {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["12", 0], "amount": 3}},
+      "9": {)"}});
+  auto r = Translate(repeat);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const torch::Tensor three = T(Run(r->text), "image");
+  ASSERT_EQ(three.sizes(), (std::vector<int64_t>{3, 64, 64, 3}));
+  EXPECT_FALSE(torch::equal(three[0], three[2]));
+  const std::string json = dir_->File("batch.json"), out = dir_->File("batch.png");
+  testing::WriteFile(json, batch);
+  auto cli = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " run " + Quote(json) +
+                        " --comfy-models " + Quote(dir_->File("models")) + " -o " + Quote(out));
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  for (const char* file : {"batch-1.png", "batch-2.png"}) {
+    auto px = ReadImageRgb8(dir_->File(file));
+    ASSERT_TRUE(px.ok()) << px.status();
+  }
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 TEST_F(ComfyImportTest, TheModelAWorkflowNames) {
   const std::string json = Edit(
       kTxt2Img, {{R"("model": ["4", 0])", R"("model": ["20", 0])"},
@@ -280,9 +329,16 @@ TEST_F(ComfyImportTest, WhatIsNotSupportedIsRefusedNamingTheNode) {
   auto beta = Translate(Edit(kTxt2Img, {{R"("scheduler": "karras")", R"("scheduler": "beta")"}}));
   EXPECT_THAT(std::string(beta.status().message()),
               HasSubstr("node 3 (KSampler): scheduler 'beta' is not supported"));
-  auto batch = Translate(Edit(kTxt2Img, {{R"("batch_size": 1)", R"("batch_size": 4)"}}));
-  EXPECT_THAT(std::string(batch.status().message()),
-              HasSubstr("node 5 (EmptyLatentImage): batch_size 4: batches are not supported yet"));
+  const std::string sliced =
+      Edit(kTxt2Img, {{R"("latent_image": ["5", 0])", R"("latent_image": ["11", 0])"},
+                      {R"("9": {)", R"("10": {"class_type": "LatentFromBatch", "inputs":
+      {"samples": ["5", 0], "batch_index": 1, "length": 1}},
+      "11": {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["10", 0], "amount": 2}},
+      "9": {)"}});
+  EXPECT_THAT(
+      std::string(Translate(sliced).status().message()),
+      HasSubstr(
+          "node 11 (RepeatLatentBatch): a batch of a LatentFromBatch slice is not supported yet"));
 }
 
 // The sorted class_types of a workflow.
@@ -364,7 +420,7 @@ TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
   auto levels = [](const torch::Tensor& a, const torch::Tensor& b) {
     return (a.to(torch::kInt) - b.to(torch::kInt)).abs().max().item<int>();
   };
-  EXPECT_LE(levels(*px, T(Run(kTxt2ImgByHand), "image")), 1);
+  EXPECT_LE(levels(*px, T(Run(kTxt2ImgByHand), "image")[0]), 1);
   // A PNG that carries the workflow, as ComfyUI saves them.
   const std::string png = dir_->File("comfy.png");
   ASSERT_TRUE(WriteImageRgb8(png, *px, {{"prompt", kTxt2Img}, {"workflow", "{}"}}).ok());
@@ -373,7 +429,7 @@ TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto px11 = ReadImageRgb8(out);
   ASSERT_TRUE(px11.ok()) << px11.status();
-  EXPECT_LE(levels(*px11, T(Run(kTxt2ImgByHand, {}, {{"seed", int64_t{11}}}), "image")), 1);
+  EXPECT_LE(levels(*px11, T(Run(kTxt2ImgByHand, {}, {{"seed", int64_t{11}}}), "image")[0]), 1);
   EXPECT_GT(levels(*px11, *px), 1);  // the seed took
   // import-comfy writes the graph; the workflow's checkpoint not found is a clear error.
   r = RunCommand(bin + " import-comfy " + Quote(png) + " -o " + Quote(dir_->File("g.pbtxt")));
