@@ -52,18 +52,8 @@ constexpr char kHelp[] =
     "  --input-dir DIR    where LoadImage's file names are found (default: the workflow's folder)\n"
     "  --overwrite        replace GRAPH.pbtxt if it exists\n";
 
-std::string Lower(std::string s) { return absl::AsciiStrToLower(s); }
-
-std::string InputDir(const std::string& workflow, const Args& args) {
-  if (auto d = args.Get("input-dir")) return *d;
-  const std::string dir = fs::path(workflow).parent_path().string();
-  return dir.empty() ? "." : dir;
-}
-
 absl::StatusOr<ComfyGraph> Import(const std::string& path, const Args& args) {
-  auto workflow = ReadComfyWorkflow(path);
-  if (!workflow.ok()) return workflow.status();
-  auto graph = TranslateComfyWorkflow(*workflow, {InputDir(path, args)});
+  auto graph = ImportComfyWorkflow(path, {args.GetOr("input-dir", "")});
   if (!graph.ok()) return graph.status();
   StockNodeKinds();  // the translation is checked like any graph file
   ImageNodeKinds();
@@ -96,11 +86,6 @@ absl::StatusOr<std::string> FindModelFile(const std::string& name, const std::st
 }
 
 }  // namespace
-
-bool IsComfyWorkflowPath(const std::string& path) {
-  const std::string ext = Lower(fs::path(path).extension().string());
-  return ext == ".json" || ext == ".png";
-}
 
 absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& args) {
   auto imported = Import(path, args);

@@ -10,9 +10,6 @@
 
 namespace sd::cli {
 
-// A .json or .png file: a ComfyUI workflow rather than a graph file.
-bool IsComfyWorkflowPath(const std::string& path);
-
 struct ComfyRun {
   std::string graph_text;
   std::string model, vae;          // files found for the workflow's loaders ("" when flags choose)

@@ -28,6 +28,7 @@
 #include "host_plugin/cli/generate_util.h"
 #include "host_plugin/cli/image_io.h"
 #include "host_plugin/cli/render_jobs.h"
+#include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/stock_graphs.h"
 #ifdef SD_HAVE_GRPC
@@ -242,7 +243,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   // A ComfyUI workflow brings its graph and names its model files.
   std::optional<ComfyRun> comfy;
   if (mode == Mode::kRun && args->positionals().size() == 1 &&
-      IsComfyWorkflowPath(args->positionals()[0])) {
+      IsComfyWorkflowFile(args->positionals()[0])) {
     auto prepared = PrepareComfyRun(args->positionals()[0], *args);
     if (!prepared.ok()) return FailWithCode(name, prepared.status());
     comfy = *std::move(prepared);

@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/model_flags.h"
 #include "host_plugin/runtime/stock_graphs.h"
@@ -102,6 +103,29 @@ int NativeSizeOf(const std::string& model_property) {
                     : kSd1NativeSize;
 }
 
+// Runs the graph with the operation's progress and cancellation; its first output (one image, or
+// the first of a batch) resized to out_w x out_h.
+absl::StatusOr<torch::Tensor> RunForPicture(const Graph& graph,
+                                            const std::map<std::string, Value>& inputs,
+                                            RunContext& ctx, RunOptions& options,
+                                            const std::atomic<bool>& cancel, const SdGeglRequest& r,
+                                            int64_t out_w, int64_t out_h) {
+  options.cancelled = &cancel;
+  if (r.progress) {
+    options.on_progress = [&](const Progress& p) {
+      if (p.steps > 0)
+        r.progress(r.progress_user, static_cast<double>(p.step) / p.steps, p.node.c_str());
+    };
+  }
+  SD_ASSIGN_OR_RETURN(auto outputs, graph.Run(inputs, ctx, options));
+  const Value& image = outputs.at(graph.config().output(0).name());
+  if (!std::holds_alternative<torch::Tensor>(image))
+    return absl::InternalError("the graph's first output is not an image");
+  torch::Tensor px = std::get<torch::Tensor>(image);
+  if (px.dim() == 4) px = px[0];  // a ComfyUI SaveImage's batch: its first picture
+  return Resize(px.contiguous(), out_w, out_h);
+}
+
 absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
   const std::string mode = Str(r.mode), workers = Str(r.workers);
   SD_ASSIGN_OR_RETURN(const std::string base, ModelOrDemo(Str(r.model), !workers.empty()));
@@ -177,12 +201,35 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
                                   : (in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt");
     graph_path = StockGraphPath(stock, PluginDir());
   }
-  SD_ASSIGN_OR_RETURN(Graph graph, Graph::Load(graph_path));
+  // A ComfyUI workflow: its own settings stand, but for a non-empty prompt or negative prompt, the
+  // seed (the operation's way to vary it) and the size (the operation's: 0 is the model's native).
+  const bool comfy = IsComfyWorkflowFile(graph_path);
+  if (comfy && mode != "txt2img") {
+    return absl::InvalidArgumentError(
+        "ComfyUI workflows run in sd:txt2img (their LoadImage nodes read files)");
+  }
+  absl::StatusOr<Graph> loaded = absl::UnknownError("");
+  if (comfy) {
+    SD_ASSIGN_OR_RETURN(ComfyGraph workflow, ImportComfyWorkflow(graph_path));
+    loaded = Graph::FromText(workflow.text, graph_path);
+  } else {
+    loaded = Graph::Load(graph_path);
+  }
+  if (!loaded.ok()) return loaded.status();
+  Graph graph = *std::move(loaded);
 
   std::map<std::string, Value> inputs;
   auto set = [&](const char* name, Value v) {
     if (graph.Input(name)) inputs[name] = std::move(v);
   };
+  if (comfy) {
+    if (!Str(r.prompt).empty()) set("prompt", Str(r.prompt));
+    if (!Str(r.negative).empty()) set("negative", Str(r.negative));
+    set("seed", int64_t{r.seed});
+    set("width", int64_t{r.width});
+    set("height", int64_t{r.height});
+    return RunForPicture(graph, inputs, ctx, options, cancel, r, r.width, r.height);
+  }
   set("prompt", Str(r.prompt));
   set("negative", Str(r.negative));
   set("seed", int64_t{r.seed});
@@ -228,18 +275,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
       set("mask", Resize(mask, w, h).expand({h, w, 3}).contiguous());
     }
   }
-  options.cancelled = &cancel;
-  if (r.progress) {
-    options.on_progress = [&](const Progress& p) {
-      if (p.steps > 0)
-        r.progress(r.progress_user, static_cast<double>(p.step) / p.steps, p.node.c_str());
-    };
-  }
-  SD_ASSIGN_OR_RETURN(auto outputs, graph.Run(inputs, ctx, options));
-  const Value& image = outputs.at(graph.config().output(0).name());
-  if (!std::holds_alternative<torch::Tensor>(image))
-    return absl::InternalError("the graph's first output is not an image");
-  return Resize(std::get<torch::Tensor>(image), out_w, out_h);
+  return RunForPicture(graph, inputs, ctx, options, cancel, r, out_w, out_h);
 }
 
 char* Dup(const std::string& s) {

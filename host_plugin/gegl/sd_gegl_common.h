@@ -132,7 +132,7 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* ope
   property_file_path(tokenizer, "Tokenizer", "")                                                    \
     description("Folder with vocab.json and merges.txt (empty: the shipped copy)")                  \
   property_file_path(graph, "Graph file", "")                                                       \
-    description("A graph .pbtxt to run instead of the stock one")                                   \
+    description("A graph .pbtxt to run instead of the stock one; in sd:txt2img also a ComfyUI workflow (.json, or the .png ComfyUI saved), whose settings stand but for prompt, negative, seed and size")                                   \
   property_string(workers, "Workers", "")                                                           \
     description("HOST:PORT,... or dns:///NAME:PORT of sd-worker processes (empty: in-process)")     \
   property_file_path(token_file, "Token file", "")                                                  \

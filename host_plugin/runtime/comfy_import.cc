@@ -3,6 +3,7 @@
 #include <google/protobuf/text_format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <optional>
 #include <set>
@@ -590,6 +591,25 @@ std::string Translator::Render(const ComfyModel& m) const {
 absl::StatusOr<ComfyGraph> TranslateComfyWorkflow(const ComfyWorkflow& workflow,
                                                   const ComfyImportOptions& options) {
   return Translator(workflow, options).Run();
+}
+
+bool IsComfyWorkflowFile(const std::string& path) {
+  const size_t dot = path.rfind('.'), slash = path.rfind('/');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return false;
+  std::string ext = path.substr(dot);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".json" || ext == ".png";
+}
+
+absl::StatusOr<ComfyGraph> ImportComfyWorkflow(const std::string& file,
+                                               ComfyImportOptions options) {
+  auto workflow = ReadComfyWorkflow(file);
+  if (!workflow.ok()) return workflow.status();
+  if (options.input_dir.empty()) {
+    const size_t slash = file.rfind('/');
+    options.input_dir = slash == std::string::npos ? "." : file.substr(0, slash);
+  }
+  return TranslateComfyWorkflow(*workflow, options);
 }
 
 }  // namespace sd

@@ -41,4 +41,12 @@ struct ComfyImportOptions {
 absl::StatusOr<ComfyGraph> TranslateComfyWorkflow(const ComfyWorkflow& workflow,
                                                   const ComfyImportOptions& options);
 
+// A .json or .png file: a ComfyUI workflow rather than a graph file.
+bool IsComfyWorkflowFile(const std::string& path);
+
+// Reads (ReadComfyWorkflow) and translates FILE; LoadImage's names are found in options.input_dir,
+// or beside the workflow when that is empty.
+absl::StatusOr<ComfyGraph> ImportComfyWorkflow(const std::string& file,
+                                               ComfyImportOptions options = {});
+
 }  // namespace sd

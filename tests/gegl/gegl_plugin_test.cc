@@ -3,6 +3,7 @@
 // inpaint (mask on the aux pad), bad properties become GEGL warnings and no crash. And the bridge's
 // cancellation, called as the operations call it.
 #include <dlfcn.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -164,6 +165,28 @@ TEST_F(GeglPluginTest, DemoModelByDefaultAtItsNativeSize) {
   const demo::ImageScore s = demo::ScoreImage(img.pixels, img.width, img.height);
   EXPECT_EQ(s.foreground, demo::ColourIndex("yellow")) << s.Describe();
   EXPECT_EQ(s.background, demo::ColourIndex("purple")) << s.Describe();
+}
+
+// A ComfyUI workflow as sd:txt2img's graph: its settings stand but for prompt, seed and size, and
+// the picture is sd-graph run's; the demo model draws what the prompt asks.
+TEST_F(GeglPluginTest, ComfyWorkflowAsTheGraph) {
+  const std::string workflow = std::string(SD_TEST_GRAPHS_DIR) + "/examples/comfy_txt2img.json";
+  auto r = Gegl("-o " + Quote(dir_->File("comfy.png")) + " -- sd:txt2img graph=" + Quote(workflow) +
+                " prompt='a green square on a yellow background' seed=3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Rgb8 img = ReadRgb8(dir_->File("comfy.png"));
+  ASSERT_EQ(img.width, 64);
+  const demo::ImageScore s = demo::ScoreImage(img.pixels, img.width, img.height);
+  EXPECT_EQ(s.foreground, demo::ColourIndex("green")) << s.Describe();
+  EXPECT_EQ(s.background, demo::ColourIndex("yellow")) << s.Describe();
+  r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " run " + Quote(workflow) +
+                 " --set prompt='a green square on a yellow background' --seed 3 -o " +
+                 Quote(dir_->File("comfy_cli.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(MaxDiff(img, ReadRgb8(dir_->File("comfy_cli.png"))), 1);
+  r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("x.png")) +
+           " -- sd:img2img graph=" + Quote(workflow) + " model=" + Quote(model_));
+  EXPECT_THAT(r.err, ::testing::HasSubstr("ComfyUI workflows run in sd:txt2img"));
 }
 
 TEST_F(GeglPluginTest, Img2ImgThroughTheChainSyntax) {
