@@ -349,10 +349,16 @@ class Translator {
       Add("NoiseMaskIn", id + "_masked", in, &loop);
       model_x = "latents=" + id + "_masked.latents";
     }
-    Add("UNetStep", id + "_cond", {model_x, "t=@loop.t", "context=" + Source(n, "positive")},
-        &loop);
-    Add("UNetStep", id + "_uncond", {model_x, "t=@loop.t", "context=" + Source(n, "negative")},
-        &loop);
+    // 9-channel inpainting checkpoints also take the mask and the given latents (ComfyUI's concat).
+    std::vector<std::string> extra;
+    if (!mask.empty()) extra = {"mask=" + id + "_masked.mask", "masked_latents=" + latent};
+    auto unet = [&](const std::string& name, const std::string& context) {
+      std::vector<std::string> in{model_x, "t=@loop.t", "context=" + Source(n, context)};
+      in.insert(in.end(), extra.begin(), extra.end());
+      Add("UNetStep", id + name, in, &loop);
+    };
+    unet("_cond", "positive");
+    unet("_uncond", "negative");
     Add("CfgCombine", id + "_cfg",
         {"cond=" + id + "_cond.eps", "uncond=" + id + "_uncond.eps",
          "scale=" + W("cfg", n, "cfg", "guidance scale")},

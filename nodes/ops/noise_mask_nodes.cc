@@ -91,10 +91,14 @@ NodeContract MaskStepContract(std::vector<PortSpec> extra, PortSpec out, const s
 class NoiseMaskIn : public NodeKernel {
  public:
   static NodeContract Contract() {
-    return MaskStepContract({{"noise", TensorPort(v1::FLOAT32, 4), true,
-                              "the sampler's initial noise (unwired: none)"}},
-                            {"latents", TensorPort(v1::FLOAT32, 4), false, "what the model sees"},
-                            "the known region re-noised from the original to the step's sigma");
+    NodeContract c =
+        MaskStepContract({{"noise", TensorPort(v1::FLOAT32, 4), true,
+                           "the sampler's initial noise (unwired: none)"}},
+                         {"latents", TensorPort(v1::FLOAT32, 4), false, "what the model sees"},
+                         "the known region re-noised from the original to the step's sigma");
+    c.outputs.push_back({"mask", TensorPort(v1::FLOAT32, 4), false,
+                         "the mask at the latents' size (what 9-channel UNets take)"});
+    return c;
   }
   explicit NoiseMaskIn(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
@@ -110,6 +114,7 @@ class NoiseMaskIn : public NodeKernel {
     }
     const double scale = std::sqrt(1 + st.s * st.s);
     out["latents"] = x.to(torch::kFloat32) * m + known / scale * (1 - m);
+    out["mask"] = m;
     return absl::OkStatus();
   }
 };

@@ -22,9 +22,15 @@ class UNetStep : public NodeKernel {
     return {{{kLatents, TensorPort(v1::FLOAT32, 4)},
              {kT, ScalarPort(v1::FLOAT), false, "timestep (fractional for k-diffusion samplers)"},
              {kContext, TensorPort(v1::FLOAT32, 3)},
-             {kMask, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: [1, 1, h, w]"},
-             {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true, "9-channel inpainting UNets: latents of the masked image"}},
-            {{kEps, TensorPort(v1::FLOAT32, 4)}}, nullptr, "one UNet evaluation (epsilon prediction)", true};
+             {kMask, TensorPort(v1::FLOAT32, 4), true,
+              "9-channel inpainting UNets: [1 or B, 1, h, w] (a 4-channel UNet ignores it)"},
+             {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true,
+              "9-channel inpainting UNets: latents of the masked image (a 4-channel UNet ignores "
+              "them)"}},
+            {{kEps, TensorPort(v1::FLOAT32, 4)}},
+            nullptr,
+            "one UNet evaluation (epsilon prediction)",
+            true};
   }
   explicit UNetStep(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {
@@ -41,17 +47,25 @@ class UNetStep : public NodeKernel {
     if (!t.ok()) return t.status();
     if (!context.ok()) return context.status();
     torch::Tensor x = *latents;
-    if (in.Has(kMask) || in.Has(kMaskedLatents)) {
+    // A graph made for either kind of checkpoint (an imported ComfyUI workflow) wires the
+    // inpainting inputs; a 4-channel UNet has no use for them.
+    const bool takes_mask = unet_->config().in_channels != x.size(1);
+    if (takes_mask && (in.Has(kMask) || in.Has(kMaskedLatents))) {
       // Inpainting UNets take [latents, mask, masked-image latents] along channels.
       auto mask = in.Tensor(kMask);
       auto masked = in.Tensor(kMaskedLatents);
       if (!mask.ok()) return mask.status();
       if (!masked.ok()) return masked.status();
-      if (mask->size(0) != x.size(0) || masked->size(0) != x.size(0) || mask->size(2) != x.size(2) ||
-          mask->size(3) != x.size(3) || masked->sizes() != x.sizes()) {
+      if ((mask->size(0) != x.size(0) && mask->size(0) != 1) ||
+          (masked->size(0) != x.size(0) && masked->size(0) != 1) || mask->size(2) != x.size(2) ||
+          mask->size(3) != x.size(3) || masked->size(1) != x.size(1) ||
+          masked->size(2) != x.size(2) || masked->size(3) != x.size(3)) {
         return absl::InvalidArgumentError("UNetStep: mask and masked_latents must match the latents' batch and size");
       }
-      x = torch::cat({x, *mask, *masked}, 1);
+      const int64_t b = x.size(0);
+      x = torch::cat({x, mask->expand({b, mask->size(1), x.size(2), x.size(3)}),
+                      masked->expand({b, masked->size(1), x.size(2), x.size(3)})},
+                     1);
     }
     auto eps = unet_->Predict(x, torch::tensor({*t}, torch::kFloat64).to(torch::kFloat32), *context);
     if (!eps.ok()) return eps.status();

@@ -92,6 +92,8 @@ class ComfyImportTest : public ::testing::Test {
     TestCheckpointOptions o;
     o.config = SdConfig::Tiny();
     ASSERT_TRUE(WriteTestCheckpoint(dir_->File("models/checkpoints/tiny.safetensors"), o).ok());
+    o.config.unet.in_channels = 9;  // an inpainting checkpoint
+    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("models/checkpoints/tiny9.safetensors"), o).ok());
     torch::Tensor init =
         torch::arange(64 * 64 * 3).reshape({64, 64, 3}).remainder(251).to(torch::kUInt8);
     ASSERT_TRUE(WriteImageRgb8(dir_->File("init.png"), init).ok());
@@ -111,12 +113,13 @@ class ComfyImportTest : public ::testing::Test {
   // Runs graph text on the tiny checkpoint; the outputs plus `capture`.
   static std::map<std::string, Value> Run(const std::string& text,
                                           const std::vector<std::string>& capture = {},
-                                          const std::map<std::string, Value>& inputs = {}) {
+                                          const std::map<std::string, Value>& inputs = {},
+                                          const std::string& model = Model()) {
     auto g = Graph::FromText(text, "graph");
     EXPECT_TRUE(g.ok()) << g.status() << "\n" << text;
     if (!g.ok()) return {};
     RunContext ctx;
-    ctx.checkpoint = Model();
+    ctx.checkpoint = model;
     ctx.models = std::make_shared<ModelCache>();
     RunOptions options;
     options.capture = capture;
@@ -225,22 +228,20 @@ TEST_F(ComfyImportTest, InpaintingKeepsTheKnownLatents) {
     EXPECT_THAT(g->text, HasSubstr(R"(node { kind: "NoiseMaskIn" name: "3_masked")"));
     const std::string known =
         encode.find("ForInpaint") != std::string::npos ? "13.latents" : "12.latents";
-    auto out = Run(g->text, {"3.latents", known});
-    const torch::Tensor result = T(out, "3.latents"), original = T(out, known);
-    ASSERT_TRUE(result.defined() && original.defined());
-    using torch::indexing::Slice;
-    EXPECT_LT((result - original)
-                  .index({Slice(), Slice(), Slice(), Slice(0, 4)})
-                  .abs()
-                  .max()
-                  .item<double>(),
-              1e-5);
-    EXPECT_GT((result - original)
-                  .index({Slice(), Slice(), Slice(), Slice(4, 8)})
-                  .abs()
-                  .max()
-                  .item<double>(),
-              1e-2);
+    // An ordinary checkpoint, and an inpainting one (9 UNet channels: the mask and the given
+    // latents go in beside the latents, as ComfyUI concatenates them).
+    for (const char* model : {"tiny.safetensors", "tiny9.safetensors"}) {
+      auto out = Run(g->text, {"3.latents", known}, {},
+                     dir_->File(std::string("models/checkpoints/") + model));
+      const torch::Tensor result = T(out, "3.latents"), original = T(out, known);
+      ASSERT_TRUE(result.defined() && original.defined()) << model;
+      using torch::indexing::Slice;
+      const torch::Tensor diff = (result - original).abs();
+      EXPECT_LT(diff.index({Slice(), Slice(), Slice(), Slice(0, 4)}).max().item<double>(), 1e-5)
+          << model;
+      EXPECT_GT(diff.index({Slice(), Slice(), Slice(), Slice(4, 8)}).max().item<double>(), 1e-2)
+          << model;
+    }
   }
 }
 
