@@ -107,6 +107,11 @@ absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& ar
     if (!p.ok()) return p.status();
     run.vae = *p;
   }
+  if (auto dir = args.Get("comfy-models")) {  // for `embedding:NAME` in prompts
+    std::error_code ec;
+    if (fs::is_directory(fs::path(*dir) / "embeddings", ec))
+      run.embeddings_dir = (fs::path(*dir) / "embeddings").string();
+  }
   for (const ComfyLora& l : m.loras) {
     auto p = find(l.name, "loras", "LoRA");
     if (!p.ok()) return p.status();

@@ -14,6 +14,7 @@ struct ComfyRun {
   std::string graph_text;
   std::string model, vae;          // files found for the workflow's loaders ("" when flags choose)
   std::vector<std::string> loras;  // NAME_OR_PATH:UNET:TEXT, as --lora takes them
+  std::string embeddings_dir;      // --comfy-models DIR/embeddings when it exists ("" otherwise)
 };
 
 // Reads and translates the workflow; finds its checkpoint (unless --model), VAE (unless --vae) and

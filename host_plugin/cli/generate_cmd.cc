@@ -452,7 +452,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   RunContext ctx;
   ctx.checkpoint = model_name;
   ctx.tokenizer_dir = args->GetOr("tokenizer", "");
-  ctx.embeddings_dir = args->GetOr("embeddings", "");
+  ctx.embeddings_dir = args->GetOr("embeddings", comfy ? comfy->embeddings_dir : "");
   auto dtype = ParseFloatDType(args->GetOr("dtype", "f32"));
   if (!dtype.ok()) return usage(std::string(dtype.status().message()));
   ctx.dtype = ToTorchDType(*dtype);

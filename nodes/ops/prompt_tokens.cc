@@ -42,7 +42,8 @@ absl::StatusOr<PreparedPrompt> PreparePrompt(const std::string& text, PromptWeig
                                                    kMaxPromptBytes, " are taken"));
   }
   // <lora:...> tags are the front end's to apply; they are not words.
-  SD_ASSIGN_OR_RETURN(const std::string words, StripLoraTags(text, nullptr));
+  SD_ASSIGN_OR_RETURN(std::string words, StripLoraTags(text, nullptr));
+  if (mode == PromptWeighting::kComfy) words = ComfyEmbeddingWords(words);
   const std::vector<PromptSpan> spans = ParsePrompt(words, mode);
   PreparedPrompt out;
   if (!library) return Finish(ChunkPrompt(spans, tokenizer, {}), std::move(out));

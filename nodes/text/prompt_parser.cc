@@ -1,5 +1,6 @@
 #include "nodes/text/prompt_parser.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
@@ -305,6 +306,41 @@ absl::StatusOr<std::string> StripLoraTags(absl::string_view prompt, std::vector<
     from = end + 1;
   }
   absl::StrAppend(&out, prompt.substr(from));
+  return out;
+}
+
+std::string ComfyEmbeddingWords(absl::string_view prompt) {
+  static constexpr absl::string_view kPrefix = "embedding:";
+  std::string out;
+  size_t i = 0;
+  while (i < prompt.size()) {
+    const size_t at = prompt.find(kPrefix, i);
+    const bool word_start = at != absl::string_view::npos &&
+                            (at == 0 || std::isspace(static_cast<unsigned char>(prompt[at - 1])) ||
+                             prompt[at - 1] == ',' || prompt[at - 1] == '(');
+    if (at == absl::string_view::npos) {
+      absl::StrAppend(&out, prompt.substr(i));
+      break;
+    }
+    absl::StrAppend(&out, prompt.substr(i, at - i));
+    if (!word_start) {
+      absl::StrAppend(&out, kPrefix);
+      i = at + kPrefix.size();
+      continue;
+    }
+    size_t end = at + kPrefix.size();
+    while (end < prompt.size() && !std::isspace(static_cast<unsigned char>(prompt[end])) &&
+           prompt[end] != ',' && prompt[end] != ')' && prompt[end] != ':') {
+      ++end;
+    }
+    absl::string_view name = prompt.substr(at + kPrefix.size(), end - at - kPrefix.size());
+    for (absl::string_view ext : {".safetensors", ".pt", ".bin"}) {
+      if (name.size() > ext.size() && name.substr(name.size() - ext.size()) == ext)
+        name.remove_suffix(ext.size());
+    }
+    absl::StrAppend(&out, name);
+    i = end;
+  }
   return out;
 }
 

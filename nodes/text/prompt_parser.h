@@ -55,4 +55,9 @@ struct LoraTag {
 // whose strengths are not numbers is INVALID_ARGUMENT naming it.
 absl::StatusOr<std::string> StripLoraTags(absl::string_view prompt, std::vector<LoraTag>* tags);
 
+// ComfyUI names a textual-inversion embedding in a prompt as `embedding:NAME` (NAME may carry its
+// file's extension, .pt, .safetensors or .bin); this gives the prompt with each such word replaced
+// by NAME, the word an embedding library matches. NAME ends at whitespace or a comma.
+std::string ComfyEmbeddingWords(absl::string_view prompt);
+
 }  // namespace sd

@@ -34,6 +34,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<sd::LoraTag> tags;
   auto words = sd::StripLoraTags(text, &tags);
   if (!words.ok()) return 0;
+  if (mode == sd::PromptWeighting::kComfy) {  // ComfyUI's embedding:NAME words only ever shrink
+    const std::string named = sd::ComfyEmbeddingWords(*words);
+    if (named.size() > words->size()) std::abort();
+    *words = named;
+  }
   if (words->size() > text.size()) std::abort();
   const std::vector<sd::PromptSpan> spans = sd::ParsePrompt(*words, mode);
   size_t chars = 0;

@@ -213,6 +213,13 @@ TEST_F(PromptEncodeTest, TextualInversionFilesAndClipSkipMatchTheReference) {
   const NodeOutputs tok = Tokens("a shapestyle on blue", "a1111");
   EXPECT_EQ(T(tok, "vectors").sizes(), (std::vector<int64_t>{1, 2, Width()}));
   EXPECT_LT((*Encode(tok) - as_words).abs().max().item<double>(), 1e-6);
+  // ComfyUI's syntax for it (comfy weighting): embedding:NAME, with or without the extension.
+  for (const char* comfy :
+       {"a embedding:ShapeStyle on blue", "a embedding:ShapeStyle.safetensors on blue"}) {
+    const NodeOutputs c = Tokens(comfy, "comfy");
+    EXPECT_EQ(T(c, "vectors").sizes(), (std::vector<int64_t>{1, 2, Width()})) << comfy;
+    EXPECT_TRUE(torch::equal(T(c, "tokens")[0], T(tok, "tokens")[0])) << comfy;
+  }
   // The A1111 .pt (a pickled Parameter inside string_to_param), with clip skip, against plain
   // torch.
   for (int64_t skip : {1, 2}) {

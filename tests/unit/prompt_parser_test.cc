@@ -191,5 +191,14 @@ TEST_F(PromptChunksTest, PaddingAddsEmptyChunks) {
   EXPECT_EQ(c.weights[2], std::vector<float>(77, 1.0f));
 }
 
+// ComfyUI's `embedding:NAME` (with or without the file's extension) becomes the word NAME; the
+// prefix inside another word stays text; a bare prefix is dropped.
+TEST(PromptParserTest, ComfyEmbeddingWords) {
+  EXPECT_EQ(ComfyEmbeddingWords("a embedding:EasyNegative, (embedding:style.pt:1.2) xembedding:no"),
+            "a EasyNegative, (style:1.2) xembedding:no");
+  EXPECT_EQ(ComfyEmbeddingWords("embedding:a.safetensors embedding:b.bin\tembedding:"), "a b\t");
+  EXPECT_EQ(ComfyEmbeddingWords("no embeddings here"), "no embeddings here");
+}
+
 }  // namespace
 }  // namespace sd
