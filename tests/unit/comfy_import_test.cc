@@ -153,6 +153,37 @@ TEST_F(ComfyImportTest, Txt2ImgComputesWhatTheHandWrittenGraphDoes) {
   }
 }
 
+// img2img as ComfyUI builds it (LoadImage, VAEEncode, KSampler at denoise 0.6) and by hand.
+TEST_F(ComfyImportTest, Img2ImgComputesWhatTheHandWrittenGraphDoes) {
+  const std::string json = Edit(
+      kTxt2Img,
+      {{R"("latent_image": ["5", 0])", R"("latent_image": ["12", 0])"},
+       {R"("denoise": 1,)", R"("denoise": 0.6,)"},
+       {R"("5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},)",
+        R"("10": {"class_type": "LoadImage", "inputs": {"image": "init.png"}},
+      "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},)"}});
+  const std::string by_hand = Edit(
+      kTxt2ImgByHand,
+      {{R"(node { kind: "EmptyLatent" name: "empty" input: "width=@size" input: "height=@size" })",
+        R"(input { name: "image" type { kind: STRING } default_value { s: "IMAGE" } }
+input { name: "denoise" type { kind: FLOAT } default_value { f: 0.6 } }
+node { kind: "LoadImage" name: "file" input: "path=@image" }
+node { kind: "ImageToTensor" name: "pixels" input: "pixels=file.pixels" }
+node { kind: "VaeEncode" name: "empty" input: "image=pixels.image" })"},
+       {R"(input: "scheduler=@scheduler" })",
+        R"(input: "scheduler=@scheduler" input: "denoise=@denoise" })"},
+       {"IMAGE", dir_->File("init.png")}});
+  auto g = Translate(json);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_THAT(g->text,
+              HasSubstr(R"(node { kind: "VaeEncode" name: "12" input: "image=10.image" })"));
+  EXPECT_THAT(g->text,
+              HasSubstr(R"(name: "denoise" type { kind: FLOAT } default_value { f: 0.6 })"));
+  const torch::Tensor ours = T(Run(g->text), "image"), hand = T(Run(by_hand), "image");
+  ASSERT_TRUE(ours.defined() && hand.defined());
+  EXPECT_TRUE(torch::equal(ours, hand));
+}
+
 // Steps 0-4 with leftover noise, then 4-8 without adding noise, are one 8-step run.
 TEST_F(ComfyImportTest, KSamplerAdvancedHalvesEqualOneSampler) {
   const std::string whole =
@@ -436,6 +467,14 @@ TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
   r = RunCommand(bin + " import-comfy " + Quote(png) + " -o " + Quote(dir_->File("g.pbtxt")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(testing::ReadFile(dir_->File("g.pbtxt")), HasSubstr("# ComfyUI node 3: KSampler"));
+  // Farm mode: frames are seeds SEED + frame.
+  r = RunCommand(bin + " run " + Quote(json) + " --comfy-models " + Quote(dir_->File("models")) +
+                 " --frames 1-2 --seed 10 -o " + Quote(dir_->File("frame_%02d.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("openjd_progress: 100"));
+  auto f1 = ReadImageRgb8(dir_->File("frame_01.png"));
+  ASSERT_TRUE(f1.ok()) << f1.status();
+  EXPECT_LE(levels(*f1, T(Run(kTxt2ImgByHand, {}, {{"seed", int64_t{11}}}), "image")[0]), 1);
   // ... and export-comfy writes it back as a workflow that runs to the same image.
   r = RunCommand(bin + " export-comfy " + Quote(dir_->File("g.pbtxt")) +
                  " --checkpoint tiny.safetensors -o " + Quote(dir_->File("back.json")));
