@@ -111,7 +111,7 @@ absl::StatusOr<std::string> EmbeddingsUsed(const ImageJobs& r,
                                            const std::map<std::string, Value>& inputs) {
   if (r.ctx->embeddings_dir.empty()) return std::string();
   SD_ASSIGN_OR_RETURN(auto tokenizer, r.ctx->models->Tokenizer(r.ctx->tokenizer_dir));
-  SD_ASSIGN_OR_RETURN(auto library, EmbeddingLibrary::Open(r.ctx->embeddings_dir));
+  SD_ASSIGN_OR_RETURN(auto library, r.ctx->models->Embeddings(r.ctx->embeddings_dir));
   auto text = [&](const char* key) {
     auto it = inputs.find(key);
     return it != inputs.end() && std::holds_alternative<std::string>(it->second)

@@ -3,12 +3,15 @@
 #include <malloc.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/sha256.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
+#include "nodes/weights/embeddings.h"
 #include "nodes/weights/model_ref.h"
 
 namespace sd {
@@ -318,6 +321,21 @@ absl::StatusOr<std::shared_ptr<const ClipTokenizer>> ModelCache::Tokenizer(const
   auto t = ClipTokenizer::Load(dir);
   if (!t.ok()) return t.status();
   return tokenizers_[dir] = std::shared_ptr<const ClipTokenizer>(std::move(*t));
+}
+
+absl::StatusOr<std::shared_ptr<EmbeddingLibrary>> ModelCache::Embeddings(const std::string& dir) {
+  std::error_code ec;
+  const auto when = std::filesystem::last_write_time(dir, ec);
+  const int64_t mtime = ec ? -1 : static_cast<int64_t>(when.time_since_epoch().count());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = embeddings_.find(dir);
+      it != embeddings_.end() && it->second.first == mtime && mtime != -1) {
+    return it->second.second;
+  }
+  auto lib = EmbeddingLibrary::Open(dir);
+  if (!lib.ok()) return lib.status();
+  embeddings_[dir] = {mtime, *lib};
+  return *lib;
 }
 
 }  // namespace sd

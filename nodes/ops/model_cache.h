@@ -24,6 +24,8 @@
 
 namespace sd {
 
+class EmbeddingLibrary;
+
 class ModelCache {
  public:
   struct Entry {
@@ -49,6 +51,10 @@ class ModelCache {
   absl::StatusOr<UNet> GetUnet(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<sd::Vae> GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<std::shared_ptr<const ClipTokenizer>> Tokenizer(const std::string& dir);
+  // The textual-inversion embeddings of `dir`, listed once and each file read once, for as long as
+  // the folder is unchanged (a file added, removed or renamed into place there lists it again; a
+  // file rewritten in place is not seen by a process that already read it).
+  absl::StatusOr<std::shared_ptr<EmbeddingLibrary>> Embeddings(const std::string& dir);
 
   // Memory budget for built networks (0: unlimited). When a new network would exceed it, the least recently
   // used others are dropped (calls still holding one keep it alive until they finish); a checkpoint with no
@@ -102,6 +108,8 @@ class ModelCache {
   std::map<Key, Built> models_;
   uint64_t budget_ = 0, clock_ = 0, evictions_ = 0;
   std::map<std::string, std::shared_ptr<const ClipTokenizer>> tokenizers_;
+  std::map<std::string, std::pair<int64_t, std::shared_ptr<EmbeddingLibrary>>>
+      embeddings_;                            // dir -> (mtime, lib)
   std::map<std::string, PatchFile> patches_;  // by path
   std::map<std::pair<std::string, std::string>, std::shared_ptr<const LoraFile>>
       loras_;  // (path, base hash)

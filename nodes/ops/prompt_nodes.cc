@@ -66,7 +66,7 @@ class TokenizePrompt : public NodeKernel {
   absl::Status Open(RunContext& ctx) override {
     SD_ASSIGN_OR_RETURN(tokenizer_, ctx.models->Tokenizer(ctx.tokenizer_dir));
     if (!ctx.embeddings_dir.empty()) {
-      SD_ASSIGN_OR_RETURN(library_, EmbeddingLibrary::Open(ctx.embeddings_dir));
+      SD_ASSIGN_OR_RETURN(library_, ctx.models->Embeddings(ctx.embeddings_dir));
     }
     return absl::OkStatus();
   }

@@ -8,11 +8,14 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <string>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "nodes/weights/embeddings.h"
+#include "nodes/weights/safetensors.h"
 #include "nodes/weights/test_weights.h"
 #include "tests/test_util.h"
 
@@ -74,6 +77,35 @@ TEST(ModelCacheTest, LoadsOutsideTheLockOnceForConcurrentCallers) {
   EXPECT_EQ(slow_opens.load(), 1) << "the second caller waited for the first's load";
   EXPECT_EQ(slow_builds.load(), 1);
   EXPECT_EQ(cache.GetStats().networks, 2u);
+}
+
+// An embeddings folder is listed once, and again once a file is added (the folder's time changes).
+TEST(ModelCacheTest, EmbeddingsFolderIsListedOnceWhileUnchanged) {
+  testing::TempDir dir;
+  const std::vector<float> v(2 * 8, 0.5f);
+  auto write = [&](const std::string& name) {
+    ASSERT_TRUE(WriteSafetensors(dir.File(name),
+                                 {{"emb_params", DType::kF32, {2, 8}, v.data(), v.size() * 4, {}}})
+                    .ok());
+  };
+  write("one.safetensors");
+  ModelCache cache;
+  auto a = cache.Embeddings(dir.path());
+  auto b = cache.Embeddings(dir.path());
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status();
+  EXPECT_EQ(a->get(), b->get());
+  EXPECT_EQ((*a)->Names(), std::vector<std::string>({"one"}));
+  // Directory times have a resolution: wait until a new entry is sure to change it.
+  const auto before = std::filesystem::last_write_time(dir.path());
+  do {
+    std::filesystem::remove(dir.File("two.safetensors"));
+    write("two.safetensors");
+  } while (std::filesystem::last_write_time(dir.path()) == before);
+  auto c = cache.Embeddings(dir.path());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(c->get(), a->get());
+  EXPECT_EQ((*c)->Names(), std::vector<std::string>({"one", "two"}));
+  EXPECT_EQ(cache.Embeddings(dir.File("missing")).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ModelCacheTest, AFailedLoadIsReportedToEveryWaiterAndCanBeRetried) {
