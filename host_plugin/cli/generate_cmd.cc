@@ -498,6 +498,11 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   setup.vae = vae;
   setup.vae_hash = vae_hash;
   setup.lora_hashes = LoraHashes(*model_ref, lora_hashes);
+  auto base = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
+  setup.comfy.checkpoint = base(model);
+  if (!vae.empty()) setup.comfy.vae = base(vae);
+  for (const LoraRef& l : model_ref->loras)
+    setup.comfy.loras.push_back({base(l.name), l.unet, l.text});
   setup.remote = remote_model.has_value();
   setup.farm = farm;
   setup.overwrite = args->Has("overwrite");

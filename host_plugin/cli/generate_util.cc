@@ -40,6 +40,7 @@ std::string SamplerLabel(const std::string& name, bool karras) {
                                                      {"ddim", "DDIM"},
                                                      {"euler", "Euler"},
                                                      {"euler_a", "Euler a"},
+                                                     {"euler_ancestral", "Euler a"},
                                                      {"dpmpp_2m", "DPM++ 2M"}};
   auto it = labels.find(name);
   return (it == labels.end() ? name : it->second) + (karras ? " Karras" : "");

@@ -64,6 +64,8 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
     auto it = inputs.find(key);
     if (it != inputs.end() && std::holds_alternative<std::string>(it->second))
       return std::get<std::string>(it->second);
+    const v1::GraphInput* in = graph.Input(key);  // the graph's own default
+    if (in && in->default_value().kind_case() == v1::Value::kS) return in->default_value().s();
     return fallback;
   };
   auto number = [&](const char* key) -> std::string {
@@ -82,7 +84,9 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
   };
   std::string params = absl::StrCat(
       text("prompt", ""), "\nNegative prompt: ", text("negative", ""), "\nSteps: ", number("steps"),
-      ", Sampler: ", SamplerLabel(text("sampler", "ddpm"), number("karras") == "1"),
+      ", Sampler: ",
+      SamplerLabel(text("sampler", "ddpm"),
+                   number("karras") == "1" || text("scheduler", "") == "karras"),
       ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", width, "x", height,
       ", Model hash: ", r.model_hash.substr(0, 10), ", Model: ", Basename(r.model));
   if (!r.vae.empty())
@@ -103,6 +107,22 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
   if (!r.lora_hashes.empty()) absl::StrAppend(&params, ", Lora hashes: \"", r.lora_hashes, "\"");
   if (!ti_hashes.empty()) absl::StrAppend(&params, ", TI hashes: \"", ti_hashes, "\"");
   return params;
+}
+
+// The job's graph as a ComfyUI workflow with its input values, or "" when the graph has kinds
+// ComfyUI has no equivalent for (the stock graphs).
+std::string EmbeddedWorkflow(const ImageJobs& r, const std::map<std::string, Value>& inputs) {
+  v1::GraphConfig config = r.graph->config();
+  for (v1::GraphInput& in : *config.mutable_input()) {
+    auto it = inputs.find(in.name());
+    if (it == inputs.end()) continue;
+    if (const auto* s = std::get_if<std::string>(&it->second))
+      in.mutable_default_value()->set_s(*s);
+    if (const auto* i = std::get_if<int64_t>(&it->second)) in.mutable_default_value()->set_i(*i);
+    if (const auto* f = std::get_if<double>(&it->second)) in.mutable_default_value()->set_f(*f);
+  }
+  auto json = ExportComfyWorkflow(config, r.graph->name(), r.comfy);
+  return json.ok() ? *json : "";
 }
 
 // The textual-inversion embeddings the job's prompts use, as `TI hashes` lists them. In-process, an
@@ -220,6 +240,7 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
   const torch::Tensor& out = std::get<torch::Tensor>(image);
   const std::vector<torch::Tensor> images =
       out.dim() == 4 ? out.unbind(0) : std::vector<torch::Tensor>{out};
+  const std::string workflow = EmbeddedWorkflow(r, job_inputs);
   for (size_t i = 0; i < images.size(); ++i) {
     const torch::Tensor& px = images[i];
     const std::string params = ParametersLine(r, job_inputs, px.size(1), px.size(0), ti_hashes);
@@ -227,8 +248,9 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
       return absl::CancelledError("cancelled before writing " + path);
     const std::string file =
         NumberedOutput(path, static_cast<int>(i), static_cast<int>(images.size()));
-    SD_RETURN_IF_ERROR(
-        WriteImageRgb8(file, px.contiguous(), {{"parameters", params}, {"Software", "sdgraph"}}));
+    std::map<std::string, std::string> meta = {{"parameters", params}, {"Software", "sdgraph"}};
+    if (!workflow.empty()) meta["prompt"] = workflow;
+    SD_RETURN_IF_ERROR(WriteImageRgb8(file, px.contiguous(), meta));
   }
   if (images.size() > 1) path = NumberedOutput(path, 0, static_cast<int>(images.size())) + " ...";
   SD_RETURN_IF_ERROR(WriteDumps(*result, r.dump_targets, b, static_cast<int>(r.batch)));

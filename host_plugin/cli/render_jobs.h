@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "host_plugin/cli/generate_util.h"
+#include "host_plugin/runtime/comfy_export.h"
 #include "host_plugin/runtime/graph.h"
 
 namespace sd::cli {
@@ -33,6 +34,10 @@ struct ImageJobs {
   std::mutex* print_mu;  // progress lines of concurrent jobs
   std::string vae, vae_hash;  // --vae, when given
   std::string lora_hashes;    // "name: hash10, ..." of the LoRAs applied
+  // The model's files as a ComfyUI workflow names them: a graph ComfyUI can run is written into
+  // each PNG as its `prompt` chunk (with the job's values), so ComfyUI opens the image as its
+  // workflow.
+  ComfyExportOptions comfy;
 };
 
 // Job `b`: runs the graph for image b (seed + b) or farm frame frames[b] (seed + frame, {frame}

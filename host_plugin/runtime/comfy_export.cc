@@ -23,7 +23,20 @@ class Exporter {
   }
 
   absl::StatusOr<std::string> Run() {
-    checkpoint_ = Add("CheckpointLoaderSimple", {{"ckpt_name", options_.checkpoint}});
+    const json checkpoint = Add("CheckpointLoaderSimple", {{"ckpt_name", options_.checkpoint}});
+    model_ = Slot(checkpoint, 0);
+    clip_ = Slot(checkpoint, 1);
+    vae_ =
+        options_.vae.empty() ? Slot(checkpoint, 2) : Add("VAELoader", {{"vae_name", options_.vae}});
+    for (const ComfyLora& l : options_.loras) {
+      const json lora = Add("LoraLoader", {{"model", model_},
+                                           {"clip", clip_},
+                                           {"lora_name", l.name},
+                                           {"strength_model", l.unet},
+                                           {"strength_clip", l.text}});
+      model_ = Slot(lora, 0);
+      clip_ = Slot(lora, 1);
+    }
     // In passes: a node whose sources are not exported yet waits for the next (a graph file need
     // not list its nodes in order).
     std::vector<const v1::Node*> pending;
@@ -153,7 +166,7 @@ class Exporter {
       inpaint_masks_;  // InpaintPrepare masks: VAEEncodeForInpaint carries them
   std::vector<std::string> unsupported_;
   json workflow_ = json::object();
-  json checkpoint_;
+  json model_, clip_, vae_;  // what the loaders hand on
   int next_id_ = 0;
 };
 
@@ -179,7 +192,7 @@ absl::Status Exporter::Export(const v1::Node& n) {
         Add("EmptyLatentImage", {{"width", w}, {"height", h}, {"batch_size", b}});
     return absl::OkStatus();
   }
-  const json vae = Slot(checkpoint_, 2);
+  const json vae = vae_;
   if (k == "VaeDecode") {
     SD_WIDGET(samples, Link(n, "latents"));
     links_[n.name() + ".image"] = Add("VAEDecode", {{"samples", samples}, {"vae", vae}});
@@ -273,9 +286,8 @@ absl::Status Exporter::Prompt(const v1::Node& n) {
   SD_WIDGET(skip, Widget(*clip, "clip_skip", 1));
   const int64_t s = skip.get<int64_t>();
   if (!clips_.count(s)) {
-    clips_[s] = s == 1 ? Slot(checkpoint_, 1)
-                       : Add("CLIPSetLastLayer",
-                             {{"clip", Slot(checkpoint_, 1)}, {"stop_at_clip_layer", -s}});
+    clips_[s] =
+        s == 1 ? clip_ : Add("CLIPSetLastLayer", {{"clip", clip_}, {"stop_at_clip_layer", -s}});
   }
   links_[n.name() + ".context"] = Add("CLIPTextEncode", {{"text", text}, {"clip", clips_[s]}});
   return absl::OkStatus();
@@ -340,9 +352,9 @@ absl::Status Exporter::Sampler(const v1::Node& end) {
   SD_WIDGET(denoise, Widget(*sched, "denoise", 1.0));
   SD_WIDGET(sampler, Widget(*step, "sampler", "euler"));
   SD_WIDGET(scale, Widget(*cfg, "scale"));
-  json inputs = {{"model", Slot(checkpoint_, 0)}, {"positive", positive},  {"negative", negative},
-                 {"latent_image", latent},        {"steps", steps},        {"cfg", scale},
-                 {"sampler_name", sampler},       {"scheduler", scheduler}};
+  json inputs = {{"model", model_},         {"positive", positive},  {"negative", negative},
+                 {"latent_image", latent},  {"steps", steps},        {"cfg", scale},
+                 {"sampler_name", sampler}, {"scheduler", scheduler}};
   const bool advanced = !add_noise || !In(*sched, "start").empty() || !In(*sched, "end").empty() ||
                         !In(*sched, "full_denoise").empty();
   if (advanced) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "host_plugin/runtime/comfy_import.h"
 #include "proto/sd/v1/graph.pb.h"
 
 namespace sd {
@@ -17,6 +18,8 @@ namespace sd {
 struct ComfyExportOptions {
   std::string checkpoint = "model.safetensors";  // CheckpointLoaderSimple's ckpt_name
   std::string filename_prefix = "sdgraph";       // SaveImage's
+  std::string vae;                               // a VAELoader's vae_name ("": the checkpoint's)
+  std::vector<ComfyLora> loras;                  // LoraLoaders after the checkpoint, in order
 };
 
 // The workflow as JSON text. `file` names the graph in messages.

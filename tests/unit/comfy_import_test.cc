@@ -453,6 +453,17 @@ TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {
     return (a.to(torch::kInt) - b.to(torch::kInt)).abs().max().item<int>();
   };
   EXPECT_LE(levels(*px, T(Run(kTxt2ImgByHand), "image")[0]), 1);
+  // The PNG carries the workflow as ComfyUI's `prompt` chunk (with the run's values), so ComfyUI,
+  // and sd-graph, open it as its workflow; the parameters name the workflow's sampler.
+  auto embedded = ReadImageAttribute(out, "prompt");
+  ASSERT_TRUE(embedded.ok()) << embedded.status();
+  EXPECT_THAT(*embedded, HasSubstr(R"("ckpt_name": "tiny.safetensors")"));
+  EXPECT_THAT(*ReadImageAttribute(out, "parameters"),
+              HasSubstr("Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 5"));
+  r = RunCommand(bin + " run " + Quote(out) + " --comfy-models " + Quote(dir_->File("models")) +
+                 " -o " + Quote(dir_->File("again.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(dir_->File("again.png")), *px));
   // A PNG that carries the workflow, as ComfyUI saves them.
   const std::string png = dir_->File("comfy.png");
   ASSERT_TRUE(WriteImageRgb8(png, *px, {{"prompt", kTxt2Img}, {"workflow", "{}"}}).ok());
