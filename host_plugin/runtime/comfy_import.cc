@@ -14,6 +14,7 @@
 #include "absl/strings/str_replace.h"
 #include "nodes/schedulers/sigma_names.h"
 #include "proto/sd/v1/graph.pb.h"
+#include "proto/sd/v1/nodes.pb.h"
 
 namespace sd {
 namespace {
@@ -345,7 +346,17 @@ class Translator {
     std::string model_x = x;
     if (!mask.empty()) {
       std::vector<std::string> in = masked;
-      if (add_noise) in.push_back("noise=" + id + "_noise.noise");
+      if (n.Text("sampler_name") == "ddim") {
+        // ComfyUI's ddim re-noises the known region with noise of its own: the seed + 1 stream.
+        v1::NoiseOptions o;
+        o.set_seed_offset(1);
+        Add("Noise", id + "_mask_noise", {"seed=" + seed, "latents=" + latent})
+            .mutable_options()
+            ->PackFrom(o);
+        in.push_back("noise=" + id + "_mask_noise.noise");
+      } else if (add_noise) {
+        in.push_back("noise=" + id + "_noise.noise");
+      }
       Add("NoiseMaskIn", id + "_masked", in, &loop);
       model_x = "latents=" + id + "_masked.latents";
     }
@@ -550,6 +561,7 @@ std::string Translator::Render(const ComfyModel& m) const {
   }
   google::protobuf::TextFormat::Printer line;
   line.SetSingleLineMode(true);
+  line.SetExpandAny(true);  // options as [type.googleapis.com/sd.v1.NoiseOptions] { ... }
   auto print = [&](const google::protobuf::Message& msg) {
     std::string s;
     line.PrintToString(msg, &s);

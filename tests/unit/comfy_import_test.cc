@@ -257,6 +257,13 @@ TEST_F(ComfyImportTest, InpaintingKeepsTheKnownLatents) {
     auto g = Translate(json);
     ASSERT_TRUE(g.ok()) << g.status();
     EXPECT_THAT(g->text, HasSubstr(R"(node { kind: "NoiseMaskIn" name: "3_masked")"));
+    // ComfyUI's ddim re-noises the known region from the seed + 1 stream.
+    auto ddim = Translate(Edit(json, {{"dpmpp_2m", "ddim"}}));
+    ASSERT_TRUE(ddim.ok()) << ddim.status();
+    EXPECT_THAT(ddim->text, HasSubstr(R"(name: "3_mask_noise" input: "seed=@seed")"));
+    EXPECT_THAT(ddim->text, HasSubstr("seed_offset: 1"));
+    EXPECT_THAT(ddim->text, HasSubstr(R"(input: "noise=3_mask_noise.noise")"));
+    EXPECT_TRUE(T(Run(ddim->text), "image").defined());
     const std::string known =
         encode.find("ForInpaint") != std::string::npos ? "13.latents" : "12.latents";
     // An ordinary checkpoint, and an inpainting one (9 UNet channels: the mask and the given
