@@ -52,13 +52,17 @@ constexpr char kHelp[] =
     "  --input-dir DIR    where LoadImage's file names are found (default: the workflow's folder)\n"
     "  --overwrite        replace GRAPH.pbtxt if it exists\n";
 
-absl::StatusOr<ComfyGraph> Import(const std::string& path, const Args& args) {
-  auto graph = ImportComfyWorkflow(path, {args.GetOr("input-dir", "")});
-  if (!graph.ok()) return graph.status();
-  StockNodeKinds();  // the translation is checked like any graph file
-  ImageNodeKinds();
-  if (auto g = Graph::FromText(graph->text, path); !g.ok()) return g.status();
-  return graph;
+// One input file and a new -o: OK, or the usage error to exit with (after saying why).
+int OneInOneOut(const std::string& name, const Args& args, const std::string& expected,
+                std::string* out) {
+  *out = OutputFlag(args);
+  if (args.positionals().size() != 1 || out->empty())
+    return UsageError(name, "expected " + expected);
+  std::error_code ec;
+  if (!args.Has("overwrite") && fs::exists(*out, ec)) {
+    return UsageError(name, absl::StrCat(*out, " exists (--overwrite replaces it)"));
+  }
+  return kExitOk;
 }
 
 // A file the workflow names: in ComfyUI's models folder (DIR/SUB/NAME, DIR/NAME), beside the
@@ -88,7 +92,7 @@ absl::StatusOr<std::string> FindModelFile(const std::string& name, const std::st
 }  // namespace
 
 absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& args) {
-  auto imported = Import(path, args);
+  auto imported = ImportComfyWorkflow(path, {args.GetOr("input-dir", "")});
   if (!imported.ok()) return imported.status();
   ComfyRun run;
   run.graph_text = imported->text;
@@ -143,14 +147,10 @@ int ExportComfyCommand(const std::vector<std::string>& argv) {
   auto args = ParseCommandLine("export-comfy", argv, {{"o", "output", "checkpoint"}, {"overwrite"}},
                                kExportHelp, &code);
   if (!args) return code;
-  const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
-  if (args->positionals().size() != 1 || out.empty()) {
-    return UsageError("export-comfy", "expected one GRAPH.pbtxt and -o WORKFLOW.json");
-  }
-  std::error_code ec;
-  if (!args->Has("overwrite") && fs::exists(out, ec)) {
-    return UsageError("export-comfy", absl::StrCat(out, " exists (--overwrite replaces it)"));
-  }
+  std::string out;
+  if (int c = OneInOneOut("export-comfy", *args, "one GRAPH.pbtxt and -o WORKFLOW.json", &out);
+      c != kExitOk)
+    return c;
   StockNodeKinds();
   ImageNodeKinds();
   auto graph = Graph::Load(args->positionals()[0]);
@@ -170,16 +170,18 @@ int ImportComfyCommand(const std::vector<std::string>& argv) {
   auto args = ParseCommandLine("import-comfy", argv, {{"o", "output", "input-dir"}, {"overwrite"}},
                                kHelp, &code);
   if (!args) return code;
-  const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
-  if (args->positionals().size() != 1 || out.empty()) {
-    return UsageError("import-comfy", "expected one WORKFLOW.json or IMAGE.png and -o GRAPH.pbtxt");
-  }
-  std::error_code ec;
-  if (!args->Has("overwrite") && fs::exists(out, ec)) {
-    return UsageError("import-comfy", absl::StrCat(out, " exists (--overwrite replaces it)"));
-  }
-  auto graph = Import(args->positionals()[0], *args);
+  std::string out;
+  if (int c = OneInOneOut("import-comfy", *args,
+                          "one WORKFLOW.json or IMAGE.png and -o GRAPH.pbtxt", &out);
+      c != kExitOk)
+    return c;
+  const std::string& path = args->positionals()[0];
+  auto graph = ImportComfyWorkflow(path, {args->GetOr("input-dir", "")});
   if (!graph.ok()) return FailWithCode("import-comfy", graph.status());
+  StockNodeKinds();  // the translation is checked like any graph file before it is written
+  ImageNodeKinds();
+  if (auto g = Graph::FromText(graph->text, path); !g.ok())
+    return FailWithCode("import-comfy", g.status());
   if (absl::Status s = WriteWholeFile(out, graph->text, "graph file"); !s.ok())
     return FailWithCode("import-comfy", s);
   std::fprintf(stderr, "sd-graph import-comfy: wrote %s (checkpoint '%s')\n", out.c_str(),

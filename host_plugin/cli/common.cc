@@ -38,4 +38,8 @@ absl::StatusOr<DType> ParseFloatDType(const std::string& text) {
   return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", text, "' (use f32, f16 or bf16)"));
 }
 
+std::string OutputFlag(const Args& args) {
+  return args.Has("o") ? *args.Get("o") : args.GetOr("output", "");
+}
+
 }  // namespace sd::cli

@@ -15,6 +15,9 @@ namespace sd::cli {
 std::optional<Args> ParseCommandLine(const std::string& name, const std::vector<std::string>& argv,
                                      FlagSpec spec, const char* help, int* exit_code);
 
+// The output file named by -o or --output ("" when neither).
+std::string OutputFlag(const Args& args);
+
 // Prints "sd-graph NAME: <status>" to stderr and returns kExitFailure.
 int Fail(const std::string& name, const absl::Status& status);
 

@@ -256,7 +256,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
             name, absl::StrCat("--", f, " applies to ComfyUI workflows (run WORKFLOW.json)"));
     }
   }
-  const std::string out = args->Has("o") ? *args->Get("o") : args->GetOr("output", "");
+  const std::string out = OutputFlag(*args);
   if (out.empty()) return usage("-o OUT is required");
   if (model.empty()) {
     // Workers look the demo model up by name in their repositories (the worker images ship it).
@@ -498,11 +498,10 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   setup.vae = vae;
   setup.vae_hash = vae_hash;
   setup.lora_hashes = LoraHashes(*model_ref, lora_hashes);
-  auto base = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
-  setup.comfy.checkpoint = base(model);
-  if (!vae.empty()) setup.comfy.vae = base(vae);
+  setup.comfy.checkpoint = Basename(model);
+  if (!vae.empty()) setup.comfy.vae = Basename(vae);
   for (const LoraRef& l : model_ref->loras)
-    setup.comfy.loras.push_back({base(l.name), l.unet, l.text});
+    setup.comfy.loras.push_back({Basename(l.name), l.unet, l.text});
   setup.remote = remote_model.has_value();
   setup.farm = farm;
   setup.overwrite = args->Has("overwrite");

@@ -125,6 +125,8 @@ int FailWithCode(const std::string& name, const absl::Status& s) {
   return ExitCodeFor(s);
 }
 
+std::string Basename(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
   for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
     s.replace(p, from.size(), to);

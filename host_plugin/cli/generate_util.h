@@ -34,6 +34,8 @@ absl::StatusOr<std::vector<int64_t>> ParseFrames(const std::string& text);
 // out/frame_%04d.png -> out/frame_0007.png (one %d, %Nd or %0Nd conversion).
 absl::StatusOr<std::string> FramePath(const std::string& pattern, int64_t frame);
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to);
+// The file name of a path (what follows the last '/').
+std::string Basename(const std::string& path);
 
 // The sampler names other SD tools write in "parameters" ("DPM++ 2M Karras").
 std::string SamplerLabel(const std::string& name, bool karras);

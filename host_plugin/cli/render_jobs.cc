@@ -22,8 +22,6 @@
 namespace sd::cli {
 namespace {
 
-std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
-
 class ProgressPrinter {
  public:
   explicit ProgressPrinter(int image, int images)

@@ -341,11 +341,10 @@ class Translator {
     // With a noise mask the model sees the known region re-noised from the given latents, and its
     // estimate there is replaced by them (ComfyUI's KSamplerX0Inpaint).
     const std::string mask = MaskIn(n, "latent_image");
-    std::vector<std::string> masked{x, "original=" + latent, "mask=" + mask, sigmas,
-                                    "index=@loop.index"};
     std::string model_x = x;
     if (!mask.empty()) {
-      std::vector<std::string> in = masked;
+      std::vector<std::string> in{x, "original=" + latent, "mask=" + mask, sigmas,
+                                  "index=@loop.index"};
       if (n.Text("sampler_name") == "ddim") {
         // ComfyUI's ddim re-noises the known region with noise of its own: the seed + 1 stream.
         v1::NoiseOptions o;
@@ -376,9 +375,11 @@ class Translator {
         &loop);
     std::string eps = "eps=" + id + "_cfg.eps";
     if (!mask.empty()) {
-      masked.push_back("model_latents=" + id + "_masked.latents");
-      masked.push_back(eps);
-      Add("NoiseMaskOut", id + "_unmasked", masked, &loop);
+      // The mask NoiseMaskIn resized to the latents: resized once a step, not twice.
+      Add("NoiseMaskOut", id + "_unmasked",
+          {x, "original=" + latent, "mask=" + id + "_masked.mask", sigmas, "index=@loop.index",
+           "model_latents=" + id + "_masked.latents", eps},
+          &loop);
       eps = "eps=" + id + "_unmasked.eps";
     }
     Add("Noise", id + "_step_noise", {"seed=" + seed, x, "index=@loop.index"}, &loop);

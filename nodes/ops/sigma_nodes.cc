@@ -94,9 +94,10 @@ class SigmaSchedule : public NodeKernel {
     range.force_full_denoise = full != 0;
     SD_ASSIGN_OR_RETURN(std::vector<double> sigmas,
                         ScheduleSigmas(Training(), scheduler, static_cast<int>(steps), range));
+    const std::vector<double> train = TrainingSigmas(Training());
     std::vector<double> ts;
     for (size_t i = 0; i + 1 < sigmas.size(); ++i)
-      ts.push_back(TimestepOfSigmaNearest(Training(), sigmas[i]));
+      ts.push_back(TimestepOfSigmaNearest(train, sigmas[i]));
     out["sigmas"] = torch::tensor(sigmas, torch::kFloat64).to(torch::kFloat32);
     out["timesteps"] = torch::tensor(ts, torch::kFloat64).to(torch::kFloat32);
     return absl::OkStatus();

@@ -65,8 +65,7 @@ std::vector<double> TrainingSigmas(const NoiseSchedule& s) {
 
 double MaxSigma(const NoiseSchedule& schedule) { return TrainingSigmas(schedule).back(); }
 
-double TimestepOfSigmaNearest(const NoiseSchedule& schedule, double sigma) {
-  const std::vector<double> train = TrainingSigmas(schedule);
+double TimestepOfSigmaNearest(const std::vector<double>& train, double sigma) {
   const double ls = std::log(sigma);
   size_t best = 0;
   for (size_t i = 1; i < train.size(); ++i) {

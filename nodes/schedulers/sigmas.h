@@ -41,7 +41,8 @@ std::vector<double> TrainingSigmas(const NoiseSchedule& schedule);
 
 // The model timestep ComfyUI evaluates the UNet at for `sigma`: the nearest training step in log
 // sigma.
-double TimestepOfSigmaNearest(const NoiseSchedule& schedule, double sigma);
+// `train`: TrainingSigmas(schedule), computed once by the caller for a whole schedule.
+double TimestepOfSigmaNearest(const std::vector<double>& train, double sigma);
 // The largest sigma of the training schedule (a full-denoise start).
 double MaxSigma(const NoiseSchedule& schedule);
 

@@ -5,25 +5,20 @@
 // SD_FUZZ_NODE_KINDS). Checks: a refusal is INVALID_ARGUMENT (NOT_FOUND for a PNG without a
 // workflow) naming the file; the order holds each needed node once, after its inputs; a translated
 // workflow always plans and exports (export-comfy), and the export imports and translates again.
-#include <google/protobuf/text_format.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 
 #include "host_plugin/runtime/comfy_export.h"
 #include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/comfy_workflow.h"
 #include "host_plugin/runtime/graph_plan.h"
-#include "proto/sd/v1/nodes.pb.h"
+#include "tests/fuzz/fuzz_node_kinds.h"
 
 namespace {
-
-std::map<std::string, sd::NodeContract>* g_contracts = nullptr;
 
 void Die(const std::string& why) {
   std::fprintf(stderr, "comfy_fuzzer: %s\n", why.c_str());
@@ -55,21 +50,7 @@ void CheckOrder(const sd::ComfyWorkflow& w) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* path = std::getenv("SD_FUZZ_NODE_KINDS");
-  if (!path) Die("set SD_FUZZ_NODE_KINDS to the output of `sd-graph kinds --textproto`");
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  sd::v1::NodeKindCatalog catalog;
-  if (!in || !google::protobuf::TextFormat::ParseFromString(text.str(), &catalog))
-    Die(std::string("cannot read the node kind catalog ") + path);
-  (void)sd::v1::NoiseOptions::descriptor();
-  g_contracts = new std::map<std::string, sd::NodeContract>();
-  for (const sd::v1::NodeKindInfo& k : catalog.kind()) {
-    auto c = sd::ContractFromInfo(k);
-    if (!c.ok()) Die(std::string(c.status().message()));
-    (*g_contracts)[k.name()] = *std::move(c);
-  }
+  sd::fuzz::LoadNodeKinds("comfy_fuzzer");
   return 0;
 }
 
@@ -97,12 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckRefusal(graph.status(), false);
     return 0;
   }
-  auto lookup = [](const std::string& kind) -> absl::StatusOr<sd::NodeContract> {
-    auto it = g_contracts->find(kind);
-    if (it == g_contracts->end()) return absl::NotFoundError("unknown node kind '" + kind + "'");
-    return it->second;
-  };
-  auto planned = sd::ParseGraph(graph->text, "translated.pbtxt", lookup);
+  auto planned = sd::ParseGraph(graph->text, "translated.pbtxt", sd::fuzz::LookupKind);
   if (!planned.ok())
     Die("a translated workflow does not plan: " + planned.status().ToString() + "\n" + graph->text);
   // The way back: what import writes exports, and the export imports and translates again.

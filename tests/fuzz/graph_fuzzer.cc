@@ -4,22 +4,17 @@
 // path in SD_FUZZ_NODE_KINDS. Whatever the planner accepts is walked in full, checking the promises
 // Graph::Run relies on: every ordered unit exists once, every wired port is in its kind's contract,
 // every required input is wired, and every source a node or output reads has a type.
-#include <google/protobuf/text_format.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 
 #include "host_plugin/runtime/graph_plan.h"
-#include "proto/sd/v1/nodes.pb.h"
+#include "tests/fuzz/fuzz_node_kinds.h"
 
 namespace {
-
-std::map<std::string, sd::NodeContract>* g_contracts = nullptr;
 
 void Die(const std::string& why) {
   std::fprintf(stderr, "graph_fuzzer: %s\n", why.c_str());
@@ -46,35 +41,13 @@ void CheckNode(const sd::PlannedNode& p, const sd::GraphPlan& plan) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* path = std::getenv("SD_FUZZ_NODE_KINDS");
-  if (!path) Die("set SD_FUZZ_NODE_KINDS to the output of `sd-graph kinds --textproto`");
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  sd::v1::NodeKindCatalog catalog;
-  if (!in || !google::protobuf::TextFormat::ParseFromString(text.str(), &catalog))
-    Die(std::string("cannot read the node kind catalog ") + path);
-  // The options messages all live in nodes.proto: using one links the file, whose descriptors
-  // the catalog's options types are looked up in.
-  (void)sd::v1::NoiseOptions::descriptor();
-  g_contracts = new std::map<std::string, sd::NodeContract>();
-  for (const sd::v1::NodeKindInfo& k : catalog.kind()) {
-    auto c = sd::ContractFromInfo(k);
-    if (!c.ok()) Die(std::string(c.status().message()));
-    (*g_contracts)[k.name()] = *std::move(c);
-  }
-  if (g_contracts->empty()) Die(std::string("no node kinds in ") + path);
+  sd::fuzz::LoadNodeKinds("graph_fuzzer");
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  auto lookup = [](const std::string& kind) -> absl::StatusOr<sd::NodeContract> {
-    auto it = g_contracts->find(kind);
-    if (it == g_contracts->end()) return absl::NotFoundError("unknown node kind '" + kind + "'");
-    return it->second;
-  };
-  absl::StatusOr<sd::ParsedGraph> parsed = sd::ParseGraph(text, "fuzz.pbtxt", lookup);
+  absl::StatusOr<sd::ParsedGraph> parsed = sd::ParseGraph(text, "fuzz.pbtxt", sd::fuzz::LookupKind);
   if (!parsed.ok()) {
     if (parsed.status().code() != absl::StatusCode::kInvalidArgument)
       Die("a bad graph must be INVALID_ARGUMENT: " + parsed.status().ToString());
