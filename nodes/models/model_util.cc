@@ -13,6 +13,13 @@ namespace sd {
 
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
                          torch::ScalarType dtype, torch::Device device) {
+  return LoadWeights(
+      module, checkpoint, [&](const std::string& name) { return prefix + name; }, dtype, device);
+}
+
+absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
+                         const std::function<std::string(const std::string&)>& key_of,
+                         torch::ScalarType dtype, torch::Device device) {
   torch::NoGradGuard no_grad;
   if (dtype == torch::kHalf && device.is_cpu()) {
     // LibTorch 1.13's CPU kernels (matmul, conv) do not implement float16.
@@ -30,10 +37,10 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
     const bool fp32 = dynamic_cast<const nn::Fp32Params*>(&m) != nullptr;
     for (const auto& p : m.named_parameters(/*recurse=*/false)) {
       const std::string name = item.key().empty() ? p.key() : absl::StrCat(item.key(), ".", p.key());
-      const std::string key = prefix + name;
-      const TensorView* view = checkpoint.Find(key);
+      const std::string key = key_of(name);
+      const TensorView* view = key.empty() ? nullptr : checkpoint.Find(key);
       if (!view) {
-        check.missing.push_back(key);
+        check.missing.push_back(key.empty() ? name : key);
         continue;
       }
       torch::Tensor param = p.value();

@@ -20,6 +20,12 @@ namespace sd {
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
                          torch::ScalarType dtype, torch::Device device = torch::kCPU);
 
+// The same with the checkpoint's key of each parameter name given by `key_of` ("" when it has
+// none).
+absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
+                         const std::function<std::string(const std::string&)>& key_of,
+                         torch::ScalarType dtype, torch::Device device = torch::kCPU);
+
 // "float32 [2, 4, 64, 64]"
 std::string DescribeTensor(const torch::Tensor& t);
 

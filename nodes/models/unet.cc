@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
 
 namespace sd {
@@ -137,28 +139,26 @@ torch::Tensor UNetStageImpl::forward(torch::Tensor x, const torch::Tensor& emb, 
   return x;
 }
 
-UNetImpl::UNetImpl(const UNetConfig& c)
-    : config_(c),
-      time_embed_0_(c.model_channels, 4 * c.model_channels),
-      time_embed_2_(4 * c.model_channels, 4 * c.model_channels),
-      out_norm_(c.model_channels, c.resblock_norm_eps),
-      out_conv_(c.model_channels, c.out_channels, 3) {
+UNetTrunk::UNetTrunk(torch::nn::Module& owner, const UNetConfig& c)
+    : model_channels(c.model_channels),
+      time_embed_0(c.model_channels, 4 * c.model_channels),
+      time_embed_2(4 * c.model_channels, 4 * c.model_channels) {
   const int64_t mc = c.model_channels, emb = 4 * mc;
   const double eps = c.resblock_norm_eps;
-  auto time_embed = register_module("time_embed", torch::nn::ModuleList());
-  time_embed->push_back(time_embed_0_);
+  auto time_embed = owner.register_module("time_embed", torch::nn::ModuleList());
+  time_embed->push_back(time_embed_0);
   time_embed->push_back(torch::nn::SiLU());
-  time_embed->push_back(time_embed_2_);
+  time_embed->push_back(time_embed_2);
 
-  auto input = register_module("input_blocks", torch::nn::ModuleList());
-  auto add_input = [&](UNetStage s) {
-    input_blocks_.push_back(s);
+  auto input = owner.register_module("input_blocks", torch::nn::ModuleList());
+  auto add_input = [&](UNetStage s, int64_t ch) {
+    input_blocks.push_back(s);
     input->push_back(s);
+    skip_channels.push_back(ch);
   };
   UNetStage first;
   first->AddConv(nn::Conv2d(c.in_channels, mc, 3));
-  add_input(first);
-  std::vector<int64_t> skip_chans = {mc};
+  add_input(first, mc);
   int64_t ch = mc;
   const size_t levels = c.channel_mult.size();
   for (size_t level = 0; level < levels; ++level) {
@@ -168,21 +168,51 @@ UNetImpl::UNetImpl(const UNetConfig& c)
       s->AddResBlock(ResBlock(ch, out, emb, eps));
       ch = out;
       if (c.attention[level]) s->AddTransformer(SpatialTransformer(ch, c));
-      add_input(s);
-      skip_chans.push_back(ch);
+      add_input(s, ch);
     }
     if (level + 1 != levels) {
       UNetStage s;
       s->AddDownsample(ch);
-      add_input(s);
-      skip_chans.push_back(ch);
+      add_input(s, ch);
     }
   }
-  middle_block_->AddResBlock(ResBlock(ch, ch, emb, eps));
-  middle_block_->AddTransformer(SpatialTransformer(ch, c));
-  middle_block_->AddResBlock(ResBlock(ch, ch, emb, eps));
-  register_module("middle_block", middle_block_);
+  middle_block->AddResBlock(ResBlock(ch, ch, emb, eps));
+  middle_block->AddTransformer(SpatialTransformer(ch, c));
+  middle_block->AddResBlock(ResBlock(ch, ch, emb, eps));
+  owner.register_module("middle_block", middle_block);
+}
 
+torch::Tensor UNetTrunk::Embed(const torch::Tensor& timesteps, torch::ScalarType dtype) {
+  torch::Tensor t_emb = TimestepEmbedding(timesteps, model_channels).to(dtype);  // [N, mc]
+  return time_embed_2(torch::silu(time_embed_0(t_emb)));                         // [N, 4mc]
+}
+
+std::vector<std::vector<int64_t>> ControlResidualShapes(const UNetConfig& c, int64_t h, int64_t w) {
+  std::vector<std::vector<int64_t>> shapes = {{c.model_channels, h, w}};
+  const size_t levels = c.channel_mult.size();
+  for (size_t level = 0; level < levels; ++level) {
+    const int64_t ch = int64_t{c.model_channels} * c.channel_mult[level];
+    for (int r = 0; r < c.num_res_blocks; ++r) shapes.push_back({ch, h, w});
+    if (level + 1 != levels) {
+      h = (h + 1) / 2;  // a 3x3 convolution of stride 2 and padding 1
+      w = (w + 1) / 2;
+      shapes.push_back({ch, h, w});
+    }
+  }
+  shapes.push_back({int64_t{c.model_channels} * c.channel_mult.back(), h, w});
+  return shapes;
+}
+
+UNetImpl::UNetImpl(const UNetConfig& c)
+    : config_(c),
+      trunk_(*this, c),
+      out_norm_(c.model_channels, c.resblock_norm_eps),
+      out_conv_(c.model_channels, c.out_channels, 3) {
+  const int64_t mc = c.model_channels, emb = 4 * mc;
+  const double eps = c.resblock_norm_eps;
+  std::vector<int64_t> skip_chans = trunk_.skip_channels;
+  int64_t ch = skip_chans.back();
+  const size_t levels = c.channel_mult.size();
   auto output = register_module("output_blocks", torch::nn::ModuleList());
   for (size_t level = levels; level-- > 0;) {
     for (int r = 0; r <= c.num_res_blocks; ++r) {
@@ -203,27 +233,33 @@ UNetImpl::UNetImpl(const UNetConfig& c)
   out->push_back(out_conv_);
 }
 
-torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& context) {
-  torch::Tensor t_emb = TimestepEmbedding(timesteps, config_.model_channels).to(x.scalar_type());  // [N, mc]
-  torch::Tensor emb = time_embed_2_(torch::silu(time_embed_0_(t_emb)));                // [N, 4mc]
+torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& timesteps,
+                                const torch::Tensor& context,
+                                const std::vector<torch::Tensor>& control) {
+  torch::Tensor emb = trunk_.Embed(timesteps, x.scalar_type());
   if (emb.size(0) != x.size(0)) emb = emb.expand({x.size(0), emb.size(1)});
   torch::Tensor ctx = context.size(0) == x.size(0) ? context : context.expand({x.size(0), context.size(1), context.size(2)});
   std::vector<torch::Tensor> skips;
   torch::Tensor h = x;
-  for (auto& block : input_blocks_) {
+  for (auto& block : trunk_.input_blocks) {
     h = block(h, emb, ctx);
     skips.push_back(h);
   }
-  h = middle_block_(h, emb, ctx);
+  h = trunk_.middle_block(h, emb, ctx);
+  if (!control.empty()) h = h + control.back();
   for (auto& block : output_blocks_) {
-    h = block(torch::cat({h, skips.back()}, 1), emb, ctx);
+    torch::Tensor skip = skips.back();
+    if (!control.empty()) skip = skip + control[skips.size() - 1];
+    h = block(torch::cat({h, skip}, 1), emb, ctx);
     skips.pop_back();
   }
   return out_conv_(torch::silu(out_norm_(h)));
 }
 
-absl::StatusOr<torch::Tensor> UNetImpl::Predict(const torch::Tensor& latents, const torch::Tensor& timesteps,
-                                                const torch::Tensor& context) {
+absl::StatusOr<torch::Tensor> UNetImpl::Predict(const torch::Tensor& latents,
+                                                const torch::Tensor& timesteps,
+                                                const torch::Tensor& context,
+                                                const std::vector<torch::Tensor>& control) {
   const int64_t m = multiple();
   if (latents.dim() != 4 || latents.size(1) != config_.in_channels || !latents.is_floating_point()) {
     return absl::InvalidArgumentError(absl::StrCat("UNet: latents must be float [batch, ", config_.in_channels,
@@ -248,12 +284,36 @@ absl::StatusOr<torch::Tensor> UNetImpl::Predict(const torch::Tensor& latents, co
   for (const auto& [t, what] : {std::pair{latents, "latents"}, {context, "context"}, {timesteps, "timesteps"}}) {
     if (absl::Status s = CheckFinite(t, absl::StrCat("UNet: ", what)); !s.ok()) return s;
   }
-  const auto& w = time_embed_0_->weight;
+  if (!control.empty()) SD_RETURN_IF_ERROR(CheckControl(control, latents));
+  const auto& w = trunk_.time_embed_0->weight;
   return RunGuarded("UNet", [&] {
     const auto dtype = nn::ActivationDtype(w.scalar_type(), w.device());
-    return forward(latents.to(w.device(), dtype), timesteps.to(w.device()), context.to(w.device(), dtype))
+    std::vector<torch::Tensor> residuals;
+    for (const torch::Tensor& r : control) residuals.push_back(r.to(w.device(), dtype));
+    return forward(latents.to(w.device(), dtype), timesteps.to(w.device()),
+                   context.to(w.device(), dtype), residuals)
         .to(torch::kFloat32);
   });
+}
+
+absl::Status UNetImpl::CheckControl(const std::vector<torch::Tensor>& control,
+                                    const torch::Tensor& latents) const {
+  const auto shapes = ControlResidualShapes(config_, latents.size(2), latents.size(3));
+  if (control.size() != shapes.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("UNet: expected ", shapes.size(),
+                                                   " ControlNet residuals, got ", control.size()));
+  }
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const torch::Tensor& r = control[i];
+    if (r.dim() != 4 || !r.is_floating_point() ||
+        (r.size(0) != 1 && r.size(0) != latents.size(0)) || r.sizes().slice(1).vec() != shapes[i]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("UNet: ControlNet residual ", i, " must be float [1 or ", latents.size(0),
+                       ", ", absl::StrJoin(shapes[i], ", "), "] for latents of ", latents.size(2),
+                       "x", latents.size(3), ", got ", DescribeTensor(r)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace sd

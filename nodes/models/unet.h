@@ -77,25 +77,50 @@ class UNetStageImpl : public torch::nn::Module {
 };
 TORCH_MODULE(UNetStage);
 
+// The UNet's time embedding, input blocks and middle block, registered on `owner` under their
+// checkpoint names (time_embed, input_blocks, middle_block): the part a ControlNet copies.
+struct UNetTrunk {
+  UNetTrunk(torch::nn::Module& owner, const UNetConfig& c);
+  // The timestep embedding [N, 4 * model_channels] in `dtype`.
+  torch::Tensor Embed(const torch::Tensor& timesteps, torch::ScalarType dtype);
+  int64_t model_channels;
+  nn::Linear time_embed_0, time_embed_2;
+  std::vector<UNetStage> input_blocks;
+  UNetStage middle_block;
+  std::vector<int64_t> skip_channels;  // of each input block's output
+};
+
+// The shapes [channels, height, width] of the 13 (for SD v1.x) ControlNet residuals for latents of
+// h x w: one per input block (its output, the skip connection), then the middle block's.
+std::vector<std::vector<int64_t>> ControlResidualShapes(const UNetConfig& c, int64_t h, int64_t w);
+
 class UNetImpl : public torch::nn::Module {
  public:
   explicit UNetImpl(const UNetConfig& config);
-  // latents [B, in_channels, h, w] (h, w multiples of 8: the UNet halves them three times), timesteps of
-  // B or 1 values (int or float), context [B or 1, T, context_dim] -> eps [B, out_channels, h, w], float32.
-  absl::StatusOr<torch::Tensor> Predict(const torch::Tensor& latents, const torch::Tensor& timesteps,
-                                        const torch::Tensor& context);
+  // latents [B, in_channels, h, w] (h, w multiples of 8: the UNet halves them three times),
+  // timesteps of B or 1 values (int or float), context [B or 1, T, context_dim] -> eps [B,
+  // out_channels, h, w], float32. `control`: none, or ControlNet residuals of ControlResidualShapes
+  // (batch B or 1), already scaled; added to the middle block's output and to each skip connection
+  // before it is concatenated.
+  absl::StatusOr<torch::Tensor> Predict(const torch::Tensor& latents,
+                                        const torch::Tensor& timesteps,
+                                        const torch::Tensor& context,
+                                        const std::vector<torch::Tensor>& control = {});
   // x and context already on the weights' device in the activation dtype (nn::ActivationDtype), as Predict
   // passes them.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& context);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps,
+                        const torch::Tensor& context,
+                        const std::vector<torch::Tensor>& control = {});
   const UNetConfig& config() const { return config_; }
   // How much h and w must be divisible by.
   int64_t multiple() const { return int64_t{1} << (config_.channel_mult.size() - 1); }
 
  private:
+  absl::Status CheckControl(const std::vector<torch::Tensor>& control,
+                            const torch::Tensor& latents) const;
   UNetConfig config_;
-  nn::Linear time_embed_0_, time_embed_2_;
-  std::vector<UNetStage> input_blocks_, output_blocks_;
-  UNetStage middle_block_;
+  UNetTrunk trunk_;
+  std::vector<UNetStage> output_blocks_;
   nn::GroupNorm out_norm_;
   nn::Conv2d out_conv_;
 };

@@ -168,9 +168,32 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
     loras.emplace_back(std::move(lora), strength);
   }
   const Key key = std::make_tuple(weights_hash, variant, static_cast<int>(dtype), device.str());
-  auto as_model = [](const std::shared_ptr<torch::nn::Module>& m) {
-    return M(std::static_pointer_cast<typename M::Impl>(m));
-  };
+  SD_ASSIGN_OR_RETURN(
+      std::shared_ptr<torch::nn::Module> built,
+      Cached(key, absl::StrCat(path, ":", component),
+             [&]() -> absl::StatusOr<std::shared_ptr<torch::nn::Module>> {
+               M model = make(entry->config);
+               absl::Status loaded = LoadWeights(*model, *weights, weights_prefix, dtype, device);
+               if (!loaded.ok() && weights != entry->checkpoint) {
+                 return absl::Status(loaded.code(), absl::StrCat("VAE ", ref.vae, " does not fit ",
+                                                                 ref.base, ": ", loaded.message()));
+               }
+               SD_RETURN_IF_ERROR(loaded);
+               if (!loras.empty()) {
+                 std::vector<std::pair<const LoraFile*, double>> apply;
+                 for (const auto& [lora, strength] : loras)
+                   apply.emplace_back(lora.get(), strength);
+                 SD_RETURN_IF_ERROR(ApplyLoras(
+                     *model, prefix, unet ? LoraComponent::kUNet : LoraComponent::kText, apply));
+               }
+               return std::shared_ptr<torch::nn::Module>(model.ptr());
+             }));
+  return M(std::static_pointer_cast<typename M::Impl>(built));
+}
+
+absl::StatusOr<std::shared_ptr<torch::nn::Module>> ModelCache::Cached(
+    const Key& key, const std::string& what,
+    const std::function<absl::StatusOr<std::shared_ptr<torch::nn::Module>>()>& build) {
   std::promise<ModuleResult> promise;
   std::shared_future<ModuleResult> pending;
   std::function<void(const std::string&)> hook;
@@ -178,7 +201,7 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = models_.find(key); it != models_.end()) {
       it->second.last_use = ++clock_;
-      return as_model(it->second.module);
+      return it->second.module;
     }
     if (auto it = building_.find(key); it != building_.end()) {
       pending = it->second;  // one build per network; the others wait on it
@@ -187,31 +210,14 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
       hook = load_hook_;
     }
   }
-  if (pending.valid()) {
-    const ModuleResult& r = pending.get();
-    if (!r.ok()) return r.status();
-    return as_model(*r);
-  }
-  if (hook) hook(absl::StrCat(path, ":", component));
+  if (pending.valid()) return pending.get();
+  if (hook) hook(what);
   // Built without the lock: calls on networks already built go on meanwhile.
-  ModuleResult built =
-      CatchExceptions(absl::StrCat(path, ": building the ", component), [&]() -> ModuleResult {
-        M model = make(entry->config);
-        absl::Status loaded = LoadWeights(*model, *weights, weights_prefix, dtype, device);
-        if (!loaded.ok() && weights != entry->checkpoint) {
-          return absl::Status(loaded.code(), absl::StrCat("VAE ", ref.vae, " does not fit ",
-                                                          ref.base, ": ", loaded.message()));
-        }
-        SD_RETURN_IF_ERROR(loaded);
-        if (!loras.empty()) {
-          std::vector<std::pair<const LoraFile*, double>> apply;
-          for (const auto& [lora, strength] : loras) apply.emplace_back(lora.get(), strength);
-          SD_RETURN_IF_ERROR(ApplyLoras(*model, prefix,
-                                        unet ? LoraComponent::kUNet : LoraComponent::kText, apply));
-        }
-        model->eval();
-        return std::shared_ptr<torch::nn::Module>(model.ptr());
-      });
+  ModuleResult built = CatchExceptions(absl::StrCat(what, ": building"), [&]() -> ModuleResult {
+    SD_ASSIGN_OR_RETURN(std::shared_ptr<torch::nn::Module> m, build());
+    m->eval();
+    return m;
+  });
   {
     std::lock_guard<std::mutex> lock(mu_);
     building_.erase(key);
@@ -224,8 +230,7 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
     }
   }
   promise.set_value(built);
-  if (!built.ok()) return built.status();
-  return as_model(*built);
+  return built;
 }
 
 void ModelCache::EvictLocked(const Key& keep) {
@@ -312,6 +317,25 @@ absl::StatusOr<UNet> ModelCache::GetUnet(const std::string& path, torch::ScalarT
 
 absl::StatusOr<sd::Vae> ModelCache::GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device) {
   return Model<sd::Vae>(path, "vae", dtype, device, [](const SdConfig& c) { return sd::Vae(c.vae); }, kVaePrefix);
+}
+
+absl::StatusOr<ControlNet> ModelCache::GetControlNet(const std::string& path,
+                                                     torch::ScalarType dtype,
+                                                     torch::Device device) {
+  SD_ASSIGN_OR_RETURN(PatchFile file, OpenPatch(path));
+  const Key key = std::make_tuple(file.hash, "controlnet", static_cast<int>(dtype), device.str());
+  SD_ASSIGN_OR_RETURN(
+      std::shared_ptr<torch::nn::Module> built,
+      Cached(key, absl::StrCat(path, ":controlnet"),
+             [&]() -> absl::StatusOr<std::shared_ptr<torch::nn::Module>> {
+               SD_ASSIGN_OR_RETURN(ControlNetFile layout, ReadControlNetLayout(*file.file));
+               ControlNet net(layout.config);
+               SD_RETURN_IF_ERROR(LoadWeights(
+                   *net, *file.file, [&](const std::string& name) { return layout.KeyOf(name); },
+                   dtype, device));
+               return std::shared_ptr<torch::nn::Module>(net.ptr());
+             }));
+  return ControlNet(std::static_pointer_cast<ControlNetImpl>(built));
 }
 
 absl::StatusOr<std::shared_ptr<const ClipTokenizer>> ModelCache::Tokenizer(const std::string& dir_in) {

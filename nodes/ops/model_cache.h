@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "nodes/models/clip_text.h"
+#include "nodes/models/controlnet.h"
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 #include "nodes/text/clip_tokenizer.h"
@@ -50,6 +51,10 @@ class ModelCache {
   absl::StatusOr<ClipTextModel> GetClip(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<UNet> GetUnet(const std::string& path, torch::ScalarType dtype, torch::Device device);
   absl::StatusOr<sd::Vae> GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device);
+  // A ControlNet file in any layout (controlnet_layout.h), opened and hashed once, its network
+  // built once per (content, dtype, device).
+  absl::StatusOr<ControlNet> GetControlNet(const std::string& path, torch::ScalarType dtype,
+                                           torch::Device device);
   absl::StatusOr<std::shared_ptr<const ClipTokenizer>> Tokenizer(const std::string& dir);
   // The textual-inversion embeddings of `dir`, listed once and each file read once, for as long as
   // the folder is unchanged (a file added, removed or renamed into place there lists it again; a
@@ -82,6 +87,13 @@ class ModelCache {
   absl::StatusOr<M> Model(const std::string& ref, const char* component, torch::ScalarType dtype,
                           torch::Device device, const std::function<M(const SdConfig&)>& make,
                           const char* prefix);
+  using Key =
+      std::tuple<std::string, std::string, int, std::string>;  // hash, component, dtype, device
+  // The network under `key`: built once by `build` (outside the lock; concurrent calls wait for
+  // that build), then shared. `what` names it for the load hook and errors.
+  absl::StatusOr<std::shared_ptr<torch::nn::Module>> Cached(
+      const Key& key, const std::string& what,
+      const std::function<absl::StatusOr<std::shared_ptr<torch::nn::Module>>()>& build);
   struct PatchFile {
     std::shared_ptr<const Checkpoint> file;
     std::string hash;
@@ -93,7 +105,6 @@ class ModelCache {
     uint64_t bytes = 0;
     uint64_t last_use = 0;
   };
-  using Key = std::tuple<std::string, std::string, int, std::string>;  // hash, component, dtype, device
   void EvictLocked(const Key& keep);
   // Erases one built network (the next iterator is returned): its checkpoint is closed when no other network
   // uses it, else the pages of the weights it used in place in the mapping are handed back.

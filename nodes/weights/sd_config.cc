@@ -127,8 +127,9 @@ void UNetTransformer(const std::string& p, int64_t c, const UNetConfig& u, KeyLi
   k.Conv(p + ".proj_out", c, c, 1);
 }
 
-void UNetKeys(const UNetConfig& u, KeyList& k) {
-  const std::string p = kUNetPrefix;
+// Time embedding, input blocks and middle block (what a ControlNet copies) under prefix `p`;
+// returns the channels of the skip connections, in input-block order.
+std::vector<int64_t> UNetTrunkKeys(const UNetConfig& u, const std::string& p, KeyList& k) {
   const int64_t mc = u.model_channels, emb = 4 * mc;
   const int levels = static_cast<int>(u.channel_mult.size());
   k.Linear(p + "time_embed.0", emb, mc);
@@ -155,7 +156,16 @@ void UNetKeys(const UNetConfig& u, KeyList& k) {
   UNetResBlock(p + "middle_block.0", ch, ch, emb, k);
   UNetTransformer(p + "middle_block.1", ch, u, k);
   UNetResBlock(p + "middle_block.2", ch, ch, emb, k);
-  block = 0;
+  return skip_chans;
+}
+
+void UNetKeys(const UNetConfig& u, KeyList& k) {
+  const std::string p = kUNetPrefix;
+  const int64_t mc = u.model_channels, emb = 4 * mc;
+  const int levels = static_cast<int>(u.channel_mult.size());
+  std::vector<int64_t> skip_chans = UNetTrunkKeys(u, p, k);
+  int64_t ch = mc * u.channel_mult.back();
+  int block = 0;
   for (int level = levels - 1; level >= 0; --level) {
     for (int r = 0; r <= u.num_res_blocks; ++r, ++block) {
       const int64_t skip = skip_chans.back();
@@ -238,13 +248,20 @@ absl::StatusOr<VaeConfig> DetectVae(const ShapeLookup& shape_of) {
 }
 
 absl::StatusOr<UNetConfig> DetectUNet(const ShapeLookup& shape_of) {
-  const std::string p = kUNetPrefix;
+  SD_CFG_ASSIGN(trunk, DetectUNetTrunk(shape_of, kUNetPrefix));
+  UNetConfig u = trunk;
+  SD_CFG_ASSIGN(out, Need(shape_of, std::string(kUNetPrefix) + "out.2.weight", 4));
+  u.out_channels = static_cast<int>(out[0]);
+  return u;
+}
+
+}  // namespace
+
+absl::StatusOr<UNetConfig> DetectUNetTrunk(const ShapeLookup& shape_of, const std::string& p) {
   UNetConfig u;
   SD_CFG_ASSIGN(conv_in, Need(shape_of, p + "input_blocks.0.0.weight", 4));
   u.model_channels = static_cast<int>(conv_in[0]);
   u.in_channels = static_cast<int>(conv_in[1]);
-  SD_CFG_ASSIGN(out, Need(shape_of, p + "out.2.weight", 4));
-  u.out_channels = static_cast<int>(out[0]);
   // SDXL has a label embedding; SD 2.x (and SDXL) project into transformers with linear layers.
   const std::vector<int64_t>* proj_in = shape_of(p + "input_blocks.1.1.proj_in.weight");
   if (shape_of(p + "label_emb.0.0.weight") || (proj_in && proj_in->size() == 2)) {
@@ -296,7 +313,18 @@ absl::StatusOr<UNetConfig> DetectUNet(const ShapeLookup& shape_of) {
   return u;
 }
 
-}  // namespace
+std::vector<int64_t> UNetSkipChannels(const UNetConfig& unet) {
+  std::vector<KeySpec> scratch;
+  KeyList k(&scratch);
+  return UNetTrunkKeys(unet, "", k);
+}
+
+std::vector<KeySpec> UNetTrunkKeys(const UNetConfig& unet, const std::string& prefix) {
+  std::vector<KeySpec> keys;
+  KeyList k(&keys);
+  UNetTrunkKeys(unet, prefix, k);
+  return keys;
+}
 
 SdConfig SdConfig::Sd15() { return SdConfig(); }
 

@@ -84,6 +84,15 @@ std::vector<KeySpec> ExpectedKeys(const SdConfig& config);
 // Looks up the shape of a checkpoint tensor; nullptr when absent.
 using ShapeLookup = std::function<const std::vector<int64_t>*(const std::string& name)>;
 
+// The UNet's time embedding, input blocks and middle block under `prefix` (what a ControlNet
+// copies).
+std::vector<KeySpec> UNetTrunkKeys(const UNetConfig& unet, const std::string& prefix);
+// The channels of the input blocks' outputs (the skip connections), in input-block order.
+std::vector<int64_t> UNetSkipChannels(const UNetConfig& unet);
+// The UNet configuration read off those keys under `prefix` (out_channels stays 4); errors as
+// DetectConfig's.
+absl::StatusOr<UNetConfig> DetectUNetTrunk(const ShapeLookup& shape_of, const std::string& prefix);
+
 // Reads the configuration off the tensor shapes. NOT_FOUND names the key that anchors detection when it is
 // absent; UNIMPLEMENTED for recognisably different families (SD 2.x, SDXL).
 absl::StatusOr<SdConfig> DetectConfig(const ShapeLookup& shape_of);

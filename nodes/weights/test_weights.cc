@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/weights/safetensors.h"
 
 namespace sd {
@@ -124,41 +125,68 @@ std::vector<Extra> RealCheckpointExtras(const SdConfig& config) {
   };
 }
 
+absl::Status CheckTestDType(DType dtype) {
+  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("test checkpoints are F32, F16 or BF16, not ", DTypeName(dtype)));
+  }
+  return absl::OkStatus();
+}
+
+// Tensor `key` written under its name with the sdgold-v1 values of tensor `rule_name`.
+TensorToWrite SdgoldTensor(const std::string& rule_name, const KeySpec& key, DType dtype,
+                           int threads) {
+  TensorToWrite t;
+  t.name = key.name;
+  t.dtype = dtype;
+  t.shape = key.shape;
+  uint64_t n = 1;
+  for (int64_t d : key.shape) n *= static_cast<uint64_t>(d);
+  t.nbytes = n * DTypeSize(dtype);
+  t.fill = [name = rule_name, shape = key.shape, n, dtype, threads](void* dst) {
+    if (dtype == DType::kF32) {
+      FillSdgold(name, shape, static_cast<float*>(dst), threads);
+      return;
+    }
+    std::vector<float> tmp(n);
+    FillSdgold(name, shape, tmp.data(), threads);
+    uint16_t* out = static_cast<uint16_t*>(dst);
+    for (uint64_t i = 0; i < n; ++i) {
+      out[i] = dtype == DType::kF16 ? FloatToHalfBits(tmp[i]) : FloatToBFloat16Bits(tmp[i]);
+    }
+  };
+  return t;
+}
+
 }  // namespace
 
-absl::Status WriteTestCheckpoint(const std::string& path, const TestCheckpointOptions& options) {
-  if (options.dtype != DType::kF32 && options.dtype != DType::kF16 && options.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("test checkpoints are F32, F16 or BF16, not ", DTypeName(options.dtype)));
+absl::Status WriteTestControlNet(const std::string& path, const TestControlNetOptions& options) {
+  SD_RETURN_IF_ERROR(CheckTestDType(options.dtype));
+  std::vector<TensorToWrite> tensors;
+  for (const KeySpec& k : ControlNetKeys(options.config)) {
+    KeySpec written = k;
+    if (options.layout == ControlNetLayout::kOriginal) written.name = kControlNetPrefix + k.name;
+    if (options.layout == ControlNetLayout::kDiffusers)
+      written.name = ControlNetToDiffusers(k.name, options.config.unet);
+    if (written.name.empty())
+      return absl::InternalError(absl::StrCat("no diffusers name for ", k.name));
+    // The values are those of the original layout's names, whatever the layout written.
+    tensors.push_back(
+        SdgoldTensor(kControlNetPrefix + k.name, written, options.dtype, options.threads));
   }
+  return WriteSafetensors(
+      path, tensors,
+      {{"format", "pt"}, {"sdgraph.weights", "sdgold-v1 ControlNet (deterministic test weights)"}});
+}
+
+absl::Status WriteTestCheckpoint(const std::string& path, const TestCheckpointOptions& options) {
+  SD_RETURN_IF_ERROR(CheckTestDType(options.dtype));
   std::vector<KeySpec> keys = ExpectedKeys(options.config);
   std::vector<Extra> extras;
   if (options.with_extras) extras = RealCheckpointExtras(options.config);
   std::vector<TensorToWrite> tensors;
-  for (const KeySpec& k : keys) {
-    TensorToWrite t;
-    t.name = k.name;
-    t.dtype = options.dtype;
-    t.shape = k.shape;
-    uint64_t n = 1;
-    for (int64_t d : k.shape) n *= static_cast<uint64_t>(d);
-    t.nbytes = n * DTypeSize(options.dtype);
-    const DType dtype = options.dtype;
-    const int threads = options.threads;
-    t.fill = [name = k.name, shape = k.shape, n, dtype, threads](void* dst) {
-      if (dtype == DType::kF32) {
-        FillSdgold(name, shape, static_cast<float*>(dst), threads);
-        return;
-      }
-      std::vector<float> tmp(n);
-      FillSdgold(name, shape, tmp.data(), threads);
-      uint16_t* out = static_cast<uint16_t*>(dst);
-      for (uint64_t i = 0; i < n; ++i) {
-        out[i] = dtype == DType::kF16 ? FloatToHalfBits(tmp[i]) : FloatToBFloat16Bits(tmp[i]);
-      }
-    };
-    tensors.push_back(std::move(t));
-  }
+  for (const KeySpec& k : keys)
+    tensors.push_back(SdgoldTensor(k.name, k, options.dtype, options.threads));
   for (const Extra& e : extras) {
     tensors.push_back({e.name, e.dtype, e.shape, e.bytes.data(), e.bytes.size(), nullptr});
   }

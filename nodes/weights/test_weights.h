@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "nodes/weights/controlnet_layout.h"
 #include "nodes/weights/sd_config.h"
 #include "nodes/weights/tensor_view.h"
 
@@ -33,5 +34,16 @@ struct TestCheckpointOptions {
 
 // Writes a safetensors checkpoint, one tensor at a time (memory stays at one tensor, not the model).
 absl::Status WriteTestCheckpoint(const std::string& path, const TestCheckpointOptions& options);
+
+struct TestControlNetOptions {
+  ControlNetConfig config = ControlNetConfig::Sd15();
+  DType dtype = DType::kF32;
+  ControlNetLayout layout = ControlNetLayout::kOriginal;
+  int threads = 0;
+};
+
+// Writes a ControlNet of sdgold-v1 weights (the values of the original layout's names,
+// control_model.*, in every layout), as the golden ControlNet the reference ran on.
+absl::Status WriteTestControlNet(const std::string& path, const TestControlNetOptions& options);
 
 }  // namespace sd
