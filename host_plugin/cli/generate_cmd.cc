@@ -24,11 +24,13 @@
 #include "host_plugin/cli/comfy_run.h"
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
+#include "host_plugin/cli/controlnet_flags.h"
 #include "host_plugin/cli/generate_help.h"
 #include "host_plugin/cli/generate_util.h"
 #include "host_plugin/cli/image_io.h"
 #include "host_plugin/cli/render_jobs.h"
 #include "host_plugin/runtime/comfy_import.h"
+#include "host_plugin/runtime/control_graph.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/stock_graphs.h"
 #ifdef SD_HAVE_GRPC
@@ -214,15 +216,23 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (mode != Mode::kRun) spec.with_value.insert({"width", "height"});
   if (mode == Mode::kTxt2Img)
     spec.with_value.insert({"hires-scale", "hires-denoise", "hires-steps", "hires-upscaler"});
+  spec.with_value.insert("hint-pass");
+  spec.switches.insert({"guess-mode", "control-cond-only"});
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
   if (mode == Mode::kInpaint) spec.with_value.insert({"init", "mask", "strength"});
   // Repeatable flags (--set, --dump) are collected by hand; everything else goes through Args.
   std::vector<std::string> rest, sets, dumps, loras;
+  ControlNetFlags control;
+  std::vector<std::string> repeatable = {"--set", "--dump", "--lora"};
+  for (const std::string& f : ControlNetRepeatableFlags()) repeatable.push_back(f);
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
-    for (const char* rep : {"--set", "--dump", "--lora"}) {
-      const std::string flag = rep;
-      std::vector<std::string>& into = flag == "--set" ? sets : flag == "--dump" ? dumps : loras;
+    for (const std::string& flag : repeatable) {
+      std::vector<std::string>* list = ControlNetFlagList(control, flag);
+      std::vector<std::string>& into = list               ? *list
+                                       : flag == "--set"  ? sets
+                                       : flag == "--dump" ? dumps
+                                                          : loras;
       if (a == flag && i + 1 < argv.size()) {
         into.push_back(argv[++i]);
         goto next;
@@ -256,6 +266,17 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
             name, absl::StrCat("--", f, " applies to ComfyUI workflows (run WORKFLOW.json)"));
     }
   }
+  control.pass = args->GetOr("hint-pass", "image");
+  control.guess_mode = args->Has("guess-mode");
+  control.cond_only = args->Has("control-cond-only");
+  if (absl::Status s = CheckControlNetFlags(control); !s.ok())
+    return usage(std::string(s.message()));
+  if (!control.files.empty() && (mode == Mode::kInpaint || args->Has("hires-scale") || comfy)) {
+    return usage(
+        "--controlnet applies to txt2img, img2img and graph files (not to inpaint, --hires-scale "
+        "or "
+        "ComfyUI workflows yet)");
+  }
   const std::string out = OutputFlag(*args);
   if (out.empty()) return usage("-o OUT is required");
   if (model.empty()) {
@@ -287,7 +308,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                          args->GetOr("lora-dir", ""),
                          prompt,
                          loras,
-                         args->Has("workers")};
+                         args->Has("workers"),
+                         control.files};
   if (args->Has("vae") && model_flags.vae.empty()) return usage("--vae names no file");
   auto model_ref = ModelFromFlags(model_flags);
   if (!model_ref.ok()) return FailWithCode(name, model_ref.status());
@@ -306,6 +328,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (!args->positionals().empty())
       return usage(absl::StrCat("unexpected argument '", args->positionals()[0], "'"));
     std::string stock = mode == Mode::kTxt2Img ? "txt2img.pbtxt" : "img2img.pbtxt";
+    if (!control.files.empty())
+      stock = mode == Mode::kTxt2Img ? "txt2img_controlnet.pbtxt" : "img2img_controlnet.pbtxt";
     if (mode == Mode::kTxt2Img && args->Has("hires-scale")) {
       stock = "hires_fix.pbtxt";
     } else {
@@ -334,6 +358,13 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   }
   ImageNodeKinds();  // graphs may read and write image files themselves
   auto graph = comfy ? Graph::FromText(comfy->graph_text, graph_path) : Graph::Load(graph_path);
+  if (graph.ok() && mode != Mode::kRun &&
+      control.files.size() > 1) {  // more ControlNets than the stock one
+    auto text = ReadWholeFile(graph_path, "graph");
+    auto more = text.ok() ? AddControlNets(*text, static_cast<int>(control.files.size()) - 1)
+                          : text.status();
+    graph = more.ok() ? Graph::FromText(*more, graph_path) : more.status();
+  }
   if (!graph.ok()) return FailWithCode(name, graph.status());
 
   // Graph inputs: from the shortcut flags, then --set.
@@ -389,6 +420,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     if (!args->Get("prompt")) return usage("--prompt is required");
   }
   if (int code = ReadInitAndMask(mode, name, *args, &inputs); code != kExitOk) return code;
+  if (absl::Status s = SetControlNetInputs(control, *graph, &inputs); !s.ok())
+    return FailWithCode(name, s);
   for (const std::string& kv : sets) {
     const size_t eq = kv.find('=');
     if (eq == std::string::npos || eq == 0)
@@ -470,7 +503,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     return ExitCodeFor(s);
   };
   std::string model_hash, vae_hash;
-  std::vector<std::string> lora_hashes;
+  std::vector<std::string> lora_hashes, control_hashes;
   if (remote_model) {
     model_hash = remote_model->checkpoint_sha256;
     vae_hash = remote_model->vae_sha256;
@@ -482,6 +515,8 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     model_hash = (*entry)->hash;
     if (!vae.empty()) vae_hash = *ctx.models->FileHash(vae);  // opened with the reference
     for (const LoraRef& l : model_ref->loras) lora_hashes.push_back(*ctx.models->FileHash(l.name));
+    for (const std::string& c : model_ref->controls)
+      control_hashes.push_back(*ctx.models->FileHash(c));
     if (absl::Status s =
             CheckLoras(*ctx.models, *model_ref, args->Has("strict-lora"), "sd-graph " + name);
         !s.ok()) {
@@ -498,6 +533,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   setup.vae = vae;
   setup.vae_hash = vae_hash;
   setup.lora_hashes = LoraHashes(*model_ref, lora_hashes);
+  setup.controlnets = ControlNetParameters(control, control_hashes);
   setup.comfy.checkpoint = Basename(model);
   if (!vae.empty()) setup.comfy.vae = Basename(vae);
   for (const LoraRef& l : model_ref->loras)

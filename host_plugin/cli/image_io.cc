@@ -17,8 +17,9 @@ namespace OIIO = OIIO_NAMESPACE;
 
 namespace {
 
-// uint8 [H, W, C] with the file's own channels.
-absl::StatusOr<torch::Tensor> ReadImageChannels(const std::string& path) {
+// [H, W, C] with the file's own channels, as uint8 or float32 (OpenImageIO converts: integer
+// formats to [0, 1], float formats as stored).
+absl::StatusOr<torch::Tensor> ReadImageChannels(const std::string& path, bool as_float = false) {
   std::error_code exists_error;
   if (!std::filesystem::exists(path, exists_error)) {
     // A missing input is NOT_FOUND (exit code 3 for farms: permanent, fix the job), not a bad
@@ -34,8 +35,9 @@ absl::StatusOr<torch::Tensor> ReadImageChannels(const std::string& path) {
   if (w <= 0 || h <= 0 || c <= 0 || static_cast<int64_t>(w) * h > (int64_t{1} << 28)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported image size ", w, "x", h, "x", c));
   }
-  torch::Tensor raw = torch::empty({h, w, c}, torch::kUInt8);
-  if (!in->read_image(0, 0, 0, c, OIIO::TypeDesc::UINT8, raw.data_ptr<uint8_t>())) {
+  torch::Tensor raw = torch::empty({h, w, c}, as_float ? torch::kFloat32 : torch::kUInt8);
+  if (!in->read_image(0, 0, 0, c, as_float ? OIIO::TypeDesc::FLOAT : OIIO::TypeDesc::UINT8,
+                      raw.data_ptr())) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot decode image: ", in->geterror()));
   }
   in->close();
@@ -50,6 +52,10 @@ absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path) {
   const int64_t h = raw->size(0), w = raw->size(1), c = raw->size(2);
   if (c == 1 || c == 2) return raw->slice(2, 0, 1).expand({h, w, 3}).contiguous();
   return raw->slice(2, 0, 3).contiguous();
+}
+
+absl::StatusOr<torch::Tensor> ReadImageValues(const std::string& path) {
+  return ReadImageChannels(path, true);
 }
 
 absl::StatusOr<torch::Tensor> ReadImageMask(const std::string& path, const std::string& channel) {

@@ -15,6 +15,10 @@ namespace sd {
 // Reads any image OpenImageIO reads; grey becomes RGB, alpha is dropped, other bit depths are converted.
 absl::StatusOr<torch::Tensor> ReadImageRgb8(const std::string& path);
 
+// The values of every channel, float32 [H, W, C], at the file's precision: a 16-bit PNG or an EXR
+// render pass (depth, normals) unrounded; integer formats come as [0, 1].
+absl::StatusOr<torch::Tensor> ReadImageValues(const std::string& path);
+
 // A mask as ComfyUI reads one, float32 [1, 1, H, W] in [0, 1], 1 = repaint: `channel` "alpha" gives
 // 1 - alpha (transparent = repaint; all 0 without alpha), "red", "green" or "blue" the channel's
 // value.

@@ -104,6 +104,7 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
     absl::StrAppend(&params, ", Prompt weighting: ", w);
   if (!r.lora_hashes.empty()) absl::StrAppend(&params, ", Lora hashes: \"", r.lora_hashes, "\"");
   if (!ti_hashes.empty()) absl::StrAppend(&params, ", TI hashes: \"", ti_hashes, "\"");
+  if (!r.controlnets.empty()) absl::StrAppend(&params, ", ", r.controlnets);
   return params;
 }
 

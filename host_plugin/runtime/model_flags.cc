@@ -58,6 +58,11 @@ absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& f) {
     }
   }
   ref.loras = std::move(loras);
+  for (const std::string& c : f.controlnets) {
+    if (!f.remote && !IsReadableFile(c))
+      return absl::NotFoundError(absl::StrCat("ControlNet ", c, ": no such readable file"));
+    ref.controls.push_back(f.remote ? Base(c) : c);
+  }
   return ref;
 }
 

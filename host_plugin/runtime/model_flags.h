@@ -17,6 +17,7 @@ struct ModelFlags {
   std::string model, vae, lora_dir, prompt;
   std::vector<std::string> loras;  // --lora NAME[:UNET[:TEXT]]
   bool remote = false;
+  std::vector<std::string> controlnets;  // --controlnet FILE
 };
 
 absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& flags);

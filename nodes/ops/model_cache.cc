@@ -96,6 +96,7 @@ absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(
     SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ref_text));
     if (!ref.vae.empty()) SD_RETURN_IF_ERROR(OpenPatch(ref.vae).status());
     for (const LoraRef& l : ref.loras) SD_RETURN_IF_ERROR(Lora(l.name, ref.base).status());
+    for (const std::string& c : ref.controls) SD_RETURN_IF_ERROR(OpenPatch(c).status());
     return Open(ref.base);
   }
   const std::string& path = ref_text;

@@ -17,12 +17,13 @@
 #include "absl/strings/str_cat.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
+#include "nodes/ops/image_resize.h"
 #include "nodes/ops/node.h"
 
 namespace sd {
 namespace {
 
-constexpr char kMethods[] = "nearest-exact (default), bilinear, bicubic, area";
+constexpr const char* kMethods = kResizeMethods;
 constexpr int64_t kMaxPixels = 16384;  // the longest side an image may be scaled to
 
 absl::StatusOr<torch::Tensor> Interpolate(const torch::Tensor& x, const std::string& method,
@@ -42,27 +43,6 @@ absl::StatusOr<torch::Tensor> Interpolate(const torch::Tensor& x, const std::str
         absl::StrCat(kind, ": unknown method '", method, "' (available: ", kMethods, ")"));
   }
   return F::interpolate(x.to(torch::kFloat32), o);
-}
-
-// ComfyUI's common_upscale: an optional centre crop to the target's aspect ratio, then
-// interpolation.
-absl::StatusOr<torch::Tensor> Rescale(const torch::Tensor& x, const std::string& method, int64_t w,
-                                      int64_t h, const std::string& crop, const std::string& kind) {
-  torch::Tensor s = x;
-  if (crop == "center") {
-    const int64_t ow = x.size(3), oh = x.size(2);
-    const double old_aspect = static_cast<double>(ow) / oh, new_aspect = static_cast<double>(w) / h;
-    int64_t cx = 0, cy = 0;
-    if (old_aspect > new_aspect)
-      cx = static_cast<int64_t>(std::nearbyint((ow - ow * (new_aspect / old_aspect)) / 2));
-    if (old_aspect < new_aspect)
-      cy = static_cast<int64_t>(std::nearbyint((oh - oh * (old_aspect / new_aspect)) / 2));
-    s = x.narrow(2, cy, oh - 2 * cy).narrow(3, cx, ow - 2 * cx);
-  } else if (crop != "disabled") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kind, ": crop '", crop, "' is neither 'disabled' nor 'center'"));
-  }
-  return Interpolate(s, method, w, h, kind);
 }
 
 struct ScaleRequest {
@@ -125,6 +105,27 @@ void AddScalePorts(NodeContract& c) {
 }
 
 }  // namespace
+
+// ComfyUI's common_upscale: an optional centre crop to the target's aspect ratio, then
+// interpolation.
+absl::StatusOr<torch::Tensor> Rescale(const torch::Tensor& x, const std::string& method, int64_t w,
+                                      int64_t h, const std::string& crop, const std::string& kind) {
+  torch::Tensor s = x;
+  if (crop == "center") {
+    const int64_t ow = x.size(3), oh = x.size(2);
+    const double old_aspect = static_cast<double>(ow) / oh, new_aspect = static_cast<double>(w) / h;
+    int64_t cx = 0, cy = 0;
+    if (old_aspect > new_aspect)
+      cx = static_cast<int64_t>(std::nearbyint((ow - ow * (new_aspect / old_aspect)) / 2));
+    if (old_aspect < new_aspect)
+      cy = static_cast<int64_t>(std::nearbyint((oh - oh * (old_aspect / new_aspect)) / 2));
+    s = x.narrow(2, cy, oh - 2 * cy).narrow(3, cx, ow - 2 * cx);
+  } else if (crop != "disabled") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kind, ": crop '", crop, "' is neither 'disabled' nor 'center'"));
+  }
+  return Interpolate(s, method, w, h, kind);
+}
 
 class LatentUpscale : public NodeKernel {
  public:

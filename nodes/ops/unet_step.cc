@@ -1,10 +1,13 @@
-// UNetStep: one UNet evaluation, eps = UNet(latents, t, context). Classifier-free guidance runs two of
-// these (cond and uncond context) so they can go to two workers at once.
+// UNetStep: one UNet evaluation, eps = UNet(latents, t, context). Classifier-free guidance runs two
+// of these (cond and uncond context) so they can go to two workers at once.
 //   node { kind: "UNetStep" name: "unet_cond" input: "latents=@loop.latents" input: "t=@loop.t"
 //          input: "context=clip_cond.context" }
+// With a ControlNet node's `residuals` on `control`, they are added to the skip connections and the
+// middle block (UNetImpl::Predict).
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/models/controlnet.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/ops/node.h"
 
@@ -18,6 +21,7 @@ class UNetStep : public NodeKernel {
   static constexpr char kEps[] = "eps";
   static constexpr char kMask[] = "mask";
   static constexpr char kMaskedLatents[] = "masked_latents";
+  static constexpr char kControl[] = "control";
   static NodeContract Contract() {
     return {{{kLatents, TensorPort(v1::FLOAT32, 4)},
              {kT, ScalarPort(v1::FLOAT), false, "timestep (fractional for k-diffusion samplers)"},
@@ -26,7 +30,9 @@ class UNetStep : public NodeKernel {
               "9-channel inpainting UNets: [1 or B, 1, h, w] (a 4-channel UNet ignores it)"},
              {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true,
               "9-channel inpainting UNets: latents of the masked image (a 4-channel UNet ignores "
-              "them)"}},
+              "them)"},
+             {kControl, TensorPort(v1::FLOAT32, 2), true,
+              "ControlNet residuals (a ControlNet node's), added"}},
             {{kEps, TensorPort(v1::FLOAT32, 4)}},
             nullptr,
             "one UNet evaluation (epsilon prediction)",
@@ -67,7 +73,16 @@ class UNetStep : public NodeKernel {
                       masked->expand({b, masked->size(1), x.size(2), x.size(3)})},
                      1);
     }
-    auto eps = unet_->Predict(x, torch::tensor({*t}, torch::kFloat64).to(torch::kFloat32), *context);
+    std::vector<torch::Tensor> control;
+    if (in.Has(kControl)) {
+      auto packed = in.Tensor(kControl);
+      if (!packed.ok()) return packed.status();
+      auto unpacked = UnpackControl(*packed, unet_->config(), x.size(2), x.size(3));
+      if (!unpacked.ok()) return unpacked.status();
+      control = std::move(*unpacked);
+    }
+    auto eps = unet_->Predict(x, torch::tensor({*t}, torch::kFloat64).to(torch::kFloat32), *context,
+                              control);
     if (!eps.ok()) return eps.status();
     out[kEps] = *eps;
     return absl::OkStatus();

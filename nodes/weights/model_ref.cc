@@ -29,8 +29,14 @@ absl::StatusOr<ModelRef> ModelRef::Parse(const std::string& text) {
       ref.loras.push_back(std::move(lora));
       continue;
     }
+    if (key == "control") {
+      if (value.empty()) return bad("control= names no file");
+      ref.controls.push_back(value);
+      continue;
+    }
     if (key != "vae")
-      return bad(absl::StrCat("unknown part '", key, "' (vae=FILE, lora=NAME:UNET:TEXT)"));
+      return bad(
+          absl::StrCat("unknown part '", key, "' (vae=FILE, lora=NAME:UNET:TEXT, control=FILE)"));
     if (value.empty()) return bad("vae= names no file");
     if (!ref.vae.empty()) return bad("two VAEs");
     ref.vae = value;
@@ -42,6 +48,7 @@ std::string ModelRef::Format() const {
   std::string out = vae.empty() ? base : absl::StrCat(base, "|vae=", vae);
   for (const LoraRef& l : loras)
     absl::StrAppend(&out, "|lora=", l.name, absl::StrFormat(":%.9g:%.9g", l.unet, l.text));
+  for (const std::string& c : controls) absl::StrAppend(&out, "|control=", c);
   return out;
 }
 
@@ -77,6 +84,10 @@ absl::StatusOr<ModelRef> ModelRef::Map(
     LoraRef mapped = l;
     SD_ASSIGN_OR_RETURN(mapped.name, resolve(l.name));
     out.loras.push_back(std::move(mapped));
+  }
+  for (const std::string& c : controls) {
+    SD_ASSIGN_OR_RETURN(std::string mapped, resolve(c));
+    out.controls.push_back(std::move(mapped));
   }
   return out;
 }

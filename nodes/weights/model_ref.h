@@ -4,6 +4,7 @@
 // worker's LoadModel), and workers agree on all of it by one hash (ModelCache::Identity):
 //
 //   BASE                      BASE|vae=VAE                 BASE|lora=NAME:0.8:1|lora=NAME2:1:1
+//   BASE|control=CONTROLNET|control=CONTROLNET2   (ControlNet nodes pick theirs by index)
 //
 // The parts are paths in-process and names in a worker's repository.
 //
@@ -29,12 +30,14 @@ struct ModelRef {
   std::string base;
   std::string vae;  // "": the checkpoint's own
   std::vector<LoraRef> loras;
+  std::vector<std::string>
+      controls;  // ControlNet files, in the order ControlNet nodes' `index` counts
 
   // INVALID_ARGUMENT for an empty part, an unknown key, a second VAE or a strength that is not a
   // number.
   static absl::StatusOr<ModelRef> Parse(const std::string& text);
   std::string Format() const;
-  bool HasPatches() const { return !vae.empty() || !loras.empty(); }
+  bool HasPatches() const { return !vae.empty() || !loras.empty() || !controls.empty(); }
   // The same reference with every file passed through `resolve` (a name -> a path).
   absl::StatusOr<ModelRef> Map(
       const std::function<absl::StatusOr<std::string>(const std::string&)>& resolve) const;

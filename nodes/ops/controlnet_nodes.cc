@@ -1,0 +1,254 @@
+// ControlNet in graphs: ControlHint turns a picture (an edge map, a depth or normal pass) into the
+// hint at 8x the latents' size, ControlNet turns the hint, the latents, the timestep and a text
+// context into residuals (one tensor: every residual flattened and joined, PackControl) that a
+// UNetStep adds.
+//
+//   node { kind: "ControlHint" name: "hint" input: "pixels=@hint" input: "latents=noise.noise" }
+//   loop { ...
+//     node { kind: "ControlNet" name: "control_cond" input: "hint=hint.hint" input:
+//     "latents=@loop.latents"
+//            input: "t=@loop.t" input: "context=cond.context" input: "strength=@control_strength" }
+//     node { kind: "UNetStep" name: "unet_cond" ... input: "control=control_cond.residuals" }
+//   }
+//
+// The ControlNet file is the run's model reference's `control=` part number `index` (the node's
+// ControlNetOptions; model_ref.h), so
+// workers agree on it by hash like on the checkpoint. Several ControlNets: chain them through
+// `residuals` (each adds its own). `start`/`end` are the part of the denoising where it acts, as
+// fractions (0 = the first step, 1 = the last), measured on the timestep: progress = 1 - t / 999,
+// as ComfyUI's start/end percent.
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/models/controlnet.h"
+#include "nodes/models/model_util.h"
+#include "nodes/ops/image_resize.h"
+#include "nodes/ops/model_cache.h"
+#include "nodes/ops/node.h"
+#include "nodes/weights/model_ref.h"
+#include "proto/sd/v1/nodes.pb.h"
+
+namespace sd {
+namespace {
+
+template <typename T>
+absl::StatusOr<T> Optional(const NodeInputs& in, const std::string& port, T fallback);
+template <>
+absl::StatusOr<double> Optional(const NodeInputs& in, const std::string& port, double fallback) {
+  return in.Has(port) ? in.Float(port) : fallback;
+}
+template <>
+absl::StatusOr<int64_t> Optional(const NodeInputs& in, const std::string& port, int64_t fallback) {
+  return in.Has(port) ? in.Int(port) : fallback;
+}
+template <>
+absl::StatusOr<std::string> Optional(const NodeInputs& in, const std::string& port,
+                                     std::string fallback) {
+  return in.Has(port) ? in.String(port) : fallback;
+}
+
+// Whether both configurations have the same trunk (a ControlNet is a copy of its UNet's encoder).
+bool SameTrunk(const UNetConfig& a, const UNetConfig& b) {
+  return a.model_channels == b.model_channels && a.channel_mult == b.channel_mult &&
+         a.num_res_blocks == b.num_res_blocks && a.attention == b.attention &&
+         a.transformer_depth == b.transformer_depth && a.context_dim == b.context_dim;
+}
+
+}  // namespace
+
+class ControlNetNode : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    return {
+        {{"hint", TensorPort(v1::FLOAT32, 4), false, "[1 or B, 3, 8h, 8w] in [0, 1] (ControlHint)"},
+         {"latents", TensorPort(v1::FLOAT32, 4), false, "[B, 4, h, w], as the UNet step gets them"},
+         {"t", ScalarPort(v1::FLOAT), false, "timestep"},
+         {"context", TensorPort(v1::FLOAT32, 3), false,
+          "the text context of the UNet step it steers"},
+         {"strength", ScalarPort(v1::FLOAT), true, "scale of the residuals (default 1; 0: off)"},
+         {"start", ScalarPort(v1::FLOAT), true,
+          "acts from this fraction of the denoising (default 0)"},
+         {"end", ScalarPort(v1::FLOAT), true, "until this fraction (default 1)"},
+         {"guess_mode", ScalarPort(v1::INT), true,
+          "1: residual i scaled by strength * 0.825^(12 - i) (the original guess mode)"},
+         {"active", ScalarPort(v1::INT), true,
+          "0: off (passes `residuals` on, or zeros); the stock graphs steer the unconditional half "
+          "only "
+          "when control_uncond is 1"},
+         {"residuals", TensorPort(v1::FLOAT32, 2), true,
+          "another ControlNet's, added to this one's"}},
+        {{"residuals", TensorPort(v1::FLOAT32, 2), false, "[1 or B, N]: every residual, packed"}},
+        v1::ControlNetOptions::descriptor(),
+        "ControlNet: residuals that steer a UNet step toward a hint image",
+        true};
+  }
+  explicit ControlNetNode(const google::protobuf::Any& options)
+      : index_(UnpackOptions<v1::ControlNetOptions>(options).index()) {}
+  absl::Status Open(RunContext& ctx) override {
+    ctx_ = ctx;
+    SD_ASSIGN_OR_RETURN(net_, Network(index_));
+    return absl::OkStatus();
+  }
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(torch::Tensor latents, in.Tensor("latents"));
+    SD_ASSIGN_OR_RETURN(double t, in.Float("t"));
+    SD_ASSIGN_OR_RETURN(double strength, Optional(in, "strength", 1.0));
+    SD_ASSIGN_OR_RETURN(double start, Optional(in, "start", 0.0));
+    SD_ASSIGN_OR_RETURN(double end, Optional(in, "end", 1.0));
+    SD_ASSIGN_OR_RETURN(int64_t guess, Optional(in, "guess_mode", int64_t{0}));
+    SD_ASSIGN_OR_RETURN(int64_t active, Optional(in, "active", int64_t{1}));
+    if (!std::isfinite(strength) || !(start >= 0 && start <= end && end <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ControlNet: strength ", strength, ", start ", start, ", end ", end,
+                       ": need a finite strength and 0 <= start <= end <= 1"));
+    }
+    ControlNet& net = net_;
+    const UNetConfig& u = net->config().unet;
+    if (latents.dim() != 4) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ControlNet: latents must be [B, 4, h, w], got ", DescribeTensor(latents)));
+    }
+    const int64_t h = latents.size(2), w = latents.size(3);
+    torch::Tensor previous;
+    if (in.Has("residuals")) {
+      SD_ASSIGN_OR_RETURN(previous, in.Tensor("residuals"));
+      SD_RETURN_IF_ERROR(UnpackControl(previous, u, h, w).status());
+    }
+    const double progress = 1.0 - t / 999.0;
+    if (active == 0 || strength == 0 || progress < start - 1e-9 || progress > end + 1e-9) {
+      out["residuals"] = previous.defined() ? previous : PackControl(Zeros(u, h, w));
+      return absl::OkStatus();
+    }
+    SD_ASSIGN_OR_RETURN(torch::Tensor hint, in.Tensor("hint"));
+    SD_ASSIGN_OR_RETURN(torch::Tensor context, in.Tensor("context"));
+    SD_ASSIGN_OR_RETURN(
+        std::vector<torch::Tensor> residuals,
+        net->Predict(latents, hint, torch::tensor({t}, torch::kFloat64).to(torch::kFloat32),
+                     context));
+    const std::vector<double> scales = ControlScales(residuals.size(), strength, guess != 0);
+    for (size_t i = 0; i < residuals.size(); ++i) residuals[i] = residuals[i] * scales[i];
+    torch::Tensor packed = PackControl(residuals);
+    if (previous.defined()) {
+      if (previous.size(0) != 1 && previous.size(0) != packed.size(0)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ControlNet: the residuals given have batch ", previous.size(0),
+                         ", this one's ", packed.size(0)));
+      }
+      packed = packed + previous;
+    }
+    out["residuals"] = packed;
+    return absl::OkStatus();
+  }
+
+ private:
+  static std::vector<torch::Tensor> Zeros(const UNetConfig& u, int64_t h, int64_t w) {
+    std::vector<torch::Tensor> z;
+    for (const auto& s : ControlResidualShapes(u, h, w))
+      z.push_back(torch::zeros({1, s[0], s[1], s[2]}));
+    return z;
+  }
+  // ControlNet `index` of the run's model reference, checked against the checkpoint's UNet.
+  absl::StatusOr<ControlNet> Network(int64_t index) {
+    SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(ctx_.checkpoint));
+    if (index < 0 || index >= static_cast<int64_t>(ref.controls.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ControlNet: the model reference names ", ref.controls.size(),
+                       " ControlNet file(s); index ", index, " is out of range",
+                       ref.controls.empty() ? " (sd-graph: --controlnet FILE)" : ""));
+    }
+    const std::string& file = ref.controls[static_cast<size_t>(index)];
+    SD_ASSIGN_OR_RETURN(ControlNet net, ctx_.models->GetControlNet(file, ctx_.dtype, ctx_.device));
+    SD_ASSIGN_OR_RETURN(std::shared_ptr<const ModelCache::Entry> base, ctx_.models->Open(ref.base));
+    if (!SameTrunk(net->config().unet, base->config.unet)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ControlNet ", file, " was made for another model than ", ref.base, " (its UNet copy: ",
+          net->config().unet.model_channels, " channels, context ", net->config().unet.context_dim,
+          "; the checkpoint's UNet: ", base->config.unet.model_channels, " channels, context ",
+          base->config.unet.context_dim, ")"));
+    }
+    return net;
+  }
+  int64_t index_;
+  RunContext ctx_;
+  ControlNet net_{nullptr};
+};
+// Registered under the name graphs use (ControlNet is the network's class).
+extern const bool sd_node_registered_ControlNet;
+const bool sd_node_registered_ControlNet = internal::RegisterOrDie(
+    NodeKind{"ControlNet", [] { return ControlNetNode::Contract(); },
+             [](const google::protobuf::Any& o) -> std::unique_ptr<NodeKernel> {
+               return std::make_unique<ControlNetNode>(o);
+             }});
+
+class ControlHint : public NodeKernel {
+ public:
+  static NodeContract Contract() {
+    return {{{"pixels", TensorPort(v1::UINT8, 3), true,
+              "uint8 [H, W, C], C = 1 (grey), 3 or 4 (alpha dropped)"},
+             {"values", TensorPort(v1::FLOAT32, 3), true,
+              "float [H, W, C] instead of pixels: a render pass (see `normalize`)"},
+             {"normalize", ScalarPort(v1::STRING), true,
+              "for values: none (default; clamped to [0, 1]), depth (distances: near = white, far "
+              "= black, "
+              "min-max over the finite values), normal (unit normals in [-1, 1] -> (n + 1) / 2)"},
+             {"latents", TensorPort(v1::FLOAT32, 4), false,
+              "the hint is made 8x their height and width"},
+             {"method", ScalarPort(v1::STRING), true, kResizeMethods},
+             {"crop", ScalarPort(v1::STRING), true,
+              "center (default: fill, centre-cropped) or disabled (stretch)"}},
+            {{"hint", TensorPort(v1::FLOAT32, 4), false, "[1, 3, 8h, 8w] in [0, 1]"}},
+            nullptr,
+            "a picture as a ControlNet hint, at the working size"};
+  }
+  explicit ControlHint(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    SD_ASSIGN_OR_RETURN(torch::Tensor latents, in.Tensor("latents"));
+    SD_ASSIGN_OR_RETURN(std::string method, Optional(in, "method", std::string("nearest-exact")));
+    SD_ASSIGN_OR_RETURN(std::string crop, Optional(in, "crop", std::string("center")));
+    SD_ASSIGN_OR_RETURN(torch::Tensor x, Unit(in));  // [H, W, C] in [0, 1]
+    if (x.size(0) < 1 || x.size(1) < 1 || x.size(2) < 1 || x.size(2) > 4) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ControlHint: the picture must be [H, W, 1 to 4], got ", DescribeTensor(x)));
+    }
+    if (x.size(2) == 4) x = x.narrow(2, 0, 3);
+    if (x.size(2) == 2) x = x.narrow(2, 0, 1);  // grey + alpha
+    if (x.size(2) == 1) x = x.expand({x.size(0), x.size(1), 3});
+    x = x.permute({2, 0, 1}).unsqueeze(0).contiguous();
+    SD_ASSIGN_OR_RETURN(torch::Tensor hint, Rescale(x, method, 8 * latents.size(3),
+                                                    8 * latents.size(2), crop, "ControlHint"));
+    out["hint"] = hint.clamp(0, 1);
+    return absl::OkStatus();
+  }
+
+ private:
+  static absl::StatusOr<torch::Tensor> Unit(const NodeInputs& in) {
+    if (in.Has("pixels") == in.Has("values")) {
+      return absl::InvalidArgumentError("ControlHint: give `pixels` or `values`, one of them");
+    }
+    if (in.Has("pixels")) {
+      SD_ASSIGN_OR_RETURN(torch::Tensor px, in.Tensor("pixels"));
+      return px.to(torch::kFloat32) / 255.0;
+    }
+    SD_ASSIGN_OR_RETURN(torch::Tensor v, in.Tensor("values"));
+    SD_ASSIGN_OR_RETURN(std::string normalize, Optional(in, "normalize", std::string("none")));
+    v = v.to(torch::kFloat32);
+    if (normalize == "none") return torch::nan_to_num(v, 0.0, 1.0, 0.0).clamp(0, 1);
+    if (normalize == "normal") return ((torch::nan_to_num(v, 0.0, 1.0, -1.0) + 1) / 2).clamp(0, 1);
+    if (normalize != "depth") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ControlHint: normalize '", normalize, "' is none of none, depth, normal"));
+    }
+    // One channel of distances (the first, for an RGB-stored Z pass); infinity is the background.
+    torch::Tensor d = v.narrow(2, 0, 1);
+    torch::Tensor finite = torch::isfinite(d);
+    if (!finite.any().item<bool>()) return torch::zeros_like(d);
+    const double near = d.masked_select(finite).min().item<double>(),
+                 far = d.masked_select(finite).max().item<double>();
+    torch::Tensor unit = far > near ? (far - d) / (far - near) : torch::ones_like(d);
+    return torch::where(finite, unit, torch::zeros_like(d)).clamp(0, 1);
+  }
+};
+SD_REGISTER_NODE(ControlHint);
+
+}  // namespace sd
