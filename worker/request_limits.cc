@@ -42,7 +42,8 @@ std::string MetricKindLabel(const std::string& kind) {
 }
 
 absl::Status CheckInputSize(const std::string& what, const std::vector<int64_t>& shape,
-                            int64_t string_bytes, const RequestLimits& limits) {
+                            int64_t string_bytes, const RequestLimits& limits,
+                            bool packed_residuals) {
   auto too_large = [&](const std::string& detail, const char* flag) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": ", detail, " exceeds this worker's limit (", flag, ")"));
@@ -58,6 +59,17 @@ absl::Status CheckInputSize(const std::string& what, const std::vector<int64_t>&
   if (shape.size() >= 2 && shape[0] > limits.max_batch) {
     return too_large(absl::StrCat("batch ", shape[0], ", over ", limits.max_batch, ","),
                      "--max-batch");
+  }
+  if (packed_residuals) {
+    // SD v1.x's 13 ControlNet residuals hold 1640 values per latent pixel; 2048 leaves room.
+    const int64_t latent_side = limits.max_image_side / 8;
+    const int64_t bound = 2048 * latent_side * latent_side;
+    if (shape.size() == 2 && shape[1] > bound) {
+      return too_large(absl::StrCat(shape[1], " residual values, over ", bound, " (images of ",
+                                    limits.max_image_side, " pixels a side),"),
+                       "--max-image-size");
+    }
+    return absl::OkStatus();
   }
   if ((shape.size() == 2 || shape.size() == 3) && shape[1] > limits.max_context_tokens) {
     return too_large(absl::StrCat(shape[1], " tokens, over ", limits.max_context_tokens, ","),

@@ -26,8 +26,8 @@ struct RequestLimits {
 };
 
 // The kinds a worker serves. `spec` is "" (the kinds that compute with a model: ClipEncode,
-// UNetStep, VaeEncode, VaeDecode — the only ones the distributed runtime sends), "all", or a comma
-// list of registered kinds (INVALID_ARGUMENT naming an unknown one).
+// UNetStep, ControlNet, VaeEncode, VaeDecode — the only ones the distributed runtime sends), "all",
+// or a comma list of registered kinds (INVALID_ARGUMENT naming an unknown one).
 absl::StatusOr<std::set<std::string>> ParseServedKinds(const std::string& spec);
 
 // The registered kind `kind` when it is in `served`; NOT_FOUND otherwise (unknown, or not served
@@ -41,9 +41,11 @@ std::string MetricKindLabel(const std::string& kind);
 
 // Checks one decoded input against the limits: tensor `shape` (rank >= 2: batch first; rank 4:
 // [B, C, H, W], images when C == 3, else latent-sized), or a string of `string_bytes` bytes
-// (shape empty). INVALID_ARGUMENT names `what`, the bound and the flag that raises it.
+// (shape empty); `packed_residuals`: ControlNet residuals [B, N] (PackControl), N bounded by the
+// largest image. INVALID_ARGUMENT names `what`, the bound and the flag that raises it.
 absl::Status CheckInputSize(const std::string& what, const std::vector<int64_t>& shape,
-                            int64_t string_bytes, const RequestLimits& limits);
+                            int64_t string_bytes, const RequestLimits& limits,
+                            bool packed_residuals = false);
 
 // Integer inputs that size the work: `width` and `height` (pixels) at most max_image_side.
 absl::Status CheckIntInput(const std::string& what, const std::string& port, int64_t value,

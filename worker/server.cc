@@ -281,10 +281,14 @@ class Core {
     SD_ASSIGN_OR_RETURN(std::string path, ResolveRef(name));
     SD_ASSIGN_OR_RETURN(auto entry, base_.models->Open(path));
     SD_ASSIGN_OR_RETURN(std::string identity, base_.models->Identity(path));
-    // Build all three networks now, so the first node calls do not wait.
+    // Build all networks now (and the ControlNets it names), so the first node calls do not wait.
     SD_RETURN_IF_ERROR(base_.models->GetClip(path, base_.dtype, base_.device).status());
     SD_RETURN_IF_ERROR(base_.models->GetUnet(path, base_.dtype, base_.device).status());
     SD_RETURN_IF_ERROR(base_.models->GetVae(path, base_.dtype, base_.device).status());
+    SD_ASSIGN_OR_RETURN(ModelRef parts, ModelRef::Parse(path));
+    for (const std::string& control : parts.controls) {
+      SD_RETURN_IF_ERROR(base_.models->GetControlNet(control, base_.dtype, base_.device).status());
+    }
     v1::LoadModelResponse r;
     r.set_checkpoint(name);
     r.set_sha256(identity);
@@ -398,9 +402,11 @@ class Core {
       }
       const std::string what = absl::StrCat(who, " input '", t.name(), "'");
       const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+      const bool residuals = (who == "UNetStep" && t.name() == "control") ||
+                             (who == "ControlNet" && t.name() == "residuals");
       SD_RETURN_IF_ERROR(CheckInputSize(
           what, shape, t.datatype() == "BYTES" ? static_cast<int64_t>(raw.size()) : 0,
-          options_.limits));
+          options_.limits, residuals));
       SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), shape, raw, port->type, what));
       if (const int64_t* n = std::get_if<int64_t>(&v)) {
         SD_RETURN_IF_ERROR(CheckIntInput(what, t.name(), *n, options_.limits));

@@ -87,6 +87,30 @@ constexpr char kPromptFlags[] =
     "starts one\n"
     "  --clip-skip N     1 (default): CLIP's last layer; 2: the layer before it (as other tools)\n";
 
+constexpr char kControlNetFlags[] =
+    "\nControlNet (graphs/txt2img_controlnet.pbtxt, img2img_controlnet.pbtxt; SD v1.x ControlNets "
+    "in the\n"
+    "original .pth/.safetensors layout, with or without control_model., or diffusers' "
+    "ControlNetModel):\n"
+    "  --controlnet FILE steer with this ControlNet (repeatable: their residuals add up); with "
+    "--workers,\n"
+    "                    a name in their repositories\n"
+    "  --hint IMAGE      its hint picture, one per --controlnet (edges, pose, depth, normals), "
+    "fitted to\n"
+    "                    the working size (centre-cropped; --set hint_crop=disabled stretches)\n"
+    "  --hint-pass P     image (default: the picture as is), depth (a float pass of distances, EXR "
+    "or\n"
+    "                    16-bit PNG: near = white, normalised to the nearest and farthest finite "
+    "values)\n"
+    "                    or normal (unit normals in [-1, 1] -> RGB (n + 1) / 2)\n"
+    "  --control-strength S  scale of its residuals (default 1); once for all, or once per "
+    "--controlnet\n"
+    "  --control-start A --control-end B  the part of the denoising it acts in, 0 to 1 (default 0, "
+    "1)\n"
+    "  --control-cond-only   steer the conditional half only (\"my prompt is more important\")\n"
+    "  --guess-mode      the original guess mode: conditional half only, deeper residuals weaker\n"
+    "                    (0.825^(12 - i)); \"ControlNet is more important\"\n";
+
 std::string RunHelp() {
   return absl::StrCat(
       "usage: sd-graph run GRAPH.pbtxt|WORKFLOW.json|IMAGE.png [--model M] [--set NAME=VALUE ...] "
@@ -97,7 +121,7 @@ std::string RunHelp() {
       "@FILE.safetensors:KEY. The graph's first output must be an image (uint8 [H, W, 3]).\n"
       "A ComfyUI workflow (API format .json, or a PNG ComfyUI saved) runs directly: see\n"
       "`sd-graph import-comfy --help` for what it becomes and its inputs' names.\n\n",
-      kCommonFlags, kWorkerFlags,
+      kCommonFlags, kWorkerFlags, kControlNetFlags,
       "  --set NAME=VALUE  a graph input (repeatable); in farm mode {frame} in VALUE is the frame "
       "number\n"
       "  --seed N          the graph's `seed` input (farm mode: N + frame)\n"
@@ -136,7 +160,8 @@ std::string Txt2ImgHelp() {
       "  --hires-scale S   how much larger (1 to 8; W x S and H x S must be multiples of 64)\n"
       "  --hires-denoise D how much the second pass repaints, (0, 1] (default 0.5)\n"
       "  --hires-steps N   the second pass's steps at full strength (default: --steps)\n"
-      "  --hires-upscaler M  nearest-exact, bilinear (default), bicubic or area\n");
+      "  --hires-upscaler M  nearest-exact, bilinear (default), bicubic or area\n",
+      kControlNetFlags);
 }
 
 std::string Img2ImgHelp() {
@@ -148,7 +173,8 @@ std::string Img2ImgHelp() {
       "  --init IMG        the input image\n"
       "  --strength S      in (0, 1]: how much to repaint (default 0.8)\n"
       "  --width W         work at this width, resizing the input (default: the input's)\n"
-      "  --height H        work at this height, resizing the input (default: the input's)\n");
+      "  --height H        work at this height, resizing the input (default: the input's)\n",
+      kControlNetFlags);
 }
 
 std::string InpaintHelp() {

@@ -264,6 +264,61 @@ TEST_F(DistributedTest, LoraByNameEqualsInProcess) {
   EXPECT_NE(png.find("Lora hashes"), std::string::npos);
 }
 
+// ControlNets by name in the workers' repositories (two at once, one in the diffusers layout): the
+// in-process image, the CFG halves (ControlNet and UNet) apart, the ControlNets run on workers, and
+// the parameters record them; with --wire-dtype bf16 the residuals travel as bf16 and the image
+// stays close.
+TEST_F(DistributedTest, ControlNetsByNameEqualInProcess) {
+  const std::string repo = Models(*dir_);
+  for (const char* layout : {"original", "diffusers"}) {
+    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
+                        Quote(repo + "/cn-" + layout + ".safetensors") +
+                        " --tiny --controlnet --layout " + layout);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string hints = " --hint " + Quote(dir_->File("init.png")) + " --hint " +
+                            Quote(dir_->File("mask.png")) +
+                            " --control-strength 0.7 --control-strength 0.5 --control-end 0.8";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"txt2img", "--seed 15"},
+      {"img2img", "--seed 16 --strength 0.7 --init " + Quote(dir_->File("init.png"))}};
+  for (const auto& [mode, extra] : cases) {
+    SCOPED_TRACE(mode);
+    const std::string local = dir_->File("cn-local.png"), remote = dir_->File("cn-remote.png");
+    auto r =
+        RunCommand(Gen(mode,
+                       extra + " --controlnet " + Quote(repo + "/cn-original.safetensors") +
+                           " --controlnet " + Quote(repo + "/cn-diffusers.safetensors") + hints,
+                       local, ""));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::vector<size_t> from = {a_->LogSize(), b_->LogSize()};
+    r = RunCommand(
+        Gen(mode, extra + " --controlnet cn-original.safetensors --controlnet cn-diffusers" + hints,
+            remote, Pool()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
+    auto where = Placement({a_, b_}, from);
+    ASSERT_TRUE(where.count(std::make_pair(std::string("control_cond"), 1)) &&
+                where.count(std::make_pair(std::string("control_uncond_1"), 1)));
+    EXPECT_NE(where[std::make_pair(std::string("unet_cond"), 1)],
+              where[std::make_pair(std::string("unet_uncond"), 1)]);
+    const std::string png = ReadFile(local);
+    EXPECT_NE(png.find("ControlNet 1: \"module: none, model: cn-diffusers ("), std::string::npos);
+    EXPECT_NE(png.find("weight: 0.5, starting/ending: (0, 0.8)"), std::string::npos);
+  }
+  const std::string bf16 = dir_->File("cn-bf16.png"), f32 = dir_->File("cn-f32.png");
+  const std::string args =
+      "--seed 17 --controlnet cn-original --hint " + Quote(dir_->File("init.png"));
+  auto r = RunCommand(Gen("txt2img", args, f32, Pool()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(Gen("txt2img", args + " --wire-dtype bf16", bf16, Pool()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const int diff = MaxDiff(ReadRgb8(f32), ReadRgb8(bf16));
+  std::printf("[ distributed ] ControlNet with bf16 wire: max |diff| vs f32 wire = %d levels\n",
+              diff);
+  EXPECT_LE(diff, 16);
+}
+
 // The cond and uncond UNet calls of a step are in flight at the same time, on two workers: with
 // every call held on arrival (--hold-calls), both halves of step 1 arrive, one on each worker,
 // before either is let go. Run one at a time, the second could never arrive while the first is

@@ -380,6 +380,63 @@ TEST_F(GenerateCliTest, AllocationFailureEndsWithAMessageNotACrash) {
   EXPECT_FALSE(std::filesystem::exists(dir_->File("huge.png")));
 }
 
+// --controlnet picks the ControlNet graph: two ControlNets (the second a depth pass from an EXR)
+// are recorded in the parameters; strength 0 gives the image without; bad combinations are refused.
+TEST_F(GenerateCliTest, ControlNetFlagsRunAndAreRecorded) {
+  const std::string cn = dir_->File("cn.safetensors"), hint = dir_->File("hint.png"),
+                    depth = dir_->File("depth.exr");
+  auto r = RunCommand(Bin() + " make-test-checkpoint --tiny --controlnet " + Quote(cn));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WriteImageRgb8(hint, (torch::rand({64, 64, 3}) * 255).to(torch::kUInt8)).ok());
+  ASSERT_TRUE(WriteImageRgb8(depth, (torch::rand({32, 48, 3}) * 255).to(torch::kUInt8)).ok());
+  const std::string plain = dir_->File("plain.png"), zero = dir_->File("zero.png"),
+                    two = dir_->File("two.png");
+  r = RunCommand(Txt2Img("--seed 3 --width 64 --height 64", plain));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(Txt2Img("--seed 3 --width 64 --height 64 --controlnet " + Quote(cn) + " --hint " +
+                             Quote(hint) + " --control-strength 0",
+                         zero));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(plain), *ReadImageRgb8(zero)));
+  r = RunCommand(
+      Txt2Img("--seed 3 --width 64 --height 64 --controlnet " + Quote(cn) + " --hint " +
+                  Quote(hint) + " --controlnet " + Quote(cn) + " --hint " + Quote(depth) +
+                  " --control-strength 0.8 --control-strength 0.4 --control-end 0.5 --guess-mode",
+              two));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(torch::equal(*ReadImageRgb8(plain), *ReadImageRgb8(two)));
+  auto params = ReadImageAttribute(two, "parameters");
+  ASSERT_TRUE(params.ok());
+  EXPECT_THAT(*params, HasSubstr("ControlNet 0: \"module: none, model: cn ("));
+  EXPECT_THAT(*params, HasSubstr("ControlNet 1: \"module: none, model: cn ("));
+  EXPECT_THAT(
+      *params,
+      HasSubstr(
+          "weight: 0.4, starting/ending: (0, 0.5), control mode: ControlNet is more important"));
+  for (const auto& [extra, why] : std::vector<std::pair<std::string, std::string>>{
+           {"--controlnet " + Quote(cn), "give one hint image per ControlNet"},
+           {"--hint " + Quote(hint), "need --controlnet FILE"},
+           {"--controlnet " + Quote(cn) + " --hint x.png --control-end 2",
+            "--control-end 2: expected a number"},
+           {"--controlnet " + Quote(cn) + " --hint x.png --control-start 0.6 --control-end 0.5",
+            "is after"},
+           {"--controlnet " + Quote(cn) + " --hint x.png --hint-pass fog", "--hint-pass fog"},
+           {"--controlnet nothing.safetensors --hint " + Quote(hint),
+            "ControlNet nothing.safetensors: no such"},
+           {"--controlnet " + Quote(cn) + " --hint " + Quote(dir_->File("none.png")),
+            "none.png: no such image"},
+           {"--controlnet " + Quote(cn) + " --hint " + Quote(hint) + " --hires-scale 2",
+            "applies to txt2img"}}) {
+    r = RunCommand(Txt2Img("--width 64 --height 64 " + extra, dir_->File("bad.png")));
+    EXPECT_NE(r.exit_code, 0) << extra;
+    EXPECT_THAT(r.err, HasSubstr(why)) << extra;
+  }
+  r = RunCommand(Bin() + " txt2img --prompt x --steps 1 --controlnet " + Quote(cn) + " --hint " +
+                 Quote(hint) + " -o " + Quote(dir_->File("demo.png")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("was made for another model"));
+}
+
 TEST_F(GenerateCliTest, HelpDocumentsEveryFlag) {
   auto r = RunCommand(Bin() + " txt2img --help");
   EXPECT_EQ(r.exit_code, 0);
@@ -387,7 +444,13 @@ TEST_F(GenerateCliTest, HelpDocumentsEveryFlag) {
                            "--steps", "--cfg", "--seed", "--sampler", "--batch", "--width", "--height", "--stats"}) {
     EXPECT_THAT(r.out, HasSubstr(flag)) << flag;
   }
+  for (const char* flag :
+       {"--controlnet", "--hint", "--hint-pass", "--control-strength", "--control-start",
+        "--control-end", "--guess-mode", "--control-cond-only"}) {
+    EXPECT_THAT(r.out, HasSubstr(flag)) << flag;
+  }
   r = RunCommand(Bin() + " img2img --help");
+  EXPECT_THAT(r.out, HasSubstr("--controlnet"));
   EXPECT_THAT(r.out, HasSubstr("--init"));
   EXPECT_THAT(r.out, HasSubstr("--strength"));
   r = RunCommand(Bin() + " run --help");
