@@ -35,6 +35,8 @@ packages=(
   # gRPC workers, image I/O, the GEGL plugin
   libgrpc++-dev libc-ares-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libmicrohttpd-dev
   libopenimageio-dev libgegl-dev gegl
+  # Canny edges for ControlNet hints
+  libopencv-imgproc-dev
   # tests and benchmarks (python3-torch writes genuine .ckpt files with torch.save)
   # (openssl makes test certificates for the TLS tests; taskset from util-linux pins benchmark workers)
   libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpcio python3-protobuf python3-yaml openssl util-linux

@@ -121,6 +121,11 @@ absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& ar
     if (!p.ok()) return p.status();
     run.loras.push_back(absl::StrCat(*p, ":", l.unet, ":", l.text));
   }
+  for (const std::string& c : m.controlnets) {
+    auto p = find(c, "controlnet", "ControlNet");
+    if (!p.ok()) return p.status();
+    run.controlnets.push_back(*p);
+  }
   return run;
 }
 

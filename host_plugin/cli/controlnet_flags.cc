@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "host_plugin/cli/image_io.h"
 #include "nodes/base/status_macros.h"
+#include "nodes/ops/canny.h"
 
 namespace sd::cli {
 namespace {
@@ -49,7 +50,9 @@ std::vector<std::string>* ControlNetFlagList(ControlNetFlags& f, const std::stri
 }
 
 absl::Status CheckControlNetFlags(const ControlNetFlags& f) {
-  if (!f.any() && !f.guess_mode && !f.cond_only && f.pass == "image") return absl::OkStatus();
+  if (!f.any() && !f.guess_mode && !f.cond_only && f.pass == "image" && f.canny_low == 100 &&
+      f.canny_high == 200)
+    return absl::OkStatus();
   if (f.files.empty())
     return absl::InvalidArgumentError("the ControlNet flags need --controlnet FILE");
   if (f.hints.size() != f.files.size()) {
@@ -79,9 +82,14 @@ absl::Status CheckControlNetFlags(const ControlNetFlags& f) {
                                                      " is after --control-end ", end));
     }
   }
-  if (f.pass != "image" && f.pass != "depth" && f.pass != "normal") {
+  if (f.pass != "image" && f.pass != "canny" && f.pass != "depth" && f.pass != "normal") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--hint-pass ", f.pass, ": expected image, depth or normal"));
+        absl::StrCat("--hint-pass ", f.pass, ": expected image, canny, depth or normal"));
+  }
+  if (!(0 <= f.canny_low && f.canny_low <= f.canny_high && f.canny_high <= 1023)) {
+    return absl::InvalidArgumentError(absl::StrCat("--canny-low ", f.canny_low, " --canny-high ",
+                                                   f.canny_high,
+                                                   ": need 0 <= low <= high <= 1023"));
   }
   return absl::OkStatus();
 }
@@ -103,8 +111,11 @@ absl::Status SetControlNetInputs(const ControlNetFlags& f, const Graph& graph,
       return absl::InvalidArgumentError(
           absl::StrCat("this graph takes ", k, " ControlNet hint(s), not ", f.files.size()));
     }
-    if (f.pass == "image") {
+    if (f.pass == "image" || f.pass == "canny") {
       SD_ASSIGN_OR_RETURN(torch::Tensor px, ReadImageRgb8(f.hints[k]));
+      if (f.pass == "canny") {
+        SD_ASSIGN_OR_RETURN(px, CannyEdges(px, f.canny_low, f.canny_high));
+      }
       set("hint" + Suffix(k), px);
     } else {
       SD_ASSIGN_OR_RETURN(torch::Tensor values, ReadImageValues(f.hints[k]));
@@ -117,7 +128,7 @@ absl::Status SetControlNetInputs(const ControlNetFlags& f, const Graph& graph,
       if (absl::SimpleAtod(Per(*values, k), &v)) set(key + Suffix(k), v);
     }
   }
-  if (f.pass != "image") set("hint_normalize", f.pass);
+  if (f.pass == "depth" || f.pass == "normal") set("hint_normalize", f.pass);
   if (f.guess_mode) set("guess_mode", int64_t{1});
   if (f.guess_mode || f.cond_only) set("control_uncond", int64_t{0});
   return absl::OkStatus();
@@ -132,13 +143,14 @@ std::string ControlNetParameters(const ControlNetFlags& f,
   for (size_t k = 0; k < f.files.size(); ++k) {
     const std::string strength = Per(f.strengths, k), start = Per(f.starts, k),
                       end = Per(f.ends, k);
-    absl::StrAppend(&out, k ? ", " : "", "ControlNet ", k,
-                    ": \"module: ", f.pass == "image" ? "none" : f.pass,
-                    ", model: ", std::filesystem::path(f.files[k]).stem().string(), " (",
-                    k < sha256s.size() ? sha256s[k].substr(0, 10) : "",
-                    "), weight: ", strength.empty() ? "1" : strength, ", starting/ending: (",
-                    start.empty() ? "0" : start, ", ", end.empty() ? "1" : end,
-                    "), control mode: ", mode, "\"");
+    absl::StrAppend(
+        &out, k ? ", " : "", "ControlNet ", k, ": \"module: ", f.pass == "image" ? "none" : f.pass,
+        f.pass == "canny" ? absl::StrCat(" (", f.canny_low, ", ", f.canny_high, ")") : "",
+        ", model: ", std::filesystem::path(f.files[k]).stem().string(), " (",
+        k < sha256s.size() ? sha256s[k].substr(0, 10) : "",
+        "), weight: ", strength.empty() ? "1" : strength, ", starting/ending: (",
+        start.empty() ? "0" : start, ", ", end.empty() ? "1" : end, "), control mode: ", mode,
+        "\"");
   }
   return out;
 }

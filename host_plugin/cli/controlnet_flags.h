@@ -25,6 +25,7 @@ namespace sd::cli {
 struct ControlNetFlags {
   std::vector<std::string> files, hints, strengths, starts, ends;
   std::string pass = "image";
+  int64_t canny_low = 100, canny_high = 200;
   bool guess_mode = false, cond_only = false;
   bool any() const {
     return !files.empty() || !hints.empty() || !strengths.empty() || !starts.empty() ||

@@ -216,7 +216,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (mode != Mode::kRun) spec.with_value.insert({"width", "height"});
   if (mode == Mode::kTxt2Img)
     spec.with_value.insert({"hires-scale", "hires-denoise", "hires-steps", "hires-upscaler"});
-  spec.with_value.insert("hint-pass");
+  spec.with_value.insert({"hint-pass", "canny-low", "canny-high"});
   spec.switches.insert({"guess-mode", "control-cond-only"});
   if (mode == Mode::kImg2Img) spec.with_value.insert({"init", "strength"});
   if (mode == Mode::kInpaint) spec.with_value.insert({"init", "mask", "strength"});
@@ -267,6 +267,11 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     }
   }
   control.pass = args->GetOr("hint-pass", "image");
+  for (const auto& [flag, value] :
+       {std::pair{"canny-low", &control.canny_low}, {"canny-high", &control.canny_high}}) {
+    if (auto v = args->Get(flag); v && !absl::SimpleAtoi(*v, value))
+      return usage(absl::StrCat("--", flag, " ", *v, ": expected an integer"));
+  }
   control.guess_mode = args->Has("guess-mode");
   control.cond_only = args->Has("control-cond-only");
   if (absl::Status s = CheckControlNetFlags(control); !s.ok())
@@ -275,7 +280,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
     return usage(
         "--controlnet applies to txt2img, img2img and graph files (not to inpaint, --hires-scale "
         "or "
-        "ComfyUI workflows yet)");
+        "ComfyUI workflows, which name their own ControlNets)");
   }
   const std::string out = OutputFlag(*args);
   if (out.empty()) return usage("-o OUT is required");
@@ -309,7 +314,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
                          prompt,
                          loras,
                          args->Has("workers"),
-                         control.files};
+                         comfy ? comfy->controlnets : control.files};
   if (args->Has("vae") && model_flags.vae.empty()) return usage("--vae names no file");
   auto model_ref = ModelFromFlags(model_flags);
   if (!model_ref.ok()) return FailWithCode(name, model_ref.status());

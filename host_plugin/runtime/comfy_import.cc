@@ -30,6 +30,13 @@ struct Handle {
 };
 using Slot = std::variant<Handle, std::string>;  // a handle, or a graph source "node.port"
 
+// A ControlNet attached to a conditioning (ControlNetApply[Advanced]).
+struct ControlUse {
+  int index = 0;                     // in ComfyModel::controlnets
+  std::string image;                 // graph source of the hint image ([1, 3, H, W] in [-1, 1])
+  std::string strength, start, end;  // graph inputs ("$P..$" tokens)
+};
+
 struct Param {
   std::string base;
   std::string owner;  // the ComfyUI node id, for a suffix when values differ
@@ -240,12 +247,78 @@ class Translator {
     }
     if (c == "LatentUpscale" || c == "LatentUpscaleBy" || c == "ImageScale" || c == "ImageScaleBy")
       return Scale(n);
+    if (c == "ControlNetLoader") {
+      const std::string file = n.Text("control_net_name");
+      auto it = std::find(control_files_.begin(), control_files_.end(), file);
+      if (it == control_files_.end()) it = control_files_.insert(control_files_.end(), file);
+      control_nets_[{n.id, 0}] = static_cast<int>(it - control_files_.begin());
+      blocks_.back().comment += " (no node: the file joins the model reference)";
+      slots_[{n.id, 0}] = std::string();
+      return absl::OkStatus();
+    }
+    if (c == "ControlNetApply" || c == "ControlNetApplyAdvanced") return ApplyControl(n);
     if (c == "ImageInvert") {
       Add("ImageInvert", id, {"image=" + Source(n, "image")});
       slots_[{n.id, 0}] = id + ".image";
       return absl::OkStatus();
     }
     return Error(n, "has no translation");  // ComfyClassNames() and this function disagree
+  }
+
+  absl::Status ApplyControl(const ComfyNode& n) {
+    const bool advanced = n.class_type == "ControlNetApplyAdvanced";
+    blocks_.back().comment += " (no node: the sampler runs the ControlNet)";
+    const ComfyLink& cn = n.links.at("control_net");
+    ControlUse use;
+    use.index = control_nets_.at({cn.node, cn.slot});
+    use.image = Source(n, "image");
+    use.strength = W("control_strength", n, "strength", "ControlNet strength");
+    use.start = advanced
+                    ? W("control_start", n, "start_percent", "ControlNet acts from this fraction")
+                    : P("control_start", n, 0.0, "ControlNet acts from this fraction");
+    use.end = advanced ? W("control_end", n, "end_percent", "ControlNet acts until this fraction")
+                       : P("control_end", n, 1.0, "ControlNet acts until this fraction");
+    int slot = 0;
+    for (const char* port : advanced ? std::vector<const char*>{"positive", "negative"}
+                                     : std::vector<const char*>{"conditioning"}) {
+      const ComfyLink& l = n.links.at(port);
+      slots_[{n.id, slot}] = Source(n, port);
+      std::vector<ControlUse> uses = controls_[{l.node, l.slot}];
+      uses.push_back(use);
+      controls_[{n.id, slot}] = uses;
+      ++slot;
+    }
+    return absl::OkStatus();
+  }
+
+  // The ControlNets on the conditioning `port` of sampler `n`, run in `loop` on `x`: the source of
+  // their summed residuals ("" for none).
+  std::string RunControls(const ComfyNode& n, const std::string& port, const std::string& half,
+                          const std::string& x, const std::string& latent, v1::Loop& loop) {
+    const ComfyLink& l = n.links.at(port);
+    auto it = controls_.find({l.node, l.slot});
+    if (it == controls_.end()) return "";
+    const std::string id = Safe(n.id);
+    std::string previous;
+    for (size_t k = 0; k < it->second.size(); ++k) {
+      const ControlUse& u = it->second[k];
+      const std::string hint = absl::StrCat(id, "_", half, "_hint", k);
+      Add("ControlHint", hint, {"image=" + u.image, "latents=" + latent});
+      std::vector<std::string> in{"hint=" + hint + ".hint",
+                                  x,
+                                  "t=@loop.t",
+                                  "context=" + Source(n, port),
+                                  "strength=" + u.strength,
+                                  "start=" + u.start,
+                                  "end=" + u.end};
+      if (!previous.empty()) in.push_back("residuals=" + previous);
+      const std::string name = absl::StrCat(id, "_", half, "_control", k);
+      v1::ControlNetOptions o;
+      o.set_index(u.index);
+      Add("ControlNet", name, in, &loop).mutable_options()->PackFrom(o);
+      previous = name + ".residuals";
+    }
+    return previous;
   }
 
   absl::Status Encode(const ComfyNode& n) {
@@ -365,6 +438,9 @@ class Translator {
     auto unet = [&](const std::string& name, const std::string& context) {
       std::vector<std::string> in{model_x, "t=@loop.t", "context=" + Source(n, context)};
       in.insert(in.end(), extra.begin(), extra.end());
+      const std::string control =
+          RunControls(n, context, context == "positive" ? "cond" : "uncond", model_x, latent, loop);
+      if (!control.empty()) in.push_back("control=" + control);
       Add("UNetStep", id + name, in, &loop);
     };
     unet("_cond", "positive");
@@ -469,6 +545,10 @@ class Translator {
   ComfyImportOptions options_;
   std::map<std::pair<std::string, int>, Slot> slots_;
   std::map<std::pair<std::string, int>, std::string> masks_;  // LATENT outputs' noise masks
+  std::map<std::pair<std::string, int>, std::vector<ControlUse>>
+      controls_;                                             // on CONDITIONING outputs
+  std::map<std::pair<std::string, int>, int> control_nets_;  // CONTROL_NET outputs
+  std::vector<std::string> control_files_;
   std::map<std::pair<std::string, int>, std::string>
       batch_index_;  // LATENT slices' first index (input)
   std::vector<Param> params_;
@@ -515,6 +595,7 @@ absl::Status Translator::ChooseModel(ComfyModel* m) const {
     }
     m->vae = vae.vae;
   }
+  m->controlnets = control_files_;
   for (const auto& [name, w] : model.loras) m->loras.push_back({name, w, 0.0});
   if (!clip_users_.empty()) {
     for (const auto& lora : clip_users_.front().second.loras) {

@@ -7,6 +7,9 @@
 // KSampler is ComfyUI's k-diffusion sampling over its sigmas (SigmaSchedule, SigmaStart, SigmaStep,
 // SigmaEnd), seeded as ComfyUI seeds (initial noise = the seed's first draw over the latent;
 // ancestral noise = its draws in order); CLIPTextEncode weights prompts with ComfyUI's syntax.
+// ControlNetApply / ControlNetApplyAdvanced attach a ControlNet to a conditioning: the sampler that
+// reads it runs a chain of ControlNet nodes (hint fitted as ComfyUI does: nearest-exact, centre
+// crop) before the UNet step of that half.
 #pragma once
 
 #include <string>
@@ -27,6 +30,8 @@ struct ComfyLora {
 struct ComfyModel {
   std::string checkpoint, vae;  // vae: "" = the checkpoint's own
   std::vector<ComfyLora> loras;
+  // ControlNetLoader files, in the order the graph's ControlNet nodes number them (their `index`).
+  std::vector<std::string> controlnets;
 };
 
 struct ComfyGraph {

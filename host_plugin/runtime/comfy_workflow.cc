@@ -94,6 +94,16 @@ const std::vector<ComfyClass>& Classes() {
        {Link("image", T::kImage), Text("upscale_method"), Number("scale_by")},
        {T::kImage}},
       {"ImageInvert", {Link("image", T::kImage)}, {T::kImage}},
+      {"ControlNetLoader", {Text("control_net_name")}, {T::kControlNet}},
+      {"ControlNetApply",
+       {Link("conditioning", T::kConditioning), Link("control_net", T::kControlNet),
+        Link("image", T::kImage), Number("strength")},
+       {T::kConditioning}},
+      {"ControlNetApplyAdvanced",
+       {Link("positive", T::kConditioning), Link("negative", T::kConditioning),
+        Link("control_net", T::kControlNet), Link("image", T::kImage), Number("strength"),
+        Number("start_percent"), Number("end_percent")},
+       {T::kConditioning, T::kConditioning}},
   };
   return *classes;
 }
@@ -278,6 +288,8 @@ const char* ComfyTypeName(ComfyType t) {
       return "IMAGE";
     case ComfyType::kMask:
       return "MASK";
+    case ComfyType::kControlNet:
+      return "CONTROL_NET";
   }
   return "?";
 }

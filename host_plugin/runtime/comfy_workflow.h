@@ -16,7 +16,7 @@
 
 namespace sd {
 
-enum class ComfyType { kModel, kClip, kVae, kConditioning, kLatent, kImage, kMask };
+enum class ComfyType { kModel, kClip, kVae, kConditioning, kLatent, kImage, kMask, kControlNet };
 const char* ComfyTypeName(ComfyType t);  // "MODEL", "CLIP", ...
 
 struct ComfyLink {

@@ -186,6 +186,8 @@ class ControlHint : public NodeKernel {
   static NodeContract Contract() {
     return {{{"pixels", TensorPort(v1::UINT8, 3), true,
               "uint8 [H, W, C], C = 1 (grey), 3 or 4 (alpha dropped)"},
+             {"image", TensorPort(v1::FLOAT32, 4), true,
+              "instead of pixels: an image tensor [1, C, H, W] in [-1, 1]"},
              {"values", TensorPort(v1::FLOAT32, 3), true,
               "float [H, W, C] instead of pixels: a render pass (see `normalize`)"},
              {"normalize", ScalarPort(v1::STRING), true,
@@ -223,8 +225,17 @@ class ControlHint : public NodeKernel {
 
  private:
   static absl::StatusOr<torch::Tensor> Unit(const NodeInputs& in) {
-    if (in.Has("pixels") == in.Has("values")) {
-      return absl::InvalidArgumentError("ControlHint: give `pixels` or `values`, one of them");
+    if (int(in.Has("pixels")) + int(in.Has("values")) + int(in.Has("image")) != 1) {
+      return absl::InvalidArgumentError(
+          "ControlHint: give `pixels`, `image` or `values`, one of them");
+    }
+    if (in.Has("image")) {
+      SD_ASSIGN_OR_RETURN(torch::Tensor image, in.Tensor("image"));
+      if (image.dim() != 4 || image.size(0) != 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ControlHint: image must be [1, C, H, W], got ", DescribeTensor(image)));
+      }
+      return ((image[0].permute({1, 2, 0}).to(torch::kFloat32) + 1) / 2).clamp(0, 1);
     }
     if (in.Has("pixels")) {
       SD_ASSIGN_OR_RETURN(torch::Tensor px, in.Tensor("pixels"));

@@ -31,6 +31,7 @@
 #include "nodes/models/vae.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
+#include "tests/bench/controlnet_case.h"
 #include "tests/bench/lora_case.h"
 #include "tests/bench/op_profile.h"
 #include "tests/golden/golden_util.h"
@@ -41,7 +42,8 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
-    "clip,unet1,unet2,vae_dec,vae_enc,txt2img,lora]\n"
+    "clip,unet1,unet2,control1,control2,unet1_control,vae_dec,vae_enc,txt2img,lora]\n"
+    "                [--controlnet FILE]\n"
     "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] "
     "[--golden DIR]\n"
     "\n"
@@ -67,6 +69,11 @@ constexpr char kHelp[] =
     "bytes of "
     "the weights\n"
     "in that dtype.\n"
+    "The ControlNet cases time a ControlNet (--controlnet FILE, else a generated sdgold-v1 one for "
+    "the\n"
+    "checkpoint's UNet, 1.4 GB at SD v1.5 size) at batch 1 and 2 with its hint at SIZE x SIZE, and "
+    "one\n"
+    "UNet evaluation at batch 1 that adds its residuals.\n"
     "The lora case writes a rank-64 LoRA (every UNet linear and convolution but the time "
     "embedding) and "
     "times\n"
@@ -178,10 +185,10 @@ bool BF16Math(const DtypeChoice& c) {
 }
 
 int Main(int argc, char** argv) {
-  auto args =
-      cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                       {{"model", "size", "dtypes", "cases", "repeat", "threads", "device", "json", "golden"},
-                        {"help", "profile"}});
+  auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                               {{"model", "size", "dtypes", "cases", "repeat", "threads", "device",
+                                 "json", "golden", "controlnet"},
+                                {"help", "profile"}});
   if (!args.ok()) {
     std::fprintf(stderr, "sd-bench: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
     return 2;
@@ -200,8 +207,10 @@ int Main(int argc, char** argv) {
   const int threads = ConfigureThreads(std::stoi(args->GetOr("threads", "0")));
   const torch::Device device(args->GetOr("device", "cpu"));
   const std::vector<std::string> dtypes = absl::StrSplit(args->GetOr("dtypes", "f32,bf16"), ',');
-  std::vector<std::string> cases =
-      absl::StrSplit(args->GetOr("cases", "clip,unet1,unet2,vae_dec,vae_enc,txt2img"), ',');
+  std::vector<std::string> cases = absl::StrSplit(
+      args->GetOr("cases",
+                  "clip,unet1,unet2,control1,control2,unet1_control,vae_dec,vae_enc,txt2img"),
+      ',');
   const bool run_txt2img = std::count(cases.begin(), cases.end(), "txt2img") > 0;
   const bool run_lora = std::count(cases.begin(), cases.end(), "lora") > 0;
   cases.erase(std::remove(cases.begin(), cases.end(), "txt2img"), cases.end());
@@ -241,6 +250,21 @@ int Main(int argc, char** argv) {
   const torch::Tensor image = torch::rand({1, 3, size, size}) * 2 - 1;
   const torch::Tensor enc_noise = torch::randn({1, config->vae.embed_dim, lat, lat});
   const torch::Tensor timestep = torch::tensor({500});
+  const torch::Tensor hint = torch::rand({2, 3, size, size});
+  const bool run_control = std::any_of(cases.begin(), cases.end(), [](const std::string& c) {
+    return c.find("control") != std::string::npos;
+  });
+  std::string control_file;
+  std::optional<testing::TempDir> control_dir;
+  if (run_control) {
+    control_dir.emplace();
+    auto f = BenchControlNetFile(config->unet, args->GetOr("controlnet", ""), control_dir->path());
+    if (!f.ok()) {
+      std::fprintf(stderr, "sd-bench: %s\n", f.status().ToString().c_str());
+      return 1;
+    }
+    control_file = *f;
+  }
 
   std::string golden_dir;
   if (!args->Has("model")) {
@@ -293,7 +317,37 @@ int Main(int argc, char** argv) {
       for (const auto& p : m->parameters()) parameter_count += p.numel();
     }
     std::fprintf(stderr, "sd-bench: %s: models loaded in %.1f s\n", d.c_str(), load_seconds[d]);
+    ControlNet control{nullptr};
+    std::vector<torch::Tensor> residuals;  // batch 1, for unet1_control
+    if (run_control) {
+      auto net = LoadBenchControlNet(control_file, dtype, device);
+      if (!net.ok()) {
+        std::fprintf(stderr, "sd-bench: %s\n", net.status().ToString().c_str());
+        return 1;
+      }
+      control = *net;
+      auto r = control->Predict(latents.slice(0, 0, 1), hint.slice(0, 0, 1), timestep,
+                                context.slice(0, 0, 1));
+      if (!r.ok()) {
+        std::fprintf(stderr, "sd-bench: %s\n", r.status().ToString().c_str());
+        return 1;
+      }
+      residuals = *r;
+    }
+    auto control_run = [&](int64_t b) -> absl::StatusOr<torch::Tensor> {
+      auto r = control->Predict(latents.slice(0, 0, b), hint.slice(0, 0, b), timestep,
+                                context.slice(0, 0, b));
+      if (!r.ok()) return r.status();
+      return r->back();
+    };
     std::map<std::string, std::function<absl::StatusOr<torch::Tensor>()>> run = {
+        {"control1", [&] { return control_run(1); }},
+        {"control2", [&] { return control_run(2); }},
+        {"unet1_control",
+         [&] {
+           return unet->Predict(latents.slice(0, 0, 1), timestep, context.slice(0, 0, 1),
+                                residuals);
+         }},
         {"clip", [&] { return clip->Encode(tokens); }},
         {"unet1",
          [&] { return unet->Predict(latents.slice(0, 0, 1), timestep, context.slice(0, 0, 1)); }},
@@ -328,7 +382,7 @@ int Main(int argc, char** argv) {
       }
       std::sort(times.begin(), times.end());
       results.push_back({d, c, times[times.size() / 2], PeakRss()});
-      std::fprintf(stderr, "sd-bench: %s %-8s %8.3f s\n", d.c_str(), c.c_str(),
+      std::fprintf(stderr, "sd-bench: %s %-13s %8.3f s\n", d.c_str(), c.c_str(),
                    results.back().seconds);
     }
     if (!golden_dir.empty()) {
@@ -510,12 +564,12 @@ int Main(int argc, char** argv) {
         nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "natively" : "in fp32",
         nn::MeasuredNativeBf16Speedup());
   }
-  std::printf("%-9s", "case");
+  std::printf("%-14s", "case");
   for (const auto& d : dtypes) std::printf(" %10s %12s", (d + " s").c_str(), (d + " peak").c_str());
   if (dtypes.size() >= 2) std::printf(" %12s", (dtypes[1] + "/" + dtypes[0]).c_str());
   std::printf("\n");
   for (const std::string& c : cases) {
-    std::printf("%-9s", c.c_str());
+    std::printf("%-14s", c.c_str());
     std::vector<double> secs;
     for (const auto& d : dtypes) {
       for (const Result& r : results) {

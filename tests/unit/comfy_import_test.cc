@@ -332,6 +332,64 @@ TEST_F(ComfyImportTest, BatchesAndTheirSlices) {
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
+// ControlNetLoader + ControlNetApplyAdvanced (both halves) and a ControlNetApply chained on the
+// positive: the loaders' files join the model in order, the sampler runs a chain of ControlNet
+// nodes per half before its UNet steps; at strength 0 the image is the workflow's without them, and
+// `sd-graph run` finds the files in --comfy-models DIR/controlnet.
+TEST_F(ComfyImportTest, ControlNetsSteerTheHalvesTheyAreAppliedTo) {
+  std::filesystem::create_directories(dir_->File("models/controlnet"));
+  TestControlNetOptions o;
+  o.config = ControlNetConfig::For(SdConfig::Tiny().unet);
+  ASSERT_TRUE(WriteTestControlNet(dir_->File("models/controlnet/canny.safetensors"), o).ok());
+  o.layout = ControlNetLayout::kDiffusers;
+  ASSERT_TRUE(WriteTestControlNet(dir_->File("models/controlnet/depth.safetensors"), o).ok());
+  const std::string json = Edit(
+      kTxt2Img,
+      {{R"("positive": ["6", 0], "negative": ["7", 0])",
+        R"("positive": ["22", 0], "negative": ["21", 1])"},
+       {R"("9": {)",
+        R"("20": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.safetensors"}},
+  "23": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "depth.safetensors"}},
+  "24": {"class_type": "LoadImage", "inputs": {"image": "init.png"}},
+  "21": {"class_type": "ControlNetApplyAdvanced", "inputs": {"positive": ["6", 0], "negative": ["7", 0],
+        "control_net": ["20", 0], "image": ["24", 0], "strength": 0.9, "start_percent": 0, "end_percent": 0.7}},
+  "22": {"class_type": "ControlNetApply", "inputs": {"conditioning": ["21", 0], "control_net": ["23", 0],
+        "image": ["24", 0], "strength": 0.5}},
+  "9": {)"}});
+  auto g = Translate(json);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->model.controlnets,
+            (std::vector<std::string>{"canny.safetensors", "depth.safetensors"}));
+  for (const char* line : {R"(name: "3_cond_control1")", R"(name: "3_uncond_control0")",
+                           R"(input: "residuals=3_cond_control0.residuals")", "index: 1"}) {
+    EXPECT_THAT(g->text, HasSubstr(line));
+  }
+  EXPECT_THAT(g->text, ::testing::Not(HasSubstr("3_uncond_control1")));
+  const std::string model = Model() +
+                            "|control=" + dir_->File("models/controlnet/canny.safetensors") +
+                            "|control=" + dir_->File("models/controlnet/depth.safetensors");
+  auto without = Translate(kTxt2Img);
+  ASSERT_TRUE(without.ok()) << without.status();
+  const torch::Tensor plain = T(Run(without->text), "image");
+  const torch::Tensor off =
+      T(Run(g->text, {}, {{"control_strength_21", 0.0}, {"control_strength_22", 0.0}}, model),
+        "image");
+  const torch::Tensor on = T(Run(g->text, {}, {}, model), "image");
+  ASSERT_TRUE(plain.defined() && off.defined() && on.defined());
+  EXPECT_TRUE(torch::equal(off, plain));
+  EXPECT_FALSE(torch::equal(on, plain));
+  const std::string file = dir_->File("cn.json"), out = dir_->File("cn.png");
+  testing::WriteFile(file, json);
+  auto cli = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " run " + Quote(file) +
+                        " --comfy-models " + Quote(dir_->File("models")) + " -o " + Quote(out));
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  auto px = ReadImageRgb8(out);
+  ASSERT_TRUE(px.ok()) << px.status();
+  // The command line's threads may round differently: within a level.
+  EXPECT_LE((px->to(torch::kInt32) - on[0].to(torch::kInt32)).abs().max().item<int>(), 1);
+  EXPECT_GT((px->to(torch::kInt32) - plain[0].to(torch::kInt32)).abs().max().item<int>(), 1);
+}
+
 TEST_F(ComfyImportTest, TheModelAWorkflowNames) {
   const std::string json = Edit(
       kTxt2Img, {{R"("model": ["4", 0])", R"("model": ["20", 0])"},

@@ -207,7 +207,45 @@ TEST_F(ControlNetGraphTest, ControlHintFitsPicturesAndPasses) {
   EXPECT_TRUE(torch::equal(OutTensor(*out, "hint")[0].select(1, 0).select(1, 0),
                            torch::tensor({0.0f, 0.5f, 1.0f})));
   EXPECT_THAT(RunNode("ControlHint", ctx, {{"latents", latents}}).status().message(),
-              HasSubstr("give `pixels` or `values`"));
+              HasSubstr("give `pixels`, `image` or `values`"));
+}
+
+// Canny edges (OpenCV): a white square on grey has edges on its outline only, none inside or far
+// outside; thresholds above a faint step's gradient give none; bad thresholds are refused.
+TEST_F(ControlNetGraphTest, CannyOutlinesShapes) {
+  RunContext ctx = Context({});
+  torch::Tensor px = torch::full({64, 64, 3}, 60, torch::kUInt8);
+  px.slice(0, 16, 48).slice(1, 16, 48).fill_(250);
+  auto out = RunNode("Canny", ctx, {{"pixels", px}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  const torch::Tensor edges = OutTensor(*out, "pixels");
+  ASSERT_EQ(edges.sizes(), px.sizes());
+  const torch::Tensor e = edges.select(2, 0).to(torch::kInt64);
+  EXPECT_TRUE(torch::equal(edges.select(2, 0), edges.select(2, 2)));
+  EXPECT_EQ(e.slice(0, 19, 45).slice(1, 19, 45).sum().item<int64_t>(), 0)
+      << "edges inside the square";
+  EXPECT_EQ(e.slice(0, 0, 13).sum().item<int64_t>() + e.slice(0, 51, 64).sum().item<int64_t>(), 0);
+  const int64_t edge_pixels = e.sum().item<int64_t>() / 255;
+  EXPECT_GE(edge_pixels, 4 * 30);  // the outline: 4 sides of 32
+  EXPECT_LE(edge_pixels, 4 * 34 * 2);
+  for (int y = 0; y < 64; ++y) {
+    for (int x = 0; x < 64; ++x) {
+      if (e[y][x].item<int64_t>() == 0) continue;
+      const int d =
+          std::min({std::abs(y - 16), std::abs(y - 47), std::abs(x - 16), std::abs(x - 47)});
+      EXPECT_LE(d, 1) << "edge at " << y << "," << x;
+    }
+  }
+  // A step of 20 levels: a 3x3 Sobel gradient of at most 8 * 20 = 160, under the thresholds.
+  torch::Tensor faint = torch::full({64, 64, 3}, 100, torch::kUInt8);
+  faint.slice(0, 16, 48).slice(1, 16, 48).fill_(120);
+  out = RunNode("Canny", ctx, {{"pixels", faint}, {"low", int64_t{200}}, {"high", int64_t{300}}});
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(OutTensor(*out, "pixels").sum().item<int64_t>(), 0);
+  EXPECT_THAT(RunNode("Canny", ctx, {{"pixels", px}, {"low", int64_t{300}}, {"high", int64_t{200}}})
+                  .status()
+                  .message(),
+              HasSubstr("need 0 <= low <= high <= 1023"));
 }
 
 TEST_F(ControlNetGraphTest, StockGraphsRunAndStrengthZeroIsTheGraphWithout) {

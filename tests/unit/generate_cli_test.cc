@@ -401,14 +401,15 @@ TEST_F(GenerateCliTest, ControlNetFlagsRunAndAreRecorded) {
   r = RunCommand(
       Txt2Img("--seed 3 --width 64 --height 64 --controlnet " + Quote(cn) + " --hint " +
                   Quote(hint) + " --controlnet " + Quote(cn) + " --hint " + Quote(depth) +
-                  " --control-strength 0.8 --control-strength 0.4 --control-end 0.5 --guess-mode",
+                  " --control-strength 0.8 --control-strength 0.4 --control-end 0.5 --guess-mode" +
+                  " --hint-pass canny --canny-low 50 --canny-high 150",
               two));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(torch::equal(*ReadImageRgb8(plain), *ReadImageRgb8(two)));
   auto params = ReadImageAttribute(two, "parameters");
   ASSERT_TRUE(params.ok());
-  EXPECT_THAT(*params, HasSubstr("ControlNet 0: \"module: none, model: cn ("));
-  EXPECT_THAT(*params, HasSubstr("ControlNet 1: \"module: none, model: cn ("));
+  EXPECT_THAT(*params, HasSubstr("ControlNet 0: \"module: canny (50, 150), model: cn ("));
+  EXPECT_THAT(*params, HasSubstr("ControlNet 1: \"module: canny (50, 150), model: cn ("));
   EXPECT_THAT(
       *params,
       HasSubstr(
@@ -421,6 +422,7 @@ TEST_F(GenerateCliTest, ControlNetFlagsRunAndAreRecorded) {
            {"--controlnet " + Quote(cn) + " --hint x.png --control-start 0.6 --control-end 0.5",
             "is after"},
            {"--controlnet " + Quote(cn) + " --hint x.png --hint-pass fog", "--hint-pass fog"},
+           {"--controlnet " + Quote(cn) + " --hint x.png --canny-low 300", "need 0 <= low <= high"},
            {"--controlnet nothing.safetensors --hint " + Quote(hint),
             "ControlNet nothing.safetensors: no such"},
            {"--controlnet " + Quote(cn) + " --hint " + Quote(dir_->File("none.png")),
