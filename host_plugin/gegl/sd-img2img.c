@@ -1,16 +1,20 @@
-/* sd:img2img — a GEGL filter: Stable Diffusion image to image on the whole input. */
+/* sd:img2img — Stable Diffusion image to image on the whole input; with `controlnet` set, the
+ * picture on the aux pad (a depth pass, edges, ...) steers it through that ControlNet. */
 #include "sd_gegl_common.h"
 
 #ifdef GEGL_PROPERTIES
 
 SD_GEGL_COMMON_PROPERTIES
 property_double(strength, "Strength", 0.8)
-  description("How much to repaint: 0 keeps the input, 1 ignores it")
-  value_range(0.01, 1.0)
+    description("How much to repaint: 0 keeps the input, 1 ignores it") value_range(0.01, 1.0)
+        property_file_path(controlnet, "ControlNet", "") description(
+            "An SD v1.x ControlNet; its hint is the picture on the aux pad (with workers: a name "
+            "in their repositories)") property_double(control_strength, "ControlNet strength", 1.0)
+            description("Scale of the ControlNet's residuals") value_range(0.0, 2.0)
 
 #else
 
-#define GEGL_OP_FILTER
+#define GEGL_OP_COMPOSER
 #define GEGL_OP_NAME sd_img2img
 #define GEGL_OP_C_SOURCE sd-img2img.c
 #define GEGL_OP_BUNDLE
@@ -20,12 +24,18 @@ SD_GEGL_DEFINE_FINALIZE
 
 static void prepare(GeglOperation* operation) {
   gegl_operation_set_format(operation, "input", babl_format("R'G'B' u8"));
+  gegl_operation_set_format(operation, "aux", babl_format("R'G'B' u8"));
   gegl_operation_set_format(operation, "output", babl_format("R'G'B'A float"));
 }
 
+static GeglRectangle required(GeglOperation* operation, const gchar* pad,
+                              const GeglRectangle* roi) {
+  return g_strcmp0(pad, "aux") == 0 ? sd_gegl_required_whole_pad(operation, pad, roi)
+                                    : sd_gegl_required_whole_input(operation, pad, roi);
+}
 
-static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer* output, const GeglRectangle* result,
-                        gint level) {
+static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer* aux,
+                        GeglBuffer* output, const GeglRectangle* result, gint level) {
   (void)result;
   (void)level;
   GeglProperties* o = GEGL_PROPERTIES(operation);
@@ -42,18 +52,33 @@ static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer*
   r.init_rgb = rgb;
   r.init_width = in.width;
   r.init_height = in.height;
+  r.controlnet = o->controlnet;
+  r.control_strength = o->control_strength;
+  guchar* hint = NULL;
+  const GeglRectangle* hint_box =
+      aux ? gegl_operation_source_get_bounding_box(operation, "aux") : NULL;
+  if (hint_box && hint_box->width > 0 && hint_box->height > 0) {
+    hint = g_new(guchar, (gsize)hint_box->width * hint_box->height * 3);
+    gegl_buffer_get(aux, hint_box, 1.0, babl_format("R'G'B' u8"), hint, GEGL_AUTO_ROWSTRIDE,
+                    GEGL_ABYSS_NONE);
+    r.hint_rgb = hint;
+    r.hint_width = hint_box->width;
+    r.hint_height = hint_box->height;
+  }
   const gboolean ok = sd_gegl_render("sd:img2img", &r, output, in.x, in.y);
   g_free(rgb);
+  g_free(hint);
   return ok;
 }
 
 static void gegl_op_class_init(GeglOpClass* klass) {
   GeglOperationClass* operation_class = GEGL_OPERATION_CLASS(klass);
-  GeglOperationFilterClass* filter_class = GEGL_OPERATION_FILTER_CLASS(klass);
+  GeglOperationComposerClass* composer_class = GEGL_OPERATION_COMPOSER_CLASS(klass);
   SD_GEGL_HOOK_FINALIZE(klass);
-  filter_class->process = process;
+  composer_class->process = process;
   operation_class->prepare = prepare;
-  operation_class->get_required_for_output = sd_gegl_required_whole_input;
+  operation_class->get_bounding_box = sd_gegl_whole_input;
+  operation_class->get_required_for_output = required;
   operation_class->get_cached_region = sd_gegl_cached_whole_input;
   operation_class->threaded = FALSE;
   gegl_operation_class_set_keys(operation_class, "name", "sd:img2img", "title", "Stable Diffusion: image to image",

@@ -131,6 +131,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   SD_ASSIGN_OR_RETURN(const std::string base, ModelOrDemo(Str(r.model), !workers.empty()));
   auto model_flags = [&](bool remote) {
     ModelFlags f{base, Str(r.vae), "", Str(r.prompt), {}, remote};
+    if (!Str(r.controlnet).empty()) f.controlnets.push_back(Str(r.controlnet));
     for (absl::string_view l : absl::StrSplit(Str(r.lora), ',', absl::SkipWhitespace()))
       f.loras.emplace_back(absl::StripAsciiWhitespace(l));
     return f;
@@ -195,9 +196,13 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   }
   std::string graph_path = Str(r.graph);
   if (graph_path.empty()) {
+    const bool control = !Str(r.controlnet).empty();
+    if (control && mode != "img2img") {
+      return absl::InvalidArgumentError("a ControlNet steers sd:img2img (its hint on the aux pad)");
+    }
     const std::string stock = mode == "txt2img" ? "txt2img.pbtxt"
                               : mode == "img2img"
-                                  ? "img2img.pbtxt"
+                                  ? (control ? "img2img_controlnet.pbtxt" : "img2img.pbtxt")
                                   : (in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt");
     graph_path = StockGraphPath(stock, PluginDir());
   }
@@ -267,6 +272,20 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
             .clone();
     set("init", Resize(init, w, h));
     set("strength", r.strength);
+    if (!Str(r.controlnet).empty()) {
+      if (!r.hint_rgb || r.hint_width <= 0 || r.hint_height <= 0)
+        return absl::InvalidArgumentError(
+            "a ControlNet needs its hint: connect a picture to the aux pad");
+      if (!graph.Input("hint"))
+        return absl::InvalidArgumentError("the graph has no `hint` input for the ControlNet");
+      set("hint", torch::from_blob(const_cast<unsigned char*>(r.hint_rgb),
+                                   {r.hint_height, r.hint_width, 3}, torch::kUInt8)
+                      .clone());
+      set("control_strength", r.control_strength);
+    } else if (r.hint_rgb) {
+      return absl::InvalidArgumentError(
+          "a picture is connected to the aux pad but no ControlNet is set (controlnet)");
+    }
     if (mode == "inpaint") {
       if (!r.mask) return absl::InvalidArgumentError("no mask: connect one to the aux pad");
       torch::Tensor mask =

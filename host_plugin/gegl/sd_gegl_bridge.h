@@ -39,6 +39,12 @@ typedef struct {
   const unsigned char* init_rgb;
   const unsigned char* mask;
   int init_width, init_height;
+  /* img2img with a ControlNet: its file (with workers, a name in their repositories; "" : none),
+   * its strength and the hint picture (8-bit sRGB, hint_width x hint_height, from the aux pad). */
+  const char* controlnet;
+  double control_strength;
+  const unsigned char* hint_rgb;
+  int hint_width, hint_height;
   const volatile int* cancel; /* polled: non-zero stops the run */
   SdGeglProgress progress;
   void* progress_user;

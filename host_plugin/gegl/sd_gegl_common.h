@@ -92,6 +92,16 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_required_whole_input(GeglOperation* o
   return sd_gegl_whole_input(operation);
 }
 
+/* All of pad `pad` (the aux pad's own extent: a hint picture may be any size). */
+static G_GNUC_UNUSED GeglRectangle sd_gegl_required_whole_pad(GeglOperation* operation,
+                                                              const gchar* pad,
+                                                              const GeglRectangle* roi) {
+  (void)roi;
+  const GeglRectangle* box = gegl_operation_source_get_bounding_box(operation, pad);
+  GeglRectangle none = {0, 0, 0, 0};
+  return box ? *box : none;
+}
+
 static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* operation, const GeglRectangle* roi) {
   (void)roi;
   return sd_gegl_whole_input(operation);

@@ -200,6 +200,37 @@ TEST_F(GeglPluginTest, Img2ImgThroughTheChainSyntax) {
   EXPECT_FALSE(OneColour(img));
 }
 
+// A ControlNet steers sd:img2img with the picture on its aux pad (of another size than the input):
+// the image `sd-graph img2img --controlnet --hint` makes, and not the unsteered one.
+TEST_F(GeglPluginTest, Img2ImgSteeredByAControlNetHintOnTheAuxPad) {
+  const std::string cn = dir_->File("cn.safetensors");
+  auto r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) +
+                      " make-test-checkpoint --tiny --controlnet " + Quote(cn));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string common =
+      " prompt='a red fox' model=" + Quote(model_) + " strength=0.5 steps=4 seed=3";
+  r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("cn_gegl.png")) +
+           " -- sd:img2img aux=[ gegl:load path=" + Quote(dir_->File("mask.png")) +
+           " ] controlnet=" + Quote(cn) + " control-strength=0.8" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " img2img --init " +
+                 Quote(dir_->File("in.png")) + " --prompt 'a red fox' --model " + Quote(model_) +
+                 " --strength 0.5 --steps 4 --seed 3 --controlnet " + Quote(cn) + " --hint " +
+                 Quote(dir_->File("mask.png")) + " --control-strength 0.8 -o " +
+                 Quote(dir_->File("cn_cli.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Rgb8 gegl = ReadRgb8(dir_->File("cn_gegl.png"));
+  EXPECT_LE(MaxDiff(gegl, ReadRgb8(dir_->File("cn_cli.png"))), 1);
+  r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("cn_plain.png")) +
+           " -- sd:img2img" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(MaxDiff(gegl, ReadRgb8(dir_->File("cn_plain.png"))), 1);
+  r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("cn_bad.png")) +
+           " -- sd:img2img controlnet=" + Quote(cn) + common);
+  EXPECT_LT(r.exit_code, 128);
+  EXPECT_NE(r.err.find("connect a picture to the aux pad"), std::string::npos) << r.err;
+}
+
 TEST_F(GeglPluginTest, InpaintWithTheMaskOnTheAuxPad) {
   auto r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("inpaint.png")) +
                 " -- sd:inpaint aux=[ gegl:load path=" + Quote(dir_->File("mask.png")) +
