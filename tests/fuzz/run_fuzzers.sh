@@ -52,6 +52,17 @@ for shape in ([2, 2], [3], [1, 2, 2]):
     h = json.dumps({"x": {"dtype": "F16", "shape": shape, "data_offsets": [0, 2 * n]},
                     "y": {"dtype": "I64", "shape": [1], "data_offsets": [2 * n, 2 * n + 8]}}).encode()
     open(os.path.join(w, "safetensors", "s%d.safetensors" % n), "wb").write(struct.pack("<Q", len(h)) + h + bytes(2 * n + 8))
+# ControlNet names in each layout (1-element tensors: the layout readers look at names and shapes).
+for i, names in enumerate((["control_model.input_hint_block.0.weight", "control_model.input_blocks.0.0.weight",
+                             "control_model.zero_convs.0.0.weight", "control_model.middle_block_out.0.bias"],
+                            ["controlnet_cond_embedding.conv_in.weight", "down_blocks.0.resnets.0.conv1.weight",
+                             "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+                             "mid_block.resnets.1.time_emb_proj.bias", "controlnet_down_blocks.3.weight"])):
+    header = {}
+    for k, name in enumerate(names):
+        header[name] = {"dtype": "F32", "shape": [1, 1, 1, 1], "data_offsets": [4 * k, 4 * k + 4]}
+    h = json.dumps(header).encode()
+    open(os.path.join(w, "safetensors", "cn%d.safetensors" % i), "wb").write(struct.pack("<Q", len(h)) + h + bytes(4 * len(names)))
 PY
 
 total=0
