@@ -55,7 +55,7 @@ absl::Status CheckControlNetFlags(const ControlNetFlags& f) {
     return absl::OkStatus();
   if (f.files.empty())
     return absl::InvalidArgumentError("the ControlNet flags need --controlnet FILE");
-  if (f.hints.size() != f.files.size()) {
+  if (!f.hints.empty() && f.hints.size() != f.files.size()) {
     return absl::InvalidArgumentError(absl::StrCat("--controlnet is given ", f.files.size(),
                                                    " time(s) but --hint ", f.hints.size(),
                                                    ": give one hint image per ControlNet"));
@@ -97,11 +97,16 @@ absl::Status CheckControlNetFlags(const ControlNetFlags& f) {
 absl::Status SetControlNetInputs(const ControlNetFlags& f, const Graph& graph,
                                  std::map<std::string, Value>* inputs) {
   if (f.files.empty()) return absl::OkStatus();
+  if (f.hints.empty()) {
+    // A graph that finds its hints itself (an imported ComfyUI workflow's LoadImage) needs none.
+    if (graph.Input("hint"))
+      return absl::InvalidArgumentError("--controlnet needs its --hint IMAGE (one per ControlNet)");
+    return absl::OkStatus();
+  }
   if (!graph.Input("hint")) {
     return absl::InvalidArgumentError(
-        "--controlnet: this graph has no `hint` input (the stock txt2img_controlnet and "
-        "img2img_controlnet graphs "
-        "have one)");
+        "--hint: this graph has no `hint` input (the stock txt2img_controlnet and "
+        "img2img_controlnet graphs have one)");
   }
   auto set = [&](const std::string& key, Value v) {
     if (graph.Input(key)) (*inputs)[key] = std::move(v);

@@ -37,7 +37,8 @@ struct ControlNetFlags {
 const std::vector<std::string>& ControlNetRepeatableFlags();
 std::vector<std::string>* ControlNetFlagList(ControlNetFlags& f, const std::string& flag);
 
-// INVALID_ARGUMENT for a hint count that differs from the file count, a per-ControlNet flag given
+// INVALID_ARGUMENT for a hint count that differs from the file count (none is allowed: a graph may
+// find its hints itself), a per-ControlNet flag given
 // neither once nor once per file, numbers out of range or an unknown --hint-pass.
 absl::Status CheckControlNetFlags(const ControlNetFlags& f);
 

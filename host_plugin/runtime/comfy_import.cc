@@ -658,10 +658,12 @@ std::string Translator::Render(const ComfyModel& m) const {
   if (!m.vae.empty()) absl::StrAppend(&out, ", VAE '", m.vae, "'");
   for (const ComfyLora& l : m.loras)
     absl::StrAppend(&out, ", LoRA '", l.name, "' (UNet ", l.unet, ", text ", l.text, ")");
-  absl::StrAppend(
-      &out,
-      "\n# (sd-graph run takes it from --model, --vae and --lora; run on the workflow itself, "
-      "it finds the files in --comfy-models).\n\n");
+  for (size_t i = 0; i < m.controlnets.size(); ++i)
+    absl::StrAppend(&out, ", ControlNet ", i, " '", m.controlnets[i], "'");
+  absl::StrAppend(&out,
+                  "\n# (sd-graph run takes it from --model, --vae, --lora and --controlnet, in "
+                  "this order; run on\n"
+                  "# the workflow itself, it finds the files in --comfy-models).\n\n");
   for (const v1::GraphInput& in : inputs) absl::StrAppend(&out, "input { ", print(in), " }\n");
   absl::StrAppend(
       &out,

@@ -8,6 +8,7 @@
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/text/prompt_parser.h"
+#include "nodes/weights/controlnet_layout.h"
 
 namespace sd {
 namespace {
@@ -59,9 +60,15 @@ absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& f) {
   }
   ref.loras = std::move(loras);
   for (const std::string& c : f.controlnets) {
-    if (!f.remote && !IsReadableFile(c))
+    if (f.remote) {
+      ref.controls.push_back(Base(c));
+      continue;
+    }
+    SD_ASSIGN_OR_RETURN(std::string file,
+                        ControlNetWeightsFile(c));  // a diffusers folder: its file
+    if (!IsReadableFile(file))
       return absl::NotFoundError(absl::StrCat("ControlNet ", c, ": no such readable file"));
-    ref.controls.push_back(f.remote ? Base(c) : c);
+    ref.controls.push_back(file);
   }
   return ref;
 }

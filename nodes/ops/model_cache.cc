@@ -323,7 +323,9 @@ absl::StatusOr<sd::Vae> ModelCache::GetVae(const std::string& path, torch::Scala
 absl::StatusOr<ControlNet> ModelCache::GetControlNet(const std::string& path,
                                                      torch::ScalarType dtype,
                                                      torch::Device device) {
-  SD_ASSIGN_OR_RETURN(PatchFile file, OpenPatch(path));
+  SD_ASSIGN_OR_RETURN(const std::string weights,
+                      ControlNetWeightsFile(path));  // a diffusers folder: its file
+  SD_ASSIGN_OR_RETURN(PatchFile file, OpenPatch(weights));
   const Key key = std::make_tuple(file.hash, "controlnet", static_cast<int>(dtype), device.str());
   SD_ASSIGN_OR_RETURN(
       std::shared_ptr<torch::nn::Module> built,

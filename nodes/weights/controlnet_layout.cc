@@ -1,5 +1,6 @@
 #include "nodes/weights/controlnet_layout.h"
 
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -214,6 +215,19 @@ std::string ControlNetToDiffusers(const std::string& name, const UNetConfig& une
     d = DiffusersUNetPath(module, unet);
   }
   return d.empty() ? "" : absl::StrCat(d, ".", param);
+}
+
+absl::StatusOr<std::string> ControlNetWeightsFile(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) return path;
+  for (const char* name : {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"}) {
+    const std::string file = (std::filesystem::path(path) / name).string();
+    if (std::filesystem::is_regular_file(file, ec)) return file;
+  }
+  return absl::NotFoundError(
+      absl::StrCat(path,
+                   ": a folder without diffusion_pytorch_model.safetensors or .bin "
+                   "(a diffusers ControlNetModel folder holds one)"));
 }
 
 std::string ControlNetFile::KeyOf(const std::string& name) const {

@@ -72,6 +72,11 @@ struct ControlNetFile {
   std::string KeyOf(const std::string& name) const;
 };
 
+// The weights file of a ControlNet given as a file or as a diffusers ControlNetModel folder
+// (diffusion_pytorch_model.safetensors, else diffusion_pytorch_model.bin, in it). NOT_FOUND naming
+// what was looked for.
+absl::StatusOr<std::string> ControlNetWeightsFile(const std::string& path);
+
 // Recognises the layout, detects the configuration and checks every key: INVALID_ARGUMENT when the
 // file is no ControlNet, UNIMPLEMENTED naming the family for an SD 2.x or SDXL ControlNet,
 // FAILED_PRECONDITION listing missing keys, shape mismatches and extra tensors. Errors name the

@@ -425,11 +425,10 @@ TEST_F(DistributedTest, MetricsCountCallsAndModels) {
   const std::string m = a_->Metrics();
   EXPECT_NE(m.find("sd_worker_requests_total{"), std::string::npos) << m;
   EXPECT_NE(m.find("kind=\"UNetStep\""), std::string::npos);
-  // CLIP, UNet and VAE of each checkpoint the shared pool has been asked for (tests before this one
-  // may have used the demo model as well as the tiny one).
+  // At least this run's CLIP, UNet and VAE (tests before this one may have loaded the demo model
+  // and ControlNets too).
   const double loaded = MetricValue(m, "sd_worker_loaded_models");
   EXPECT_GE(loaded, 3);
-  EXPECT_EQ(static_cast<int>(loaded) % 3, 0) << loaded;
   EXPECT_EQ(MetricValue(m, "sd_worker_serving"), 1);
   EXPECT_EQ(MetricValue(m, "sd_worker_queue_depth"), 0);
   EXPECT_GT(MetricValue(m, "sd_worker_resident_memory_bytes"), 0);

@@ -388,6 +388,25 @@ TEST_F(ComfyImportTest, ControlNetsSteerTheHalvesTheyAreAppliedTo) {
   // The command line's threads may round differently: within a level.
   EXPECT_LE((px->to(torch::kInt32) - on[0].to(torch::kInt32)).abs().max().item<int>(), 1);
   EXPECT_GT((px->to(torch::kInt32) - plain[0].to(torch::kInt32)).abs().max().item<int>(), 1);
+  // Imported as a graph file, it runs with the model and ControlNets named on the command line, in
+  // the order its header lists them.
+  const std::string graph = dir_->File("cn.pbtxt");
+  cli = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " import-comfy " + Quote(file) + " -o " +
+                   Quote(graph));
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_THAT(testing::ReadFile(graph),
+              HasSubstr("ControlNet 0 'canny.safetensors', ControlNet 1 'depth.safetensors'"));
+  cli = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " run " + Quote(graph) + " --model " +
+                   Quote(Model()) + " --controlnet " +
+                   Quote(dir_->File("models/controlnet/canny.safetensors")) + " --controlnet " +
+                   Quote(dir_->File("models/controlnet/depth.safetensors")) + " -o " +
+                   Quote(dir_->File("cn2.png")));
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_LE((ReadImageRgb8(dir_->File("cn2.png"))->to(torch::kInt32) - on[0].to(torch::kInt32))
+                .abs()
+                .max()
+                .item<int>(),
+            1);
 }
 
 TEST_F(ComfyImportTest, TheModelAWorkflowNames) {

@@ -113,12 +113,12 @@ TEST(ComfyWorkflowTest, LinksAreChecked) {
 
 TEST(ComfyWorkflowTest, UnsupportedNodesAreListedInOneMessage) {
   const std::string json =
-      With(R"("9": {)", R"("12": {"class_type": "ControlNetApply", "inputs": {}},
+      With(R"("9": {)", R"("12": {"class_type": "UpscaleModelLoader", "inputs": {}},
       "10": {"class_type": "FaceDetailer", "inputs": {}}, "2": {"class_type": "FaceDetailer", "inputs": {}},
       "9": {)");
   EXPECT_THAT(Error(json),
-              HasSubstr("workflow w.json: unsupported node types: ControlNetApply (node 12); "
-                        "FaceDetailer (nodes 2, 10). Supported: CheckpointLoaderSimple, "));
+              HasSubstr("workflow w.json: unsupported node types: FaceDetailer (nodes 2, 10); "
+                        "UpscaleModelLoader (node 12). Supported: CheckpointLoaderSimple, "));
 }
 
 TEST(ComfyWorkflowTest, CyclesAndMissingOutputsAreRefused) {

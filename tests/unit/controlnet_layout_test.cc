@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -115,6 +116,21 @@ TEST(ControlNetLayoutTest, ReadsEveryLayoutAndDtype) {
       EXPECT_EQ(f->names.size(), ControlNetKeys(Tiny()).size());
     }
   }
+}
+
+TEST(ControlNetLayoutTest, ADiffusersFolderIsItsWeightsFile) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.File("cn"));
+  EXPECT_EQ(ControlNetWeightsFile(dir.File("x.pth")).value(), dir.File("x.pth"));
+  auto none = ControlNetWeightsFile(dir.File("cn"));
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(none.status().message(), HasSubstr("without diffusion_pytorch_model.safetensors"));
+  testing::WriteFile(dir.File("cn/diffusion_pytorch_model.bin"), "x");
+  EXPECT_EQ(ControlNetWeightsFile(dir.File("cn")).value(),
+            dir.File("cn/diffusion_pytorch_model.bin"));
+  testing::WriteFile(dir.File("cn/diffusion_pytorch_model.safetensors"), "x");
+  EXPECT_EQ(ControlNetWeightsFile(dir.File("cn")).value(),
+            dir.File("cn/diffusion_pytorch_model.safetensors"));
 }
 
 TEST(ControlNetLayoutTest, ControlNet10FilesCarryingTheWholeModelAreRead) {

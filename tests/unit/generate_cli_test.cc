@@ -414,8 +414,24 @@ TEST_F(GenerateCliTest, ControlNetFlagsRunAndAreRecorded) {
       *params,
       HasSubstr(
           "weight: 0.4, starting/ending: (0, 0.5), control mode: ControlNet is more important"));
+  // A diffusers ControlNetModel folder, its hint a depth pass (an EXR read as float values).
+  const std::string folder = dir_->File("cn-diffusers");
+  std::filesystem::create_directories(folder);
+  r = RunCommand(Bin() + " make-test-checkpoint --tiny --controlnet --layout diffusers " +
+                 Quote(folder + "/diffusion_pytorch_model.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string depth_out = dir_->File("depth.png");
+  r = RunCommand(Txt2Img("--seed 3 --width 64 --height 64 --controlnet " + Quote(folder) +
+                             " --hint " + Quote(depth) + " --hint-pass depth",
+                         depth_out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(torch::equal(*ReadImageRgb8(plain), *ReadImageRgb8(depth_out)));
+  EXPECT_THAT(*ReadImageAttribute(depth_out, "parameters"),
+              HasSubstr("ControlNet 0: \"module: depth, model: cn-diffusers ("));
   for (const auto& [extra, why] : std::vector<std::pair<std::string, std::string>>{
-           {"--controlnet " + Quote(cn), "give one hint image per ControlNet"},
+           {"--controlnet " + Quote(cn), "--controlnet needs its --hint IMAGE"},
+           {"--controlnet " + Quote(cn) + " --controlnet " + Quote(cn) + " --hint x.png",
+            "give one hint image per ControlNet"},
            {"--hint " + Quote(hint), "need --controlnet FILE"},
            {"--controlnet " + Quote(cn) + " --hint x.png --control-end 2",
             "--control-end 2: expected a number"},

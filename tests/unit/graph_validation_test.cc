@@ -140,10 +140,11 @@ TEST(GraphValidationTest, ErrorsNameTheLine) {
 
 TEST(GraphValidationTest, StockGraphsValidateAndEveryStockKindIsRegistered) {
   const std::vector<std::string> kinds = StockNodeKinds();
-  EXPECT_EQ(kinds.size(), 33u);
+  EXPECT_EQ(kinds.size(), 36u);
   for (const std::string& k : kinds) EXPECT_TRUE(NodeRegistry::Get().Find(k).ok()) << k;
-  for (const char* graph : {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt",
-                            "inpaint.pbtxt", "inpaint9.pbtxt", "hires_fix.pbtxt"}) {
+  for (const char* graph :
+       {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt", "inpaint.pbtxt", "inpaint9.pbtxt",
+        "hires_fix.pbtxt", "txt2img_controlnet.pbtxt", "img2img_controlnet.pbtxt"}) {
     auto g = Graph::Load(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph);
     EXPECT_TRUE(g.ok()) << graph << ": " << g.status();
   }
@@ -188,8 +189,9 @@ TEST(GraphValidationTest, ContractsAsDataRoundTripAndPlanTheStockGraphs) {
     if (it == contracts.end()) return absl::NotFoundError("unknown node kind '" + kind + "'");
     return it->second;
   };
-  for (const char* graph : {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt",
-                            "inpaint.pbtxt", "inpaint9.pbtxt", "hires_fix.pbtxt"}) {
+  for (const char* graph :
+       {"txt2img.pbtxt", "txt2img_nocfg.pbtxt", "img2img.pbtxt", "inpaint.pbtxt", "inpaint9.pbtxt",
+        "hires_fix.pbtxt", "txt2img_controlnet.pbtxt", "img2img_controlnet.pbtxt"}) {
     auto file = ReadWholeFile(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph, "graph");
     ASSERT_TRUE(file.ok()) << file.status();
     auto parsed = ParseGraph(*file, graph, lookup);
