@@ -2,9 +2,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
 #include "nodes/weights/checkpoint.h"
+#include "nodes/weights/controlnet_layout.h"
 #include "nodes/weights/demo_model.h"
 #include "nodes/weights/sd_config.h"
 
@@ -14,13 +16,70 @@ namespace {
 constexpr char kHelp[] =
     "usage: sd-graph inspect MODEL [--json]\n"
     "\n"
-    "Reads a .safetensors or .ckpt checkpoint (recognised by content, not by extension; a .ckpt is read\n"
-    "with a restricted unpickler that never runs code from the file) and prints its format, dtype,\n"
-    "tensor and parameter counts, the Stable Diffusion configuration detected from the tensor shapes,\n"
-    "the check of every expected key (missing keys and shape mismatches are listed), and the sha256\n"
-    "content hash that identifies the model. Exits 1 when the file is not a usable SD v1.x checkpoint.\n"
+    "Reads a .safetensors or .ckpt checkpoint (recognised by content, not by extension; a .ckpt is "
+    "read\n"
+    "with a restricted unpickler that never runs code from the file) and prints its format, "
+    "dtype,\n"
+    "tensor and parameter counts, the Stable Diffusion configuration detected from the tensor "
+    "shapes,\n"
+    "the check of every expected key (missing keys and shape mismatches are listed), and the "
+    "sha256\n"
+    "content hash that identifies the model. A ControlNet (any layout) is reported as one: its "
+    "layout,\n"
+    "hint channels and the UNet it copies. Exits 1 when the file is not a usable SD v1.x "
+    "checkpoint or\n"
+    "ControlNet.\n"
     "\n"
     "  --json   print one JSON object instead of text\n";
+}  // namespace
+
+namespace {
+
+// A ControlNet file: its layout and configuration, or why it cannot be used. kExitOk when it loads.
+int InspectControlNet(const Checkpoint& c, const absl::StatusOr<ControlNetFile>& f, bool json) {
+  const std::string hash = c.ContentHash();
+  if (json) {
+    nlohmann::json j;
+    j["file"] = c.path();
+    j["format"] = FormatName(c.format());
+    j["dtype"] = std::string(DTypeName(c.PredominantFloatDType()));
+    j["tensors"] = c.tensors().size();
+    j["parameters"] = c.ParameterCount();
+    j["sha256"] = hash;
+    j["kind"] = "controlnet";
+    if (f.ok()) {
+      j["layout"] = LayoutName(f->layout);
+      j["config"] = {{"hint_channels", f->config.hint_channels},
+                     {"model_channels", f->config.unet.model_channels},
+                     {"channel_mult", f->config.unet.channel_mult},
+                     {"num_res_blocks", f->config.unet.num_res_blocks},
+                     {"attention", f->config.unet.attention},
+                     {"context_dim", f->config.unet.context_dim}};
+    } else {
+      j["config_error"] = std::string(f.status().message());
+    }
+    j["ok"] = f.ok();
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("file:        %s\nformat:      %s\ndtype:       %s\n", c.path().c_str(),
+                FormatName(c.format()), std::string(DTypeName(c.PredominantFloatDType())).c_str());
+    std::printf("tensors:     %zu (%llu parameters)\nsha256:      %s\n", c.tensors().size(),
+                static_cast<unsigned long long>(c.ParameterCount()), hash.c_str());
+    if (f.ok()) {
+      std::printf(
+          "config:      ControlNet for Stable Diffusion v1.x, %s layout, %d hint channels\n"
+          "unet copy:   model_channels=%d channel_mult=[%s] num_res_blocks=%d context_dim=%d\n",
+          LayoutName(f->layout), f->config.hint_channels, f->config.unet.model_channels,
+          absl::StrJoin(f->config.unet.channel_mult, ",").c_str(), f->config.unet.num_res_blocks,
+          f->config.unet.context_dim);
+    } else {
+      std::printf("config:      a ControlNet that cannot be used: %s\n",
+                  std::string(f.status().message()).c_str());
+    }
+  }
+  return f.ok() ? kExitOk : Fail("inspect", f.status());
+}
+
 }  // namespace
 
 int InspectCommand(const std::vector<std::string>& argv) {
@@ -36,6 +95,15 @@ int InspectCommand(const std::vector<std::string>& argv) {
   const Checkpoint& c = **ckpt;
   ShapeLookup lookup = [&c](const std::string& n) { return c.ShapeOf(n); };
   absl::StatusOr<SdConfig> config = DetectConfig(lookup);
+  if (!config.ok()) {
+    // Not an SD checkpoint: a ControlNet, when it is recognisably one (a refusal other than "not a
+    // ControlNet").
+    absl::StatusOr<ControlNetFile> control = ReadControlNetLayout(c);
+    if (control.ok() || control.status().code() != absl::StatusCode::kInvalidArgument ||
+        control.status().message().find("not a ControlNet") == absl::string_view::npos) {
+      return InspectControlNet(c, control, args->Has("json"));
+    }
+  }
   KeyCheck check;
   size_t expected = 0;
   if (config.ok()) {

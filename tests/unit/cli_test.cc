@@ -114,6 +114,40 @@ TEST_F(CliTest, InspectReportsTinyAndInpaintingConfigs) {
   EXPECT_EQ(json["sha256"].get<std::string>().size(), 64u);
 }
 
+// A ControlNet is recognised as one: its layout and the UNet it copies; a broken one says why.
+TEST_F(CliTest, InspectReportsControlNets) {
+  const std::string cn = dir_->File("cn.safetensors");
+  auto r = RunCommand(Bin() + " make-test-checkpoint --tiny --controlnet --layout diffusers " +
+                      Quote(cn));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(Bin() + " inspect " + Quote(cn));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("ControlNet for Stable Diffusion v1.x, diffusers ControlNetModel "
+                               "layout, 3 hint channels"));
+  EXPECT_THAT(
+      r.out, HasSubstr("model_channels=32 channel_mult=[1,2,4,4] num_res_blocks=1 context_dim=64"));
+  auto j = RunCommand(Bin() + " inspect --json " + Quote(cn));
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  auto json = nlohmann::json::parse(j.out);
+  EXPECT_EQ(json["kind"], "controlnet");
+  EXPECT_EQ(json["ok"], true);
+  // A hint block alone: recognised as a ControlNet, and said why it cannot be used.
+  std::vector<float> zeros(16 * 3 * 3 * 3, 0.0f);
+  ASSERT_TRUE(WriteSafetensors(dir_->File("broken_cn.safetensors"), {{"input_hint_block.0.weight",
+                                                                      DType::kF32,
+                                                                      {16, 3, 3, 3},
+                                                                      zeros.data(),
+                                                                      zeros.size() * sizeof(float),
+                                                                      nullptr}})
+                  .ok());
+  r = RunCommand(Bin() + " inspect " + Quote(dir_->File("broken_cn.safetensors")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.out, HasSubstr("config:      a ControlNet that cannot be used:"));
+  EXPECT_THAT(r.err, HasSubstr("broken_cn.safetensors"));
+  r = RunCommand(Bin() + " inspect " + Quote(dir_->File("tiny.safetensors")));
+  EXPECT_EQ(r.exit_code, 0) << "an SD checkpoint is still inspected as one";
+}
+
 // IEEE half -> float, for comparing values without LibTorch.
 float HalfToFloat(uint16_t h) {
   const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
