@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "host_plugin/cli/comfy_run.h"
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
@@ -147,11 +148,14 @@ constexpr char kExportHelp[] =
     "\n"
     "  -o WORKFLOW.json    where to write it\n"
     "  --checkpoint NAME   the CheckpointLoaderSimple's ckpt_name (default model.safetensors)\n"
+    "  --controlnets A,B   the ControlNetLoaders' control_net_name, by the ControlNet nodes' "
+    "index\n"
     "  --overwrite         replace WORKFLOW.json if it exists\n";
 
 int ExportComfyCommand(const std::vector<std::string>& argv) {
   int code = kExitOk;
-  auto args = ParseCommandLine("export-comfy", argv, {{"o", "output", "checkpoint"}, {"overwrite"}},
+  auto args = ParseCommandLine("export-comfy", argv,
+                               {{"o", "output", "checkpoint", "controlnets"}, {"overwrite"}},
                                kExportHelp, &code);
   if (!args) return code;
   std::string out;
@@ -164,6 +168,8 @@ int ExportComfyCommand(const std::vector<std::string>& argv) {
   if (!graph.ok()) return FailWithCode("export-comfy", graph.status());
   ComfyExportOptions options;
   options.checkpoint = args->GetOr("checkpoint", options.checkpoint);
+  for (absl::string_view c : absl::StrSplit(args->GetOr("controlnets", ""), ',', absl::SkipEmpty()))
+    options.controlnets.emplace_back(c);
   auto json = ExportComfyWorkflow(graph->config(), args->positionals()[0], options);
   if (!json.ok()) return FailWithCode("export-comfy", json.status());
   if (absl::Status s = WriteWholeFile(out, *json, "workflow"); !s.ok())

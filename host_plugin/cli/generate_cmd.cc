@@ -543,6 +543,7 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   if (!vae.empty()) setup.comfy.vae = Basename(vae);
   for (const LoraRef& l : model_ref->loras)
     setup.comfy.loras.push_back({Basename(l.name), l.unet, l.text});
+  for (const std::string& c : model_ref->controls) setup.comfy.controlnets.push_back(Basename(c));
   setup.remote = remote_model.has_value();
   setup.farm = farm;
   setup.overwrite = args->Has("overwrite");

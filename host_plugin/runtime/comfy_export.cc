@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "proto/sd/v1/nodes.pb.h"
 
 namespace sd {
 namespace {
@@ -151,6 +152,8 @@ class Exporter {
   absl::Status Export(const v1::Node& n);
   absl::Status Prompt(const v1::Node& n);
   absl::Status Sampler(const v1::Node& end);
+  absl::StatusOr<json> Controlled(const v1::Node& unet, json cond,
+                                  const std::map<std::string, const v1::Node*>& body);
   absl::Status Scale(const v1::Node& n);
 
   const v1::GraphConfig& g_;
@@ -167,6 +170,7 @@ class Exporter {
   std::vector<std::string> unsupported_;
   json workflow_ = json::object();
   json model_, clip_, vae_;  // what the loaders hand on
+  std::map<int, json> control_loaders_;  // ControlNet index -> its ControlNetLoader
   int next_id_ = 0;
 };
 
@@ -179,7 +183,7 @@ absl::Status Exporter::Export(const v1::Node& n) {
   const std::string& k = n.kind();
   // Consumed by what reads them: prompts' first stages, a sampler's schedule, start and noise.
   if (k == "TokenizePrompt" || k == "ClipEncode" || k == "SigmaSchedule" || k == "SigmaStart" ||
-      k == "Noise" || k == "InpaintPrepare") {
+      k == "Noise" || k == "InpaintPrepare" || k == "ControlHint") {
     return absl::OkStatus();
   }
   if (k == "ApplyPromptWeights") return Prompt(n);
@@ -293,6 +297,63 @@ absl::Status Exporter::Prompt(const v1::Node& n) {
   return absl::OkStatus();
 }
 
+// ComfyUI attaches ControlNets to a conditioning: the UNet step's chain of ControlNet nodes (first
+// to last) becomes ControlNetApplyAdvanced nodes on `cond` (given as both of its halves; output 0
+// used).
+absl::StatusOr<json> Exporter::Controlled(const v1::Node& unet, json cond,
+                                          const std::map<std::string, const v1::Node*>& body) {
+  std::vector<const v1::Node*> chain;
+  for (std::string source = In(unet, "control"); !source.empty();) {
+    auto it = body.find(Split(source).first);
+    if (it == body.end() || it->second->kind() != "ControlNet" || chain.size() > 64) {
+      Unsupported(unet.name(),
+                  "UNetStep whose control is not a chain of ControlNet nodes in its loop");
+      return cond;
+    }
+    chain.insert(chain.begin(), it->second);
+    source = In(*it->second, "residuals");
+  }
+  std::vector<json>
+      images;  // every link first: a retry (a source not exported yet) adds nothing twice
+  for (const v1::Node* c : chain) {
+    const v1::Node* hint = NodeAt(In(*c, "hint"));
+    if (!hint || hint->kind() != "ControlHint" || In(*hint, "image").empty() ||
+        !In(*hint, "method").empty() || !In(*hint, "crop").empty() ||
+        !In(*c, "guess_mode").empty() || !In(*c, "active").empty()) {
+      Unsupported(c->name(),
+                  "ControlNet other than ComfyUI's (a ControlHint of an image, default fit; no "
+                  "guess_mode or active)");
+      return cond;
+    }
+    SD_WIDGET(image, Link(*hint, "image"));
+    images.push_back(image);
+  }
+  for (size_t k = 0; k < chain.size(); ++k) {
+    const v1::Node& c = *chain[k];
+    v1::ControlNetOptions o;
+    if (c.has_options()) c.options().UnpackTo(&o);
+    if (o.index() < 0 || o.index() >= static_cast<int>(options_.controlnets.size())) {
+      return Error(absl::StrCat("node '", c.name(), "' runs ControlNet ", o.index(), " but ",
+                                options_.controlnets.size(),
+                                " ControlNet file name(s) are given for the workflow"));
+    }
+    SD_WIDGET(strength, Widget(c, "strength", 1.0));
+    SD_WIDGET(start, Widget(c, "start", 0.0));
+    SD_WIDGET(end, Widget(c, "end", 1.0));
+    json& loader = control_loaders_[o.index()];
+    if (loader.is_null())
+      loader = Add("ControlNetLoader", {{"control_net_name", options_.controlnets[o.index()]}});
+    cond = Add("ControlNetApplyAdvanced", {{"positive", cond},
+                                           {"negative", cond},
+                                           {"control_net", loader},
+                                           {"image", images[k]},
+                                           {"strength", strength},
+                                           {"start_percent", start},
+                                           {"end_percent", end}});
+  }
+  return cond;
+}
+
 absl::Status Exporter::Sampler(const v1::Node& end) {
   const auto [loop_name, carry_name] = Split(In(end, "latents"));
   auto lit = loops_.find(loop_name);
@@ -321,7 +382,7 @@ absl::Status Exporter::Sampler(const v1::Node& end) {
       mask_in = &b;
     else if (b.kind() == "Noise")
       step_noise = &b;
-    else if (b.kind() != "UNetStep" && b.kind() != "NoiseMaskOut")
+    else if (b.kind() != "UNetStep" && b.kind() != "NoiseMaskOut" && b.kind() != "ControlNet")
       Unsupported(b.name(), b.kind() + " in a sampler loop");
   }
   auto unet = [&](const std::string& port) -> const v1::Node* {
@@ -333,8 +394,10 @@ absl::Status Exporter::Sampler(const v1::Node& end) {
     Unsupported(loop->name(), "loop without UNetStep cond and uncond, CfgCombine and SigmaStep");
     return absl::OkStatus();
   }
-  SD_WIDGET(positive, Link(*pos, "context"));
-  SD_WIDGET(negative, Link(*neg, "context"));
+  SD_WIDGET(positive_context, Link(*pos, "context"));
+  SD_WIDGET(negative_context, Link(*neg, "context"));
+  SD_WIDGET(positive, Controlled(*pos, positive_context, body));
+  SD_WIDGET(negative, Controlled(*neg, negative_context, body));
   SD_WIDGET(latent, Link(*start, "latents"));
   if (mask_in && !inpaint_masks_.count(In(*mask_in, "mask"))) {
     SD_WIDGET(mask, Link(*mask_in, "mask"));

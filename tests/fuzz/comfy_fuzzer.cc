@@ -82,12 +82,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto planned = sd::ParseGraph(graph->text, "translated.pbtxt", sd::fuzz::LookupKind);
   if (!planned.ok())
     Die("a translated workflow does not plan: " + planned.status().ToString() + "\n" + graph->text);
-  // The way back: what import writes exports, and the export imports and translates again (not yet
-  // for ControlNets: export-comfy does not write them).
-  for (const auto& [id, n] : workflow->nodes) {
-    if (n.class_type == "ControlNetLoader") return 0;
-  }
-  auto exported = sd::ExportComfyWorkflow(*planned->config, "translated.pbtxt");
+  // The way back: what import writes exports, and the export imports and translates again.
+  sd::ComfyExportOptions options;
+  options.controlnets = graph->model.controlnets;
+  auto exported = sd::ExportComfyWorkflow(*planned->config, "translated.pbtxt", options);
   if (!exported.ok())
     Die("a translated workflow does not export: " + exported.status().ToString() + "\n" +
         graph->text);

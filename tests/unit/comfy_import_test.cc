@@ -407,6 +407,23 @@ TEST_F(ComfyImportTest, ControlNetsSteerTheHalvesTheyAreAppliedTo) {
                 .max()
                 .item<int>(),
             1);
+  // Exported back (ControlNetLoader + ControlNetApplyAdvanced per ControlNet and half), it imports
+  // to the same image; the PNG run wrote carries it as its ComfyUI workflow.
+  auto planned = Graph::FromText(g->text, "cn.pbtxt");
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  ComfyExportOptions eo;
+  eo.checkpoint = "tiny.safetensors";
+  eo.controlnets = g->model.controlnets;
+  auto exported = ExportComfyWorkflow(planned->config(), "cn.pbtxt", eo);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_THAT(*exported, HasSubstr("ControlNetApplyAdvanced"));
+  auto back = Translate(*exported);
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << *exported;
+  EXPECT_EQ(back->model.controlnets, g->model.controlnets);
+  EXPECT_TRUE(torch::equal(T(Run(back->text, {}, {}, model), "image"), on));
+  auto chunk = ReadImageAttribute(out, "prompt");
+  ASSERT_TRUE(chunk.ok()) << chunk.status();
+  EXPECT_THAT(*chunk, HasSubstr("\"control_net_name\": \"depth.safetensors\""));
 }
 
 TEST_F(ComfyImportTest, TheModelAWorkflowNames) {
