@@ -35,17 +35,31 @@ constexpr char kHelp[] =
 
 namespace {
 
+// What every file reports first: file, format, dtype, tensor and parameter counts, sha256.
+nlohmann::json FileJson(const Checkpoint& c) {
+  nlohmann::json j;
+  j["file"] = c.path();
+  j["format"] = FormatName(c.format());
+  j["dtype"] = std::string(DTypeName(c.PredominantFloatDType()));
+  j["tensors"] = c.tensors().size();
+  j["parameters"] = c.ParameterCount();
+  j["sha256"] = c.ContentHash();
+  return j;
+}
+
+void PrintFile(const Checkpoint& c) {
+  std::printf("file:        %s\n", c.path().c_str());
+  std::printf("format:      %s\n", FormatName(c.format()));
+  std::printf("dtype:       %s\n", std::string(DTypeName(c.PredominantFloatDType())).c_str());
+  std::printf("tensors:     %zu (%llu parameters)\n", c.tensors().size(),
+              static_cast<unsigned long long>(c.ParameterCount()));
+  std::printf("sha256:      %s\n", c.ContentHash().c_str());
+}
+
 // A ControlNet file: its layout and configuration, or why it cannot be used. kExitOk when it loads.
 int InspectControlNet(const Checkpoint& c, const absl::StatusOr<ControlNetFile>& f, bool json) {
-  const std::string hash = c.ContentHash();
   if (json) {
-    nlohmann::json j;
-    j["file"] = c.path();
-    j["format"] = FormatName(c.format());
-    j["dtype"] = std::string(DTypeName(c.PredominantFloatDType()));
-    j["tensors"] = c.tensors().size();
-    j["parameters"] = c.ParameterCount();
-    j["sha256"] = hash;
+    nlohmann::json j = FileJson(c);
     j["kind"] = "controlnet";
     if (f.ok()) {
       j["layout"] = LayoutName(f->layout);
@@ -61,10 +75,7 @@ int InspectControlNet(const Checkpoint& c, const absl::StatusOr<ControlNetFile>&
     j["ok"] = f.ok();
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("file:        %s\nformat:      %s\ndtype:       %s\n", c.path().c_str(),
-                FormatName(c.format()), std::string(DTypeName(c.PredominantFloatDType())).c_str());
-    std::printf("tensors:     %zu (%llu parameters)\nsha256:      %s\n", c.tensors().size(),
-                static_cast<unsigned long long>(c.ParameterCount()), hash.c_str());
+    PrintFile(c);
     if (f.ok()) {
       std::printf(
           "config:      ControlNet for Stable Diffusion v1.x, %s layout, %d hint channels\n"
@@ -95,14 +106,8 @@ int InspectCommand(const std::vector<std::string>& argv) {
   const Checkpoint& c = **ckpt;
   ShapeLookup lookup = [&c](const std::string& n) { return c.ShapeOf(n); };
   absl::StatusOr<SdConfig> config = DetectConfig(lookup);
-  if (!config.ok()) {
-    // Not an SD checkpoint: a ControlNet, when it is recognisably one (a refusal other than "not a
-    // ControlNet").
-    absl::StatusOr<ControlNetFile> control = ReadControlNetLayout(c);
-    if (control.ok() || control.status().code() != absl::StatusCode::kInvalidArgument ||
-        control.status().message().find("not a ControlNet") == absl::string_view::npos) {
-      return InspectControlNet(c, control, args->Has("json"));
-    }
+  if (!config.ok() && LooksLikeControlNet(c)) {
+    return InspectControlNet(c, ReadControlNetLayout(c), args->Has("json"));
   }
   KeyCheck check;
   size_t expected = 0;
@@ -110,17 +115,10 @@ int InspectCommand(const std::vector<std::string>& argv) {
     check = CheckKeys(*config, lookup);
     expected = ExpectedKeys(*config).size();
   }
-  const std::string hash = c.ContentHash();
   const size_t extra = c.tensors().size() - check.matched - check.mismatched.size();
 
   if (args->Has("json")) {
-    nlohmann::json j;
-    j["file"] = c.path();
-    j["format"] = FormatName(c.format());
-    j["dtype"] = std::string(DTypeName(c.PredominantFloatDType()));
-    j["tensors"] = c.tensors().size();
-    j["parameters"] = c.ParameterCount();
-    j["sha256"] = hash;
+    nlohmann::json j = FileJson(c);
     if (const auto native = NativeSize(c.metadata())) j["native_size"] = *native;
     if (!c.metadata().empty()) j["metadata"] = c.metadata();
     if (config.ok()) {
@@ -149,12 +147,7 @@ int InspectCommand(const std::vector<std::string>& argv) {
     j["ok"] = config.ok() && check.ok();
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("file:        %s\n", c.path().c_str());
-    std::printf("format:      %s\n", FormatName(c.format()));
-    std::printf("dtype:       %s\n", std::string(DTypeName(c.PredominantFloatDType())).c_str());
-    std::printf("tensors:     %zu (%llu parameters)\n", c.tensors().size(),
-                static_cast<unsigned long long>(c.ParameterCount()));
-    std::printf("sha256:      %s\n", hash.c_str());
+    PrintFile(c);
     if (config.ok()) {
       std::printf("config:      Stable Diffusion v1.x%s (%s)\n%s\n",
                   config->unet.in_channels == 9 ? " inpainting" : "", ConfigName(*config).c_str(),

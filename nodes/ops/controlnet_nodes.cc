@@ -103,8 +103,7 @@ class ControlNetNode : public NodeKernel {
           absl::StrCat("ControlNet: strength ", strength, ", start ", start, ", end ", end,
                        ": need a finite strength and 0 <= start <= end <= 1"));
     }
-    ControlNet& net = net_;
-    const UNetConfig& u = net->config().unet;
+    const UNetConfig& u = net_->config().unet;
     if (latents.dim() != 4) {
       return absl::InvalidArgumentError(
           absl::StrCat("ControlNet: latents must be [B, 4, h, w], got ", DescribeTensor(latents)));
@@ -124,8 +123,8 @@ class ControlNetNode : public NodeKernel {
     SD_ASSIGN_OR_RETURN(torch::Tensor context, in.Tensor("context"));
     SD_ASSIGN_OR_RETURN(
         std::vector<torch::Tensor> residuals,
-        net->Predict(latents, hint, torch::tensor({t}, torch::kFloat64).to(torch::kFloat32),
-                     context));
+        net_->Predict(latents, hint, torch::tensor({t}, torch::kFloat64).to(torch::kFloat32),
+                      context));
     const std::vector<double> scales = ControlScales(residuals.size(), strength, guess != 0);
     for (size_t i = 0; i < residuals.size(); ++i) residuals[i] = residuals[i] * scales[i];
     torch::Tensor packed = PackControl(residuals);

@@ -217,6 +217,10 @@ std::string ControlNetToDiffusers(const std::string& name, const UNetConfig& une
   return d.empty() ? "" : absl::StrCat(d, ".", param);
 }
 
+bool LooksLikeControlNet(const Checkpoint& checkpoint) {
+  return Recognise(checkpoint).status().code() != absl::StatusCode::kInvalidArgument;
+}
+
 absl::StatusOr<std::string> ControlNetWeightsFile(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_directory(path, ec)) return path;

@@ -72,6 +72,10 @@ struct ControlNetFile {
   std::string KeyOf(const std::string& name) const;
 };
 
+// Whether the file is recognisably a ControlNet (of any layout or family, usable or not): what
+// ReadControlNetLayout refuses with "not a ControlNet" is not.
+bool LooksLikeControlNet(const Checkpoint& checkpoint);
+
 // The weights file of a ControlNet given as a file or as a diffusers ControlNetModel folder
 // (diffusion_pytorch_model.safetensors, else diffusion_pytorch_model.bin, in it). NOT_FOUND naming
 // what was looked for.
