@@ -4,13 +4,13 @@
 
 #ifdef GEGL_PROPERTIES
 
+// clang-format off
 SD_GEGL_COMMON_PROPERTIES
+SD_GEGL_CONTROL_PROPERTIES
 property_double(strength, "Strength", 0.8)
-    description("How much to repaint: 0 keeps the input, 1 ignores it") value_range(0.01, 1.0)
-        property_file_path(controlnet, "ControlNet", "") description(
-            "An SD v1.x ControlNet; its hint is the picture on the aux pad (with workers: a name "
-            "in their repositories)") property_double(control_strength, "ControlNet strength", 1.0)
-            description("Scale of the ControlNet's residuals") value_range(0.0, 2.0)
+  description("How much to repaint: 0 keeps the input, 1 ignores it")
+  value_range(0.01, 1.0)
+// clang-format on
 
 #else
 
@@ -54,17 +54,7 @@ static gboolean process(GeglOperation* operation, GeglBuffer* input, GeglBuffer*
   r.init_height = in.height;
   r.controlnet = o->controlnet;
   r.control_strength = o->control_strength;
-  guchar* hint = NULL;
-  const GeglRectangle* hint_box =
-      aux ? gegl_operation_source_get_bounding_box(operation, "aux") : NULL;
-  if (hint_box && hint_box->width > 0 && hint_box->height > 0) {
-    hint = g_new(guchar, (gsize)hint_box->width * hint_box->height * 3);
-    gegl_buffer_get(aux, hint_box, 1.0, babl_format("R'G'B' u8"), hint, GEGL_AUTO_ROWSTRIDE,
-                    GEGL_ABYSS_NONE);
-    r.hint_rgb = hint;
-    r.hint_width = hint_box->width;
-    r.hint_height = hint_box->height;
-  }
+  guchar* hint = sd_gegl_read_hint(operation, aux, &r);
   const gboolean ok = sd_gegl_render("sd:img2img", &r, output, in.x, in.y);
   g_free(rgb);
   g_free(hint);

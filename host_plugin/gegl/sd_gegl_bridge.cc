@@ -126,6 +126,27 @@ absl::StatusOr<torch::Tensor> RunForPicture(const Graph& graph,
   return Resize(px.contiguous(), out_w, out_h);
 }
 
+// The ControlNet's hint (the picture on the aux pad) and strength, as the graph's inputs.
+absl::Status SetHint(const SdGeglRequest& r, const Graph& graph,
+                     std::map<std::string, Value>& inputs) {
+  if (Str(r.controlnet).empty()) {
+    if (r.hint_rgb)
+      return absl::InvalidArgumentError(
+          "a picture is connected to the aux pad but no ControlNet is set (controlnet)");
+    return absl::OkStatus();
+  }
+  if (!r.hint_rgb || r.hint_width <= 0 || r.hint_height <= 0)
+    return absl::InvalidArgumentError(
+        "a ControlNet needs its hint: connect a picture to the aux pad");
+  if (!graph.Input("hint"))
+    return absl::InvalidArgumentError("the graph has no `hint` input for the ControlNet");
+  inputs["hint"] = torch::from_blob(const_cast<unsigned char*>(r.hint_rgb),
+                                    {r.hint_height, r.hint_width, 3}, torch::kUInt8)
+                       .clone();
+  if (graph.Input("control_strength")) inputs["control_strength"] = r.control_strength;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
   const std::string mode = Str(r.mode), workers = Str(r.workers);
   SD_ASSIGN_OR_RETURN(const std::string base, ModelOrDemo(Str(r.model), !workers.empty()));
@@ -197,13 +218,15 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   std::string graph_path = Str(r.graph);
   if (graph_path.empty()) {
     const bool control = !Str(r.controlnet).empty();
-    if (control && mode != "img2img") {
-      return absl::InvalidArgumentError("a ControlNet steers sd:img2img (its hint on the aux pad)");
+    if (control && mode == "inpaint") {
+      return absl::InvalidArgumentError(
+          "a ControlNet steers sd:txt2img and sd:img2img (its hint on the aux pad), not "
+          "sd:inpaint");
     }
-    const std::string stock = mode == "txt2img" ? "txt2img.pbtxt"
-                              : mode == "img2img"
-                                  ? (control ? "img2img_controlnet.pbtxt" : "img2img.pbtxt")
-                                  : (in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt");
+    const std::string stock =
+        mode == "txt2img"   ? (control ? "txt2img_controlnet.pbtxt" : "txt2img.pbtxt")
+        : mode == "img2img" ? (control ? "img2img_controlnet.pbtxt" : "img2img.pbtxt")
+                            : (in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt");
     graph_path = StockGraphPath(stock, PluginDir());
   }
   // A ComfyUI workflow: its own settings stand, but for a non-empty prompt or negative prompt, the
@@ -228,6 +251,9 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
     if (graph.Input(name)) inputs[name] = std::move(v);
   };
   if (comfy) {
+    if (r.hint_rgb)
+      return absl::InvalidArgumentError(
+          "a ComfyUI workflow takes its hints from its LoadImage nodes: disconnect the aux pad");
     if (!Str(r.prompt).empty()) set("prompt", Str(r.prompt));
     if (!Str(r.negative).empty()) set("negative", Str(r.negative));
     set("seed", int64_t{r.seed});
@@ -272,20 +298,6 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
             .clone();
     set("init", Resize(init, w, h));
     set("strength", r.strength);
-    if (!Str(r.controlnet).empty()) {
-      if (!r.hint_rgb || r.hint_width <= 0 || r.hint_height <= 0)
-        return absl::InvalidArgumentError(
-            "a ControlNet needs its hint: connect a picture to the aux pad");
-      if (!graph.Input("hint"))
-        return absl::InvalidArgumentError("the graph has no `hint` input for the ControlNet");
-      set("hint", torch::from_blob(const_cast<unsigned char*>(r.hint_rgb),
-                                   {r.hint_height, r.hint_width, 3}, torch::kUInt8)
-                      .clone());
-      set("control_strength", r.control_strength);
-    } else if (r.hint_rgb) {
-      return absl::InvalidArgumentError(
-          "a picture is connected to the aux pad but no ControlNet is set (controlnet)");
-    }
     if (mode == "inpaint") {
       if (!r.mask) return absl::InvalidArgumentError("no mask: connect one to the aux pad");
       torch::Tensor mask =
@@ -294,6 +306,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
       set("mask", Resize(mask, w, h).expand({h, w, 3}).contiguous());
     }
   }
+  SD_RETURN_IF_ERROR(SetHint(r, graph, inputs));
   return RunForPicture(graph, inputs, ctx, options, cancel, r, out_w, out_h);
 }
 

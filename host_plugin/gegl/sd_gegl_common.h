@@ -102,6 +102,21 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_required_whole_pad(GeglOperation* ope
   return box ? *box : none;
 }
 
+/* Reads the hint picture on pad "aux" (all of it, 8-bit sRGB) into `r` when one is connected;
+ * returns the pixels for the caller to g_free (NULL when none). */
+static G_GNUC_UNUSED guchar* sd_gegl_read_hint(GeglOperation* operation, GeglBuffer* aux,
+                                               SdGeglRequest* r) {
+  const GeglRectangle* box = aux ? gegl_operation_source_get_bounding_box(operation, "aux") : NULL;
+  if (!box || box->width <= 0 || box->height <= 0) return NULL;
+  guchar* hint = g_new(guchar, (gsize)box->width * box->height * 3);
+  gegl_buffer_get(aux, box, 1.0, babl_format("R'G'B' u8"), hint, GEGL_AUTO_ROWSTRIDE,
+                  GEGL_ABYSS_NONE);
+  r->hint_rgb = hint;
+  r->hint_width = box->width;
+  r->hint_height = box->height;
+  return hint;
+}
+
 static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* operation, const GeglRectangle* roi) {
   (void)roi;
   return sd_gegl_whole_input(operation);
@@ -170,6 +185,15 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* ope
   property_string(lora, "LoRA", "")                                                                 \
     description("NAME[:UNET[:TEXT]], comma-separated: LoRA files (or names in the model's folder) " \
                 "with strengths; <lora:NAME:W> in the prompt does the same")
+
+/* sd:txt2img and sd:img2img: a ControlNet steered by the picture on the aux pad. */
+#define SD_GEGL_CONTROL_PROPERTIES                                                                   \
+  property_file_path(controlnet, "ControlNet", "")                                                  \
+    description("An SD v1.x ControlNet; its hint is the picture on the aux pad (with workers: a "   \
+                "name in their repositories)")                                                      \
+  property_double(control_strength, "ControlNet strength", 1.0)                                     \
+    description("Scale of the ControlNet's residuals")                                              \
+    value_range(0.0, 2.0)
 // clang-format on
 
 #endif

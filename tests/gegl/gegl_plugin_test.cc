@@ -231,6 +231,36 @@ TEST_F(GeglPluginTest, Img2ImgSteeredByAControlNetHintOnTheAuxPad) {
   EXPECT_NE(r.err.find("connect a picture to the aux pad"), std::string::npos) << r.err;
 }
 
+// sd:txt2img, a source, takes the hint on an aux pad of its own: the image `sd-graph txt2img
+// --controlnet --hint` makes, and not the unsteered one; a hint without a ControlNet is refused.
+TEST_F(GeglPluginTest, Txt2ImgSteeredByAControlNetHintOnItsAuxPad) {
+  const std::string cn = dir_->File("cn_t2i.safetensors");
+  auto r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) +
+                      " make-test-checkpoint --tiny --controlnet " + Quote(cn));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string common =
+      " prompt='a red fox' model=" + Quote(model_) + " width=128 height=64 steps=4 seed=5";
+  const std::string hint = " aux=[ gegl:load path=" + Quote(dir_->File("in.png")) + " ]";
+  r = Gegl("-o " + Quote(dir_->File("t2i_cn_gegl.png")) + " -- sd:txt2img" + hint +
+           " controlnet=" + Quote(cn) + " control-strength=0.7" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " txt2img --prompt 'a red fox' --model " +
+                 Quote(model_) + " --width 128 --height 64 --steps 4 --seed 5 --cfg 7.5" +
+                 " --controlnet " + Quote(cn) + " --hint " + Quote(dir_->File("in.png")) +
+                 " --control-strength 0.7 -o " + Quote(dir_->File("t2i_cn_cli.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Rgb8 gegl = ReadRgb8(dir_->File("t2i_cn_gegl.png"));
+  ASSERT_EQ(gegl.width, 128);
+  ASSERT_EQ(gegl.height, 64);
+  EXPECT_LE(MaxDiff(gegl, ReadRgb8(dir_->File("t2i_cn_cli.png"))), 1);
+  r = Gegl("-o " + Quote(dir_->File("t2i_plain.png")) + " -- sd:txt2img" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(MaxDiff(gegl, ReadRgb8(dir_->File("t2i_plain.png"))), 1);
+  r = Gegl("-o " + Quote(dir_->File("t2i_bad.png")) + " -- sd:txt2img" + hint + common);
+  EXPECT_LT(r.exit_code, 128);
+  EXPECT_NE(r.err.find("no ControlNet is set"), std::string::npos) << r.err;
+}
+
 TEST_F(GeglPluginTest, InpaintWithTheMaskOnTheAuxPad) {
   auto r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("inpaint.png")) +
                 " -- sd:inpaint aux=[ gegl:load path=" + Quote(dir_->File("mask.png")) +
