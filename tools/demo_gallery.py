@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates the demo model's gallery in README: txt2img in several colours, shapes, sizes and places
 (two of them triples the model never saw in training), img2img and inpainting, each at the model's native
-64x64, plus one grid picture (each image scaled x2, nearest) of all of them.
+64x64, plus one grid picture (each image scaled x2, nearest) of all of them; then sketches and what the demo
+ControlNet (sd-demo-shapes-canny) makes of them.
 
     tools/demo_gallery.py [--sdgraph build/host_plugin/cli/sd-graph] [--out deploy/models/gallery]
 
@@ -26,6 +27,13 @@ TXT2IMG = [
     ("a green square on a purple background", 42),  # held out of training
 ]
 IMG2IMG = ("a yellow circle on a blue background", 0.6)  # from the first txt2img picture
+# The demo ControlNet: a sketch (a filled shape: its Canny edges are the hint) and a prompt that
+# names the colours. (shape, centre x, centre y, prompt)
+CONTROLNET = [
+    ("square", 0.27, 0.5, "a red square on a yellow background"),
+    ("triangle", 0.5, 0.27, "a blue triangle on a white background"),
+    ("circle", 0.73, 0.73, "a green circle on a purple background"),
+]
 INPAINT = "a white square on the right on a blue background"  # its right half repainted
 
 
@@ -65,6 +73,22 @@ def write_png(path, w, h, rgb):
 def write_ppm(path, w, h, rgb):
     with open(path, "wb") as f:
         f.write(b"P6\n%d %d\n255\n" % (w, h) + rgb)
+
+
+def sketch(shape, cx, cy, size=64, radius=0.21):
+    """A black shape on white, as a user would draw one, as size x size RGB bytes."""
+    r, out = radius * size, bytearray()
+    for y in range(size):
+        for x in range(size):
+            dx, dy = x + 0.5 - cx * size, y + 0.5 - cy * size
+            if shape == "circle":
+                inside = dx * dx + dy * dy <= r * r
+            elif shape == "square":
+                inside = abs(dx) <= r * 0.886 and abs(dy) <= r * 0.886
+            else:  # an upright triangle: apex at the top
+                inside = -r <= dy <= r * 0.5 and abs(dx) <= (dy + r) * 0.577
+            out += b"\x14\x14\x14" if inside else b"\xf5\xf5\xf5"
+    return bytes(out)
 
 
 def grid(images, columns, scale, gap=4):
@@ -133,6 +157,18 @@ def main():
     w, h, px = read_ppm(ppm)
     write_png(os.path.join(args.out, "hires_fix.png"), w, h, px)
     captions.append(f"hires_fix.png: txt2img --hires-scale 2 --sampler euler_a: {TXT2IMG[0][0]} (seed 42)")
+    # The demo ControlNet: each sketch, then what the prompt makes of its edges.
+    for i, (shape, cx, cy, prompt) in enumerate(CONTROLNET):
+        hint = os.path.join(tmp, f"sketch_{i}.ppm")
+        write_ppm(hint, 64, 64, sketch(shape, cx, cy))
+        write_png(os.path.join(args.out, f"sketch_{i + 1}.png"), 64, 64, read_ppm(hint)[2])
+        ppm = os.path.join(tmp, f"controlnet_{i}.ppm")
+        run("txt2img", "--prompt", prompt, "--seed", "42", "--controlnet", "sd-demo-shapes-canny.safetensors",
+            "--hint", hint, "--hint-pass", "canny", "-o", ppm)
+        w, h, px = read_ppm(ppm)
+        write_png(os.path.join(args.out, f"controlnet_{i + 1}.png"), w, h, px)
+        captions.append(f"controlnet_{i + 1}.png: txt2img --controlnet sd-demo-shapes-canny.safetensors "
+                        f"--hint sketch_{i + 1}.png --hint-pass canny: {prompt} (seed 42)")
     gw, gh, px = grid(decoded, columns=5, scale=2)
     write_png(os.path.join(args.out, "grid.png"), gw, gh, px)
     with open(os.path.join(args.out, "captions.txt"), "w") as f:

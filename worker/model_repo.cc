@@ -62,11 +62,10 @@ absl::StatusOr<std::string> ModelRepository::Resolve(const std::string& name) co
     }
     return path;
   }
-  // The demo model is served by its file name even when the repository does not hold it (the same
-  // file every sd-graph falls back to), so `sd-graph txt2img --workers ...` works without --model.
-  if (name == kDemoModelFile || name + ".safetensors" == kDemoModelFile) {
-    if (std::string demo = DemoModelPath(); !demo.empty()) return demo;
-  }
+  // The demo model and its ControlNet are served by their file names even when the repository does
+  // not hold them (the files every sd-graph falls back to), so `sd-graph txt2img --workers ...`
+  // works without --model.
+  if (std::string shipped = ShippedPathOf(name); !shipped.empty()) return shipped;
   std::vector<std::string> have;
   if (DIR* d = ::opendir(dir_.c_str())) {
     while (dirent* e = ::readdir(d)) {

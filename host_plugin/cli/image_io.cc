@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/base/file_util.h"
 
 namespace sd {
 
@@ -90,20 +91,14 @@ absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels
   torch::Tensor px = pixels.contiguous();
   OIIO::ImageSpec spec(static_cast<int>(px.size(1)), static_cast<int>(px.size(0)), 3, OIIO::TypeDesc::UINT8);
   for (const auto& [k, v] : metadata) spec.attribute(k, v);
-  const size_t dot = path.rfind('.');
-  const std::string ext = dot == std::string::npos ? "" : path.substr(dot);
-  const std::string tmp = absl::StrCat(path.substr(0, dot == std::string::npos ? path.size() : dot), ".tmp-", ::getpid(), ext);
   auto out = OIIO::ImageOutput::create(path);
   if (!out) return absl::InvalidArgumentError(absl::StrCat(path, ": no image format for this file name: ", OIIO::geterror()));
-  if (!out->open(tmp, spec) || !out->write_image(OIIO::TypeDesc::UINT8, px.data_ptr<uint8_t>()) || !out->close()) {
-    std::remove(tmp.c_str());
-    return absl::DataLossError(absl::StrCat(path, ": cannot write image: ", out->geterror()));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::DataLossError(absl::StrCat(path, ": cannot rename the finished image into place"));
-  }
-  return absl::OkStatus();
+  return WriteAtomically(path, [&](const std::string& tmp) -> absl::Status {
+    if (!out->open(tmp, spec) || !out->write_image(OIIO::TypeDesc::UINT8, px.data_ptr<uint8_t>()) ||
+        !out->close())
+      return absl::DataLossError(absl::StrCat(path, ": cannot write image: ", out->geterror()));
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<torch::Tensor> ResizeRgb8(const torch::Tensor& pixels, int64_t width, int64_t height) {

@@ -9,6 +9,7 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/text/prompt_parser.h"
 #include "nodes/weights/controlnet_layout.h"
+#include "nodes/weights/demo_model.h"
 
 namespace sd {
 namespace {
@@ -64,8 +65,8 @@ absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& f) {
       ref.controls.push_back(Base(c));
       continue;
     }
-    SD_ASSIGN_OR_RETURN(std::string file,
-                        ControlNetWeightsFile(c));  // a diffusers folder: its file
+    // A diffusers folder: its file; the demo ControlNet's name: the shipped file.
+    SD_ASSIGN_OR_RETURN(std::string file, ControlNetWeightsFile(ResolveShippedName(c)));
     if (!IsReadableFile(file))
       return absl::NotFoundError(absl::StrCat("ControlNet ", c, ": no such readable file"));
     ref.controls.push_back(file);

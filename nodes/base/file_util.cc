@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -21,20 +23,30 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_
   return ss.str();
 }
 
+absl::Status WriteAtomically(const std::string& path,
+                             const std::function<absl::Status(const std::string& tmp)>& write) {
+  const size_t slash = path.rfind('/');
+  const size_t dot = path.rfind('.');
+  const bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash + 1);
+  const std::string stem = has_ext ? path.substr(0, dot) : path;
+  const std::string tmp =
+      absl::StrCat(stem, ".tmp-", ::getpid(), has_ext ? path.substr(dot) : std::string());
+  absl::Status s = write(tmp);
+  if (s.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = absl::DataLossError(
+        absl::StrCat(path, ": cannot move the finished file into place: ", std::strerror(errno)));
+  }
+  if (!s.ok()) std::remove(tmp.c_str());
+  return s;
+}
+
 absl::Status WriteWholeFile(const std::string& path, absl::string_view bytes, absl::string_view what) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
+  return WriteAtomically(path, [&](const std::string& tmp) -> absl::Status {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f || !f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush()) {
-      std::remove(tmp.c_str());
+    if (!f || !f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush())
       return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": cannot write the file"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": cannot move the file into place"));
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<std::string> ReadToken(const std::string& path) {

@@ -1,6 +1,7 @@
-// Small file reads shared by the hosts and the worker.
+// Small file reads and atomic writes shared by the hosts, the worker and the tools.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -13,8 +14,16 @@ namespace sd {
 // opened.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what);
 
-// Writes `bytes` to `path` through a temporary file in the same folder renamed into place, so readers never
-// see a partial file; PERMISSION_DENIED "<what> <path>: ..." when it cannot.
+// Every file the project writes goes through here: `write` writes a temporary file beside `path`
+// (same folder, same extension: image writers choose the format by it), which is renamed into place
+// only when `write` returns OK, and removed otherwise, so readers see the old file or the whole new
+// one, never a part. `write`'s error is returned as it is; a failed rename is DATA_LOSS naming
+// `path`.
+absl::Status WriteAtomically(const std::string& path,
+                             const std::function<absl::Status(const std::string& tmp)>& write);
+
+// Writes `bytes` to `path` (WriteAtomically); PERMISSION_DENIED "<what> <path>: ..." when it
+// cannot.
 absl::Status WriteWholeFile(const std::string& path, absl::string_view bytes, absl::string_view what);
 
 // The folder of the running executable ("" when /proc/self/exe cannot be read).

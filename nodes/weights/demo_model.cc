@@ -10,10 +10,28 @@ namespace sd {
 std::string DemoModelPath() {
   if (const char* env = std::getenv("SDGRAPH_DEMO_MODEL"); env && *env)
     return IsReadableFile(env) ? env : "";
-  const std::string installed = DirOfExecutable() + "/../share/sdgraph/models/" + kDemoModelFile;
+  return ShippedModelPath(kDemoModelFile);
+}
+
+std::string ShippedModelPath(const std::string& file) {
+  const std::string installed = DirOfExecutable() + "/../share/sdgraph/models/" + file;
   if (IsReadableFile(installed)) return installed;
-  const std::string source = std::string(SD_SOURCE_MODELS_DIR) + "/" + kDemoModelFile;
+  const std::string source = std::string(SD_SOURCE_MODELS_DIR) + "/" + file;
   return IsReadableFile(source) ? source : "";
+}
+
+std::string ShippedPathOf(const std::string& name) {
+  for (const char* shipped : {kDemoModelFile, kDemoControlNetFile}) {
+    if (name != shipped && name + ".safetensors" != shipped) continue;
+    return std::string(shipped) == kDemoModelFile ? DemoModelPath() : ShippedModelPath(shipped);
+  }
+  return "";
+}
+
+std::string ResolveShippedName(const std::string& name) {
+  if (IsReadableFile(name)) return name;
+  const std::string shipped = ShippedPathOf(name);
+  return shipped.empty() ? name : shipped;
 }
 
 std::optional<int> NativeSize(const std::map<std::string, std::string>& metadata) {

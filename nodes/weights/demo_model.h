@@ -11,12 +11,26 @@
 namespace sd {
 
 inline constexpr char kDemoModelFile[] = "sd-demo-shapes.safetensors";
+// Its ControlNet, trained by sd-train-controlnet: the Canny edges of a picture as the hint.
+inline constexpr char kDemoControlNetFile[] = "sd-demo-shapes-canny.safetensors";
 inline constexpr char kNativeSizeKey[] = "sdgraph.native_size";
 inline constexpr int kSd1NativeSize = 512;
 
 // Where the demo model is: $SDGRAPH_DEMO_MODEL, then <executable>/../share/sdgraph/models/, then
 // the source tree's deploy/models/. "" when none of them is readable.
 std::string DemoModelPath();
+
+// Where shipped file `file` (kDemoModelFile, kDemoControlNetFile) is: <executable>/../share/
+// sdgraph/models/, then the source tree's deploy/models/; "" when neither is readable.
+std::string ShippedModelPath(const std::string& file);
+
+// The path of the shipped model `name` names (its file name, with or without ".safetensors");
+// "" when it names none or that one is not installed.
+std::string ShippedPathOf(const std::string& name);
+
+// `name` as a user wrote it: a readable file stays itself; else the shipped model it names, if
+// any; else `name` (for the caller to report).
+std::string ResolveShippedName(const std::string& name);
 
 // The side in pixels a model was trained at, from safetensors metadata "sdgraph.native_size" (a
 // multiple of 8 from 8 to 8192); nullopt when absent or malformed.

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 
 namespace sd {
@@ -193,33 +194,32 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
   while ((8 + json.size()) % 8 != 0) json.push_back(' ');
 
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
-  }
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(json.size()) >> (8 * i));
-  bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(json.data(), 1, json.size(), f) == json.size();
-  std::vector<uint8_t> buffer;
-  for (const TensorToWrite& t : tensors) {
-    if (!ok) break;
-    const void* bytes = t.data;
-    if (t.fill) {
-      buffer.resize(t.nbytes);
-      t.fill(buffer.data());
-      bytes = buffer.data();
+  return WriteAtomically(path, [&](const std::string& tmp) -> absl::Status {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
     }
-    ok = t.nbytes == 0 || std::fwrite(bytes, 1, t.nbytes, f) == t.nbytes;
-  }
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    std::remove(tmp.c_str());
-    return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(err)));
-  }
-  return absl::OkStatus();
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(json.size()) >> (8 * i));
+    bool ok = std::fwrite(len, 1, 8, f) == 8 &&
+              std::fwrite(json.data(), 1, json.size(), f) == json.size();
+    std::vector<uint8_t> buffer;
+    for (const TensorToWrite& t : tensors) {
+      if (!ok) break;
+      const void* bytes = t.data;
+      if (t.fill) {
+        buffer.resize(t.nbytes);
+        t.fill(buffer.data());
+        bytes = buffer.data();
+      }
+      ok = t.nbytes == 0 || std::fwrite(bytes, 1, t.nbytes, f) == t.nbytes;
+    }
+    ok = (std::fclose(f) == 0) && ok;
+    if (!ok)
+      return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace sd

@@ -28,6 +28,13 @@ inline std::string ShippedDemoModel() {
   return std::string(SD_TEST_MODELS_DIR) + "/" + kDemoModelFile;
 }
 
+// The shipped demo ControlNet (Canny edges), or the candidate named by $SDGRAPH_DEMO_CONTROLNET.
+inline std::string ShippedDemoControlNet() {
+  if (const char* candidate = std::getenv("SDGRAPH_DEMO_CONTROLNET"); candidate && *candidate)
+    return candidate;
+  return std::string(SD_TEST_MODELS_DIR) + "/" + kDemoControlNetFile;
+}
+
 // One graph, one model cache, many runs.
 class DemoRunner {
  public:
@@ -56,6 +63,8 @@ class DemoRunner {
     r.graph_ = std::make_unique<Graph>(*std::move(g));
     return r;
   }
+  // Runs with this ControlNet (the graph's ControlNet nodes read it).
+  void UseControlNet(const std::string& file) { model_suffix_ = "|control=" + file; }
   static std::shared_ptr<ModelCache> SharedModels() {
     static auto* models = new std::shared_ptr<ModelCache>(std::make_shared<ModelCache>());
     return *models;
@@ -64,7 +73,7 @@ class DemoRunner {
   torch::Tensor Run(std::map<std::string, Value> inputs) const {
     if (!graph_) return {};
     RunContext ctx;
-    ctx.checkpoint = ShippedDemoModel();
+    ctx.checkpoint = ShippedDemoModel() + model_suffix_;
     ctx.tokenizer_dir = testing::TokenizerDir();
     ctx.models = SharedModels();
     auto out = graph_->Run(inputs, ctx, RunOptions());
@@ -79,6 +88,7 @@ class DemoRunner {
  private:
   DemoRunner() = default;
   std::unique_ptr<Graph> graph_;
+  std::string model_suffix_;
 };
 
 inline ImageScore Score(const torch::Tensor& image) {

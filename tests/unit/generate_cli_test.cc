@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "host_plugin/cli/image_io.h"
+#include "nodes/weights/demo_model.h"
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/sd_config.h"
+#include "tests/semantic/image_scorer.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -339,6 +341,38 @@ TEST_F(GenerateCliTest, NoModelMeansTheDemoModelAtItsNativeSize) {
   ASSERT_TRUE(px.ok()) << px.status();
   EXPECT_EQ(px->size(0), 64);
   EXPECT_EQ(px->size(1), 64);
+}
+
+// The demo ControlNet, named by its file name as a user would (the shipped copy is found), draws
+// the shape where the sketch has it, in the prompt's colours, and is recorded.
+TEST_F(GenerateCliTest, TheDemoControlNetIsFoundByNameAndFollowsTheSketch) {
+  demo::Scene s;
+  s.shape = demo::Shape::kSquare;
+  s.foreground = demo::ColourIndex("black");
+  s.background = demo::ColourIndex("white");
+  s.radius = demo::NominalRadius(demo::Size::kMedium);
+  s.cx = 0.73;
+  std::mt19937_64 rng(1);
+  std::vector<uint8_t> px = demo::Render(s, 64, 0.0, rng);
+  const std::string sketch = dir_->File("sketch.png"), out = dir_->File("steered_demo.png");
+  ASSERT_TRUE(
+      WriteImageRgb8(sketch, torch::from_blob(px.data(), {64, 64, 3}, torch::kUInt8), {}).ok());
+  auto r = RunCommand(
+      Bin() + " txt2img --prompt 'a red square on a yellow background' --controlnet " +
+      kDemoControlNetFile + " --hint " + Quote(sketch) +
+      " --hint-pass canny --sampler dpmpp_2m --karras --steps 20 --seed 4 -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto image = ReadImageRgb8(out);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const demo::ImageScore got = demo::ScoreImage(image->contiguous().data_ptr<uint8_t>(), 64, 64);
+  std::printf("[ demo ] the CLI with the demo ControlNet: %s\n", got.Describe().c_str());
+  EXPECT_EQ(got.foreground, demo::ColourIndex("red"));
+  EXPECT_EQ(got.background, demo::ColourIndex("yellow"));
+  EXPECT_TRUE(demo::PositionMatches(demo::Position::kRight, got)) << got.Describe();
+  auto params = ReadImageAttribute(out, "parameters");
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_THAT(*params,
+              HasSubstr("ControlNet 0: \"module: canny (100, 200), model: sd-demo-shapes-canny ("));
 }
 
 TEST_F(GenerateCliTest, BadArgumentsAreRefusedWithReasons) {

@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "host_plugin/cli/args.h"
 #include "nodes/base/runtime_info.h"
+#include "tools/train/train_flags.h"
 #include "tools/train/trainer.h"
 
 namespace {
@@ -58,19 +58,6 @@ constexpr char kUsage[] =
     "                         (default 3072; encoding costs more than a UNet step)\n"
     "  --threads N            compute threads (default: all cores)\n"
     "  --tokenizer DIR        CLIP tokenizer files (default: the installed copy)\n";
-
-template <typename T>
-bool ParseNumber(const sd::cli::Args& args, const std::string& flag, T* out) {
-  const auto v = args.Get(flag);
-  if (!v) return true;
-  bool ok;
-  if constexpr (std::is_floating_point_v<T>)
-    ok = absl::SimpleAtod(*v, out);
-  else
-    ok = absl::SimpleAtoi(*v, out);
-  if (!ok) std::fprintf(stderr, "sd-train: --%s: '%s' is not a number\n", flag.c_str(), v->c_str());
-  return ok;
-}
 
 }  // namespace
 
@@ -124,31 +111,33 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   sd::train::TrainOptions o;
+  using sd::train::ParseNumber;
   o.out_dir = *args->Get("out");
   o.export_path = args->GetOr("export", "");
   o.config = args->GetOr("config", o.config);
   o.tokenizer_dir = args->GetOr("tokenizer", "");
   o.export_now = args->Has("export-now");
   o.init_from = args->GetOr("init-from", "");
-  const bool numbers_ok =
-      ParseNumber(*args, "size", &o.size) && ParseNumber(*args, "seed", &o.seed) &&
-      ParseNumber(*args, "vae-steps", &o.vae_steps) &&
-      ParseNumber(*args, "vae-batch", &o.vae_batch) &&
-      ParseNumber(*args, "diffusion-steps", &o.diffusion_steps) &&
-      ParseNumber(*args, "diffusion-batch", &o.diffusion_batch) &&
-      ParseNumber(*args, "vae-lr", &o.vae_lr) &&
-      ParseNumber(*args, "diffusion-lr", &o.diffusion_lr) &&
-      ParseNumber(*args, "kl-weight", &o.kl_weight) &&
-      ParseNumber(*args, "ema-decay", &o.ema_decay) &&
-      ParseNumber(*args, "x0-weight-cap", &o.x0_weight_cap) &&
-      ParseNumber(*args, "high-t-fraction", &o.high_t_fraction) &&
-      ParseNumber(*args, "max-minutes", &o.max_minutes) &&
-      ParseNumber(*args, "log-every", &o.log_every) && ParseNumber(*args, "threads", &o.threads) &&
-      ParseNumber(*args, "stop-after-steps", &o.stop_after_steps) &&
-      ParseNumber(*args, "pool-size", &o.pool_size) &&
-      ParseNumber(*args, "warmup-steps", &o.warmup_steps) &&
-      ParseNumber(*args, "decoder-steps", &o.decoder_steps) &&
-      ParseNumber(*args, "decoder-lr", &o.decoder_lr);
+  const bool numbers_ok = ParseNumber("sd-train", *args, "size", &o.size) &&
+                          ParseNumber("sd-train", *args, "seed", &o.seed) &&
+                          ParseNumber("sd-train", *args, "vae-steps", &o.vae_steps) &&
+                          ParseNumber("sd-train", *args, "vae-batch", &o.vae_batch) &&
+                          ParseNumber("sd-train", *args, "diffusion-steps", &o.diffusion_steps) &&
+                          ParseNumber("sd-train", *args, "diffusion-batch", &o.diffusion_batch) &&
+                          ParseNumber("sd-train", *args, "vae-lr", &o.vae_lr) &&
+                          ParseNumber("sd-train", *args, "diffusion-lr", &o.diffusion_lr) &&
+                          ParseNumber("sd-train", *args, "kl-weight", &o.kl_weight) &&
+                          ParseNumber("sd-train", *args, "ema-decay", &o.ema_decay) &&
+                          ParseNumber("sd-train", *args, "x0-weight-cap", &o.x0_weight_cap) &&
+                          ParseNumber("sd-train", *args, "high-t-fraction", &o.high_t_fraction) &&
+                          ParseNumber("sd-train", *args, "max-minutes", &o.max_minutes) &&
+                          ParseNumber("sd-train", *args, "log-every", &o.log_every) &&
+                          ParseNumber("sd-train", *args, "threads", &o.threads) &&
+                          ParseNumber("sd-train", *args, "stop-after-steps", &o.stop_after_steps) &&
+                          ParseNumber("sd-train", *args, "pool-size", &o.pool_size) &&
+                          ParseNumber("sd-train", *args, "warmup-steps", &o.warmup_steps) &&
+                          ParseNumber("sd-train", *args, "decoder-steps", &o.decoder_steps) &&
+                          ParseNumber("sd-train", *args, "decoder-lr", &o.decoder_lr);
   if (!numbers_ok) return 2;
   if (o.vae_steps < 0 || o.diffusion_steps < 0 || o.vae_batch < 1 || o.diffusion_batch < 1 ||
       o.log_every < 1 || o.pool_size < 1 || o.stop_after_steps < 0 || o.warmup_steps < 1 ||

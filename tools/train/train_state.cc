@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nodes/base/exception_status.h"
+#include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
 #include "nodes/weights/checkpoint.h"
@@ -102,6 +103,15 @@ void Ema::Update(double max_decay) {
     shadow[i].mul_(decay).add_(params[i].detach(), 1.0 - decay);
 }
 
+absl::Status SaveArchive(torch::serialize::OutputArchive& archive, const std::string& path) {
+  return WriteAtomically(path, [&](const std::string& tmp) {
+    return CatchExceptions(absl::StrCat("writing ", path), [&] {
+      archive.save_to(tmp);
+      return absl::OkStatus();
+    });
+  });
+}
+
 absl::Status SaveState(const std::string& path, Models& m, const Ema& ema,
                        const NamedOptimizers& optimizers, const Progress& p) {
   return CatchExceptions(
@@ -123,12 +133,7 @@ absl::Status SaveState(const std::string& path, Models& m, const Ema& ema,
         a.write("decoder_step", Scalar(static_cast<double>(p.decoder_step)));
         a.write("vae_rescaled", Scalar(p.vae_rescaled ? 1 : 0));
         a.write("seconds", Scalar(p.seconds));
-        const std::string tmp = path + ".tmp";
-        a.save_to(tmp);
-        if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-          return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
-        }
-        return absl::OkStatus();
+        return SaveArchive(a, path);
       });
 }
 

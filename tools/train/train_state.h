@@ -54,6 +54,9 @@ using NamedOptimizers = std::vector<std::pair<std::string, torch::optim::Optimiz
 // a missing or mismatched tensor.
 absl::Status InitFromCheckpoint(const std::string& path, Models& m);
 
+// Writes `archive` to `path` through a temporary file renamed into place.
+absl::Status SaveArchive(torch::serialize::OutputArchive& archive, const std::string& path);
+
 // Saves models, EMA, optimiser states and progress to `path` (via a temporary file renamed into
 // place).
 absl::Status SaveState(const std::string& path, Models& m, const Ema& ema,

@@ -1,0 +1,330 @@
+#include "tools/train/controlnet_trainer.h"
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nodes/base/exception_status.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/models/controlnet.h"
+#include "nodes/ops/canny.h"
+#include "nodes/schedulers/sampler.h"
+#include "nodes/text/clip_tokenizer.h"
+#include "nodes/weights/checkpoint.h"
+#include "nodes/weights/demo_model.h"
+#include "nodes/weights/safetensors.h"
+#include "nodes/weights/torch_tensors.h"
+#include "tools/train/shapes_dataset.h"
+#include "tools/train/train_state.h"
+#include "tools/train/train_util.h"
+
+namespace sd::train {
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void OnControlNetStopSignal(int) { g_stop = true; }
+
+constexpr int kPhase = 7;      // StepSeed's phase for the ControlNet's steps
+constexpr int kPoolPhase = 8;  // and for its pools of pictures
+constexpr int kPoolReuse = 4;
+
+bool IsZeroConv(const std::string& name) {
+  return name.rfind("zero_convs.", 0) == 0 || name.rfind("middle_block_out.", 0) == 0 ||
+         name.rfind(absl::StrCat("input_hint_block.", HintConvs().back().index, "."), 0) == 0;
+}
+
+class ControlNetTrainer {
+ public:
+  ControlNetTrainer(const ControlNetTrainOptions& o, const SdConfig& config,
+                    std::unique_ptr<ClipTokenizer> tokenizer)
+      : o_(o),
+        m_(config),
+        cn_(ControlNetConfig::For(config.unet)),
+        tokenizer_(std::move(tokenizer)),
+        opt_(cn_->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(0.0)) {}
+
+  absl::Status Run();
+
+ private:
+  absl::Status Init();
+  void FillPool(int64_t chunk);
+  double Step(int64_t step);
+  absl::Status Save();
+  absl::Status Load(const std::string& path);
+  absl::Status Export();
+  void Log(int64_t step, double loss);
+  bool ShouldStop() const {
+    return g_stop || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
+           (o_.stop_after_steps > 0 && steps_this_run_ >= o_.stop_after_steps);
+  }
+
+  ControlNetTrainOptions o_;
+  Models m_;
+  ControlNet cn_;
+  std::unique_ptr<ClipTokenizer> tokenizer_;
+  torch::optim::AdamW opt_;
+  int64_t step_ = 0, steps_this_run_ = 0;
+  double seconds_ = 0;
+  Clock::time_point run_start_ = Clock::now(), last_save_ = Clock::now(),
+                    window_start_ = Clock::now();
+  double window_loss_ = 0;
+  int window_steps_ = 0;
+  std::ofstream losses_;
+  int64_t pool_chunk_ = -1;
+  torch::Tensor pool_moments_, pool_hints_;  // [N, 2e, h, w] float; [N, 1, S, S] uint8
+  std::vector<std::string> pool_captions_;
+};
+
+// The base model frozen; the ControlNet as lllyasviel's recipe starts it: the UNet's encoder
+// copied, the hint encoder fresh, the zero convolutions (and the hint encoder's last one) zero.
+absl::Status ControlNetTrainer::Init() {
+  SD_RETURN_IF_ERROR(InitFromCheckpoint(o_.base_model, m_));
+  for (torch::nn::Module* net :
+       std::initializer_list<torch::nn::Module*>{m_.clip.get(), m_.vae.get(), m_.unet.get()}) {
+    for (torch::Tensor& p : net->parameters()) p.set_requires_grad(false);
+  }
+  torch::manual_seed(o_.seed);
+  InitForTraining(*cn_, false);
+  torch::NoGradGuard no_grad;
+  const auto unet = m_.unet->named_parameters();
+  for (auto& kv : cn_->named_parameters()) {
+    if (IsZeroConv(kv.key())) {
+      kv.value().zero_();
+    } else if (const torch::Tensor* from = unet.find(kv.key())) {
+      kv.value().copy_(*from);
+    } else if (kv.key().rfind("input_hint_block.", 0) != 0) {
+      return absl::InternalError(
+          absl::StrCat("ControlNet parameter ", kv.key(), " has no counterpart in the UNet"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Pictures, their captions, latents' moments and Canny hints, drawn afresh every
+// pool_size * kPoolReuse samples.
+void ControlNetTrainer::FillPool(int64_t chunk) {
+  if (pool_chunk_ == chunk) return;
+  torch::NoGradGuard no_grad;
+  demo::ShapesDataset data(StepSeed(o_.seed, kPoolPhase, chunk), o_.size);
+  const int64_t s = o_.size;
+  torch::Tensor images = torch::empty({o_.pool_size, s, s, 3}, torch::kUInt8);
+  pool_hints_ = torch::empty({o_.pool_size, 1, s, s}, torch::kUInt8);
+  pool_captions_.clear();
+  for (int i = 0; i < o_.pool_size; ++i) {
+    demo::ShapeSample sample = data.Next();
+    std::memcpy(images[i].data_ptr(), sample.rgb.data(), sample.rgb.size());
+    pool_captions_.push_back(std::move(sample.caption));
+    pool_hints_[i][0].copy_((*CannyEdges(images[i], o_.canny_low, o_.canny_high)).select(2, 0));
+  }
+  std::vector<torch::Tensor> moments;
+  constexpr int64_t kEncodeBatch = 64;
+  for (int64_t done = 0; done < o_.pool_size; done += kEncodeBatch) {
+    const torch::Tensor x =
+        images.slice(0, done, std::min<int64_t>(o_.pool_size, done + kEncodeBatch))
+            .permute({0, 3, 1, 2})
+            .to(torch::kFloat32)
+            .div(127.5)
+            .sub(1.0)
+            .contiguous();
+    moments.push_back(m_.vae->EncodeMoments(x));
+  }
+  pool_moments_ = torch::cat(moments, 0);
+  pool_chunk_ = chunk;
+}
+
+double ControlNetTrainer::Step(int64_t step) {
+  const int64_t n = o_.batch;
+  FillPool(step * n / (int64_t{o_.pool_size} * kPoolReuse));
+  const uint64_t seed = StepSeed(o_.seed, kPhase, step);
+  torch::manual_seed(seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  const torch::Tensor pick = torch::randint(0, o_.pool_size, {n}, torch::kInt64);
+  torch::Tensor ids = torch::empty({n, ClipTokenizer::kContextLength}, torch::kInt64);
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string& caption = pool_captions_[pick[i].item<int64_t>()];
+    const Tokenized t = tokenizer_->Encode(u(rng) < o_.uncond_fraction ? "" : caption);
+    std::memcpy(ids[i].data_ptr(), t.ids.data(), t.ids.size() * sizeof(int64_t));
+  }
+  const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
+  torch::Tensor x0, context, hint;
+  {
+    torch::NoGradGuard no_grad;
+    x0 = Posterior(pool_moments_.index_select(0, pick), m_.config.vae.embed_dim).Sample() *
+         m_.config.vae.scale_factor;
+    context = m_.clip->forward(ids);
+    hint = pool_hints_.index_select(0, pick).to(torch::kFloat32).div(255.0).expand({n, 3, -1, -1});
+  }
+  const torch::Tensor t = torch::randint(0, schedule.train_steps(), {n}, torch::kInt64);
+  const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, t).view({n, 1, 1, 1});
+  const torch::Tensor eps = torch::randn_like(x0);
+  const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
+  const std::vector<torch::Tensor> residuals = cn_->forward(xt, hint.contiguous(), t, context);
+  const torch::Tensor loss = (m_.unet->forward(xt, t, context, residuals) - eps).pow(2).mean();
+  SetLearningRate(opt_, LearningRate(o_.lr, step, o_.steps, o_.warmup_steps));
+  opt_.zero_grad();
+  loss.backward();
+  torch::nn::utils::clip_grad_norm_(cn_->parameters(), 1.0);
+  opt_.step();
+  return loss.item<double>();
+}
+
+void ControlNetTrainer::Log(int64_t step, double loss) {
+  losses_ << "controlnet\t" << step << '\t' << loss << '\n';
+  window_loss_ += loss;
+  ++window_steps_;
+  if ((step + 1) % o_.log_every != 0 && step + 1 != o_.steps) return;
+  const double per_step = Since(window_start_) / window_steps_;
+  std::printf("[controlnet] step %lld/%d  loss %.5f  %.2f s/step  ETA %s\n",
+              static_cast<long long>(step + 1), o_.steps, window_loss_ / window_steps_, per_step,
+              Duration(per_step * static_cast<double>(o_.steps - step - 1)).c_str());
+  std::fflush(stdout);
+  losses_.flush();
+  window_loss_ = 0;
+  window_steps_ = 0;
+  window_start_ = Clock::now();
+}
+
+absl::Status ControlNetTrainer::Save() {
+  seconds_ += Since(last_save_);
+  last_save_ = Clock::now();
+  const std::string path = o_.out_dir + "/state.pt";
+  return CatchExceptions(absl::StrCat("saving the training state to ", path), [&] {
+    torch::serialize::OutputArchive a;
+    for (const auto& kv : cn_->named_parameters()) a.write("cn." + kv.key(), kv.value().detach());
+    torch::serialize::OutputArchive o;
+    opt_.save(o);
+    a.write("opt", o);
+    a.write("step", torch::tensor({static_cast<double>(step_)}, torch::kFloat64));
+    a.write("seconds", torch::tensor({seconds_}, torch::kFloat64));
+    return SaveArchive(a, path);
+  });
+}
+
+absl::Status ControlNetTrainer::Load(const std::string& path) {
+  return CatchExceptions(absl::StrCat("loading the training state ", path), [&] {
+    torch::serialize::InputArchive a;
+    a.load_from(path);
+    torch::NoGradGuard no_grad;
+    for (auto& kv : cn_->named_parameters()) {
+      torch::Tensor t;
+      a.read("cn." + kv.key(), t);
+      kv.value().copy_(t);
+    }
+    torch::serialize::InputArchive o;
+    a.read("opt", o);
+    opt_.load(o);
+    torch::Tensor t;
+    a.read("step", t);
+    step_ = static_cast<int64_t>(t.item<double>());
+    a.read("seconds", t);
+    seconds_ = t.item<double>();
+    return absl::OkStatus();
+  });
+}
+
+absl::Status ControlNetTrainer::Export() {
+  const std::string path =
+      o_.export_path.empty() ? o_.out_dir + "/controlnet.safetensors" : o_.export_path;
+  std::vector<torch::Tensor> keep;
+  std::vector<TensorToWrite> out;
+  for (const auto& kv : cn_->named_parameters()) {
+    keep.push_back(kv.value().detach().to(torch::kHalf).contiguous());
+    const torch::Tensor& h = keep.back();
+    out.push_back({kv.key(),
+                   DType::kF16,
+                   h.sizes().vec(),
+                   h.data_ptr(),
+                   static_cast<uint64_t>(h.nbytes()),
+                   {}});
+  }
+  const std::string base = std::filesystem::path(o_.base_model).filename().string();
+  const std::map<std::string, std::string> metadata = {
+      {"sdgraph.description",
+       absl::StrCat("A ControlNet trained by sdgraph (sd-train-controlnet) for ", base,
+                    " on procedurally drawn shapes: its hint is the Canny edges of a picture "
+                    "(white edges on black), which fix the shape and where it is; the prompt "
+                    "still gives the colours. It is not a Stable Diffusion ControlNet.")},
+      {"sdgraph.base_model", base},
+      {"sdgraph.hint", absl::StrFormat("canny %d %d", o_.canny_low, o_.canny_high)},
+      {kNativeSizeKey, std::to_string(o_.size)},
+      {"sdgraph.recipe",
+       absl::StrFormat("sd-train-controlnet --model %s --size %d --seed %d --steps %d --batch %d "
+                       "--lr %g --warmup-steps %d --uncond-fraction %g --canny-low %d "
+                       "--canny-high %d --pool-size %d",
+                       base, o_.size, o_.seed, o_.steps, o_.batch, o_.lr, o_.warmup_steps,
+                       o_.uncond_fraction, o_.canny_low, o_.canny_high, o_.pool_size)},
+      {"sdgraph.train_seconds", absl::StrFormat("%.0f", seconds_)},
+      {"sdgraph.train_steps", std::to_string(step_)},
+  };
+  SD_RETURN_IF_ERROR(WriteSafetensors(path, out, metadata));
+  std::printf("wrote %s after %s of training\n", path.c_str(), Duration(seconds_).c_str());
+  return absl::OkStatus();
+}
+
+absl::Status ControlNetTrainer::Run() {
+  SD_RETURN_IF_ERROR(Init());
+  const std::string state = o_.out_dir + "/state.pt";
+  if (std::filesystem::exists(state)) {
+    SD_RETURN_IF_ERROR(Load(state));
+    std::printf("resuming from %s: step %lld, %s trained so far\n", state.c_str(),
+                static_cast<long long>(step_), Duration(seconds_).c_str());
+  }
+  losses_.open(o_.out_dir + "/losses.tsv", std::ios::app);
+  window_start_ = Clock::now();
+  for (; step_ < o_.steps && !ShouldStop(); ++step_, ++steps_this_run_) {
+    Log(step_, Step(step_));
+    if (Since(last_save_) >= o_.save_every_s) SD_RETURN_IF_ERROR(Save());
+  }
+  SD_RETURN_IF_ERROR(Save());
+  if (step_ < o_.steps) {
+    std::printf(
+        "stopped after %s of training (state saved in %s); run the same command again to resume\n",
+        Duration(seconds_).c_str(), state.c_str());
+    return absl::OkStatus();
+  }
+  return Export();
+}
+
+}  // namespace
+
+absl::Status TrainControlNet(const ControlNetTrainOptions& options) {
+  SD_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(options.base_model));
+  SD_ASSIGN_OR_RETURN(SdConfig config,
+                      DetectConfig([&](const std::string& name) { return ckpt->ShapeOf(name); }));
+  if (config.unet.in_channels != 4)
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.base_model, ": an inpainting model (", config.unet.in_channels,
+                     " input channels); a ControlNet is trained for a 4-channel model"));
+  ControlNetTrainOptions o = options;
+  if (o.size == 0) o.size = NativeSize(ckpt->metadata()).value_or(kSd1NativeSize);
+  const int64_t multiple = 8 * (int64_t{1} << (config.unet.channel_mult.size() - 1));
+  if (o.size % multiple != 0)
+    return absl::InvalidArgumentError(absl::StrCat("--size ", o.size, ": ", options.base_model,
+                                                   " needs a multiple of ", multiple));
+  std::error_code ec;
+  std::filesystem::create_directories(o.out_dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create ", o.out_dir, ": ", ec.message()));
+  SD_ASSIGN_OR_RETURN(
+      auto tokenizer,
+      ClipTokenizer::Load(o.tokenizer_dir.empty() ? ClipTokenizer::DefaultDir() : o.tokenizer_dir));
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  std::signal(SIGINT, OnControlNetStopSignal);
+  std::signal(SIGTERM, OnControlNetStopSignal);
+  return CatchExceptions("training the ControlNet", [&]() -> absl::Status {
+    ControlNetTrainer trainer(o, config, std::move(tokenizer));
+    return trainer.Run();
+  });
+}
+
+}  // namespace sd::train
