@@ -217,16 +217,8 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   }
   std::string graph_path = Str(r.graph);
   if (graph_path.empty()) {
-    const bool control = !Str(r.controlnet).empty();
-    if (control && mode == "inpaint") {
-      return absl::InvalidArgumentError(
-          "a ControlNet steers sd:txt2img and sd:img2img (its hint on the aux pad), not "
-          "sd:inpaint");
-    }
-    const std::string stock =
-        mode == "txt2img"   ? (control ? "txt2img_controlnet.pbtxt" : "txt2img.pbtxt")
-        : mode == "img2img" ? (control ? "img2img_controlnet.pbtxt" : "img2img.pbtxt")
-                            : (in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt");
+    SD_ASSIGN_OR_RETURN(const std::string stock, StockGraphFor({mode, !Str(r.controlnet).empty(),
+                                                                /*hires=*/false, in_channels}));
     graph_path = StockGraphPath(stock, PluginDir());
   }
   // A ComfyUI workflow: its own settings stand, but for a non-empty prompt or negative prompt, the

@@ -2,15 +2,13 @@
 
 #include <torch/torch.h>
 
-#include <chrono>
-#include <optional>
 #include <set>
-#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "host_plugin/runtime/graph_executor.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
@@ -157,19 +155,15 @@ int NativeSizeFor(const RunContext& ctx, const RunOptions& options) {
 
 }  // namespace
 
-absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::string, Value>& inputs,
-                                                        RunContext& ctx,
-                                                        const RunOptions& options) const {
-  const auto start = std::chrono::steady_clock::now();
-  auto elapsed = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  };
+// The graph's inputs as "@NAME" values: given, else the model's native size for width/height,
+// else the declared default; a required one missing is INVALID_ARGUMENT.
+absl::StatusOr<std::map<std::string, Value>> Graph::BindInputs(
+    const std::map<std::string, Value>& inputs, int native) const {
   std::map<std::string, Value> values;
   for (const auto& [n, v] : inputs) {
     if (!Input(n))
       return absl::InvalidArgumentError(absl::StrCat("graph ", name_, " has no input '", n, "'"));
   }
-  const int native = NativeSizeFor(ctx, options);
   for (const v1::GraphInput& in : config_->input()) {
     Value v;
     if (auto it = inputs.find(in.name()); it != inputs.end()) {
@@ -194,201 +188,14 @@ absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::stri
     }
     values["@" + in.name()] = std::move(v);
   }
-  // Create and open every kernel before anything runs: models load here, once.
-  std::map<std::string, std::unique_ptr<NodeKernel>> kernels;
-  NodeDispatcher* const dispatcher = options.dispatcher;
-  auto remote = [&](const PlannedNode& p) { return dispatcher && dispatcher->Handles(p.contract); };
-  auto open = [&](const PlannedNode& p) -> absl::Status {
-    if (remote(p)) return absl::OkStatus();
-    SD_ASSIGN_OR_RETURN(const NodeKind* kind, NodeRegistry::Get().Find(p.node->kind()));
-    std::unique_ptr<NodeKernel> k = kind->create(p.node->options());
-    absl::Status s = CatchExceptions("", [&] { return k->Open(ctx); });
-    if (!s.ok())
-      return absl::Status(s.code(), absl::StrCat("node '", p.node->name(), "' (", p.node->kind(),
-                                                 "): ", s.message()));
-    kernels[p.node->name()] = std::move(k);
-    return absl::OkStatus();
-  };
-  for (const PlannedNode& p : plan_->nodes) SD_RETURN_IF_ERROR(open(p));
-  for (const PlannedLoop& l : plan_->loops) {
-    for (const PlannedNode& p : l.body) SD_RETURN_IF_ERROR(open(p));
-  }
-  for (const std::string& c : options.capture) {
-    if (!plan_->types.count(c)) {
-      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c,
-                                                     "' to capture (NODE.PORT or LOOP.CARRY)"));
-    }
-  }
-  using Lookup = std::function<const Value*(const std::string&)>;
-  auto who_of = [](const PlannedNode& p) {
-    return absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")");
-  };
-  auto gather = [&](const PlannedNode& p,
-                    const Lookup& lookup) -> absl::StatusOr<std::map<std::string, Value>> {
-    if (options.cancelled && options.cancelled->load()) {
-      return absl::CancelledError(
-          absl::StrCat("graph ", name_, ": run cancelled before ", who_of(p)));
-    }
-    std::map<std::string, Value> in;
-    for (const auto& [port, src] : p.inputs) {
-      const Value* v = lookup(src);
-      if (!v || std::holds_alternative<std::monostate>(*v)) {
-        if (p.contract.Input(port)->optional) continue;
-        return absl::InvalidArgumentError(
-            absl::StrCat(who_of(p), " input '", port, "': '", src, "' has no value"));
-      }
-      if (absl::Status s = CheckValue(*v, p.contract.Input(port)->type); !s.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(who_of(p), " input '", port, "': ", s.message()));
-      }
-      in[port] = *v;
-    }
-    return in;
-  };
-  auto execute = [&](const PlannedNode& p, const std::map<std::string, Value>& in,
-                     int step) -> absl::StatusOr<NodeOutputs> {
-    // Runs on wave threads too: nothing may throw out of here.
-    return CatchExceptions("", [&]() -> absl::StatusOr<NodeOutputs> {
-      if (remote(p)) {
-        NodeCall call{p.node->name(),
-                      p.node->kind(),
-                      p.node->options(),
-                      p.contract,
-                      in,
-                      ctx.checkpoint,
-                      step};
-        return dispatcher->Call(call, options.cancelled);
-      }
-      NodeOutputs out;
-      c10::InferenceMode guard;
-      SD_RETURN_IF_ERROR(
-          kernels.at(p.node->name())->Process(NodeInputs(&in, &p.node->name()), out));
-      return out;
-    });
-  };
-  auto finish = [&](const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step,
-                    int steps) -> absl::Status {
-    const std::string who = who_of(p);
-    if (!out.ok())
-      return absl::Status(out.status().code(), absl::StrCat(who, ": ", out.status().message()));
-    for (const PortSpec& o : p.contract.outputs) {
-      auto it = out->find(o.name);
-      if (it == out->end())
-        return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
-      if (absl::Status c = CheckValue(it->second, o.type); !c.ok()) {
-        return absl::InternalError(absl::StrCat(who, " output '", o.name, "': ", c.message()));
-      }
-      values[p.node->name() + "." + o.name] = std::move(it->second);
-    }
-    if (options.on_progress) options.on_progress({step, steps, p.node->name(), elapsed()});
-    return absl::OkStatus();
-  };
-  // Runs nodes of one level (independent of each other): dispatched ones at the same time on their
-  // own threads, local ones meanwhile on this thread; results are stored in the plan's order.
-  auto run_wave = [&](const std::vector<const PlannedNode*>& wave, const Lookup& lookup, int step,
-                      int steps) -> absl::Status {
-    std::vector<std::map<std::string, Value>> ins(wave.size());
-    for (size_t i = 0; i < wave.size(); ++i) {
-      auto in = gather(*wave[i], lookup);
-      if (!in.ok()) return in.status();
-      ins[i] = std::move(*in);
-    }
-    std::vector<std::optional<absl::StatusOr<NodeOutputs>>> outs(wave.size());
-    std::vector<std::thread> threads;
-    size_t dispatched = 0;
-    for (const PlannedNode* p : wave) dispatched += remote(*p) ? 1 : 0;
-    for (size_t i = 0; i < wave.size(); ++i) {
-      if (dispatched > 1 && remote(*wave[i])) {
-        threads.emplace_back([&, i] { outs[i] = execute(*wave[i], ins[i], step); });
-      }
-    }
-    for (size_t i = 0; i < wave.size(); ++i) {
-      if (!(dispatched > 1 && remote(*wave[i]))) outs[i] = execute(*wave[i], ins[i], step);
-    }
-    for (std::thread& t : threads) t.join();
-    for (size_t i = 0; i < wave.size(); ++i)
-      SD_RETURN_IF_ERROR(finish(*wave[i], std::move(*outs[i]), step, steps));
-    return absl::OkStatus();
-  };
-  // RunOptions::release_models: closes the kernels of nodes that will not run again in this run and
-  // drops the networks nothing holds any more.
-  auto release = [&](const std::vector<const PlannedNode*>& done) {
-    if (!options.release_models) return;
-    bool closed = false;
-    for (const PlannedNode* p : done) closed = kernels.erase(p->node->name()) > 0 || closed;
-    if (closed && ctx.models) ctx.models->DropUnreferenced();
-  };
-  auto run_levels = [&](const std::vector<const PlannedNode*>& nodes, const Lookup& lookup,
-                        int step, int steps) -> absl::Status {
-    for (size_t i = 0; i < nodes.size();) {
-      size_t j = i;
-      std::vector<const PlannedNode*> wave;
-      while (j < nodes.size() && nodes[j]->level == nodes[i]->level) wave.push_back(nodes[j++]);
-      SD_RETURN_IF_ERROR(run_wave(wave, lookup, step, steps));
-      if (step == 0) release(wave);  // top-level nodes run once
-      i = j;
-    }
-    return absl::OkStatus();
-  };
-  auto outer = [&](const std::string& src) -> const Value* {
-    auto it = values.find(src);
-    return it == values.end() ? nullptr : &it->second;
-  };
-  std::vector<const PlannedNode*> pending;  // top-level nodes of one level, run together
-  auto flush = [&]() -> absl::Status {
-    absl::Status s = run_levels(pending, outer, 0, 0);
-    pending.clear();
-    return s;
-  };
-  for (const auto& [is_loop, index] : plan_->order) {
-    if (!is_loop) {
-      pending.push_back(&plan_->nodes[index]);
-      continue;
-    }
-    SD_RETURN_IF_ERROR(flush());
-    const PlannedLoop& pl = plan_->loops[index];
-    const Value* tsv = outer(pl.loop->timesteps());
-    if (!tsv || !std::holds_alternative<torch::Tensor>(*tsv)) {
-      return absl::InvalidArgumentError(absl::StrCat("loop '", pl.loop->name(), "': no timesteps"));
-    }
-    const torch::Tensor ts = std::get<torch::Tensor>(*tsv).contiguous();
-    const bool float_steps = ts.is_floating_point();
-    std::map<std::string, Value> carries;
-    for (const v1::Carry& c : pl.loop->carry()) {
-      const Value* init = outer(c.init());
-      if (!init)
-        return absl::InvalidArgumentError(absl::StrCat(
-            "loop '", pl.loop->name(), "' carry '", c.name(), "': '", c.init(), "' has no value"));
-      carries[c.name()] = *init;
-    }
-    const int steps = static_cast<int>(ts.numel());
-    std::vector<const PlannedNode*> body;
-    for (const PlannedNode& p : pl.body) body.push_back(&p);
-    for (int i = 0; i < steps; ++i) {
-      const Value t = float_steps ? Value(ts[i].item<double>()) : Value(ts[i].item<int64_t>());
-      const Value idx = static_cast<int64_t>(i);
-      auto scoped = [&](const std::string& src) -> const Value* {
-        if (src.rfind(kLoopScope, 0) == 0) {
-          const std::string var = src.substr(std::strlen(kLoopScope));
-          if (var == "t") return &t;
-          if (var == "index") return &idx;
-          auto it = carries.find(var);
-          return it == carries.end() ? nullptr : &it->second;
-        }
-        return outer(src);
-      };
-      SD_RETURN_IF_ERROR(run_levels(body, scoped, i + 1, steps));
-      for (const v1::Carry& c : pl.loop->carry()) carries[c.name()] = values[c.next()];
-    }
-    for (auto& [name, v] : carries) values[pl.loop->name() + "." + name] = std::move(v);
-    release(body);
-  }
-  SD_RETURN_IF_ERROR(flush());
-  std::map<std::string, Value> result;
-  for (const std::string& c : options.capture)
-    result[c] = values[c];  // inside loops: the last step's value
-  for (const v1::GraphOutput& o : config_->output()) result[o.name()] = values[o.source()];
-  return result;
+  return values;
+}
+
+absl::StatusOr<std::map<std::string, Value>> Graph::Run(const std::map<std::string, Value>& inputs,
+                                                        RunContext& ctx,
+                                                        const RunOptions& options) const {
+  SD_ASSIGN_OR_RETURN(auto bound, BindInputs(inputs, NativeSizeFor(ctx, options)));
+  return GraphExecutor(name_, *config_, *plan_, ctx, options).Run(std::move(bound));
 }
 
 }  // namespace sd

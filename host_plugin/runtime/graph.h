@@ -62,6 +62,8 @@ struct RunOptions {
   // the memory of its largest stage (the UNet loop, or the VAE decode with its activations), not of every
   // network at once. Later runs load the dropped networks again.
   bool release_models = false;
+  // At most this many dispatched calls of one level at once (CallPool); the rest wait their turn.
+  int max_parallel_calls = 8;
 };
 
 class Graph {
@@ -93,6 +95,8 @@ class Graph {
 
  private:
   Graph() = default;
+  absl::StatusOr<std::map<std::string, Value>> BindInputs(
+      const std::map<std::string, Value>& inputs, int native) const;
   std::string name_;
   std::shared_ptr<const v1::GraphConfig> config_;
   std::shared_ptr<const GraphPlan> plan_;

@@ -22,4 +22,22 @@ std::string StockGraphPath(const std::string& name, const std::string& anchor_di
   return std::string(SD_SOURCE_GRAPHS_DIR) + "/" + name;
 }
 
+absl::StatusOr<std::string> StockGraphFor(const StockRequest& r) {
+  if (r.mode == "txt2img") {
+    if (r.hires && r.controlnet)
+      return absl::InvalidArgumentError("a ControlNet does not combine with the hires fix");
+    return r.hires        ? "hires_fix.pbtxt"
+           : r.controlnet ? "txt2img_controlnet.pbtxt"
+                          : "txt2img.pbtxt";
+  }
+  if (r.hires) return absl::InvalidArgumentError("the hires fix applies to txt2img");
+  if (r.mode == "img2img") return r.controlnet ? "img2img_controlnet.pbtxt" : "img2img.pbtxt";
+  if (r.mode == "inpaint") {
+    if (r.controlnet)
+      return absl::InvalidArgumentError("a ControlNet does not combine with inpainting (yet)");
+    return r.unet_in_channels == 9 ? "inpaint9.pbtxt" : "inpaint.pbtxt";
+  }
+  return absl::InvalidArgumentError("unknown mode '" + r.mode + "' (txt2img, img2img, inpaint)");
+}
+
 }  // namespace sd

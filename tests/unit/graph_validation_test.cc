@@ -6,6 +6,7 @@
 
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/graph_plan.h"
+#include "host_plugin/runtime/stock_graphs.h"
 #include "nodes/base/file_util.h"
 #include "nodes/ops/model_cache.h"
 
@@ -152,6 +153,33 @@ TEST(GraphValidationTest, StockGraphsValidateAndEveryStockKindIsRegistered) {
 
 // The contracts as data (what `sd-graph kinds --textproto` writes and the graph fuzzer plans
 // against) come back through text equal to the kinds' own, and plan every stock graph.
+// One choice of stock graph for every front end (the CLI and the GEGL operations ask the same
+// function), and every graph it names loads.
+TEST(GraphValidationTest, TheStockGraphForEachRequest) {
+  const std::vector<std::pair<StockRequest, std::string>> cases = {
+      {{"txt2img"}, "txt2img.pbtxt"},
+      {{"txt2img", true}, "txt2img_controlnet.pbtxt"},
+      {{"txt2img", false, true}, "hires_fix.pbtxt"},
+      {{"img2img"}, "img2img.pbtxt"},
+      {{"img2img", true}, "img2img_controlnet.pbtxt"},
+      {{"inpaint"}, "inpaint.pbtxt"},
+      {{"inpaint", false, false, 9}, "inpaint9.pbtxt"},
+  };
+  for (const auto& [request, file] : cases) {
+    auto chosen = StockGraphFor(request);
+    ASSERT_TRUE(chosen.ok()) << chosen.status();
+    EXPECT_EQ(*chosen, file);
+    auto g = Graph::Load(StockGraphPath(*chosen, ""));
+    EXPECT_TRUE(g.ok()) << g.status();
+  }
+  for (const StockRequest& bad :
+       {StockRequest{"txt2img", true, true}, StockRequest{"inpaint", true},
+        StockRequest{"img2img", false, true}, StockRequest{"upscale"}}) {
+    auto chosen = StockGraphFor(bad);
+    EXPECT_EQ(chosen.status().code(), absl::StatusCode::kInvalidArgument) << bad.mode;
+  }
+}
+
 TEST(GraphValidationTest, ContractsAsDataRoundTripAndPlanTheStockGraphs) {
   StockNodeKinds();
   auto catalog = KindCatalog({});

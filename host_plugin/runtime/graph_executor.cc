@@ -1,0 +1,231 @@
+#include "host_plugin/runtime/graph_executor.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "nodes/base/exception_status.h"
+#include "nodes/base/status_macros.h"
+#include "nodes/ops/model_cache.h"
+
+namespace sd {
+
+std::string NodeWho(const PlannedNode& p) {
+  return absl::StrCat("node '", p.node->name(), "' (", p.node->kind(), ")");
+}
+
+GraphExecutor::GraphExecutor(const std::string& graph_name, const v1::GraphConfig& config,
+                             const GraphPlan& plan, RunContext& ctx, const RunOptions& options)
+    : name_(graph_name), config_(config), plan_(plan), ctx_(ctx), options_(options) {}
+
+double GraphExecutor::Elapsed() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+bool GraphExecutor::Remote(const PlannedNode& p) const {
+  return options_.dispatcher && options_.dispatcher->Handles(p.contract);
+}
+
+const Value* GraphExecutor::Outer(const std::string& source) const {
+  auto it = values_.find(source);
+  return it == values_.end() ? nullptr : &it->second;
+}
+
+absl::Status GraphExecutor::OpenKernel(const PlannedNode& p) {
+  if (Remote(p)) return absl::OkStatus();
+  SD_ASSIGN_OR_RETURN(const NodeKind* kind, NodeRegistry::Get().Find(p.node->kind()));
+  std::unique_ptr<NodeKernel> k = kind->create(p.node->options());
+  absl::Status s = CatchExceptions("", [&] { return k->Open(ctx_); });
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(NodeWho(p), ": ", s.message()));
+  kernels_[p.node->name()] = std::move(k);
+  return absl::OkStatus();
+}
+
+// Every kernel before anything runs: models load here, once.
+absl::Status GraphExecutor::OpenKernels() {
+  for (const PlannedNode& p : plan_.nodes) SD_RETURN_IF_ERROR(OpenKernel(p));
+  for (const PlannedLoop& l : plan_.loops) {
+    for (const PlannedNode& p : l.body) SD_RETURN_IF_ERROR(OpenKernel(p));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Gather(const PlannedNode& p,
+                                                                   const Lookup& lookup) const {
+  if (options_.cancelled && options_.cancelled->load()) {
+    return absl::CancelledError(
+        absl::StrCat("graph ", name_, ": run cancelled before ", NodeWho(p)));
+  }
+  std::map<std::string, Value> in;
+  for (const auto& [port, src] : p.inputs) {
+    const Value* v = lookup(src);
+    if (!v || std::holds_alternative<std::monostate>(*v)) {
+      if (p.contract.Input(port)->optional) continue;
+      return absl::InvalidArgumentError(
+          absl::StrCat(NodeWho(p), " input '", port, "': '", src, "' has no value"));
+    }
+    if (absl::Status s = CheckValue(*v, p.contract.Input(port)->type); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(NodeWho(p), " input '", port, "': ", s.message()));
+    }
+    in[port] = *v;
+  }
+  return in;
+}
+
+// Runs on pool threads too: nothing may throw out of here.
+absl::StatusOr<NodeOutputs> GraphExecutor::Execute(const PlannedNode& p,
+                                                   const std::map<std::string, Value>& in,
+                                                   int step) {
+  return CatchExceptions("", [&]() -> absl::StatusOr<NodeOutputs> {
+    if (Remote(p)) {
+      NodeCall call{
+          p.node->name(), p.node->kind(), p.node->options(), p.contract, in, ctx_.checkpoint, step};
+      return options_.dispatcher->Call(call, options_.cancelled);
+    }
+    NodeOutputs out;
+    c10::InferenceMode guard;
+    SD_RETURN_IF_ERROR(kernels_.at(p.node->name())->Process(NodeInputs(&in, &p.node->name()), out));
+    return out;
+  });
+}
+
+absl::Status GraphExecutor::Finish(const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step,
+                                   int steps) {
+  const std::string who = NodeWho(p);
+  if (!out.ok())
+    return absl::Status(out.status().code(), absl::StrCat(who, ": ", out.status().message()));
+  for (const PortSpec& o : p.contract.outputs) {
+    auto it = out->find(o.name);
+    if (it == out->end())
+      return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
+    if (absl::Status c = CheckValue(it->second, o.type); !c.ok())
+      return absl::InternalError(absl::StrCat(who, " output '", o.name, "': ", c.message()));
+    values_[p.node->name() + "." + o.name] = std::move(it->second);
+  }
+  if (options_.on_progress) options_.on_progress({step, steps, p.node->name(), Elapsed()});
+  return absl::OkStatus();
+}
+
+// One level's nodes: dispatched ones at the same time on the pool (when there are two or more),
+// local ones meanwhile on this thread; results are stored in the plan's order, so the first error
+// in that order is the one reported.
+absl::Status GraphExecutor::RunWave(const Wave& wave, const Lookup& lookup, int step, int steps) {
+  std::vector<std::map<std::string, Value>> ins(wave.size());
+  for (size_t i = 0; i < wave.size(); ++i) {
+    SD_ASSIGN_OR_RETURN(ins[i], Gather(*wave[i], lookup));
+  }
+  std::vector<std::optional<absl::StatusOr<NodeOutputs>>> outs(wave.size());
+  size_t dispatched = 0;
+  for (const PlannedNode* p : wave) dispatched += Remote(*p) ? 1 : 0;
+  const bool overlap = dispatched > 1;
+  std::vector<std::function<void()>> calls;
+  for (size_t i = 0; i < wave.size(); ++i) {
+    if (overlap && Remote(*wave[i]))
+      calls.push_back([&, i] { outs[i] = Execute(*wave[i], ins[i], step); });
+  }
+  auto local = [&] {
+    for (size_t i = 0; i < wave.size(); ++i) {
+      if (!(overlap && Remote(*wave[i]))) outs[i] = Execute(*wave[i], ins[i], step);
+    }
+  };
+  if (calls.empty()) {
+    local();
+  } else {
+    if (!pool_) pool_.emplace(options_.max_parallel_calls);
+    pool_->RunAll(std::move(calls), local);
+  }
+  for (size_t i = 0; i < wave.size(); ++i)
+    SD_RETURN_IF_ERROR(Finish(*wave[i], std::move(*outs[i]), step, steps));
+  return absl::OkStatus();
+}
+
+// RunOptions::release_models: closes the kernels of nodes that will not run again in this run and
+// drops the networks nothing holds any more.
+void GraphExecutor::Release(const Wave& done) {
+  if (!options_.release_models) return;
+  bool closed = false;
+  for (const PlannedNode* p : done) closed = kernels_.erase(p->node->name()) > 0 || closed;
+  if (closed && ctx_.models) ctx_.models->DropUnreferenced();
+}
+
+absl::Status GraphExecutor::RunLevels(const Wave& nodes, const Lookup& lookup, int step,
+                                      int steps) {
+  for (size_t i = 0; i < nodes.size();) {
+    size_t j = i;
+    Wave wave;
+    while (j < nodes.size() && nodes[j]->level == nodes[i]->level) wave.push_back(nodes[j++]);
+    SD_RETURN_IF_ERROR(RunWave(wave, lookup, step, steps));
+    if (step == 0) Release(wave);  // top-level nodes run once
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GraphExecutor::RunLoop(const PlannedLoop& pl) {
+  const Value* tsv = Outer(pl.loop->timesteps());
+  if (!tsv || !std::holds_alternative<torch::Tensor>(*tsv))
+    return absl::InvalidArgumentError(absl::StrCat("loop '", pl.loop->name(), "': no timesteps"));
+  const torch::Tensor ts = std::get<torch::Tensor>(*tsv).contiguous();
+  const bool float_steps = ts.is_floating_point();
+  std::map<std::string, Value> carries;
+  for (const v1::Carry& c : pl.loop->carry()) {
+    const Value* init = Outer(c.init());
+    if (!init)
+      return absl::InvalidArgumentError(absl::StrCat("loop '", pl.loop->name(), "' carry '",
+                                                     c.name(), "': '", c.init(), "' has no value"));
+    carries[c.name()] = *init;
+  }
+  const int steps = static_cast<int>(ts.numel());
+  Wave body;
+  for (const PlannedNode& p : pl.body) body.push_back(&p);
+  for (int i = 0; i < steps; ++i) {
+    const Value t = float_steps ? Value(ts[i].item<double>()) : Value(ts[i].item<int64_t>());
+    const Value idx = static_cast<int64_t>(i);
+    auto scoped = [&](const std::string& src) -> const Value* {
+      if (src.rfind(kLoopScope, 0) != 0) return Outer(src);
+      const std::string var = src.substr(std::strlen(kLoopScope));
+      if (var == "t") return &t;
+      if (var == "index") return &idx;
+      auto it = carries.find(var);
+      return it == carries.end() ? nullptr : &it->second;
+    };
+    SD_RETURN_IF_ERROR(RunLevels(body, scoped, i + 1, steps));
+    for (const v1::Carry& c : pl.loop->carry()) carries[c.name()] = values_[c.next()];
+  }
+  for (auto& [name, v] : carries) values_[pl.loop->name() + "." + name] = std::move(v);
+  Release(body);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Run(
+    std::map<std::string, Value> bound) {
+  values_ = std::move(bound);
+  SD_RETURN_IF_ERROR(OpenKernels());
+  for (const std::string& c : options_.capture) {
+    if (!plan_.types.count(c)) {
+      return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c,
+                                                     "' to capture (NODE.PORT or LOOP.CARRY)"));
+    }
+  }
+  const Lookup outer = [this](const std::string& src) { return Outer(src); };
+  Wave pending;  // top-level nodes up to the next loop, run level by level
+  for (const auto& [is_loop, index] : plan_.order) {
+    if (!is_loop) {
+      pending.push_back(&plan_.nodes[index]);
+      continue;
+    }
+    SD_RETURN_IF_ERROR(RunLevels(pending, outer, 0, 0));
+    pending.clear();
+    SD_RETURN_IF_ERROR(RunLoop(plan_.loops[index]));
+  }
+  SD_RETURN_IF_ERROR(RunLevels(pending, outer, 0, 0));
+  std::map<std::string, Value> result;
+  for (const std::string& c : options_.capture)
+    result[c] = values_[c];  // inside loops: the last step's value
+  for (const v1::GraphOutput& o : config_.output()) result[o.name()] = values_[o.source()];
+  return result;
+}
+
+}  // namespace sd
