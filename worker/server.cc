@@ -38,6 +38,7 @@
 #include "nodes/tensor/wire.h"
 #include "nodes/weights/demo_model.h"
 #include "nodes/weights/model_ref.h"
+#include "proto/grpc_status.h"
 #include "proto/inference/grpc_service.grpc.pb.h"
 #include "proto/sd/v1/worker.grpc.pb.h"
 #include "worker/metrics_http.h"
@@ -64,12 +65,6 @@ void Log(const char* level, const char* event, nlohmann::json fields = nlohmann:
   std::lock_guard<std::mutex> lock(g_log_mu);
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
-}
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  // absl and gRPC number their codes alike.
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
 // ---- metrics
@@ -526,7 +521,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                        inference::ModelReadyResponse* r) override {
     return Answer(ctx, "ModelReady", [&]() -> grpc::Status {
       auto kind = core_.ServedKind(q->name());
-      if (!kind.ok()) return ToGrpc(kind.status());
+      if (!kind.ok()) return ToGrpcStatus(kind.status());
       r->set_ready(!core_.draining_.load() &&
                    (!(*kind)->contract().needs_model || core_.serving_.load()));
       return grpc::Status::OK;
@@ -545,7 +540,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                           inference::ModelMetadataResponse* r) override {
     return Answer(ctx, "ModelMetadata", [&]() -> grpc::Status {
       auto kind = core_.ServedKind(q->name());
-      if (!kind.ok()) return ToGrpc(kind.status());
+      if (!kind.ok()) return ToGrpcStatus(kind.status());
       const NodeContract c = (*kind)->contract();
       r->set_name(q->name());
       r->add_versions("1");
@@ -602,7 +597,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       if (s.GetPayload(kModelMismatchMetadataValue).has_value()) {
         ctx->AddTrailingMetadata(kRetryMetadataKey, kModelMismatchMetadataValue);
       }
-      reactor->Finish(ToGrpc(s));
+      reactor->Finish(ToGrpcStatus(s));
     });
     if (!queued) {
       core_.metrics_.Record(req->model_name(), absl::StatusCode::kResourceExhausted,
@@ -667,7 +662,7 @@ class WorkerControl final : public v1::Worker::CallbackService {
             {{"checkpoint", req->checkpoint().substr(0, 200)},
              {"error", std::string(r.status().message())}});
       }
-      reactor->Finish(ToGrpc(r.status()));
+      reactor->Finish(ToGrpcStatus(r.status()));
     });
     if (!queued)
       reactor->Finish(

@@ -23,6 +23,7 @@
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
+#include "proto/grpc_status.h"
 #include "proto/inference/grpc_service.grpc.pb.h"
 #include "proto/sd/v1/worker.grpc.pb.h"
 
@@ -30,12 +31,6 @@ namespace sd {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-absl::Status FromGrpc(const grpc::Status& s, const std::string& prefix) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(prefix, s.error_message()));
-}
 
 // Failures of the worker or the path to it, not of the call: another worker may succeed.
 bool Transport(grpc::StatusCode c) {
@@ -102,7 +97,7 @@ struct WorkerPool::Impl {
       Authorize(ctx, 10);
       inference::ServerLiveResponse live;
       grpc::Status s = w.infer->ServerLive(&ctx, {}, &live);
-      if (!s.ok()) return FromGrpc(s, absl::StrCat("worker ", w.target, ": "));
+      if (!s.ok()) return FromGrpcStatus(s, absl::StrCat("worker ", w.target, ": "));
       return v1::LoadModelResponse();
     }
     Authorize(ctx, o.call_timeout_s);
@@ -110,7 +105,7 @@ struct WorkerPool::Impl {
     req.set_checkpoint(checkpoint);
     v1::LoadModelResponse resp;
     grpc::Status s = w.control->LoadModel(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, absl::StrCat("worker ", w.target, ": "));
+    if (!s.ok()) return FromGrpcStatus(s, absl::StrCat("worker ", w.target, ": "));
     return resp;
   }
 
@@ -641,7 +636,7 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
     }
     const bool mismatch = code == grpc::StatusCode::FAILED_PRECONDITION && a.mismatch;
     if (!Transport(code) && !mismatch) {
-      return FromGrpc(a.status, absl::StrCat("worker ", w->target, ": "));
+      return FromGrpcStatus(a.status, absl::StrCat("worker ", w->target, ": "));
     }
     // A worker with another file is out until it rejoins (the watcher checks its hash again).
     if (mismatch || code != grpc::StatusCode::DEADLINE_EXCEEDED || !p.AnswersServing(*w)) {

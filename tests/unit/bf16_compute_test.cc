@@ -16,24 +16,19 @@
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
 #include "tests/test_util.h"
+#include "tests/tiny_checkpoint.h"
 
 namespace sd {
 namespace {
 
-class Bf16ComputeTest : public ::testing::Test {
+class Bf16ComputeTest : public testing::TinyCheckpointTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    TestCheckpointOptions o;
-    o.config = SdConfig::Tiny();
-    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("tiny.safetensors"), o).ok());
-  }
-  static void TearDownTestSuite() { delete dir_; }
+  static void SetUpTestSuite() { TinyCheckpointTest::SetUpTestSuite(); }
   void TearDown() override { nn::SetCpuBf16Compute(nn::CpuBf16Compute::kAuto); }
 
   template <typename M>
   static M Load(M model, const char* prefix, torch::ScalarType dtype) {
-    auto ckpt = Checkpoint::Open(dir_->File("tiny.safetensors"));
+    auto ckpt = Checkpoint::Open(TinyPath());
     EXPECT_TRUE(ckpt.ok());
     EXPECT_TRUE(LoadWeights(*model, **ckpt, prefix, dtype, torch::kCPU).ok());
     return model;
@@ -48,9 +43,7 @@ class Bf16ComputeTest : public ::testing::Test {
     for (auto& p : m->named_parameters()) p.value().set_data(theirs[p.key()].to(torch::kFloat32));
     return m;
   }
-  static testing::TempDir* dir_;
 };
-testing::TempDir* Bf16ComputeTest::dir_;
 
 TEST_F(Bf16ComputeTest, F32ModeIsExactlyFp32OnBf16RoundedWeights) {
   const SdConfig c = SdConfig::Tiny();
@@ -128,7 +121,7 @@ bool OneDnnRunsBf16() {
 TEST_F(Bf16ComputeTest, NativeModeThroughOneDnnComputesInBf16NearTheFp32Result) {
   if (!OneDnnRunsBf16())
     GTEST_SKIP() << "no oneDNN bf16 on this CPU: the reference-kernel test covers it";
-  const NativeErrors e = NativeUNetErrors(dir_->File("tiny.safetensors"));
+  const NativeErrors e = NativeUNetErrors(TinyPath());
   std::printf(
       "[ bf16 ] native bf16 (oneDNN) UNet vs fp32: relative error %.2e (vs fp32 math on bf16 "
       "weights %.2e)\n",
@@ -142,7 +135,7 @@ TEST_F(Bf16ComputeTest, NativeModeThroughOneDnnComputesInBf16NearTheFp32Result) 
 TEST_F(Bf16ComputeTest, NativeModeThroughReferenceKernelsComputesInBf16NearTheFp32Result) {
   const bool was_enabled = at::globalContext().userEnabledMkldnn();
   at::globalContext().setUserEnabledMkldnn(false);
-  const NativeErrors e = NativeUNetErrors(dir_->File("tiny.safetensors"));
+  const NativeErrors e = NativeUNetErrors(TinyPath());
   at::globalContext().setUserEnabledMkldnn(was_enabled);
   std::printf(
       "[ bf16 ] native bf16 (reference kernels) UNet vs fp32: relative error %.2e (vs fp32 math on "

@@ -15,6 +15,7 @@
 #include "proto/sd/v1/nodes.pb.h"
 #include "tests/node_runner.h"
 #include "tests/test_util.h"
+#include "tests/tiny_checkpoint.h"
 
 namespace sd {
 namespace {
@@ -23,13 +24,10 @@ using ::testing::HasSubstr;
 using testing::OutTensor;
 using testing::RunNode;
 
-class ControlNetGraphTest : public ::testing::Test {
+class ControlNetGraphTest : public testing::TinyCheckpointTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    TestCheckpointOptions o;
-    o.config = SdConfig::Tiny();
-    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("tiny.safetensors"), o).ok());
+    TinyCheckpointTest::SetUpTestSuite();
     for (ControlNetLayout layout : {ControlNetLayout::kOriginal, ControlNetLayout::kUnprefixed,
                                     ControlNetLayout::kDiffusers}) {
       TestControlNetOptions c;
@@ -41,14 +39,13 @@ class ControlNetGraphTest : public ::testing::Test {
     other.config = ControlNetConfig::For(SdConfig::DemoShapes().unet);
     ASSERT_TRUE(WriteTestControlNet(dir_->File("other.safetensors"), other).ok());
   }
-  static void TearDownTestSuite() { delete dir_; }
   static std::string Layout(ControlNetLayout l) {
     return absl::StrCat("cn", static_cast<int>(l), ".safetensors");
   }
   // A run context whose model reference names `controls` (files in the temp folder).
   static RunContext Context(const std::vector<std::string>& controls) {
     RunContext ctx;
-    ctx.checkpoint = dir_->File("tiny.safetensors");
+    ctx.checkpoint = TinyPath();
     for (const std::string& c : controls)
       absl::StrAppend(&ctx.checkpoint, "|control=", dir_->File(c));
     ctx.tokenizer_dir = testing::TokenizerDir();
@@ -69,9 +66,7 @@ class ControlNetGraphTest : public ::testing::Test {
     any.PackFrom(o);
     return any;
   }
-  static testing::TempDir* dir_;
 };
-testing::TempDir* ControlNetGraphTest::dir_;
 
 TEST_F(ControlNetGraphTest, EveryLayoutGivesTheSameResiduals) {
   torch::Tensor first;

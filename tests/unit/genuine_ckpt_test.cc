@@ -9,30 +9,25 @@
 #include "nodes/weights/test_weights.h"
 #include "nodes/weights/torch_tensors.h"
 #include "tests/test_util.h"
+#include "tests/tiny_checkpoint.h"
 
 namespace sd {
 namespace {
 
-class GenuineCkptTest : public ::testing::Test {
+class GenuineCkptTest : public testing::TinyCheckpointTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    TestCheckpointOptions o;
-    o.config = SdConfig::Tiny();
-    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("tiny.safetensors"), o).ok());
+    TinyCheckpointTest::SetUpTestSuite();
     auto r = testing::RunCommand(testing::PythonScript("write_genuine_ckpts.py") + " " +
-                          testing::Quote(dir_->File("tiny.safetensors")) + " " + testing::Quote(dir_->path()));
+                                 testing::Quote(TinyPath()) + " " + testing::Quote(dir_->path()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  static void TearDownTestSuite() { delete dir_; }
   static std::shared_ptr<const Checkpoint> Open(const std::string& name) {
     auto c = Checkpoint::Open(dir_->File(name));
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? *c : nullptr;
   }
-  static testing::TempDir* dir_;
 };
-testing::TempDir* GenuineCkptTest::dir_;
 
 TEST_F(GenuineCkptTest, NestedLightningCheckpointMatchesSafetensorsBitForBit) {
   auto st = Open("tiny.safetensors");

@@ -18,6 +18,7 @@
 #include "nodes/weights/torch_tensors.h"
 #include "tests/node_runner.h"
 #include "tests/test_util.h"
+#include "tests/tiny_checkpoint.h"
 
 namespace sd {
 namespace {
@@ -44,19 +45,15 @@ void RunPython(const std::string& args) {
       << args;
 }
 
-class PromptEncodeTest : public ::testing::Test {
+class PromptEncodeTest : public testing::TinyCheckpointTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    TestCheckpointOptions o;
-    o.config = SdConfig::Tiny();
-    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("tiny.safetensors"), o).ok());
+    TinyCheckpointTest::SetUpTestSuite();
     std::filesystem::create_directory(dir_->File("emb"));
   }
-  static void TearDownTestSuite() { delete dir_; }
   static RunContext Context() {
     RunContext ctx;
-    ctx.checkpoint = dir_->File("tiny.safetensors");
+    ctx.checkpoint = TinyPath();
     ctx.tokenizer_dir = testing::TokenizerDir();
     ctx.embeddings_dir = dir_->File("emb");
     static std::shared_ptr<ModelCache> models = std::make_shared<ModelCache>();
@@ -85,9 +82,7 @@ class PromptEncodeTest : public ::testing::Test {
   static torch::Tensor T(const NodeOutputs& o, const char* port) {
     return std::get<torch::Tensor>(o.at(port));
   }
-  static testing::TempDir* dir_;
 };
-testing::TempDir* PromptEncodeTest::dir_;
 
 const std::vector<std::string>& TrickyPrompts() {
   static const std::vector<std::string> p = {"a (red) circle",
@@ -202,7 +197,7 @@ TEST_F(PromptEncodeTest, TextualInversionFilesAndClipSkipMatchTheReference) {
   const std::string emb = dir_->File("emb");
   // "shapestyle": the token embeddings of "red circle" (2 vectors), so it must encode as those
   // words.
-  const torch::Tensor table = ReadTensor(dir_->File("tiny.safetensors"), kTokenEmbedding);
+  const torch::Tensor table = ReadTensor(TinyPath(), kTokenEmbedding);
   auto tokenizer = ClipTokenizer::Load(testing::TokenizerDir()).value();
   const std::vector<int64_t> red_circle = tokenizer->Bpe("red circle");
   WriteTensors(emb + "/ShapeStyle.safetensors",
@@ -228,9 +223,8 @@ TEST_F(PromptEncodeTest, TextualInversionFilesAndClipSkipMatchTheReference) {
     WriteTensors(dir_->File("c_in.safetensors"), {{"tokens", T(t, "tokens")},
                                                   {"vectors", T(t, "vectors")[0]},
                                                   {"clip_skip", torch::tensor({skip})}});
-    RunPython("clip " + dir_->File("tiny.safetensors") + " " +
-              std::to_string(SdConfig::Tiny().clip.heads) + " " + dir_->File("c_in.safetensors") +
-              " " + dir_->File("c_out.safetensors"));
+    RunPython("clip " + TinyPath() + " " + std::to_string(SdConfig::Tiny().clip.heads) + " " +
+              dir_->File("c_in.safetensors") + " " + dir_->File("c_out.safetensors"));
     const torch::Tensor got = *Encode(t, skip);
     EXPECT_LT(
         (got - ReadTensor(dir_->File("c_out.safetensors"), "context")).abs().max().item<double>(),

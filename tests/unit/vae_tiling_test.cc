@@ -14,30 +14,26 @@
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
 #include "tests/test_util.h"
+#include "tests/tiny_checkpoint.h"
 
 namespace sd {
 namespace {
 
-class VaeTilingTest : public ::testing::Test {
+class VaeTilingTest : public testing::TinyCheckpointTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    TestCheckpointOptions o;
-    o.config = SdConfig::Tiny();
-    ASSERT_TRUE(WriteTestCheckpoint(dir_->File("tiny.safetensors"), o).ok());
-    auto c = Checkpoint::Open(dir_->File("tiny.safetensors"));
+    TinyCheckpointTest::SetUpTestSuite();
+    auto c = Checkpoint::Open(TinyPath());
     ASSERT_TRUE(c.ok());
     vae_ = new Vae(SdConfig::Tiny().vae);
     ASSERT_TRUE(LoadWeights(**vae_, **c, kVaePrefix, torch::kFloat32).ok());
   }
   static void TearDownTestSuite() {
     delete vae_;
-    delete dir_;
+    TinyCheckpointTest::TearDownTestSuite();
   }
-  static testing::TempDir* dir_;
   static Vae* vae_;
 };
-testing::TempDir* VaeTilingTest::dir_;
 Vae* VaeTilingTest::vae_;
 
 // The peak-RSS bound is measured in a process of its own (this test binary, running only this test,
