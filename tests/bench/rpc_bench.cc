@@ -33,6 +33,7 @@
 #include "nodes/base/runtime_info.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/test_weights.h"
+#include "tests/worker_launcher.h"
 
 namespace sd {
 namespace {
@@ -59,54 +60,14 @@ std::string ExeDir() {
   return n > 0 ? std::string(buf, n).substr(0, std::string(buf, n).rfind('/')) : ".";
 }
 
-struct Spawned {
-  pid_t pid = -1;
-  int port = 0;
-  ~Spawned() {
-    if (pid > 0) {
-      ::kill(pid, SIGTERM);
-      int st;
-      ::waitpid(pid, &st, 0);
-    }
-  }
-};
-
-// Starts sd-worker (pinned to `core` with taskset when core >= 0) and waits for its port.
-bool SpawnWorker(Spawned& w, const std::string& bin, const std::string& models,
-                 const std::string& dir, int core) {
-  const std::string port_file = absl::StrCat(dir, "/w", core, "_", ::getpid(), ".port");
-  std::remove(port_file.c_str());
-  std::vector<std::string> args;
-  if (core >= 0) args = {"/usr/bin/taskset", "-c", std::to_string(core)};
-  for (const std::string& a :
-       {bin, std::string("--models"), models, std::string("--listen"), std::string("127.0.0.1:0"),
-        std::string("--port-file"), port_file, std::string("--threads"), std::string("1"),
-        std::string("--preload"), std::string("tiny"),
-        // CfgCombine, the protocol probe, computes without a model: not served by default.
-        std::string("--serve-kinds"), std::string("all")}) {
-    args.push_back(a);
-  }
-  w.pid = ::fork();
-  if (w.pid == 0) {
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  for (int i = 0; i < 300; ++i) {
-    std::ifstream f(port_file);
-    nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-    if (!j.is_discarded() && j.contains("port")) {
-      w.port = j["port"];
-      return true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
+// Starts sd-worker `name` pinned to `core` (taskset) and waits for its port.
+bool StartWorker(testing::WorkerLauncher& w, const std::string& models, const std::string& dir,
+                 const char* name, int core) {
+  w.set_prefix({"/usr/bin/taskset", "-c", std::to_string(core)});
+  // CfgCombine, the protocol probe, computes without a model: not served by default. It carries
+  // contexts as [2, 77, 768, 1] "latents", 6144 pixels on a side to the worker's size limit.
+  return w.Start(models, absl::StrCat(dir, "/", name, ".log"),
+                 {"--preload", "tiny", "--serve-kinds", "all", "--max-image-size", "8192"});
 }
 
 struct Timing {
@@ -146,9 +107,9 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  Spawned a, b;
-  if (!SpawnWorker(a, bin, dir + "/models", dir, 0) ||
-      !SpawnWorker(b, bin, dir + "/models", dir, cores > 1 ? 1 : 0)) {
+  testing::WorkerLauncher a(bin), b(bin);
+  if (!StartWorker(a, dir + "/models", dir, "a", 0) ||
+      !StartWorker(b, dir + "/models", dir, "b", cores > 1 ? 1 : 0)) {
     std::fprintf(stderr, "sd-rpc-bench: could not start %s\n", bin.c_str());
     return 1;
   }
@@ -181,7 +142,7 @@ int Main(int argc, char** argv) {
     for (const std::string& wire : {std::string("f32"), std::string("f16")}) {
       if (args->GetOr("wire", "f32,f16").find(wire) == std::string::npos) continue;
       WorkerPoolOptions po;
-      po.targets = {absl::StrCat("127.0.0.1:", a.port)};
+      po.targets = {a.target()};
       po.wire = *ParseWireDType(wire);
       auto pool = WorkerPool::Create(po);
       const std::string node = "cfg", kind_name = "CfgCombine", no_checkpoint;
@@ -225,8 +186,8 @@ int Main(int argc, char** argv) {
   double rate1 = 0;
   for (int n : {1, 2}) {
     WorkerPoolOptions po;
-    po.targets = {absl::StrCat("127.0.0.1:", a.port)};
-    if (n == 2) po.targets.push_back(absl::StrCat("127.0.0.1:", b.port));
+    po.targets = {a.target()};
+    if (n == 2) po.targets.push_back(b.target());
     auto pool = WorkerPool::Create(po);
     if (!pool.ok() || !(*pool)->Prepare("tiny").ok()) {
       std::fprintf(stderr, "sd-rpc-bench: the workers did not load the model\n");
