@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -122,7 +123,10 @@ void ControlNetTrainer::FillPool(int64_t chunk) {
     demo::ShapeSample sample = data.Next();
     std::memcpy(images[i].data_ptr(), sample.rgb.data(), sample.rgb.size());
     pool_captions_.push_back(std::move(sample.caption));
-    pool_hints_[i][0].copy_((*CannyEdges(images[i], o_.canny_low, o_.canny_high)).select(2, 0));
+    auto edges = CannyEdges(images[i], o_.canny_low, o_.canny_high);
+    // Drawn pictures and checked thresholds: a failure here is a bug, reported by Train's catch.
+    if (!edges.ok()) throw std::runtime_error(std::string(edges.status().message()));
+    pool_hints_[i][0].copy_(edges->select(2, 0));
   }
   std::vector<torch::Tensor> moments;
   constexpr int64_t kEncodeBatch = 64;
