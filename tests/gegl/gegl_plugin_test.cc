@@ -28,6 +28,10 @@ class GeglPluginTest : public ::testing::Test {
     auto r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " make-test-checkpoint " +
                         Quote(model_) + " --tiny");
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    controlnet_ = dir_->File("cn.safetensors");  // for the tiny model
+    r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " make-test-checkpoint --tiny --controlnet " +
+                   Quote(controlnet_));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
     // A gradient input and a mask whose right half is white (repaint).
     Rgb8 in{128, 64, std::vector<uint8_t>(128 * 64 * 3)},
         mask{128, 64, std::vector<uint8_t>(128 * 64 * 3, 0)};
@@ -73,10 +77,11 @@ class GeglPluginTest : public ::testing::Test {
     return sum / n;
   }
   static TempDir* dir_;
-  static std::string model_;
+  static std::string model_, controlnet_;
 };
 TempDir* GeglPluginTest::dir_;
 std::string GeglPluginTest::model_;
+std::string GeglPluginTest::controlnet_;
 
 TEST_F(GeglPluginTest, OperationsExist) {
   for (const char* op : {"sd:txt2img", "sd:img2img", "sd:inpaint"})
@@ -203,15 +208,12 @@ TEST_F(GeglPluginTest, Img2ImgThroughTheChainSyntax) {
 // A ControlNet steers sd:img2img with the picture on its aux pad (of another size than the input):
 // the image `sd-graph img2img --controlnet --hint` makes, and not the unsteered one.
 TEST_F(GeglPluginTest, Img2ImgSteeredByAControlNetHintOnTheAuxPad) {
-  const std::string cn = dir_->File("cn.safetensors");
-  auto r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) +
-                      " make-test-checkpoint --tiny --controlnet " + Quote(cn));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string& cn = controlnet_;
   const std::string common =
       " prompt='a red fox' model=" + Quote(model_) + " strength=0.5 steps=4 seed=3";
-  r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("cn_gegl.png")) +
-           " -- sd:img2img aux=[ gegl:load path=" + Quote(dir_->File("mask.png")) +
-           " ] controlnet=" + Quote(cn) + " control-strength=0.8" + common);
+  auto r = Gegl(Quote(dir_->File("in.png")) + " -o " + Quote(dir_->File("cn_gegl.png")) +
+                " -- sd:img2img aux=[ gegl:load path=" + Quote(dir_->File("mask.png")) +
+                " ] controlnet=" + Quote(cn) + " control-strength=0.8" + common);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " img2img --init " +
                  Quote(dir_->File("in.png")) + " --prompt 'a red fox' --model " + Quote(model_) +
@@ -234,15 +236,12 @@ TEST_F(GeglPluginTest, Img2ImgSteeredByAControlNetHintOnTheAuxPad) {
 // sd:txt2img, a source, takes the hint on an aux pad of its own: the image `sd-graph txt2img
 // --controlnet --hint` makes, and not the unsteered one; a hint without a ControlNet is refused.
 TEST_F(GeglPluginTest, Txt2ImgSteeredByAControlNetHintOnItsAuxPad) {
-  const std::string cn = dir_->File("cn_t2i.safetensors");
-  auto r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) +
-                      " make-test-checkpoint --tiny --controlnet " + Quote(cn));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string& cn = controlnet_;
   const std::string common =
       " prompt='a red fox' model=" + Quote(model_) + " width=128 height=64 steps=4 seed=5";
   const std::string hint = " aux=[ gegl:load path=" + Quote(dir_->File("in.png")) + " ]";
-  r = Gegl("-o " + Quote(dir_->File("t2i_cn_gegl.png")) + " -- sd:txt2img" + hint +
-           " controlnet=" + Quote(cn) + " control-strength=0.7" + common);
+  auto r = Gegl("-o " + Quote(dir_->File("t2i_cn_gegl.png")) + " -- sd:txt2img" + hint +
+                " controlnet=" + Quote(cn) + " control-strength=0.7" + common);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " txt2img --prompt 'a red fox' --model " +
                  Quote(model_) + " --width 128 --height 64 --steps 4 --seed 5 --cfg 7.5" +
