@@ -2,8 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -21,17 +19,13 @@
 #include "nodes/text/clip_tokenizer.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
-#include "nodes/weights/safetensors.h"
-#include "nodes/weights/torch_tensors.h"
 #include "tools/train/shapes_dataset.h"
+#include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
 #include "tools/train/train_util.h"
 
 namespace sd::train {
 namespace {
-
-std::atomic<bool> g_stop{false};
-extern "C" void OnControlNetStopSignal(int) { g_stop = true; }
 
 constexpr int kPhase = 7;      // StepSeed's phase for the ControlNet's steps
 constexpr int kPoolPhase = 8;  // and for its pools of pictures
@@ -63,7 +57,7 @@ class ControlNetTrainer {
   absl::Status Export();
   void Log(int64_t step, double loss);
   bool ShouldStop() const {
-    return g_stop || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
+    return StopRequested() || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
            (o_.stop_after_steps > 0 && steps_this_run_ >= o_.stop_after_steps);
   }
 
@@ -238,18 +232,8 @@ absl::Status ControlNetTrainer::Load(const std::string& path) {
 absl::Status ControlNetTrainer::Export() {
   const std::string path =
       o_.export_path.empty() ? o_.out_dir + "/controlnet.safetensors" : o_.export_path;
-  std::vector<torch::Tensor> keep;
-  std::vector<TensorToWrite> out;
-  for (const auto& kv : cn_->named_parameters()) {
-    keep.push_back(kv.value().detach().to(torch::kHalf).contiguous());
-    const torch::Tensor& h = keep.back();
-    out.push_back({kv.key(),
-                   DType::kF16,
-                   h.sizes().vec(),
-                   h.data_ptr(),
-                   static_cast<uint64_t>(h.nbytes()),
-                   {}});
-  }
+  Fp16Safetensors file;
+  for (const auto& kv : cn_->named_parameters()) file.Add(kv.key(), kv.value());
   const std::string base = std::filesystem::path(o_.base_model).filename().string();
   const std::map<std::string, std::string> metadata = {
       {"sdgraph.description",
@@ -269,7 +253,7 @@ absl::Status ControlNetTrainer::Export() {
       {"sdgraph.train_seconds", absl::StrFormat("%.0f", seconds_)},
       {"sdgraph.train_steps", std::to_string(step_)},
   };
-  SD_RETURN_IF_ERROR(WriteSafetensors(path, out, metadata));
+  SD_RETURN_IF_ERROR(file.Write(path, metadata));
   std::printf("wrote %s after %s of training\n", path.c_str(), Duration(seconds_).c_str());
   return absl::OkStatus();
 }
@@ -310,21 +294,8 @@ absl::Status TrainControlNet(const ControlNetTrainOptions& options) {
                      " input channels); a ControlNet is trained for a 4-channel model"));
   ControlNetTrainOptions o = options;
   if (o.size == 0) o.size = NativeSize(ckpt->metadata()).value_or(kSd1NativeSize);
-  const int64_t multiple = 8 * (int64_t{1} << (config.unet.channel_mult.size() - 1));
-  if (o.size % multiple != 0)
-    return absl::InvalidArgumentError(absl::StrCat("--size ", o.size, ": ", options.base_model,
-                                                   " needs a multiple of ", multiple));
-  std::error_code ec;
-  std::filesystem::create_directories(o.out_dir, ec);
-  if (ec)
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create ", o.out_dir, ": ", ec.message()));
-  SD_ASSIGN_OR_RETURN(
-      auto tokenizer,
-      ClipTokenizer::Load(o.tokenizer_dir.empty() ? ClipTokenizer::DefaultDir() : o.tokenizer_dir));
-  if (o.threads > 0) at::set_num_threads(o.threads);
-  std::signal(SIGINT, OnControlNetStopSignal);
-  std::signal(SIGTERM, OnControlNetStopSignal);
+  SD_RETURN_IF_ERROR(CheckSize(o.size, config.unet, o.base_model));
+  SD_ASSIGN_OR_RETURN(auto tokenizer, StartTraining(o.out_dir, o.tokenizer_dir, o.threads));
   return CatchExceptions("training the ControlNet", [&]() -> absl::Status {
     ControlNetTrainer trainer(o, config, std::move(tokenizer));
     return trainer.Run();

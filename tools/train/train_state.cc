@@ -184,25 +184,32 @@ void FoldLatentScale(Vae& vae, double factor) {
   params["post_quant_conv.weight"].div_(factor);
 }
 
+void Fp16Safetensors::Add(const std::string& name, const torch::Tensor& t) {
+  keep_.push_back(t.detach().to(torch::kHalf).contiguous());
+  const torch::Tensor& h = keep_.back();
+  out_.push_back(
+      {name, DType::kF16, h.sizes().vec(), h.data_ptr(), static_cast<uint64_t>(h.nbytes()), {}});
+}
+
+absl::Status Fp16Safetensors::Write(const std::string& path,
+                                    const std::map<std::string, std::string>& metadata) const {
+  return WriteSafetensors(path, out_, metadata);
+}
+
 absl::Status ExportModel(const std::string& path, Models& m, const Ema& ema,
                          const std::map<std::string, std::string>& metadata) {
-  std::vector<torch::Tensor> keep;
-  std::vector<TensorToWrite> out;
-  auto add = [&](const std::string& name, const torch::Tensor& t) {
-    keep.push_back(t.detach().to(torch::kHalf).contiguous());
-    const torch::Tensor& h = keep.back();
-    out.push_back(
-        {name, DType::kF16, h.sizes().vec(), h.data_ptr(), static_cast<uint64_t>(h.nbytes()), {}});
-  };
+  Fp16Safetensors file;
   // The EMA shadows follow DiffusionParams' order: CLIP's parameters, then the UNet's.
   std::vector<torch::Tensor> live = DiffusionParams(m);
   if (ema.shadow.size() != live.size())
     return absl::InternalError("EMA and model parameters disagree");
   size_t i = 0;
-  for (const auto& kv : m.clip->named_parameters()) add(kClipPrefix + kv.key(), ema.shadow[i++]);
-  for (const auto& kv : m.unet->named_parameters()) add(kUNetPrefix + kv.key(), ema.shadow[i++]);
-  for (const auto& kv : m.vae->named_parameters()) add(kVaePrefix + kv.key(), kv.value());
-  return WriteSafetensors(path, out, metadata);
+  for (const auto& kv : m.clip->named_parameters())
+    file.Add(kClipPrefix + kv.key(), ema.shadow[i++]);
+  for (const auto& kv : m.unet->named_parameters())
+    file.Add(kUNetPrefix + kv.key(), ema.shadow[i++]);
+  for (const auto& kv : m.vae->named_parameters()) file.Add(kVaePrefix + kv.key(), kv.value());
+  return file.Write(path, metadata);
 }
 
 std::vector<torch::Tensor> DiffusionParams(Models& m) {

@@ -12,6 +12,7 @@
 #include "nodes/models/clip_text.h"
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
+#include "nodes/weights/safetensors.h"
 
 namespace sd::train {
 
@@ -69,6 +70,19 @@ absl::Status LoadState(const std::string& path, Models& m, Ema& ema,
 // Scales the VAE's latents by `factor`: quant_conv's mean rows times factor, its log-variance
 // biases plus 2 ln(factor), post_quant_conv's weights divided by factor. Decoding is unchanged.
 void FoldLatentScale(Vae& vae, double factor);
+
+// Tensors converted to fp16 as they are added, then written as one safetensors file: what both
+// trainers export.
+class Fp16Safetensors {
+ public:
+  void Add(const std::string& name, const torch::Tensor& t);
+  absl::Status Write(const std::string& path,
+                     const std::map<std::string, std::string>& metadata) const;
+
+ private:
+  std::vector<torch::Tensor> keep_;  // the fp16 copies `out_` points into
+  std::vector<TensorToWrite> out_;
+};
 
 // Writes the VAE and the EMA weights of CLIP and the UNet in fp16, under their checkpoint names.
 absl::Status ExportModel(const std::string& path, Models& m, const Ema& ema,

@@ -2,10 +2,8 @@
 
 #include <torch/torch.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,18 +13,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nodes/base/exception_status.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/schedulers/sampler.h"
 #include "nodes/text/clip_tokenizer.h"
 #include "nodes/weights/checkpoint.h"
 #include "tools/train/shapes_dataset.h"
+#include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
 #include "tools/train/train_util.h"
 
 namespace sd::train {
 namespace {
-
-std::atomic<bool> g_stop{false};
-extern "C" void OnStopSignal(int) { g_stop = true; }
 
 struct Batch {
   torch::Tensor images;  // [B, 3, S, S] in [-1, 1]
@@ -70,7 +67,7 @@ class Trainer {
   absl::Status RescaleLatents();
   torch::Tensor Tokens(const std::vector<std::string>& captions, std::mt19937_64& rng);
   bool ShouldStop() const {
-    return g_stop || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
+    return StopRequested() || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
            (o_.stop_after_steps > 0 && steps_this_run_ >= o_.stop_after_steps);
   }
 
@@ -387,25 +384,12 @@ absl::Status Train(const TrainOptions& options) {
   else
     return absl::InvalidArgumentError(
         absl::StrCat("unknown --config '", options.config, "' (demo-shapes, tiny)"));
-  const int64_t multiple = 8 * (int64_t{1} << (config.unet.channel_mult.size() - 1));
-  if (options.size <= 0 || options.size % multiple != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--size ", options.size, ": the ", options.config,
-                     " configuration needs a multiple of ", multiple));
-  }
-  std::error_code ec;
-  std::filesystem::create_directories(options.out_dir, ec);
-  if (ec)
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create ", options.out_dir, ": ", ec.message()));
-  auto tokenizer = ClipTokenizer::Load(options.tokenizer_dir.empty() ? ClipTokenizer::DefaultDir()
-                                                                     : options.tokenizer_dir);
-  if (!tokenizer.ok()) return tokenizer.status();
-  if (options.threads > 0) at::set_num_threads(options.threads);
-  std::signal(SIGINT, OnStopSignal);
-  std::signal(SIGTERM, OnStopSignal);
+  SD_RETURN_IF_ERROR(
+      CheckSize(options.size, config.unet, absl::StrCat("the ", options.config, " configuration")));
+  SD_ASSIGN_OR_RETURN(auto tokenizer,
+                      StartTraining(options.out_dir, options.tokenizer_dir, options.threads));
   return CatchExceptions("training", [&]() -> absl::Status {
-    Trainer trainer(options, config, *std::move(tokenizer));
+    Trainer trainer(options, config, std::move(tokenizer));
     return trainer.Run();
   });
 }
