@@ -16,15 +16,15 @@ namespace {
 constexpr const char* kPerControlInputs[] = {"hint", "hint_values", "control_strength",
                                              "control_start", "control_end"};
 
-// Rewrites "PORT=@NAME" inputs to "PORT=@NAME_K" for the per-ControlNet inputs, and "PORT=SOURCE"
-// to "PORT=renamed" by `sources`.
+// Rewrites "PORT=@NAME" inputs to "PORT=@NAME_K" for the per-ControlNet inputs (K > 0), and
+// "PORT=SOURCE" to "PORT=renamed" by `sources`.
 void Rename(v1::Node& node, int k, const std::map<std::string, std::string>& sources) {
   for (std::string& in : *node.mutable_input()) {
     const size_t eq = in.find('=');
     if (eq == std::string::npos) continue;
     const std::string port = in.substr(0, eq), source = in.substr(eq + 1);
     for (const char* name : kPerControlInputs) {
-      if (source == absl::StrCat("@", name)) in = absl::StrCat(port, "=@", name, "_", k);
+      if (k > 0 && source == absl::StrCat("@", name)) in = absl::StrCat(port, "=@", name, "_", k);
     }
     if (auto it = sources.find(source); it != sources.end())
       in = absl::StrCat(port, "=", it->second);
@@ -83,8 +83,8 @@ absl::StatusOr<std::string> AddControlNets(const std::string& graph_text, int ex
       }
       last[absl::StrCat(n.name(), ".residuals")] = absl::StrCat(previous, ".residuals");
     }
-    for (v1::Node& n : *loop.mutable_node()) {
-      if (n.kind() == "UNetStep") Rename(n, 0, last);
+    for (v1::Node& n : *loop.mutable_node()) {  // the UNet steps (or the guided_eps using them)
+      if (n.kind() != "ControlNet") Rename(n, 0, last);
     }
   }
   if (!any)

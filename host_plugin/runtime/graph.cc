@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -9,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "host_plugin/runtime/graph_executor.h"
+#include "host_plugin/runtime/stock_graphs.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
@@ -65,7 +67,31 @@ absl::StatusOr<Value> FromProto(const v1::Value& v) {
   }
 }
 
+// An imported graph file: a regular file of at most kMaxGraphFileBytes.
+absl::StatusOr<std::string> ReadGraphFile(const std::string& path) {
+  constexpr uintmax_t kMaxGraphFileBytes = 16u << 20;
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status))
+    return absl::NotFoundError(absl::StrCat("graph ", path, ": no such file"));
+  if (!std::filesystem::is_regular_file(status))
+    return absl::InvalidArgumentError(absl::StrCat("graph ", path, " is not a regular file"));
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxGraphFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("graph ", path, " is larger than ", kMaxGraphFileBytes >> 20, " MiB"));
+  }
+  return ReadWholeFile(path, "graph");
+}
+
 }  // namespace
+
+GraphImports FileImports() {
+  GraphImports imports;
+  imports.read = ReadGraphFile;
+  imports.library = GraphLibraryDirs(DirOfExecutable());
+  return imports;
+}
 
 absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string& name) {
   // Referencing the stock kinds links them (and their options messages) into every host.
@@ -75,7 +101,7 @@ absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string
     SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
     return k->contract();
   };
-  SD_ASSIGN_OR_RETURN(ParsedGraph parsed, ParseGraph(text, name, contracts));
+  SD_ASSIGN_OR_RETURN(ParsedGraph parsed, ParseGraph(text, name, contracts, FileImports()));
   Graph g;
   g.name_ = name;
   g.config_ = std::move(parsed.config);

@@ -66,6 +66,10 @@ struct RunOptions {
   int max_parallel_calls = 8;
 };
 
+// Imports from files: beside the importing file, then in the graph library (GraphLibraryDirs of
+// this executable); each a regular file of at most 16 MiB.
+GraphImports FileImports();
+
 class Graph {
  public:
   // Parses and validates. `name` is used in messages (the file's path for Load).

@@ -204,7 +204,7 @@ absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Run(
   values_ = std::move(bound);
   SD_RETURN_IF_ERROR(OpenKernels());
   for (const std::string& c : options_.capture) {
-    if (!plan_.types.count(c)) {
+    if (!plan_.types.count(plan_.Resolve(c))) {
       return absl::InvalidArgumentError(absl::StrCat("graph ", name_, ": nothing named '", c,
                                                      "' to capture (NODE.PORT or LOOP.CARRY)"));
     }
@@ -223,7 +223,7 @@ absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Run(
   SD_RETURN_IF_ERROR(RunLevels(pending, outer, 0, 0));
   std::map<std::string, Value> result;
   for (const std::string& c : options_.capture)
-    result[c] = values_[c];  // inside loops: the last step's value
+    result[c] = values_[plan_.Resolve(c)];  // inside loops: the last step's value
   for (const v1::GraphOutput& o : config_.output()) result[o.name()] = values_[o.source()];
   return result;
 }

@@ -1,10 +1,8 @@
 #include "host_plugin/runtime/graph_plan.h"
 
-#include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/text_format.h>
-
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -16,45 +14,32 @@ namespace sd {
 
 namespace {
 
-using google::protobuf::TextFormat;
-
-class Collector : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, int column, const std::string& message) override {
-    if (error.empty()) error = absl::StrCat(line + 1, ":", column + 1, ": ", message);
-  }
-  std::string error;
-};
-
-}  // namespace
-
-namespace {
-
 // Builds the plan, checking everything that can be checked without running: every error names the
 // file, line, node and port.
 class Planner {
  public:
-  Planner(const std::string& file, const v1::GraphConfig& g, const TextFormat::ParseInfoTree* tree,
-          const ContractLookup& contracts)
-      : file_(file), g_(g), tree_(tree), contracts_(contracts) {}
+  Planner(const std::string& file, const ExpandedGraph& ex, const ContractLookup& contracts)
+      : file_(file), g_(*ex.config), ex_(ex), contracts_(contracts) {}
 
   absl::StatusOr<std::shared_ptr<GraphPlan>> Build();
 
  private:
-  absl::Status Err(int line, const std::string& where, const std::string& msg) const {
-    return absl::InvalidArgumentError(absl::StrCat("graph ", file_,
-                                                   line > 0 ? absl::StrCat(":", line) : "", ": ",
-                                                   where.empty() ? "" : where + ": ", msg));
+  absl::Status Err(const SourceLoc& loc, const std::string& where, const std::string& msg) const {
+    return GraphError(loc, where, msg);
   }
-  int LineOf(const TextFormat::ParseInfoTree* t, const char* field, int index = -1) const;
-  absl::StatusOr<PlannedNode> PlanNode(const v1::Node& n, int line);
+  // The graph as a whole (errors without a line).
+  SourceLoc File() const { return {file_}; }
+  absl::StatusOr<PlannedNode> PlanNode(const v1::Node& n, const SourceLoc& line);
+  // What is wired to a subgraph's input has the type the subgraph declares. Early: sources typed
+  // before the edges are (graph inputs, node outputs); late: the rest (carried values).
+  absl::Status CheckDeclaredTypes(bool early) const;
   // Resolves the type of `source`, visible from a node inside loop `loop` (nullptr: top level).
   absl::StatusOr<v1::PortType> SourceType(const std::string& source, const PlannedLoop* loop,
                                           const std::set<std::string>& body_names) const;
 
   const std::string& file_;
   const v1::GraphConfig& g_;
-  const TextFormat::ParseInfoTree* tree_;
+  const ExpandedGraph& ex_;
   const ContractLookup& contracts_;
   std::shared_ptr<GraphPlan> plan_ = std::make_shared<GraphPlan>();
   std::map<std::string, const PlannedNode*> top_nodes_;
@@ -62,21 +47,13 @@ class Planner {
   std::map<std::string, v1::PortType> carry_types_;  // "loop.carry"
 };
 
-int Planner::LineOf(const TextFormat::ParseInfoTree* t, const char* field, int index) const {
-  if (!t) return 0;
-  const auto* d = v1::GraphConfig::descriptor()->FindFieldByName(field);
-  if (!d) return 0;
-  auto loc = t->GetLocation(d, index);
-  return loc.line >= 0 ? loc.line + 1 : 0;
-}
-
-absl::StatusOr<PlannedNode> Planner::PlanNode(const v1::Node& n, int line) {
+absl::StatusOr<PlannedNode> Planner::PlanNode(const v1::Node& n, const SourceLoc& line) {
   PlannedNode p;
   p.node = &n;
-  p.line = line;
+  p.loc = line;
   const std::string where = absl::StrCat("node '", n.name(), "'");
-  if (n.name().empty() || n.name().find_first_of(".=@ ") != std::string::npos) {
-    return Err(line, where, "a node needs a name without '.', '=', '@' or spaces");
+  if (n.name().empty() || n.name().find_first_of(".=@# ") != std::string::npos) {
+    return Err(line, where, "a node needs a name without '.', '=', '@', '#' or spaces");
   }
   absl::StatusOr<NodeContract> contract = contracts_(n.kind());
   if (!contract.ok()) return Err(line, where, std::string(contract.status().message()));
@@ -178,7 +155,7 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
   // Graph inputs.
   for (int i = 0; i < g_.input_size(); ++i) {
     const v1::GraphInput& in = g_.input(i);
-    const int line = LineOf(tree_, "input", i);
+    const SourceLoc& line = ex_.inputs[i];
     if (in.name().empty()) return Err(line, "", "a graph input needs a name");
     if (in.type().kind() == v1::VALUE_KIND_UNSPECIFIED)
       return Err(line, absl::StrCat("input '", in.name(), "'"), "needs a type");
@@ -187,14 +164,14 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
     }
   }
   std::set<std::string> names;
-  auto claim = [&](const std::string& name, int line) -> absl::Status {
+  auto claim = [&](const std::string& name, const SourceLoc& line) -> absl::Status {
     if (!names.insert(name).second)
       return Err(line, "", absl::StrCat("the name '", name, "' is used twice"));
     return absl::OkStatus();
   };
   // Top-level nodes and loop bodies: contracts first.
   for (int i = 0; i < g_.node_size(); ++i) {
-    const int line = LineOf(tree_, "node", i);
+    const SourceLoc& line = ex_.nodes[i];
     SD_ASSIGN_OR_RETURN(PlannedNode p, PlanNode(g_.node(i), line));
     SD_RETURN_IF_ERROR(claim(p.node->name(), line));
     plan_->nodes.push_back(std::move(p));
@@ -204,20 +181,13 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
     const v1::Loop& l = g_.loop(i);
     PlannedLoop pl;
     pl.loop = &l;
-    pl.line = LineOf(tree_, "loop", i);
-    const TextFormat::ParseInfoTree* lt =
-        tree_ ? tree_->GetTreeForNested(v1::GraphConfig::descriptor()->FindFieldByName("loop"), i)
-              : nullptr;
-    SD_RETURN_IF_ERROR(claim(l.name(), pl.line));
+    pl.loc = ex_.loops[i];
+    SD_RETURN_IF_ERROR(claim(l.name(), pl.loc));
     if (l.name().empty() || l.name().find_first_of(".=@ ") != std::string::npos) {
-      return Err(pl.line, "", "a loop needs a name without '.', '=', '@' or spaces");
+      return Err(pl.loc, "", "a loop needs a name without '.', '=', '@' or spaces");
     }
     for (int j = 0; j < l.node_size(); ++j) {
-      int line = pl.line;
-      if (lt) {
-        auto loc = lt->GetLocation(v1::Loop::descriptor()->FindFieldByName("node"), j);
-        if (loc.line >= 0) line = loc.line + 1;
-      }
+      const SourceLoc& line = ex_.loop_nodes[i][j];
       SD_ASSIGN_OR_RETURN(PlannedNode p, PlanNode(l.node(j), line));
       SD_RETURN_IF_ERROR(claim(p.node->name(), line));
       body_owner_[p.node->name()] = l.name();
@@ -225,6 +195,7 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
     }
     plan_->loops.push_back(std::move(pl));
   }
+  SD_RETURN_IF_ERROR(CheckDeclaredTypes(/*early=*/true));
   // Order the top-level units (nodes and loops) by their dependencies; loops' carried values become
   // visible as they are ordered.
   const size_t units = plan_->nodes.size() + plan_->loops.size();
@@ -291,7 +262,8 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
     for (size_t u = 0; u < units; ++u) {
       if (!done[u]) stuck.push_back(unit_name(u));
     }
-    return Err(0, "", absl::StrCat("cycle outside a loop among: ", absl::StrJoin(stuck, ", ")));
+    return Err(File(), "",
+               absl::StrCat("cycle outside a loop among: ", absl::StrJoin(stuck, ", ")));
   }
   // Types along every edge, in execution order.
   auto check_node = [&](const PlannedNode& p, const PlannedLoop* loop,
@@ -299,10 +271,10 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
     for (const auto& [port, src] : p.inputs) {
       const std::string where = absl::StrCat("node '", p.node->name(), "' input '", port, "'");
       absl::StatusOr<v1::PortType> from = SourceType(src, loop, body);
-      if (!from.ok()) return Err(p.line, where, std::string(from.status().message()));
+      if (!from.ok()) return Err(p.loc, where, std::string(from.status().message()));
       const PortSpec* to = p.contract.Input(port);
       if (!Compatible(*from, to->type)) {
-        return Err(p.line, where,
+        return Err(p.loc, where,
                    absl::StrCat("expected ", DescribeType(to->type), ", but '", src, "' is ",
                                 DescribeType(*from)));
       }
@@ -319,24 +291,24 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
     PlannedLoop& pl = plan_->loops[index];
     const std::string lname = pl.loop->name();
     if (pl.loop->timesteps().empty())
-      return Err(pl.line, absl::StrCat("loop '", lname, "'"), "needs timesteps");
+      return Err(pl.loc, absl::StrCat("loop '", lname, "'"), "needs timesteps");
     absl::StatusOr<v1::PortType> ts = SourceType(pl.loop->timesteps(), nullptr, {});
     if (!ts.ok())
-      return Err(pl.line, absl::StrCat("loop '", lname, "' timesteps"),
+      return Err(pl.loc, absl::StrCat("loop '", lname, "' timesteps"),
                  std::string(ts.status().message()));
     const bool int_steps = Compatible(*ts, TensorPort(v1::INT64, 1));
     if (!int_steps && !Compatible(*ts, TensorPort(v1::FLOAT32, 1))) {
       return Err(
-          pl.line, absl::StrCat("loop '", lname, "' timesteps"),
+          pl.loc, absl::StrCat("loop '", lname, "' timesteps"),
           absl::StrCat("expected an int64 or float32 tensor of rank 1, got ", DescribeType(*ts)));
     }
     carry_types_[lname + ".@t"] = ScalarPort(int_steps ? v1::INT : v1::FLOAT);
     if (pl.loop->carry_size() == 0)
-      return Err(pl.line, absl::StrCat("loop '", lname, "'"), "carries nothing");
+      return Err(pl.loc, absl::StrCat("loop '", lname, "'"), "carries nothing");
     for (const v1::Carry& c : pl.loop->carry()) {
       const std::string where = absl::StrCat("loop '", lname, "' carry '", c.name(), "'");
       absl::StatusOr<v1::PortType> init = SourceType(c.init(), nullptr, {});
-      if (!init.ok()) return Err(pl.line, where + " init", std::string(init.status().message()));
+      if (!init.ok()) return Err(pl.loc, where + " init", std::string(init.status().message()));
       carry_types_[lname + "." + c.name()] = *init;
     }
     // The body, ordered by its own dependencies (carried values are the only way around the loop).
@@ -363,7 +335,7 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
         for (const PlannedNode& b : pl.body) {
           if (!placed.count(b.node->name())) stuck.push_back(b.node->name());
         }
-        return Err(pl.line, absl::StrCat("loop '", lname, "'"),
+        return Err(pl.loc, absl::StrCat("loop '", lname, "'"),
                    absl::StrCat("cycle in the body among: ", absl::StrJoin(stuck, ", "),
                                 " (values go around the loop only as carries)"));
       }
@@ -385,12 +357,12 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
       const std::string where = absl::StrCat("loop '", lname, "' carry '", c.name(), "' next");
       const std::string head = c.next().substr(0, c.next().find('.'));
       if (!body_names.count(head))
-        return Err(pl.line, where,
+        return Err(pl.loc, where,
                    absl::StrCat("'", c.next(), "' must be an output of a body node"));
       absl::StatusOr<v1::PortType> next = SourceType(c.next(), &pl, body_names);
-      if (!next.ok()) return Err(pl.line, where, std::string(next.status().message()));
+      if (!next.ok()) return Err(pl.loc, where, std::string(next.status().message()));
       if (!Compatible(*next, carry_types_[lname + "." + c.name()])) {
-        return Err(pl.line, where,
+        return Err(pl.loc, where,
                    absl::StrCat("is ", DescribeType(*next), " but init is ",
                                 DescribeType(carry_types_[lname + "." + c.name()])));
       }
@@ -399,34 +371,60 @@ absl::StatusOr<std::shared_ptr<GraphPlan>> Planner::Build() {
       plan_->types[lname + "." + c.name()] = carry_types_[lname + "." + c.name()];
     carry_types_.erase(lname + ".@t");
   }
-  if (g_.output_size() == 0) return Err(0, "", "the graph has no outputs");
+  if (g_.output_size() == 0) return Err(File(), "", "the graph has no outputs");
   for (int i = 0; i < g_.output_size(); ++i) {
     const v1::GraphOutput& o = g_.output(i);
     absl::StatusOr<v1::PortType> t = SourceType(o.source(), nullptr, {});
     if (!t.ok())
-      return Err(LineOf(tree_, "output", i), absl::StrCat("output '", o.name(), "'"),
+      return Err(ex_.outputs[i], absl::StrCat("output '", o.name(), "'"),
                  std::string(t.status().message()));
   }
+  SD_RETURN_IF_ERROR(CheckDeclaredTypes(/*early=*/false));
+  plan_->aliases = ex_.aliases;
   return plan_;
+}
+
+// Values read through "@loop." are checked at the ports they reach.
+absl::Status Planner::CheckDeclaredTypes(bool early) const {
+  auto node_output = [&](const std::string& source) -> const PortSpec* {
+    const size_t dot = source.find('.');
+    if (dot == std::string::npos) return nullptr;
+    const std::string node = source.substr(0, dot), port = source.substr(dot + 1);
+    if (auto it = top_nodes_.find(node); it != top_nodes_.end())
+      return it->second->contract.Output(port);
+    for (const PlannedLoop& l : plan_->loops) {
+      for (const PlannedNode& b : l.body)
+        if (b.node->name() == node) return b.contract.Output(port);
+    }
+    return nullptr;
+  };
+  for (const DeclaredType& d : ex_.declared) {
+    std::optional<v1::PortType> type;
+    if (!early) {
+      if (auto it = plan_->types.find(d.source); it != plan_->types.end()) type = it->second;
+    } else if (d.source[0] == '@') {
+      if (auto it = plan_->types.find(d.source); it != plan_->types.end()) type = it->second;
+    } else if (const PortSpec* out = node_output(d.source)) {
+      type = out->type;
+    }
+    if (!type || Compatible(*type, d.type)) continue;
+    return Err(d.loc, d.where,
+               absl::StrCat("the subgraph expects ", DescribeType(d.type), ", but '", d.source,
+                            "' is ", DescribeType(*type)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<ParsedGraph> ParseGraph(const std::string& text, const std::string& name,
-                                       const ContractLookup& contracts) {
-  TextFormat::Parser parser;
-  Collector errors;
-  parser.RecordErrorsTo(&errors);
-  TextFormat::ParseInfoTree tree;
-  parser.WriteLocationsTo(&tree);
-  auto config = std::make_shared<v1::GraphConfig>();
-  if (!parser.ParseFromString(text, config.get())) {
-    return absl::InvalidArgumentError(absl::StrCat("graph ", name, ":", errors.error));
-  }
-  Planner planner(name, *config, &tree, contracts);
+                                       const ContractLookup& contracts,
+                                       const GraphImports& imports) {
+  SD_ASSIGN_OR_RETURN(ExpandedGraph ex, ExpandSubgraphs(text, name, contracts, imports));
+  Planner planner(name, ex, contracts);
   SD_ASSIGN_OR_RETURN(std::shared_ptr<GraphPlan> plan, planner.Build());
   ParsedGraph parsed;
-  parsed.config = std::move(config);
+  parsed.config = std::move(ex.config);
   parsed.plan = std::move(plan);
   return parsed;
 }

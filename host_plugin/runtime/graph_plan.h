@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "host_plugin/runtime/subgraphs.h"
 #include "nodes/ops/node_contract.h"
 #include "proto/sd/v1/graph.pb.h"
 
@@ -25,7 +26,7 @@ struct PlannedNode {
   const v1::Node* node = nullptr;
   NodeContract contract;
   std::vector<std::pair<std::string, std::string>> inputs;  // port -> source key
-  int line = 0;
+  SourceLoc loc;                                            // where it was written
   int level =
       0;  // 1 + the highest level it depends on, within its scope: equal levels are independent
 };
@@ -33,7 +34,7 @@ struct PlannedNode {
 struct PlannedLoop {
   const v1::Loop* loop = nullptr;
   std::vector<PlannedNode> body;  // in execution order (by level)
-  int line = 0;
+  SourceLoc loc;
   int level = 0;
 };
 
@@ -42,10 +43,14 @@ struct GraphPlan {
   std::vector<PlannedLoop> loops;
   std::vector<std::pair<bool, int>> order;    // (is_loop, index) in execution order
   std::map<std::string, v1::PortType> types;  // every source key -> its type
+  // A subgraph node's outputs ("USER.OUTPUT") -> the flat sources they read (see subgraphs.h).
+  std::map<std::string, std::string> aliases;
+  // `source`, or the flat source it is an alias of.
+  const std::string& Resolve(const std::string& source) const {
+    auto it = aliases.find(source);
+    return it == aliases.end() ? source : it->second;
+  }
 };
-
-// The contract of a node kind by name; NOT_FOUND (its message listing the known kinds) otherwise.
-using ContractLookup = std::function<absl::StatusOr<NodeContract>(const std::string& kind)>;
 
 struct ParsedGraph {
   std::shared_ptr<const v1::GraphConfig> config;
@@ -53,9 +58,11 @@ struct ParsedGraph {
   std::shared_ptr<const GraphPlan> plan;
 };
 
-// Parses graph text and plans it. `name` (the file's path) starts every error message;
-// INVALID_ARGUMENT for any error in the file.
+// Parses graph text and its imports, flattens its subgraphs and plans it. `name` (the file's path)
+// starts every error message; INVALID_ARGUMENT for any error in the file, NOT_FOUND for a missing
+// import.
 absl::StatusOr<ParsedGraph> ParseGraph(const std::string& text, const std::string& name,
-                                       const ContractLookup& contracts);
+                                       const ContractLookup& contracts,
+                                       const GraphImports& imports = {});
 
 }  // namespace sd

@@ -1,6 +1,7 @@
 #include "host_plugin/runtime/stock_graphs.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #ifndef SD_SOURCE_GRAPHS_DIR
@@ -20,6 +21,23 @@ std::string StockGraphPath(const std::string& name, const std::string& anchor_di
     }
   }
   return std::string(SD_SOURCE_GRAPHS_DIR) + "/" + name;
+}
+
+std::vector<std::string> GraphLibraryDirs(const std::string& anchor_dir) {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("SDGRAPH_GRAPHS"); env && *env)
+    candidates.push_back(std::string(env) + "/lib");
+  if (!anchor_dir.empty()) {
+    for (const char* up : {"/../share/sdgraph/graphs/lib", "/../../share/sdgraph/graphs/lib"})
+      candidates.push_back(anchor_dir + up);
+  }
+  candidates.push_back(std::string(SD_SOURCE_GRAPHS_DIR) + "/lib");
+  std::vector<std::string> dirs;
+  for (const std::string& c : candidates) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(c, ec)) dirs.push_back(c);
+  }
+  return dirs;
 }
 
 absl::StatusOr<std::string> StockGraphFor(const StockRequest& r) {

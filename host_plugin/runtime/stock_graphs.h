@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -13,6 +14,10 @@ namespace sd {
 
 // `anchor_dir`: the directory of the running binary or plugin ("" : not known).
 std::string StockGraphPath(const std::string& name, const std::string& anchor_dir);
+
+// The graph library, where imports not found beside the importing file are looked for: the `lib`
+// folders of $SDGRAPH_GRAPHS, of the install tree and of the source tree, those that exist.
+std::vector<std::string> GraphLibraryDirs(const std::string& anchor_dir);
 
 // What a front end (the CLI, the GEGL operations) asks for.
 struct StockRequest {

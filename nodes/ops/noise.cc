@@ -26,6 +26,8 @@ class Noise : public NodeKernel {
   static constexpr char kLatents[] = "latents";
   static constexpr char kBatchIndex[] = "batch_index";
   static constexpr char kT[] = "t";
+  static constexpr char kOffset[] = "offset";
+  static constexpr char kSeedOffset[] = "seed_offset";
   static constexpr char kNoise[] = "noise";
   static NodeContract Contract() {
     return {
@@ -41,7 +43,10 @@ class Noise : public NodeKernel {
          {kIndex, ScalarPort(v1::INT), true},
          {kT, ScalarPort(v1::FLOAT), true,
           "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
-         {kTable, TensorPort(v1::FLOAT32, -1), true, "recorded draws [K, ...]"}},
+         {kTable, TensorPort(v1::FLOAT32, -1), true, "recorded draws [K, ...]"},
+         {kOffset, ScalarPort(v1::INT), true,
+          "added to the options' offset (a subgraph's caller can say which draws are its)"},
+         {kSeedOffset, ScalarPort(v1::INT), true, "added to the options' seed_offset"}},
         {{kNoise, TensorPort(v1::FLOAT32, 4), false,
           "[1, 4, height/8, width/8] (or the latents' shape)"}},
         v1::NoiseOptions::descriptor(),
@@ -51,11 +56,25 @@ class Noise : public NodeKernel {
   static constexpr int64_t kMaxBatch = 64;
   explicit Noise(const google::protobuf::Any& options) : options_(UnpackOptions<v1::NoiseOptions>(options)) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    // Every term is bounded, so the sums cannot overflow; the draw index is checked below.
+    constexpr int64_t kMaxTerm = 100000;
+    if (options_.offset() < -kMaxTerm || options_.offset() > kMaxTerm) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Noise: options offset ", options_.offset(), " out of range"));
+    }
     int64_t index = options_.offset();
-    if (in.Has(kIndex)) {
-      auto i = in.Int(kIndex);
+    uint64_t seed_offset = static_cast<uint64_t>(options_.seed_offset());
+    for (const char* port : {kIndex, kOffset, kSeedOffset}) {
+      if (!in.Has(port)) continue;
+      auto i = in.Int(port);
       if (!i.ok()) return i.status();
-      index += *i;
+      if (*i < -kMaxTerm || *i > kMaxTerm)
+        return absl::InvalidArgumentError(absl::StrCat("Noise: ", port, " ", *i, " out of range"));
+      if (port == kSeedOffset) {
+        seed_offset += static_cast<uint64_t>(*i);  // wraps, as seed + seed_offset does
+      } else {
+        index += *i;
+      }
     }
     int64_t channels = options_.channels() > 0 ? options_.channels() : 4;
     if (channels > kMaxChannels) {
@@ -112,8 +131,7 @@ class Noise : public NodeKernel {
     }
     auto seed = in.Int(kSeed);
     if (!seed.ok()) return seed.status();
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(
-        static_cast<uint64_t>(*seed) + static_cast<uint64_t>(options_.seed_offset()));
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(*seed) + seed_offset);
     if (in.Has(kBatchIndex)) {  // ComfyUI's noise for batch_index i..i+B-1: draws i..i+B-1 of one
                                 // image each
       auto first = in.Int(kBatchIndex);

@@ -3,12 +3,16 @@
 // target is built without LibTorch, so without the kinds themselves); run_fuzzers.sh passes its
 // path in SD_FUZZ_NODE_KINDS. Whatever the planner accepts is walked in full, checking the promises
 // Graph::Run relies on: every ordered unit exists once, every wired port is in its kind's contract,
-// every required input is wired, and every source a node or output reads has a type.
+// every required input is wired, and every source a node or output reads has a type. Imports are
+// served from memory: the graph library's files (SD_FUZZ_GRAPH_LIB, read once), by file name.
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "host_plugin/runtime/graph_plan.h"
@@ -38,19 +42,51 @@ void CheckNode(const sd::PlannedNode& p, const sd::GraphPlan& plan) {
   }
 }
 
+std::map<std::string, std::string>& Library() {
+  static auto* files = new std::map<std::string, std::string>();
+  return *files;
+}
+
+void LoadLibrary() {
+  const char* dir = std::getenv("SD_FUZZ_GRAPH_LIB");
+  if (!dir) Die("set SD_FUZZ_GRAPH_LIB to the graph library folder (graphs/lib)");
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(f.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    Library()[f.path().filename().string()] = text.str();
+  }
+  if (Library().empty()) Die(std::string("no files in ") + dir);
+}
+
+sd::GraphImports Imports() {
+  sd::GraphImports imports;
+  imports.read = [](const std::string& path) -> absl::StatusOr<std::string> {
+    auto it = Library().find(path);
+    if (it == Library().end()) return absl::NotFoundError(path);
+    return it->second;
+  };
+  return imports;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   sd::fuzz::LoadNodeKinds("graph_fuzzer");
+  LoadLibrary();
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<sd::ParsedGraph> parsed = sd::ParseGraph(text, "fuzz.pbtxt", sd::fuzz::LookupKind);
+  static const sd::GraphImports imports = Imports();
+  absl::StatusOr<sd::ParsedGraph> parsed =
+      sd::ParseGraph(text, "fuzz.pbtxt", sd::fuzz::LookupKind, imports);
   if (!parsed.ok()) {
-    if (parsed.status().code() != absl::StatusCode::kInvalidArgument)
-      Die("a bad graph must be INVALID_ARGUMENT: " + parsed.status().ToString());
+    const absl::StatusCode code = parsed.status().code();
+    if (code != absl::StatusCode::kInvalidArgument && code != absl::StatusCode::kNotFound)
+      Die("a bad graph must be INVALID_ARGUMENT (NOT_FOUND: an import): " +
+          parsed.status().ToString());
     if (parsed.status().message().find("fuzz.pbtxt") == absl::string_view::npos)
       Die("an error that does not name the file: " + parsed.status().ToString());
     return 0;

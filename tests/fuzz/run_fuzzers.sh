@@ -22,9 +22,12 @@ for f in "$here"/comfy_seeds/*.json; do
   { printf '\0'; cat "$f"; } >"$work/comfy/$(basename "$f")"
 done
 # Graph seeds: the stock graphs and the examples; the kinds they use, as data.
+# Imports come from the graph library (served from memory); one seed has the library written in.
 cp "$here"/../../graphs/*.pbtxt "$here"/../../graphs/examples/*.pbtxt "$work/graph/"
+{ cat "$here"/../../graphs/lib/*.pbtxt; grep -v '^import:' "$here"/../../graphs/txt2img.pbtxt; } >"$work/graph/inline_lib.pbtxt"
 "$sdgraph" kinds --textproto >"$work/kinds.textproto"
 export SD_FUZZ_NODE_KINDS="$work/kinds.textproto"
+export SD_FUZZ_GRAPH_LIB="$here/../../graphs/lib"
 # Seeds: the hostile corpus, genuine torch.save files, their pickles, small safetensors files.
 "$python" "$here/../python/write_hostile_ckpts.py" "$work/ckpt" "$work/canary"
 rm -f "$work/ckpt/expected.json"

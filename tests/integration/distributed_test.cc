@@ -115,9 +115,12 @@ class DistributedTest : public ::testing::Test {
     for (size_t i = 0; i < ws.size(); ++i) {
       for (const auto& e : ws[i]->Events("infer", from[i])) {
         if (e.value("code", "") != "OK") continue;
+        // NODE/STEP/SEQ, NODE a flat name ("denoise/eps/unet_cond"): keyed by its last part.
         const std::string id = e.value("id", "");
-        const size_t s1 = id.find('/'), s2 = id.find('/', s1 + 1);
-        where[{id.substr(0, s1), std::stoi(id.substr(s1 + 1, s2 - s1 - 1))}] = ws[i]->target();
+        const size_t s2 = id.rfind('/'), s1 = id.rfind('/', s2 - 1);
+        const std::string flat = id.substr(0, s1);
+        const std::string node = flat.substr(flat.rfind('/') + 1);  // npos + 1: all of it
+        where[{node, std::stoi(id.substr(s1 + 1, s2 - s1 - 1))}] = ws[i]->target();
       }
     }
     return where;
@@ -360,9 +363,10 @@ TEST_F(DistributedTest, CfgHalvesAreInFlightTogetherOnTwoWorkers) {
         if (dot == std::string::npos || dot + 8 != name.size()) continue;
         const std::string id = name.substr(0, dot);  // NODE@STEP@SEQ
         seen.insert(id);
-        if (id.rfind("unet_cond@1@", 0) == 0) {
+        // The flat node name's '/' are '@' in file names too: ...@eps@unet_cond@1@SEQ.
+        if (id.find("@unet_cond@1@") != std::string::npos) {
           unet_step1["unet_cond"] = i;
-        } else if (id.rfind("unet_uncond@1@", 0) == 0) {
+        } else if (id.find("@unet_uncond@1@") != std::string::npos) {
           unet_step1["unet_uncond"] = i;
         } else {
           WriteFile(dirs[i] + "/" + id + ".go", "");  // the prompts' encodings go on

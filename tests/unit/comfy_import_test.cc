@@ -533,10 +533,10 @@ TEST_F(ComfyImportTest, ExportThenImportIsTheSameWorkflow) {
   EXPECT_THAT(
       std::string(refused.status().message()),
       HasSubstr(
-          "graph txt2img.pbtxt: no ComfyUI equivalent for 'cond' (ApplyPromptWeights with "
-          "weighting "
-          "\"a1111\"; ComfyUI's is comfy), 'uncond' (ApplyPromptWeights with weighting \"a1111\"; "
-          "ComfyUI's is comfy), 'schedule' (Schedule), 'denoise' (loop)"));
+          "graph txt2img.pbtxt: no ComfyUI equivalent for 'prompts/cond' (ApplyPromptWeights with "
+          "weighting \"a1111\"; ComfyUI's is comfy), 'prompts/uncond' (ApplyPromptWeights with "
+          "weighting \"a1111\"; ComfyUI's is comfy), 'schedule' (Schedule), 'denoise/loop' "
+          "(loop)"));
 }
 
 TEST_F(ComfyImportTest, CommandLineRunsWorkflowsAndTheirPngs) {

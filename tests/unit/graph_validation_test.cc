@@ -222,7 +222,7 @@ TEST(GraphValidationTest, ContractsAsDataRoundTripAndPlanTheStockGraphs) {
         "hires_fix.pbtxt", "txt2img_controlnet.pbtxt", "img2img_controlnet.pbtxt"}) {
     auto file = ReadWholeFile(std::string(SD_TEST_GRAPHS_DIR) + "/" + graph, "graph");
     ASSERT_TRUE(file.ok()) << file.status();
-    auto parsed = ParseGraph(*file, graph, lookup);
+    auto parsed = ParseGraph(*file, graph, lookup, FileImports());
     ASSERT_TRUE(parsed.ok()) << graph << ": " << parsed.status();
     EXPECT_EQ(parsed->plan->order.size(), parsed->plan->nodes.size() + parsed->plan->loops.size());
   }
