@@ -34,26 +34,9 @@ absl::StatusOr<Value> FromProto(const v1::Value& v) {
       return Value(v.f());
     case v1::Value::kTensor: {
       const v1::Tensor& t = v.tensor();
-      torch::ScalarType st;
-      switch (t.dtype()) {
-        case v1::FLOAT32:
-          st = torch::kFloat32;
-          break;
-        case v1::FLOAT16:
-          st = torch::kFloat16;
-          break;
-        case v1::BFLOAT16:
-          st = torch::kBFloat16;
-          break;
-        case v1::INT64:
-          st = torch::kInt64;
-          break;
-        case v1::UINT8:
-          st = torch::kUInt8;
-          break;
-        default:
-          return absl::InvalidArgumentError("tensor value without a dtype");
-      }
+      const std::optional<DType> dtype = DTypeFromProto(t.dtype());
+      if (!dtype) return absl::InvalidArgumentError("tensor value without a dtype");
+      const torch::ScalarType st = ToTorchDType(*dtype);
       std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
       SD_ASSIGN_OR_RETURN(uint64_t n, CheckedNumel(shape, "tensor value"));
       if (n * torch::elementSize(st) != t.raw().size()) {

@@ -9,19 +9,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nodes/models/model_util.h"
+#include "nodes/weights/torch_tensors.h"
 
 namespace sd {
 namespace {
 
 v1::DType ToProtoDType(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat32: return v1::FLOAT32;
-    case torch::kFloat16: return v1::FLOAT16;
-    case torch::kBFloat16: return v1::BFLOAT16;
-    case torch::kInt64: return v1::INT64;
-    case torch::kUInt8: return v1::UINT8;
-    default: return v1::DTYPE_UNSPECIFIED;
-  }
+  absl::StatusOr<DType> d = FromTorchDType(t);
+  return d.ok() ? ProtoDType(*d) : v1::DTYPE_UNSPECIFIED;
 }
 
 }  // namespace

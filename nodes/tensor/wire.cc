@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -10,27 +11,16 @@
 #include "nodes/models/model_util.h"
 #include "nodes/tensor/wire_check.h"
 #include "nodes/weights/tensor_view.h"
+#include "nodes/weights/torch_tensors.h"
 
 namespace sd {
 namespace {
 
-// The torch type of each KServe datatype (element sizes: WireElementSize, wire_check.h).
-struct WireType {
-  const char* name;
-  torch::ScalarType torch_type;
-};
-
-constexpr WireType kWireTypes[] = {
-    {"FP32", torch::kFloat32}, {"FP16", torch::kFloat16}, {"BF16", torch::kBFloat16},
-    {"FP64", torch::kFloat64}, {"INT64", torch::kInt64},  {"INT32", torch::kInt32},
-    {"UINT8", torch::kUInt8},
-};
-
-const WireType* FindWireType(const std::string& name) {
-  for (const WireType& w : kWireTypes) {
-    if (name == w.name) return &w;
-  }
-  return nullptr;
+// The torch type of a KServe datatype that travels (nullopt: BYTES, or none of ours).
+std::optional<torch::ScalarType> TorchTypeOf(const std::string& datatype) {
+  const std::optional<DType> d = DTypeFromKServe(datatype);
+  if (!d) return std::nullopt;
+  return ToTorchDType(*d);
 }
 
 std::string TensorBytes(const torch::Tensor& t) {
@@ -78,10 +68,9 @@ absl::StatusOr<WireTensor> EncodeValue(const Value& v, WireDType wire) {
     if (x.scalar_type() == torch::kFloat32 && wire != WireDType::kF32) {
       x = x.to(wire == WireDType::kF16 ? torch::kFloat16 : torch::kBFloat16);
     }
-    for (const WireType& w : kWireTypes) {
-      if (w.torch_type == x.scalar_type())
-        return WireTensor{w.name, x.sizes().vec(), TensorBytes(x)};
-    }
+    const absl::StatusOr<DType> d = FromTorchDType(x.scalar_type());
+    if (d.ok() && !KServeName(*d).empty())
+      return WireTensor{std::string(KServeName(*d)), x.sizes().vec(), TensorBytes(x)};
     return absl::InvalidArgumentError(absl::StrCat("no wire form for a ", DescribeTensor(x)));
   }
   return absl::InvalidArgumentError("no value to encode");
@@ -126,10 +115,10 @@ absl::StatusOr<Value> DecodeValue(const std::string& datatype, const std::vector
   SD_ASSIGN_OR_RETURN(WireLayout layout,
                       CheckWireValue(datatype, shape, raw, ExpectationOf(type), what));
   if (type.kind() == v1::STRING) return Value(raw.substr(layout.payload_offset));
-  const WireType* w = FindWireType(datatype);
-  if (w == nullptr) return absl::InternalError(absl::StrCat(what, ": no wire type ", datatype));
+  const std::optional<torch::ScalarType> st = TorchTypeOf(datatype);
+  if (!st) return absl::InternalError(absl::StrCat(what, ": no wire type ", datatype));
   const std::vector<int64_t> dims = type.kind() == v1::TENSOR ? shape : std::vector<int64_t>{1};
-  torch::Tensor t = torch::from_blob(const_cast<char*>(raw.data()), dims, w->torch_type).clone();
+  torch::Tensor t = torch::from_blob(const_cast<char*>(raw.data()), dims, *st).clone();
   if (type.kind() == v1::INT) return Value(t.to(torch::kInt64).item<int64_t>());
   if (type.kind() == v1::FLOAT) {
     const double d = t.to(torch::kFloat64).item<double>();

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nodes/base/checked_math.h"
+#include "nodes/tensor/dtype.h"
 #include "nodes/weights/tensor_view.h"
 
 namespace sd {
@@ -77,11 +78,9 @@ absl::StatusOr<WireLayout> Tensor(const std::string& datatype, const std::vector
 }  // namespace
 
 size_t WireElementSize(const std::string& datatype) {
-  if (datatype == "FP64" || datatype == "INT64") return 8;
-  if (datatype == "FP32" || datatype == "INT32") return 4;
-  if (datatype == "FP16" || datatype == "BF16") return 2;
-  if (datatype == "UINT8" || datatype == "BYTES") return 1;
-  return 0;
+  if (datatype == "BYTES") return 1;
+  const std::optional<DType> d = DTypeFromKServe(datatype);
+  return d ? static_cast<size_t>(DTypeSize(*d)) : 0;
 }
 
 absl::StatusOr<WireLayout> CheckWireValue(const std::string& datatype,

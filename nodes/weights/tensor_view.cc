@@ -8,40 +8,6 @@
 #include "nodes/base/checked_math.h"
 
 namespace sd {
-namespace {
-
-struct DTypeInfo {
-  DType dtype;
-  const char* name;
-  int size;
-};
-
-constexpr DTypeInfo kDTypes[] = {
-    {DType::kF64, "F64", 8}, {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2}, {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},
-    {DType::kBool, "BOOL", 1},
-};
-
-const DTypeInfo& Info(DType d) { return kDTypes[static_cast<int>(d)]; }
-
-}  // namespace
-
-int DTypeSize(DType dtype) { return Info(dtype).size; }
-absl::string_view DTypeName(DType dtype) { return Info(dtype).name; }
-
-bool IsFloatingPoint(DType dtype) {
-  return dtype == DType::kF64 || dtype == DType::kF32 || dtype == DType::kF16 ||
-         dtype == DType::kBF16;
-}
-
-absl::StatusOr<DType> ParseDTypeName(absl::string_view name) {
-  for (const DTypeInfo& info : kDTypes) {
-    if (name == info.name) return info.dtype;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown dtype '", name, "' (known: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)"));
-}
 
 std::vector<int64_t> ContiguousStrides(const std::vector<int64_t>& shape) {
   std::vector<int64_t> strides(shape.size(), 1);

@@ -11,18 +11,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nodes/base/mapped_file.h"
+#include "nodes/tensor/dtype.h"
 
 namespace sd {
-
-enum class DType : uint8_t { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
-
-// Bytes per element.
-int DTypeSize(DType dtype);
-// The safetensors spelling: "F32", "BF16", "I64", "BOOL", ...
-absl::string_view DTypeName(DType dtype);
-// Parses the safetensors spelling; INVALID_ARGUMENT for anything else.
-absl::StatusOr<DType> ParseDTypeName(absl::string_view name);
-bool IsFloatingPoint(DType dtype);
 
 // A tensor stored in a file. `data` points at element [0,...,0]; strides are in elements (row-major
 // contiguous for safetensors; whatever torch.save stored for .ckpt). The parser has checked that every
