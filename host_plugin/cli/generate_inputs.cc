@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "host_plugin/cli/controlnet_flags.h"
 #include "host_plugin/cli/image_io.h"
+#include "nodes/ops/image_resize.h"
 #include "nodes/schedulers/samplers.h"
 #include "nodes/text/prompt_parser.h"
 
@@ -17,9 +18,9 @@ namespace sd::cli {
 namespace {
 
 // img2img and inpaint: the init image (and the mask) into `inputs`, resized to --width x --height
-// when given (the reference resizes its input to the working size too; the resampling filter
-// differs from PIL's, so pixels may differ slightly then). kExitOk, or the exit code after saying
-// why.
+// when given (the reference resizes its input to the working size too, with PIL; ResizePixels is
+// antialiased bicubic, close to but not bit-equal with PIL's). kExitOk, or the exit code after
+// saying why.
 int ReadInitAndMask(Mode mode, const std::string& name, const Args& args,
                     std::map<std::string, Value>* inputs) {
   if (mode != Mode::kImg2Img && mode != Mode::kInpaint) return kExitOk;
@@ -28,8 +29,7 @@ int ReadInitAndMask(Mode mode, const std::string& name, const Args& args,
   auto px = ReadImageRgb8(*args.Get("init"));
   if (!px.ok()) return FailWithCode(name, px.status());
   // --width/--height: the size to work at. The reference resizes its input to the working size;
-  // so do we when they differ (the resampling filter differs from PIL's, so pixels may differ
-  // slightly then).
+  // so do we when they differ (ResizePixels, the GEGL operations' resizer too).
   int64_t want_w = px->size(1), want_h = px->size(0);
   for (auto [flag, target] :
        {std::pair<const char*, int64_t*>{"width", &want_w}, {"height", &want_h}}) {
@@ -44,7 +44,7 @@ int ReadInitAndMask(Mode mode, const std::string& name, const Args& args,
                  name.c_str(), static_cast<long long>(px->size(1)),
                  static_cast<long long>(px->size(0)), static_cast<long long>(want_w),
                  static_cast<long long>(want_h));
-    px = ResizeRgb8(*px, want_w, want_h);
+    px = ResizePixels(*px, want_w, want_h);
     if (!px.ok()) return FailWithCode(name, px.status());
   }
   if (px->size(0) % 64 || px->size(1) % 64) {
@@ -58,7 +58,7 @@ int ReadInitAndMask(Mode mode, const std::string& name, const Args& args,
     auto mask = ReadImageRgb8(*args.Get("mask"));
     if (!mask.ok()) return FailWithCode(name, mask.status());
     if (resize && mask->size(0) * want_w == mask->size(1) * want_h)
-      mask = ResizeRgb8(*mask, want_w, want_h);
+      mask = ResizePixels(*mask, want_w, want_h);
     if (!mask.ok()) return FailWithCode(name, mask.status());
     if (mask->sizes() != px->sizes()) {
       return usage(absl::StrCat("the mask is ", mask->size(1), "x", mask->size(0),

@@ -136,7 +136,7 @@ std::optional<int> ParseInvocation(Mode mode, const std::vector<std::string>& ar
   if (inv->out.empty()) return UsageError(inv->name, "-o OUT is required");
   if (inv->model.empty()) {
     // Workers look the demo model up by name in their repositories (the worker images ship it).
-    inv->model = inv->args.Has("workers") ? kDemoModelFile : DemoModelPath();
+    inv->model = DefaultModel(inv->args.Has("workers"));
     if (inv->model.empty()) {
       return UsageError(inv->name,
                         absl::StrCat("--model is required: the demo model (", kDemoModelFile,

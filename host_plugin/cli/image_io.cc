@@ -1,7 +1,5 @@
 #include "host_plugin/cli/image_io.h"
 
-#include <OpenImageIO/imagebuf.h>
-#include <OpenImageIO/imagebufalgo.h>
 #include <OpenImageIO/imageio.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -99,24 +97,6 @@ absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels
       return absl::DataLossError(absl::StrCat(path, ": cannot write image: ", out->geterror()));
     return absl::OkStatus();
   });
-}
-
-absl::StatusOr<torch::Tensor> ResizeRgb8(const torch::Tensor& pixels, int64_t width, int64_t height) {
-  if (pixels.dim() != 3 || pixels.size(2) != 3 || pixels.scalar_type() != torch::kUInt8 || width <= 0 || height <= 0) {
-    return absl::InvalidArgumentError("resize: expected uint8 [H, W, 3] pixels and a positive size");
-  }
-  torch::Tensor src_px = pixels.contiguous();
-  OIIO::ImageBuf src(OIIO::ImageSpec(static_cast<int>(src_px.size(1)), static_cast<int>(src_px.size(0)), 3, OIIO::TypeDesc::UINT8),
-                     src_px.data_ptr<uint8_t>());
-  OIIO::ImageBuf dst(OIIO::ImageSpec(static_cast<int>(width), static_cast<int>(height), 3, OIIO::TypeDesc::UINT8));
-  if (!OIIO::ImageBufAlgo::resize(dst, src, "catmull-rom")) {
-    return absl::InternalError(absl::StrCat("resize failed: ", dst.geterror()));
-  }
-  torch::Tensor out = torch::empty({height, width, 3}, torch::kUInt8);
-  if (!dst.get_pixels(OIIO::ROI::All(), OIIO::TypeDesc::UINT8, out.data_ptr<uint8_t>())) {
-    return absl::InternalError(absl::StrCat("resize failed: ", dst.geterror()));
-  }
-  return out;
 }
 
 absl::StatusOr<std::string> ReadImageAttribute(const std::string& path, const std::string& name) {

@@ -28,9 +28,6 @@ absl::StatusOr<torch::Tensor> ReadImageMask(const std::string& path, const std::
 absl::Status WriteImageRgb8(const std::string& path, const torch::Tensor& pixels,
                             const std::map<std::string, std::string>& metadata = {});
 
-// Resamples uint8 [H, W, 3] to [height, width, 3] (Catmull-Rom, i.e. bicubic with a = -0.5).
-absl::StatusOr<torch::Tensor> ResizeRgb8(const torch::Tensor& pixels, int64_t width, int64_t height);
-
 // A string attribute of an image file's header ("" when absent).
 absl::StatusOr<std::string> ReadImageAttribute(const std::string& path, const std::string& name);
 

@@ -22,6 +22,7 @@
 #include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/status_macros.h"
+#include "nodes/ops/image_resize.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/text/prompt_parser.h"
 #include "nodes/weights/checkpoint.h"
@@ -58,32 +59,13 @@ Shared& Process() {
   return *s;
 }
 
-// uint8 [H, W, C] -> resized uint8 [h, w, C] (bilinear; identity when the size is the same).
-torch::Tensor Resize(const torch::Tensor& px, int64_t w, int64_t h) {
-  if (px.size(0) == h && px.size(1) == w) return px;
-  torch::Tensor f = px.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32);
-  f = torch::nn::functional::interpolate(f, torch::nn::functional::InterpolateFuncOptions()
-                                                .size(std::vector<int64_t>{h, w})
-                                                .mode(torch::kBilinear)
-                                                .align_corners(false));
-  return f.squeeze(0).permute({1, 2, 0}).round().clamp(0, 255).to(torch::kUInt8).contiguous();
-}
-
 int64_t Multiple64(int64_t v) { return std::max<int64_t>(64, (v + 32) / 64 * 64); }
 
-// The demo model next to the installed plugin (PREFIX/lib/gegl-0.4 -> PREFIX/share/sdgraph/models),
-// else wherever sd-graph would find it.
-std::string DemoModel() {
-  const std::string installed = PluginDir() + "/../../share/sdgraph/models/" + kDemoModelFile;
-  return IsReadableFile(installed) ? installed : DemoModelPath();
-}
-
-// The checkpoint a `model` property means: itself, or with none the demo model (by file name on
-// workers).
+// The checkpoint a `model` property means: itself, or with none the front ends' default (the demo
+// model next to the installed plugin, or by file name on workers).
 absl::StatusOr<std::string> ModelOrDemo(const std::string& model, bool on_workers) {
   if (!model.empty()) return model;
-  if (on_workers) return std::string(kDemoModelFile);
-  const std::string demo = DemoModel();
+  const std::string demo = DefaultModel(on_workers, PluginDir());
   if (demo.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no model: set the `model` property to an SD v1.x checkpoint (the demo "
@@ -96,7 +78,8 @@ absl::StatusOr<std::string> ModelOrDemo(const std::string& model, bool on_worker
 int NativeSizeOf(const std::string& model_property) {
   // No model, or the demo model by the name workers know it by: the local copy of the demo model.
   const bool demo_by_name = model_property == kDemoModelFile && !IsReadableFile(model_property);
-  const std::string path = model_property.empty() || demo_by_name ? DemoModel() : model_property;
+  const std::string path =
+      model_property.empty() || demo_by_name ? DemoModelPath(PluginDir()) : model_property;
   if (path.empty() || !IsReadableFile(path)) return kSd1NativeSize;
   auto entry = Process().models->Open(path);
   return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(kSd1NativeSize)
@@ -123,7 +106,7 @@ absl::StatusOr<torch::Tensor> RunForPicture(const Graph& graph,
     return absl::InternalError("the graph's first output is not an image");
   torch::Tensor px = std::get<torch::Tensor>(image);
   if (px.dim() == 4) px = px[0];  // a ComfyUI SaveImage's batch: its first picture
-  return Resize(px.contiguous(), out_w, out_h);
+  return ResizePixels(px.contiguous(), out_w, out_h);
 }
 
 // The ControlNet's hint (the picture on the aux pad) and strength, as the graph's inputs.
@@ -288,14 +271,16 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
     torch::Tensor init =
         torch::from_blob(const_cast<unsigned char*>(r.init_rgb), {out_h, out_w, 3}, torch::kUInt8)
             .clone();
-    set("init", Resize(init, w, h));
+    SD_ASSIGN_OR_RETURN(torch::Tensor sized, ResizePixels(init, w, h));
+    set("init", sized);
     set("strength", r.strength);
     if (mode == "inpaint") {
       if (!r.mask) return absl::InvalidArgumentError("no mask: connect one to the aux pad");
       torch::Tensor mask =
           torch::from_blob(const_cast<unsigned char*>(r.mask), {out_h, out_w, 1}, torch::kUInt8)
               .clone();
-      set("mask", Resize(mask, w, h).expand({h, w, 3}).contiguous());
+      SD_ASSIGN_OR_RETURN(torch::Tensor sized_mask, ResizePixels(mask, w, h));
+      set("mask", sized_mask.expand({h, w, 3}).contiguous());
     }
   }
   SD_RETURN_IF_ERROR(SetHint(r, graph, inputs));

@@ -127,6 +127,23 @@ absl::StatusOr<torch::Tensor> Rescale(const torch::Tensor& x, const std::string&
   return Interpolate(s, method, w, h, kind);
 }
 
+absl::StatusOr<torch::Tensor> ResizePixels(const torch::Tensor& pixels, int64_t width,
+                                           int64_t height) {
+  if (pixels.dim() != 3 || pixels.scalar_type() != torch::kUInt8 || width <= 0 || height <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resize: expected uint8 [H, W, C] pixels and a positive size, got ",
+                     DescribeTensor(pixels), " to ", width, "x", height));
+  }
+  if (pixels.size(0) == height && pixels.size(1) == width) return pixels;
+  torch::Tensor f = pixels.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32);
+  f = torch::nn::functional::interpolate(f, torch::nn::functional::InterpolateFuncOptions()
+                                                .size(std::vector<int64_t>{height, width})
+                                                .mode(torch::kBicubic)
+                                                .align_corners(false)
+                                                .antialias(true));
+  return f.squeeze(0).permute({1, 2, 0}).round().clamp(0, 255).to(torch::kUInt8).contiguous();
+}
+
 class LatentUpscale : public NodeKernel {
  public:
   static NodeContract Contract() {

@@ -7,10 +7,20 @@
 
 namespace sd {
 
-std::string DemoModelPath() {
+std::string DemoModelPath(const std::string& anchor_dir) {
   if (const char* env = std::getenv("SDGRAPH_DEMO_MODEL"); env && *env)
     return IsReadableFile(env) ? env : "";
+  if (!anchor_dir.empty()) {
+    for (const char* up : {"/../share/sdgraph/models/", "/../../share/sdgraph/models/"}) {
+      const std::string installed = anchor_dir + up + kDemoModelFile;
+      if (IsReadableFile(installed)) return installed;
+    }
+  }
   return ShippedModelPath(kDemoModelFile);
+}
+
+std::string DefaultModel(bool on_workers, const std::string& anchor_dir) {
+  return on_workers ? std::string(kDemoModelFile) : DemoModelPath(anchor_dir);
 }
 
 std::string ShippedModelPath(const std::string& file) {

@@ -16,9 +16,16 @@ inline constexpr char kDemoControlNetFile[] = "sd-demo-shapes-canny.safetensors"
 inline constexpr char kNativeSizeKey[] = "sdgraph.native_size";
 inline constexpr int kSd1NativeSize = 512;
 
-// Where the demo model is: $SDGRAPH_DEMO_MODEL, then <executable>/../share/sdgraph/models/, then
-// the source tree's deploy/models/. "" when none of them is readable.
-std::string DemoModelPath();
+// Where the demo model is: $SDGRAPH_DEMO_MODEL, then next to `anchor_dir` (the folder of the binary
+// or plugin running: <anchor>/../share/sdgraph/models/ or <anchor>/../../share/..., as the GEGL
+// plugin is installed in lib/gegl-0.4), then <executable>/../share/sdgraph/models/, then the source
+// tree's deploy/models/. "" when none of them is readable.
+std::string DemoModelPath(const std::string& anchor_dir = "");
+
+// The model a front end runs when the user names none: on workers, the demo model by the file name
+// their repositories serve it under; in-process, DemoModelPath(anchor_dir) ("" when not installed:
+// the front end then says how to name one).
+std::string DefaultModel(bool on_workers, const std::string& anchor_dir = "");
 
 // Where shipped file `file` (kDemoModelFile, kDemoControlNetFile) is: <executable>/../share/
 // sdgraph/models/, then the source tree's deploy/models/; "" when neither is readable.

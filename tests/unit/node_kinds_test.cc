@@ -8,6 +8,7 @@
 
 #include <set>
 
+#include "nodes/ops/image_resize.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/controlnet_layout.h"
 #include "nodes/weights/test_weights.h"
@@ -294,6 +295,27 @@ TEST(NodeRunnerTest, RefusesWhatAGraphWouldRefuse) {
   // A value of the wrong type on a port is refused before the kernel sees it.
   auto out = r->Run({{"c", torch::zeros({1, 4, 2, 2})}, {"u", std::string("text")}});
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The front ends' one resizer (init images, masks, results): antialiased, so a fine checkerboard
+// halves to grey rather than to one of its colours.
+TEST(ResizePixelsTest, AntialiasedAnySizeAnyChannels) {
+  const torch::Tensor board =
+      (torch::arange(64).reshape({8, 8}) % 2 + torch::arange(8).reshape({8, 1}) % 2) % 2 * 255;
+  const torch::Tensor px = board.to(torch::kUInt8).unsqueeze(2).expand({8, 8, 3}).contiguous();
+  auto half = ResizePixels(px, 4, 4);
+  ASSERT_TRUE(half.ok()) << half.status();
+  EXPECT_EQ(half->sizes(), (std::vector<int64_t>{4, 4, 3}));
+  EXPECT_NEAR(half->to(torch::kFloat).mean().item<float>(), 127.5, 3);
+  EXPECT_LT((half->to(torch::kFloat) - 127.5).abs().max().item<float>(), 40);
+  auto same = ResizePixels(px, 8, 8);
+  EXPECT_TRUE(torch::equal(*same, px));
+  auto mask = ResizePixels(torch::full({6, 10, 1}, 255, torch::kUInt8), 20, 12);
+  ASSERT_TRUE(mask.ok()) << mask.status();
+  EXPECT_TRUE(torch::equal(*mask, torch::full({12, 20, 1}, 255, torch::kUInt8)));
+  EXPECT_EQ(ResizePixels(torch::zeros({8, 8, 3}), 4, 4).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(ResizePixels(px, 0, 4).ok());
 }
 
 }  // namespace
