@@ -10,32 +10,39 @@
 
 namespace sd {
 
+namespace {
+
+// The stock graphs' folders of an install tree next to `anchor_dir`: bin/ -> ../share;
+// lib/gegl-0.4/ (the plugin) -> ../../share.
+std::vector<std::string> InstalledGraphDirs(const std::string& anchor_dir) {
+  if (anchor_dir.empty()) return {};
+  return {anchor_dir + "/../share/sdgraph/graphs", anchor_dir + "/../../share/sdgraph/graphs"};
+}
+
+const char* GraphsFromEnvironment() {
+  const char* env = std::getenv("SDGRAPH_GRAPHS");
+  return env && *env ? env : nullptr;
+}
+
+}  // namespace
+
 std::string StockGraphPath(const std::string& name, const std::string& anchor_dir) {
-  if (const char* env = std::getenv("SDGRAPH_GRAPHS"); env && *env)
-    return std::string(env) + "/" + name;
-  if (!anchor_dir.empty()) {
-    // bin/ -> ../share; lib/gegl-0.4/ (the plugin) -> ../../share
-    for (const char* up : {"/../share/sdgraph/graphs/", "/../../share/sdgraph/graphs/"}) {
-      const std::string installed = anchor_dir + up + name;
-      if (std::ifstream(installed).good()) return installed;
-    }
+  if (const char* env = GraphsFromEnvironment()) return std::string(env) + "/" + name;
+  for (const std::string& dir : InstalledGraphDirs(anchor_dir)) {
+    const std::string installed = dir + "/" + name;
+    if (std::ifstream(installed).good()) return installed;
   }
   return std::string(SD_SOURCE_GRAPHS_DIR) + "/" + name;
 }
 
 std::vector<std::string> GraphLibraryDirs(const std::string& anchor_dir) {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("SDGRAPH_GRAPHS"); env && *env)
-    candidates.push_back(std::string(env) + "/lib");
-  if (!anchor_dir.empty()) {
-    for (const char* up : {"/../share/sdgraph/graphs/lib", "/../../share/sdgraph/graphs/lib"})
-      candidates.push_back(anchor_dir + up);
-  }
-  candidates.push_back(std::string(SD_SOURCE_GRAPHS_DIR) + "/lib");
+  std::vector<std::string> candidates = InstalledGraphDirs(anchor_dir);
+  if (const char* env = GraphsFromEnvironment()) candidates.insert(candidates.begin(), env);
+  candidates.push_back(SD_SOURCE_GRAPHS_DIR);
   std::vector<std::string> dirs;
   for (const std::string& c : candidates) {
     std::error_code ec;
-    if (std::filesystem::is_directory(c, ec)) dirs.push_back(c);
+    if (std::filesystem::is_directory(c + "/lib", ec)) dirs.push_back(c + "/lib");
   }
   return dirs;
 }

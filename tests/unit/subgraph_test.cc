@@ -160,6 +160,12 @@ TEST(SubgraphTest, MistakesAreRefusedWithTheirFileAndLine) {
   const std::string seed = R"(input { name: "seed" type { kind: INT } default_value { i: 3 } }
 input { name: "prompt" type { kind: STRING } default_value { s: "" } }
 )";
+  // Subgraph `s` (its text) after the graph inputs, used by node 'user' (with `wiring`) as the
+  // output.
+  auto used_by_user = [&](const std::string& subgraph, const std::string& wiring) {
+    return subgraph + seed + "node { kind: \"s\" name: \"user\"" + wiring +
+           " }\noutput { name: \"o\" source: \"user.o\" }";
+  };
   const std::vector<BadCase> cases = {
       {"unknown input",
        std::string(kMix) + seed +
@@ -186,38 +192,41 @@ input { name: "prompt" type { kind: STRING } default_value { s: "" } }
            "output { name: \"o\" source: \"x.eps\" }",
        "'#three' is not a valid int", "bad.pbtxt:13"},
       {"error inside the subgraph",
-       R"(
+       used_by_user(R"(
 subgraph {
   name: "s"
   input { name: "seed" type { kind: INT } }
   node { kind: "Noise" name: "n" input: "seed=@seed" input: "like=@seed" }
   output { name: "o" source: "n.noise" }
 }
-)" + seed +
-           "node { kind: \"s\" name: \"user\" input: \"seed=@seed\" }\noutput { name: \"o\" "
-           "source: \"user.o\" }",
+)",
+                    " input: \"seed=@seed\""),
        "node 'user/n' input 'like': expected float32 tensor of rank 4, but '@seed' is int (in "
        "subgraph "
        "'s' used by node 'user' at bad.pbtxt:10)",
        "bad.pbtxt:5"},
-      {"reads outside itself", R"(
+      {"reads outside itself",
+       used_by_user(R"(
 subgraph {
   name: "s"
   node { kind: "Noise" name: "n" input: "seed=outer.noise" }
   output { name: "o" source: "n.noise" }
 }
-)" + seed + "node { kind: \"s\" name: \"user\" }\noutput { name: \"o\" source: \"user.o\" }",
+)",
+                    ""),
        "'outer.noise' is not in subgraph 's': a subgraph reads its inputs (@NAME) and its own "
        "nodes only "
        "(in subgraph 's' used by node 'user' at bad.pbtxt:9)",
        "bad.pbtxt:4"},
-      {"loop value at its top level", R"(
+      {"loop value at its top level",
+       used_by_user(R"(
 subgraph {
   name: "s"
   node { kind: "Noise" name: "n" input: "seed=@loop.index" }
   output { name: "o" source: "n.noise" }
 }
-)" + seed + "node { kind: \"s\" name: \"user\" }\noutput { name: \"o\" source: \"user.o\" }",
+)",
+                    ""),
        "'@loop.index' is visible only in a loop of subgraph 's''s own", "bad.pbtxt:4"},
       {"recursion", R"(
 subgraph { name: "a" node { kind: "b" name: "inner" } output { name: "o" source: "inner.o" } }
