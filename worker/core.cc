@@ -232,11 +232,9 @@ absl::StatusOr<Core::ValueMap> Core::DecodeInputs(const ModelInferRequest& req,
     }
     const std::string what = absl::StrCat(who, " input '", t.name(), "'");
     const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-    const bool residuals = (who == "UNetStep" && t.name() == "control") ||
-                           (who == "ControlNet" && t.name() == "residuals");
     SD_RETURN_IF_ERROR(
         CheckInputSize(what, shape, t.datatype() == "BYTES" ? static_cast<int64_t>(raw.size()) : 0,
-                       options_.limits, residuals));
+                       options_.limits, IsPackedResiduals(who, t.name())));
     SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), shape, raw, port->type, what));
     if (const int64_t* n = std::get_if<int64_t>(&v)) {
       SD_RETURN_IF_ERROR(CheckIntInput(what, t.name(), *n, options_.limits));

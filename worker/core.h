@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -17,6 +18,10 @@
 #include "worker/metrics.h"
 #include "worker/model_repo.h"
 #include "worker/server.h"
+
+namespace sd {
+class Graph;
+}  // namespace sd
 
 namespace sd::worker {
 
@@ -33,6 +38,11 @@ class Core {
   absl::StatusOr<v1::LoadModelResponse> Load(const std::string& name);
   // Runs one node call.
   absl::Status Infer(const inference::ModelInferRequest& req, inference::ModelInferResponse* resp);
+  // Runs a caller's graph (graph_runs.cc): `emit` gets a progress event as each node finishes,
+  // `result` the outputs. Stops with CANCELLED when `cancelled` turns true.
+  absl::Status RunGraph(const v1::RunGraphRequest& req,
+                        const std::function<void(const v1::RunGraphEvent&)>& emit,
+                        const std::atomic<bool>* cancelled, v1::RunGraphEvent* result);
 
   const WorkerOptions& options_;
   Metrics& metrics_;
@@ -65,6 +75,9 @@ class Core {
                               const std::string& expected);
   void MarkServing();
   void UpdateModelGauges();
+  // A graph's inputs from the request, each checked against the limits and its declared type.
+  absl::StatusOr<ValueMap> DecodeGraphInputs(const v1::RunGraphRequest& req,
+                                             const Graph& graph) const;
 
   const std::set<std::string> served_;  // node kinds callable here (--serve-kinds)
   ModelRepository repo_;

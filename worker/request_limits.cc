@@ -94,6 +94,31 @@ absl::Status CheckIntInput(const std::string& what, const std::string& port, int
                                                    " pixels exceeds this worker's limit of ",
                                                    limits.max_image_side, " (--max-image-size)"));
   }
+  if (port == "steps" && value > limits.max_loop_steps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", value, " steps exceeds this worker's limit of ", limits.max_loop_steps));
+  }
+  return absl::OkStatus();
+}
+
+bool IsPackedResiduals(const std::string& kind, const std::string& port) {
+  return (kind == "UNetStep" && port == "control") || (kind == "ControlNet" && port == "residuals");
+}
+
+absl::Status CheckNodeInputs(const std::string& kind, const std::map<std::string, Value>& inputs,
+                             const RequestLimits& limits) {
+  for (const auto& [port, v] : inputs) {
+    const std::string what = absl::StrCat(kind, " input '", port, "'");
+    absl::Status s;
+    if (const auto* t = std::get_if<torch::Tensor>(&v)) {
+      s = CheckInputSize(what, t->sizes().vec(), 0, limits, IsPackedResiduals(kind, port));
+    } else if (const auto* text = std::get_if<std::string>(&v)) {
+      s = CheckInputSize(what, {}, static_cast<int64_t>(text->size()), limits);
+    } else if (const auto* n = std::get_if<int64_t>(&v)) {
+      s = CheckIntInput(what, port, *n, limits);
+    }
+    if (!s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 

@@ -5,16 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-
-namespace sd {
-class NodeKind;
-}  // namespace sd
+#include "nodes/ops/node.h"
 
 namespace sd::worker {
 
@@ -23,6 +21,7 @@ struct RequestLimits {
   int64_t max_batch = 8;                 // first dimension of every tensor
   int64_t max_context_tokens = 77 * 8;   // second dimension of token ids and contexts
   int64_t max_string_bytes = 16 * 1024;  // each string input (prompts)
+  int64_t max_loop_steps = 1000;         // steps of a loop in a graph run (SD's 1000 timesteps)
 };
 
 // The kinds a worker serves. `spec` is "" (the kinds that compute with a model: ClipEncode,
@@ -47,8 +46,16 @@ absl::Status CheckInputSize(const std::string& what, const std::vector<int64_t>&
                             int64_t string_bytes, const RequestLimits& limits,
                             bool packed_residuals = false);
 
-// Integer inputs that size the work: `width` and `height` (pixels) at most max_image_side.
+// Integer inputs that size the work: `width` and `height` (pixels) at most max_image_side,
+// `steps` at most max_loop_steps.
 absl::Status CheckIntInput(const std::string& what, const std::string& port, int64_t value,
                            const RequestLimits& limits);
+
+// Whether `kind`'s input `port` holds ControlNet residuals packed [B, N] (PackControl).
+bool IsPackedResiduals(const std::string& kind, const std::string& port);
+
+// One node's inputs in a graph run, checked as a node call's are (tensors, strings, integers).
+absl::Status CheckNodeInputs(const std::string& kind, const std::map<std::string, Value>& inputs,
+                             const RequestLimits& limits);
 
 }  // namespace sd::worker

@@ -3,8 +3,11 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -172,6 +175,121 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   JobQueue& queue_;
 };
 
+// One RunGraph call: authorised, queued on the compute threads like a node call, run there while
+// its progress events are written one at a time (gRPC allows one write in flight); finished once
+// the run has ended and every event is written. A caller that goes away cancels the run.
+class GraphRun final : public grpc::ServerWriteReactor<v1::RunGraphEvent> {
+ public:
+  GraphRun(Core& core, JobQueue& queue, grpc::CallbackServerContext* ctx,
+           const v1::RunGraphRequest* req)
+      : core_(core), ctx_(ctx), req_(req) {
+    if (grpc::Status s = core_.Authorize(ctx, "RunGraph"); !s.ok()) {
+      Finish(s);
+      return;
+    }
+    if (core_.draining_.load()) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is shutting down"));
+      return;
+    }
+    if (!queue.Push([this] { Work(); })) {
+      core_.metrics_.Record("RunGraph", absl::StatusCode::kResourceExhausted,
+                            SecondsSince(arrived_));
+      ctx->AddTrailingMetadata(kRetryMetadataKey, kBusyMetadataValue);
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("the worker's queue is full (", core_.options_.queue,
+                                       " calls waiting); retry later or elsewhere")));
+    }
+  }
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      pending_.pop_front();
+      if (!ok) {
+        broken_ = true;  // the caller is gone: stop the run, write nothing more
+        cancelled_ = true;
+      }
+    }
+    Pump();
+  }
+  void OnCancel() override { cancelled_ = true; }
+  void OnDone() override { delete this; }
+
+ private:
+  void Work() {
+    if (!core_.options_.hold_dir.empty())
+      HoldCall(core_.options_.hold_dir, "RunGraph/" + req_->id(), ctx_);
+    const double waited = SecondsSince(arrived_);
+    v1::RunGraphEvent result;
+    int logged_step = 0;
+    auto emit = [&](const v1::RunGraphEvent& e) {
+      if (e.step() > logged_step) {  // one log line a step, for operators (and tests) to follow
+        logged_step = e.step();
+        Log("info", "graph_step", {{"id", req_->id()}, {"step", e.step()}, {"steps", e.steps()}});
+      }
+      Push(e);
+    };
+    absl::Status s = cancelled_.load()
+                         ? absl::CancelledError("the caller gave up before the run started")
+                         : CatchExceptions("RunGraph", [&] {
+                             return core_.RunGraph(*req_, emit, &cancelled_, &result);
+                           });
+    const double seconds = SecondsSince(arrived_);
+    core_.metrics_.Record("RunGraph", s.code(), seconds);
+    nlohmann::json f = {{"id", req_->id()},
+                        {"code", absl::StatusCodeToString(s.code())},
+                        {"ms", std::round(seconds * 1e4) / 10},
+                        {"queue_ms", std::round(waited * 1e4) / 10},
+                        {"peer", ctx_->peer()}};
+    if (!s.ok()) f["error"] = std::string(s.message());
+    Log(s.ok() ? "info" : "warn", "graph_run", std::move(f));
+    if (s.GetPayload(kModelMismatchMetadataValue).has_value())
+      ctx_->AddTrailingMetadata(kRetryMetadataKey, kModelMismatchMetadataValue);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (s.ok()) pending_.push_back(std::move(result));
+      finish_ = ToGrpcStatus(s);
+    }
+    Pump();  // `this` may be gone after this
+  }
+  void Push(const v1::RunGraphEvent& e) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (broken_) return;
+      pending_.push_back(e);
+    }
+    Pump();
+  }
+  // Starts the next write, or finishes when the run is over and nothing is left to write.
+  void Pump() {
+    const v1::RunGraphEvent* next = nullptr;
+    std::optional<grpc::Status> finish;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writing_ || finished_) return;
+      if (!pending_.empty() && !broken_) {
+        writing_ = true;
+        next = &pending_.front();  // a deque keeps it in place while others are added
+      } else if (finish_) {
+        finished_ = true;
+        finish = finish_;
+      }
+    }
+    if (next) StartWrite(next);
+    if (finish) Finish(*finish);
+  }
+
+  Core& core_;
+  grpc::CallbackServerContext* ctx_;
+  const v1::RunGraphRequest* req_;
+  const std::chrono::steady_clock::time_point arrived_ = std::chrono::steady_clock::now();
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  std::deque<v1::RunGraphEvent> pending_;  // the front one is being written while writing_
+  bool writing_ = false, broken_ = false, finished_ = false;
+  std::optional<grpc::Status> finish_;
+};
+
 class WorkerControl final : public v1::Worker::CallbackService {
  public:
   WorkerControl(Core& core, JobQueue& queue) : core_(core), queue_(queue) {}
@@ -208,6 +326,10 @@ class WorkerControl final : public v1::Worker::CallbackService {
       reactor->Finish(
           grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the worker's queue is full"));
     return reactor;
+  }
+  grpc::ServerWriteReactor<v1::RunGraphEvent>* RunGraph(grpc::CallbackServerContext* ctx,
+                                                        const v1::RunGraphRequest* req) override {
+    return new GraphRun(core_, queue_, ctx, req);
   }
 
  private:

@@ -1,6 +1,7 @@
 // The worker's gRPC services: KServe v2's GRPCInferenceService (health, metadata, and ModelInfer:
-// one node call, queued on the compute threads) and sd.v1.Worker (LoadModel). Both authorise every
-// call and answer a full queue with RESOURCE_EXHAUSTED at once.
+// one node call, queued on the compute threads) and sd.v1.Worker (LoadModel, and RunGraph: a whole
+// loop, queued likewise, its progress streamed back). Both authorise every call and answer a full
+// queue with RESOURCE_EXHAUSTED at once.
 #pragma once
 
 #include <grpcpp/grpcpp.h>

@@ -248,6 +248,16 @@ int SetUpRun(const Invocation& inv, const PreparedModel& m, int64_t batch, Image
     setup->dump_targets.emplace_back(d.substr(0, eq), d.substr(eq + 1));
     options->capture.push_back(d.substr(0, eq));
   }
+  if (auto placement = args.Get("placement")) {
+    if (!m.remote) return usage("--placement says where loops run on --workers; there are none");
+    if (*placement == "nodes") {
+      options->placement = v1::NODES;
+    } else if (*placement == "worker") {
+      options->placement = v1::WORKER;
+    } else {
+      return usage(absl::StrCat("--placement '", *placement, "': say nodes or worker"));
+    }
+  }
   ctx->checkpoint = m.name;
   ctx->tokenizer_dir = args.GetOr("tokenizer", "");
   ctx->embeddings_dir = args.GetOr("embeddings", inv.comfy ? inv.comfy->embeddings_dir : "");

@@ -22,7 +22,8 @@ FlagSpec SpecFor(Mode mode) {
                  "wire-dtype",     "call-timeout", "max-attempts",
                  "max-message-mb", "embeddings",   "vae",
                  "lora-dir",       "comfy-models", "input-dir",
-                 "hint-pass",      "canny-low",    "canny-high"},
+                 "hint-pass",      "canny-low",    "canny-high",
+                 "placement"},
                 {"overwrite", "require-tls", "strict-lora", "guess-mode", "control-cond-only"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta",

@@ -21,6 +21,7 @@
 #include "host_plugin/runtime/stock_graphs.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
+#include "nodes/base/install_dirs.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/image_resize.h"
 #include "nodes/ops/model_cache.h"
@@ -149,8 +150,7 @@ absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool
   if (ctx.tokenizer_dir.empty() && !std::getenv("SDGRAPH_TOKENIZER")) {
     // Installed as PREFIX/lib/gegl-0.4/sdgraph-gegl.so next to PREFIX/share/sdgraph (the host's
     // executable says nothing about where the plugin's data is).
-    const std::string installed = PluginDir() + "/../../share/sdgraph/clip-tokenizer";
-    if (std::ifstream(installed + "/vocab.json").good()) ctx.tokenizer_dir = installed;
+    ctx.tokenizer_dir = FindInstalledDir(PluginDir(), "clip-tokenizer", "vocab.json");
   }
   ctx.models = Process().models;
   ctx.embeddings_dir = Str(r.embeddings);

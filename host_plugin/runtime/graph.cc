@@ -77,14 +77,20 @@ GraphImports FileImports() {
 }
 
 absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string& name) {
-  // Referencing the stock kinds links them (and their options messages) into every host.
-  static const size_t stock_kinds = StockNodeKinds().size();
-  (void)stock_kinds;
   auto contracts = [](const std::string& kind) -> absl::StatusOr<NodeContract> {
     SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
     return k->contract();
   };
-  SD_ASSIGN_OR_RETURN(ParsedGraph parsed, ParseGraph(text, name, contracts, FileImports()));
+  return FromText(text, name, contracts, FileImports());
+}
+
+absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string& name,
+                                      const ContractLookup& contracts,
+                                      const GraphImports& imports) {
+  // Referencing the stock kinds links them (and their options messages) into every host.
+  static const size_t stock_kinds = StockNodeKinds().size();
+  (void)stock_kinds;
+  SD_ASSIGN_OR_RETURN(ParsedGraph parsed, ParseGraph(text, name, contracts, imports));
   Graph g;
   g.name_ = name;
   g.config_ = std::move(parsed.config);

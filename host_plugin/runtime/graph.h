@@ -39,6 +39,18 @@ struct NodeCall {
   int step = 0;                                // 1-based loop step, 0 outside loops
 };
 
+// A whole loop sent elsewhere (Placement WORKER), written as a graph of its own (loop_fragment.h).
+struct GraphCall {
+  const std::string& loop;                             // the loop's name, for messages
+  const std::string& graph_text;                       // a GraphConfig in text format
+  const std::map<std::string, Value>& inputs;          // by graph input name; unset ones absent
+  const std::vector<std::string>& capture;             // RunOptions::capture there
+  const std::map<std::string, v1::PortType>& outputs;  // of the outputs and captures, by name
+  const std::string& checkpoint;                       // RunContext::checkpoint
+  int steps = 0;                                       // the loop's step count
+  const std::function<void(const Progress&)>& on_progress;  // node names as in graph_text
+};
+
 class NodeDispatcher {
  public:
   virtual ~NodeDispatcher() = default;
@@ -46,6 +58,15 @@ class NodeDispatcher {
   virtual bool Handles(const NodeContract& contract) const { return contract.needs_model; }
   // Runs one call; returns the outputs by port name. `cancelled` (may be null) is polled while waiting.
   virtual absl::StatusOr<NodeOutputs> Call(const NodeCall& call, const std::atomic<bool>* cancelled) = 0;
+  // Whether RunGraph can take loops placed on one worker; when not, they run node by node.
+  virtual bool RunsGraphs() const { return false; }
+  // Runs a whole loop as one request; returns the graph's outputs by name.
+  virtual absl::StatusOr<std::map<std::string, Value>> RunGraph(
+      const GraphCall& call, const std::atomic<bool>* cancelled) {
+    (void)call;
+    (void)cancelled;
+    return absl::UnimplementedError("this dispatcher runs nodes, not graphs");
+  }
 };
 
 struct RunOptions {
@@ -64,6 +85,12 @@ struct RunOptions {
   bool release_models = false;
   // At most this many dispatched calls of one level at once (CallPool); the rest wait their turn.
   int max_parallel_calls = 8;
+  // With a dispatcher: where every loop runs, over what the graph says (see v1::Placement).
+  v1::Placement placement = v1::PLACEMENT_UNSPECIFIED;
+  // When set, sees each node's inputs before it runs; an error stops the run (a worker bounds the
+  // graphs callers send it with this, as it bounds their node calls).
+  std::function<absl::Status(const std::string& kind, const std::map<std::string, Value>& inputs)>
+      check_inputs;
 };
 
 // Imports from files: beside the importing file, then in the graph library (GraphLibraryDirs of
@@ -75,6 +102,11 @@ class Graph {
   // Parses and validates. `name` is used in messages (the file's path for Load).
   static absl::StatusOr<Graph> Load(const std::string& path);
   static absl::StatusOr<Graph> FromText(const std::string& text, const std::string& name);
+  // With the kinds `contracts` allows and the imports `imports` can read (none by default): what a
+  // worker runs for a caller.
+  static absl::StatusOr<Graph> FromText(const std::string& text, const std::string& name,
+                                        const ContractLookup& contracts,
+                                        const GraphImports& imports = {});
 
   const v1::GraphConfig& config() const { return *config_; }
   const std::string& name() const { return name_; }

@@ -1,10 +1,13 @@
 #include "host_plugin/runtime/graph_executor.h"
 
+#include <google/protobuf/text_format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "host_plugin/runtime/loop_fragment.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -46,6 +49,7 @@ absl::Status GraphExecutor::OpenKernel(const PlannedNode& p) {
 absl::Status GraphExecutor::OpenKernels() {
   for (const PlannedNode& p : plan_.nodes) SD_RETURN_IF_ERROR(OpenKernel(p));
   for (const PlannedLoop& l : plan_.loops) {
+    if (OnWorker(l)) continue;
     for (const PlannedNode& p : l.body) SD_RETURN_IF_ERROR(OpenKernel(p));
   }
   return absl::OkStatus();
@@ -70,6 +74,10 @@ absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Gather(const Planned
           absl::StrCat(NodeWho(p), " input '", port, "': ", s.message()));
     }
     in[port] = *v;
+  }
+  if (options_.check_inputs) {
+    if (absl::Status s = options_.check_inputs(p.node->kind(), in); !s.ok())
+      return absl::Status(s.code(), absl::StrCat(NodeWho(p), ": ", s.message()));
   }
   return in;
 }
@@ -178,6 +186,7 @@ absl::Status GraphExecutor::RunLoop(const PlannedLoop& pl) {
     carries[c.name()] = *init;
   }
   const int steps = static_cast<int>(ts.numel());
+  if (OnWorker(pl)) return RunLoopOnWorker(pl, steps);
   Wave body;
   for (const PlannedNode& p : pl.body) body.push_back(&p);
   for (int i = 0; i < steps; ++i) {
@@ -196,6 +205,61 @@ absl::Status GraphExecutor::RunLoop(const PlannedLoop& pl) {
   }
   for (auto& [name, v] : carries) values_[pl.loop->name() + "." + name] = std::move(v);
   Release(body);
+  return absl::OkStatus();
+}
+
+bool GraphExecutor::OnWorker(const PlannedLoop& pl) const {
+  if (!options_.dispatcher || !options_.dispatcher->RunsGraphs()) return false;
+  v1::Placement placement = options_.placement;
+  if (placement == v1::PLACEMENT_UNSPECIFIED) placement = pl.loop->placement();
+  if (placement == v1::PLACEMENT_UNSPECIFIED) placement = config_.placement();
+  return placement == v1::WORKER;
+}
+
+absl::Status GraphExecutor::RunLoopOnWorker(const PlannedLoop& pl, int steps) {
+  const std::string who = absl::StrCat("loop '", pl.loop->name(), "'");
+  std::vector<std::string> captured;  // what the run captures of the body's values
+  for (const std::string& c : options_.capture) {
+    const std::string& src = plan_.Resolve(c);
+    for (const PlannedNode& p : pl.body) {
+      if (src.rfind(p.node->name() + ".", 0) == 0 &&
+          std::find(captured.begin(), captured.end(), src) == captured.end())
+        captured.push_back(src);
+    }
+  }
+  SD_ASSIGN_OR_RETURN(LoopFragment f, MakeLoopFragment(pl, plan_, captured));
+  std::map<std::string, Value> inputs;
+  for (const auto& [name, src] : f.inputs) {
+    const Value* v = Outer(src);
+    if (!v) return absl::InvalidArgumentError(absl::StrCat(who, ": '", src, "' has no value"));
+    if (!std::holds_alternative<std::monostate>(*v)) inputs[name] = *v;
+  }
+  std::string text;
+  if (!google::protobuf::TextFormat::PrintToString(f.config, &text))
+    return absl::InternalError(absl::StrCat(who, ": could not write it as a graph"));
+  const std::function<void(const Progress&)> relay = [&](const Progress& p) {
+    if (!options_.on_progress) return;
+    auto name = f.names.find(p.node);
+    options_.on_progress(
+        {p.step, p.steps, name == f.names.end() ? p.node : name->second, Elapsed()});
+  };
+  const GraphCall call{pl.loop->name(), text,  inputs, f.captures, f.output_types,
+                       ctx_.checkpoint, steps, relay};
+  absl::StatusOr<std::map<std::string, Value>> out =
+      CatchExceptions("", [&] { return options_.dispatcher->RunGraph(call, options_.cancelled); });
+  if (!out.ok()) {
+    return absl::Status(out.status().code(),
+                        absl::StrCat(who, " (on a worker): ",
+                                     WithHostNames(f, std::string(out.status().message()))));
+  }
+  for (const auto& [name, key] : f.outputs) {
+    auto it = out->find(name);
+    if (it == out->end())
+      return absl::InternalError(absl::StrCat(who, ": the worker did not return '", key, "'"));
+    if (absl::Status c = CheckValue(it->second, f.output_types.at(name)); !c.ok())
+      return absl::InternalError(absl::StrCat(who, ": '", key, "' from the worker: ", c.message()));
+    values_[key] = std::move(it->second);
+  }
   return absl::OkStatus();
 }
 

@@ -5,7 +5,9 @@
 // thread meanwhile; results are stored in the plan's order. Every value a node reads or writes is
 // checked against its contract; every error names the node. Cancellation is checked before every
 // node (and dispatchers poll it during their calls); with RunOptions::release_models each kernel is
-// closed after its last use and networks nothing holds any more leave the ModelCache.
+// closed after its last use and networks nothing holds any more leave the ModelCache. A loop placed
+// on a worker (v1::Placement WORKER) goes to the dispatcher whole, as a graph of its own
+// (loop_fragment.h); its kernels are not opened here.
 #pragma once
 
 #include <chrono>
@@ -47,6 +49,9 @@ class GraphExecutor {
   absl::Status RunWave(const Wave& wave, const Lookup& lookup, int step, int steps);
   absl::Status RunLevels(const Wave& nodes, const Lookup& lookup, int step, int steps);
   absl::Status RunLoop(const PlannedLoop& pl);
+  // Placement WORKER with a dispatcher that runs graphs.
+  bool OnWorker(const PlannedLoop& pl) const;
+  absl::Status RunLoopOnWorker(const PlannedLoop& pl, int steps);
   void Release(const Wave& done);
   const Value* Outer(const std::string& source) const;
   double Elapsed() const;

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "nodes/base/install_dirs.h"
+
 #ifndef SD_SOURCE_GRAPHS_DIR
 #define SD_SOURCE_GRAPHS_DIR ""
 #endif
@@ -12,11 +14,9 @@ namespace sd {
 
 namespace {
 
-// The stock graphs' folders of an install tree next to `anchor_dir`: bin/ -> ../share;
-// lib/gegl-0.4/ (the plugin) -> ../../share.
+// The stock graphs' folders of an install tree next to `anchor_dir` (install_dirs.h).
 std::vector<std::string> InstalledGraphDirs(const std::string& anchor_dir) {
-  if (anchor_dir.empty()) return {};
-  return {anchor_dir + "/../share/sdgraph/graphs", anchor_dir + "/../../share/sdgraph/graphs"};
+  return InstalledDataDirs(anchor_dir, "graphs");
 }
 
 const char* GraphsFromEnvironment() {

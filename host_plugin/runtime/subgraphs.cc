@@ -81,6 +81,8 @@ struct Scope {
   std::set<std::string> locals;    // the subgraph's own node and loop names
   std::vector<std::string> chain;  // the subgraphs being flattened, outermost first
   std::string via;
+  // The placement of loops inside that do not say (the innermost subgraph's that says).
+  v1::Placement placement = v1::PLACEMENT_UNSPECIFIED;
 };
 
 class Expander {
@@ -305,6 +307,8 @@ absl::StatusOr<Scope> Expander::BindInputs(const v1::Node& n, const SourceLoc& l
   inner.sub = &sub;
   inner.chain = outer.chain;
   inner.chain.push_back(sub.name());
+  inner.placement =
+      sub.placement() != v1::PLACEMENT_UNSPECIFIED ? sub.placement() : outer.placement;
   inner.via = absl::StrCat("in subgraph '", sub.name(), "' used by node '", user, "' at ",
                            Where(loc), loc.via.empty() ? "" : ", " + loc.via);
   std::map<std::string, const v1::GraphInput*> declared;
@@ -443,6 +447,7 @@ absl::Status Expander::EmitLoop(const v1::Loop& l, const SourceLoc& loc, const T
   v1::Loop* flat = out_.config->add_loop();
   const int index = out_.config->loop_size() - 1;
   flat->set_name(s.prefix + l.name());
+  flat->set_placement(l.placement() != v1::PLACEMENT_UNSPECIFIED ? l.placement() : s.placement);
   out_.loops.push_back(loc);
   out_.loop_nodes.emplace_back();
   const std::string where = absl::StrCat("loop '", flat->name(), "'");
@@ -550,6 +555,7 @@ absl::StatusOr<ExpandedGraph> Expander::Run(const std::string& text, const std::
   SD_RETURN_IF_ERROR(Import(*main, stack));
   SD_RETURN_IF_ERROR(Define(*main));
   out_.config = std::make_shared<v1::GraphConfig>();
+  out_.config->set_placement(main->config.placement());
   const Tree* tree = &main->tree;
   const Descriptor* desc = v1::GraphConfig::descriptor();
   for (int i = 0; i < main->config.input_size(); ++i) {

@@ -20,7 +20,8 @@
 //   - anything else (INVALID_ARGUMENT, NOT_FOUND, ...): returned as it is. A health thread watches
 //   every worker; one that comes back (restarted, or
 // done draining) is asked for the model again and rejoins when its hash matches. Cancellation
-// cancels the calls in flight.
+// cancels the calls in flight. A whole loop placed on one worker (v1::Placement WORKER) is one
+// request under the same rules, its deadline the call deadline times its steps.
 #pragma once
 
 #include <atomic>
@@ -88,6 +89,11 @@ class WorkerPool : public NodeDispatcher {
 
   absl::StatusOr<NodeOutputs> Call(const NodeCall& call,
                                    const std::atomic<bool>* cancelled) override;
+  // A loop placed on one worker (worker_pool_graphs.cc): one streaming RunGraph request to the
+  // least busy worker, retried like a node call (from the loop's first step) on another.
+  bool RunsGraphs() const override;
+  absl::StatusOr<std::map<std::string, Value>> RunGraph(
+      const GraphCall& call, const std::atomic<bool>* cancelled) override;
 
   struct WorkerStats {
     std::string target;  // HOST:PORT, or for members of a dns:/// target their ADDRESS:PORT

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nodes/base/file_util.h"
+#include "nodes/base/install_dirs.h"
 #include "nodes/text/html_unescape.h"
 
 #ifndef SD_SOURCE_TOKENIZER_DIR
@@ -65,8 +66,8 @@ std::string ToUtf8(const icu::UnicodeString& s) {
 
 std::string ClipTokenizer::DefaultDir() {
   if (const char* env = std::getenv("SDGRAPH_TOKENIZER"); env && *env) return env;
-  const std::string installed = DirOfExecutable() + "/../share/sdgraph/clip-tokenizer";
-  if (IsReadableFile(installed + "/vocab.json")) return installed;
+  const std::string installed = FindInstalledDir(DirOfExecutable(), "clip-tokenizer", "vocab.json");
+  if (!installed.empty()) return installed;
   return SD_SOURCE_TOKENIZER_DIR;
 }
 

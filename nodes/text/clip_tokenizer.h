@@ -28,7 +28,7 @@ class ClipTokenizer {
   // Loads `dir`/vocab.json and `dir`/merges.txt, checking that they agree with each other.
   static absl::StatusOr<std::unique_ptr<ClipTokenizer>> Load(const std::string& dir);
   // Where the tokenizer files are found when no directory is named: $SDGRAPH_TOKENIZER, then
-  // <executable>/../share/sdgraph/clip-tokenizer, then the copy in the source tree.
+  // the install tree next to the executable (install_dirs.h), then the copy in the source tree.
   static std::string DefaultDir();
 
   Tokenized Encode(absl::string_view text, int context_length = kContextLength) const;

@@ -4,18 +4,15 @@
 
 #include "absl/strings/numbers.h"
 #include "nodes/base/file_util.h"
+#include "nodes/base/install_dirs.h"
 
 namespace sd {
 
 std::string DemoModelPath(const std::string& anchor_dir) {
   if (const char* env = std::getenv("SDGRAPH_DEMO_MODEL"); env && *env)
     return IsReadableFile(env) ? env : "";
-  if (!anchor_dir.empty()) {
-    for (const char* up : {"/../share/sdgraph/models/", "/../../share/sdgraph/models/"}) {
-      const std::string installed = anchor_dir + up + kDemoModelFile;
-      if (IsReadableFile(installed)) return installed;
-    }
-  }
+  if (std::string dir = FindInstalledDir(anchor_dir, "models", kDemoModelFile); !dir.empty())
+    return dir + "/" + kDemoModelFile;
   return ShippedModelPath(kDemoModelFile);
 }
 
@@ -24,8 +21,8 @@ std::string DefaultModel(bool on_workers, const std::string& anchor_dir) {
 }
 
 std::string ShippedModelPath(const std::string& file) {
-  const std::string installed = DirOfExecutable() + "/../share/sdgraph/models/" + file;
-  if (IsReadableFile(installed)) return installed;
+  if (std::string dir = FindInstalledDir(DirOfExecutable(), "models", file); !dir.empty())
+    return dir + "/" + file;
   const std::string source = std::string(SD_SOURCE_MODELS_DIR) + "/" + file;
   return IsReadableFile(source) ? source : "";
 }

@@ -10,6 +10,9 @@
 //   2. Throughput of whole txt2img images on 1 vs 2 CPU workers (tiny model), each worker pinned to
 //   its own
 //      core with one thread, images submitted `--jobs` at a time.
+//   3. Per-step overhead of each loop placement (graph.proto's Placement) against in-process, one
+//      small image at a time so that the protocol is what differs: every model call of a step on
+//      the two workers (nodes), or the whole loop as one streaming request to one worker (worker).
 // Prints a table; --json FILE writes the numbers.
 #include <fcntl.h>
 #include <signal.h>
@@ -31,6 +34,7 @@
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/worker_pool.h"
 #include "nodes/base/runtime_info.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/test_weights.h"
 #include "tests/worker_launcher.h"
@@ -45,12 +49,15 @@ constexpr char kHelp[] =
     "calls vs\n"
     "in-process for 512x512 latents and 2x77x768 contexts, (2) txt2img throughput on 1 vs 2 CPU "
     "workers\n"
-    "pinned to separate cores (tiny test model).\n\n"
+    "pinned to separate cores (tiny test model), (3) the per-step overhead of each loop placement "
+    "(nodes,\n"
+    "worker) against in-process, at --placement-size (tiny test model).\n\n"
     "  --calls N       calls per overhead case (default 300)\n"
     "  --images N      images per throughput run (default 8)\n"
     "  --steps N       sampler steps per image (default 10)\n"
     "  --size S        image side for the throughput run (default 256)\n"
     "  --wire LIST     wire dtypes to measure (default f32,f16)\n"
+    "  --placement-size S   image side for the placement run (default 64)\n"
     "  --worker-bin F  the sd-worker to start (default: next to this binary, then the build tree)\n"
     "  --json FILE     also write the results as JSON\n";
 
@@ -79,10 +86,65 @@ Timing Summarize(std::vector<double> us) {
   return {us[us.size() / 2], us[std::min(us.size() - 1, us.size() * 99 / 100)]};
 }
 
+// 3. One image at a time, `steps` steps at size x size: in-process, then on the workers with each
+// placement; the median of 3 timed runs after a warm-up, per step, and its excess over in-process.
+absl::Status PlacementOverhead(const Graph& graph, const std::string& models,
+                               const std::vector<std::string>& targets, int steps, int size,
+                               nlohmann::json& report) {
+  struct Case {
+    const char* name;
+    bool remote;
+    v1::Placement placement;
+  };
+  const Case cases[] = {{"in-process", false, v1::PLACEMENT_UNSPECIFIED},
+                        {"nodes (2 workers)", true, v1::NODES},
+                        {"worker (1 request)", true, v1::WORKER}};
+  std::printf("\nloop placement: txt2img %dx%d, %d steps, one image at a time, tiny model\n", size,
+              size, steps);
+  std::printf("%-20s %14s %18s\n", "placement", "ms per step", "overhead ms/step");
+  double base_ms = 0;
+  for (const Case& c : cases) {
+    std::unique_ptr<WorkerPool> pool;
+    if (c.remote) {
+      WorkerPoolOptions po;
+      po.targets = targets;
+      SD_ASSIGN_OR_RETURN(pool, WorkerPool::Create(po));
+      SD_RETURN_IF_ERROR(pool->Prepare("tiny").status());
+    }
+    RunContext ctx;
+    ctx.checkpoint = c.remote ? "tiny" : models + "/tiny.safetensors";
+    ctx.models = std::make_shared<ModelCache>();
+    RunOptions options;
+    options.dispatcher = pool.get();
+    options.placement = c.placement;
+    const std::map<std::string, Value> in = {{"prompt", std::string("a bench")},
+                                             {"seed", int64_t{1}},
+                                             {"steps", int64_t{steps}},
+                                             {"width", int64_t{size}},
+                                             {"height", int64_t{size}}};
+    std::vector<double> ms;
+    for (int rep = 0; rep < 4; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      SD_RETURN_IF_ERROR(graph.Run(in, ctx, options).status());
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (rep > 0) ms.push_back(s * 1000 / steps);  // the first run loads and warms up
+    }
+    std::sort(ms.begin(), ms.end());
+    const double step_ms = ms[ms.size() / 2];
+    if (!c.remote) base_ms = step_ms;
+    std::printf("%-20s %14.2f %18.2f\n", c.name, step_ms, step_ms - base_ms);
+    report["placement"].push_back({{"placement", c.name},
+                                   {"ms_per_step", step_ms},
+                                   {"overhead_ms_per_step", step_ms - base_ms}});
+  }
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   auto args = cli::Args::Parse(
       std::vector<std::string>(argv + 1, argv + argc),
-      {{"calls", "images", "steps", "size", "wire", "worker-bin", "json"}, {"help"}});
+      {{"calls", "images", "steps", "size", "wire", "worker-bin", "json", "placement-size"},
+       {"help"}});
   if (!args.ok() || args->Has("help")) {
     std::fprintf(args.ok() ? stdout : stderr, "%s%s",
                  args.ok() ? "" : (std::string(args.status().message()) + "\n\n").c_str(), kHelp);
@@ -228,6 +290,15 @@ int Main(int argc, char** argv) {
   if (rate1 > 0)
     report["throughput_ratio_2_vs_1"] =
         report["throughput"][1]["images_per_s"].get<double>() / rate1;
+
+  // ---- 3. per-step overhead of each loop placement
+  // --------------------------------------------------
+  if (absl::Status s = PlacementOverhead(*graph, dir + "/models", {a.target(), b.target()}, steps,
+                                         std::stoi(args->GetOr("placement-size", "64")), report);
+      !s.ok()) {
+    std::fprintf(stderr, "sd-rpc-bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
   if (auto path = args->Get("json")) std::ofstream(*path) << report.dump(2) << "\n";
   std::filesystem::remove_all(dir);
   return 0;

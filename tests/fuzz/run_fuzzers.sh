@@ -96,10 +96,24 @@ for name in os.listdir(os.path.join(w, "comfy")):
     open(os.path.join(w, "comfy", name + ".png"), "wb").write(b"\x01" + png)
 PY
 
-for target in safetensors ckpt pickle wire graph prompt comfy; do
+# The targets are single-threaded: run as many at once as there are cores (SD_FUZZ_JOBS overrides), each
+# for the full SECONDS, so the machine's time goes to fuzzing rather than to waiting.
+jobs_max=${SD_FUZZ_JOBS:-$(nproc)}
+run_target() {
+  local rc=0
+  "$build/tests/fuzz/fuzz_$1" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
+    -max_len=65536 -timeout=10 "$work/$1" >"$work/$1.log" 2>&1 || rc=$?
+  echo "$rc" >"$work/$1.rc"
+}
+targets="safetensors ckpt pickle wire graph prompt comfy"
+for target in $targets; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  run_target "$target" &
+done
+wait
+for target in $targets; do
   log="$work/$target.log"
-  if ! "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
-       -max_len=65536 -timeout=10 "$work/$target" >"$log" 2>&1; then
+  if [ "$(cat "$work/$target.rc")" != 0 ]; then
     tail -50 "$log"
     echo "run_fuzzers: fuzz_$target found a crash" >&2
     exit 1

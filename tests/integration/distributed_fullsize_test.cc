@@ -1,7 +1,8 @@
 // The distributed runtime once on the full-size sdgold-v1 model (SD v1.5 shapes, 1.07 B
 // parameters): txt2img, img2img and inpaint on two workers give the in-process images, byte for
-// byte (f32, CPU, one thread everywhere). Small images and few steps: the point is the full-size
-// networks and payloads.
+// byte (f32, CPU, one thread everywhere), with the loop's calls spread over both workers and with
+// the whole loop on one (--placement worker). Small images and few steps: the point is the
+// full-size networks and payloads.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -51,6 +52,12 @@ TEST(DistributedFullSizeTest, ImagesEqualInProcess) {
     EXPECT_EQ(diff, 0);
     EXPECT_FALSE(a.Events("infer", from_a).empty());
     EXPECT_FALSE(b.Events("infer", from_b).empty());
+    // The whole loop on one worker (--placement worker): the same bytes again.
+    const size_t runs_a = a.LogSize(), runs_b = b.LogSize();
+    r = RunCommand(gen(mode, extra + " --placement worker", dir.File("placed.png"), true));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(MaxDiff(ReadRgb8(dir.File("local.png")), ReadRgb8(dir.File("placed.png"))), 0);
+    EXPECT_EQ(a.Events("graph_run", runs_a).size() + b.Events("graph_run", runs_b).size(), 1u);
   }
 }
 

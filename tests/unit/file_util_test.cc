@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "nodes/base/install_dirs.h"
 #include "nodes/weights/demo_model.h"
 #include "tests/test_util.h"
 
@@ -70,6 +71,25 @@ TEST(ShippedModelsTest, FoundByTheirFileNamesWhenNotAFileHere) {
   const std::string own = dir.File(kDemoControlNetFile);
   ASSERT_TRUE(WriteWholeFile(own, "x", "test").ok());
   EXPECT_EQ(ResolveShippedName(own), own);
+}
+
+// An install tree: a binary in PREFIX/bin and the plugin in PREFIX/lib/gegl-0.4 both find
+// PREFIX/share/sdgraph/WHAT; a folder without the probe file is passed over.
+TEST(InstallDirsTest, BinaryAndPluginFindTheSharedData) {
+  testing::TempDir d;
+  const std::string prefix = d.File("prefix");
+  std::filesystem::create_directories(prefix + "/bin");
+  std::filesystem::create_directories(prefix + "/lib/gegl-0.4");
+  std::filesystem::create_directories(prefix + "/share/sdgraph/graphs");
+  std::filesystem::create_directories(prefix + "/share/sdgraph/clip-tokenizer");
+  testing::WriteFile(prefix + "/share/sdgraph/clip-tokenizer/vocab.json", "{}");
+  EXPECT_EQ(FindInstalledDir(prefix + "/bin", "clip-tokenizer", "vocab.json"),
+            prefix + "/bin/../share/sdgraph/clip-tokenizer");
+  EXPECT_EQ(FindInstalledDir(prefix + "/lib/gegl-0.4", "clip-tokenizer", "vocab.json"),
+            prefix + "/lib/gegl-0.4/../../share/sdgraph/clip-tokenizer");
+  EXPECT_EQ(FindInstalledDir(prefix + "/bin", "graphs", "txt2img.pbtxt"), "");
+  EXPECT_EQ(FindInstalledDir("", "clip-tokenizer", "vocab.json"), "");
+  EXPECT_EQ(InstalledDataDirs(prefix + "/bin", "graphs").size(), 2u);
 }
 
 }  // namespace

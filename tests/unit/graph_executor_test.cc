@@ -13,6 +13,8 @@
 #include <set>
 
 #include "host_plugin/runtime/graph.h"
+#include "host_plugin/runtime/loop_fragment.h"
+#include "nodes/base/status_macros.h"
 
 namespace sd {
 namespace {
@@ -124,6 +126,45 @@ class FakeDispatcher : public NodeDispatcher {
   bool released_ = false;
 };
 
+// A dispatcher that also runs whole loops (Placement WORKER) as a worker would: it parses the
+// graph it is sent (no imports) and runs it in-process, relaying progress; it can fail, or raise
+// the run's cancel flag at a step.
+class FakeGraphRunner : public FakeDispatcher {
+ public:
+  bool RunsGraphs() const override { return true; }
+  absl::StatusOr<std::map<std::string, Value>> RunGraph(
+      const GraphCall& call, const std::atomic<bool>* cancelled) override {
+    graphs.push_back(call.graph_text);
+    loops.push_back(call.loop);
+    steps = call.steps;
+    if (!fail.empty()) return absl::InternalError(fail);
+    auto contracts = [](const std::string& kind) -> absl::StatusOr<NodeContract> {
+      SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
+      return k->contract();
+    };
+    auto g = Graph::FromText(call.graph_text, "sent", contracts);
+    if (!g.ok()) return g.status();
+    RunContext ctx;
+    RunOptions o;
+    o.cancelled = cancelled;
+    o.capture = call.capture;
+    o.on_progress = [&](const Progress& p) {
+      if (p.step == cancel_at_step) cancel->store(true);
+      call.on_progress(p);
+    };
+    auto out = g->Run(call.inputs, ctx, o);
+    if (!out.ok()) return out.status();
+    for (const auto& [name, type] : call.outputs) {
+      if (!out->count(name)) return absl::InternalError("missing " + name);
+    }
+    return out;
+  }
+  std::vector<std::string> graphs, loops;
+  int steps = 0;
+  std::string fail;
+  int cancel_at_step = -1;
+};
+
 class GraphExecutorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -143,8 +184,9 @@ class GraphExecutorTest : public ::testing::Test {
                                                nullptr,
                                                "0..n-1"});
   }
-  absl::StatusOr<double> Run(RunOptions options, std::map<std::string, Value> inputs = {}) {
-    auto g = Graph::FromText(kGraph, "executor_test.pbtxt");
+  absl::StatusOr<double> Run(RunOptions options, std::map<std::string, Value> inputs = {},
+                             const std::string& text = kGraph) {
+    auto g = Graph::FromText(text, "executor_test.pbtxt");
     if (!g.ok()) return g.status();
     RunContext ctx;
     auto out = g->Run(inputs, ctx, options);
@@ -261,6 +303,133 @@ TEST_F(GraphExecutorTest, ProgressNamesEveryNodeWithItsStep) {
   EXPECT_THAT(seen, ::testing::ElementsAre("steps@0/0", "pre@0/0", "left@1/3", "right@1/3",
                                            "sum@1/3", "left@2/3", "right@2/3", "sum@2/3",
                                            "left@3/3", "right@3/3", "sum@3/3", "post@0/0"));
+}
+
+// Placement WORKER: the loop goes to the dispatcher as one graph (its outer values as inputs, its
+// carries as outputs) and gives the answer it gives node by node; the graph-level, loop-level and
+// run-level settings pick it in that order of strength.
+TEST_F(GraphExecutorTest, LoopPlacedOnAWorkerIsOneGraphWithTheSameAnswer) {
+  FakeGraphRunner d;
+  RunOptions o;
+  o.dispatcher = &d;
+  o.placement = v1::WORKER;
+  std::vector<std::string> seen;
+  o.on_progress = [&](const Progress& p) { seen.push_back(absl::StrCat(p.node, "@", p.step)); };
+  EXPECT_EQ(*Run(o), 31.0);
+  EXPECT_THAT(d.calls, ::testing::ElementsAre("post@0"));  // the loop's calls went as one graph
+  ASSERT_EQ(d.graphs.size(), 1u);
+  EXPECT_EQ(d.loops[0], "L");
+  EXPECT_EQ(d.steps, 3);
+  EXPECT_THAT(d.graphs[0], HasSubstr("init: \"@in"));  // the carry's first value came in
+  EXPECT_THAT(seen,
+              ::testing::ElementsAre("steps@0", "pre@0", "left@1", "right@1", "sum@1", "left@2",
+                                     "right@2", "sum@2", "left@3", "right@3", "sum@3", "post@0"));
+  // Said by the graph, and overruled by the loop, and the graph's overruled by the run.
+  std::string by_graph = std::string("placement: WORKER\n") + kGraph;
+  FakeGraphRunner g1;
+  o = {};
+  o.dispatcher = &g1;
+  EXPECT_EQ(*Run(o, {}, by_graph), 31.0);
+  EXPECT_EQ(g1.graphs.size(), 1u);
+  std::string by_loop = by_graph;
+  const std::string loop = "loop { name: \"L\"";
+  by_loop.replace(by_loop.find(loop), loop.size(), loop + " placement: NODES");
+  FakeGraphRunner g2;
+  o.dispatcher = &g2;
+  EXPECT_EQ(*Run(o, {}, by_loop), 31.0);
+  EXPECT_TRUE(g2.graphs.empty());
+  FakeGraphRunner g3;
+  o.dispatcher = &g3;
+  o.placement = v1::NODES;
+  EXPECT_EQ(*Run(o, {}, by_graph), 31.0);
+  EXPECT_TRUE(g3.graphs.empty());
+  EXPECT_EQ(g3.calls.size(), 7u);
+  // A dispatcher that runs no graphs takes the loop node by node.
+  FakeDispatcher plain;
+  o.dispatcher = &plain;
+  o.placement = v1::WORKER;
+  EXPECT_EQ(*Run(o), 31.0);
+  EXPECT_EQ(plain.calls.size(), 7u);
+}
+
+TEST_F(GraphExecutorTest, LoopOnAWorkerReturnsCapturesAndNamesItsErrorsAsHere) {
+  RunOptions local;
+  local.capture = {"sum.y", "L.v"};
+  auto g = Graph::FromText(kGraph, "executor_test.pbtxt");
+  ASSERT_TRUE(g.ok()) << g.status();
+  RunContext ctx;
+  auto want = g->Run({}, ctx, local);
+  ASSERT_TRUE(want.ok()) << want.status();
+  FakeGraphRunner d;
+  RunOptions o = local;
+  o.dispatcher = &d;
+  o.placement = v1::WORKER;
+  auto got = g->Run({}, ctx, o);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(std::get<double>(got->at("sum.y")), 30.0);  // the last step's value
+  EXPECT_EQ(std::get<double>(got->at("sum.y")), std::get<double>(want->at("sum.y")));
+  EXPECT_EQ(std::get<double>(got->at("L.v")), std::get<double>(want->at("L.v")));
+
+  FakeGraphRunner failing;
+  failing.fail = "node 'd~left' (TestRemote): the worker ran out of memory";
+  o.dispatcher = &failing;
+  auto r = g->Run({}, ctx, o);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(r.status().message(), HasSubstr("loop 'L' (on a worker): node 'd~left'"));
+  LoopFragment f;
+  f.names = {{"d~left", "d/left"}, {"L", "L"}};
+  EXPECT_EQ(WithHostNames(f, "node 'd~left' failed; 'd~left2' and d~left stay"),
+            "node 'd/left' failed; 'd~left2' and d~left stay");
+  EXPECT_EQ(FragmentName("denoise/eps/unet_cond"), "denoise~eps~unet_cond");
+}
+
+TEST_F(GraphExecutorTest, CancellingALoopOnAWorkerStopsItThere) {
+  std::atomic<bool> cancel{false};
+  FakeGraphRunner d;
+  d.cancel = &cancel;
+  d.cancel_at_step = 2;
+  RunOptions o;
+  o.dispatcher = &d;
+  o.placement = v1::WORKER;
+  o.cancelled = &cancel;
+  std::vector<int> steps;
+  o.on_progress = [&](const Progress& p) { steps.push_back(p.step); };
+  auto r = Run(o);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(r.status().message(), HasSubstr("loop 'L' (on a worker)"));
+  EXPECT_EQ(steps.back(), 2);    // nothing of step 3 ran
+  EXPECT_TRUE(d.calls.empty());  // nor the node after the loop
+}
+
+// A loop inside a subgraph: its flat names ("twice/left") travel as "twice~left" and come back in
+// progress as they are here.
+TEST_F(GraphExecutorTest, LoopOfASubgraphOnAWorkerKeepsItsNames) {
+  constexpr char kSub[] = R"(
+subgraph { name: "twice" input { name: "v0" type { kind: FLOAT } } input { name: "n" type { kind: INT } }
+  node { kind: "TestSteps" name: "steps" input: "n=@n" }
+  loop { name: "L" timesteps: "steps.timesteps" carry { name: "v" init: "@v0" next: "sum.y" }
+    placement: WORKER
+    node { kind: "TestRemote" name: "left" input: "x=@loop.v" }
+    node { kind: "TestRemote" name: "right" input: "x=@loop.v" }
+    node { kind: "TestLocal" name: "sum" input: "a=left.y" input: "b=right.y" } }
+  output { name: "v" source: "L.v" } }
+input { name: "x" type { kind: FLOAT } default_value { f: 1 } }
+input { name: "n" type { kind: INT } default_value { i: 3 } }
+node { kind: "TestLocal" name: "pre" input: "a=@x" input: "b=@x" }
+node { kind: "twice" name: "d" input: "v0=pre.y" input: "n=@n" }
+node { kind: "TestRemote" name: "post" input: "x=d.v" }
+output { name: "out" source: "post.y" }
+)";
+  FakeGraphRunner d;
+  RunOptions o;
+  o.dispatcher = &d;
+  std::set<std::string> nodes;
+  o.on_progress = [&](const Progress& p) { nodes.insert(p.node); };
+  EXPECT_EQ(*Run(o, {}, kSub), 31.0);
+  ASSERT_EQ(d.loops.size(), 1u);
+  EXPECT_EQ(d.loops[0], "d/L");
+  EXPECT_THAT(d.graphs[0], HasSubstr("name: \"d~left\""));
+  EXPECT_THAT(nodes, ::testing::IsSupersetOf({"d/left", "d/right", "d/sum", "post"}));
 }
 
 }  // namespace
