@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "proto/sd/v1/worker.grpc.pb.h"
 #include "tests/integration/worker_harness.h"
@@ -155,6 +156,40 @@ TEST_F(WorkerGraphRunsTest, UntrustedGraphsAreRefusedWithTheirCodeAndTheWorkerSe
     EXPECT_FALSE(a.last.done());
   }
   EXPECT_TRUE(Run(Doubling(2)).status.ok()) << "the worker serves on";
+}
+
+// A caller that gives up reaches the worker: held on arrival (--hold-calls), the call is cancelled
+// by its client; once let go, the worker runs nothing of it and logs it CANCELLED.
+TEST_F(WorkerGraphRunsTest, CancellingTheCallCancelsTheRun) {
+  TempDir d;
+  std::filesystem::create_directories(d.File("hold"));
+  WorkerProcess w;
+  ASSERT_TRUE(w.Start(dir_->File("models"), d.File("w.log"), {"--hold-calls", d.File("hold")}));
+  auto stub =
+      v1::Worker::NewStub(grpc::CreateChannel(w.target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  std::thread caller([&] {
+    auto reader = stub->RunGraph(&ctx, Doubling(3));
+    v1::RunGraphEvent e;
+    while (reader->Read(&e)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  });
+  const std::string arrived = d.File("hold/RunGraph@test@1.arrived");
+  for (int i = 0; i < 6000 && !std::filesystem::exists(arrived); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(std::filesystem::exists(arrived));
+  ctx.TryCancel();
+  caller.join();
+  WriteFile(d.File("hold/release"), "");
+  std::vector<nlohmann::json> runs;
+  for (int i = 0; i < 6000 && runs.empty(); ++i) {
+    runs = w.Events("graph_run");
+    if (runs.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].value("code", ""), "CANCELLED");
+  EXPECT_TRUE(w.Events("graph_step").empty());
 }
 
 }  // namespace

@@ -96,7 +96,8 @@ TEST(DemoControlNetTest, ShippedFileIsTheDemoControlNet) {
 TEST(DemoControlNetTest, EdgesPlaceTheShapeAndThePromptColoursIt) {
   DemoRunner steered("txt2img_controlnet.pbtxt"), plain("txt2img.pbtxt");
   steered.UseControlNet(ShippedDemoControlNet());
-  Tally with, without;
+  std::vector<std::map<std::string, Value>> steered_runs, plain_runs;
+  std::vector<PromptIntent> steered_wants, plain_wants;
   for (const Case& c : Cases()) {
     const torch::Tensor hint = EdgeHint(c.shape, c.where, 0.0);
     PromptIntent want = ParseIntent(Prompt(c, /*with_position=*/false));
@@ -104,9 +105,18 @@ TEST(DemoControlNetTest, EdgesPlaceTheShapeAndThePromptColoursIt) {
     for (int64_t seed : {1, 2}) {
       auto settings = Settings(Prompt(c, false), seed);
       settings["hint"] = hint;
-      with.Add(want, Score(steered.Run(settings)));
-      without.Add(ParseIntent(Prompt(c, true)), Score(plain.Run(Settings(Prompt(c, true), seed))));
+      steered_runs.push_back(settings);
+      steered_wants.push_back(want);
+      plain_runs.push_back(Settings(Prompt(c, true), seed));
+      plain_wants.push_back(ParseIntent(Prompt(c, true)));
     }
+  }
+  Tally with, without;
+  const std::vector<torch::Tensor> steered_images = steered.RunAll(steered_runs);
+  const std::vector<torch::Tensor> plain_images = plain.RunAll(plain_runs);
+  for (size_t i = 0; i < steered_images.size(); ++i) {
+    with.Add(steered_wants[i], Score(steered_images[i]));
+    without.Add(plain_wants[i], Score(plain_images[i]));
   }
   with.Print("canny ControlNet");
   without.Print("position in the prompt only");

@@ -55,18 +55,22 @@ struct SamplerCase {
 
 Tally Txt2Img(const DemoRunner& runner, const SamplerCase& c, double cfg,
               const std::vector<int64_t>& seeds) {
-  Tally tally;
+  std::vector<std::map<std::string, Value>> runs;
+  std::vector<std::string> asked;
   for (const std::string& prompt : Prompts()) {
     for (int64_t seed : seeds) {
-      const torch::Tensor image = runner.Run({{"prompt", prompt},
-                                              {"seed", seed},
-                                              {"steps", int64_t{c.steps}},
-                                              {"cfg", cfg},
-                                              {"sampler", std::string(c.sampler)},
-                                              {"karras", int64_t{c.karras ? 1 : 0}}});
-      tally.Add(ParseIntent(prompt), Score(image));
+      runs.push_back({{"prompt", prompt},
+                      {"seed", seed},
+                      {"steps", int64_t{c.steps}},
+                      {"cfg", cfg},
+                      {"sampler", std::string(c.sampler)},
+                      {"karras", int64_t{c.karras ? 1 : 0}}});
+      asked.push_back(prompt);
     }
   }
+  const std::vector<torch::Tensor> images = runner.RunAll(runs);
+  Tally tally;
+  for (size_t i = 0; i < images.size(); ++i) tally.Add(ParseIntent(asked[i]), Score(images[i]));
   return tally;
 }
 
@@ -119,11 +123,17 @@ INSTANTIATE_TEST_SUITE_P(Samplers, SamplerTest,
 TEST(DemoModelTest, ComfyWorkflowsDrawWhatThePromptAsks) {
   auto tally = [](const char* example, const std::vector<int64_t>& seeds) {
     const DemoRunner runner = DemoRunner::Workflow(example);
-    Tally t;
+    std::vector<std::map<std::string, Value>> runs;
+    std::vector<std::string> asked;
     for (const std::string& prompt : Prompts()) {
-      for (int64_t seed : seeds)
-        t.Add(ParseIntent(prompt), Score(runner.Run({{"prompt", prompt}, {"seed", seed}})));
+      for (int64_t seed : seeds) {
+        runs.push_back({{"prompt", prompt}, {"seed", seed}});
+        asked.push_back(prompt);
+      }
     }
+    const std::vector<torch::Tensor> images = runner.RunAll(runs);
+    Tally t;
+    for (size_t i = 0; i < images.size(); ++i) t.Add(ParseIntent(asked[i]), Score(images[i]));
     t.Print(example);
     return t;
   };

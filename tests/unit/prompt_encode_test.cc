@@ -184,7 +184,9 @@ TEST_F(PromptEncodeTest, LongPromptsAreChunksPaddedToThePair) {
   for (int64_t k = 0; k < 2; ++k) {
     const torch::Tensor alone =
         *Encode({{"tokens", T(tok, "tokens").slice(0, k, k + 1)}, {"vectors", T(tok, "vectors")}});
-    EXPECT_LT((both[k] - alone[0]).abs().max().item<double>(), 1e-6);
+    // Equal up to f32 rounding: a batch of two and a batch of one go through matrix products the
+    // BLAS may block differently (it does on AVX2-only CPUs: 1.3e-6 apart).
+    EXPECT_LT((both[k] - alone[0]).abs().max().item<double>(), 1e-5);
   }
   // Comfy adds the empty prompt's row after the chunks.
   const NodeOutputs comfy = Tokens(prompt, "comfy");
