@@ -36,6 +36,7 @@
 #include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/control_graph.h"
 #include "host_plugin/runtime/graph.h"
+#include "host_plugin/runtime/placement_router.h"
 #include "host_plugin/runtime/stock_graphs.h"
 #ifdef SD_HAVE_GRPC
 #include "host_plugin/runtime/worker_pool.h"
@@ -85,58 +86,84 @@ int LocalNativeSize(ModelCache& models, const std::string& path) {
   return entry.ok() ? NativeSize((*entry)->checkpoint->metadata()).value_or(0) : 0;
 }
 
-// Distributed runs: connects to --workers and asks them for the model (they report its hash and
-// shape). Without --workers, refuses the flags that only apply to them. kExitOk, or the exit code
+#ifdef SD_HAVE_GRPC
+// The pool of the workers that `flag` lists (--workers, --loop-workers), connected as the flags say
+// and asked for the model (they report its hash and shape). kExitOk, or the exit code after saying
+// why.
+int OpenPool(const std::string& name, const Args& args, const char* flag,
+             const std::string& model_name, std::unique_ptr<WorkerPool>* pool, ModelInfo* info) {
+  auto usage = [&](const std::string& msg) { return UsageError(name, msg); };
+  auto targets = WorkerPool::ParseTargets(*args.Get(flag));
+  if (!targets.ok()) return usage(absl::StrCat("--", flag, ": ", targets.status().message()));
+  WorkerPoolOptions po;
+  po.targets = *targets;
+  po.tls_ca = args.GetOr("tls-ca", "");
+  po.tls_cert = args.GetOr("tls-cert", "");
+  po.tls_key = args.GetOr("tls-key", "");
+  po.tls_server_name = args.GetOr("tls-server-name", "");
+  po.require_tls = args.Has("require-tls");
+  auto token = ReadToken(args.GetOr("token-file", ""));
+  if (!token.ok()) return usage(std::string(token.status().message()));
+  po.token = *token;
+  if (auto w = args.Get("wire-dtype")) {
+    auto d = ParseWireDType(*w);
+    if (!d.ok()) return usage(std::string(d.status().message()));
+    po.wire = *d;
+  }
+  if (auto t = args.Get("call-timeout");
+      t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
+    return usage("--call-timeout must be a positive number of seconds");
+  }
+  if (auto t = args.Get("max-attempts");
+      t && (!absl::SimpleAtoi(*t, &po.max_attempts) || po.max_attempts < 1)) {
+    return usage("--max-attempts must be a positive integer");
+  }
+  if (auto t = args.Get("max-message-mb");
+      t && (!absl::SimpleAtoi(*t, &po.max_message_mb) || po.max_message_mb < 1 ||
+            po.max_message_mb > 2000)) {
+    return usage("--max-message-mb must be an integer from 1 to 2000");
+  }
+  auto created = WorkerPool::Create(po);
+  if (!created.ok()) return FailWithCode(name, created.status());
+  *pool = *std::move(created);
+  auto prepared = (*pool)->Prepare(model_name);
+  if (!prepared.ok()) return FailWithCode(name, prepared.status());
+  *info = *prepared;
+  return kExitOk;
+}
+#endif
+
+// Distributed runs: connects to --workers (and --loop-workers, which must have the same model
+// file). Without --workers, refuses the flags that only apply to them. kExitOk, or the exit code
 // after saying why.
 int ConnectWorkers(const std::string& name, const Args& args, const std::string& model_name,
-                   std::unique_ptr<WorkerPool>* pool, std::optional<ModelInfo>* remote_model) {
+                   std::unique_ptr<WorkerPool>* pool, std::unique_ptr<WorkerPool>* loop_pool,
+                   std::optional<ModelInfo>* remote_model) {
   auto usage = [&](const std::string& msg) { return UsageError(name, msg); };
   if (args.Has("workers")) {
 #ifdef SD_HAVE_GRPC
-    auto targets = WorkerPool::ParseTargets(*args.Get("workers"));
-    if (!targets.ok()) return usage(std::string(targets.status().message()));
-    WorkerPoolOptions po;
-    po.targets = *targets;
-    po.tls_ca = args.GetOr("tls-ca", "");
-    po.tls_cert = args.GetOr("tls-cert", "");
-    po.tls_key = args.GetOr("tls-key", "");
-    po.tls_server_name = args.GetOr("tls-server-name", "");
-    po.require_tls = args.Has("require-tls");
-    auto token = ReadToken(args.GetOr("token-file", ""));
-    if (!token.ok()) return usage(std::string(token.status().message()));
-    po.token = *token;
-    if (auto w = args.Get("wire-dtype")) {
-      auto d = ParseWireDType(*w);
-      if (!d.ok()) return usage(std::string(d.status().message()));
-      po.wire = *d;
+    ModelInfo info;
+    if (int c = OpenPool(name, args, "workers", model_name, pool, &info); c != kExitOk) return c;
+    *remote_model = info;
+    if (args.Has("loop-workers")) {
+      ModelInfo loops;
+      if (int c = OpenPool(name, args, "loop-workers", model_name, loop_pool, &loops); c != kExitOk)
+        return c;
+      if (loops.sha256 != info.sha256) {
+        return FailWithCode(name, absl::FailedPreconditionError(absl::StrCat(
+                                      "the --loop-workers' '", model_name, "' has sha256 ",
+                                      loops.sha256, ", the --workers' has ", info.sha256,
+                                      "; put the same file on every worker")));
+      }
     }
-    if (auto t = args.Get("call-timeout");
-        t && (!absl::SimpleAtod(*t, &po.call_timeout_s) || po.call_timeout_s <= 0)) {
-      return usage("--call-timeout must be a positive number of seconds");
-    }
-    if (auto t = args.Get("max-attempts");
-        t && (!absl::SimpleAtoi(*t, &po.max_attempts) || po.max_attempts < 1)) {
-      return usage("--max-attempts must be a positive integer");
-    }
-    if (auto t = args.Get("max-message-mb");
-        t && (!absl::SimpleAtoi(*t, &po.max_message_mb) || po.max_message_mb < 1 ||
-              po.max_message_mb > 2000)) {
-      return usage("--max-message-mb must be an integer from 1 to 2000");
-    }
-    auto created = WorkerPool::Create(po);
-    if (!created.ok()) return FailWithCode(name, created.status());
-    *pool = *std::move(created);
-    auto info = (*pool)->Prepare(model_name);
-    if (!info.ok()) return FailWithCode(name, info.status());
-    *remote_model = *info;
 #else
-    (void)model_name, (void)pool, (void)remote_model;
+    (void)model_name, (void)pool, (void)loop_pool, (void)remote_model;
     return usage("--workers: this sd-graph was built without gRPC (SD_WITH_GRPC=OFF)");
 #endif
   } else {
-    for (const char* f :
-         {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key", "tls-server-name",
-          "wire-dtype", "call-timeout", "max-attempts", "max-message-mb", "require-tls"}) {
+    for (const char* f : {"parallel", "token-file", "tls-ca", "tls-cert", "tls-key",
+                          "tls-server-name", "wire-dtype", "call-timeout", "max-attempts",
+                          "max-message-mb", "require-tls", "loop-workers"}) {
       if (args.Has(f))
         return usage(absl::StrCat("--", f, " applies to distributed runs (--workers)"));
     }
@@ -150,6 +177,8 @@ struct PreparedModel {
   std::string name;  // ref.Format(): what nodes and workers are given
   std::string vae;
   std::unique_ptr<WorkerPool> pool;
+  std::unique_ptr<WorkerPool> loop_pool;    // --loop-workers
+  std::unique_ptr<PlacementRouter> router;  // with loop_pool: node calls to pool, loops there
   std::optional<ModelInfo> remote;
   // In-process runs open the checkpoint once, here, for what the command needs to know before the
   // run (inpainting method, native size); the run finds it in the same cache.
@@ -172,7 +201,7 @@ int PrepareModel(const Invocation& inv, PreparedModel* m) {
   m->ref = *std::move(ref);
   m->vae = flags.vae;
   m->name = m->ref.Format();
-  return ConnectWorkers(inv.name, args, m->name, &m->pool, &m->remote);
+  return ConnectWorkers(inv.name, args, m->name, &m->pool, &m->loop_pool, &m->remote);
 }
 
 // The graph file (`run`'s, or the stock graph for the mode and the checkpoint), with one more
@@ -340,6 +369,11 @@ int Generate(Mode mode, const std::vector<std::string>& argv) {
   };
   if (absl::Status s = RecordModelFiles(inv, m, *ctx.models, &setup); !s.ok()) return fail(s);
   if (m.remote) options.dispatcher = m.pool.get();
+  if (m.loop_pool) {
+    m.router = std::make_unique<PlacementRouter>(*m.pool, *m.loop_pool);
+    options.dispatcher = m.router.get();
+    if (options.placement == v1::PLACEMENT_UNSPECIFIED) options.placement = v1::WORKER;
+  }
   std::signal(SIGTERM, OnTerminate);
   std::signal(SIGINT, OnTerminate);
   options.cancelled = &g_cancel;

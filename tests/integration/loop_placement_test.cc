@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <set>
 
 #include "tests/integration/distributed_fixture.h"
 
@@ -98,6 +99,23 @@ TEST_F(DistributedTest, WorkerKilledMidLoopUnderLoopPlacementRestartsTheLoopElse
   EXPECT_EQ(unet, 0);
 }
 
+// --loop-workers: the loops go to that pool (a GPU box), everything else to --workers (CPU boxes).
+TEST_F(DistributedTest, LoopWorkersTakeTheLoopsAndWorkersTheRest) {
+  const std::string local = dir_->File("local.png"), split = dir_->File("split.png");
+  auto r = RunCommand(Gen("txt2img", "--seed 12", local, ""));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t from_a = a_->LogSize(), from_b = b_->LogSize();
+  r = RunCommand(Gen("txt2img", "--seed 12 --loop-workers " + b_->target(), split, a_->target()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(split)), 0);
+  EXPECT_EQ(GraphRunsAndUnetCalls({b_}, {from_b}), std::make_pair(1, 0));
+  EXPECT_TRUE(b_->Events("infer", from_b).empty()) << "the loop workers took only the loop";
+  EXPECT_EQ(GraphRunsAndUnetCalls({a_}, {from_a}), std::make_pair(0, 0));
+  std::set<std::string> kinds;
+  for (const auto& e : a_->Events("infer", from_a)) kinds.insert(e.value("kind", ""));
+  EXPECT_TRUE(kinds.count("ClipEncode") && kinds.count("VaeDecode")) << "the rest on --workers";
+}
+
 TEST_F(DistributedTest, PlacementNeedsWorkersAndAKnownWord) {
   auto r = RunCommand(Gen("txt2img", "--placement worker", dir_->File("x.png"), ""));
   EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -105,6 +123,9 @@ TEST_F(DistributedTest, PlacementNeedsWorkersAndAKnownWord) {
   r = RunCommand(Gen("txt2img", "--placement gpu", dir_->File("x.png"), Pool()));
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("say nodes or worker"), std::string::npos) << r.err;
+  r = RunCommand(Gen("txt2img", "--loop-workers " + Pool(), dir_->File("x.png"), ""));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--loop-workers applies to distributed runs"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir_->File("x.png")));
 }
 
