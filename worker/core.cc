@@ -11,6 +11,7 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/tensor/wire.h"
+#include "nodes/tensor/wire_messages.h"
 #include "nodes/weights/demo_model.h"
 #include "nodes/weights/model_ref.h"
 #include "worker/request_limits.h"
@@ -204,6 +205,20 @@ absl::StatusOr<Core::CallSetup> Core::Setup(const ModelInferRequest& req,
   return setup;
 }
 
+absl::StatusOr<Value> Core::DecodeChecked(const ModelInferRequest::InferInputTensor& t,
+                                          const std::string& raw, const v1::PortType& type,
+                                          const std::string& what, bool packed_residuals) const {
+  const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+  SD_RETURN_IF_ERROR(CheckInputSize(what, shape,
+                                    t.datatype() == "BYTES" ? static_cast<int64_t>(raw.size()) : 0,
+                                    options_.limits, packed_residuals));
+  SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), shape, raw, type, what));
+  if (const int64_t* n = std::get_if<int64_t>(&v)) {
+    SD_RETURN_IF_ERROR(CheckIntInput(what, t.name(), *n, options_.limits));
+  }
+  return v;
+}
+
 absl::StatusOr<Core::ValueMap> Core::DecodeInputs(const ModelInferRequest& req,
                                                   const NodeContract& contract) const {
   const std::string& who = req.model_name();
@@ -230,16 +245,10 @@ absl::StatusOr<Core::ValueMap> Core::DecodeInputs(const ModelInferRequest& req,
     } else {
       SD_ASSIGN_OR_RETURN(raw, RawFromContents(t));
     }
-    const std::string what = absl::StrCat(who, " input '", t.name(), "'");
-    const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-    SD_RETURN_IF_ERROR(
-        CheckInputSize(what, shape, t.datatype() == "BYTES" ? static_cast<int64_t>(raw.size()) : 0,
-                       options_.limits, IsPackedResiduals(who, t.name())));
-    SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), shape, raw, port->type, what));
-    if (const int64_t* n = std::get_if<int64_t>(&v)) {
-      SD_RETURN_IF_ERROR(CheckIntInput(what, t.name(), *n, options_.limits));
-    }
-    values[t.name()] = std::move(v);
+    SD_ASSIGN_OR_RETURN(
+        values[t.name()],
+        DecodeChecked(t, raw, port->type, absl::StrCat(who, " input '", t.name(), "'"),
+                      IsPackedResiduals(who, t.name())));
   }
   for (const PortSpec& p : contract.inputs) {
     if (!p.optional && !values.count(p.name)) {
@@ -271,12 +280,7 @@ absl::Status Core::EncodeOutputs(const ModelInferRequest& req, const NodeContrac
     if (it == out.end())
       return absl::InternalError(absl::StrCat(who, " did not produce output '", name, "'"));
     SD_RETURN_IF_ERROR(CheckValue(it->second, contract.Output(name)->type));
-    SD_ASSIGN_OR_RETURN(WireTensor w, EncodeValue(it->second, wire));
-    auto* o = resp->add_outputs();
-    o->set_name(name);
-    o->set_datatype(w.datatype);
-    for (int64_t d : w.shape) o->add_shape(d);
-    resp->add_raw_output_contents(std::move(w.raw));
+    SD_RETURN_IF_ERROR(AddOutputTensor(name, it->second, wire, resp));
   }
   return absl::OkStatus();
 }

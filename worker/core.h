@@ -62,6 +62,11 @@ class Core {
   using ValueMap = std::map<std::string, Value>;
   absl::StatusOr<ValueMap> DecodeInputs(const inference::ModelInferRequest& req,
                                         const NodeContract& contract) const;
+  // One input tensor of a node call or a graph run: checked against the request limits (sizes
+  // before decoding, then integers), decoded as `type`.
+  absl::StatusOr<Value> DecodeChecked(const inference::ModelInferRequest::InferInputTensor& t,
+                                      const std::string& raw, const v1::PortType& type,
+                                      const std::string& what, bool packed_residuals = false) const;
   absl::Status EncodeOutputs(const inference::ModelInferRequest& req, const NodeContract& contract,
                              const NodeOutputs& out, WireDType wire,
                              inference::ModelInferResponse* resp) const;

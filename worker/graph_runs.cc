@@ -8,7 +8,7 @@
 #include "host_plugin/runtime/graph.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
-#include "nodes/tensor/wire.h"
+#include "nodes/tensor/wire_messages.h"
 #include "worker/core.h"
 #include "worker/request_limits.h"
 
@@ -49,16 +49,8 @@ absl::StatusOr<Core::ValueMap> Core::DecodeGraphInputs(const v1::RunGraphRequest
     if (!in) return absl::InvalidArgumentError(absl::StrCat(what, ": the graph has none"));
     if (values.count(t.name()))
       return absl::InvalidArgumentError(absl::StrCat(what, " is given twice"));
-    const std::string& raw = req.raw_input_contents(i);
-    const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-    SD_RETURN_IF_ERROR(
-        CheckInputSize(what, shape, t.datatype() == "BYTES" ? static_cast<int64_t>(raw.size()) : 0,
-                       options_.limits));
-    SD_ASSIGN_OR_RETURN(Value v, DecodeValue(t.datatype(), shape, raw, in->type(), what));
-    if (const int64_t* n = std::get_if<int64_t>(&v)) {
-      SD_RETURN_IF_ERROR(CheckIntInput(what, t.name(), *n, options_.limits));
-    }
-    values[t.name()] = std::move(v);
+    SD_ASSIGN_OR_RETURN(values[t.name()],
+                        DecodeChecked(t, req.raw_input_contents(i), in->type(), what));
   }
   // The loops' step counts, where the caller gives their timesteps.
   for (const v1::Loop& l : graph.config().loop()) {
@@ -121,12 +113,7 @@ absl::Status Core::RunGraph(const v1::RunGraphRequest& req,
   std::vector<std::string> names = options.capture;
   for (const v1::GraphOutput& o : graph.config().output()) names.push_back(o.name());
   for (const std::string& name : names) {
-    SD_ASSIGN_OR_RETURN(WireTensor w, EncodeValue(out->at(name), wire));
-    auto* t = result->add_outputs();
-    t->set_name(name);
-    t->set_datatype(w.datatype);
-    for (int64_t d : w.shape) t->add_shape(d);
-    result->add_raw_output_contents(std::move(w.raw));
+    SD_RETURN_IF_ERROR(AddOutputTensor(name, out->at(name), wire, result));
   }
   result->set_done(true);
   if (needs_model) MarkServing();

@@ -7,6 +7,7 @@
 #include "absl/strings/strip.h"
 #include "host_plugin/runtime/worker_pool_impl.h"
 #include "nodes/base/file_util.h"
+#include "nodes/tensor/wire_messages.h"
 
 namespace sd {
 
@@ -266,21 +267,18 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
     printer.PrintToString(*m, &text);
     if (!text.empty()) (*req.mutable_parameters())["options"].set_string_param(text);
   }
-  for (const auto& [port, value] : call.inputs) {
-    SD_ASSIGN_OR_RETURN(WireTensor w, EncodeValue(value, p.o.wire));
-    auto* in = req.add_inputs();
-    in->set_name(port);
-    in->set_datatype(w.datatype);
-    for (int64_t d : w.shape) in->add_shape(d);
-    req.add_raw_input_contents(std::move(w.raw));
-  }
+  for (const auto& [port, value] : call.inputs)
+    SD_RETURN_IF_ERROR(AddInputTensor(port, value, p.o.wire, &req));
 
   inference::ModelInferResponse resp;
   SD_ASSIGN_OR_RETURN(Worker * w, p.Retry(absl::StrCat("node '", call.node, "' (", call.kind, ")"),
                                           p.o.call_timeout_s, cancelled, [&](Worker& w) {
                                             return p.Send(w, req, cancelled, &resp);
                                           }));
-  return p.Decode(*w, call, resp);
+  return p.DecodeOutputs(*w, resp, [&](const std::string& name) -> const v1::PortType* {
+    const PortSpec* port = call.contract.Output(name);
+    return port ? &port->type : nullptr;
+  });
 }
 
 std::vector<WorkerPool::WorkerStats> WorkerPool::Stats() const {

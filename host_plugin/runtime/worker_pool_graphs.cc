@@ -6,6 +6,7 @@
 
 #include "host_plugin/runtime/worker_pool.h"
 #include "host_plugin/runtime/worker_pool_impl.h"
+#include "nodes/tensor/wire_messages.h"
 
 namespace sd {
 namespace {
@@ -61,14 +62,8 @@ absl::StatusOr<std::map<std::string, Value>> WorkerPool::RunGraph(
       req.set_sha256(p.model.sha256);
   }
   if (p.o.wire != WireDType::kF32) req.set_wire_dtype(WireDTypeName(p.o.wire));
-  for (const auto& [name, value] : call.inputs) {
-    SD_ASSIGN_OR_RETURN(WireTensor w, EncodeValue(value, p.o.wire));
-    auto* in = req.add_inputs();
-    in->set_name(name);
-    in->set_datatype(w.datatype);
-    for (int64_t d : w.shape) in->add_shape(d);
-    req.add_raw_input_contents(std::move(w.raw));
-  }
+  for (const auto& [name, value] : call.inputs)
+    SD_RETURN_IF_ERROR(AddInputTensor(name, value, p.o.wire, &req));
   // Each step may take as long as a node call.
   const double timeout_s = p.o.call_timeout_s * (std::max(call.steps, 1) + 1);
   v1::RunGraphEvent last;
@@ -97,26 +92,10 @@ absl::StatusOr<std::map<std::string, Value>> WorkerPool::RunGraph(
   };
   SD_ASSIGN_OR_RETURN(
       Worker * w, p.Retry(absl::StrCat("loop '", call.loop, "'"), timeout_s, cancelled, attempt));
-  if (last.raw_output_contents_size() != last.outputs_size()) {
-    return absl::InternalError(absl::StrCat("worker ", w->target, ": ", last.outputs_size(),
-                                            " outputs but ", last.raw_output_contents_size(),
-                                            " raw contents"));
-  }
-  std::map<std::string, Value> out;
-  for (int i = 0; i < last.outputs_size(); ++i) {
-    const auto& t = last.outputs(i);
-    auto type = call.outputs.find(t.name());
-    if (type == call.outputs.end() || out.count(t.name())) {
-      return absl::InternalError(
-          absl::StrCat("worker ", w->target, " answered an unexpected output '", t.name(), "'"));
-    }
-    SD_ASSIGN_OR_RETURN(
-        Value v, DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
-                             last.raw_output_contents(i), type->second,
-                             absl::StrCat("worker ", w->target, " output '", t.name(), "'")));
-    out[t.name()] = std::move(v);
-  }
-  return out;
+  return p.DecodeOutputs(*w, last, [&](const std::string& name) -> const v1::PortType* {
+    auto type = call.outputs.find(name);
+    return type == call.outputs.end() ? nullptr : &type->second;
+  });
 }
 
 }  // namespace sd

@@ -204,23 +204,29 @@ struct WorkerPool::Impl {
   // Prepares the pool for a request that needs `checkpoint` ("" : no model) unless it is.
   absl::Status EnsurePrepared(WorkerPool& pool, const std::string& checkpoint);
 
-  // The outputs of a successful call, checked against the node's contract.
-  absl::StatusOr<NodeOutputs> Decode(const Worker& w, const NodeCall& call,
-                                     const inference::ModelInferResponse& resp) const {
-    if (resp.raw_output_contents_size() != resp.outputs_size()) {
-      return absl::InternalError(absl::StrCat("worker ", w.target, ": ", resp.outputs_size(),
-                                              " outputs but ", resp.raw_output_contents_size(),
+  // The outputs of a successful answer (ModelInferResponse, RunGraphEvent), each decoded as the
+  // type `type_of` gives its name; INTERNAL (the worker is at fault) for raw contents that do not
+  // match, an output the caller did not ask for (no type) or gave twice, or one that does not
+  // decode.
+  template <typename Answer>
+  absl::StatusOr<std::map<std::string, Value>> DecodeOutputs(
+      const Worker& w, const Answer& answer,
+      const std::function<const v1::PortType*(const std::string&)>& type_of) const {
+    if (answer.raw_output_contents_size() != answer.outputs_size()) {
+      return absl::InternalError(absl::StrCat("worker ", w.target, ": ", answer.outputs_size(),
+                                              " outputs but ", answer.raw_output_contents_size(),
                                               " raw contents"));
     }
-    NodeOutputs out;
-    for (int i = 0; i < resp.outputs_size(); ++i) {
-      const auto& t = resp.outputs(i);
-      const PortSpec* port = call.contract.Output(t.name());
-      if (!port)
+    std::map<std::string, Value> out;
+    for (int i = 0; i < answer.outputs_size(); ++i) {
+      const auto& t = answer.outputs(i);
+      const v1::PortType* type = type_of(t.name());
+      if (!type || out.count(t.name())) {
         return absl::InternalError(
-            absl::StrCat("worker ", w.target, " answered an unknown output '", t.name(), "'"));
+            absl::StrCat("worker ", w.target, " answered an unexpected output '", t.name(), "'"));
+      }
       auto v = DecodeValue(t.datatype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
-                           resp.raw_output_contents(i), port->type,
+                           answer.raw_output_contents(i), *type,
                            absl::StrCat("worker ", w.target, " output '", t.name(), "'"));
       if (!v.ok()) return absl::InternalError(v.status().message());
       out[t.name()] = std::move(*v);

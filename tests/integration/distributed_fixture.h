@@ -68,8 +68,7 @@ class DistributedTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     std::filesystem::create_directories(Models(*dir_));
-    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
-                        Quote(Models(*dir_) + "/tiny.safetensors") + " --tiny");
+    auto r = MakeTestCheckpoint(Models(*dir_) + "/tiny.safetensors");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     // An init image (a tiny-model render) and a mask whose right half is white (repaint).
     r = RunCommand(Gen("txt2img", "--seed 5", dir_->File("init.png"), ""));
@@ -104,6 +103,15 @@ class DistributedTest : public ::testing::Test {
     return cmd + " --model tiny --workers " + workers;
   }
   static std::string Pool() { return a_->target() + "," + b_->target(); }
+  // (mode, flags) for one image of each mode: txt2img with two samplers, img2img and inpaint on
+  // the suite's init image and mask.
+  static std::vector<std::pair<std::string, std::string>> ModeCases() {
+    const std::string init = " --init " + Quote(dir_->File("init.png"));
+    return {{"txt2img", "--seed 7"},
+            {"txt2img", "--seed 8 --sampler dpmpp_2m --karras"},
+            {"img2img", "--seed 9 --strength 0.6" + init},
+            {"inpaint", "--seed 10" + init + " --mask " + Quote(dir_->File("mask.png"))}};
+  }
 
   // (node, step) -> which worker ran it, from the workers' logs after the given offsets.
   static std::map<std::pair<std::string, int>, std::string> Placement(

@@ -33,14 +33,7 @@ bool ProgressReachedTheLastStep(const std::string& err) {
 }
 
 TEST_F(DistributedTest, LoopPlacedOnOneWorkerEqualsInProcess) {
-  const std::string init = " --init " + Quote(dir_->File("init.png"));
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"txt2img", "--seed 7"},
-      {"txt2img", "--seed 8 --sampler dpmpp_2m --karras"},
-      {"img2img", "--seed 9 --strength 0.6" + init},
-      {"inpaint", "--seed 10" + init + " --mask " + Quote(dir_->File("mask.png"))},
-  };
-  for (const auto& [mode, extra] : cases) {
+  for (const auto& [mode, extra] : ModeCases()) {
     SCOPED_TRACE(mode + " " + extra);
     const std::string local = dir_->File("local.png"), remote = dir_->File("remote.png");
     auto r = RunCommand(Gen(mode, extra, local, ""));

@@ -62,8 +62,7 @@ class WorkerGraphRunsTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     std::filesystem::create_directories(dir_->File("models"));
-    auto r = RunCommand(SdGraphBin() + " make-test-checkpoint " +
-                        Quote(dir_->File("models/tiny.safetensors")) + " --tiny");
+    auto r = MakeTestCheckpoint(dir_->File("models/tiny.safetensors"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     WriteFile(dir_->File("token"), std::string(kToken) + "\n");
     worker_ = new WorkerProcess();

@@ -25,6 +25,13 @@ namespace sd::testing {
 inline std::string WorkerBin() { return SD_TEST_WORKER_BIN; }
 inline std::string SdGraphBin() { return SD_TEST_SDGRAPH_BIN; }
 
+// Writes a test checkpoint to `path` with sd-graph (these tests link no LibTorch); `flags`:
+// "--tiny", "--tiny --inpaint", or "" for the full-size one.
+inline CommandResult MakeTestCheckpoint(const std::string& path,
+                                        const std::string& flags = "--tiny") {
+  return RunCommand(SdGraphBin() + " make-test-checkpoint " + Quote(path) + " " + flags);
+}
+
 // A worker for tests: sd-worker of this build.
 class WorkerProcess : public WorkerLauncher {
  public:
