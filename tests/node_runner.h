@@ -35,7 +35,7 @@ inline absl::StatusOr<NodeOutputs> RunNode(const std::string& kind, RunContext& 
   std::unique_ptr<NodeKernel> kernel = k->create(options);
   SD_RETURN_IF_ERROR(kernel->Open(ctx));
   const std::string name = kind;
-  NodeInputs in(&inputs, &name);
+  SD_ASSIGN_OR_RETURN(const NodeInputs in, NodeInputs::Check(k->contract(), &inputs, &name));
   NodeOutputs out;
   SD_RETURN_IF_ERROR(kernel->Process(in, out));
   return out;
@@ -88,15 +88,10 @@ class NodeRunner {
     }
     std::unique_ptr<NodeKernel> kernel = kind_->create(node_.options());
     SD_RETURN_IF_ERROR(kernel->Open(ctx));
-    NodeInputs in(&inputs, &node_.name());
+    SD_ASSIGN_OR_RETURN(const NodeInputs in, NodeInputs::Check(contract_, &inputs, &node_.name()));
     NodeOutputs out;
     SD_RETURN_IF_ERROR(kernel->Process(in, out));
-    for (const PortSpec& p : contract_.outputs) {
-      auto it = out.find(p.name);
-      if (it == out.end())
-        return absl::InternalError(absl::StrCat(node_.kind(), " did not produce '", p.name, "'"));
-      SD_RETURN_IF_ERROR(CheckValue(it->second, p.type));
-    }
+    SD_RETURN_IF_ERROR(CheckCallOutputs(contract_, inputs, out));
     return out;
   }
 

@@ -279,7 +279,6 @@ absl::Status Core::EncodeOutputs(const ModelInferRequest& req, const NodeContrac
     auto it = out.find(name);
     if (it == out.end())
       return absl::InternalError(absl::StrCat(who, " did not produce output '", name, "'"));
-    SD_RETURN_IF_ERROR(CheckValue(it->second, contract.Output(name)->type));
     SD_RETURN_IF_ERROR(AddOutputTensor(name, it->second, wire, resp));
   }
   return absl::OkStatus();
@@ -291,6 +290,7 @@ absl::Status Core::Infer(const ModelInferRequest& req, ModelInferResponse* resp)
   const std::string& who = req.model_name();
   SD_ASSIGN_OR_RETURN(CallSetup setup, Setup(req, contract));
   SD_ASSIGN_OR_RETURN(ValueMap values, DecodeInputs(req, contract));
+  SD_ASSIGN_OR_RETURN(const NodeInputs in, NodeInputs::Check(contract, &values, &who));
   RunContext ctx = base_;
   ctx.checkpoint = setup.checkpoint;
   NodeOutputs out;
@@ -298,10 +298,12 @@ absl::Status Core::Infer(const ModelInferRequest& req, ModelInferResponse* resp)
     c10::InferenceMode guard;
     std::unique_ptr<NodeKernel> kernel = kind->create(setup.options);
     absl::Status opened = kernel->Open(ctx);
-    return opened.ok() ? kernel->Process(NodeInputs(&values, &who), out) : opened;
+    return opened.ok() ? kernel->Process(in, out) : opened;
   });
   if (contract.needs_model) UpdateModelGauges();
   if (!s.ok()) return s;
+  if (absl::Status c = CheckCallOutputs(contract, values, out); !c.ok())
+    return absl::Status(c.code(), absl::StrCat(who, " ", c.message()));
   SD_RETURN_IF_ERROR(EncodeOutputs(req, contract, out, setup.wire, resp));
   if (contract.needs_model) MarkServing();
   return absl::OkStatus();

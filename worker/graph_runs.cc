@@ -70,8 +70,7 @@ absl::Status Core::RunGraph(const v1::RunGraphRequest& req,
                             const std::function<void(const v1::RunGraphEvent&)>& emit,
                             const std::atomic<bool>* cancelled, v1::RunGraphEvent* result) {
   auto contracts = [this](const std::string& kind) -> absl::StatusOr<NodeContract> {
-    SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
-    NodeContract c = k->contract();
+    SD_ASSIGN_OR_RETURN(NodeContract c, RegisteredContract(kind));
     if (c.needs_model) SD_RETURN_IF_ERROR(ServedKind(kind).status());
     return c;
   };

@@ -12,17 +12,16 @@ namespace sd {
 
 class LoadImage : public NodeKernel {
  public:
+  static constexpr Input<std::string> kPath{"path"};
+  static constexpr Output<torch::Tensor> kPixels{"pixels", v1::UINT8, "?,?,3", "uint8 [H, W, 3]"};
   static NodeContract Contract() {
-    return {{{"path", ScalarPort(v1::STRING)}}, {{"pixels", TensorPort(v1::UINT8, 3), false, "uint8 [H, W, 3]"}}, nullptr,
+    return {Ports(kPath), Ports(kPixels), nullptr,
             "reads an image file as 8-bit RGB (grey expanded, alpha dropped)"};
   }
   explicit LoadImage(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto path = in.String("path");
-    if (!path.ok()) return path.status();
-    auto px = ReadImageRgb8(*path);
-    if (!px.ok()) return px.status();
-    out["pixels"] = *px;
+    SD_ASSIGN_OR_RETURN(torch::Tensor px, ReadImageRgb8(in[kPath]));
+    out.Set(kPixels, px);
     return absl::OkStatus();
   }
 };
@@ -43,24 +42,19 @@ SD_REGISTER_NODE(LoadMask);
 // ComfyUI's mask of an image file: 1 - alpha by default (LoadImage's MASK), or a colour channel.
 class LoadImageMask : public NodeKernel {
  public:
+  static constexpr Input<std::string> kPath{"path"};
+  static constexpr OptionalInput<std::string> kChannel{
+      "channel", "alpha (default: 1 - alpha), red, green or blue"};
+  static constexpr Output<torch::Tensor> kMask{"mask", v1::FLOAT32, "1,1,?,?",
+                                               "float32 [1, 1, H, W] in [0, 1], 1 = repaint"};
   static NodeContract Contract() {
-    return {{{"path", ScalarPort(v1::STRING)},
-             {"channel", ScalarPort(v1::STRING), true,
-              "alpha (default: 1 - alpha), red, green or blue"}},
-            {{"mask", TensorPort(v1::FLOAT32, 4), false,
-              "float32 [1, 1, H, W] in [0, 1], 1 = repaint"}},
-            nullptr,
+    return {Ports(kPath, kChannel), Ports(kMask), nullptr,
             "reads a mask from an image file's alpha or a colour channel"};
   }
   explicit LoadImageMask(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto path = in.String("path");
-    if (!path.ok()) return path.status();
-    std::string channel = "alpha";
-    if (in.Has("channel")) channel = *in.String("channel");
-    auto m = ReadImageMask(*path, channel);
-    if (!m.ok()) return m.status();
-    out["mask"] = *m;
+    SD_ASSIGN_OR_RETURN(torch::Tensor m, ReadImageMask(in[kPath], in[kChannel].value_or("alpha")));
+    out.Set(kMask, m);
     return absl::OkStatus();
   }
 };
@@ -68,23 +62,23 @@ SD_REGISTER_NODE(LoadImageMask);
 
 class SaveImage : public NodeKernel {
  public:
+  static constexpr Input<torch::Tensor> kPixels{"pixels", v1::UINT8, "?,?,?"};
+  static constexpr Input<std::string> kPath{"path"};
+  static constexpr OptionalInput<std::string> kParameters{
+      "parameters", "text stored in the file (PNG: a 'parameters' chunk)"};
+  static constexpr Output<std::string> kWritten{"path", "the file written"};
   static NodeContract Contract() {
-    return {{{"pixels", TensorPort(v1::UINT8, 3)},
-             {"path", ScalarPort(v1::STRING)},
-             {"parameters", ScalarPort(v1::STRING), true, "text stored in the file (PNG: a 'parameters' chunk)"}},
-            {{"path", ScalarPort(v1::STRING), false, "the file written"}}, nullptr,
+    return {Ports(kPixels, kPath, kParameters), Ports(kWritten), nullptr,
             "writes an image file (temporary file renamed into place)"};
   }
   explicit SaveImage(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto px = in.Tensor("pixels");
-    auto path = in.String("path");
-    if (!px.ok()) return px.status();
-    if (!path.ok()) return path.status();
+    const std::string path = in[kPath];
     std::map<std::string, std::string> meta = {{"Software", "sdgraph"}};
-    if (in.Has("parameters")) meta["parameters"] = *in.String("parameters");
-    if (absl::Status s = WriteImageRgb8(*path, *px, meta); !s.ok()) return s;
-    out["path"] = *path;
+    if (const std::optional<std::string> parameters = in[kParameters])
+      meta["parameters"] = *parameters;
+    SD_RETURN_IF_ERROR(WriteImageRgb8(path, in[kPixels], meta));
+    out.Set(kWritten, path);
     return absl::OkStatus();
   }
 };

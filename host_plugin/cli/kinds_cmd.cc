@@ -22,6 +22,10 @@ constexpr char kHelp[] =
     "Lists the node kinds graph files can use (all of them, or the KINDs named): each kind's "
     "inputs\n"
     "and outputs with their types (optional ports marked), its options message and what it does.\n"
+    "A tensor's [dims] give the size of each axis: a number, a symbol that means the same size on\n"
+    "every port of the node (B, h), a product (h*f) or ? (any); a value that does not fit is "
+    "refused\n"
+    "where it arrives, naming the port and the axis.\n"
     "\n"
     "  --textproto   write an sd.v1.NodeKindCatalog in protobuf text format instead (for tools;\n"
     "                the graph fuzzer plans against it)\n";
@@ -29,6 +33,7 @@ constexpr char kHelp[] =
 void PrintPorts(const char* title, const google::protobuf::RepeatedPtrField<v1::PortInfo>& ports) {
   for (const v1::PortInfo& p : ports) {
     std::string line = absl::StrCat("    ", title, " ", p.name(), ": ", DescribeType(p.type()),
+                                    p.dims().empty() ? "" : absl::StrCat(" [", p.dims(), "]"),
                                     p.optional() ? " (optional)" : "");
     if (!p.doc().empty()) absl::StrAppend(&line, " - ", p.doc());
     std::printf("%s\n", line.c_str());

@@ -77,11 +77,7 @@ GraphImports FileImports() {
 }
 
 absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string& name) {
-  auto contracts = [](const std::string& kind) -> absl::StatusOr<NodeContract> {
-    SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
-    return k->contract();
-  };
-  return FromText(text, name, contracts, FileImports());
+  return FromText(text, name, RegisteredContract, FileImports());
 }
 
 absl::StatusOr<Graph> Graph::FromText(const std::string& text, const std::string& name,

@@ -75,6 +75,9 @@ absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Gather(const Planned
     }
     in[port] = *v;
   }
+  // Sizes too (the ports' dims), before anything is sent anywhere.
+  if (absl::Status s = CheckCallInputs(p.contract, in); !s.ok())
+    return absl::Status(s.code(), absl::StrCat(NodeWho(p), " ", s.message()));
   if (options_.check_inputs) {
     if (absl::Status s = options_.check_inputs(p.node->kind(), in); !s.ok())
       return absl::Status(s.code(), absl::StrCat(NodeWho(p), ": ", s.message()));
@@ -94,23 +97,24 @@ absl::StatusOr<NodeOutputs> GraphExecutor::Execute(const PlannedNode& p,
     }
     NodeOutputs out;
     c10::InferenceMode guard;
-    SD_RETURN_IF_ERROR(kernels_.at(p.node->name())->Process(NodeInputs(&in, &p.node->name()), out));
+    SD_ASSIGN_OR_RETURN(const NodeInputs checked,
+                        NodeInputs::Check(p.contract, &in, &p.node->name()));
+    SD_RETURN_IF_ERROR(kernels_.at(p.node->name())->Process(checked, out));
     return out;
   });
 }
 
-absl::Status GraphExecutor::Finish(const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step,
-                                   int steps) {
+absl::Status GraphExecutor::Finish(const PlannedNode& p, const std::map<std::string, Value>& in,
+                                   absl::StatusOr<NodeOutputs> out, int step, int steps) {
   const std::string who = NodeWho(p);
   if (!out.ok())
     return absl::Status(out.status().code(), absl::StrCat(who, ": ", out.status().message()));
+  // Whatever computed them, in-process or a worker: each output of its type and of a size that fits
+  // the inputs (a wrong-sized VAE or CLIP answer is caught here, naming this node).
+  if (absl::Status s = CheckCallOutputs(p.contract, in, *out); !s.ok())
+    return absl::Status(s.code(), absl::StrCat(who, " ", s.message()));
   for (const PortSpec& o : p.contract.outputs) {
-    auto it = out->find(o.name);
-    if (it == out->end())
-      return absl::InternalError(absl::StrCat(who, " did not produce output '", o.name, "'"));
-    if (absl::Status c = CheckValue(it->second, o.type); !c.ok())
-      return absl::InternalError(absl::StrCat(who, " output '", o.name, "': ", c.message()));
-    values_[p.node->name() + "." + o.name] = std::move(it->second);
+    values_[p.node->name() + "." + o.name] = std::move(out->at(o.name));
   }
   if (options_.on_progress) options_.on_progress({step, steps, p.node->name(), Elapsed()});
   return absl::OkStatus();
@@ -145,7 +149,7 @@ absl::Status GraphExecutor::RunWave(const Wave& wave, const Lookup& lookup, int 
     pool_->RunAll(std::move(calls), local);
   }
   for (size_t i = 0; i < wave.size(); ++i)
-    SD_RETURN_IF_ERROR(Finish(*wave[i], std::move(*outs[i]), step, steps));
+    SD_RETURN_IF_ERROR(Finish(*wave[i], ins[i], std::move(*outs[i]), step, steps));
   return absl::OkStatus();
 }
 

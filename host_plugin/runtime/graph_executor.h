@@ -45,7 +45,8 @@ class GraphExecutor {
                                                       const Lookup& lookup) const;
   absl::StatusOr<NodeOutputs> Execute(const PlannedNode& p, const std::map<std::string, Value>& in,
                                       int step);
-  absl::Status Finish(const PlannedNode& p, absl::StatusOr<NodeOutputs> out, int step, int steps);
+  absl::Status Finish(const PlannedNode& p, const std::map<std::string, Value>& in,
+                      absl::StatusOr<NodeOutputs> out, int step, int steps);
   absl::Status RunWave(const Wave& wave, const Lookup& lookup, int step, int steps);
   absl::Status RunLevels(const Wave& nodes, const Lookup& lookup, int step, int steps);
   absl::Status RunLoop(const PlannedLoop& pl);

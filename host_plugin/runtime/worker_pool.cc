@@ -275,10 +275,13 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
                                           p.o.call_timeout_s, cancelled, [&](Worker& w) {
                                             return p.Send(w, req, cancelled, &resp);
                                           }));
-  return p.DecodeOutputs(*w, resp, [&](const std::string& name) -> const v1::PortType* {
-    const PortSpec* port = call.contract.Output(name);
-    return port ? &port->type : nullptr;
-  });
+  SD_ASSIGN_OR_RETURN(
+      auto values, p.DecodeOutputs(*w, resp, [&](const std::string& name) -> const v1::PortType* {
+        const PortSpec* port = call.contract.Output(name);
+        return port ? &port->type : nullptr;
+      }));
+  return NodeOutputs(std::make_move_iterator(values.begin()),
+                     std::make_move_iterator(values.end()));
 }
 
 std::vector<WorkerPool::WorkerStats> WorkerPool::Stats() const {

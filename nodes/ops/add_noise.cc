@@ -8,25 +8,19 @@ namespace sd {
 
 class AddNoise : public NodeKernel {
  public:
-  static constexpr char kLatents[] = "latents";
-  static constexpr char kT[] = "t";
-  static constexpr char kNoise[] = "noise";
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<double> kT{"t"};
+  static constexpr Input<torch::Tensor> kNoise{"noise", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Output<torch::Tensor> kNoised{"latents", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    return {{{kLatents, TensorPort(v1::FLOAT32, 4)}, {kT, ScalarPort(v1::FLOAT)}, {kNoise, TensorPort(v1::FLOAT32, 4)}},
-            {{kLatents, TensorPort(v1::FLOAT32, 4)}}, nullptr, "sqrt(abar_t) x0 + sqrt(1 - abar_t) noise"};
+    return {Ports(kLatents, kT, kNoise), Ports(kNoised), nullptr,
+            "sqrt(abar_t) x0 + sqrt(1 - abar_t) noise"};
   }
   explicit AddNoise(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto x0 = in.Tensor(kLatents);
-    auto t = in.Float(kT);
-    auto noise = in.Tensor(kNoise);
-    if (!x0.ok()) return x0.status();
-    if (!t.ok()) return t.status();
-    if (!noise.ok()) return noise.status();
-    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
-    auto noised = AddNoiseAt(*schedule, *x0, *t, *noise);
-    if (!noised.ok()) return noised.status();
-    out[kLatents] = *noised;
+    SD_ASSIGN_OR_RETURN(torch::Tensor noised, AddNoiseAt(NoiseSchedule::StableDiffusion(),
+                                                         in[kLatents], in[kT], in[kNoise]));
+    out.Set(kNoised, noised);
     return absl::OkStatus();
   }
 };

@@ -45,25 +45,21 @@ absl::StatusOr<torch::Tensor> CannyEdges(const torch::Tensor& pixels, int64_t lo
 
 class Canny : public NodeKernel {
  public:
+  static constexpr Input<torch::Tensor> kPixels{"pixels", v1::UINT8, "H,W,?",
+                                                "uint8 [H, W, C], C = 1, 3 or 4"};
+  static constexpr OptionalInput<int64_t> kLow{"low", "lower hysteresis threshold (default 100)"};
+  static constexpr OptionalInput<int64_t> kHigh{"high", "upper hysteresis threshold (default 200)"};
+  static constexpr Output<torch::Tensor> kEdges{"pixels", v1::UINT8, "H,W,3",
+                                                "uint8 [H, W, 3]: white edges on black"};
   static NodeContract Contract() {
-    return {{{"pixels", TensorPort(v1::UINT8, 3), false, "uint8 [H, W, C], C = 1, 3 or 4"},
-             {"low", ScalarPort(v1::INT), true, "lower hysteresis threshold (default 100)"},
-             {"high", ScalarPort(v1::INT), true, "upper hysteresis threshold (default 200)"}},
-            {{"pixels", TensorPort(v1::UINT8, 3), false, "uint8 [H, W, 3]: white edges on black"}},
-            nullptr,
+    return {Ports(kPixels, kLow, kHigh), Ports(kEdges), nullptr,
             "Canny edges (OpenCV), the canny ControlNet's hint"};
   }
   explicit Canny(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor px, in.Tensor("pixels"));
-    int64_t low = 100, high = 200;
-    if (in.Has("low")) {
-      SD_ASSIGN_OR_RETURN(low, in.Int("low"));
-    }
-    if (in.Has("high")) {
-      SD_ASSIGN_OR_RETURN(high, in.Int("high"));
-    }
-    SD_ASSIGN_OR_RETURN(out["pixels"], CannyEdges(px, low, high));
+    SD_ASSIGN_OR_RETURN(torch::Tensor edges,
+                        CannyEdges(in[kPixels], in[kLow].value_or(100), in[kHigh].value_or(200)));
+    out.Set(kEdges, edges);
     return absl::OkStatus();
   }
 };

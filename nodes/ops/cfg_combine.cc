@@ -11,27 +11,17 @@ namespace sd {
 
 class CfgCombine : public NodeKernel {
  public:
-  static constexpr char kCond[] = "cond";
-  static constexpr char kUncond[] = "uncond";
-  static constexpr char kScale[] = "scale";
-  static constexpr char kEps[] = "eps";
+  static constexpr Input<torch::Tensor> kCond{"cond", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<torch::Tensor> kUncond{"uncond", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<double> kScale{"scale"};
+  static constexpr Output<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    return {{{kCond, TensorPort(v1::FLOAT32, 4)}, {kUncond, TensorPort(v1::FLOAT32, 4)}, {kScale, ScalarPort(v1::FLOAT)}},
-            {{kEps, TensorPort(v1::FLOAT32, 4)}}, nullptr, "classifier-free guidance"};
+    return {Ports(kCond, kUncond, kScale), Ports(kEps), nullptr, "classifier-free guidance"};
   }
   explicit CfgCombine(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto cond = in.Tensor(kCond);
-    auto uncond = in.Tensor(kUncond);
-    auto scale = in.Float(kScale);
-    if (!cond.ok()) return cond.status();
-    if (!uncond.ok()) return uncond.status();
-    if (!scale.ok()) return scale.status();
-    if (cond->sizes() != uncond->sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat("CfgCombine: cond is ", DescribeTensor(*cond), " but uncond is ",
-                                                     DescribeTensor(*uncond)));
-    }
-    out[kEps] = static_cast<float>(*scale) * (*cond - *uncond) + *uncond;
+    const torch::Tensor uncond = in[kUncond];
+    out.Set(kEps, static_cast<float>(in[kScale]) * (in[kCond] - uncond) + uncond);
     return absl::OkStatus();
   }
 };

@@ -3,7 +3,6 @@
 // standing for the ids from the vocabulary's size on; TokenizePrompt makes both) and `clip_skip`.
 //   node { kind: "ClipEncode" name: "clip" input: "tokens=tok.tokens" input: "vectors=tok.vectors"
 //          input: "clip_skip=@clip_skip" }
-#include "absl/strings/str_cat.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/ops/node.h"
 
@@ -11,20 +10,19 @@ namespace sd {
 
 class ClipEncode : public NodeKernel {
  public:
-  static constexpr char kTokens[] = "tokens";
-  static constexpr char kVectors[] = "vectors";
-  static constexpr char kClipSkip[] = "clip_skip";
-  static constexpr char kContext[] = "context";
+  static constexpr Input<torch::Tensor> kTokens{"tokens", v1::INT64, "B,L",
+                                                "B rows of L token ids"};
+  static constexpr OptionalInput<torch::Tensor> kVectors{
+      "vectors", v1::FLOAT32, "1,?,?",
+      "[1, N, width]: embedding vectors for the ids from the vocabulary's size on ([1, 0, 0]: "
+      "none)"};
+  static constexpr OptionalInput<int64_t> kClipSkip{
+      "clip_skip", "1 (default): the last layer; N: the hidden state N-1 layers before it"};
+  static constexpr Output<torch::Tensor> kContext{"context", v1::FLOAT32, "B,L,D",
+                                                  "[B, 77, 768] for SD v1.x"};
   static NodeContract Contract() {
-    return {{{kTokens, TensorPort(v1::INT64, 2)},
-             {kVectors, TensorPort(v1::FLOAT32, 3), true,
-              "[1, N, width]: embedding vectors for the ids from the vocabulary's size on"},
-             {kClipSkip, ScalarPort(v1::INT), true,
-              "1 (default): the last layer; N: the hidden state N-1 layers before it"}},
-            {{kContext, TensorPort(v1::FLOAT32, 3), false, "[B, 77, 768]"}},
-            nullptr,
-            "CLIP ViT-L/14 text encoder (final LayerNorm output)",
-            true};
+    return {Ports(kTokens, kVectors, kClipSkip), Ports(kContext), nullptr,
+            "CLIP ViT-L/14 text encoder (final LayerNorm output)", true};
   }
   explicit ClipEncode(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {
@@ -34,27 +32,12 @@ class ClipEncode : public NodeKernel {
     return absl::OkStatus();
   }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto tokens = in.Tensor(kTokens);
-    if (!tokens.ok()) return tokens.status();
-    torch::Tensor vectors;
-    if (in.Has(kVectors)) {
-      auto v = in.Tensor(kVectors);
-      if (!v.ok()) return v.status();
-      if (v->size(0) != 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("input 'vectors': expected [1, N, width], got batch ", v->size(0)));
-      }
-      vectors = v->select(0, 0);
-    }
-    int64_t clip_skip = 1;
-    if (in.Has(kClipSkip)) {
-      auto s = in.Int(kClipSkip);
-      if (!s.ok()) return s.status();
-      clip_skip = *s;
-    }
-    auto context = clip_->Encode(*tokens, vectors, clip_skip);
-    if (!context.ok()) return context.status();
-    out[kContext] = context->to(torch::kFloat32);
+    const std::optional<torch::Tensor> vectors = in[kVectors];
+    SD_ASSIGN_OR_RETURN(
+        torch::Tensor context,
+        clip_->Encode(in[kTokens], vectors ? vectors->select(0, 0) : torch::Tensor(),
+                      in[kClipSkip].value_or(1)));
+    out.Set(kContext, context.to(torch::kFloat32));
     return absl::OkStatus();
   }
 

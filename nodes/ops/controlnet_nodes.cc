@@ -32,22 +32,6 @@
 namespace sd {
 namespace {
 
-template <typename T>
-absl::StatusOr<T> Optional(const NodeInputs& in, const std::string& port, T fallback);
-template <>
-absl::StatusOr<double> Optional(const NodeInputs& in, const std::string& port, double fallback) {
-  return in.Has(port) ? in.Float(port) : fallback;
-}
-template <>
-absl::StatusOr<int64_t> Optional(const NodeInputs& in, const std::string& port, int64_t fallback) {
-  return in.Has(port) ? in.Int(port) : fallback;
-}
-template <>
-absl::StatusOr<std::string> Optional(const NodeInputs& in, const std::string& port,
-                                     std::string fallback) {
-  return in.Has(port) ? in.String(port) : fallback;
-}
-
 // Whether both configurations have the same trunk (a ControlNet is a copy of its UNet's encoder).
 bool SameTrunk(const UNetConfig& a, const UNetConfig& b) {
   return a.model_channels == b.model_channels && a.channel_mult == b.channel_mult &&
@@ -59,29 +43,34 @@ bool SameTrunk(const UNetConfig& a, const UNetConfig& b) {
 
 class ControlNetNode : public NodeKernel {
  public:
+  static constexpr Input<torch::Tensor> kHint{"hint", v1::FLOAT32, "?,?,8*h,8*w",
+                                              "[1 or B, 3, 8h, 8w] in [0, 1] (ControlHint)"};
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w",
+                                                 "[B, 4, h, w], as the UNet step gets them"};
+  static constexpr Input<double> kT{"t", "timestep"};
+  static constexpr Input<torch::Tensor> kContext{"context", v1::FLOAT32, "?,T,D",
+                                                 "the text context of the UNet step it steers"};
+  static constexpr OptionalInput<double> kStrength{"strength",
+                                                   "scale of the residuals (default 1; 0: off)"};
+  static constexpr OptionalInput<double> kStart{
+      "start", "acts from this fraction of the denoising (default 0)"};
+  static constexpr OptionalInput<double> kEnd{"end", "until this fraction (default 1)"};
+  static constexpr OptionalInput<int64_t> kGuessMode{
+      "guess_mode", "1: residual i scaled by strength * 0.825^(12 - i) (the original guess mode)"};
+  static constexpr OptionalInput<int64_t> kActive{
+      "active",
+      "0: off (passes `residuals` on, or zeros); the stock graphs steer the unconditional half "
+      "only when "
+      "control_uncond is 1"};
+  static constexpr OptionalInput<torch::Tensor> kPrevious{
+      "residuals", v1::FLOAT32, "?,N", "another ControlNet's, added to this one's"};
+  static constexpr Output<torch::Tensor> kResiduals{"residuals", v1::FLOAT32, "?,N",
+                                                    "[1 or B, N]: every residual, packed"};
   static NodeContract Contract() {
-    return {
-        {{"hint", TensorPort(v1::FLOAT32, 4), false, "[1 or B, 3, 8h, 8w] in [0, 1] (ControlHint)"},
-         {"latents", TensorPort(v1::FLOAT32, 4), false, "[B, 4, h, w], as the UNet step gets them"},
-         {"t", ScalarPort(v1::FLOAT), false, "timestep"},
-         {"context", TensorPort(v1::FLOAT32, 3), false,
-          "the text context of the UNet step it steers"},
-         {"strength", ScalarPort(v1::FLOAT), true, "scale of the residuals (default 1; 0: off)"},
-         {"start", ScalarPort(v1::FLOAT), true,
-          "acts from this fraction of the denoising (default 0)"},
-         {"end", ScalarPort(v1::FLOAT), true, "until this fraction (default 1)"},
-         {"guess_mode", ScalarPort(v1::INT), true,
-          "1: residual i scaled by strength * 0.825^(12 - i) (the original guess mode)"},
-         {"active", ScalarPort(v1::INT), true,
-          "0: off (passes `residuals` on, or zeros); the stock graphs steer the unconditional half "
-          "only "
-          "when control_uncond is 1"},
-         {"residuals", TensorPort(v1::FLOAT32, 2), true,
-          "another ControlNet's, added to this one's"}},
-        {{"residuals", TensorPort(v1::FLOAT32, 2), false, "[1 or B, N]: every residual, packed"}},
-        v1::ControlNetOptions::descriptor(),
-        "ControlNet: residuals that steer a UNet step toward a hint image",
-        true};
+    return {Ports(kHint, kLatents, kT, kContext, kStrength, kStart, kEnd, kGuessMode, kActive,
+                  kPrevious),
+            Ports(kResiduals), v1::ControlNetOptions::descriptor(),
+            "ControlNet: residuals that steer a UNet step toward a hint image", true};
   }
   explicit ControlNetNode(const google::protobuf::Any& options)
       : index_(UnpackOptions<v1::ControlNetOptions>(options).index()) {}
@@ -91,40 +80,28 @@ class ControlNetNode : public NodeKernel {
     return absl::OkStatus();
   }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor latents, in.Tensor("latents"));
-    SD_ASSIGN_OR_RETURN(double t, in.Float("t"));
-    SD_ASSIGN_OR_RETURN(double strength, Optional(in, "strength", 1.0));
-    SD_ASSIGN_OR_RETURN(double start, Optional(in, "start", 0.0));
-    SD_ASSIGN_OR_RETURN(double end, Optional(in, "end", 1.0));
-    SD_ASSIGN_OR_RETURN(int64_t guess, Optional(in, "guess_mode", int64_t{0}));
-    SD_ASSIGN_OR_RETURN(int64_t active, Optional(in, "active", int64_t{1}));
+    const torch::Tensor latents = in[kLatents];
+    const double t = in[kT], strength = in[kStrength].value_or(1.0),
+                 start = in[kStart].value_or(0.0), end = in[kEnd].value_or(1.0);
+    const int64_t guess = in[kGuessMode].value_or(0), active = in[kActive].value_or(1);
     if (!std::isfinite(strength) || !(start >= 0 && start <= end && end <= 1)) {
       return absl::InvalidArgumentError(
           absl::StrCat("ControlNet: strength ", strength, ", start ", start, ", end ", end,
                        ": need a finite strength and 0 <= start <= end <= 1"));
     }
     const UNetConfig& u = net_->config().unet;
-    if (latents.dim() != 4) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ControlNet: latents must be [B, 4, h, w], got ", DescribeTensor(latents)));
-    }
     const int64_t h = latents.size(2), w = latents.size(3);
-    torch::Tensor previous;
-    if (in.Has("residuals")) {
-      SD_ASSIGN_OR_RETURN(previous, in.Tensor("residuals"));
-      SD_RETURN_IF_ERROR(UnpackControl(previous, u, h, w).status());
-    }
+    const torch::Tensor previous = in[kPrevious].value_or(torch::Tensor());
+    if (previous.defined()) SD_RETURN_IF_ERROR(UnpackControl(previous, u, h, w).status());
     const double progress = 1.0 - t / 999.0;
     if (active == 0 || strength == 0 || progress < start - 1e-9 || progress > end + 1e-9) {
-      out["residuals"] = previous.defined() ? previous : PackControl(Zeros(u, h, w));
+      out.Set(kResiduals, previous.defined() ? previous : PackControl(Zeros(u, h, w)));
       return absl::OkStatus();
     }
-    SD_ASSIGN_OR_RETURN(torch::Tensor hint, in.Tensor("hint"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor context, in.Tensor("context"));
     SD_ASSIGN_OR_RETURN(
         std::vector<torch::Tensor> residuals,
-        net_->Predict(latents, hint, torch::tensor({t}, torch::kFloat64).to(torch::kFloat32),
-                      context));
+        net_->Predict(latents, in[kHint], torch::tensor({t}, torch::kFloat64).to(torch::kFloat32),
+                      in[kContext]));
     const std::vector<double> scales = ControlScales(residuals.size(), strength, guess != 0);
     for (size_t i = 0; i < residuals.size(); ++i) residuals[i] = residuals[i] * scales[i];
     torch::Tensor packed = PackControl(residuals);
@@ -136,7 +113,7 @@ class ControlNetNode : public NodeKernel {
       }
       packed = packed + previous;
     }
-    out["residuals"] = packed;
+    out.Set(kResiduals, packed);
     return absl::OkStatus();
   }
 
@@ -182,31 +159,35 @@ const bool sd_node_registered_ControlNet = internal::RegisterOrDie(
 
 class ControlHint : public NodeKernel {
  public:
+  static constexpr OptionalInput<torch::Tensor> kPixels{
+      "pixels", v1::UINT8, "?,?,?", "uint8 [H, W, C], C = 1 (grey), 3 or 4 (alpha dropped)"};
+  static constexpr OptionalInput<torch::Tensor> kImage{
+      "image", v1::FLOAT32, "1,?,?,?",
+      "instead of pixels: an image tensor [1, C, H, W] in [-1, 1]"};
+  static constexpr OptionalInput<torch::Tensor> kValues{
+      "values", v1::FLOAT32, "?,?,?",
+      "float [H, W, C] instead of pixels: a render pass (see `normalize`)"};
+  static constexpr OptionalInput<std::string> kNormalize{
+      "normalize",
+      "for values: none (default; clamped to [0, 1]), depth (distances: near = white, far = black, "
+      "min-max over "
+      "the finite values), normal (unit normals in [-1, 1] -> (n + 1) / 2)"};
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "?,?,h,w",
+                                                 "the hint is made 8x their height and width"};
+  static constexpr OptionalInput<std::string> kMethod{"method", kResizeMethods};
+  static constexpr OptionalInput<std::string> kCrop{
+      "crop", "center (default: fill, centre-cropped) or disabled (stretch)"};
+  static constexpr Output<torch::Tensor> kHint{"hint", v1::FLOAT32, "1,3,8*h,8*w",
+                                               "[1, 3, 8h, 8w] in [0, 1]"};
   static NodeContract Contract() {
-    return {{{"pixels", TensorPort(v1::UINT8, 3), true,
-              "uint8 [H, W, C], C = 1 (grey), 3 or 4 (alpha dropped)"},
-             {"image", TensorPort(v1::FLOAT32, 4), true,
-              "instead of pixels: an image tensor [1, C, H, W] in [-1, 1]"},
-             {"values", TensorPort(v1::FLOAT32, 3), true,
-              "float [H, W, C] instead of pixels: a render pass (see `normalize`)"},
-             {"normalize", ScalarPort(v1::STRING), true,
-              "for values: none (default; clamped to [0, 1]), depth (distances: near = white, far "
-              "= black, "
-              "min-max over the finite values), normal (unit normals in [-1, 1] -> (n + 1) / 2)"},
-             {"latents", TensorPort(v1::FLOAT32, 4), false,
-              "the hint is made 8x their height and width"},
-             {"method", ScalarPort(v1::STRING), true, kResizeMethods},
-             {"crop", ScalarPort(v1::STRING), true,
-              "center (default: fill, centre-cropped) or disabled (stretch)"}},
-            {{"hint", TensorPort(v1::FLOAT32, 4), false, "[1, 3, 8h, 8w] in [0, 1]"}},
-            nullptr,
-            "a picture as a ControlNet hint, at the working size"};
+    return {Ports(kPixels, kImage, kValues, kNormalize, kLatents, kMethod, kCrop), Ports(kHint),
+            nullptr, "a picture as a ControlNet hint, at the working size"};
   }
   explicit ControlHint(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor latents, in.Tensor("latents"));
-    SD_ASSIGN_OR_RETURN(std::string method, Optional(in, "method", std::string("nearest-exact")));
-    SD_ASSIGN_OR_RETURN(std::string crop, Optional(in, "crop", std::string("center")));
+    const torch::Tensor latents = in[kLatents];
+    const std::string method = in[kMethod].value_or("nearest-exact"),
+                      crop = in[kCrop].value_or("center");
     SD_ASSIGN_OR_RETURN(torch::Tensor x, Unit(in));  // [H, W, C] in [0, 1]
     if (x.size(0) < 1 || x.size(1) < 1 || x.size(2) < 1 || x.size(2) > 4) {
       return absl::InvalidArgumentError(
@@ -218,31 +199,22 @@ class ControlHint : public NodeKernel {
     x = x.permute({2, 0, 1}).unsqueeze(0).contiguous();
     SD_ASSIGN_OR_RETURN(torch::Tensor hint, Rescale(x, method, 8 * latents.size(3),
                                                     8 * latents.size(2), crop, "ControlHint"));
-    out["hint"] = hint.clamp(0, 1);
+    out.Set(kHint, hint.clamp(0, 1));
     return absl::OkStatus();
   }
 
  private:
   static absl::StatusOr<torch::Tensor> Unit(const NodeInputs& in) {
-    if (int(in.Has("pixels")) + int(in.Has("values")) + int(in.Has("image")) != 1) {
+    const std::optional<torch::Tensor> pixels = in[kPixels], image = in[kImage],
+                                       values = in[kValues];
+    if (int(pixels.has_value()) + int(values.has_value()) + int(image.has_value()) != 1) {
       return absl::InvalidArgumentError(
           "ControlHint: give `pixels`, `image` or `values`, one of them");
     }
-    if (in.Has("image")) {
-      SD_ASSIGN_OR_RETURN(torch::Tensor image, in.Tensor("image"));
-      if (image.dim() != 4 || image.size(0) != 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("ControlHint: image must be [1, C, H, W], got ", DescribeTensor(image)));
-      }
-      return ((image[0].permute({1, 2, 0}).to(torch::kFloat32) + 1) / 2).clamp(0, 1);
-    }
-    if (in.Has("pixels")) {
-      SD_ASSIGN_OR_RETURN(torch::Tensor px, in.Tensor("pixels"));
-      return px.to(torch::kFloat32) / 255.0;
-    }
-    SD_ASSIGN_OR_RETURN(torch::Tensor v, in.Tensor("values"));
-    SD_ASSIGN_OR_RETURN(std::string normalize, Optional(in, "normalize", std::string("none")));
-    v = v.to(torch::kFloat32);
+    if (image) return (((*image)[0].permute({1, 2, 0}).to(torch::kFloat32) + 1) / 2).clamp(0, 1);
+    if (pixels) return pixels->to(torch::kFloat32) / 255.0;
+    const std::string normalize = in[kNormalize].value_or("none");
+    const torch::Tensor v = values->to(torch::kFloat32);
     if (normalize == "none") return torch::nan_to_num(v, 0.0, 1.0, 0.0).clamp(0, 1);
     if (normalize == "normal") return ((torch::nan_to_num(v, 0.0, 1.0, -1.0) + 1) / 2).clamp(0, 1);
     if (normalize != "depth") {

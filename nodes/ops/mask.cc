@@ -31,26 +31,27 @@ namespace sd {
 
 class MaskToLatent : public NodeKernel {
  public:
-  static constexpr char kMask[] = "mask";
-  static constexpr char kPixels[] = "pixels";
-  static constexpr char kLatent[] = "latent";
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::UINT8, "8*h,8*w,?",
+                                              "uint8 [H, W, C], white = repaint"};
+  static constexpr Output<torch::Tensor> kPixels{"pixels", v1::FLOAT32, "1,1,8*h,8*w",
+                                                 "[1, 1, H, W] in {0, 1}"};
+  static constexpr Output<torch::Tensor> kLatent{"latent", v1::FLOAT32, "1,1,h,w",
+                                                 "[1, 1, H/8, W/8] in {0, 1}"};
   static NodeContract Contract() {
-    return {{{kMask, TensorPort(v1::UINT8, 3), false, "uint8 [H, W, C], white = repaint"}},
-            {{kPixels, TensorPort(v1::FLOAT32, 4), false, "[1, 1, H, W] in {0, 1}"},
-             {kLatent, TensorPort(v1::FLOAT32, 4), false, "[1, 1, H/8, W/8] in {0, 1}"}},
-            nullptr, "inpainting mask for pixels and latents"};
+    return {Ports(kMask), Ports(kPixels, kLatent), nullptr,
+            "inpainting mask for pixels and latents"};
   }
   explicit MaskToLatent(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto m = in.Tensor(kMask);
-    if (!m.ok()) return m.status();
-    if (m->size(0) % 8 || m->size(1) % 8 || m->size(0) == 0 || m->size(1) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("MaskToLatent: mask size ", m->size(1), "x", m->size(0),
-                                                     " is not a multiple of 8"));
+    const torch::Tensor m = in[kMask];
+    if (m.size(0) == 0 || m.size(1) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MaskToLatent: mask size ", m.size(1), "x", m.size(0), " is empty"));
     }
-    torch::Tensor px = (m->to(torch::kFloat32).amax(2) >= 128.0f).to(torch::kFloat32).unsqueeze(0).unsqueeze(0);
-    out[kPixels] = px;
-    out[kLatent] = torch::max_pool2d(px, {8, 8});
+    torch::Tensor px =
+        (m.to(torch::kFloat32).amax(2) >= 128.0f).to(torch::kFloat32).unsqueeze(0).unsqueeze(0);
+    out.Set(kPixels, px);
+    out.Set(kLatent, torch::max_pool2d(px, {8, 8}));
     return absl::OkStatus();
   }
 };
@@ -58,77 +59,54 @@ SD_REGISTER_NODE(MaskToLatent);
 
 class MaskImage : public NodeKernel {
  public:
-  static constexpr char kImage[] = "image";
-  static constexpr char kMask[] = "mask";
+  static constexpr Input<torch::Tensor> kImage{"image", v1::FLOAT32, "?,C,H,W"};
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::FLOAT32, "?,?,H,W", "[1, 1, H, W]"};
+  static constexpr Output<torch::Tensor> kMasked{"image", v1::FLOAT32, "?,C,H,W"};
   static NodeContract Contract() {
-    return {{{kImage, TensorPort(v1::FLOAT32, 4)}, {kMask, TensorPort(v1::FLOAT32, 4), false, "[1, 1, H, W]"}},
-            {{kImage, TensorPort(v1::FLOAT32, 4)}}, nullptr, "the image with its repainted region set to 0"};
+    return {Ports(kImage, kMask), Ports(kMasked), nullptr,
+            "the image with its repainted region set to 0"};
   }
   explicit MaskImage(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto image = in.Tensor(kImage);
-    auto mask = in.Tensor(kMask);
-    if (!image.ok()) return image.status();
-    if (!mask.ok()) return mask.status();
-    if (image->size(2) != mask->size(2) || image->size(3) != mask->size(3)) {
-      return absl::InvalidArgumentError(absl::StrCat("MaskImage: image ", DescribeTensor(*image), " and mask ",
-                                                     DescribeTensor(*mask), " differ in size"));
-    }
-    out[kImage] = *image * (1.0f - *mask);
+    out.Set(kMasked, in[kImage] * (1.0f - in[kMask]));
     return absl::OkStatus();
   }
 };
 SD_REGISTER_NODE(MaskImage);
 
-class MaskBlend : public NodeKernel {
+class MaskBlend : public NodeKernel, SamplerPorts {
  public:
-  static constexpr char kLatents[] = "latents";
-  static constexpr char kOriginal[] = "original";
-  static constexpr char kMask[] = "mask";
-  static constexpr char kT[] = "t";
-  static constexpr char kSteps[] = "steps";
-  static constexpr char kNoise[] = "noise";
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w",
+                                                 "after the sampler step"};
+  static constexpr Input<torch::Tensor> kOriginal{"original", v1::FLOAT32, "B,C,h,w",
+                                                  "the clean latents of the init image"};
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::FLOAT32, "?,?,h,w",
+                                              "[1, 1, h, w], 1 = repaint"};
+  static constexpr Input<double> kT{"t", "the step's timestep"};
+  static constexpr Input<int64_t> kSteps{"steps"};
+  static constexpr Input<torch::Tensor> kNoise{"noise", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Output<torch::Tensor> kBlended{"latents", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    NodeContract c{{{kLatents, TensorPort(v1::FLOAT32, 4), false, "after the sampler step"},
-                    {kOriginal, TensorPort(v1::FLOAT32, 4), false, "the clean latents of the init image"},
-                    {kMask, TensorPort(v1::FLOAT32, 4), false, "[1, 1, h, w], 1 = repaint"},
-                    {kT, ScalarPort(v1::FLOAT), false, "the step's timestep"},
-                    {kSteps, ScalarPort(v1::INT)},
-                    {kNoise, TensorPort(v1::FLOAT32, 4)}},
-                   {{kLatents, TensorPort(v1::FLOAT32, 4)}}, nullptr, "keep the known region, invent the masked one"};
-    AddSamplerPorts(c);
-    return c;
+    return {Ports(kLatents, kOriginal, kMask, kT, kSteps, kNoise, kSampler, kKarras, kEta),
+            Ports(kBlended), nullptr, "keep the known region, invent the masked one"};
   }
   explicit MaskBlend(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto latents = in.Tensor(kLatents);
-    auto original = in.Tensor(kOriginal);
-    auto mask = in.Tensor(kMask);
-    auto t = in.Float(kT);
-    auto steps = in.Int(kSteps);
-    auto noise = in.Tensor(kNoise);
-    auto spec = ReadSamplerSpec(in, "");
-    for (const absl::Status& s : {latents.status(), original.status(), mask.status(), t.status(), steps.status(), noise.status(),
-                                  spec.status()}) {
-      if (!s.ok()) return s;
+    SD_ASSIGN_OR_RETURN(const SamplerSpec spec, ReadSamplerSpec(in, ""));
+    const double t = in[kT];
+    const torch::Tensor original = in[kOriginal], mask = in[kMask];
+    const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
+    SD_ASSIGN_OR_RETURN(const std::vector<double> ts,
+                        SamplerTimesteps(schedule, spec, static_cast<int>(in[kSteps])));
+    auto it = std::find_if(ts.begin(), ts.end(), [&](double v) { return std::abs(v - t) < 1e-3; });
+    if (it == ts.end())
+      return absl::InvalidArgumentError(
+          absl::StrCat("MaskBlend: timestep ", t, " is not in the schedule"));
+    torch::Tensor known = original;  // clean after the last step
+    if (it + 1 != ts.end()) {
+      SD_ASSIGN_OR_RETURN(known, AddNoiseAt(schedule, original, *(it + 1), in[kNoise]));
     }
-    if (latents->sizes() != original->sizes() || mask->size(2) != latents->size(2) || mask->size(3) != latents->size(3)) {
-      return absl::InvalidArgumentError(absl::StrCat("MaskBlend: latents ", DescribeTensor(*latents), ", original ",
-                                                     DescribeTensor(*original), " and mask ", DescribeTensor(*mask),
-                                                     " do not fit together"));
-    }
-    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
-    auto ts = SamplerTimesteps(*schedule, *spec, static_cast<int>(*steps));
-    if (!ts.ok()) return ts.status();
-    auto it = std::find_if(ts->begin(), ts->end(), [&](double v) { return std::abs(v - *t) < 1e-3; });
-    if (it == ts->end()) return absl::InvalidArgumentError(absl::StrCat("MaskBlend: timestep ", *t, " is not in the schedule"));
-    torch::Tensor known = *original;  // clean after the last step
-    if (it + 1 != ts->end()) {
-      auto noised = AddNoiseAt(*schedule, *original, *(it + 1), *noise);
-      if (!noised.ok()) return noised.status();
-      known = *noised;
-    }
-    out[kLatents] = *mask * *latents + (1.0f - *mask) * known;
+    out.Set(kBlended, mask * in[kLatents] + (1.0f - mask) * known);
     return absl::OkStatus();
   }
 };
@@ -136,45 +114,36 @@ SD_REGISTER_NODE(MaskBlend);
 
 class MaskComposite : public NodeKernel {
  public:
-  static constexpr char kPixels[] = "pixels";
-  static constexpr char kOriginal[] = "original";
-  static constexpr char kMask[] = "mask";
-  static constexpr char kKeep[] = "keep";
+  // With keep = 0 the original and the mask are not used, so their sizes are checked only when
+  // they are.
+  static constexpr Input<torch::Tensor> kPixels{"pixels", v1::UINT8, "H,W,C",
+                                                "the generated image, uint8 [H, W, 3]"};
+  static constexpr Input<torch::Tensor> kOriginal{"original", v1::UINT8, "?,?,?",
+                                                  "the init image, uint8 [H, W, 3]"};
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::FLOAT32, "?,?,?,?",
+                                              "[1, 1, H, W], 1 = repaint"};
+  static constexpr OptionalInput<int64_t> kKeep{"keep",
+                                                "0: pass `pixels` through unchanged (default 1)"};
+  static constexpr Output<torch::Tensor> kComposite{"pixels", v1::UINT8, "H,W,C"};
   static NodeContract Contract() {
-    return {{{kPixels, TensorPort(v1::UINT8, 3), false, "the generated image, uint8 [H, W, 3]"},
-             {kOriginal, TensorPort(v1::UINT8, 3), false, "the init image, uint8 [H, W, 3]"},
-             {kMask, TensorPort(v1::FLOAT32, 4), false, "[1, 1, H, W], 1 = repaint"},
-             {kKeep, ScalarPort(v1::INT), true, "0: pass `pixels` through unchanged (default 1)"}},
-            {{kPixels, TensorPort(v1::UINT8, 3)}},
-            nullptr,
+    return {Ports(kPixels, kOriginal, kMask, kKeep), Ports(kComposite), nullptr,
             "the generated pixels inside the mask, the original's outside"};
   }
   explicit MaskComposite(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto px = in.Tensor(kPixels);
-    auto original = in.Tensor(kOriginal);
-    auto mask = in.Tensor(kMask);
-    for (const absl::Status& s : {px.status(), original.status(), mask.status()}) {
-      if (!s.ok()) return s;
-    }
-    int64_t keep = 1;
-    if (in.Has(kKeep)) {
-      auto k = in.Int(kKeep);
-      if (!k.ok()) return k.status();
-      keep = *k;
-    }
-    if (keep == 0) {
-      out[kPixels] = *px;
+    const torch::Tensor px = in[kPixels], original = in[kOriginal], mask = in[kMask];
+    if (in[kKeep] == int64_t{0}) {
+      out.Set(kComposite, px);
       return absl::OkStatus();
     }
-    if (px->sizes() != original->sizes() || mask->dim() != 4 || mask->size(2) != px->size(0) ||
-        mask->size(3) != px->size(1)) {
+    if (px.sizes() != original.sizes() || mask.size(2) != px.size(0) ||
+        mask.size(3) != px.size(1)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "MaskComposite: pixels ", DescribeTensor(*px), ", original ", DescribeTensor(*original),
-          " and mask ", DescribeTensor(*mask), " do not fit together"));
+          "MaskComposite: pixels ", DescribeTensor(px), ", original ", DescribeTensor(original),
+          " and mask ", DescribeTensor(mask), " do not fit together"));
     }
-    const torch::Tensor repaint = (*mask)[0][0].unsqueeze(-1) > 0.5f;  // [H, W, 1]
-    out[kPixels] = torch::where(repaint, *px, *original).contiguous();
+    const torch::Tensor repaint = mask[0][0].unsqueeze(-1) > 0.5f;  // [H, W, 1]
+    out.Set(kComposite, torch::where(repaint, px, original).contiguous());
     return absl::OkStatus();
   }
 };

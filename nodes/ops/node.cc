@@ -6,9 +6,12 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
+#include "nodes/ops/port_dims.h"
 #include "nodes/weights/torch_tensors.h"
 
 namespace sd {
@@ -53,54 +56,78 @@ absl::Status CheckValue(const Value& v, const v1::PortType& type) {
   }
 }
 
-bool NodeInputs::Has(const std::string& port) const {
-  auto it = values_->find(port);
-  return it != values_->end() && !std::holds_alternative<std::monostate>(it->second);
+namespace {
+
+std::vector<int64_t> Sizes(const Value& v) {
+  const torch::Tensor& t = std::get<torch::Tensor>(v);
+  return std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
 }
 
-absl::StatusOr<const Value*> NodeInputs::Get(const std::string& port) const {
-  auto it = values_->find(port);
-  if (it == values_->end() || std::holds_alternative<std::monostate>(it->second)) {
-    return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is not set"));
+// Adds the tensors on `ports` that have dims to `solver` ("input 'latents'").
+absl::Status AddDims(const std::vector<PortSpec>& ports, const std::map<std::string, Value>& values,
+                     const char* side, DimSolver& solver) {
+  for (const PortSpec& p : ports) {
+    auto it = values.find(p.name);
+    if (p.dims.empty() || it == values.end() || !std::holds_alternative<torch::Tensor>(it->second))
+      continue;
+    SD_RETURN_IF_ERROR(
+        solver.Add(absl::StrCat(side, " '", p.name, "'"), p.dims, Sizes(it->second)));
   }
-  return &it->second;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<torch::Tensor> NodeInputs::Tensor(const std::string& port) const {
-  auto v = Get(port);
-  if (!v.ok()) return v.status();
-  if (!std::holds_alternative<torch::Tensor>(**v)) {
-    return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not a tensor"));
+absl::Status SolveInputs(const NodeContract& contract, const std::map<std::string, Value>& inputs,
+                         DimSolver& solver) {
+  for (const PortSpec& p : contract.inputs) {
+    auto it = inputs.find(p.name);
+    if (it == inputs.end() || std::holds_alternative<std::monostate>(it->second)) {
+      if (p.optional) continue;
+      return absl::InvalidArgumentError(absl::StrCat("input '", p.name, "' is not set"));
+    }
+    if (absl::Status s = CheckValue(it->second, p.type); !s.ok())
+      return absl::InvalidArgumentError(absl::StrCat("input '", p.name, "': ", s.message()));
   }
-  return std::get<torch::Tensor>(**v);
+  SD_RETURN_IF_ERROR(AddDims(contract.inputs, inputs, "input", solver));
+  return solver.Solve();
 }
 
-absl::StatusOr<int64_t> NodeInputs::Int(const std::string& port) const {
-  auto v = Get(port);
-  if (!v.ok()) return v.status();
-  if (std::holds_alternative<int64_t>(**v)) return std::get<int64_t>(**v);
-  if (std::holds_alternative<torch::Tensor>(**v) && std::get<torch::Tensor>(**v).numel() == 1 &&
-      !std::get<torch::Tensor>(**v).is_floating_point()) {
-    return std::get<torch::Tensor>(**v).item<int64_t>();
+}  // namespace
+
+absl::Status CheckCallInputs(const NodeContract& contract,
+                             const std::map<std::string, Value>& inputs) {
+  DimSolver solver;
+  return SolveInputs(contract, inputs, solver);
+}
+
+absl::Status CheckCallOutputs(const NodeContract& contract,
+                              const std::map<std::string, Value>& inputs,
+                              const std::map<std::string, Value>& outputs) {
+  DimSolver solver;
+  SD_RETURN_IF_ERROR(SolveInputs(contract, inputs, solver));
+  for (const PortSpec& p : contract.outputs) {
+    auto it = outputs.find(p.name);
+    if (it == outputs.end())
+      return absl::InternalError(absl::StrCat("did not produce output '", p.name, "'"));
+    if (absl::Status s = CheckValue(it->second, p.type); !s.ok())
+      return absl::InternalError(absl::StrCat("output '", p.name, "': ", s.message()));
+    if (p.dims.empty()) continue;
+    const std::string who = absl::StrCat("output '", p.name, "'");
+    absl::Status s = solver.Add(who, p.dims, Sizes(it->second));
+    if (s.ok()) s = solver.Solve();
+    // The fault may show on an input's axis that only this output determines ("h*f").
+    if (!s.ok() && absl::StartsWith(s.message(), who)) return absl::InternalError(s.message());
+    if (!s.ok())
+      return absl::InternalError(absl::StrCat(who, " does not fit the inputs: ", s.message()));
   }
-  return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not an int"));
+  return absl::OkStatus();
 }
 
-absl::StatusOr<double> NodeInputs::Float(const std::string& port) const {
-  auto v = Get(port);
-  if (!v.ok()) return v.status();
-  if (std::holds_alternative<double>(**v)) return std::get<double>(**v);
-  if (std::holds_alternative<int64_t>(**v)) return static_cast<double>(std::get<int64_t>(**v));
-  return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not a float"));
-}
-
-absl::StatusOr<std::string> NodeInputs::String(const std::string& port) const {
-  auto v = Get(port);
-  if (!v.ok()) return v.status();
-  if (!std::holds_alternative<std::string>(**v)) {
-    return absl::InvalidArgumentError(absl::StrCat("node '", *node_, "': input '", port, "' is a ", DescribeValue(**v), ", not a string"));
-  }
-  return std::get<std::string>(**v);
+absl::StatusOr<NodeInputs> NodeInputs::Check(const NodeContract& contract,
+                                             const std::map<std::string, Value>* values,
+                                             const std::string* node) {
+  if (absl::Status s = CheckCallInputs(contract, *values); !s.ok())
+    return absl::Status(s.code(), absl::StrCat("node '", *node, "': ", s.message()));
+  return NodeInputs(values, node);
 }
 
 NodeRegistry& NodeRegistry::Get() {
@@ -133,6 +160,11 @@ std::vector<std::string> NodeRegistry::Names() const {
   std::vector<std::string> names;
   for (const auto& [n, k] : kinds_) names.push_back(n);
   return names;
+}
+
+absl::StatusOr<NodeContract> RegisteredContract(const std::string& kind) {
+  SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
+  return k->contract();
 }
 
 absl::StatusOr<v1::NodeKindCatalog> KindCatalog(const std::vector<std::string>& names) {

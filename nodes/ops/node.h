@@ -1,9 +1,10 @@
-// The node contract (after MediaPipe's calculators): a node kind states its ports and options message
-// once; graphs are validated against every contract before anything runs; Open() acquires resources
-// (models), Process() computes. Nodes are pure functions of their inputs and options, so any worker can
-// run any node and a retry gives the same bytes.
+// The node contract (after MediaPipe's calculators): a node kind states its ports and options
+// message once; graphs are validated against every contract before anything runs; Open() acquires
+// resources (models), Process() computes. Nodes are pure functions of their inputs and options, so
+// any worker can run any node and a retry gives the same bytes.
 //
-// A kind registers itself with SD_REGISTER_NODE(ClassName); the class provides
+// A kind registers itself with SD_REGISTER_NODE(ClassName); the class declares its ports (typed,
+// below) and provides
 //   static NodeContract Contract();
 //   explicit ClassName(const google::protobuf::Any& options)  (options already checked to be of the
 //                                                             contract's type, or empty)
@@ -16,12 +17,15 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/ops/node_contract.h"
 #include "proto/sd/v1/graph.pb.h"
 
@@ -45,22 +49,143 @@ struct RunContext {
   std::shared_ptr<ModelCache> models;
 };
 
-class NodeInputs {
+// Typed ports (after MediaPipe's api2): a kind declares each port once, as a static member with its
+// name, type, dims and doc, lists them in its contract, and reads and writes them typed:
+//   static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+//   static constexpr OptionalInput<int64_t> kClipSkip{"clip_skip", "1 (default): the last layer"};
+//   static constexpr Output<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
+//   static NodeContract Contract() { return {Ports(kLatents, kClipSkip), Ports(kEps), nullptr,
+//   "doc"}; } absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+//     torch::Tensor x = in[kLatents];                  // required: always there
+//     std::optional<int64_t> skip = in[kClipSkip];     // optional: std::nullopt when unwired
+//     out.Set(kEps, ...);
+// Port types: torch::Tensor, int64_t, double (an int wired to it reads as a double), std::string.
+enum class PortRole { kInput, kOptionalInput, kOutput };
+
+template <typename T>
+constexpr v1::ValueKind PortValueKind() {
+  if constexpr (std::is_same_v<T, torch::Tensor>) return v1::TENSOR;
+  if constexpr (std::is_same_v<T, int64_t>) return v1::INT;
+  if constexpr (std::is_same_v<T, double>) return v1::FLOAT;
+  static_assert(std::is_same_v<T, torch::Tensor> || std::is_same_v<T, int64_t> ||
+                    std::is_same_v<T, double> || std::is_same_v<T, std::string>,
+                "a port carries a torch::Tensor, an int64_t, a double or a std::string");
+  return v1::STRING;
+}
+
+template <typename T, PortRole R>
+class Port {
  public:
-  explicit NodeInputs(const std::map<std::string, Value>* values, const std::string* node) : values_(values), node_(node) {}
-  bool Has(const std::string& port) const;
-  absl::StatusOr<torch::Tensor> Tensor(const std::string& port) const;
-  absl::StatusOr<int64_t> Int(const std::string& port) const;
-  absl::StatusOr<double> Float(const std::string& port) const;
-  absl::StatusOr<std::string> String(const std::string& port) const;
+  using Type = T;
+  static constexpr PortRole kRole = R;
+  // A scalar port.
+  template <typename U = T, std::enable_if_t<!std::is_same_v<U, torch::Tensor>, int> = 0>
+  constexpr explicit Port(const char* name, const char* doc = "") : name_(name), doc_(doc) {}
+  // A tensor port: its dtype and its dims, one per axis ("B,C,h,w"; see port_dims.h).
+  template <typename U = T, std::enable_if_t<std::is_same_v<U, torch::Tensor>, int> = 0>
+  constexpr Port(const char* name, v1::DType dtype, const char* dims, const char* doc = "")
+      : name_(name), doc_(doc), dtype_(dtype), dims_(dims) {}
+  constexpr const char* name() const { return name_; }
+  PortSpec Spec() const;
 
  private:
-  absl::StatusOr<const Value*> Get(const std::string& port) const;
+  const char* name_;
+  const char* doc_;
+  v1::DType dtype_ = v1::DTYPE_UNSPECIFIED;
+  const char* dims_ = "";
+};
+
+template <typename T>
+using Input = Port<T, PortRole::kInput>;
+template <typename T>
+using OptionalInput = Port<T, PortRole::kOptionalInput>;
+template <typename T>
+using Output = Port<T, PortRole::kOutput>;
+
+// The rank of a dims string: its axes (commas + 1); "" (any shape): -1, any rank.
+constexpr int DimsRank(const char* dims) {
+  if (*dims == '\0') return -1;
+  int rank = 1;
+  for (const char* c = dims; *c; ++c) rank += *c == ',' ? 1 : 0;
+  return rank;
+}
+
+template <typename T, PortRole R>
+PortSpec Port<T, R>::Spec() const {
+  if constexpr (std::is_same_v<T, torch::Tensor>) {
+    return PortSpec{name_, TensorPort(dtype_, DimsRank(dims_)), R == PortRole::kOptionalInput, doc_,
+                    dims_};
+  } else {
+    return PortSpec{name_, ScalarPort(PortValueKind<T>()), R == PortRole::kOptionalInput, doc_, ""};
+  }
+}
+
+// The ports of a contract, in order: Ports(kLatents, kT) for the inputs, Ports(kEps) for the
+// outputs.
+template <typename... P>
+std::vector<PortSpec> Ports(const P&... ports) {
+  static_assert(
+      ((P::kRole == PortRole::kOutput) && ...) || ((P::kRole != PortRole::kOutput) && ...),
+      "list a contract's inputs and its outputs apart");
+  return {ports.Spec()...};
+}
+
+// A node call's inputs, checked against its kind's contract before Process sees them: every
+// required input is there with its type, and the tensors fit the ports' dims.
+class NodeInputs {
+ public:
+  // INVALID_ARGUMENT naming the port for a missing required input, a value of the wrong type or a
+  // tensor that does not fit its dims (`node` names the node in the message; both must outlive
+  // the NodeInputs).
+  static absl::StatusOr<NodeInputs> Check(const NodeContract& contract,
+                                          const std::map<std::string, Value>* values,
+                                          const std::string* node);
+  template <typename T>
+  T operator[](const Input<T>& port) const {
+    return As<T>(values_->at(port.name()));
+  }
+  template <typename T>
+  std::optional<T> operator[](const OptionalInput<T>& port) const {
+    auto it = values_->find(port.name());
+    if (it == values_->end() || std::holds_alternative<std::monostate>(it->second))
+      return std::nullopt;
+    return As<T>(it->second);
+  }
+  const std::string& node() const { return *node_; }
+
+ private:
+  NodeInputs(const std::map<std::string, Value>* values, const std::string* node)
+      : values_(values), node_(node) {}
+  template <typename T>
+  static T As(const Value& v) {
+    if constexpr (std::is_same_v<T, double>) {
+      if (std::holds_alternative<int64_t>(v)) return static_cast<double>(std::get<int64_t>(v));
+    }
+    return std::get<T>(v);
+  }
   const std::map<std::string, Value>* values_;
   const std::string* node_;
 };
 
-using NodeOutputs = std::map<std::string, Value>;
+// What a node call produced, by output port.
+class NodeOutputs : public std::map<std::string, Value> {
+ public:
+  using std::map<std::string, Value>::map;
+  template <typename T>
+  void Set(const Output<T>& port, typename Port<T, PortRole::kOutput>::Type value) {
+    (*this)[port.name()] = Value(std::move(value));
+  }
+};
+
+// A node call's values against its contract, for the runtime and the workers: every input checked
+// (as NodeInputs::Check does), then every output there, of its type, and fitting its dims with the
+// symbols the inputs bound. Errors name the port ("output 'image' [1, 3, 60, 64]: axis 2 is 60,
+// expected h*f ..."); INVALID_ARGUMENT for inputs, INTERNAL for outputs (the node's fault).
+absl::Status CheckCallInputs(const NodeContract& contract,
+                             const std::map<std::string, Value>& inputs);
+absl::Status CheckCallOutputs(const NodeContract& contract,
+                              const std::map<std::string, Value>& inputs,
+                              const std::map<std::string, Value>& outputs);
 
 class NodeKernel {
  public:
@@ -102,6 +227,10 @@ bool RegisterOrDie(NodeKind kind);
   const bool sd_node_registered_##Class = ::sd::internal::RegisterOrDie(::sd::NodeKind{         \
       #Class, [] { return Class::Contract(); },                                                   \
       [](const google::protobuf::Any& o) -> std::unique_ptr<::sd::NodeKernel> { return std::make_unique<class Class>(o); }})
+
+// The contract of registered kind `kind` (NOT_FOUND listing the known kinds): what graphs are
+// planned against in-process.
+absl::StatusOr<NodeContract> RegisteredContract(const std::string& kind);
 
 // The stock node kinds, linked into every host. Returns their names.
 std::vector<std::string> StockNodeKinds();

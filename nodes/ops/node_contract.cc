@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "nodes/ops/port_dims.h"
 
 namespace sd {
 
@@ -74,14 +75,34 @@ v1::PortInfo PortToInfo(const PortSpec& p) {
   *info.mutable_type() = p.type;
   info.set_optional(p.optional);
   info.set_doc(p.doc);
+  info.set_dims(p.dims);
   return info;
 }
 
 PortSpec PortFromInfo(const v1::PortInfo& info) {
-  return PortSpec{info.name(), info.type(), info.optional(), info.doc()};
+  return PortSpec{info.name(), info.type(), info.optional(), info.doc(), info.dims()};
 }
 
 }  // namespace
+
+absl::Status CheckContract(const std::string& kind, const NodeContract& contract) {
+  for (const auto* ports : {&contract.inputs, &contract.outputs}) {
+    for (const PortSpec& p : *ports) {
+      if (p.dims.empty()) continue;
+      const std::string who = absl::StrCat("node kind '", kind, "' port '", p.name, "'");
+      if (p.type.kind() != v1::TENSOR)
+        return absl::InvalidArgumentError(absl::StrCat(who, ": dims on a ", DescribeType(p.type)));
+      auto dims = ParseDims(p.dims);
+      if (!dims.ok())
+        return absl::InvalidArgumentError(absl::StrCat(who, ": ", dims.status().message()));
+      if (p.type.rank() >= 0 && dims->size() != static_cast<size_t>(p.type.rank())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(who, ": dims '", p.dims, "' for rank ", p.type.rank()));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 v1::NodeKindInfo ContractToInfo(const std::string& kind, const NodeContract& contract) {
   v1::NodeKindInfo info;
@@ -108,6 +129,7 @@ absl::StatusOr<NodeContract> ContractFromInfo(const v1::NodeKindInfo& info) {
   }
   c.doc = info.doc();
   c.needs_model = info.needs_model();
+  if (absl::Status s = CheckContract(info.name(), c); !s.ok()) return s;
   return c;
 }
 

@@ -22,6 +22,9 @@ struct PortSpec {
   v1::PortType type;
   bool optional = false;
   std::string doc;
+  // Tensors: the size of each axis, symbols shared across the node's ports ("B,C,h,w"; see
+  // port_dims.h). Empty: any size.
+  std::string dims;
 };
 
 struct NodeContract {
@@ -36,6 +39,9 @@ struct NodeContract {
   const PortSpec* Input(const std::string& name) const;
   const PortSpec* Output(const std::string& name) const;
 };
+
+// INVALID_ARGUMENT unless every port's dims parse and have one axis per rank (tensor ports only).
+absl::Status CheckContract(const std::string& kind, const NodeContract& contract);
 
 // The contract as data (`sd-graph kinds --textproto`), and back: INVALID_ARGUMENT for an options
 // type this program does not know.

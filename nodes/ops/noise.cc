@@ -17,40 +17,35 @@ namespace sd {
 
 class Noise : public NodeKernel {
  public:
-  static constexpr char kSeed[] = "seed";
-  static constexpr char kHeight[] = "height";
-  static constexpr char kWidth[] = "width";
-  static constexpr char kIndex[] = "index";
-  static constexpr char kTable[] = "table";
-  static constexpr char kLike[] = "like";
-  static constexpr char kLatents[] = "latents";
-  static constexpr char kBatchIndex[] = "batch_index";
-  static constexpr char kT[] = "t";
-  static constexpr char kOffset[] = "offset";
-  static constexpr char kSeedOffset[] = "seed_offset";
-  static constexpr char kNoise[] = "noise";
+  static constexpr Input<int64_t> kSeed{"seed"};
+  static constexpr OptionalInput<int64_t> kHeight{"height",
+                                                  "image height in pixels (or wire `like`)"};
+  static constexpr OptionalInput<int64_t> kWidth{"width", "image width in pixels (or wire `like`)"};
+  static constexpr OptionalInput<torch::Tensor> kLike{"like", v1::FLOAT32, "?,?,?,?",
+                                                      "an image [B, C, H, W] whose H and W to use"};
+  static constexpr OptionalInput<torch::Tensor> kLatents{
+      "latents", v1::FLOAT32, "B,C,h,w",
+      "latents [B, C, h, w] to draw noise shaped like (one draw)"};
+  static constexpr OptionalInput<int64_t> kBatchIndex{
+      "batch_index",
+      "with latents: element k of the batch gets draw batch_index + k of one image (ComfyUI's "
+      "batch_index)"};
+  static constexpr OptionalInput<int64_t> kIndex{"index"};
+  static constexpr OptionalInput<double> kT{
+      "t", "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"};
+  static constexpr OptionalInput<torch::Tensor> kTable{"table", v1::FLOAT32, "",
+                                                       "recorded draws [K, ...]"};
+  static constexpr OptionalInput<int64_t> kOffset{
+      "offset", "added to the options' offset (a subgraph's caller can say which draws are its)"};
+  static constexpr OptionalInput<int64_t> kSeedOffset{"seed_offset",
+                                                      "added to the options' seed_offset"};
+  static constexpr Output<torch::Tensor> kNoise{
+      "noise", v1::FLOAT32, "B,C,h,w", "[1, 4, height/8, width/8] (or the latents' shape)"};
   static NodeContract Contract() {
-    return {
-        {{kSeed, ScalarPort(v1::INT)},
-         {kHeight, ScalarPort(v1::INT), true, "image height in pixels (or wire `like`)"},
-         {kWidth, ScalarPort(v1::INT), true, "image width in pixels (or wire `like`)"},
-         {kLike, TensorPort(v1::FLOAT32, 4), true, "an image [B, C, H, W] whose H and W to use"},
-         {kLatents, TensorPort(v1::FLOAT32, 4), true,
-          "latents [B, C, h, w] to draw noise shaped like (one draw)"},
-         {kBatchIndex, ScalarPort(v1::INT), true,
-          "with latents: element k of the batch gets draw batch_index + k of one image (ComfyUI's "
-          "batch_index)"},
-         {kIndex, ScalarPort(v1::INT), true},
-         {kT, ScalarPort(v1::FLOAT), true,
-          "the sampler's timestep: at t = 0 the reference draws nothing (zeros)"},
-         {kTable, TensorPort(v1::FLOAT32, -1), true, "recorded draws [K, ...]"},
-         {kOffset, ScalarPort(v1::INT), true,
-          "added to the options' offset (a subgraph's caller can say which draws are its)"},
-         {kSeedOffset, ScalarPort(v1::INT), true, "added to the options' seed_offset"}},
-        {{kNoise, TensorPort(v1::FLOAT32, 4), false,
-          "[1, 4, height/8, width/8] (or the latents' shape)"}},
-        v1::NoiseOptions::descriptor(),
-        "seeded Gaussian noise in the reference's draw order"};
+    return {Ports(kSeed, kHeight, kWidth, kLike, kLatents, kBatchIndex, kIndex, kT, kTable, kOffset,
+                  kSeedOffset),
+            Ports(kNoise), v1::NoiseOptions::descriptor(),
+            "seeded Gaussian noise in the reference's draw order"};
   }
   static constexpr int64_t kMaxChannels = 64;  // a bound on what a request can make us draw
   static constexpr int64_t kMaxBatch = 64;
@@ -64,13 +59,13 @@ class Noise : public NodeKernel {
     }
     int64_t index = options_.offset();
     uint64_t seed_offset = static_cast<uint64_t>(options_.seed_offset());
-    for (const char* port : {kIndex, kOffset, kSeedOffset}) {
-      if (!in.Has(port)) continue;
-      auto i = in.Int(port);
-      if (!i.ok()) return i.status();
+    for (const OptionalInput<int64_t>* port : {&kIndex, &kOffset, &kSeedOffset}) {
+      const std::optional<int64_t> i = in[*port];
+      if (!i) continue;
       if (*i < -kMaxTerm || *i > kMaxTerm)
-        return absl::InvalidArgumentError(absl::StrCat("Noise: ", port, " ", *i, " out of range"));
-      if (port == kSeedOffset) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Noise: ", port->name(), " ", *i, " out of range"));
+      if (port == &kSeedOffset) {
         seed_offset += static_cast<uint64_t>(*i);  // wraps, as seed + seed_offset does
       } else {
         index += *i;
@@ -82,9 +77,7 @@ class Noise : public NodeKernel {
                                                      kMaxChannels, " (SD latents have 4)"));
     }
     int64_t h = 0, w = 0, batch = 1;
-    if (in.Has(kLatents)) {
-      auto latents = in.Tensor(kLatents);
-      if (!latents.ok()) return latents.status();
+    if (const std::optional<torch::Tensor> latents = in[kLatents]) {
       if (latents->size(0) > kMaxBatch || latents->size(1) > kMaxChannels) {
         return absl::InvalidArgumentError(
             absl::StrCat("Noise: latents ", DescribeTensor(*latents), " must be at most ",
@@ -94,48 +87,40 @@ class Noise : public NodeKernel {
       channels = latents->size(1);
       h = latents->size(2) * 8;
       w = latents->size(3) * 8;
-    } else if (in.Has(kLike)) {
-      auto like = in.Tensor(kLike);
-      if (!like.ok()) return like.status();
+    } else if (const std::optional<torch::Tensor> like = in[kLike]) {
       h = like->size(2);
       w = like->size(3);
     } else {
-      auto hh = in.Int(kHeight);
-      auto ww = in.Int(kWidth);
-      if (!hh.ok()) return hh.status();
-      if (!ww.ok()) return ww.status();
-      h = *hh;
-      w = *ww;
+      if (!in[kHeight] || !in[kWidth]) {
+        return absl::InvalidArgumentError(absl::StrCat("input '",
+                                                       in[kHeight] ? kWidth.name() : kHeight.name(),
+                                                       "' is not set (nor 'like' or 'latents')"));
+      }
+      h = *in[kHeight];
+      w = *in[kWidth];
     }
     if (h <= 0 || w <= 0 || h % 8 || w % 8) {
       return absl::InvalidArgumentError(absl::StrCat("Noise: height and width must be positive multiples of 8, got ", h, "x", w));
     }
-    if (in.Has(kT)) {
-      auto t = in.Float(kT);
-      if (!t.ok()) return t.status();
-      if (*t == 0) {  // no draw: the sampler adds no noise at t = 0
-        out[kNoise] = torch::zeros({batch, channels, h / 8, w / 8});
-        return absl::OkStatus();
-      }
+    if (in[kT] == 0.0) {  // no draw: the sampler adds no noise at t = 0
+      out.Set(kNoise, torch::zeros({batch, channels, h / 8, w / 8}));
+      return absl::OkStatus();
     }
     if (index < 0 || index > 100000) return absl::InvalidArgumentError(absl::StrCat("Noise: draw index ", index, " out of range"));
-    if (in.Has(kTable)) {
-      auto table = in.Tensor(kTable);
-      if (!table.ok()) return table.status();
+    if (const std::optional<torch::Tensor> table = in[kTable]) {
+      if (table->dim() == 0)
+        return absl::InvalidArgumentError("Noise: table must be draws [K, ...], got a scalar");
       if (index >= table->size(0)) {
         return absl::InvalidArgumentError(absl::StrCat("Noise: table has ", table->size(0), " draws; draw ", index, " asked"));
       }
       torch::Tensor row = (*table)[index].to(torch::kFloat32);
-      out[kNoise] = row.dim() == 3 ? row.unsqueeze(0) : row;
+      out.Set(kNoise, row.dim() == 3 ? row.unsqueeze(0) : row);
       return absl::OkStatus();
     }
-    auto seed = in.Int(kSeed);
-    if (!seed.ok()) return seed.status();
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(*seed) + seed_offset);
-    if (in.Has(kBatchIndex)) {  // ComfyUI's noise for batch_index i..i+B-1: draws i..i+B-1 of one
-                                // image each
-      auto first = in.Int(kBatchIndex);
-      if (!first.ok()) return first.status();
+    auto gen =
+        at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(in[kSeed]) + seed_offset);
+    // ComfyUI's noise for batch_index i..i+B-1: draws i..i+B-1 of one image each.
+    if (const std::optional<int64_t> first = in[kBatchIndex]) {
       if (*first < 0 || *first > 100000) {
         return absl::InvalidArgumentError(
             absl::StrCat("Noise: batch_index ", *first, " out of range"));
@@ -145,13 +130,13 @@ class Noise : public NodeKernel {
         torch::Tensor t = at::randn({1, channels, h / 8, w / 8}, gen, torch::kFloat32);
         if (k >= *first) kept.push_back(t);
       }
-      out[kNoise] = torch::cat(kept);
+      out.Set(kNoise, torch::cat(kept));
       return absl::OkStatus();
     }
     torch::Tensor t;
     for (int64_t k = 0; k <= index; ++k)
       t = at::randn({batch, channels, h / 8, w / 8}, gen, torch::kFloat32);
-    out[kNoise] = t;
+    out.Set(kNoise, t);
     return absl::OkStatus();
   }
 

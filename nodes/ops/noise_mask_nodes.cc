@@ -28,123 +28,95 @@ namespace {
 
 constexpr int64_t kMaxGrow = 256;
 
-absl::Status CheckMask(const torch::Tensor& m, const std::string& kind) {
-  if (m.dim() != 4 || m.size(0) != 1 || m.size(1) != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kind, ": mask must be [1, 1, H, W], got ", DescribeTensor(m)));
-  }
-  return absl::OkStatus();
-}
+// What both halves of a masked step read.
+struct MaskStepPorts {
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w",
+                                                 "the loop's latents (variance-preserving)"};
+  static constexpr Input<torch::Tensor> kOriginal{"original", v1::FLOAT32, "B,C,h,w",
+                                                  "the latents the sampler was given"};
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::FLOAT32, "1,1,?,?",
+                                              "[1, 1, H, W], 1 = repaint"};
+  static constexpr Input<torch::Tensor> kSigmas{"sigmas", v1::FLOAT32, "?"};
+  static constexpr Input<int64_t> kIndex{"index"};
+};
 
-// The mask at the latents' size (bilinear, as ComfyUI's prepare_mask).
-absl::StatusOr<torch::Tensor> MaskAt(const NodeInputs& in, const torch::Tensor& like,
-                                     const std::string& kind) {
-  SD_ASSIGN_OR_RETURN(torch::Tensor m, in.Tensor("mask"));
-  SD_RETURN_IF_ERROR(CheckMask(m, kind));
+// `mask` at the size of `like` (bilinear, as ComfyUI's prepare_mask).
+torch::Tensor MaskAt(const torch::Tensor& mask, const torch::Tensor& like) {
   namespace F = torch::nn::functional;
-  return F::interpolate(m.to(torch::kFloat32),
+  return F::interpolate(mask.to(torch::kFloat32),
                         F::InterpolateFuncOptions()
                             .size(std::vector<int64_t>{like.size(2), like.size(3)})
                             .mode(torch::kBilinear)
                             .align_corners(false));
 }
 
-struct StepSigma {
-  double s;
-  torch::Tensor original;
-};
-
-// The step's sigma and the original latents (checked against the carried ones).
-absl::StatusOr<StepSigma> ReadStep(const NodeInputs& in, const torch::Tensor& x,
-                                   const std::string& kind) {
-  SD_ASSIGN_OR_RETURN(torch::Tensor sigmas, in.Tensor("sigmas"));
-  SD_ASSIGN_OR_RETURN(int64_t i, in.Int("index"));
-  if (sigmas.dim() != 1 || i < 0 || i + 1 >= sigmas.size(0)) {
+// The step's sigma.
+absl::StatusOr<double> StepSigma(const NodeInputs& in, const std::string& kind) {
+  const torch::Tensor sigmas = in[MaskStepPorts::kSigmas];
+  const int64_t i = in[MaskStepPorts::kIndex];
+  if (i < 0 || i + 1 >= sigmas.size(0)) {
     return absl::InvalidArgumentError(
         absl::StrCat(kind, ": step ", i, " is outside sigmas ", DescribeTensor(sigmas)));
   }
   const double s = sigmas[i].item<double>();
   if (!(s > 0) || !std::isfinite(s))
     return absl::InvalidArgumentError(absl::StrCat(kind, ": sigma ", s, " at step ", i));
-  SD_ASSIGN_OR_RETURN(torch::Tensor original, in.Tensor("original"));
-  if (original.sizes() != x.sizes()) {
-    return absl::InvalidArgumentError(absl::StrCat(kind, ": original ", DescribeTensor(original),
-                                                   " is not shaped like the latents ",
-                                                   DescribeTensor(x)));
-  }
-  return StepSigma{s, original.to(torch::kFloat32)};
-}
-
-NodeContract MaskStepContract(std::vector<PortSpec> extra, PortSpec out, const std::string& doc) {
-  std::vector<PortSpec> inputs{
-      {"latents", TensorPort(v1::FLOAT32, 4), false, "the loop's latents (variance-preserving)"},
-      {"original", TensorPort(v1::FLOAT32, 4), false, "the latents the sampler was given"},
-      {"mask", TensorPort(v1::FLOAT32, 4), false, "[1, 1, H, W], 1 = repaint"},
-      {"sigmas", TensorPort(v1::FLOAT32, 1)},
-      {"index", ScalarPort(v1::INT)}};
-  inputs.insert(inputs.end(), extra.begin(), extra.end());
-  return {inputs, {out}, nullptr, doc};
+  return s;
 }
 
 }  // namespace
 
-class NoiseMaskIn : public NodeKernel {
+class NoiseMaskIn : public NodeKernel, MaskStepPorts {
  public:
+  static constexpr OptionalInput<torch::Tensor> kNoise{
+      "noise", v1::FLOAT32, "B,C,h,w", "the sampler's initial noise (unwired: none)"};
+  static constexpr Output<torch::Tensor> kSeen{"latents", v1::FLOAT32, "B,C,h,w",
+                                               "what the model sees"};
+  static constexpr Output<torch::Tensor> kMaskOut{
+      "mask", v1::FLOAT32, "1,1,h,w", "the mask at the latents' size (what 9-channel UNets take)"};
   static NodeContract Contract() {
-    NodeContract c =
-        MaskStepContract({{"noise", TensorPort(v1::FLOAT32, 4), true,
-                           "the sampler's initial noise (unwired: none)"}},
-                         {"latents", TensorPort(v1::FLOAT32, 4), false, "what the model sees"},
-                         "the known region re-noised from the original to the step's sigma");
-    c.outputs.push_back({"mask", TensorPort(v1::FLOAT32, 4), false,
-                         "the mask at the latents' size (what 9-channel UNets take)"});
-    return c;
+    return {Ports(kLatents, kOriginal, kMask, kSigmas, kIndex, kNoise), Ports(kSeen, kMaskOut),
+            nullptr, "the known region re-noised from the original to the step's sigma"};
   }
   explicit NoiseMaskIn(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
-    SD_ASSIGN_OR_RETURN(StepSigma st, ReadStep(in, x, "NoiseMaskIn"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor m, MaskAt(in, x, "NoiseMaskIn"));
-    torch::Tensor known = st.original;
-    if (in.Has("noise")) {
-      SD_ASSIGN_OR_RETURN(torch::Tensor noise, in.Tensor("noise"));
-      if (noise.sizes() != x.sizes())
-        return absl::InvalidArgumentError("NoiseMaskIn: noise is not shaped like the latents");
-      known = known + noise.to(torch::kFloat32) * st.s;
-    }
-    const double scale = std::sqrt(1 + st.s * st.s);
-    out["latents"] = x.to(torch::kFloat32) * m + known / scale * (1 - m);
-    out["mask"] = m;
+    const torch::Tensor x = in[kLatents];
+    SD_ASSIGN_OR_RETURN(const double s, StepSigma(in, "NoiseMaskIn"));
+    const torch::Tensor m = MaskAt(in[kMask], x);
+    torch::Tensor known = in[kOriginal].to(torch::kFloat32);
+    if (const std::optional<torch::Tensor> noise = in[kNoise])
+      known = known + noise->to(torch::kFloat32) * s;
+    const double scale = std::sqrt(1 + s * s);
+    out.Set(kSeen, x.to(torch::kFloat32) * m + known / scale * (1 - m));
+    out.Set(kMaskOut, m);
     return absl::OkStatus();
   }
 };
 SD_REGISTER_NODE(NoiseMaskIn);
 
-class NoiseMaskOut : public NodeKernel {
+class NoiseMaskOut : public NodeKernel, MaskStepPorts {
  public:
+  static constexpr Input<torch::Tensor> kModelLatents{"model_latents", v1::FLOAT32, "B,C,h,w",
+                                                      "what the model saw (NoiseMaskIn)"};
+  static constexpr Input<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w",
+                                             "the model's (guided) eps there"};
+  static constexpr Output<torch::Tensor> kStepEps{"eps", v1::FLOAT32, "B,C,h,w",
+                                                  "for the sampler step on the loop's latents"};
   static NodeContract Contract() {
-    return MaskStepContract(
-        {{"model_latents", TensorPort(v1::FLOAT32, 4), false, "what the model saw (NoiseMaskIn)"},
-         {"eps", TensorPort(v1::FLOAT32, 4), false, "the model's (guided) eps there"}},
-        {"eps", TensorPort(v1::FLOAT32, 4), false, "for the sampler step on the loop's latents"},
-        "the denoised estimate with the known region set to the original");
+    return {Ports(kLatents, kOriginal, kMask, kSigmas, kIndex, kModelLatents, kEps),
+            Ports(kStepEps), nullptr,
+            "the denoised estimate with the known region set to the original"};
   }
   explicit NoiseMaskOut(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor seen, in.Tensor("model_latents"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor eps, in.Tensor("eps"));
-    SD_ASSIGN_OR_RETURN(StepSigma st, ReadStep(in, x, "NoiseMaskOut"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor m, MaskAt(in, x, "NoiseMaskOut"));
-    if (seen.sizes() != x.sizes() || eps.sizes() != x.sizes()) {
-      return absl::InvalidArgumentError(
-          "NoiseMaskOut: model_latents and eps must be shaped like the latents");
-    }
-    const double scale = std::sqrt(1 + st.s * st.s);
+    const torch::Tensor x = in[kLatents];
+    SD_ASSIGN_OR_RETURN(const double s, StepSigma(in, "NoiseMaskOut"));
+    const torch::Tensor m = MaskAt(in[kMask], x);
+    const double scale = std::sqrt(1 + s * s);
     const torch::Tensor denoised =
-        seen.to(torch::kFloat32) * scale - st.s * eps.to(torch::kFloat32);
-    const torch::Tensor blended = denoised * m + st.original * (1 - m);
-    out["eps"] = (x.to(torch::kFloat32) * scale - blended) / st.s;
+        in[kModelLatents].to(torch::kFloat32) * scale - s * in[kEps].to(torch::kFloat32);
+    const torch::Tensor blended = denoised * m + in[kOriginal].to(torch::kFloat32) * (1 - m);
+    out.Set(kStepEps, (x.to(torch::kFloat32) * scale - blended) / s);
     return absl::OkStatus();
   }
 };
@@ -155,23 +127,25 @@ SD_REGISTER_NODE(NoiseMaskOut);
 // that size), rounded.
 class InpaintPrepare : public NodeKernel {
  public:
+  static constexpr Input<torch::Tensor> kImage{"image", v1::FLOAT32, "B,C,H,W",
+                                               "[1, 3, H, W] in [-1, 1]"};
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::FLOAT32, "1,1,?,?",
+                                              "[1, 1, h, w], 1 = repaint"};
+  static constexpr OptionalInput<int64_t> kGrow{"grow",
+                                                "pixels to grow the noise mask by (default 6)"};
+  static constexpr Output<torch::Tensor> kGreyed{"image", v1::FLOAT32, "B,C,H,W",
+                                                 "grey where the mask is"};
+  static constexpr Output<torch::Tensor> kNoiseMask{"mask", v1::FLOAT32, "1,1,H,W",
+                                                    "the noise mask [1, 1, H, W] in {0, 1}"};
   static NodeContract Contract() {
-    return {{{"image", TensorPort(v1::FLOAT32, 4), false, "[1, 3, H, W] in [-1, 1]"},
-             {"mask", TensorPort(v1::FLOAT32, 4), false, "[1, 1, h, w], 1 = repaint"},
-             {"grow", ScalarPort(v1::INT), true, "pixels to grow the noise mask by (default 6)"}},
-            {{"image", TensorPort(v1::FLOAT32, 4), false, "grey where the mask is"},
-             {"mask", TensorPort(v1::FLOAT32, 4), false, "the noise mask [1, 1, H, W] in {0, 1}"}},
-            nullptr,
+    return {Ports(kImage, kMask, kGrow), Ports(kGreyed, kNoiseMask), nullptr,
             "greys out the region to repaint and grows the mask (VAEEncodeForInpaint)"};
   }
   explicit InpaintPrepare(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor image, in.Tensor("image"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor m, MaskAt(in, image, "InpaintPrepare"));
-    int64_t grow = 6;
-    if (in.Has("grow")) {
-      SD_ASSIGN_OR_RETURN(grow, in.Int("grow"));
-    }
+    const torch::Tensor image = in[kImage];
+    const torch::Tensor m = MaskAt(in[kMask], image);
+    const int64_t grow = in[kGrow].value_or(6);
     if (grow < 0 || grow > kMaxGrow) {
       return absl::InvalidArgumentError(
           absl::StrCat("InpaintPrepare: grow ", grow, " is not in [0, ", kMaxGrow, "]"));
@@ -183,8 +157,8 @@ class InpaintPrepare : public NodeKernel {
       noise_mask = torch::conv2d(rounded, torch::ones({1, 1, grow, grow}), {}, 1, pad).clamp(0, 1);
       noise_mask = noise_mask.slice(2, 0, image.size(2)).slice(3, 0, image.size(3)).round();
     }
-    out["image"] = image.to(torch::kFloat32) * (1 - rounded);
-    out["mask"] = noise_mask;
+    out.Set(kGreyed, image.to(torch::kFloat32) * (1 - rounded));
+    out.Set(kNoiseMask, noise_mask);
     return absl::OkStatus();
   }
 };
@@ -192,17 +166,15 @@ SD_REGISTER_NODE(InpaintPrepare);
 
 class MaskInvert : public NodeKernel {
  public:
+  static constexpr Input<torch::Tensor> kMask{"mask", v1::FLOAT32, "1,1,H,W",
+                                              "[1, 1, H, W] in [0, 1]"};
+  static constexpr Output<torch::Tensor> kInverted{"mask", v1::FLOAT32, "1,1,H,W", "1 - mask"};
   static NodeContract Contract() {
-    return {{{"mask", TensorPort(v1::FLOAT32, 4), false, "[1, 1, H, W] in [0, 1]"}},
-            {{"mask", TensorPort(v1::FLOAT32, 4), false, "1 - mask"}},
-            nullptr,
-            "inverts a mask"};
+    return {Ports(kMask), Ports(kInverted), nullptr, "inverts a mask"};
   }
   explicit MaskInvert(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor m, in.Tensor("mask"));
-    SD_RETURN_IF_ERROR(CheckMask(m, "MaskInvert"));
-    out["mask"] = 1 - m.to(torch::kFloat32);
+    out.Set(kInverted, 1 - in[kMask].to(torch::kFloat32));
     return absl::OkStatus();
   }
 };

@@ -20,13 +20,14 @@
 namespace sd {
 namespace {
 
-constexpr char kWeighting[] = "weighting";
-constexpr char kWeightingDoc[] = "a1111 (default), comfy or none";
+struct WeightingPort {
+  static constexpr OptionalInput<std::string> kWeighting{"weighting",
+                                                         "a1111 (default), comfy or none"};
+};
 
 absl::StatusOr<PromptWeighting> WeightingInput(const NodeInputs& in) {
-  if (!in.Has(kWeighting)) return PromptWeighting::kA1111;
-  SD_ASSIGN_OR_RETURN(std::string name, in.String(kWeighting));
-  return ParsePromptWeighting(name);
+  const std::optional<std::string> name = in[WeightingPort::kWeighting];
+  return name ? ParsePromptWeighting(*name) : PromptWeighting::kA1111;
 }
 
 // Rows of 77 values (ids or weights) as a [rows, 77] tensor of T's dtype.
@@ -41,24 +42,21 @@ torch::Tensor Rows(const std::vector<std::vector<T>>& rows) {
 
 }  // namespace
 
-class TokenizePrompt : public NodeKernel {
+class TokenizePrompt : public NodeKernel, WeightingPort {
  public:
-  static constexpr char kText[] = "text";
-  static constexpr char kOther[] = "other";
-  static constexpr char kTokens[] = "tokens";
-  static constexpr char kWeights[] = "weights";
-  static constexpr char kVectors[] = "vectors";
+  static constexpr Input<std::string> kText{"text"};
+  static constexpr OptionalInput<std::string> kOther{
+      "other", "the other prompt of the guidance pair: the one with fewer chunks gets empty ones"};
+  static constexpr Output<torch::Tensor> kTokens{
+      "tokens", v1::INT64, "?,L",
+      "int64 [K, 77]: one row per chunk (comfy: then the empty prompt's row)"};
+  static constexpr Output<torch::Tensor> kWeights{"weights", v1::FLOAT32, "K,L",
+                                                  "[K, 77]: each token's weight"};
+  static constexpr Output<torch::Tensor> kVectors{
+      "vectors", v1::FLOAT32, "1,?,?",
+      "[1, N, width]: the textual-inversion vectors the tokens use"};
   static NodeContract Contract() {
-    return {{{kText, ScalarPort(v1::STRING)},
-             {kOther, ScalarPort(v1::STRING), true,
-              "the other prompt of the guidance pair: the one with fewer chunks gets empty ones"},
-             {kWeighting, ScalarPort(v1::STRING), true, kWeightingDoc}},
-            {{kTokens, TensorPort(v1::INT64, 2), false,
-              "int64 [K, 77]: one row per chunk (comfy: then the empty prompt's row)"},
-             {kWeights, TensorPort(v1::FLOAT32, 2), false, "[K, 77]: each token's weight"},
-             {kVectors, TensorPort(v1::FLOAT32, 3), false,
-              "[1, N, width]: the textual-inversion vectors the tokens use"}},
-            nullptr,
+    return {Ports(kText, kOther, kWeighting), Ports(kTokens, kWeights, kVectors), nullptr,
             "CLIP tokens of a prompt of any length, in 75-token chunks, with weights and "
             "textual-inversion words (embeddings from the run's embeddings folder)"};
   }
@@ -71,20 +69,19 @@ class TokenizePrompt : public NodeKernel {
     return absl::OkStatus();
   }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(std::string text, in.String(kText));
     SD_ASSIGN_OR_RETURN(PromptWeighting mode, WeightingInput(in));
-    SD_ASSIGN_OR_RETURN(PreparedPrompt p, PreparePrompt(text, mode, *tokenizer_, library_.get()));
-    if (in.Has(kOther)) {
-      SD_ASSIGN_OR_RETURN(std::string other_text, in.String(kOther));
+    SD_ASSIGN_OR_RETURN(PreparedPrompt p,
+                        PreparePrompt(in[kText], mode, *tokenizer_, library_.get()));
+    if (const std::optional<std::string> other_text = in[kOther]) {
       SD_ASSIGN_OR_RETURN(PreparedPrompt other,
-                          PreparePrompt(other_text, mode, *tokenizer_, library_.get()));
+                          PreparePrompt(*other_text, mode, *tokenizer_, library_.get()));
       PadChunks(p.chunks, other.chunks.ids.size(), *tokenizer_);
     }
     std::vector<std::vector<int64_t>> ids = p.chunks.ids;
     if (mode == PromptWeighting::kComfy) ids.push_back(EmptyChunk(*tokenizer_));
-    out[kTokens] = Rows(ids);
-    out[kWeights] = Rows(p.chunks.weights);
-    out[kVectors] = p.Vectors();
+    out.Set(kTokens, Rows(ids));
+    out.Set(kWeights, Rows(p.chunks.weights));
+    out.Set(kVectors, p.Vectors());
     return absl::OkStatus();
   }
 
@@ -94,24 +91,22 @@ class TokenizePrompt : public NodeKernel {
 };
 SD_REGISTER_NODE(TokenizePrompt);
 
-class ApplyPromptWeights : public NodeKernel {
+class ApplyPromptWeights : public NodeKernel, WeightingPort {
  public:
-  static constexpr char kContext[] = "context";
-  static constexpr char kWeights[] = "weights";
+  static constexpr Input<torch::Tensor> kContext{"context", v1::FLOAT32, "?,L,D",
+                                                 "[K(+1), 77, width]: ClipEncode's chunks"};
+  static constexpr Input<torch::Tensor> kWeights{"weights", v1::FLOAT32, "K,L",
+                                                 "[K, 77]: TokenizePrompt's weights"};
+  static constexpr Output<torch::Tensor> kJoined{"context", v1::FLOAT32, "1,K*L,D",
+                                                 "[1, 77*K, width]"};
   static NodeContract Contract() {
-    return {
-        {{kContext, TensorPort(v1::FLOAT32, 3), false, "[K(+1), 77, width]: ClipEncode's chunks"},
-         {kWeights, TensorPort(v1::FLOAT32, 2), false, "[K, 77]: TokenizePrompt's weights"},
-         {kWeighting, ScalarPort(v1::STRING), true, kWeightingDoc}},
-        {{kContext, TensorPort(v1::FLOAT32, 3), false, "[1, 77*K, width]"}},
-        nullptr,
-        "weights each token's encoding (a1111: scaled, then each chunk rescaled to its "
-        "unweighted mean; comfy: moved from the empty prompt's encoding) and joins the chunks"};
+    return {Ports(kContext, kWeights, kWeighting), Ports(kJoined), nullptr,
+            "weights each token's encoding (a1111: scaled, then each chunk rescaled to its "
+            "unweighted mean; comfy: moved from the empty prompt's encoding) and joins the chunks"};
   }
   explicit ApplyPromptWeights(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor context, in.Tensor(kContext));
-    SD_ASSIGN_OR_RETURN(torch::Tensor weights, in.Tensor(kWeights));
+    const torch::Tensor context = in[kContext], weights = in[kWeights];
     SD_ASSIGN_OR_RETURN(PromptWeighting mode, WeightingInput(in));
     const int64_t k = weights.size(0), rows = k + (mode == PromptWeighting::kComfy ? 1 : 0);
     if (k < 1 || context.size(0) != rows || context.size(1) != weights.size(1)) {
@@ -138,7 +133,7 @@ class ApplyPromptWeights : public NodeKernel {
       }
       chunks.push_back(z);
     }
-    out[kContext] = torch::cat(chunks, 0).unsqueeze(0);
+    out.Set(kJoined, torch::cat(chunks, 0).unsqueeze(0));
     return absl::OkStatus();
   }
 };

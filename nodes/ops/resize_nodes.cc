@@ -23,7 +23,6 @@
 namespace sd {
 namespace {
 
-constexpr const char* kMethods = kResizeMethods;
 constexpr int64_t kMaxPixels = 16384;  // the longest side an image may be scaled to
 
 absl::StatusOr<torch::Tensor> Interpolate(const torch::Tensor& x, const std::string& method,
@@ -40,10 +39,19 @@ absl::StatusOr<torch::Tensor> Interpolate(const torch::Tensor& x, const std::str
     o.mode(torch::kArea);
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat(kind, ": unknown method '", method, "' (available: ", kMethods, ")"));
+        absl::StrCat(kind, ": unknown method '", method, "' (available: ", kResizeMethods, ")"));
   }
   return F::interpolate(x.to(torch::kFloat32), o);
 }
+
+// What LatentUpscale and ImageScale read besides their tensor.
+struct ScalePorts {
+  static constexpr OptionalInput<std::string> kMethod{"method", kResizeMethods};
+  static constexpr OptionalInput<int64_t> kWidth{"width", "pixels (0: keep the aspect ratio)"};
+  static constexpr OptionalInput<int64_t> kHeight{"height", "pixels (0: keep the aspect ratio)"};
+  static constexpr OptionalInput<double> kScale{"scale", "a factor, instead of width and height"};
+  static constexpr OptionalInput<std::string> kCrop{"crop", "disabled (default) or center"};
+};
 
 struct ScaleRequest {
   std::string method = "nearest-exact", crop = "disabled";
@@ -53,21 +61,13 @@ struct ScaleRequest {
 
 absl::StatusOr<ScaleRequest> ReadScale(const NodeInputs& in, const std::string& kind) {
   ScaleRequest r;
-  if (in.Has("method")) {
-    SD_ASSIGN_OR_RETURN(r.method, in.String("method"));
-  }
-  if (in.Has("crop")) {
-    SD_ASSIGN_OR_RETURN(r.crop, in.String("crop"));
-  }
-  if (in.Has("width")) {
-    SD_ASSIGN_OR_RETURN(r.width, in.Int("width"));
-  }
-  if (in.Has("height")) {
-    SD_ASSIGN_OR_RETURN(r.height, in.Int("height"));
-  }
-  if (in.Has("scale")) {
-    SD_ASSIGN_OR_RETURN(r.scale, in.Float("scale"));
-    if (in.Has("width") || in.Has("height")) {
+  r.method = in[ScalePorts::kMethod].value_or(r.method);
+  r.crop = in[ScalePorts::kCrop].value_or(r.crop);
+  r.width = in[ScalePorts::kWidth].value_or(0);
+  r.height = in[ScalePorts::kHeight].value_or(0);
+  r.scale = in[ScalePorts::kScale];
+  if (r.scale) {
+    if (in[ScalePorts::kWidth] || in[ScalePorts::kHeight]) {
       return absl::InvalidArgumentError(
           absl::StrCat(kind, ": give a scale or a width and height, not both"));
     }
@@ -93,15 +93,6 @@ absl::Status CheckTarget(int64_t w, int64_t h, int64_t max_side, const std::stri
         absl::StrCat(kind, ": the result would be ", w, "x", h, "; sides must be 1 to ", max_side));
   }
   return absl::OkStatus();
-}
-
-void AddScalePorts(NodeContract& c) {
-  c.inputs.push_back({"method", ScalarPort(v1::STRING), true, kMethods});
-  c.inputs.push_back({"width", ScalarPort(v1::INT), true, "pixels (0: keep the aspect ratio)"});
-  c.inputs.push_back({"height", ScalarPort(v1::INT), true, "pixels (0: keep the aspect ratio)"});
-  c.inputs.push_back(
-      {"scale", ScalarPort(v1::FLOAT), true, "a factor, instead of width and height"});
-  c.inputs.push_back({"crop", ScalarPort(v1::STRING), true, "disabled (default) or center"});
 }
 
 }  // namespace
@@ -144,19 +135,17 @@ absl::StatusOr<torch::Tensor> ResizePixels(const torch::Tensor& pixels, int64_t 
   return f.squeeze(0).permute({1, 2, 0}).round().clamp(0, 255).to(torch::kUInt8).contiguous();
 }
 
-class LatentUpscale : public NodeKernel {
+class LatentUpscale : public NodeKernel, ScalePorts {
  public:
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,?,?"};
+  static constexpr Output<torch::Tensor> kResized{"latents", v1::FLOAT32, "B,C,?,?"};
   static NodeContract Contract() {
-    NodeContract c{{{"latents", TensorPort(v1::FLOAT32, 4)}},
-                   {{"latents", TensorPort(v1::FLOAT32, 4)}},
-                   nullptr,
-                   "resizes latents (width and height in pixels, at least 64; or a scale factor)"};
-    AddScalePorts(c);
-    return c;
+    return {Ports(kLatents, kMethod, kWidth, kHeight, kScale, kCrop), Ports(kResized), nullptr,
+            "resizes latents (width and height in pixels, at least 64; or a scale factor)"};
   }
   explicit LatentUpscale(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
+    const torch::Tensor x = in[kLatents];
     SD_ASSIGN_OR_RETURN(ScaleRequest r, ReadScale(in, "LatentUpscale"));
     const int64_t lw = x.size(3), lh = x.size(2);
     int64_t w = lw, h = lh;  // latent pixels
@@ -171,29 +160,28 @@ class LatentUpscale : public NodeKernel {
       w = pw / 8;
       h = ph / 8;
     } else {
-      out["latents"] = x;
+      out.Set(kResized, x);
       return absl::OkStatus();
     }
     SD_RETURN_IF_ERROR(CheckTarget(w, h, kMaxPixels / 8, "LatentUpscale"));
-    SD_ASSIGN_OR_RETURN(out["latents"], Rescale(x, r.method, w, h, r.crop, "LatentUpscale"));
+    SD_ASSIGN_OR_RETURN(torch::Tensor resized, Rescale(x, r.method, w, h, r.crop, "LatentUpscale"));
+    out.Set(kResized, resized);
     return absl::OkStatus();
   }
 };
 SD_REGISTER_NODE(LatentUpscale);
 
-class ImageScale : public NodeKernel {
+class ImageScale : public NodeKernel, ScalePorts {
  public:
+  static constexpr Input<torch::Tensor> kImage{"image", v1::FLOAT32, "B,C,?,?", "[B, C, H, W]"};
+  static constexpr Output<torch::Tensor> kResized{"image", v1::FLOAT32, "B,C,?,?"};
   static NodeContract Contract() {
-    NodeContract c{{{"image", TensorPort(v1::FLOAT32, 4), false, "[B, C, H, W]"}},
-                   {{"image", TensorPort(v1::FLOAT32, 4)}},
-                   nullptr,
-                   "resizes an image tensor (width and height in pixels, or a scale factor)"};
-    AddScalePorts(c);
-    return c;
+    return {Ports(kImage, kMethod, kWidth, kHeight, kScale, kCrop), Ports(kResized), nullptr,
+            "resizes an image tensor (width and height in pixels, or a scale factor)"};
   }
   explicit ImageScale(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("image"));
+    const torch::Tensor x = in[kImage];
     SD_ASSIGN_OR_RETURN(ScaleRequest r, ReadScale(in, "ImageScale"));
     const int64_t iw = x.size(3), ih = x.size(2);
     int64_t w = r.width, h = r.height;
@@ -202,7 +190,7 @@ class ImageScale : public NodeKernel {
       h = Round(ih * *r.scale);
       r.crop = "disabled";
     } else if (w == 0 && h == 0) {
-      out["image"] = x;
+      out.Set(kResized, x);
       return absl::OkStatus();
     } else if (w == 0) {
       w = std::max<int64_t>(1, Round(static_cast<double>(iw) * h / ih));
@@ -210,7 +198,8 @@ class ImageScale : public NodeKernel {
       h = std::max<int64_t>(1, Round(static_cast<double>(ih) * w / iw));
     }
     SD_RETURN_IF_ERROR(CheckTarget(w, h, kMaxPixels, "ImageScale"));
-    SD_ASSIGN_OR_RETURN(out["image"], Rescale(x, r.method, w, h, r.crop, "ImageScale"));
+    SD_ASSIGN_OR_RETURN(torch::Tensor resized, Rescale(x, r.method, w, h, r.crop, "ImageScale"));
+    out.Set(kResized, resized);
     return absl::OkStatus();
   }
 };
@@ -218,17 +207,16 @@ SD_REGISTER_NODE(ImageScale);
 
 class ImageInvert : public NodeKernel {
  public:
+  static constexpr Input<torch::Tensor> kImage{"image", v1::FLOAT32, "B,C,H,W",
+                                               "[B, C, H, W] in [-1, 1]"};
+  static constexpr Output<torch::Tensor> kNegative{"image", v1::FLOAT32, "B,C,H,W",
+                                                   "the negative: -image (1 - x on [0, 1])"};
   static NodeContract Contract() {
-    return {
-        {{"image", TensorPort(v1::FLOAT32, 4), false, "[B, C, H, W] in [-1, 1]"}},
-        {{"image", TensorPort(v1::FLOAT32, 4), false, "the negative: -image (1 - x on [0, 1])"}},
-        nullptr,
-        "inverts an image tensor"};
+    return {Ports(kImage), Ports(kNegative), nullptr, "inverts an image tensor"};
   }
   explicit ImageInvert(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("image"));
-    out["image"] = -x.to(torch::kFloat32);
+    out.Set(kNegative, -in[kImage].to(torch::kFloat32));
     return absl::OkStatus();
   }
 };

@@ -14,58 +14,43 @@
 
 namespace sd {
 
-class SamplerStep : public NodeKernel {
+class SamplerStep : public NodeKernel, SamplerPorts {
  public:
-  static constexpr char kLatents[] = "latents";
-  static constexpr char kEps[] = "eps";
-  static constexpr char kT[] = "t";
-  static constexpr char kSteps[] = "steps";
-  static constexpr char kNoise[] = "noise";
-  static constexpr char kHistory[] = "history";
-  static constexpr char kFirst[] = "first";
-  static constexpr char kDenoised[] = "denoised";
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<double> kT{"t"};
+  static constexpr Input<int64_t> kSteps{"steps"};
+  static constexpr OptionalInput<torch::Tensor> kNoise{"noise", v1::FLOAT32, "B,C,h,w",
+                                                       "needed where the sampler adds noise"};
+  static constexpr OptionalInput<torch::Tensor> kHistory{"history", v1::FLOAT32, "B,C,h,w",
+                                                         "the previous step's denoised (DPM++ 2M)"};
+  static constexpr OptionalInput<double> kFirst{"first",
+                                                "the run's first timestep (no history there)"};
+  static constexpr Output<torch::Tensor> kNext{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Output<torch::Tensor> kDenoised{"denoised", v1::FLOAT32, "B,C,h,w",
+                                                   "x0 estimate"};
   static NodeContract Contract() {
-    NodeContract c{{{kLatents, TensorPort(v1::FLOAT32, 4)},
-                    {kEps, TensorPort(v1::FLOAT32, 4)},
-                    {kT, ScalarPort(v1::FLOAT)},
-                    {kSteps, ScalarPort(v1::INT)},
-                    {kNoise, TensorPort(v1::FLOAT32, 4), true, "needed where the sampler adds noise"},
-                    {kHistory, TensorPort(v1::FLOAT32, 4), true, "the previous step's denoised (DPM++ 2M)"},
-                    {kFirst, ScalarPort(v1::FLOAT), true, "the run's first timestep (no history there)"}},
-                   {{kLatents, TensorPort(v1::FLOAT32, 4)}, {kDenoised, TensorPort(v1::FLOAT32, 4), false, "x0 estimate"}},
-                   v1::SamplerStepOptions::descriptor(),
-                   "one sampler step"};
-    AddSamplerPorts(c);
-    return c;
+    return {Ports(kLatents, kEps, kT, kSteps, kNoise, kHistory, kFirst, kSampler, kKarras, kEta),
+            Ports(kNext, kDenoised), v1::SamplerStepOptions::descriptor(), "one sampler step"};
   }
   explicit SamplerStep(const google::protobuf::Any& options) : options_(UnpackOptions<v1::SamplerStepOptions>(options)) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto spec = ReadSamplerSpec(in, options_.sampler());
-    auto latents = in.Tensor(kLatents);
-    auto eps = in.Tensor(kEps);
-    auto t = in.Float(kT);
-    auto steps = in.Int(kSteps);
-    for (const absl::Status& s : {spec.status(), latents.status(), eps.status(), t.status(), steps.status()}) {
-      if (!s.ok()) return s;
-    }
-    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
+    SD_ASSIGN_OR_RETURN(const SamplerSpec spec, ReadSamplerSpec(in, options_.sampler()));
+    const double t = in[kT];
+    const int steps = static_cast<int>(in[kSteps]);
+    const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
     torch::Tensor noise, history;
-    if (SamplerNeedsNoise(*schedule, *spec, static_cast<int>(*steps), *t)) {
-      auto n = in.Tensor(kNoise);
-      if (!n.ok()) return n.status();
-      noise = *n;
+    if (SamplerNeedsNoise(schedule, spec, steps, t)) {
+      if (!in[kNoise])
+        return absl::InvalidArgumentError(absl::StrCat("input '", kNoise.name(), "' is not set"));
+      noise = *in[kNoise];
     }
-    bool first = false;
-    if (in.Has(kFirst)) {
-      auto f = in.Float(kFirst);
-      if (!f.ok()) return f.status();
-      first = std::abs(*f - *t) < 1e-3;
-    }
-    if (!first && in.Has(kHistory)) history = *in.Tensor(kHistory);
-    auto r = sd::SamplerStep(*schedule, *spec, static_cast<int>(*steps), *t, *latents, *eps, noise, history);
-    if (!r.ok()) return r.status();
-    out[kLatents] = r->latents;
-    out[kDenoised] = r->denoised;
+    const std::optional<double> first = in[kFirst];
+    if (!(first && std::abs(*first - t) < 1e-3)) history = in[kHistory].value_or(torch::Tensor());
+    SD_ASSIGN_OR_RETURN(SamplerStepResult r, sd::SamplerStep(schedule, spec, steps, t, in[kLatents],
+                                                             in[kEps], noise, history));
+    out.Set(kNext, r.latents);
+    out.Set(kDenoised, r.denoised);
     return absl::OkStatus();
   }
 

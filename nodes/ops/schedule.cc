@@ -12,38 +12,27 @@
 
 namespace sd {
 
-class Schedule : public NodeKernel {
+class Schedule : public NodeKernel, SamplerPorts {
  public:
-  static constexpr char kSteps[] = "steps";
-  static constexpr char kStrength[] = "strength";
-  static constexpr char kTimesteps[] = "timesteps";
-  static constexpr char kFirst[] = "first";
+  static constexpr Input<int64_t> kSteps{"steps"};
+  static constexpr OptionalInput<double> kStrength{"strength", "(0, 1], default 1"};
+  static constexpr Output<torch::Tensor> kTimesteps{"timesteps", v1::FLOAT32, "?"};
+  static constexpr Output<double> kFirst{"first"};
   static NodeContract Contract() {
-    NodeContract c{{{kSteps, ScalarPort(v1::INT)}, {kStrength, ScalarPort(v1::FLOAT), true, "(0, 1], default 1"}},
-                   {{kTimesteps, TensorPort(v1::FLOAT32, 1)}, {kFirst, ScalarPort(v1::FLOAT)}},
-                   v1::ScheduleOptions::descriptor(),
-                   "inference timesteps of the sampler"};
-    AddSamplerPorts(c);
-    return c;
+    return {Ports(kSteps, kStrength, kSampler, kKarras, kEta), Ports(kTimesteps, kFirst),
+            v1::ScheduleOptions::descriptor(), "inference timesteps of the sampler"};
   }
   explicit Schedule(const google::protobuf::Any& options) : options_(UnpackOptions<v1::ScheduleOptions>(options)) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto steps = in.Int(kSteps);
-    if (!steps.ok()) return steps.status();
-    double strength = 1.0;
-    if (in.Has(kStrength)) {
-      auto s = in.Float(kStrength);
-      if (!s.ok()) return s.status();
-      strength = *s;
-    }
-    auto spec = ReadSamplerSpec(in, options_.sampler());
-    if (!spec.ok()) return spec.status();
-    if (*steps < 1 || *steps > 1000) return absl::InvalidArgumentError("Schedule: steps must be between 1 and 1000");
-    const NoiseSchedule* schedule = &NoiseSchedule::StableDiffusion();
-    auto ts = SamplerTimesteps(*schedule, *spec, static_cast<int>(*steps), strength);
-    if (!ts.ok()) return ts.status();
-    out[kTimesteps] = torch::tensor(*ts, torch::kFloat64).to(torch::kFloat32);
-    out[kFirst] = ts->front();
+    const int64_t steps = in[kSteps];
+    SD_ASSIGN_OR_RETURN(const SamplerSpec spec, ReadSamplerSpec(in, options_.sampler()));
+    if (steps < 1 || steps > 1000)
+      return absl::InvalidArgumentError("Schedule: steps must be between 1 and 1000");
+    SD_ASSIGN_OR_RETURN(const std::vector<double> ts,
+                        SamplerTimesteps(NoiseSchedule::StableDiffusion(), spec,
+                                         static_cast<int>(steps), in[kStrength].value_or(1.0)));
+    out.Set(kTimesteps, torch::tensor(ts, torch::kFloat64).to(torch::kFloat32));
+    out.Set(kFirst, ts.front());
     return absl::OkStatus();
   }
 

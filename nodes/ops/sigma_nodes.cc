@@ -28,10 +28,15 @@ namespace {
 
 const NoiseSchedule& Training() { return NoiseSchedule::StableDiffusion(); }
 
+struct SigmasPort {
+  static constexpr Input<torch::Tensor> kSigmas{"sigmas", v1::FLOAT32, "?",
+                                                "[N + 1], noisiest first"};
+};
+
 // The sigmas port: float32 [N + 1], at least one step, positive until the last.
 absl::StatusOr<std::vector<double>> ReadSigmas(const NodeInputs& in, const char* kind) {
-  SD_ASSIGN_OR_RETURN(torch::Tensor t, in.Tensor("sigmas"));
-  if (t.dim() != 1 || t.size(0) < 2) {
+  const torch::Tensor t = in[SigmasPort::kSigmas];
+  if (t.size(0) < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat(kind, ": sigmas must be [N + 1] with N >= 1, got ", DescribeTensor(t)));
   }
@@ -45,45 +50,33 @@ absl::StatusOr<std::vector<double>> ReadSigmas(const NodeInputs& in, const char*
   return v;
 }
 
-absl::StatusOr<int64_t> IntOr(const NodeInputs& in, const char* port, int64_t fallback) {
-  if (!in.Has(port)) return fallback;
-  return in.Int(port);
-}
-
 }  // namespace
 
 class SigmaSchedule : public NodeKernel {
  public:
+  static constexpr Input<int64_t> kSteps{"steps"};
+  static constexpr OptionalInput<std::string> kScheduler{
+      "scheduler", "normal (default), karras, exponential, simple, ddim_uniform, sgm_uniform"};
+  static constexpr OptionalInput<double> kDenoise{
+      "denoise", "(0, 1]: the last `steps` sigmas of int(steps / denoise)"};
+  static constexpr OptionalInput<int64_t> kStart{"start", "the first step to run (default 0)"};
+  static constexpr OptionalInput<int64_t> kEnd{"end", "the step to stop at (default: all)"};
+  static constexpr OptionalInput<int64_t> kFullDenoise{
+      "full_denoise", "1: ending early, the last sigma becomes 0 (default 0)"};
+  static constexpr Output<torch::Tensor> kSigmas{"sigmas", v1::FLOAT32, "?",
+                                                 "[N + 1], noisiest first"};
+  static constexpr Output<torch::Tensor> kTimesteps{"timesteps", v1::FLOAT32, "?",
+                                                    "[N]: the UNet's timestep of each step"};
   static NodeContract Contract() {
-    return {
-        {{"steps", ScalarPort(v1::INT)},
-         {"scheduler", ScalarPort(v1::STRING), true,
-          "normal (default), karras, exponential, simple, ddim_uniform, sgm_uniform"},
-         {"denoise", ScalarPort(v1::FLOAT), true,
-          "(0, 1]: the last `steps` sigmas of int(steps / denoise)"},
-         {"start", ScalarPort(v1::INT), true, "the first step to run (default 0)"},
-         {"end", ScalarPort(v1::INT), true, "the step to stop at (default: all)"},
-         {"full_denoise", ScalarPort(v1::INT), true,
-          "1: ending early, the last sigma becomes 0 (default 0)"}},
-        {{"sigmas", TensorPort(v1::FLOAT32, 1), false, "[N + 1], noisiest first"},
-         {"timesteps", TensorPort(v1::FLOAT32, 1), false, "[N]: the UNet's timestep of each step"}},
-        nullptr,
-        "the sigmas of a ComfyUI scheduler"};
+    return {Ports(kSteps, kScheduler, kDenoise, kStart, kEnd, kFullDenoise),
+            Ports(kSigmas, kTimesteps), nullptr, "the sigmas of a ComfyUI scheduler"};
   }
   explicit SigmaSchedule(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(int64_t steps, in.Int("steps"));
-    std::string scheduler = "normal";
-    if (in.Has("scheduler")) {
-      SD_ASSIGN_OR_RETURN(scheduler, in.String("scheduler"));
-    }
+    const int64_t steps = in[kSteps], start = in[kStart].value_or(0),
+                  end = in[kEnd].value_or(10000);
     SigmaRange range;
-    if (in.Has("denoise")) {
-      SD_ASSIGN_OR_RETURN(range.denoise, in.Float("denoise"));
-    }
-    SD_ASSIGN_OR_RETURN(int64_t start, IntOr(in, "start", 0));
-    SD_ASSIGN_OR_RETURN(int64_t end, IntOr(in, "end", 10000));
-    SD_ASSIGN_OR_RETURN(int64_t full, IntOr(in, "full_denoise", 0));
+    if (auto d = in[kDenoise]) range.denoise = *d;
     if (steps < 1 || steps > 10000 || start < 0 || start > 10000 || end < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("SigmaSchedule: steps ", steps, ", start ", start, ", end ", end,
@@ -91,15 +84,16 @@ class SigmaSchedule : public NodeKernel {
     }
     range.start = static_cast<int>(start);
     range.end = static_cast<int>(std::min<int64_t>(end, 10000));
-    range.force_full_denoise = full != 0;
+    range.force_full_denoise = in[kFullDenoise].value_or(0) != 0;
     SD_ASSIGN_OR_RETURN(std::vector<double> sigmas,
-                        ScheduleSigmas(Training(), scheduler, static_cast<int>(steps), range));
+                        ScheduleSigmas(Training(), in[kScheduler].value_or("normal"),
+                                       static_cast<int>(steps), range));
     const std::vector<double> train = TrainingSigmas(Training());
     std::vector<double> ts;
     for (size_t i = 0; i + 1 < sigmas.size(); ++i)
       ts.push_back(TimestepOfSigmaNearest(train, sigmas[i]));
-    out["sigmas"] = torch::tensor(sigmas, torch::kFloat64).to(torch::kFloat32);
-    out["timesteps"] = torch::tensor(ts, torch::kFloat64).to(torch::kFloat32);
+    out.Set(kSigmas, torch::tensor(sigmas, torch::kFloat64).to(torch::kFloat32));
+    out.Set(kTimesteps, torch::tensor(ts, torch::kFloat64).to(torch::kFloat32));
     return absl::OkStatus();
   }
 };
@@ -108,105 +102,95 @@ SD_REGISTER_NODE(SigmaSchedule);
 // ComfyUI's noise_scaling, then the variance-preserving form the loop carries: latents + noise *
 // sigma (noise * sqrt(1 + sigma^2) when the schedule starts at the largest sigma), over sqrt(1 +
 // sigma^2).
-class SigmaStart : public NodeKernel {
+class SigmaStart : public NodeKernel, SigmasPort {
  public:
+  static constexpr Input<torch::Tensor> kLatents{
+      "latents", v1::FLOAT32, "B,C,h,w", "where to start: empty, encoded, or a sampler's leftover"};
+  static constexpr OptionalInput<torch::Tensor> kNoise{
+      "noise", v1::FLOAT32, "B,C,h,w", "shaped like the latents; unwired: add none"};
+  static constexpr Output<torch::Tensor> kStarted{"latents", v1::FLOAT32, "B,C,h,w",
+                                                  "variance-preserving, at the first sigma"};
   static NodeContract Contract() {
-    return {
-        {{"latents", TensorPort(v1::FLOAT32, 4), false,
-          "where to start: empty, encoded, or a sampler's leftover"},
-         {"noise", TensorPort(v1::FLOAT32, 4), true, "shaped like the latents; unwired: add none"},
-         {"sigmas", TensorPort(v1::FLOAT32, 1)}},
-        {{"latents", TensorPort(v1::FLOAT32, 4), false, "variance-preserving, at the first sigma"}},
-        nullptr,
-        "starts a sampler: noise onto the latents at the first sigma"};
+    return {Ports(kLatents, kNoise, kSigmas), Ports(kStarted), nullptr,
+            "starts a sampler: noise onto the latents at the first sigma"};
   }
   explicit SigmaStart(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
     SD_ASSIGN_OR_RETURN(std::vector<double> sigmas, ReadSigmas(in, "SigmaStart"));
     const double s = sigmas.front(), smax = MaxSigma(Training());
-    torch::Tensor ve = x.to(torch::kFloat32);
-    if (in.Has("noise")) {
-      SD_ASSIGN_OR_RETURN(torch::Tensor noise, in.Tensor("noise"));
-      if (noise.sizes() != x.sizes()) {
-        return absl::InvalidArgumentError(absl::StrCat("SigmaStart: noise ", DescribeTensor(noise),
-                                                       " is not shaped like the latents ",
-                                                       DescribeTensor(x)));
-      }
+    torch::Tensor ve = in[kLatents].to(torch::kFloat32);
+    if (const std::optional<torch::Tensor> noise = in[kNoise]) {
       const bool max_denoise = std::abs(s - smax) <= 1e-5 * std::max(s, smax) || s > smax;
-      ve = ve + noise.to(torch::kFloat32) * (max_denoise ? std::sqrt(1 + s * s) : s);
+      ve = ve + noise->to(torch::kFloat32) * (max_denoise ? std::sqrt(1 + s * s) : s);
     }
-    out["latents"] = ve / std::sqrt(1 + s * s);
+    out.Set(kStarted, ve / std::sqrt(1 + s * s));
     return absl::OkStatus();
   }
 };
 SD_REGISTER_NODE(SigmaStart);
 
-class SigmaStep : public NodeKernel {
+class SigmaStep : public NodeKernel, SigmasPort {
  public:
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<int64_t> kIndex{"index",
+                                         "the step: from sigmas[index] to sigmas[index + 1]"};
+  static constexpr OptionalInput<std::string> kSampler{
+      "sampler", "euler (default), euler_ancestral, dpmpp_2m, ddim, ddpm"};
+  static constexpr OptionalInput<torch::Tensor> kNoise{"noise", v1::FLOAT32, "B,C,h,w",
+                                                       "needed where the sampler adds noise"};
+  static constexpr OptionalInput<torch::Tensor> kHistory{"history", v1::FLOAT32, "B,C,h,w",
+                                                         "the previous step's denoised (dpmpp_2m)"};
+  static constexpr Output<torch::Tensor> kNext{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Output<torch::Tensor> kDenoised{"denoised", v1::FLOAT32, "B,C,h,w",
+                                                   "x0 estimate"};
   static NodeContract Contract() {
-    return {
-        {{"latents", TensorPort(v1::FLOAT32, 4)},
-         {"eps", TensorPort(v1::FLOAT32, 4)},
-         {"sigmas", TensorPort(v1::FLOAT32, 1)},
-         {"index", ScalarPort(v1::INT), false, "the step: from sigmas[index] to sigmas[index + 1]"},
-         {"sampler", ScalarPort(v1::STRING), true,
-          "euler (default), euler_ancestral, dpmpp_2m, ddim, ddpm"},
-         {"noise", TensorPort(v1::FLOAT32, 4), true, "needed where the sampler adds noise"},
-         {"history", TensorPort(v1::FLOAT32, 4), true, "the previous step's denoised (dpmpp_2m)"}},
-        {{"latents", TensorPort(v1::FLOAT32, 4)},
-         {"denoised", TensorPort(v1::FLOAT32, 4), false, "x0 estimate"}},
-        nullptr,
-        "one sampler step between two sigmas"};
+    return {Ports(kLatents, kEps, kSigmas, kIndex, kSampler, kNoise, kHistory),
+            Ports(kNext, kDenoised), nullptr, "one sampler step between two sigmas"};
   }
   explicit SigmaStep(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
-    SD_ASSIGN_OR_RETURN(torch::Tensor eps, in.Tensor("eps"));
     SD_ASSIGN_OR_RETURN(std::vector<double> sigmas, ReadSigmas(in, "SigmaStep"));
-    SD_ASSIGN_OR_RETURN(int64_t i, in.Int("index"));
-    std::string sampler = "euler";
-    if (in.Has("sampler")) {
-      SD_ASSIGN_OR_RETURN(sampler, in.String("sampler"));
-    }
+    const int64_t i = in[kIndex];
+    const std::string sampler = in[kSampler].value_or("euler");
     if (i < 0 || static_cast<size_t>(i) + 1 >= sigmas.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "SigmaStep: step ", i, " is outside the schedule's ", sigmas.size() - 1, " steps"));
     }
     torch::Tensor noise, history;
     if (SigmaStepNeedsNoise(sampler, sigmas[i + 1])) {
-      SD_ASSIGN_OR_RETURN(noise, in.Tensor("noise"));
+      if (!in[kNoise])
+        return absl::InvalidArgumentError(absl::StrCat("input '", kNoise.name(), "' is not set"));
+      noise = *in[kNoise];
     }
-    if (i > 0 && in.Has("history")) {
-      SD_ASSIGN_OR_RETURN(history, in.Tensor("history"));
-    }
+    if (i > 0) history = in[kHistory].value_or(torch::Tensor());
     SD_ASSIGN_OR_RETURN(SigmaStepResult r,
                         sd::SigmaStep(sampler, i > 0 ? sigmas[i - 1] : 0.0, sigmas[i],
-                                      sigmas[i + 1], x, eps, noise, history));
-    out["latents"] = r.latents;
-    out["denoised"] = r.denoised;
+                                      sigmas[i + 1], in[kLatents], in[kEps], noise, history));
+    out.Set(kNext, r.latents);
+    out.Set(kDenoised, r.denoised);
     return absl::OkStatus();
   }
 };
 SD_REGISTER_NODE(SigmaStep);
 
-class SigmaEnd : public NodeKernel {
+class SigmaEnd : public NodeKernel, SigmasPort {
  public:
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w",
+                                                 "the loop's result, variance-preserving"};
+  static constexpr Output<torch::Tensor> kEnded{
+      "latents", v1::FLOAT32, "B,C,h,w",
+      "times sqrt(1 + last sigma^2): clean, or with leftover noise"};
   static NodeContract Contract() {
-    return {
-        {{"latents", TensorPort(v1::FLOAT32, 4), false, "the loop's result, variance-preserving"},
-         {"sigmas", TensorPort(v1::FLOAT32, 1)}},
-        {{"latents", TensorPort(v1::FLOAT32, 4), false,
-          "times sqrt(1 + last sigma^2): clean, or with leftover noise"}},
-        nullptr,
-        "ends a sampler: the latents as ComfyUI passes them on"};
+    return {Ports(kLatents, kSigmas), Ports(kEnded), nullptr,
+            "ends a sampler: the latents as ComfyUI passes them on"};
   }
   explicit SigmaEnd(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(torch::Tensor x, in.Tensor("latents"));
     SD_ASSIGN_OR_RETURN(std::vector<double> sigmas, ReadSigmas(in, "SigmaEnd"));
     const double s = sigmas.back();
-    out["latents"] = s == 0 ? x : x * std::sqrt(1 + s * s);
+    const torch::Tensor x = in[kLatents];
+    out.Set(kEnded, s == 0 ? x : x * std::sqrt(1 + s * s));
     return absl::OkStatus();
   }
 };
@@ -215,25 +199,24 @@ SD_REGISTER_NODE(SigmaEnd);
 class EmptyLatent : public NodeKernel {
  public:
   static constexpr int64_t kMaxSide = 16384;
+  static constexpr Input<int64_t> kWidth{"width", "pixels, a multiple of 8"};
+  static constexpr Input<int64_t> kHeight{"height", "pixels, a multiple of 8"};
+  static constexpr OptionalInput<int64_t> kBatch{"batch", "default 1"};
+  static constexpr Output<torch::Tensor> kLatents{"latents", v1::FLOAT32, "?,4,?,?",
+                                                  "zeros [batch, 4, height/8, width/8]"};
   static NodeContract Contract() {
-    return {{{"width", ScalarPort(v1::INT), false, "pixels, a multiple of 8"},
-             {"height", ScalarPort(v1::INT), false, "pixels, a multiple of 8"},
-             {"batch", ScalarPort(v1::INT), true, "default 1"}},
-            {{"latents", TensorPort(v1::FLOAT32, 4), false, "zeros [batch, 4, height/8, width/8]"}},
-            nullptr,
+    return {Ports(kWidth, kHeight, kBatch), Ports(kLatents), nullptr,
             "an empty latent image (txt2img's start)"};
   }
   explicit EmptyLatent(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    SD_ASSIGN_OR_RETURN(int64_t w, in.Int("width"));
-    SD_ASSIGN_OR_RETURN(int64_t h, in.Int("height"));
-    SD_ASSIGN_OR_RETURN(int64_t b, IntOr(in, "batch", 1));
+    const int64_t w = in[kWidth], h = in[kHeight], b = in[kBatch].value_or(1);
     if (w <= 0 || h <= 0 || w % 8 || h % 8 || w > kMaxSide || h > kMaxSide || b < 1 || b > 64) {
       return absl::InvalidArgumentError(absl::StrCat(
           "EmptyLatent: ", w, "x", h, " batch ", b,
           ": sides must be positive multiples of 8 up to ", kMaxSide, ", batch 1 to 64"));
     }
-    out["latents"] = torch::zeros({b, 4, h / 8, w / 8});
+    out.Set(kLatents, torch::zeros({b, 4, h / 8, w / 8}));
     return absl::OkStatus();
   }
 };

@@ -8,13 +8,12 @@ namespace sd {
 
 class Tokenize : public NodeKernel {
  public:
-  static constexpr char kText[] = "text";
-  static constexpr char kTokens[] = "tokens";
+  static constexpr Input<std::string> kText{"text"};
+  static constexpr Output<torch::Tensor> kTokens{"tokens", v1::INT64, "1,?", "int64 [1, 77]"};
   static NodeContract Contract() {
-    return {{{kText, ScalarPort(v1::STRING)}},
-            {{kTokens, TensorPort(v1::INT64, 2), false, "int64 [1, 77]"}},
-            v1::TokenizeOptions::descriptor(),
-            "CLIP BPE tokenization with the reference's text cleaning; truncates to 75 tokens + start/end"};
+    return {Ports(kText), Ports(kTokens), v1::TokenizeOptions::descriptor(),
+            "CLIP BPE tokenization with the reference's text cleaning; truncates to 75 tokens + "
+            "start/end"};
   }
   explicit Tokenize(const google::protobuf::Any& options) : options_(UnpackOptions<v1::TokenizeOptions>(options)) {}
   absl::Status Open(RunContext& ctx) override {
@@ -24,11 +23,9 @@ class Tokenize : public NodeKernel {
     return absl::OkStatus();
   }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto text = in.String(kText);
-    if (!text.ok()) return text.status();
     const int length = options_.context_length() > 0 ? options_.context_length() : ClipTokenizer::kContextLength;
-    Tokenized t = tokenizer_->Encode(*text, length);
-    out[kTokens] = torch::tensor(t.ids, torch::kInt64).unsqueeze(0);
+    Tokenized t = tokenizer_->Encode(in[kText], length);
+    out.Set(kTokens, torch::tensor(t.ids, torch::kInt64).unsqueeze(0));
     return absl::OkStatus();
   }
 

@@ -15,28 +15,24 @@ namespace sd {
 
 class UNetStep : public NodeKernel {
  public:
-  static constexpr char kLatents[] = "latents";
-  static constexpr char kT[] = "t";
-  static constexpr char kContext[] = "context";
-  static constexpr char kEps[] = "eps";
-  static constexpr char kMask[] = "mask";
-  static constexpr char kMaskedLatents[] = "masked_latents";
-  static constexpr char kControl[] = "control";
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<double> kT{"t", "timestep (fractional for k-diffusion samplers)"};
+  static constexpr Input<torch::Tensor> kContext{"context", v1::FLOAT32, "?,T,D",
+                                                 "[1 or B, tokens, width]"};
+  // A 4-channel UNet ignores the inpainting inputs, whatever their size (an imported ComfyUI
+  // workflow wires them for either kind), so their sizes are checked where they are used.
+  static constexpr OptionalInput<torch::Tensor> kMask{
+      "mask", v1::FLOAT32, "?,?,?,?",
+      "9-channel inpainting UNets: [1 or B, 1, h, w] (a 4-channel UNet ignores it)"};
+  static constexpr OptionalInput<torch::Tensor> kMaskedLatents{
+      "masked_latents", v1::FLOAT32, "?,?,?,?",
+      "9-channel inpainting UNets: latents of the masked image (a 4-channel UNet ignores them)"};
+  static constexpr OptionalInput<torch::Tensor> kControl{
+      "control", v1::FLOAT32, "?,?", "ControlNet residuals (a ControlNet node's), added"};
+  static constexpr Output<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    return {{{kLatents, TensorPort(v1::FLOAT32, 4)},
-             {kT, ScalarPort(v1::FLOAT), false, "timestep (fractional for k-diffusion samplers)"},
-             {kContext, TensorPort(v1::FLOAT32, 3)},
-             {kMask, TensorPort(v1::FLOAT32, 4), true,
-              "9-channel inpainting UNets: [1 or B, 1, h, w] (a 4-channel UNet ignores it)"},
-             {kMaskedLatents, TensorPort(v1::FLOAT32, 4), true,
-              "9-channel inpainting UNets: latents of the masked image (a 4-channel UNet ignores "
-              "them)"},
-             {kControl, TensorPort(v1::FLOAT32, 2), true,
-              "ControlNet residuals (a ControlNet node's), added"}},
-            {{kEps, TensorPort(v1::FLOAT32, 4)}},
-            nullptr,
-            "one UNet evaluation (epsilon prediction)",
-            true};
+    return {Ports(kLatents, kT, kContext, kMask, kMaskedLatents, kControl), Ports(kEps), nullptr,
+            "one UNet evaluation (epsilon prediction)", true};
   }
   explicit UNetStep(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {
@@ -46,22 +42,19 @@ class UNetStep : public NodeKernel {
     return absl::OkStatus();
   }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto latents = in.Tensor(kLatents);
-    auto t = in.Float(kT);
-    auto context = in.Tensor(kContext);
-    if (!latents.ok()) return latents.status();
-    if (!t.ok()) return t.status();
-    if (!context.ok()) return context.status();
-    torch::Tensor x = *latents;
+    torch::Tensor x = in[kLatents];
     // A graph made for either kind of checkpoint (an imported ComfyUI workflow) wires the
     // inpainting inputs; a 4-channel UNet has no use for them.
     const bool takes_mask = unet_->config().in_channels != x.size(1);
-    if (takes_mask && (in.Has(kMask) || in.Has(kMaskedLatents))) {
+    const std::optional<torch::Tensor> mask = in[kMask];
+    const std::optional<torch::Tensor> masked = in[kMaskedLatents];
+    if (takes_mask && (mask || masked)) {
       // Inpainting UNets take [latents, mask, masked-image latents] along channels.
-      auto mask = in.Tensor(kMask);
-      auto masked = in.Tensor(kMaskedLatents);
-      if (!mask.ok()) return mask.status();
-      if (!masked.ok()) return masked.status();
+      if (!mask || !masked) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", mask ? kMaskedLatents.name() : kMask.name(),
+                         "' is not set (an inpainting UNet takes both)"));
+      }
       if ((mask->size(0) != x.size(0) && mask->size(0) != 1) ||
           (masked->size(0) != x.size(0) && masked->size(0) != 1) || mask->size(2) != x.size(2) ||
           mask->size(3) != x.size(3) || masked->size(1) != x.size(1) ||
@@ -74,17 +67,14 @@ class UNetStep : public NodeKernel {
                      1);
     }
     std::vector<torch::Tensor> control;
-    if (in.Has(kControl)) {
-      auto packed = in.Tensor(kControl);
-      if (!packed.ok()) return packed.status();
-      auto unpacked = UnpackControl(*packed, unet_->config(), x.size(2), x.size(3));
-      if (!unpacked.ok()) return unpacked.status();
-      control = std::move(*unpacked);
+    if (const std::optional<torch::Tensor> packed = in[kControl]) {
+      SD_ASSIGN_OR_RETURN(control, UnpackControl(*packed, unet_->config(), x.size(2), x.size(3)));
     }
-    auto eps = unet_->Predict(x, torch::tensor({*t}, torch::kFloat64).to(torch::kFloat32), *context,
-                              control);
-    if (!eps.ok()) return eps.status();
-    out[kEps] = *eps;
+    SD_ASSIGN_OR_RETURN(
+        torch::Tensor eps,
+        unet_->Predict(x, torch::tensor({in[kT]}, torch::kFloat64).to(torch::kFloat32),
+                       in[kContext], control));
+    out.Set(kEps, eps);
     return absl::OkStatus();
   }
 

@@ -6,24 +6,21 @@ namespace sd {
 
 class VaeDecode : public VaeKernel {
  public:
-  static constexpr char kLatents[] = "latents";
-  static constexpr char kImage[] = "image";
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Output<torch::Tensor> kImage{"image", v1::FLOAT32, "B,3,h*f,w*f",
+                                                "f: the VAE's scale (8 for SD v1.x)"};
   static NodeContract Contract() {
-    return {{{kLatents, TensorPort(v1::FLOAT32, 4)}},
-            {{kImage, TensorPort(v1::FLOAT32, 4)}},
-            v1::VaeOptions::descriptor(),
-            "VAE decoder (tiled above 1024x1024 by default)",
-            true};
+    return {Ports(kLatents), Ports(kImage), v1::VaeOptions::descriptor(),
+            "VAE decoder (tiled above 1024x1024 by default)", true};
   }
   explicit VaeDecode(const google::protobuf::Any& options) : VaeKernel(options) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto latents = in.Tensor(kLatents);
-    if (!latents.ok()) return latents.status();
+    const torch::Tensor latents = in[kLatents];
     const int64_t f = vae_->downscale();
-    const bool tiled = Tiled(latents->size(2) * f * latents->size(3) * f);
-    auto image = tiled ? vae_->DecodeTiled(*latents, Tile(), Overlap()) : vae_->Decode(*latents);
-    if (!image.ok()) return image.status();
-    out[kImage] = *image;
+    const bool tiled = Tiled(latents.size(2) * f * latents.size(3) * f);
+    SD_ASSIGN_OR_RETURN(torch::Tensor image, tiled ? vae_->DecodeTiled(latents, Tile(), Overlap())
+                                                   : vae_->Decode(latents));
+    out.Set(kImage, image);
     return absl::OkStatus();
   }
 };

@@ -8,32 +8,27 @@ namespace sd {
 
 class VaeEncode : public VaeKernel {
  public:
-  static constexpr char kImage[] = "image";
-  static constexpr char kNoise[] = "noise";
-  static constexpr char kLatents[] = "latents";
+  static constexpr Input<torch::Tensor> kImage{"image", v1::FLOAT32, "B,3,h*f,w*f",
+                                               "f: the VAE's scale (8 for SD v1.x)"};
+  static constexpr OptionalInput<torch::Tensor> kNoise{
+      "noise", v1::FLOAT32, "B,C,h,w", "the posterior sample's noise; unwired: its mean"};
+  static constexpr Output<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    return {{{kImage, TensorPort(v1::FLOAT32, 4)},
-             {kNoise, TensorPort(v1::FLOAT32, 4), true,
-              "the posterior sample's noise; unwired: its mean"}},
-            {{kLatents, TensorPort(v1::FLOAT32, 4)}},
-            v1::VaeOptions::descriptor(),
+    return {Ports(kImage, kNoise), Ports(kLatents), v1::VaeOptions::descriptor(),
             "VAE encoder with its sampling noise as an input (tiled above 1024x1024 by default)",
             true};
   }
   explicit VaeEncode(const google::protobuf::Any& options) : VaeKernel(options) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    auto image = in.Tensor(kImage);
-    if (!image.ok()) return image.status();
+    const torch::Tensor image = in[kImage];
     const int64_t f = vae_->downscale();
-    auto noise = in.Has(kNoise) ? in.Tensor(kNoise)
-                                : torch::zeros({image->size(0), vae_->config().embed_dim,
-                                                image->size(2) / f, image->size(3) / f});
-    if (!noise.ok()) return noise.status();
-    const bool tiled = Tiled(image->size(2) * image->size(3));
-    auto latents = tiled ? vae_->EncodeTiled(*image, *noise, Tile() * f, Overlap() * f)
-                         : vae_->Encode(*image, *noise);
-    if (!latents.ok()) return latents.status();
-    out[kLatents] = *latents;
+    const torch::Tensor noise = in[kNoise].value_or(torch::zeros(
+        {image.size(0), vae_->config().embed_dim, image.size(2) / f, image.size(3) / f}));
+    const bool tiled = Tiled(image.size(2) * image.size(3));
+    SD_ASSIGN_OR_RETURN(torch::Tensor latents,
+                        tiled ? vae_->EncodeTiled(image, noise, Tile() * f, Overlap() * f)
+                              : vae_->Encode(image, noise));
+    out.Set(kLatents, latents);
     return absl::OkStatus();
   }
 };

@@ -196,7 +196,8 @@ int Main(int argc, char** argv) {
       NodeOutputs out;
       const auto t0 = std::chrono::steady_clock::now();
       c10::InferenceMode guard;
-      (void)local->Process(NodeInputs(&in, &label), out);
+      auto checked = NodeInputs::Check(contract, &in, &label);
+      if (checked.ok()) (void)local->Process(*checked, out);
       local_us.push_back(
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     }

@@ -56,12 +56,16 @@ TEST_F(CliTest, KindsListsPortsAndWritesTheCatalog) {
   auto r = RunCommand(Bin() + " kinds UNetStep Noise");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("UNetStep  [computes with the model]"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("in  latents: float32 tensor of rank 4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("in  latents: float32 tensor of rank 4 [B,C,h,w]"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("out eps: float32 tensor of rank 4 [B,C,h,w]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("options: sd.v1.NoiseOptions"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("VaeDecode"), std::string::npos) << "only the kinds asked for";
   r = RunCommand(Bin() + " kinds --textproto");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("name: \"VaeDecode\""), std::string::npos);
+  EXPECT_NE(r.out.find("dims: \"B,3,h*f,w*f\""), std::string::npos)
+      << "the dims travel in the catalog";
   EXPECT_NE(r.out.find("needs_model: true"), std::string::npos);
   r = RunCommand(Bin() + " kinds NoSuchKind");
   EXPECT_EQ(r.exit_code, 2);

@@ -26,24 +26,36 @@ using ::testing::HasSubstr;
 std::atomic<int> g_local_kernels{0};
 
 struct RemoteKernel : NodeKernel {
+  static constexpr Input<double> kX{"x"};
+  static constexpr Output<double> kY{"y"};
+  static NodeContract Contract() {
+    return {Ports(kX), Ports(kY), nullptr, "y = x + 1", /*needs_model=*/true};
+  }
   explicit RemoteKernel(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    out["y"] = *in.Float("x") + 1.0;
+    out.Set(kY, in[kX] + 1.0);
     return absl::OkStatus();
   }
 };
 struct LocalKernel : NodeKernel {
+  static constexpr Input<double> kA{"a"};
+  static constexpr Input<double> kB{"b"};
+  static constexpr Output<double> kY{"y"};
+  static NodeContract Contract() { return {Ports(kA, kB), Ports(kY), nullptr, "y = a + b"}; }
   explicit LocalKernel(const google::protobuf::Any&) { ++g_local_kernels; }
   ~LocalKernel() override { --g_local_kernels; }
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    out["y"] = *in.Float("a") + *in.Float("b");
+    out.Set(kY, in[kA] + in[kB]);
     return absl::OkStatus();
   }
 };
 struct StepsKernel : NodeKernel {
+  static constexpr Input<int64_t> kN{"n"};
+  static constexpr Output<torch::Tensor> kTimesteps{"timesteps", v1::INT64, "?"};
+  static NodeContract Contract() { return {Ports(kN), Ports(kTimesteps), nullptr, "0..n-1"}; }
   explicit StepsKernel(const google::protobuf::Any&) {}
   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
-    out["timesteps"] = torch::arange(*in.Int("n"), torch::kInt64);
+    out.Set(kTimesteps, torch::arange(in[kN], torch::kInt64));
     return absl::OkStatus();
   }
 };
@@ -138,11 +150,7 @@ class FakeGraphRunner : public FakeDispatcher {
     loops.push_back(call.loop);
     steps = call.steps;
     if (!fail.empty()) return absl::InternalError(fail);
-    auto contracts = [](const std::string& kind) -> absl::StatusOr<NodeContract> {
-      SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
-      return k->contract();
-    };
-    auto g = Graph::FromText(call.graph_text, "sent", contracts);
+    auto g = Graph::FromText(call.graph_text, "sent", RegisteredContract);
     if (!g.ok()) return g.status();
     RunContext ctx;
     RunOptions o;
@@ -165,24 +173,45 @@ class FakeGraphRunner : public FakeDispatcher {
   int cancel_at_step = -1;
 };
 
+// "TestDecode" stands for a VAE decoder (needs a model: dispatched): latents [B, C, h, w] in,
+// image [B, 3, h*f, w*f] out. In-process it upsamples by 8; the dispatcher below answers with an
+// image of whatever size the test asks for, as a faulty worker could.
+struct DecodeKernel : NodeKernel {
+  static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Input<torch::Tensor> kNoise{"noise", v1::FLOAT32, "B,C,h,w"};
+  static constexpr Output<torch::Tensor> kImage{"image", v1::FLOAT32, "B,3,h*f,w*f"};
+  static NodeContract Contract() {
+    return {Ports(kLatents, kNoise), Ports(kImage), nullptr, "fake VAE decoder",
+            /*needs_model=*/true};
+  }
+  explicit DecodeKernel(const google::protobuf::Any&) {}
+  absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+    const torch::Tensor x = in[kLatents];
+    out.Set(kImage, torch::zeros({x.size(0), 3, 8 * x.size(2), 8 * x.size(3)}));
+    return absl::OkStatus();
+  }
+};
+
+class ShapeDispatcher : public NodeDispatcher {
+ public:
+  explicit ShapeDispatcher(std::vector<int64_t> image) : image_(std::move(image)) {}
+  absl::StatusOr<NodeOutputs> Call(const NodeCall&, const std::atomic<bool>*) override {
+    ++calls;
+    return NodeOutputs{{"image", torch::zeros(image_)}};
+  }
+  int calls = 0;
+
+ private:
+  std::vector<int64_t> image_;
+};
+
 class GraphExecutorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    RegisterTestKind<RemoteKernel>("TestRemote", NodeContract{{{"x", ScalarPort(v1::FLOAT)}},
-                                                              {{"y", ScalarPort(v1::FLOAT)}},
-                                                              nullptr,
-                                                              "y = x + 1",
-                                                              /*needs_model=*/true});
-    RegisterTestKind<LocalKernel>(
-        "TestLocal", NodeContract{{{"a", ScalarPort(v1::FLOAT)}, {"b", ScalarPort(v1::FLOAT)}},
-                                  {{"y", ScalarPort(v1::FLOAT)}},
-                                  nullptr,
-                                  "y = a + b"});
-    RegisterTestKind<StepsKernel>("TestSteps",
-                                  NodeContract{{{"n", ScalarPort(v1::INT)}},
-                                               {{"timesteps", TensorPort(v1::INT64, 1)}},
-                                               nullptr,
-                                               "0..n-1"});
+    RegisterTestKind<RemoteKernel>("TestRemote", RemoteKernel::Contract());
+    RegisterTestKind<LocalKernel>("TestLocal", LocalKernel::Contract());
+    RegisterTestKind<StepsKernel>("TestSteps", StepsKernel::Contract());
+    RegisterTestKind<DecodeKernel>("TestDecode", DecodeKernel::Contract());
   }
   absl::StatusOr<double> Run(RunOptions options, std::map<std::string, Value> inputs = {},
                              const std::string& text = kGraph) {
@@ -430,6 +459,60 @@ output { name: "out" source: "post.y" }
   EXPECT_EQ(d.loops[0], "d/L");
   EXPECT_THAT(d.graphs[0], HasSubstr("name: \"d~left\""));
   EXPECT_THAT(nodes, ::testing::IsSupersetOf({"d/left", "d/right", "d/sum", "post"}));
+}
+
+// Typed ports with dims: a worker's answer of the wrong size is refused at the node it answers for,
+// naming the port and the axis; inputs that do not fit each other are refused before any call.
+constexpr char kDecodeGraph[] = R"(
+input { name: "latents" type { kind: TENSOR dtype: FLOAT32 rank: 4 } }
+input { name: "noise" type { kind: TENSOR dtype: FLOAT32 rank: 4 } }
+node { kind: "TestDecode" name: "decode" input: "latents=@latents" input: "noise=@noise" }
+output { name: "image" source: "decode.image" }
+)";
+
+absl::StatusOr<torch::Tensor> Decode(NodeDispatcher* d, const torch::Tensor& latents,
+                                     const torch::Tensor& noise) {
+  SD_ASSIGN_OR_RETURN(Graph g, Graph::FromText(kDecodeGraph, "decode.pbtxt"));
+  RunContext ctx;
+  RunOptions o;
+  o.dispatcher = d;
+  SD_ASSIGN_OR_RETURN(auto out, g.Run({{"latents", latents}, {"noise", noise}}, ctx, o));
+  return std::get<torch::Tensor>(out.at("image"));
+}
+
+TEST_F(GraphExecutorTest, AnOutputOfTheWrongSizeIsCaughtWhereItArrives) {
+  const torch::Tensor latents = torch::zeros({2, 4, 8, 6});
+  // In-process, and a worker answering with the right size (f = 8, or any whole scale).
+  auto local = Decode(nullptr, latents, latents);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(local->sizes(), torch::IntArrayRef({2, 3, 64, 48}));
+  for (const std::vector<int64_t>& good : {std::vector<int64_t>{2, 3, 64, 48}, {2, 3, 32, 24}}) {
+    ShapeDispatcher d(good);
+    EXPECT_TRUE(Decode(&d, latents, latents).ok());
+    EXPECT_EQ(d.calls, 1);
+  }
+  // Wrong sizes: each names the node, the port and the axis.
+  const std::vector<std::pair<std::vector<int64_t>, std::string>> bad = {
+      {{2, 3, 64, 40}, "axis 3 is 40, expected w*f = 48 (w=6, f=8)"},
+      {{2, 3, 60, 48}, "axis 2 is 60, expected h*f: not a multiple of 8 (h=8)"},
+      {{1, 3, 64, 48}, "axis 0 is 1, expected B = 2"},
+      {{2, 4, 64, 48}, "axis 1 is 4, expected 3"},
+  };
+  for (const auto& [shape, why] : bad) {
+    ShapeDispatcher d(shape);
+    auto r = Decode(&d, latents, latents);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << why;
+    EXPECT_THAT(r.status().message(), HasSubstr("node 'decode' (TestDecode) output 'image'"))
+        << why;
+    EXPECT_THAT(r.status().message(), HasSubstr(why));
+  }
+  // Inputs that disagree (a batch of 2 and a noise of 1) never reach a worker.
+  ShapeDispatcher d({2, 3, 64, 48});
+  auto r = Decode(&d, latents, torch::zeros({1, 4, 8, 6}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("input 'noise' [1, 4, 8, 6]: axis 0 is 1, expected B = 2"));
+  EXPECT_EQ(d.calls, 0);
 }
 
 }  // namespace

@@ -282,6 +282,26 @@ TEST_F(NodeKindsTest, EveryStockKindIsDrivenHere) {
       << "a stock kind was added or removed: give it a NodeRunner test in this file";
 }
 
+// Every kind's ports are declared typed, once: each tensor port says the size of each of its axes
+// (dims that parse, one per axis of its rank), scalars say none, and no port name repeats on a
+// side.
+TEST(NodeContractTest, EveryKindDeclaresItsTensorPortsDims) {
+  StockNodeKinds();
+  for (const std::string& kind : NodeRegistry::Get().Names()) {
+    const NodeContract c = (*NodeRegistry::Get().Find(kind))->contract();
+    EXPECT_TRUE(CheckContract(kind, c).ok()) << CheckContract(kind, c);
+    for (const auto* ports : {&c.inputs, &c.outputs}) {
+      std::set<std::string> names;
+      for (const PortSpec& p : *ports) {
+        EXPECT_TRUE(names.insert(p.name).second) << kind << " port '" << p.name << "' twice";
+        if (p.type.kind() == v1::TENSOR && p.type.rank() >= 0) {
+          EXPECT_FALSE(p.dims.empty()) << kind << " port '" << p.name << "' has no dims";
+        }
+      }
+    }
+  }
+}
+
 TEST(NodeRunnerTest, RefusesWhatAGraphWouldRefuse) {
   StockNodeKinds();
   EXPECT_FALSE(NodeRunner::FromText(R"(kind: "NoSuchKind")").ok());
@@ -295,6 +315,11 @@ TEST(NodeRunnerTest, RefusesWhatAGraphWouldRefuse) {
   // A value of the wrong type on a port is refused before the kernel sees it.
   auto out = r->Run({{"c", torch::zeros({1, 4, 2, 2})}, {"u", std::string("text")}});
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  // And tensors that do not fit the ports' dims (cond and uncond must be one shape).
+  auto sizes = r->Run({{"c", torch::zeros({1, 4, 2, 2})}, {"u", torch::zeros({1, 4, 2, 3})}});
+  EXPECT_EQ(sizes.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(sizes.status().message()),
+              ::testing::HasSubstr("input 'uncond' [1, 4, 2, 3]: axis 3 is 3, expected w = 2"));
 }
 
 // The front ends' one resizer (init images, masks, results): antialiased, so a fine checkerboard

@@ -304,12 +304,8 @@ output { name: "o" source: "x.eps" }
   Write(lib.File("mix.pbtxt"), kMix);
   GraphImports imports = FileImports();
   imports.library.insert(imports.library.begin(), lib.path());
-  auto contracts = [](const std::string& kind) -> absl::StatusOr<NodeContract> {
-    SD_ASSIGN_OR_RETURN(const NodeKind* k, NodeRegistry::Get().Find(kind));
-    return k->contract();
-  };
-  auto parsed =
-      ParseGraph("import: \"mix.pbtxt\"\n" + use, dir.File("other.pbtxt"), contracts, imports);
+  auto parsed = ParseGraph("import: \"mix.pbtxt\"\n" + use, dir.File("other.pbtxt"),
+                           RegisteredContract, imports);
   EXPECT_TRUE(parsed.ok()) << parsed.status();
   // The stock library is found from anywhere.
   EXPECT_TRUE(
