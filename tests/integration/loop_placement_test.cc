@@ -109,6 +109,22 @@ TEST_F(DistributedTest, LoopWorkersTakeTheLoopsAndWorkersTheRest) {
   EXPECT_TRUE(kinds.count("ClipEncode") && kinds.count("VaeDecode")) << "the rest on --workers";
 }
 
+// Both pools must hold the same model file: a loop pool whose "tiny" is another file (same name,
+// other bytes) is refused before anything is rendered.
+TEST_F(DistributedTest, LoopWorkersWithAnotherModelFileAreRefused) {
+  TempDir other;
+  std::filesystem::create_directories(Models(other));
+  auto r = MakeTestCheckpoint(Models(other) + "/tiny.safetensors", "--tiny --no-extras");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  WorkerProcess c;
+  ASSERT_TRUE(c.Start(Models(other), other.File("c.log")));
+  const std::string out = dir_->File("mismatch.png");
+  r = RunCommand(Gen("txt2img", "--seed 12 --loop-workers " + c.target(), out, a_->target()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("put the same file on every worker"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 TEST_F(DistributedTest, PlacementNeedsWorkersAndAKnownWord) {
   auto r = RunCommand(Gen("txt2img", "--placement worker", dir_->File("x.png"), ""));
   EXPECT_EQ(r.exit_code, 2) << r.err;

@@ -329,6 +329,19 @@ TEST_F(WorkerProtocolTest, BadInputGetsItsCodeAndTheWorkerServesOn) {
                 s.error_message().substr(0, 110).c_str());
     ASSERT_TRUE(c.Live().ok()) << "the worker stopped serving after: " << k.what;
   }
+  // Tensors that do not fit each other (the ports' dims: image [B, 3, h*f, w*f], noise [B, C, h,
+  // w]) are refused before the kernel runs, naming the port and the axis.
+  ModelInferRequest enc;
+  enc.set_model_name("VaeEncode");
+  (*enc.mutable_parameters())["checkpoint"].set_string_param("tiny");
+  AddInput(enc, "image", "FP32", {1, 3, 64, 64}, F32Bytes(std::vector<float>(3 * 64 * 64, 0.1f)));
+  AddInput(enc, "noise", "FP32", {2, 4, 8, 8}, F32Bytes(std::vector<float>(2 * 4 * 8 * 8, 0.1f)));
+  ModelInferResponse encoded;
+  const grpc::Status unfit = c.Infer(enc, &encoded);
+  EXPECT_EQ(unfit.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << unfit.error_message();
+  EXPECT_NE(unfit.error_message().find("input 'noise' [2, 4, 8, 8]: axis 0 is 2, expected B = 1"),
+            std::string::npos)
+      << unfit.error_message();
   EXPECT_EQ(c.Live("").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   v1::LoadModelResponse loaded;
   EXPECT_EQ(c.Load("../tiny", &loaded).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
