@@ -54,8 +54,8 @@ struct RunContext {
 //   static constexpr Input<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
 //   static constexpr OptionalInput<int64_t> kClipSkip{"clip_skip", "1 (default): the last layer"};
 //   static constexpr Output<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
-//   static NodeContract Contract() { return {Ports(kLatents, kClipSkip), Ports(kEps), nullptr,
-//   "doc"}; } absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
+//   static NodeContract Contract() { return {Ports(kLatents, kClipSkip), Ports(kEps), ...}; }
+//   absl::Status Process(const NodeInputs& in, NodeOutputs& out) override {
 //     torch::Tensor x = in[kLatents];                  // required: always there
 //     std::optional<int64_t> skip = in[kClipSkip];     // optional: std::nullopt when unwired
 //     out.Set(kEps, ...);
