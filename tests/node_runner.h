@@ -83,12 +83,12 @@ class NodeRunner {
     for (const auto& [port, name] : sources_) {
       auto it = values.find(name);
       if (it == values.end()) continue;  // unset: the port receives nothing, as in a graph
-      SD_RETURN_IF_ERROR(CheckValue(it->second, contract_.Input(port)->type));
       inputs[port] = it->second;
     }
+    // Checked before the kernel opens (loads its model), as a graph checks them.
+    SD_ASSIGN_OR_RETURN(const NodeInputs in, NodeInputs::Check(contract_, &inputs, &node_.name()));
     std::unique_ptr<NodeKernel> kernel = kind_->create(node_.options());
     SD_RETURN_IF_ERROR(kernel->Open(ctx));
-    SD_ASSIGN_OR_RETURN(const NodeInputs in, NodeInputs::Check(contract_, &inputs, &node_.name()));
     NodeOutputs out;
     SD_RETURN_IF_ERROR(kernel->Process(in, out));
     SD_RETURN_IF_ERROR(CheckCallOutputs(contract_, inputs, out));

@@ -275,12 +275,9 @@ absl::Status Core::EncodeOutputs(const ModelInferRequest& req, const NodeContrac
   resp->set_model_name(req.model_name());
   resp->set_model_version("1");
   resp->set_id(req.id());
-  for (const std::string& name : wanted) {
-    auto it = out.find(name);
-    if (it == out.end())
-      return absl::InternalError(absl::StrCat(who, " did not produce output '", name, "'"));
-    SD_RETURN_IF_ERROR(AddOutputTensor(name, it->second, wire, resp));
-  }
+  // Every output is there: Infer checked them against the contract (CheckCallOutputs).
+  for (const std::string& name : wanted)
+    SD_RETURN_IF_ERROR(AddOutputTensor(name, out.at(name), wire, resp));
   return absl::OkStatus();
 }
 

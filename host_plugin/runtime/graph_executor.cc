@@ -69,13 +69,9 @@ absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Gather(const Planned
       return absl::InvalidArgumentError(
           absl::StrCat(NodeWho(p), " input '", port, "': '", src, "' has no value"));
     }
-    if (absl::Status s = CheckValue(*v, p.contract.Input(port)->type); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(NodeWho(p), " input '", port, "': ", s.message()));
-    }
     in[port] = *v;
   }
-  // Sizes too (the ports' dims), before anything is sent anywhere.
+  // Types and sizes (the ports' dims), before anything is sent anywhere.
   if (absl::Status s = CheckCallInputs(p.contract, in); !s.ok())
     return absl::Status(s.code(), absl::StrCat(NodeWho(p), " ", s.message()));
   if (options_.check_inputs) {
