@@ -287,6 +287,17 @@ int SetUpRun(const Invocation& inv, const PreparedModel& m, int64_t batch, Image
       return usage(absl::StrCat("--placement '", *placement, "': say nodes or worker"));
     }
   }
+  if (auto batch = args.Get("cfg-batch")) {
+    if (*batch == "auto") {
+      options->cfg_batch = v1::CFG_BATCH_AUTO;
+    } else if (*batch == "on") {
+      options->cfg_batch = v1::CFG_BATCH_ON;
+    } else if (*batch == "off") {
+      options->cfg_batch = v1::CFG_BATCH_OFF;
+    } else {
+      return usage(absl::StrCat("--cfg-batch '", *batch, "': say auto, on or off"));
+    }
+  }
   ctx->checkpoint = m.name;
   ctx->tokenizer_dir = args.GetOr("tokenizer", "");
   ctx->embeddings_dir = args.GetOr("embeddings", inv.comfy ? inv.comfy->embeddings_dir : "");

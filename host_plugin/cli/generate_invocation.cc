@@ -23,7 +23,7 @@ FlagSpec SpecFor(Mode mode) {
                  "max-message-mb", "embeddings",   "vae",
                  "lora-dir",       "comfy-models", "input-dir",
                  "hint-pass",      "canny-low",    "canny-high",
-                 "placement",      "loop-workers"},
+                 "placement",      "loop-workers", "cfg-batch"},
                 {"overwrite", "require-tls", "strict-lora", "guess-mode", "control-cond-only"}};
   if (mode != Mode::kRun) {
     for (const char* f : {"prompt", "negative", "steps", "cfg", "sampler", "batch", "eta",

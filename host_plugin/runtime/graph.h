@@ -87,6 +87,8 @@ struct RunOptions {
   int max_parallel_calls = 8;
   // With a dispatcher: where every loop runs, over what the graph says (see v1::Placement).
   v1::Placement placement = v1::PLACEMENT_UNSPECIFIED;
+  // Whether CFG halves run as one batch (v1::CfgBatch), over what the graph says; AUTO: as it says.
+  v1::CfgBatch cfg_batch = v1::CFG_BATCH_AUTO;
   // When set, sees each node's inputs before it runs; an error stops the run (a worker bounds the
   // graphs callers send it with this, as it bounds their node calls).
   std::function<absl::Status(const std::string& kind, const std::map<std::string, Value>& inputs)>

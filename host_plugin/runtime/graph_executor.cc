@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "host_plugin/runtime/cfg_batch.h"
 #include "host_plugin/runtime/loop_fragment.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/status_macros.h"
@@ -100,6 +101,28 @@ absl::StatusOr<NodeOutputs> GraphExecutor::Execute(const PlannedNode& p,
   });
 }
 
+bool GraphExecutor::JoinsCfgHalves() const {
+  return sd::JoinsCfgHalves(CfgBatchSetting(options_.cfg_batch, config_.cfg_batch()), ctx_.device);
+}
+
+std::pair<absl::StatusOr<NodeOutputs>, absl::StatusOr<NodeOutputs>> GraphExecutor::ExecuteJoined(
+    const PlannedNode& a, const std::map<std::string, Value>& in_a, const PlannedNode& b,
+    const std::map<std::string, Value>& in_b, int step) {
+  absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> halves =
+      CatchExceptions("", [&]() -> absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> {
+        const int64_t batch = std::get<torch::Tensor>(in_a.at("latents")).size(0);
+        SD_ASSIGN_OR_RETURN(NodeOutputs joined, Execute(a, JoinCfgInputs(in_a, in_b), step));
+        return SplitCfgOutputs(joined, batch);
+      });
+  if (halves.ok()) return {std::move(halves->first), std::move(halves->second)};
+  auto with = [&](const PlannedNode& other) {
+    return absl::Status(
+        halves.status().code(),
+        absl::StrCat(halves.status().message(), " (run as one batch with ", NodeWho(other), ")"));
+  };
+  return {with(b), with(a)};
+}
+
 absl::Status GraphExecutor::Finish(const PlannedNode& p, const std::map<std::string, Value>& in,
                                    absl::StatusOr<NodeOutputs> out, int step, int steps) {
   const std::string who = NodeWho(p);
@@ -133,9 +156,19 @@ absl::Status GraphExecutor::RunWave(const Wave& wave, const Lookup& lookup, int 
     if (overlap && Remote(*wave[i]))
       calls.push_back([&, i] { outs[i] = Execute(*wave[i], ins[i], step); });
   }
+  // CFG halves this process runs, as one batch (v1::CfgBatch).
+  std::vector<std::pair<size_t, size_t>> joined;
+  if (JoinsCfgHalves()) {
+    joined = FindCfgPairs(wave, ins, [&](const PlannedNode& p) { return !Remote(p); });
+  }
   auto local = [&] {
+    for (const auto& [a, b] : joined) {
+      auto [out_a, out_b] = ExecuteJoined(*wave[a], ins[a], *wave[b], ins[b], step);
+      outs[a] = std::move(out_a);
+      outs[b] = std::move(out_b);
+    }
     for (size_t i = 0; i < wave.size(); ++i) {
-      if (!(overlap && Remote(*wave[i]))) outs[i] = Execute(*wave[i], ins[i], step);
+      if (!outs[i] && !(overlap && Remote(*wave[i]))) outs[i] = Execute(*wave[i], ins[i], step);
     }
   };
   if (calls.empty()) {
@@ -228,6 +261,8 @@ absl::Status GraphExecutor::RunLoopOnWorker(const PlannedLoop& pl, int steps) {
     }
   }
   SD_ASSIGN_OR_RETURN(LoopFragment f, MakeLoopFragment(pl, plan_, captured));
+  f.config.set_cfg_batch(
+      CfgBatchSetting(options_.cfg_batch, config_.cfg_batch()));  // AUTO: as its device says
   std::map<std::string, Value> inputs;
   for (const auto& [name, src] : f.inputs) {
     const Value* v = Outer(src);

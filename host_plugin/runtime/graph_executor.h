@@ -45,6 +45,11 @@ class GraphExecutor {
                                                       const Lookup& lookup) const;
   absl::StatusOr<NodeOutputs> Execute(const PlannedNode& p, const std::map<std::string, Value>& in,
                                       int step);
+  // Two UNetStep calls of one wave as one batch (cfg_batch.h); the outputs of each.
+  std::pair<absl::StatusOr<NodeOutputs>, absl::StatusOr<NodeOutputs>> ExecuteJoined(
+      const PlannedNode& a, const std::map<std::string, Value>& in_a, const PlannedNode& b,
+      const std::map<std::string, Value>& in_b, int step);
+  bool JoinsCfgHalves() const;
   absl::Status Finish(const PlannedNode& p, const std::map<std::string, Value>& in,
                       absl::StatusOr<NodeOutputs> out, int step, int steps);
   absl::Status RunWave(const Wave& wave, const Lookup& lookup, int step, int steps);

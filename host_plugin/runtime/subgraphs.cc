@@ -556,6 +556,7 @@ absl::StatusOr<ExpandedGraph> Expander::Run(const std::string& text, const std::
   SD_RETURN_IF_ERROR(Define(*main));
   out_.config = std::make_shared<v1::GraphConfig>();
   out_.config->set_placement(main->config.placement());
+  out_.config->set_cfg_batch(main->config.cfg_batch());
   const Tree* tree = &main->tree;
   const Descriptor* desc = v1::GraphConfig::descriptor();
   for (int i = 0; i < main->config.input_size(); ++i) {

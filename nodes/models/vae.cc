@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "nodes/models/conv_layout.h"
 #include "nodes/models/model_util.h"
 
 namespace sd {
@@ -143,10 +144,14 @@ VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c)
 
 torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
   torch::Tensor x = mid_(conv_in_(z));
-  // The up blocks work at 2x to 8x the latent's size with few channels, where oneDNN's fp32 convolutions
-  // run 5-33% faster on channels-last (NHWC) tensors (measured on AVX-512); group norm, SiLU, the residual
-  // adds and nearest upsampling keep that layout. The result is returned in the usual layout.
-  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  // The up blocks work at 2x to 8x the latent's size with few channels, where oneDNN's fp32
+  // convolutions run faster on channels-last (NHWC) tensors on some CPUs and slower on others
+  // (conv_layout.h: measured once per process); group norm, SiLU, the residual adds and nearest
+  // upsampling keep the layout. The result is returned in the usual layout.
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+      nn::ResolvedVaeConvLayout() == nn::ConvLayout::kNhwc) {
+    x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
   for (size_t l = blocks_.size(); l-- > 0;) {
     for (auto& block : blocks_[l]) x = block(x);
     if (l != 0) {

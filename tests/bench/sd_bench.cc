@@ -25,6 +25,7 @@
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/kernels/cpu_rates.h"
 #include "nodes/models/clip_text.h"
+#include "nodes/models/conv_layout.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
@@ -42,7 +43,8 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
-    "clip,unet1,unet2,control1,control2,unet1_control,vae_dec,vae_enc,txt2img,lora]\n"
+    "clip,unet1,unet2,control1,control2,unet1_control,vae_dec,vae_enc,txt2img,lora,\n"
+    "                vae_dec_nchw,vae_dec_nhwc]\n"
     "                [--controlnet FILE]\n"
     "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] "
     "[--golden DIR]\n"
@@ -88,7 +90,10 @@ constexpr char kHelp[] =
     "                  bf16-native and bf16-f32 force how bf16 weights compute (plain bf16: the "
     "automatic\n"
     "                  choice sd-graph makes, see SD_CPU_BF16 in the README)\n"
-    "  --cases LIST    which cases to run (default: all)\n"
+    "  --cases LIST    which cases to run (default: all but vae_dec_nchw and vae_dec_nhwc: the "
+    "VAE\n"
+    "                  decoder with its convolutions in one layout, where vae_dec uses the layout\n"
+    "                  measured faster on this CPU, or SD_CPU_CONV_LAYOUT's)\n"
     "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default "
     "1;\n"
     "                  the median is reported)\n"
@@ -356,6 +361,14 @@ int Main(int argc, char** argv) {
          [&] { return vae->Decode(latents.slice(0, 0, 1).slice(1, 0, config->vae.embed_dim)); }},
         {"vae_enc", [&] { return vae->Encode(image, enc_noise); }},
     };
+    for (const nn::ConvLayout layout : {nn::ConvLayout::kNchw, nn::ConvLayout::kNhwc}) {
+      run[std::string("vae_dec_") + nn::ConvLayoutName(layout)] = [&, layout] {
+        nn::SetVaeConvLayout(layout);  // for this case only
+        auto image = run.at("vae_dec")();
+        nn::SetVaeConvLayout(nn::ConvLayout::kAuto);
+        return image;
+      };
+    }
     for (const std::string& c : cases) {
       auto it = run.find(c);
       if (it == run.end()) {
@@ -528,6 +541,16 @@ int Main(int argc, char** argv) {
       std::printf("\n");
     }
   }
+  // What `sd-graph --cfg-batch on` gains in process: one batch-2 call against two batch-1 calls.
+  std::map<std::string, double> cfg_batch_speedup;
+  for (const Result& two : results) {
+    for (const Result& one : results) {
+      if (two.case_name != "unet2" || one.case_name != "unet1" || one.dtype != two.dtype) continue;
+      cfg_batch_speedup[two.dtype] = 2 * one.seconds / two.seconds;
+      std::printf("CFG step as one batch-2 call: %s %.2f s, as two batch-1 calls %.2f s: %.2fx\n",
+                  two.dtype.c_str(), two.seconds, 2 * one.seconds, 2 * one.seconds / two.seconds);
+    }
+  }
   if (!accuracy.empty()) {
     std::printf("error against the fp32 reference goldens (sdgold-v1 weights; the fp32 bound is 1e-4 max-abs)\n");
     std::printf("  %-22s", "stage");
@@ -559,10 +582,11 @@ int Main(int argc, char** argv) {
   if (device.is_cpu()) {
     std::printf(
         "CPU: %s [%s]; fused attention: %s; bf16 weights compute %s (native bf16 measured at %.2fx "
-        "fp32 math)\n",
+        "fp32 math); VAE decoder convolutions %s (channels-last measured at %.2fx NCHW)\n",
         cpu.c_str(), features.c_str(), attention_isa,
         nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "natively" : "in fp32",
-        nn::MeasuredNativeBf16Speedup());
+        nn::MeasuredNativeBf16Speedup(), nn::ConvLayoutName(nn::ResolvedVaeConvLayout()),
+        nn::MeasuredChannelsLastSpeedup());
   }
   std::printf("%-14s", "case");
   for (const auto& d : dtypes) std::printf(" %10s %12s", (d + " s").c_str(), (d + " peak").c_str());
@@ -596,9 +620,12 @@ int Main(int argc, char** argv) {
                   {"attention_kernel", attention_isa},
                   {"bf16_compute",
                    nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "native" : "f32"},
-                  {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()}};
+                  {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()},
+                  {"vae_conv_layout", nn::ConvLayoutName(nn::ResolvedVaeConvLayout())},
+                  {"channels_last_speedup", nn::MeasuredChannelsLastSpeedup()}};
     }
     j["load_seconds"] = load_seconds;
+    for (const auto& [d, x] : cfg_batch_speedup) j["cfg_batch_speedup"][d] = x;
     if (unet2_flops > 0) j["unet2_flops"] = unet2_flops;
     if (peak.fp32_gflops > 0) j["peak_gflops"] = {{"fp32_fma", peak.fp32_gflops}, {"bf16_dot", peak.bf16_gflops}};
     for (const Txt2ImgMemory& m : txt2img) {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "nodes/models/conv_layout.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
@@ -156,6 +157,31 @@ TEST_F(Bf16ComputeTest, AutoPicksNativeOnlyWhereMeasuredFaster) {
                                                  : nn::CpuBf16Compute::kF32);
   EXPECT_EQ(nn::ResolveCpuBf16Compute(nn::CpuBf16Compute::kNative), nn::CpuBf16Compute::kNative);
   EXPECT_EQ(nn::ResolveCpuBf16Compute(nn::CpuBf16Compute::kF32), nn::CpuBf16Compute::kF32);
+}
+
+// The VAE decoder's convolutions run channels-last or NCHW, whichever was measured faster on this
+// CPU (conv_layout.h); both layouts decode to the same image within f32 rounding.
+TEST_F(Bf16ComputeTest, VaeDecoderLayoutsAgreeAndAutoPicksTheFasterOne) {
+  const double speedup = nn::MeasuredChannelsLastSpeedup();
+  std::printf("[ layout ] channels-last convolutions run %.2fx the speed of NCHW here\n", speedup);
+  EXPECT_GT(speedup, 0.0);
+  nn::SetVaeConvLayout(nn::ConvLayout::kAuto);
+  EXPECT_EQ(nn::ResolvedVaeConvLayout(),
+            speedup > 1.0 ? nn::ConvLayout::kNhwc : nn::ConvLayout::kNchw);
+
+  const SdConfig c = SdConfig::Tiny();
+  Vae vae = Load(Vae(c.vae), kVaePrefix, torch::kFloat32);
+  torch::manual_seed(6);
+  const torch::Tensor z = torch::randn({2, c.vae.embed_dim, 8, 12});
+  nn::SetVaeConvLayout(nn::ConvLayout::kNchw);
+  auto nchw = vae->Decode(z);
+  nn::SetVaeConvLayout(nn::ConvLayout::kNhwc);
+  auto nhwc = vae->Decode(z);
+  nn::SetVaeConvLayout(nn::ConvLayout::kAuto);
+  ASSERT_TRUE(nchw.ok() && nhwc.ok());
+  EXPECT_TRUE(nchw->is_contiguous() && nhwc->is_contiguous());  // the usual layout either way
+  EXPECT_LE((*nchw - *nhwc).abs().max().item<double>(),
+            1e-5 * (1 + nchw->abs().max().item<double>()));
 }
 
 }  // namespace

@@ -225,6 +225,22 @@ TEST_F(GenerateCliTest, SameSeedSameImageOtherSeedOtherImage) {
   EXPECT_FALSE(torch::equal(pa, pc));
 }
 
+// --cfg-batch on: one batch-2 UNet call per step instead of two, the same picture (f32 rounding
+// apart); a word other than auto/on/off is a usage error.
+TEST_F(GenerateCliTest, CfgBatchOnDrawsTheSplitCallsImage) {
+  const std::string a = dir_->File("split.png"), b = dir_->File("joined.png");
+  for (const auto& [out, mode] : {std::pair{a, "off"}, {b, "on"}}) {
+    auto r = RunCommand(
+        Txt2Img(std::string("--width 64 --height 64 --seed 4 --cfg-batch ") + mode, out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto pa = *ReadImageRgb8(a), pb = *ReadImageRgb8(b);
+  EXPECT_LE((pa.to(torch::kInt32) - pb.to(torch::kInt32)).abs().max().item<int>(), 1);
+  auto r = RunCommand(Txt2Img("--cfg-batch sometimes", dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--cfg-batch 'sometimes': say auto, on or off"));
+}
+
 TEST_F(GenerateCliTest, BatchWritesNumberedImagesWithConsecutiveSeeds) {
   const std::string stats = dir_->File("batch-stats.json");
   auto r = RunCommand(Txt2Img("--width 64 --height 64 --seed 10 --batch 2 --stats " + Quote(stats), dir_->File("batch.png")));

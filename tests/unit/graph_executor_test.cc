@@ -379,6 +379,13 @@ TEST_F(GraphExecutorTest, LoopPlacedOnAWorkerIsOneGraphWithTheSameAnswer) {
   o.placement = v1::WORKER;
   EXPECT_EQ(*Run(o), 31.0);
   EXPECT_EQ(plain.calls.size(), 7u);
+  // The run's CFG batching goes with the loop (on AUTO the worker decides by its own device).
+  FakeGraphRunner joined;
+  o.dispatcher = &joined;
+  o.cfg_batch = v1::CFG_BATCH_ON;
+  EXPECT_EQ(*Run(o), 31.0);
+  ASSERT_EQ(joined.graphs.size(), 1u);
+  EXPECT_THAT(joined.graphs[0], HasSubstr("cfg_batch: CFG_BATCH_ON"));
 }
 
 TEST_F(GraphExecutorTest, LoopOnAWorkerReturnsCapturesAndNamesItsErrorsAsHere) {

@@ -1,0 +1,82 @@
+#include "nodes/models/conv_layout.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+namespace sd::nn {
+
+namespace {
+
+std::atomic<int> g_layout{-1};  // a ConvLayout set explicitly, or -1
+
+// Seconds of two 3x3 convolutions shaped like the decoder's up blocks (2.4 GFLOP each: 256 channels
+// at 64x64 and 128 channels at 128x128) in one layout; the best of two runs after a warm-up
+// (oneDNN creates its kernels on the first call).
+double ConvProbeSeconds(bool channels_last) {
+  c10::InferenceMode guard;
+  torch::manual_seed(0);
+  const auto format =
+      channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+  struct Case {
+    torch::Tensor x, w, b;
+  };
+  std::vector<Case> cases;
+  for (const auto& [c, s] : {std::pair<int64_t, int64_t>{256, 64}, {128, 128}}) {
+    cases.push_back({torch::randn({1, c, s, s}).contiguous(format),
+                     torch::randn({c, c, 3, 3}).mul_(0.02), torch::zeros({c})});
+  }
+  auto once = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const Case& k : cases) (void)torch::conv2d(k.x, k.w, k.b, 1, 1).sum().item<float>();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  once();
+  return std::min(once(), once());
+}
+
+}  // namespace
+
+double MeasuredChannelsLastSpeedup() {
+  static const double speedup = [] {
+    const double nchw = ConvProbeSeconds(false), nhwc = ConvProbeSeconds(true);
+    return nhwc > 0 ? nchw / nhwc : 0.0;
+  }();
+  return speedup;
+}
+
+void SetVaeConvLayout(ConvLayout layout) {
+  g_layout = layout == ConvLayout::kAuto ? -1 : static_cast<int>(layout);
+}
+
+ConvLayout ResolvedVaeConvLayout() {
+  int set = g_layout.load();
+  if (set < 0) {
+    const char* env = std::getenv("SD_CPU_CONV_LAYOUT");
+    const std::string v = env ? env : "";
+    set = static_cast<int>(v == "nchw"   ? ConvLayout::kNchw
+                           : v == "nhwc" ? ConvLayout::kNhwc
+                                         : ConvLayout::kAuto);
+  }
+  const auto layout = static_cast<ConvLayout>(set);
+  if (layout != ConvLayout::kAuto) return layout;
+  return MeasuredChannelsLastSpeedup() > 1.0 ? ConvLayout::kNhwc : ConvLayout::kNchw;
+}
+
+const char* ConvLayoutName(ConvLayout layout) {
+  switch (layout) {
+    case ConvLayout::kNchw:
+      return "nchw";
+    case ConvLayout::kNhwc:
+      return "nhwc";
+    case ConvLayout::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+}  // namespace sd::nn
