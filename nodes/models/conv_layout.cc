@@ -7,6 +7,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <string>
+#include <vector>
+
+#include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
 
@@ -16,23 +19,32 @@ std::atomic<int> g_layout{-1};  // a ConvLayout set explicitly, or -1
 
 // Seconds of two 3x3 convolutions shaped like the decoder's up blocks (2.4 GFLOP each: 256 channels
 // at 64x64 and 128 channels at 128x128) in one layout; the best of two runs after a warm-up
-// (oneDNN creates its kernels on the first call).
+// (oneDNN creates its kernels on the first call). NCHW runs each by Winograd where the decoder
+// would (winograd_conv.h), which channels-last inputs never do.
 double ConvProbeSeconds(bool channels_last) {
   c10::InferenceMode guard;
   torch::manual_seed(0);
   const auto format =
       channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
   struct Case {
-    torch::Tensor x, w, b;
+    torch::Tensor x, w, b, winograd;  // winograd: transformed weights where NCHW runs that way
   };
   std::vector<Case> cases;
   for (const auto& [c, s] : {std::pair<int64_t, int64_t>{256, 64}, {128, 128}}) {
-    cases.push_back({torch::randn({1, c, s, s}).contiguous(format),
-                     torch::randn({c, c, 3, 3}).mul_(0.02), torch::zeros({c})});
+    Case k{torch::randn({1, c, s, s}).contiguous(format),
+           torch::randn({c, c, 3, 3}).mul_(0.02),
+           torch::zeros({c}),
+           {}};
+    if (!channels_last && UsesWinograd(c, c)) k.winograd = WinogradWeights(k.w);
+    cases.push_back(k);
   }
   auto once = [&] {
     const auto t0 = std::chrono::steady_clock::now();
-    for (const Case& k : cases) (void)torch::conv2d(k.x, k.w, k.b, 1, 1).sum().item<float>();
+    for (const Case& k : cases) {
+      const torch::Tensor y = k.winograd.defined() ? WinogradConv3x3(k.x, k.winograd, k.b)
+                                                   : torch::conv2d(k.x, k.w, k.b, 1, 1);
+      (void)y.sum().item<float>();
+    }
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   once();

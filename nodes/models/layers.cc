@@ -8,9 +8,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "nodes/kernels/attention_cpu.h"
+#include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
 
@@ -107,7 +109,34 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, 
   bias = register_parameter("bias", torch::empty({out}), false);
 }
 
+struct Conv2dImpl::Transformed {
+  std::mutex mu;
+  torch::Tensor u;
+  const void* source = nullptr;  // the weights u was made from
+};
+
+void Conv2dImpl::AllowWinograd() {
+  if (weight.size(2) == 3 && weight.size(3) == 3 && stride_ == 1 && padding_ == 1) {
+    winograd_ = std::make_shared<Transformed>();
+  }
+}
+
+torch::Tensor Conv2dImpl::WinogradWeights() {
+  std::lock_guard<std::mutex> lock(winograd_->mu);
+  if (!winograd_->u.defined() || winograd_->source != weight.data_ptr()) {
+    winograd_->u = nn::WinogradWeights(weight);
+    winograd_->source = weight.data_ptr();
+  }
+  return winograd_->u;
+}
+
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  if (winograd_ && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+      weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
+      !(torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) &&
+      UsesWinograd(weight.size(1), weight.size(0))) {
+    return WinogradConv3x3(x, WinogradWeights(), bias);
+  }
   if (WidensWeights(x, weight)) {
     return torch::conv2d(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()), stride_, padding_);
   }

@@ -4,11 +4,12 @@
 // Normalisation layers keep fp32 parameters and compute in fp32 whatever the model's dtype.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
-#include <c10/core/Device.h>
+#include <memory>
 
 namespace sd::nn {
 
@@ -45,10 +46,18 @@ class Conv2dImpl : public torch::nn::Module {
  public:
   Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = -1);
   torch::Tensor forward(const torch::Tensor& x);
+  // Lets a 3x3, stride-1 layer run by Winograd F(4x4, 3x3) where this CPU runs its channel counts
+  // faster that way (winograd_conv.h): f32 weights and contiguous (NCHW) f32 inputs on a CPU,
+  // outside autograd. The transformed weights are made on first use and kept (4x the layer's
+  // weight bytes) until the weight tensor is replaced. No effect on other layers.
+  void AllowWinograd();
   torch::Tensor weight, bias;
 
  private:
+  struct Transformed;
+  torch::Tensor WinogradWeights();
   int64_t stride_, padding_;
+  std::shared_ptr<Transformed> winograd_;  // null: not allowed
 };
 TORCH_MODULE(Conv2d);
 

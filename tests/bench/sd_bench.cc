@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -30,6 +31,7 @@
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
+#include "nodes/models/winograd_conv.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
 #include "tests/bench/controlnet_case.h"
@@ -44,7 +46,7 @@ namespace {
 constexpr char kHelp[] =
     "usage: sd-bench [--model CKPT] [--size 512] [--dtypes f32,bf16] [--cases "
     "clip,unet1,unet2,control1,control2,unet1_control,vae_dec,vae_enc,txt2img,lora,\n"
-    "                vae_dec_nchw,vae_dec_nhwc]\n"
+    "                vae_dec_nchw,vae_dec_nhwc,vae_dec_winograd]\n"
     "                [--controlnet FILE]\n"
     "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] "
     "[--golden DIR]\n"
@@ -90,10 +92,12 @@ constexpr char kHelp[] =
     "                  bf16-native and bf16-f32 force how bf16 weights compute (plain bf16: the "
     "automatic\n"
     "                  choice sd-graph makes, see SD_CPU_BF16 in the README)\n"
-    "  --cases LIST    which cases to run (default: all but vae_dec_nchw and vae_dec_nhwc: the "
-    "VAE\n"
-    "                  decoder with its convolutions in one layout, where vae_dec uses the layout\n"
-    "                  measured faster on this CPU, or SD_CPU_CONV_LAYOUT's)\n"
+    "  --cases LIST    which cases to run (default: all but vae_dec_nchw, vae_dec_nhwc and\n"
+    "                  vae_dec_winograd: the VAE decoder with every convolution direct in one "
+    "layout,\n"
+    "                  or every 3x3 one by Winograd, where vae_dec does what was measured faster "
+    "on\n"
+    "                  this CPU, or what SD_CPU_CONV_LAYOUT and SD_CPU_WINOGRAD say)\n"
     "  --repeat N      timed runs per case after one untimed warm-up for cases under 2 s (default "
     "1;\n"
     "                  the median is reported)\n"
@@ -361,11 +365,17 @@ int Main(int argc, char** argv) {
          [&] { return vae->Decode(latents.slice(0, 0, 1).slice(1, 0, config->vae.embed_dim)); }},
         {"vae_enc", [&] { return vae->Encode(image, enc_noise); }},
     };
-    for (const nn::ConvLayout layout : {nn::ConvLayout::kNchw, nn::ConvLayout::kNhwc}) {
-      run[std::string("vae_dec_") + nn::ConvLayoutName(layout)] = [&, layout] {
-        nn::SetVaeConvLayout(layout);  // for this case only
+    // The decoder with its convolutions forced one way, for this case only.
+    for (const auto& [name, layout, winograd] :
+         {std::tuple{"vae_dec_nchw", nn::ConvLayout::kNchw, nn::WinogradMode::kOff},
+          {"vae_dec_nhwc", nn::ConvLayout::kNhwc, nn::WinogradMode::kOff},
+          {"vae_dec_winograd", nn::ConvLayout::kNchw, nn::WinogradMode::kOn}}) {
+      run[name] = [&, layout = layout, winograd = winograd] {
+        nn::SetVaeConvLayout(layout);
+        nn::SetWinogradMode(winograd);
         auto image = run.at("vae_dec")();
         nn::SetVaeConvLayout(nn::ConvLayout::kAuto);
+        nn::SetWinogradMode(nn::WinogradMode::kAuto);
         return image;
       };
     }
@@ -588,6 +598,17 @@ int Main(int argc, char** argv) {
         nn::MeasuredNativeBf16Speedup(), nn::ConvLayoutName(nn::ResolvedVaeConvLayout()),
         nn::MeasuredChannelsLastSpeedup());
   }
+  if (device.is_cpu()) {
+    std::printf(
+        "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s), measured against direct at "
+        "64x64:",
+        nn::WinogradModeInForce() == nn::WinogradMode::kAuto ? "auto" : "forced");
+    for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
+      std::printf(" %ld->%ld %.2fx%s", p.in, p.out, p.speedup,
+                  nn::UsesWinograd(p.in, p.out) ? "" : " (direct)");
+    }
+    std::printf("\n");
+  }
   std::printf("%-14s", "case");
   for (const auto& d : dtypes) std::printf(" %10s %12s", (d + " s").c_str(), (d + " peak").c_str());
   if (dtypes.size() >= 2) std::printf(" %12s", (dtypes[1] + "/" + dtypes[0]).c_str());
@@ -623,6 +644,12 @@ int Main(int argc, char** argv) {
                   {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()},
                   {"vae_conv_layout", nn::ConvLayoutName(nn::ResolvedVaeConvLayout())},
                   {"channels_last_speedup", nn::MeasuredChannelsLastSpeedup()}};
+      for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
+        j["cpu"]["winograd"].push_back({{"in", p.in},
+                                        {"out", p.out},
+                                        {"speedup", p.speedup},
+                                        {"used", nn::UsesWinograd(p.in, p.out)}});
+      }
     }
     j["load_seconds"] = load_seconds;
     for (const auto& [d, x] : cfg_batch_speedup) j["cfg_batch_speedup"][d] = x;

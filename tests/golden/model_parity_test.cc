@@ -7,10 +7,13 @@
 
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "nodes/models/clip_text.h"
+#include "nodes/models/conv_layout.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
+#include "nodes/models/winograd_conv.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
 #include "tests/golden/golden_util.h"
@@ -154,6 +157,33 @@ TEST_F(ModelParityTest, VaeDecoderAndEncoder) {
   EXPECT_THAT(std::string(vae->Encode(g["encoder.image"], torch::zeros({1, 4, 8, 9})).status().message()),
               HasSubstr("noise must be float [1, 4, 8, 8]"));
   EXPECT_THAT(std::string(vae->Decode(torch::zeros({1, 3, 8, 8})).status().message()), HasSubstr("latents must be"));
+}
+
+// Every convolution path the VAE can take on a CPU keeps parity, whichever this CPU picks by
+// measurement: Winograd F(4x4, 3x3) on every 3x3 layer, and LibTorch's direct convolution on every
+// layer, in both memory layouts.
+TEST_F(ModelParityTest, VaeParityByWinogradAndDirectConvolutions) {
+  auto g = testing::ReadGolden("vae.safetensors");
+  auto vae = Load(Vae(config_->vae), kVaePrefix, torch::kFloat32);
+  const std::pair<nn::WinogradMode, nn::ConvLayout> paths[] = {
+      {nn::WinogradMode::kOn, nn::ConvLayout::kNchw},
+      {nn::WinogradMode::kOff, nn::ConvLayout::kNchw},
+      {nn::WinogradMode::kOff, nn::ConvLayout::kNhwc}};
+  for (const auto& [winograd, layout] : paths) {
+    const std::string path = absl::StrCat(winograd == nn::WinogradMode::kOn ? "winograd" : "direct",
+                                          "-", nn::ConvLayoutName(layout));
+    nn::SetWinogradMode(winograd);
+    nn::SetVaeConvLayout(layout);
+    auto image = vae->Decode(g["decoder.latent"]);
+    auto latent = vae->Encode(g["encoder.image"], g["encoder.noise"]);
+    nn::SetWinogradMode(nn::WinogradMode::kAuto);
+    nn::SetVaeConvLayout(nn::ConvLayout::kAuto);
+    ASSERT_TRUE(image.ok() && latent.ok());
+    EXPECT_LE(testing::Report("vae decoder image", path, *image, g["decoder.image"]).max_abs,
+              kTolerance);
+    EXPECT_LE(testing::Report("vae encoder latent", path, *latent, g["encoder.latent"]).max_abs,
+              kTolerance);
+  }
 }
 
 TEST_F(ModelParityTest, LoadReportsMissingKeysAndShapeMismatches) {

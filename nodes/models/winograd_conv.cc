@@ -1,0 +1,143 @@
+#include "nodes/models/winograd_conv.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "nodes/kernels/winograd_cpu.h"
+
+namespace sd::nn {
+
+namespace {
+
+using kernels::kWinogradPoints;
+using kernels::WinogradTiles;
+
+// Floats of one transformed-data buffer (the input's, and the products'): a band of tile rows at a
+// time, so the transforms' output stays in the caches' reach.
+constexpr int64_t kBandFloats = int64_t{8} << 20;
+
+std::atomic<int> g_mode{-1};  // a WinogradMode set explicitly, or -1
+
+double Seconds(const std::function<void()>& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Direct seconds / Winograd seconds for one pair of channel counts on a 64x64 image (the best of
+// two runs after a warm-up each).
+double ProbeSpeedup(int64_t in, int64_t out) {
+  c10::InferenceMode guard;
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::randn({1, in, 64, 64});
+  const torch::Tensor w = torch::randn({out, in, 3, 3}).mul_(0.02), b = torch::zeros({out});
+  const torch::Tensor u = WinogradWeights(w);
+  auto best = [](const std::function<void()>& f) {
+    f();
+    return std::min(Seconds(f), Seconds(f));
+  };
+  const double direct = best([&] { (void)torch::conv2d(x, w, b, 1, 1); });
+  const double winograd = best([&] { (void)WinogradConv3x3(x, u, b); });
+  return winograd > 0 ? direct / winograd : 0.0;
+}
+
+}  // namespace
+
+void SetWinogradMode(WinogradMode mode) {
+  g_mode = mode == WinogradMode::kAuto ? -1 : static_cast<int>(mode);
+}
+
+WinogradMode WinogradModeInForce() {
+  const int set = g_mode.load();
+  if (set >= 0) return static_cast<WinogradMode>(set);
+  const char* env = std::getenv("SD_CPU_WINOGRAD");
+  const std::string v = env ? env : "";
+  return v == "on" ? WinogradMode::kOn : v == "off" ? WinogradMode::kOff : WinogradMode::kAuto;
+}
+
+namespace {
+
+std::mutex g_probes_mu;  // one probe at a time: they would time each other
+std::map<std::pair<int64_t, int64_t>, double> g_probes;
+
+}  // namespace
+
+double MeasuredWinogradSpeedup(int64_t in, int64_t out) {
+  std::lock_guard<std::mutex> lock(g_probes_mu);
+  auto it = g_probes.find({in, out});
+  if (it == g_probes.end())
+    it = g_probes.emplace(std::make_pair(in, out), ProbeSpeedup(in, out)).first;
+  return it->second;
+}
+
+std::vector<WinogradProbe> WinogradProbes() {
+  std::lock_guard<std::mutex> lock(g_probes_mu);
+  std::vector<WinogradProbe> probes;
+  for (const auto& [pair, speedup] : g_probes) probes.push_back({pair.first, pair.second, speedup});
+  return probes;
+}
+
+bool UsesWinograd(int64_t in, int64_t out) {
+  switch (WinogradModeInForce()) {
+    case WinogradMode::kOn:
+      return true;
+    case WinogradMode::kOff:
+      return false;
+    case WinogradMode::kAuto:
+      break;
+  }
+  return std::min(in, out) >= kWinogradMinChannels &&
+         MeasuredWinogradSpeedup(in, out) >= kWinogradMinSpeedup;
+}
+
+torch::Tensor WinogradWeights(const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3,
+              "Winograd weights: not 3x3 kernels");
+  const torch::Tensor src = w.to(torch::kFloat32).contiguous();
+  torch::Tensor u = torch::empty({kWinogradPoints, w.size(0), w.size(1)}, torch::kFloat32);
+  kernels::WinogradWeights(src.data_ptr<float>(), w.size(0), w.size(1), u.data_ptr<float>());
+  return u;
+}
+
+torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u,
+                              const torch::Tensor& bias) {
+  const torch::Tensor x = input.contiguous();
+  const int64_t n = x.size(0), in = x.size(1), h = x.size(2), w = x.size(3), out = u.size(1);
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && x.device().is_cpu() && u.size(2) == in,
+              "Winograd convolution: f32 CPU input with ", u.size(2), " channels expected");
+  const int64_t tw = WinogradTiles(w), th = WinogradTiles(h);
+  const int64_t band =
+      std::clamp<int64_t>(kBandFloats / (kWinogradPoints * std::max(in, out) * tw), 1, th);
+  torch::Tensor y = torch::empty({n, out, h, w}, torch::kFloat32);
+  torch::Tensor v_buffer = torch::empty({kWinogradPoints * in * band * tw}, torch::kFloat32);
+  torch::Tensor m_buffer = torch::empty({kWinogradPoints * out * band * tw}, torch::kFloat32);
+  const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat32).contiguous() : torch::Tensor();
+  const int threads = at::get_num_threads();
+  for (int64_t image = 0; image < n; ++image) {
+    const float* xi = x.data_ptr<float>() + image * in * h * w;
+    float* yi = y.data_ptr<float>() + image * out * h * w;
+    for (int64_t row0 = 0; row0 < th; row0 += band) {
+      const int64_t rows = std::min(band, th - row0), tiles = rows * tw;
+      torch::Tensor v =
+          v_buffer.narrow(0, 0, kWinogradPoints * in * tiles).view({kWinogradPoints, in, tiles});
+      torch::Tensor m =
+          m_buffer.narrow(0, 0, kWinogradPoints * out * tiles).view({kWinogradPoints, out, tiles});
+      kernels::WinogradInput(xi, in, h, w, row0, rows, v.data_ptr<float>(), threads);
+      torch::bmm_out(m, u, v);
+      kernels::WinogradOutput(m.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr, out,
+                              h, w, row0, rows, yi, threads);
+    }
+  }
+  return y;
+}
+
+}  // namespace sd::nn

@@ -1,0 +1,103 @@
+// Winograd F(4x4, 3x3) convolutions (nodes/models/winograd_conv.h): against a float64 direct
+// convolution on shapes with partial tiles, one-pixel images, batches and unequal channel counts;
+// as a layer (Conv2d::AllowWinograd) in each mode; and how auto decides.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "nodes/models/layers.h"
+#include "nodes/models/winograd_conv.h"
+
+namespace sd {
+namespace {
+
+struct Shape {
+  int64_t batch, in, h, w, out;
+};
+
+class WinogradTest : public ::testing::Test {
+ protected:
+  void TearDown() override { nn::SetWinogradMode(nn::WinogradMode::kAuto); }
+};
+
+TEST_F(WinogradTest, EqualsTheDirectConvolutionWithinF32Rounding) {
+  c10::InferenceMode guard;
+  torch::manual_seed(1);
+  // Partial tiles at both edges, images smaller than a tile, and a band loop of many tile rows.
+  for (const Shape s : {Shape{2, 5, 7, 9, 11}, Shape{1, 3, 1, 1, 4}, Shape{1, 8, 4, 4, 8},
+                        Shape{1, 16, 13, 6, 3}, Shape{1, 32, 130, 66, 24}}) {
+    const torch::Tensor x = torch::randn({s.batch, s.in, s.h, s.w});
+    const torch::Tensor w = torch::randn({s.out, s.in, 3, 3}).mul_(0.2), b = torch::randn({s.out});
+    const torch::Tensor exact =
+        torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), b.to(torch::kFloat64), 1, 1);
+    const torch::Tensor y = nn::WinogradConv3x3(x, nn::WinogradWeights(w), b);
+    ASSERT_EQ(y.sizes(), exact.sizes());
+    EXPECT_TRUE(y.is_contiguous());
+    const double scale = exact.abs().max().item<double>();
+    const double err = (y.to(torch::kFloat64) - exact).abs().max().item<double>();
+    const double direct =
+        (torch::conv2d(x, w, b, 1, 1).to(torch::kFloat64) - exact).abs().max().item<double>();
+    std::printf(
+        "[ winograd ] %ldx%ldx%ldx%ld -> %ld: max error %.2e (direct f32 %.2e), outputs up to "
+        "%.1f\n",
+        s.batch, s.in, s.h, s.w, s.out, err, direct, scale);
+    EXPECT_LE(err, 1e-5 * (1 + scale));
+  }
+  // Without a bias.
+  const torch::Tensor x = torch::randn({1, 4, 9, 9}), w = torch::randn({6, 4, 3, 3});
+  EXPECT_TRUE(torch::allclose(nn::WinogradConv3x3(x, nn::WinogradWeights(w), {}),
+                              torch::conv2d(x, w, {}, 1, 1), 1e-4, 1e-4));
+}
+
+TEST_F(WinogradTest, LayersRunItOnlyWhereAllowedAndAsTheModeSays) {
+  c10::InferenceMode guard;
+  torch::manual_seed(2);
+  nn::Conv2d conv(8, 8, 3), strided(8, 8, 3, /*stride=*/2);
+  for (nn::Conv2d* c : {&conv, &strided}) {
+    c->get()->weight.copy_(torch::randn({8, 8, 3, 3}).mul_(0.2));
+    c->get()->bias.copy_(torch::randn({8}));
+  }
+  const torch::Tensor x = torch::randn({1, 8, 12, 12});
+  const torch::Tensor direct = torch::conv2d(x, conv->weight, conv->bias, 1, 1);
+  nn::SetWinogradMode(nn::WinogradMode::kOn);
+  EXPECT_TRUE(torch::equal(conv(x), direct));  // not allowed: direct
+  conv->AllowWinograd();
+  strided->AllowWinograd();  // not a 3x3 stride-1 layer: stays direct
+  const torch::Tensor by_winograd = conv(x);
+  EXPECT_FALSE(torch::equal(by_winograd, direct));
+  EXPECT_TRUE(torch::allclose(by_winograd, direct, 1e-4, 1e-4));
+  EXPECT_TRUE(torch::equal(strided(x), torch::conv2d(x, strided->weight, strided->bias, 2, 1)));
+  // Channels-last inputs take the direct path (Winograd reads NCHW planes).
+  EXPECT_TRUE(torch::equal(conv(x.contiguous(torch::MemoryFormat::ChannelsLast)),
+                           torch::conv2d(x.contiguous(torch::MemoryFormat::ChannelsLast),
+                                         conv->weight, conv->bias, 1, 1)));
+  // New weights: transformed again.
+  conv->weight = conv->weight * 2;
+  EXPECT_TRUE(
+      torch::allclose(conv(x), torch::conv2d(x, conv->weight, conv->bias, 1, 1), 1e-4, 1e-4));
+  nn::SetWinogradMode(nn::WinogradMode::kOff);
+  EXPECT_TRUE(torch::equal(conv(x), torch::conv2d(x, conv->weight, conv->bias, 1, 1)));
+}
+
+TEST_F(WinogradTest, AutoUsesItWhereMeasuredFaster) {
+  for (const auto& [in, out] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {128, 3}}) {
+    const double speedup = nn::MeasuredWinogradSpeedup(in, out);
+    std::printf(
+        "[ winograd ] %ld -> %ld channels at 64x64: %.2fx the direct convolution's speed here\n",
+        in, out, speedup);
+    EXPECT_GT(speedup, 0.0);
+    EXPECT_EQ(nn::MeasuredWinogradSpeedup(in, out), speedup);  // measured once
+    nn::SetWinogradMode(nn::WinogradMode::kAuto);
+    EXPECT_EQ(nn::UsesWinograd(in, out),
+              std::min(in, out) >= nn::kWinogradMinChannels && speedup >= nn::kWinogradMinSpeedup);
+    nn::SetWinogradMode(nn::WinogradMode::kOn);
+    EXPECT_TRUE(nn::UsesWinograd(in, out));
+    nn::SetWinogradMode(nn::WinogradMode::kOff);
+    EXPECT_FALSE(nn::UsesWinograd(in, out));
+  }
+}
+
+}  // namespace
+}  // namespace sd
