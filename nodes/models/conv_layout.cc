@@ -35,7 +35,7 @@ double ConvProbeSeconds(bool channels_last) {
            torch::randn({c, c, 3, 3}).mul_(0.02),
            torch::zeros({c}),
            {}};
-    if (!channels_last && UsesWinograd(c, c)) k.winograd = WinogradWeights(k.w);
+    if (!channels_last && UsesWinograd(c, c, s, s)) k.winograd = WinogradWeights(k.w);
     cases.push_back(k);
   }
   auto once = [&] {

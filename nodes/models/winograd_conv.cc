@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -27,24 +28,30 @@ constexpr int64_t kBandFloats = int64_t{8} << 20;
 
 std::atomic<int> g_mode{-1};  // a WinogradMode set explicitly, or -1
 
+// Per thread, the two band buffers (at most kBandFloats each, plus a band row), kept between calls:
+// a fresh 32 MB buffer would be page-faulted in on every layer.
+torch::Tensor Scratch(int which, int64_t floats) {
+  thread_local torch::Tensor buffers[2];
+  torch::Tensor& b = buffers[which];
+  if (!b.defined() || b.numel() < floats) b = torch::empty({floats}, torch::kFloat32);
+  return b;
+}
+
 double Seconds(const std::function<void()>& f) {
   const auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Direct seconds / Winograd seconds for one pair of channel counts on a 64x64 image (the best of
-// two runs after a warm-up each).
+// Direct seconds / Winograd seconds for one pair of channel counts (the faster of two runs each).
 double ProbeSpeedup(int64_t in, int64_t out) {
   c10::InferenceMode guard;
   torch::manual_seed(0);
-  const torch::Tensor x = torch::randn({1, in, 64, 64});
+  const int64_t side = WinogradProbeSide(in, out);
+  const torch::Tensor x = torch::randn({1, in, side, side});
   const torch::Tensor w = torch::randn({out, in, 3, 3}).mul_(0.02), b = torch::zeros({out});
   const torch::Tensor u = WinogradWeights(w);
-  auto best = [](const std::function<void()>& f) {
-    f();
-    return std::min(Seconds(f), Seconds(f));
-  };
+  auto best = [](const std::function<void()>& f) { return std::min(Seconds(f), Seconds(f)); };
   const double direct = best([&] { (void)torch::conv2d(x, w, b, 1, 1); });
   const double winograd = best([&] { (void)WinogradConv3x3(x, u, b); });
   return winograd > 0 ? direct / winograd : 0.0;
@@ -86,7 +93,13 @@ std::vector<WinogradProbe> WinogradProbes() {
   return probes;
 }
 
-bool UsesWinograd(int64_t in, int64_t out) {
+int64_t WinogradProbeSide(int64_t in, int64_t out) {
+  const double side =
+      48.0 * std::sqrt(512.0 * 512.0 / static_cast<double>(std::max<int64_t>(in * out, 1)));
+  return std::clamp<int64_t>(static_cast<int64_t>(side / 4) * 4, 48, 192);
+}
+
+bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w) {
   switch (WinogradModeInForce()) {
     case WinogradMode::kOn:
       return true;
@@ -95,7 +108,7 @@ bool UsesWinograd(int64_t in, int64_t out) {
     case WinogradMode::kAuto:
       break;
   }
-  return std::min(in, out) >= kWinogradMinChannels &&
+  return std::min(in, out) >= kWinogradMinChannels && h * w >= kWinogradMinPixels &&
          MeasuredWinogradSpeedup(in, out) >= kWinogradMinSpeedup;
 }
 
@@ -118,8 +131,8 @@ torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u
   const int64_t band =
       std::clamp<int64_t>(kBandFloats / (kWinogradPoints * std::max(in, out) * tw), 1, th);
   torch::Tensor y = torch::empty({n, out, h, w}, torch::kFloat32);
-  torch::Tensor v_buffer = torch::empty({kWinogradPoints * in * band * tw}, torch::kFloat32);
-  torch::Tensor m_buffer = torch::empty({kWinogradPoints * out * band * tw}, torch::kFloat32);
+  torch::Tensor v_buffer = Scratch(0, kWinogradPoints * in * band * tw);
+  torch::Tensor m_buffer = Scratch(1, kWinogradPoints * out * band * tw);
   const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat32).contiguous() : torch::Tensor();
   const int threads = at::get_num_threads();
   for (int64_t image = 0; image < n; ++image) {

@@ -5,12 +5,14 @@
 // kernel). So it pays on layers with large images and many channels, the VAE's, and is used there
 // only: the UNet's convolutions are small and its weights large.
 //
-// SD_CPU_WINOGRAD=on|off|auto (default auto) or SetWinogradMode: auto times each pair of channel
-// counts both ways once per process, on a 64x64 image (the first decode pays a fraction of a
-// second), and takes Winograd for layers of at least kWinogradMinChannels in and out where it ran
-// at least kWinogradMinSpeedup times faster. The margins keep the choice the same in every process
-// of a machine (a worker and its host give the same image bytes): the layers it wins on run about
-// 2x faster (measured: 1.7-2.6x on a 2-core AVX2 EPYC), smaller ones barely gain.
+// SD_CPU_WINOGRAD=on|off|auto (default auto) or SetWinogradMode. Auto takes Winograd for a layer
+// of at least kWinogradMinChannels in and out, on an image of at least kWinogradMinPixels, where it
+// ran at least kWinogradMinSpeedup times faster than the direct convolution: timed once per pair of
+// channel counts and process, on an image sized so that every pair does the same work (512 -> 512
+// channels at 48x48, 128 -> 128 at 192x192: about 0.4 s per pair, paid by the first decode). The
+// margins keep the choice the same in every process of a machine (a worker and its host give the
+// same image bytes): the layers it wins on run about twice as fast (measured 1.6-2.6x on a 2-core
+// AVX2 EPYC), and smaller layers and images gain little.
 #pragma once
 
 #include <torch/types.h>
@@ -22,16 +24,19 @@ namespace sd::nn {
 
 enum class WinogradMode { kAuto, kOff, kOn };
 inline constexpr int64_t kWinogradMinChannels = 128;
+inline constexpr int64_t kWinogradMinPixels = 64 * 64;
 inline constexpr double kWinogradMinSpeedup = 1.2;
 // Over SD_CPU_WINOGRAD; kAuto clears it (SD_CPU_WINOGRAD again, else measured).
 void SetWinogradMode(WinogradMode mode);
 WinogradMode WinogradModeInForce();  // set, else SD_CPU_WINOGRAD, else kAuto
 
-// Whether a layer of `in` -> `out` channels runs by Winograd: as the mode says, and on kAuto as
-// measured (once per pair, cached) for layers of kWinogradMinChannels or more.
-bool UsesWinograd(int64_t in, int64_t out);
-// How many times faster Winograd ran than the direct convolution for that pair (measured once).
+// Whether a layer of `in` -> `out` channels on an h x w image runs by Winograd: as the mode says,
+// and on kAuto by the rules above.
+bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w);
+// How many times faster Winograd ran than the direct convolution for that pair (measured once, on
+// an image of WinogradProbeSide(in, out) pixels square).
 double MeasuredWinogradSpeedup(int64_t in, int64_t out);
+int64_t WinogradProbeSide(int64_t in, int64_t out);
 
 // The pairs of channel counts measured so far in this process, with their speedups.
 struct WinogradProbe {

@@ -600,12 +600,13 @@ int Main(int argc, char** argv) {
   }
   if (device.is_cpu()) {
     std::printf(
-        "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s), measured against direct at "
-        "64x64:",
+        "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s), speed against direct per pair of "
+        "channel counts:",
         nn::WinogradModeInForce() == nn::WinogradMode::kAuto ? "auto" : "forced");
     for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
-      std::printf(" %ld->%ld %.2fx%s", p.in, p.out, p.speedup,
-                  nn::UsesWinograd(p.in, p.out) ? "" : " (direct)");
+      const int64_t side = nn::WinogradProbeSide(p.in, p.out);
+      std::printf(" %ld->%ld (at %ldx%ld) %.2fx%s", p.in, p.out, side, side, p.speedup,
+                  nn::UsesWinograd(p.in, p.out, size, size) ? "" : " (direct)");
     }
     std::printf("\n");
   }
@@ -648,7 +649,7 @@ int Main(int argc, char** argv) {
         j["cpu"]["winograd"].push_back({{"in", p.in},
                                         {"out", p.out},
                                         {"speedup", p.speedup},
-                                        {"used", nn::UsesWinograd(p.in, p.out)}});
+                                        {"used", nn::UsesWinograd(p.in, p.out, size, size)}});
       }
     }
     j["load_seconds"] = load_seconds;

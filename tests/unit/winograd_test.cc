@@ -84,18 +84,18 @@ TEST_F(WinogradTest, LayersRunItOnlyWhereAllowedAndAsTheModeSays) {
 TEST_F(WinogradTest, AutoUsesItWhereMeasuredFaster) {
   for (const auto& [in, out] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {128, 3}}) {
     const double speedup = nn::MeasuredWinogradSpeedup(in, out);
-    std::printf(
-        "[ winograd ] %ld -> %ld channels at 64x64: %.2fx the direct convolution's speed here\n",
-        in, out, speedup);
+    std::printf("[ winograd ] %ld -> %ld channels: %.2fx the direct convolution's speed here\n", in,
+                out, speedup);
     EXPECT_GT(speedup, 0.0);
     EXPECT_EQ(nn::MeasuredWinogradSpeedup(in, out), speedup);  // measured once
     nn::SetWinogradMode(nn::WinogradMode::kAuto);
-    EXPECT_EQ(nn::UsesWinograd(in, out),
+    EXPECT_EQ(nn::UsesWinograd(in, out, 64, 64),
               std::min(in, out) >= nn::kWinogradMinChannels && speedup >= nn::kWinogradMinSpeedup);
+    EXPECT_FALSE(nn::UsesWinograd(in, out, 32, 64));  // a small image
     nn::SetWinogradMode(nn::WinogradMode::kOn);
-    EXPECT_TRUE(nn::UsesWinograd(in, out));
+    EXPECT_TRUE(nn::UsesWinograd(in, out, 8, 8));
     nn::SetWinogradMode(nn::WinogradMode::kOff);
-    EXPECT_FALSE(nn::UsesWinograd(in, out));
+    EXPECT_FALSE(nn::UsesWinograd(in, out, 512, 512));
   }
 }
 
