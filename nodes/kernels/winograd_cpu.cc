@@ -8,7 +8,7 @@
 // One body per instruction set, chosen when the library loads: the loops below are element-wise
 // over runs of tiles, which the compiler vectorizes for each target.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SD_WINOGRAD_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#define SD_WINOGRAD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SD_WINOGRAD_CLONES
 #endif

@@ -133,7 +133,7 @@ torch::Tensor Conv2dImpl::WinogradWeights() {
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
   if (winograd_ && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
       weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
-      !(torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) &&
+      c10::InferenceMode::is_enabled() &&
       UsesWinograd(weight.size(1), weight.size(0), x.size(2), x.size(3))) {
     return WinogradConv3x3(x, WinogradWeights(), bias);
   }

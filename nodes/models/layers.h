@@ -47,9 +47,10 @@ class Conv2dImpl : public torch::nn::Module {
   Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = -1);
   torch::Tensor forward(const torch::Tensor& x);
   // Lets a 3x3, stride-1 layer run by Winograd F(4x4, 3x3) where this CPU runs its channel counts
-  // faster that way (winograd_conv.h): f32 weights and contiguous (NCHW) f32 inputs on a CPU,
-  // outside autograd. The transformed weights are made on first use and kept (4x the layer's
-  // weight bytes) until the weight tensor is replaced. No effect on other layers.
+  // faster that way (winograd_conv.h): f32 weights and contiguous (NCHW) f32 inputs on a CPU, in
+  // inference mode (the networks' entry points; training's autograd keeps the direct path). The
+  // transformed weights are made on first use and kept (4x the layer's weight bytes) until the
+  // weight tensor is replaced. No effect on other layers.
   void AllowWinograd();
   torch::Tensor weight, bias;
 

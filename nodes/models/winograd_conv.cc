@@ -145,7 +145,15 @@ torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u
       torch::Tensor m =
           m_buffer.narrow(0, 0, kWinogradPoints * out * tiles).view({kWinogradPoints, out, tiles});
       kernels::WinogradInput(xi, in, h, w, row0, rows, v.data_ptr<float>(), threads);
-      torch::bmm_out(m, u, v);
+      // One product per point, the points spread over the threads (each product single-threaded):
+      // faster than bmm's one threaded product after another at these shapes (measured 1.1-1.5x).
+      at::parallel_for(0, kWinogradPoints, 1, [&](int64_t begin, int64_t end) {
+        c10::InferenceMode guard;  // per thread: the buffers are inference tensors
+        for (int64_t k = begin; k < end; ++k) {
+          torch::Tensor mk = m[k];
+          torch::mm_out(mk, u[k], v[k]);
+        }
+      });
       kernels::WinogradOutput(m.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr, out,
                               h, w, row0, rows, yi, threads);
     }

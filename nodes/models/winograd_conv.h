@@ -47,8 +47,8 @@ std::vector<WinogradProbe> WinogradProbes();
 
 // w [out, in, 3, 3] f32 as the transformed weights [36, out, in].
 torch::Tensor WinogradWeights(const torch::Tensor& w);
-// conv2d(x, w, bias, stride 1, padding 1) for f32 x [N, in, H, W] on a CPU, with
-// u = WinogradWeights(w); bias may be undefined. The result is contiguous (NCHW).
+// conv2d(x, w, bias, stride 1, padding 1) for f32 x [N, in, H, W] on a CPU, in c10::InferenceMode,
+// with u = WinogradWeights(w); bias may be undefined. The result is contiguous (NCHW).
 torch::Tensor WinogradConv3x3(const torch::Tensor& x, const torch::Tensor& u,
                               const torch::Tensor& bias);
 
