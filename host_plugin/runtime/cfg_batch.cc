@@ -98,8 +98,9 @@ std::map<std::string, Value> JoinCfgInputs(const std::map<std::string, Value>& f
   return joined;
 }
 
-absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> SplitCfgOutputs(const NodeOutputs& joined,
-                                                                    int64_t batch) {
+absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> SplitCfgOutputs(
+    const NodeOutputs& joined, const std::map<std::string, Value>& first) {
+  const int64_t batch = TensorAt(first, kLatents)->size(0);
   std::pair<NodeOutputs, NodeOutputs> halves;
   for (const auto& [name, value] : joined) {
     const torch::Tensor* t = std::get_if<torch::Tensor>(&value);

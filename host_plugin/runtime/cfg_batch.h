@@ -37,9 +37,10 @@ std::vector<std::pair<size_t, size_t>> FindCfgPairs(
 std::map<std::string, Value> JoinCfgInputs(const std::map<std::string, Value>& first,
                                            const std::map<std::string, Value>& second);
 
-// A joined call's outputs, split along the batch axis into the first call's and the second's.
-// INTERNAL when an output is not a tensor of batch 2 x `batch`.
-absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> SplitCfgOutputs(const NodeOutputs& joined,
-                                                                    int64_t batch);
+// A joined call's outputs, split along the batch axis into the first call's and the second's (the
+// latents' batch of `first`, the first call's inputs, each). INTERNAL when an output is not a
+// tensor of twice that batch.
+absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> SplitCfgOutputs(
+    const NodeOutputs& joined, const std::map<std::string, Value>& first);
 
 }  // namespace sd

@@ -110,9 +110,8 @@ std::pair<absl::StatusOr<NodeOutputs>, absl::StatusOr<NodeOutputs>> GraphExecuto
     const std::map<std::string, Value>& in_b, int step) {
   absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> halves =
       CatchExceptions("", [&]() -> absl::StatusOr<std::pair<NodeOutputs, NodeOutputs>> {
-        const int64_t batch = std::get<torch::Tensor>(in_a.at("latents")).size(0);
         SD_ASSIGN_OR_RETURN(NodeOutputs joined, Execute(a, JoinCfgInputs(in_a, in_b), step));
-        return SplitCfgOutputs(joined, batch);
+        return SplitCfgOutputs(joined, in_a);
       });
   if (halves.ok()) return {std::move(halves->first), std::move(halves->second)};
   auto with = [&](const PlannedNode& other) {

@@ -4,11 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <cstdlib>
-#include <string>
 #include <vector>
 
+#include "nodes/models/cpu_choice.h"
 #include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
@@ -39,16 +37,14 @@ double ConvProbeSeconds(bool channels_last) {
     cases.push_back(k);
   }
   auto once = [&] {
-    const auto t0 = std::chrono::steady_clock::now();
     for (const Case& k : cases) {
       const torch::Tensor y = k.winograd.defined() ? WinogradConv3x3(k.x, k.winograd, k.b)
                                                    : torch::conv2d(k.x, k.w, k.b, 1, 1);
       (void)y.sum().item<float>();
     }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   once();
-  return std::min(once(), once());
+  return FasterOfTwoRuns(once);
 }
 
 }  // namespace
@@ -66,17 +62,11 @@ void SetVaeConvLayout(ConvLayout layout) {
 }
 
 ConvLayout ResolvedVaeConvLayout() {
-  int set = g_layout.load();
-  if (set < 0) {
-    const char* env = std::getenv("SD_CPU_CONV_LAYOUT");
-    const std::string v = env ? env : "";
-    set = static_cast<int>(v == "nchw"   ? ConvLayout::kNchw
-                           : v == "nhwc" ? ConvLayout::kNhwc
-                                         : ConvLayout::kAuto);
-  }
-  const auto layout = static_cast<ConvLayout>(set);
-  if (layout != ConvLayout::kAuto) return layout;
-  return MeasuredChannelsLastSpeedup() > 1.0 ? ConvLayout::kNhwc : ConvLayout::kNchw;
+  const int set = ChoiceInForce(g_layout.load(), "SD_CPU_CONV_LAYOUT",
+                                {{"nchw", static_cast<int>(ConvLayout::kNchw)},
+                                 {"nhwc", static_cast<int>(ConvLayout::kNhwc)}});
+  if (set < 0) return MeasuredChannelsLastSpeedup() > 1.0 ? ConvLayout::kNhwc : ConvLayout::kNchw;
+  return static_cast<ConvLayout>(set);
 }
 
 const char* ConvLayoutName(ConvLayout layout) {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "nodes/kernels/attention_cpu.h"
+#include "nodes/models/cpu_choice.h"
 #include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
@@ -53,15 +53,13 @@ double Bf16ProbeSeconds(bool native) {
   const torch::Tensor a = torch::randn({1024, 320}).to(act);
   const torch::Tensor m = torch::randn({320, 320}).mul_(0.05).to(torch::kBFloat16);
   auto once = [&] {
-    const auto t0 = std::chrono::steady_clock::now();
     torch::Tensor y = torch::conv2d(x, native ? w : WidenedWeight(w), {}, 1, 1);
     torch::Tensor z = torch::linear(a, native ? m : WidenedWeight(m));
     (void)y.sum().item<float>();
     (void)z.sum().item<float>();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   once();
-  return std::min(once(), once());
+  return FasterOfTwoRuns(once);
 }
 
 }  // namespace
@@ -85,15 +83,10 @@ CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode) {
 void SetCpuBf16Compute(CpuBf16Compute mode) { g_bf16_mode = static_cast<int>(mode); }
 
 CpuBf16Compute ResolvedCpuBf16Compute() {
-  int set = g_bf16_mode.load();
-  if (set < 0) {
-    const char* env = std::getenv("SD_CPU_BF16");
-    const std::string v = env ? env : "";
-    set = static_cast<int>(v == "native" ? CpuBf16Compute::kNative
-                           : v == "f32"  ? CpuBf16Compute::kF32
-                                         : CpuBf16Compute::kAuto);
-  }
-  return ResolveCpuBf16Compute(static_cast<CpuBf16Compute>(set));
+  const int set = ChoiceInForce(g_bf16_mode.load(), "SD_CPU_BF16",
+                                {{"native", static_cast<int>(CpuBf16Compute::kNative)},
+                                 {"f32", static_cast<int>(CpuBf16Compute::kF32)}});
+  return ResolveCpuBf16Compute(set < 0 ? CpuBf16Compute::kAuto : static_cast<CpuBf16Compute>(set));
 }
 
 torch::ScalarType ActivationDtype(torch::ScalarType weight_dtype, const torch::Device& device) {

@@ -5,15 +5,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <mutex>
-#include <string>
 #include <utility>
 
 #include "nodes/kernels/winograd_cpu.h"
+#include "nodes/models/cpu_choice.h"
 
 namespace sd::nn {
 
@@ -28,6 +26,9 @@ constexpr int64_t kBandFloats = int64_t{8} << 20;
 
 std::atomic<int> g_mode{-1};  // a WinogradMode set explicitly, or -1
 
+std::mutex g_probes_mu;  // one probe at a time: they would time each other
+std::map<std::pair<int64_t, int64_t>, double> g_probes;
+
 // Per thread, the two band buffers (at most kBandFloats each, plus a band row), kept between calls:
 // a fresh 32 MB buffer would be page-faulted in on every layer.
 torch::Tensor Scratch(int which, int64_t floats) {
@@ -35,12 +36,6 @@ torch::Tensor Scratch(int which, int64_t floats) {
   torch::Tensor& b = buffers[which];
   if (!b.defined() || b.numel() < floats) b = torch::empty({floats}, torch::kFloat32);
   return b;
-}
-
-double Seconds(const std::function<void()>& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Direct seconds / Winograd seconds for one pair of channel counts (the faster of two runs each).
@@ -51,9 +46,8 @@ double ProbeSpeedup(int64_t in, int64_t out) {
   const torch::Tensor x = torch::randn({1, in, side, side});
   const torch::Tensor w = torch::randn({out, in, 3, 3}).mul_(0.02), b = torch::zeros({out});
   const torch::Tensor u = WinogradWeights(w);
-  auto best = [](const std::function<void()>& f) { return std::min(Seconds(f), Seconds(f)); };
-  const double direct = best([&] { (void)torch::conv2d(x, w, b, 1, 1); });
-  const double winograd = best([&] { (void)WinogradConv3x3(x, u, b); });
+  const double direct = FasterOfTwoRuns([&] { (void)torch::conv2d(x, w, b, 1, 1); });
+  const double winograd = FasterOfTwoRuns([&] { (void)WinogradConv3x3(x, u, b); });
   return winograd > 0 ? direct / winograd : 0.0;
 }
 
@@ -64,19 +58,11 @@ void SetWinogradMode(WinogradMode mode) {
 }
 
 WinogradMode WinogradModeInForce() {
-  const int set = g_mode.load();
-  if (set >= 0) return static_cast<WinogradMode>(set);
-  const char* env = std::getenv("SD_CPU_WINOGRAD");
-  const std::string v = env ? env : "";
-  return v == "on" ? WinogradMode::kOn : v == "off" ? WinogradMode::kOff : WinogradMode::kAuto;
+  const int set = ChoiceInForce(
+      g_mode.load(), "SD_CPU_WINOGRAD",
+      {{"on", static_cast<int>(WinogradMode::kOn)}, {"off", static_cast<int>(WinogradMode::kOff)}});
+  return set < 0 ? WinogradMode::kAuto : static_cast<WinogradMode>(set);
 }
-
-namespace {
-
-std::mutex g_probes_mu;  // one probe at a time: they would time each other
-std::map<std::pair<int64_t, int64_t>, double> g_probes;
-
-}  // namespace
 
 double MeasuredWinogradSpeedup(int64_t in, int64_t out) {
   std::lock_guard<std::mutex> lock(g_probes_mu);

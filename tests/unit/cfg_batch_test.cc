@@ -123,11 +123,11 @@ TEST(CfgBatchTest, InputsJoinAlongTheBatchAndOutputsSplitBack) {
   EXPECT_EQ(std::get<double>(j.at("t")), 981.0);
 
   const torch::Tensor eps = torch::randn({4, 4, 8, 8});
-  auto halves = SplitCfgOutputs(NodeOutputs{{"eps", eps}}, 2);
+  auto halves = SplitCfgOutputs(NodeOutputs{{"eps", eps}}, a);
   ASSERT_TRUE(halves.ok()) << halves.status();
   EXPECT_TRUE(torch::equal(std::get<torch::Tensor>(halves->first.at("eps")), eps.slice(0, 0, 2)));
   EXPECT_TRUE(torch::equal(std::get<torch::Tensor>(halves->second.at("eps")), eps.slice(0, 2, 4)));
-  auto wrong = SplitCfgOutputs(NodeOutputs{{"eps", torch::randn({3, 4, 8, 8})}}, 2);
+  auto wrong = SplitCfgOutputs(NodeOutputs{{"eps", torch::randn({3, 4, 8, 8})}}, a);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(std::string(wrong.status().message()), ::testing::HasSubstr("output 'eps'"));
 }
