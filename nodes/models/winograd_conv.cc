@@ -95,6 +95,7 @@ bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w) {
       break;
   }
   return std::min(in, out) >= kWinogradMinChannels && h * w >= kWinogradMinPixels &&
+         h * w * in * out >= kWinogradMinWork &&
          MeasuredWinogradSpeedup(in, out) >= kWinogradMinSpeedup;
 }
 

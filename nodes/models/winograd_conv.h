@@ -6,13 +6,16 @@
 // only: the UNet's convolutions are small and its weights large.
 //
 // SD_CPU_WINOGRAD=on|off|auto (default auto) or SetWinogradMode. Auto takes Winograd for a layer
-// of at least kWinogradMinChannels in and out, on an image of at least kWinogradMinPixels, where it
-// ran at least kWinogradMinSpeedup times faster than the direct convolution: timed once per pair of
+// of at least kWinogradMinChannels in and out, on an image of at least kWinogradMinPixels, doing at
+// least kWinogradMinWork (pixels x in x out: 128 channels at 128x128, 512 at 32x32), where it ran
+// at least kWinogradMinSpeedup times faster than the direct convolution: timed once per pair of
 // channel counts and process, on an image sized so that every pair does the same work (512 -> 512
 // channels at 48x48, 128 -> 128 at 192x192: about 0.4 s per pair, paid by the first decode). The
-// margins keep the choice the same in every process of a machine (a worker and its host give the
-// same image bytes): the layers it wins on run about twice as fast (measured 1.6-2.6x on a 2-core
-// AVX2 EPYC), and smaller layers and images gain little.
+// choice should come out the same in every process of a machine (a worker and its host give the
+// same image bytes), so it is left to timing only where Winograd gains most: the layers it is used
+// on run 1.3-2.7x faster (measured on a 2-core AVX2 EPYC); smaller layers and images gain little,
+// and their timings are the noisiest. Timings near the threshold can still differ between
+// processes.
 #pragma once
 
 #include <torch/types.h>
@@ -25,6 +28,7 @@ namespace sd::nn {
 enum class WinogradMode { kAuto, kOff, kOn };
 inline constexpr int64_t kWinogradMinChannels = 128;
 inline constexpr int64_t kWinogradMinPixels = 64 * 64;
+inline constexpr int64_t kWinogradMinWork = int64_t{1} << 28;
 inline constexpr double kWinogradMinSpeedup = 1.2;
 // Over SD_CPU_WINOGRAD; kAuto clears it (SD_CPU_WINOGRAD again, else measured).
 void SetWinogradMode(WinogradMode mode);

@@ -89,9 +89,10 @@ TEST_F(WinogradTest, AutoUsesItWhereMeasuredFaster) {
     EXPECT_GT(speedup, 0.0);
     EXPECT_EQ(nn::MeasuredWinogradSpeedup(in, out), speedup);  // measured once
     nn::SetWinogradMode(nn::WinogradMode::kAuto);
-    EXPECT_EQ(nn::UsesWinograd(in, out, 64, 64),
+    EXPECT_EQ(nn::UsesWinograd(in, out, 256, 256),
               std::min(in, out) >= nn::kWinogradMinChannels && speedup >= nn::kWinogradMinSpeedup);
     EXPECT_FALSE(nn::UsesWinograd(in, out, 32, 64));  // a small image
+    EXPECT_FALSE(nn::UsesWinograd(in, out, 64, 64));  // too little work at these widths
     nn::SetWinogradMode(nn::WinogradMode::kOn);
     EXPECT_TRUE(nn::UsesWinograd(in, out, 8, 8));
     nn::SetWinogradMode(nn::WinogradMode::kOff);
