@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <vector>
 
 #include "nodes/models/cpu_choice.h"
@@ -15,12 +16,10 @@ namespace {
 
 std::atomic<int> g_layout{-1};  // a ConvLayout set explicitly, or -1
 
-// Seconds of two 3x3 convolutions shaped like the decoder's up blocks (2.4 GFLOP each: 256 channels
-// at 64x64 and 128 channels at 128x128) in one layout; the best of two runs after a warm-up
-// (oneDNN creates its kernels on the first call). NCHW runs each by Winograd where the decoder
-// would (winograd_conv.h), which channels-last inputs never do.
-double ConvProbeSeconds(bool channels_last) {
-  c10::InferenceMode guard;
+// Two 3x3 convolutions shaped like the decoder's up blocks (2.4 GFLOP each: 256 channels at 64x64
+// and 128 channels at 128x128) in one layout, to be timed in inference mode. NCHW runs each by
+// Winograd where the decoder would (winograd_conv.h), which channels-last inputs never do.
+std::function<void()> ConvProbe(bool channels_last) {
   torch::manual_seed(0);
   const auto format =
       channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
@@ -36,25 +35,22 @@ double ConvProbeSeconds(bool channels_last) {
     if (!channels_last && UsesWinograd(c, c, s, s)) k.winograd = WinogradWeights(k.w);
     cases.push_back(k);
   }
-  auto once = [&] {
+  return [cases] {
     for (const Case& k : cases) {
       const torch::Tensor y = k.winograd.defined() ? WinogradConv3x3(k.x, k.winograd, k.b)
                                                    : torch::conv2d(k.x, k.w, k.b, 1, 1);
       (void)y.sum().item<float>();
     }
   };
-  once();
-  return FasterOfTwoRuns(once);
 }
 
 }  // namespace
 
 double MeasuredChannelsLastSpeedup() {
-  static const double speedup = [] {
-    const double nchw = ConvProbeSeconds(false), nhwc = ConvProbeSeconds(true);
-    return nhwc > 0 ? nchw / nhwc : 0.0;
-  }();
-  return speedup;
+  return MeasuredOnThisMachine("vae channels-last speedup", [] {
+    c10::InferenceMode guard;
+    return TimedSpeedup(ConvProbe(false), ConvProbe(true));
+  });
 }
 
 void SetVaeConvLayout(ConvLayout layout) {

@@ -18,7 +18,7 @@ void SetVaeConvLayout(ConvLayout layout);
 // The layout in force (set, else SD_CPU_CONV_LAYOUT, else kAuto), resolved to kNchw or kNhwc.
 ConvLayout ResolvedVaeConvLayout();
 // How many times faster channels-last ran than NCHW in kAuto's measurement (< 1: slower).
-// Measured on the first call, then cached.
+// Measured once per machine (cpu_choice.h).
 double MeasuredChannelsLastSpeedup();
 
 const char* ConvLayoutName(ConvLayout layout);  // "nchw", "nhwc", "auto"

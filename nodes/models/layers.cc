@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -40,36 +41,31 @@ torch::Tensor AsActivation(const torch::Tensor& t, torch::ScalarType dtype) {
 
 namespace {
 
-// Seconds of one convolution and one matmul of UNet-like shapes (a few hundred MFLOP each), in bf16
-// arithmetic (`native`) or in fp32 on weights widened from bf16 (kF32 mode's arithmetic); the best
-// of two runs after a warm-up (oneDNN creates its kernels on the first call).
-double Bf16ProbeSeconds(bool native) {
-  // As the networks run (WidenedWeight's buffer may already be an inference tensor).
-  c10::InferenceMode guard;
+// One convolution and one matmul of UNet-like shapes (a few hundred MFLOP each), in bf16 arithmetic
+// (`native`) or in fp32 on weights widened from bf16 (kF32 mode's arithmetic), to be timed in
+// inference mode, as the networks run (WidenedWeight's buffer may already be an inference tensor).
+std::function<void()> Bf16Probe(bool native) {
   torch::manual_seed(0);
   const torch::ScalarType act = native ? torch::kBFloat16 : torch::kFloat32;
   const torch::Tensor x = torch::randn({1, 128, 32, 32}).to(act);
   const torch::Tensor w = torch::randn({128, 128, 3, 3}).mul_(0.03).to(torch::kBFloat16);
   const torch::Tensor a = torch::randn({1024, 320}).to(act);
   const torch::Tensor m = torch::randn({320, 320}).mul_(0.05).to(torch::kBFloat16);
-  auto once = [&] {
+  return [=] {
     torch::Tensor y = torch::conv2d(x, native ? w : WidenedWeight(w), {}, 1, 1);
     torch::Tensor z = torch::linear(a, native ? m : WidenedWeight(m));
     (void)y.sum().item<float>();
     (void)z.sum().item<float>();
   };
-  once();
-  return FasterOfTwoRuns(once);
 }
 
 }  // namespace
 
 double MeasuredNativeBf16Speedup() {
-  static const double speedup = [] {
-    const double f32 = Bf16ProbeSeconds(false), native = Bf16ProbeSeconds(true);
-    return native > 0 ? f32 / native : 0.0;
-  }();
-  return speedup;
+  return MeasuredOnThisMachine("bf16 native speedup", [] {
+    c10::InferenceMode guard;
+    return TimedSpeedup(Bf16Probe(false), Bf16Probe(true));
+  });
 }
 
 CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode) {

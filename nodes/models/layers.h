@@ -29,7 +29,7 @@ CpuBf16Compute ResolvedCpuBf16Compute();
 CpuBf16Compute ResolveCpuBf16Compute(CpuBf16Compute mode);
 inline constexpr double kNativeBf16MinSpeedup = 1.2;
 // How many times faster native bf16 arithmetic ran than kF32 mode's in kAuto's measurement (< 1:
-// slower). Measured on the first call, then cached.
+// slower). Measured once per machine (cpu_choice.h).
 double MeasuredNativeBf16Speedup();
 
 // The dtype a network's activations take when its weights are `weight_dtype` on `device`: the weights'

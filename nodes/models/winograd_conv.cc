@@ -10,6 +10,7 @@
 #include <mutex>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "nodes/kernels/winograd_cpu.h"
 #include "nodes/models/cpu_choice.h"
 
@@ -26,8 +27,8 @@ constexpr int64_t kBandFloats = int64_t{8} << 20;
 
 std::atomic<int> g_mode{-1};  // a WinogradMode set explicitly, or -1
 
-std::mutex g_probes_mu;  // one probe at a time: they would time each other
-std::map<std::pair<int64_t, int64_t>, double> g_probes;
+std::mutex g_probes_mu;
+std::map<std::pair<int64_t, int64_t>, double> g_probes;  // the pairs this process used, for reports
 
 // Per thread, the two band buffers (at most kBandFloats each, plus a band row), kept between calls:
 // a fresh 32 MB buffer would be page-faulted in on every layer.
@@ -38,7 +39,7 @@ torch::Tensor Scratch(int which, int64_t floats) {
   return b;
 }
 
-// Direct seconds / Winograd seconds for one pair of channel counts (the faster of two runs each).
+// How many times faster Winograd runs than the direct convolution for one pair of channel counts.
 double ProbeSpeedup(int64_t in, int64_t out) {
   c10::InferenceMode guard;
   torch::manual_seed(0);
@@ -46,9 +47,8 @@ double ProbeSpeedup(int64_t in, int64_t out) {
   const torch::Tensor x = torch::randn({1, in, side, side});
   const torch::Tensor w = torch::randn({out, in, 3, 3}).mul_(0.02), b = torch::zeros({out});
   const torch::Tensor u = WinogradWeights(w);
-  const double direct = FasterOfTwoRuns([&] { (void)torch::conv2d(x, w, b, 1, 1); });
-  const double winograd = FasterOfTwoRuns([&] { (void)WinogradConv3x3(x, u, b); });
-  return winograd > 0 ? direct / winograd : 0.0;
+  return TimedSpeedup([&] { (void)torch::conv2d(x, w, b, 1, 1); },
+                      [&] { (void)WinogradConv3x3(x, u, b); });
 }
 
 }  // namespace
@@ -65,11 +65,12 @@ WinogradMode WinogradModeInForce() {
 }
 
 double MeasuredWinogradSpeedup(int64_t in, int64_t out) {
+  // Not under g_probes_mu: a measurement may wait for another process's, or nest in one.
+  const double speedup = MeasuredOnThisMachine(absl::StrCat("winograd f4x4 speedup ", in, "x", out),
+                                               [&] { return ProbeSpeedup(in, out); });
   std::lock_guard<std::mutex> lock(g_probes_mu);
-  auto it = g_probes.find({in, out});
-  if (it == g_probes.end())
-    it = g_probes.emplace(std::make_pair(in, out), ProbeSpeedup(in, out)).first;
-  return it->second;
+  g_probes[{in, out}] = speedup;
+  return speedup;
 }
 
 std::vector<WinogradProbe> WinogradProbes() {
@@ -81,8 +82,8 @@ std::vector<WinogradProbe> WinogradProbes() {
 
 int64_t WinogradProbeSide(int64_t in, int64_t out) {
   const double side =
-      48.0 * std::sqrt(512.0 * 512.0 / static_cast<double>(std::max<int64_t>(in * out, 1)));
-  return std::clamp<int64_t>(static_cast<int64_t>(side / 4) * 4, 48, 192);
+      64.0 * std::sqrt(512.0 * 512.0 / static_cast<double>(std::max<int64_t>(in * out, 1)));
+  return std::clamp<int64_t>(static_cast<int64_t>(side / 4) * 4, 64, 256);
 }
 
 bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w) {

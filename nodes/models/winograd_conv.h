@@ -9,13 +9,13 @@
 // of at least kWinogradMinChannels in and out, on an image of at least kWinogradMinPixels, doing at
 // least kWinogradMinWork (pixels x in x out: 128 channels at 128x128, 512 at 32x32), where it ran
 // at least kWinogradMinSpeedup times faster than the direct convolution: timed once per pair of
-// channel counts and process, on an image sized so that every pair does the same work (512 -> 512
-// channels at 48x48, 128 -> 128 at 192x192: about 0.4 s per pair, paid by the first decode). The
-// choice should come out the same in every process of a machine (a worker and its host give the
-// same image bytes), so it is left to timing only where Winograd gains most: the layers it is used
-// on run 1.3-2.7x faster (measured on a 2-core AVX2 EPYC); smaller layers and images gain little,
-// and their timings are the noisiest. Timings near the threshold can still differ between
-// processes.
+// channel counts and machine (cpu_choice.h: every process of a machine, a worker and its host,
+// takes the same choice and gives the same image bytes), on an image sized so that every pair does
+// the same work (512 -> 512 channels at 64x64, 128 -> 128 at 256x256: about 1 s per pair, paid by
+// the machine's first decode of a large image). The layers it is used on run 1.3-2.7x faster
+// (measured on 2-core AVX2 and AVX-512 EPYCs); smaller layers and images gain little, and their
+// timings are the noisiest. (At 48x48 ... 192x192 the probes of 128 channels measured 1.1-1.4x
+// where the decoder's 512x512 layers ran 1.6x faster.)
 #pragma once
 
 #include <torch/types.h>
@@ -37,12 +37,12 @@ WinogradMode WinogradModeInForce();  // set, else SD_CPU_WINOGRAD, else kAuto
 // Whether a layer of `in` -> `out` channels on an h x w image runs by Winograd: as the mode says,
 // and on kAuto by the rules above.
 bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w);
-// How many times faster Winograd ran than the direct convolution for that pair (measured once, on
-// an image of WinogradProbeSide(in, out) pixels square).
+// How many times faster Winograd ran than the direct convolution for that pair (measured once per
+// machine, on an image of WinogradProbeSide(in, out) pixels square: cpu_choice.h).
 double MeasuredWinogradSpeedup(int64_t in, int64_t out);
 int64_t WinogradProbeSide(int64_t in, int64_t out);
 
-// The pairs of channel counts measured so far in this process, with their speedups.
+// The pairs of channel counts this process has asked about, with their speedups.
 struct WinogradProbe {
   int64_t in = 0, out = 0;
   double speedup = 0;
