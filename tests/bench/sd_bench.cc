@@ -34,6 +34,7 @@
 #include "nodes/models/winograd_conv.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
+#include "tests/bench/bench_report.h"
 #include "tests/bench/controlnet_case.h"
 #include "tests/bench/lora_case.h"
 #include "tests/bench/op_profile.h"
@@ -112,24 +113,6 @@ constexpr char kHelp[] =
     "  --golden DIR    the golden vectors (default: shared/golden of the checkout; "
     "SDGRAPH_SHARED_DIR/golden "
     "overrides)\n";
-
-struct Result {
-  std::string dtype, case_name;
-  double seconds = 0;
-  uint64_t peak_rss = 0;
-};
-
-struct Accuracy {
-  std::string dtype, what;
-  double max_abs = 0, rel = 0;
-};
-
-struct Txt2ImgMemory {
-  std::string dtype;
-  double seconds = 0;
-  uint64_t peak_rss = 0;
-  double weight_bytes = 0;
-};
 
 // sd-graph: the one built with this benchmark, else the one next to it (installed).
 std::string SdGraphPath(const char* argv0) {
@@ -285,8 +268,8 @@ int Main(int argc, char** argv) {
       setenv("SDGRAPH_SHARED_DIR", std::filesystem::path(golden_dir).parent_path().c_str(), 1);
     }
   }
-  std::vector<Result> results;
-  std::vector<Accuracy> accuracy;
+  std::vector<BenchResult> results;
+  std::vector<BenchAccuracy> accuracy;
   int64_t parameter_count = 0;  // of the three networks
   double unet2_flops = 0;  // counted once, under the operator profiler
   std::map<std::string, double> load_seconds;
@@ -518,171 +501,28 @@ int Main(int argc, char** argv) {
       }
       lora_timings.emplace_back(d, *t);
     }
-    std::printf(
-        "LoRA rank 64 on the UNet (%zu layers, %.0f MB fp16 file): building the UNet plain, then "
-        "patched\n",
-        lora_timings.front().second.layers, lora_timings.front().second.lora_file_bytes / 1e6);
-    std::printf("  %-6s %10s %10s %12s %12s %12s\n", "dtype", "plain s", "patched s", "RSS plain",
-                "RSS both", "peak RSS");
-    for (const auto& [d, t] : lora_timings) {
-      std::printf("  %-6s %10.2f %10.2f %9.2f GB %9.2f GB %9.2f GB\n", d.c_str(), t.base_seconds,
-                  t.lora_seconds, t.rss_base / 1e9, t.rss_patched / 1e9, t.peak_rss / 1e9);
-    }
   }
-  const kernels::PeakRates peak = device.is_cpu() ? kernels::MeasurePeakRates(threads) : kernels::PeakRates{};
-  if (peak.fp32_gflops > 0) {
-    std::printf("CPU peak, measured on %d threads: fp32 FMA %.0f GFLOP/s, bf16 dot product %s\n", threads,
-                peak.fp32_gflops,
-                peak.bf16_gflops > 0 ? absl::StrFormat("%.0f GFLOP/s", peak.bf16_gflops).c_str() : "not available");
+  BenchReport report;
+  report.model = model_desc;
+  report.size = size;
+  report.threads = threads;
+  report.device = device.str();
+  report.cpu = device.is_cpu();
+  report.dtypes = dtypes;
+  report.cases = cases;
+  for (const std::string& d : dtypes) {
+    const DtypeChoice c = ParseDtype(d);
+    report.bf16_math[d] = c.dtype == torch::kBFloat16 && BF16Math(c);
   }
-  if (unet2_flops > 0) {
-    for (const Result& r : results) {
-      if (r.case_name != "unet2") continue;
-      const double rate = unet2_flops / r.seconds / 1e9;
-      const DtypeChoice c = ParseDtype(r.dtype);
-      const bool bf16_math = c.dtype == torch::kBFloat16 && BF16Math(c);
-      const double ceiling = bf16_math ? peak.bf16_gflops : c.dtype != torch::kFloat16 ? peak.fp32_gflops : 0;
-      std::printf("UNet batch 2 (one CFG step): %.3f TFLOP; %s %.2f s = %.0f GFLOP/s", unet2_flops / 1e12,
-                  r.dtype.c_str(), r.seconds, rate);
-      if (ceiling > 0) {
-        std::printf(" (%.0f%% of the %s peak; floor %.2f s)", 100 * rate / ceiling, bf16_math ? "bf16" : "fp32",
-                    unet2_flops / ceiling / 1e9);
-      }
-      std::printf("\n");
-    }
-  }
-  // What `sd-graph --cfg-batch on` gains in process: one batch-2 call against two batch-1 calls.
-  std::map<std::string, double> cfg_batch_speedup;
-  for (const Result& two : results) {
-    for (const Result& one : results) {
-      if (two.case_name != "unet2" || one.case_name != "unet1" || one.dtype != two.dtype) continue;
-      cfg_batch_speedup[two.dtype] = 2 * one.seconds / two.seconds;
-      std::printf("CFG step as one batch-2 call: %s %.2f s, as two batch-1 calls %.2f s: %.2fx\n",
-                  two.dtype.c_str(), two.seconds, 2 * one.seconds, 2 * one.seconds / two.seconds);
-    }
-  }
-  if (!accuracy.empty()) {
-    std::printf("error against the fp32 reference goldens (sdgold-v1 weights; the fp32 bound is 1e-4 max-abs)\n");
-    std::printf("  %-22s", "stage");
-    for (const auto& d : dtypes) std::printf(" %12s %12s", (d + " max-abs").c_str(), (d + " rel").c_str());
-    std::printf("\n");
-    for (size_t i = 0; i < accuracy.size() && accuracy[i].dtype == accuracy[0].dtype; ++i) {
-      std::printf("  %-22s", accuracy[i].what.c_str());
-      for (const auto& d : dtypes) {
-        for (const Accuracy& a : accuracy) {
-          if (a.dtype == d && a.what == accuracy[i].what) std::printf(" %12.3e %12.3e", a.max_abs, a.rel);
-        }
-      }
-      std::printf("\n");
-    }
-  }
-  if (!txt2img.empty()) {
-    std::printf("sd-graph txt2img, %dx%d, 2 steps, fp16 checkpoint: peak resident memory against the weights\n", size,
-                size);
-    std::printf("  %-6s %10s %14s %14s %8s\n", "dtype", "seconds", "peak RSS", "weights", "ratio");
-    for (const Txt2ImgMemory& m : txt2img) {
-      std::printf("  %-6s %10.1f %11.2f GB %11.2f GB %7.2fx\n", m.dtype.c_str(), m.seconds, m.peak_rss / 1e9,
-                  m.weight_bytes / 1e9, m.peak_rss / m.weight_bytes);
-    }
-  }
-  std::printf("sd-bench: %s, %dx%d, %s, %d threads, BLAS %s\n", model_desc.c_str(), size, size,
-              device.str().c_str(), threads, LoadedBlas().Describe().c_str());
-  const std::string cpu = kernels::CpuModelName(), features = kernels::CpuVectorFeatures();
-  const char* attention_isa = kernels::AttentionIsaName(kernels::ActiveAttentionIsa());
-  if (device.is_cpu()) {
-    std::printf(
-        "CPU: %s [%s]; fused attention: %s; bf16 weights compute %s (native bf16 measured at %.2fx "
-        "fp32 math); VAE decoder convolutions %s (channels-last measured at %.2fx NCHW)\n",
-        cpu.c_str(), features.c_str(), attention_isa,
-        nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "natively" : "in fp32",
-        nn::MeasuredNativeBf16Speedup(), nn::ConvLayoutName(nn::ResolvedVaeConvLayout()),
-        nn::MeasuredChannelsLastSpeedup());
-  }
-  if (device.is_cpu()) {
-    std::printf(
-        "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s), speed against direct per pair of "
-        "channel counts:",
-        nn::WinogradModeInForce() == nn::WinogradMode::kAuto ? "auto" : "forced");
-    for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
-      const int64_t side = nn::WinogradProbeSide(p.in, p.out);
-      std::printf(" %ld->%ld (at %ldx%ld) %.2fx%s", p.in, p.out, side, side, p.speedup,
-                  nn::UsesWinograd(p.in, p.out, size, size) ? "" : " (direct)");
-    }
-    std::printf("\n");
-  }
-  std::printf("%-14s", "case");
-  for (const auto& d : dtypes) std::printf(" %10s %12s", (d + " s").c_str(), (d + " peak").c_str());
-  if (dtypes.size() >= 2) std::printf(" %12s", (dtypes[1] + "/" + dtypes[0]).c_str());
-  std::printf("\n");
-  for (const std::string& c : cases) {
-    std::printf("%-14s", c.c_str());
-    std::vector<double> secs;
-    for (const auto& d : dtypes) {
-      for (const Result& r : results) {
-        if (r.dtype == d && r.case_name == c) {
-          std::printf(" %10.3f %10.2f GB", r.seconds, r.peak_rss / 1e9);
-          secs.push_back(r.seconds);
-        }
-      }
-    }
-    if (secs.size() >= 2) std::printf(" %12.2f", secs[1] / secs[0]);
-    std::printf("\n");
-  }
-  if (auto path = args->Get("json")) {
-    nlohmann::json j;
-    j["model"] = model_desc;
-    j["size"] = size;
-    j["device"] = device.str();
-    j["threads"] = threads;
-    j["blas"] = LoadedBlas().Describe();
-    if (device.is_cpu()) {
-      j["cpu"] = {{"model", cpu},
-                  {"features", features},
-                  {"peak_vector", peak.vector},
-                  {"attention_kernel", attention_isa},
-                  {"bf16_compute",
-                   nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "native" : "f32"},
-                  {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()},
-                  {"vae_conv_layout", nn::ConvLayoutName(nn::ResolvedVaeConvLayout())},
-                  {"channels_last_speedup", nn::MeasuredChannelsLastSpeedup()}};
-      for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
-        j["cpu"]["winograd"].push_back({{"in", p.in},
-                                        {"out", p.out},
-                                        {"speedup", p.speedup},
-                                        {"used", nn::UsesWinograd(p.in, p.out, size, size)}});
-      }
-    }
-    j["load_seconds"] = load_seconds;
-    for (const auto& [d, x] : cfg_batch_speedup) j["cfg_batch_speedup"][d] = x;
-    if (unet2_flops > 0) j["unet2_flops"] = unet2_flops;
-    if (peak.fp32_gflops > 0) j["peak_gflops"] = {{"fp32_fma", peak.fp32_gflops}, {"bf16_dot", peak.bf16_gflops}};
-    for (const Txt2ImgMemory& m : txt2img) {
-      j["txt2img"].push_back({{"dtype", m.dtype},
-                              {"seconds", m.seconds},
-                              {"peak_rss_bytes", m.peak_rss},
-                              {"weight_bytes", m.weight_bytes}});
-    }
-    for (const auto& [d, t] : lora_timings) {
-      j["lora"].push_back({{"dtype", d},
-                           {"rank", t.rank},
-                           {"layers", t.layers},
-                           {"plain_seconds", t.base_seconds},
-                           {"patched_seconds", t.lora_seconds},
-                           {"rss_plain_bytes", t.rss_base},
-                           {"rss_both_bytes", t.rss_patched},
-                           {"peak_rss_bytes", t.peak_rss}});
-    }
-    for (const Accuracy& a : accuracy) {
-      j["accuracy"].push_back({{"dtype", a.dtype}, {"stage", a.what}, {"max_abs", a.max_abs}, {"rel", a.rel}});
-    }
-    for (const Result& r : results) {
-      j["results"].push_back({{"dtype", r.dtype},
-                              {"case", r.case_name},
-                              {"seconds", r.seconds},
-                              {"peak_rss_bytes", r.peak_rss}});
-    }
-    std::ofstream(*path) << j.dump(2) << "\n";
-  }
+  report.load_seconds = load_seconds;
+  report.results = std::move(results);
+  report.accuracy = std::move(accuracy);
+  report.txt2img = std::move(txt2img);
+  report.lora = std::move(lora_timings);
+  report.unet2_flops = unet2_flops;
+  if (device.is_cpu()) report.peak = kernels::MeasurePeakRates(threads);
+  PrintBenchReport(report);
+  if (auto path = args->Get("json")) WriteBenchJson(report, *path);
   return 0;
 }
 
