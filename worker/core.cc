@@ -140,6 +140,7 @@ absl::StatusOr<v1::LoadModelResponse> Core::LoadOrThrow(const std::string& name)
   r.set_config(entry->config.Describe());
   r.set_unet_in_channels(static_cast<int32_t>(entry->config.unet.in_channels));
   r.set_native_size(NativeSize(entry->checkpoint->metadata()).value_or(0));
+  r.set_text_width(static_cast<int32_t>(entry->config.clip.width));
   r.set_device(DeviceName(base_.device));
   r.set_dtype(options_.dtype);
   UpdateModelGauges();

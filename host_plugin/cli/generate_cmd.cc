@@ -46,6 +46,7 @@ struct ModelInfo {
   std::string sha256;
   int unet_in_channels = 4;
   int native_size = 0;
+  int text_width = 0;
 };
 class WorkerPool : public NodeDispatcher {
  public:
@@ -322,9 +323,11 @@ absl::Status RecordModelFiles(const Invocation& inv, const PreparedModel& m, Mod
     setup->model_hash = m.remote->checkpoint_sha256;
     setup->vae_hash = m.remote->vae_sha256;
     lora_hashes = m.remote->lora_sha256;
+    setup->text_width = m.remote->text_width;
   } else {
     SD_ASSIGN_OR_RETURN(auto entry, models.Open(m.name));
     setup->model_hash = entry->hash;
+    setup->text_width = entry->config.clip.width;
     if (!m.vae.empty()) setup->vae_hash = *models.FileHash(m.vae);  // opened with the reference
     for (const LoraRef& l : m.ref.loras) lora_hashes.push_back(*models.FileHash(l.name));
     for (const std::string& c : m.ref.controls) control_hashes.push_back(*models.FileHash(c));

@@ -124,8 +124,9 @@ std::string EmbeddedWorkflow(const ImageJobs& r, const std::map<std::string, Val
   return json.ok() ? *json : "";
 }
 
-// The textual-inversion embeddings the job's prompts use, as `TI hashes` lists them. In-process, an
-// embedding made for another text encoder is refused here, naming its file, before anything runs.
+// The textual-inversion embeddings the job's prompts use, as `TI hashes` lists them. An embedding
+// made for another text encoder is refused here, naming its file, before anything runs (on workers
+// too: they report their text encoder's width).
 absl::StatusOr<std::string> EmbeddingsUsed(const ImageJobs& r,
                                            const std::map<std::string, Value>& inputs) {
   if (r.ctx->embeddings_dir.empty()) return std::string();
@@ -147,15 +148,12 @@ absl::StatusOr<std::string> EmbeddingsUsed(const ImageJobs& r,
         used.push_back(e);
     }
   }
-  if (!r.remote && !used.empty()) {
-    SD_ASSIGN_OR_RETURN(auto entry, r.ctx->models->Open(r.ctx->checkpoint));
-    for (const auto& e : used) {
-      if (e->vectors.size(1) != entry->config.clip.width) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("embedding ", e->path, " has vectors of width ", e->vectors.size(1), "; ",
-                         r.ctx->checkpoint, "'s text encoder takes ", entry->config.clip.width,
-                         " (an embedding made for another model, e.g. SD 2.x?)"));
-      }
+  for (const auto& e : used) {
+    if (r.text_width > 0 && e->vectors.size(1) != r.text_width) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("embedding ", e->path, " has vectors of width ", e->vectors.size(1), "; ",
+                       r.ctx->checkpoint, "'s text encoder takes ", r.text_width,
+                       " (an embedding made for another model, e.g. SD 2.x?)"));
     }
   }
   return EmbeddingHashes(used);

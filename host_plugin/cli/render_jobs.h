@@ -35,6 +35,7 @@ struct ImageJobs {
   std::string vae, vae_hash;  // --vae, when given
   std::string lora_hashes;    // "name: hash10, ..." of the LoRAs applied
   std::string controlnets;    // `ControlNet 0: "..."` entries (ControlNetParameters)
+  int64_t text_width = 0;     // of the model's text encoder: embeddings must match (0: unknown)
   // The model's files as a ComfyUI workflow names them: a graph ComfyUI can run is written into
   // each PNG as its `prompt` chunk (with the job's values), so ComfyUI opens the image as its
   // workflow.

@@ -148,7 +148,8 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
                 first->native_size(),
                 first->checkpoint_sha256().empty() ? first->sha256() : first->checkpoint_sha256(),
                 first->vae_sha256(),
-                {first->lora_sha256().begin(), first->lora_sha256().end()}};
+                {first->lora_sha256().begin(), first->lora_sha256().end()},
+                first->text_width()};
   p.prepared = true;
   for (size_t i = 0; i < n; ++i) {
     Worker& w = *members[i];

@@ -71,6 +71,7 @@ struct ModelInfo {
       0;  // pixels, when the model declares the size it was trained at; 0: not declared
   std::string checkpoint_sha256, vae_sha256;  // the parts' files (sha256 covers all)
   std::vector<std::string> lora_sha256;       // in the order the model reference lists them
+  int text_width = 0;  // of the text encoder's vectors (0: a worker that does not say)
 };
 
 class WorkerPool : public NodeDispatcher {

@@ -102,6 +102,17 @@ TEST_F(DistributedTest, LongWeightedPromptsWithEmbeddingsEqualInProcess) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
   }
+  // An embedding of another width is refused before anything runs, naming its file, as in-process
+  // (the workers report their text encoder's width).
+  std::vector<float> wide(static_cast<size_t>(width + 8), 0.5f);
+  ASSERT_TRUE(WriteSafetensors(
+                  emb + "/widestyle.safetensors",
+                  {{"emb_params", DType::kF32, {1, width + 8}, wide.data(), wide.size() * 4, {}}})
+                  .ok());
+  auto r = RunCommand(Gen("txt2img", "--embeddings " + Quote(emb) + " --prompt 'a widestyle fox'",
+                          dir_->File("wide.png"), Pool()));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("widestyle.safetensors has vectors of width"), std::string::npos) << r.err;
 }
 
 // --vae NAME: a standalone VAE in the workers' repositories; the pool agrees on the pair's hash and
