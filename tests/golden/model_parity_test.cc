@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "nodes/models/clip_text.h"
@@ -14,9 +16,12 @@
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 #include "nodes/models/winograd_conv.h"
+#include "nodes/ops/model_cache.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/test_weights.h"
+#include "nodes/weights/torch_tensors.h"
 #include "tests/golden/golden_util.h"
+#include "tests/lora_reference.h"
 
 namespace sd {
 namespace {
@@ -199,6 +204,43 @@ TEST_F(ModelParityTest, LoadReportsMissingKeysAndShapeMismatches) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("float16 compute is not supported on CPU"));
   s = LoadWeights(*clip, **st_, "no.such.prefix.", torch::kFloat32);
   EXPECT_THAT(std::string(s.message()), HasSubstr("missing: no.such.prefix.embeddings.token_embedding.weight"));
+}
+
+// LoRA files in every key family on the full-size model (a sample of its layers: every 25th and the
+// first of each kind, see lora_reference.py), merged as the reference merges them in float64.
+TEST_F(ModelParityTest, LoraMergesOnTheFullSizeModelAsTheReference) {
+  const std::string st = dir_->File("sd15.safetensors"), lora = dir_->File("lora");
+  std::filesystem::create_directories(lora);
+  testing::WriteFile(lora + "/cfg.json", testing::LoraConfigJson(*config_).dump());
+  testing::RunLoraReference("make " + st + " " + lora + "/cfg.json " + lora + " 0.7 0.4 25");
+  for (const char* family : {"kohya", "peft", "ldm"}) {
+    SCOPED_TRACE(family);
+    ModelCache models;
+    const std::string ref = st + "|lora=" + lora + "/" + family + ".safetensors:0.7:0.4";
+    auto unet = models.GetUnet(ref, torch::kFloat32, torch::kCPU);
+    auto clip = models.GetClip(ref, torch::kFloat32, torch::kCPU);
+    ASSERT_TRUE(unet.ok()) << unet.status();
+    ASSERT_TRUE(clip.ok()) << clip.status();
+    std::map<std::string, torch::Tensor> params;
+    for (const auto& p : (*unet)->named_parameters()) params[kUNetPrefix + p.key()] = p.value();
+    for (const auto& p : (*clip)->named_parameters()) params[kClipPrefix + p.key()] = p.value();
+    auto merged = Checkpoint::Open(lora + "/merged_" + family + ".safetensors");
+    ASSERT_TRUE(merged.ok()) << merged.status();
+    int unet_layers = 0, text_layers = 0;
+    for (const TensorView& t : (*merged)->tensors()) {
+      auto want = LoadTensor(**merged, t.name, torch::kFloat32);
+      ASSERT_TRUE(want.ok()) << want.status();
+      ASSERT_TRUE(params.count(t.name)) << t.name;
+      const double diff = (params.at(t.name) - *want).abs().max().item<double>();
+      EXPECT_LT(diff, 1e-5) << t.name;
+      (t.name.rfind(kUNetPrefix, 0) == 0 ? unet_layers : text_layers) += 1;
+    }
+    std::printf("[ lora ] %s: %d UNet and %d text-encoder layers as the reference merges them\n",
+                family, unet_layers, text_layers);
+    // PEFT files name linear layers only (no convolutions).
+    EXPECT_GE(unet_layers, std::string(family) == "peft" ? 5 : 10);
+    EXPECT_GE(text_layers, 2);
+  }
 }
 
 }  // namespace

@@ -7,9 +7,12 @@ in the key families found in the wild, and the merged weights computed here in f
       IN: {"num_res_blocks": n, "attention": [1, 1, 0, ...], "keys": ["model.diffusion_model....weight", ...]}
       OUT: {"input_blocks.1.1.proj_in": "down_blocks.0.attentions.0.proj_in", ...} for every UNet
            weight key (null where no diffusers module corresponds).
-  lora_reference.py make CKPT.safetensors IN.json OUTDIR UNET TEXT
+  lora_reference.py make CKPT.safetensors IN.json OUTDIR UNET TEXT [EVERY]
       IN as above (the checkpoint's config). Writes OUTDIR/{kohya,peft,ldm}.safetensors and, for each,
       OUTDIR/merged_{family}.safetensors: the checkpoint with that LoRA merged at strengths UNET, TEXT.
+      With EVERY > 1 (for full-size checkpoints), the LoRAs patch every EVERY-th layer and the first
+      of each kind (3x3 LoCon, 3x3 Tucker, 1x1 convolution, UNet linear, text-encoder linear), and
+      the merged files hold the patched tensors only.
 """
 import json
 import sys
@@ -79,7 +82,23 @@ def to_diffusers(cfg):
     return out
 
 
-def make(ckpt, cfg, outdir, s_unet, s_text):
+def layer_kind(part, shape, i):
+    conv3 = len(shape) == 4 and shape[2] == 3
+    return (part, len(shape), conv3, conv3 and i % 5 == 0)
+
+
+def sample(layers, every):
+    """Every `every`-th layer and the first of each kind (the kinds `make` treats differently)."""
+    seen, out = set(), []
+    for i, layer in enumerate(layers):
+        kind = layer_kind(layer[0], layer[3], i)
+        if i % every == 0 or kind not in seen:
+            seen.add(kind)
+            out.append((i, layer))
+    return out
+
+
+def make(ckpt, cfg, outdir, s_unet, s_text, every=1):
     w = load(ckpt)
     names = to_diffusers(cfg)
     g = torch.Generator().manual_seed(5)
@@ -98,7 +117,7 @@ def make(ckpt, cfg, outdir, s_unet, s_text):
             layers.append(("text", module[len(TEXT) :], key, t.shape))
     files = {"kohya": {}, "peft": {}, "ldm": {}}
     deltas = {f: {} for f in files}
-    for i, (part, path, key, shape) in enumerate(layers):
+    for i, (part, path, key, shape) in sample(layers, every) if every > 1 else enumerate(layers):
         out_ch, in_ch = shape[0], shape[1]
         conv3 = len(shape) == 4 and shape[2] == 3
         if path == "input_blocks.0.0":
@@ -149,7 +168,7 @@ def make(ckpt, cfg, outdir, s_unet, s_text):
     files["kohya"]["lora_unet_not_a_layer.lora_up.weight"] = torch.zeros(8, rank)
     for fam, f in files.items():
         save(f"{outdir}/{fam}.safetensors", f)
-        merged = dict(w)
+        merged = dict(w) if every == 1 else {}
         for key, d in deltas[fam].items():
             merged[key] = (w[key].double() + d).float()
         save(f"{outdir}/merged_{fam}.safetensors", merged)
@@ -159,7 +178,8 @@ def main(argv):
     if argv[1] == "names":
         json.dump(to_diffusers(json.load(open(argv[2]))), open(argv[3], "w"))
     elif argv[1] == "make":
-        make(argv[2], json.load(open(argv[3])), argv[4], float(argv[5]), float(argv[6]))
+        every = int(argv[7]) if len(argv) > 7 else 1
+        make(argv[2], json.load(open(argv[3])), argv[4], float(argv[5]), float(argv[6]), every)
     else:
         sys.exit("unknown command " + argv[1])
 

@@ -14,6 +14,7 @@
 #include "nodes/weights/lora_keys.h"
 #include "nodes/weights/test_weights.h"
 #include "nodes/weights/torch_tensors.h"
+#include "tests/lora_reference.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -21,22 +22,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-nlohmann::json ConfigJson(const SdConfig& c) {
-  nlohmann::json j;
-  j["num_res_blocks"] = c.unet.num_res_blocks;
-  std::vector<int> attention;
-  for (bool a : c.unet.attention) attention.push_back(a ? 1 : 0);
-  j["attention"] = attention;
-  std::vector<std::string> keys;
-  for (const KeySpec& k : ExpectedKeys(c)) keys.push_back(k.name);
-  j["keys"] = keys;
-  return j;
-}
-
-void Python(const std::string& args) {
-  ASSERT_EQ(std::system((testing::PythonScript("lora_reference.py") + " " + args).c_str()), 0)
-      << args;
-}
+using testing::LoraConfigJson;
+using testing::RunLoraReference;
 
 // Every UNet and text-encoder weight of rank 2 or 4 has its name in each family, the diffusers path
 // the reference builds, and no name stands for two layers: for SD v1.5, the tiny test model, the
@@ -49,8 +36,8 @@ TEST(LoraKeyTableTest, EveryLayerInEveryFamilyAsTheReferenceNamesIt) {
        {std::pair{"sd15", SdConfig::Sd15()}, std::pair{"tiny", SdConfig::Tiny()},
         std::pair{"demo", SdConfig::DemoShapes()}, std::pair{"inpaint", inpaint}}) {
     SCOPED_TRACE(label);
-    testing::WriteFile(dir.File("cfg.json"), ConfigJson(config).dump());
-    Python("names " + dir.File("cfg.json") + " " + dir.File("names.json"));
+    testing::WriteFile(dir.File("cfg.json"), LoraConfigJson(config).dump());
+    RunLoraReference("names " + dir.File("cfg.json") + " " + dir.File("names.json"));
     const nlohmann::json want = nlohmann::json::parse(testing::ReadFile(dir.File("names.json")));
     const LoraKeyTable table = LoraKeyTable::ForModel(ExpectedKeys(config), config.unet);
     EXPECT_THAT(table.collisions(), ::testing::IsEmpty());
@@ -101,8 +88,9 @@ class LoraMergeTest : public ::testing::Test {
       const std::string sub = dir_->File("c" + std::to_string(in_channels));
       std::filesystem::create_directories(sub);
       ASSERT_TRUE(WriteTestCheckpoint(sub + "/tiny.safetensors", o).ok());
-      testing::WriteFile(sub + "/cfg.json", ConfigJson(o.config).dump());
-      Python("make " + sub + "/tiny.safetensors " + sub + "/cfg.json " + sub + " 0.7 0.4");
+      testing::WriteFile(sub + "/cfg.json", LoraConfigJson(o.config).dump());
+      RunLoraReference("make " + sub + "/tiny.safetensors " + sub + "/cfg.json " + sub +
+                       " 0.7 0.4");
     }
   }
   static void TearDownTestSuite() { delete dir_; }
