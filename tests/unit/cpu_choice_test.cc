@@ -6,14 +6,17 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -114,6 +117,35 @@ TEST_F(CpuMeasurementsTest, HoldsTheFileLockedWhileMeasuringAndNests) {
   const int fd = ::open(file_.c_str(), O_RDWR | O_CLOEXEC);
   EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
   ::close(fd);
+}
+
+// Two processes asking for one measurement at the same time: one measures, the other waits for
+// the lock and reads its value.
+TEST_F(CpuMeasurementsTest, ProcessesStartedTogetherMeasureOnce) {
+  const std::string name = Name("race"), counter = dir_.path() + "/measured";
+  std::vector<pid_t> children;
+  for (int i = 0; i < 2; ++i) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // the child: no gtest assertions, only its exit status
+      const double v = nn::MeasuredOnThisMachine(name, [&] {
+        std::ofstream(counter, std::ios::app) << "m";
+        ::usleep(300 * 1000);  // long enough for the other to be waiting
+        return 2.5;
+      });
+      std::_Exit(v == 2.5 ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  std::ifstream in(counter);
+  std::string measured((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(measured, "m");
+  EXPECT_EQ(Contents(), nn::MeasuredMachine() + "\t" + name + "\t2.5\n");
 }
 
 TEST_F(CpuMeasurementsTest, WithoutAFileEveryProcessMeasures) {
