@@ -13,6 +13,7 @@ inline constexpr int kExitUsage = 2;
 
 int TokenizeCommand(const std::vector<std::string>& args);
 int KindsCommand(const std::vector<std::string>& args);
+int CpuCommand(const std::vector<std::string>& args);
 int InspectCommand(const std::vector<std::string>& args);
 int ConvertCommand(const std::vector<std::string>& args);
 int MakeTestCheckpointCommand(const std::vector<std::string>& args);

@@ -25,6 +25,7 @@ int Dispatch(const std::string& command, const std::vector<std::string>& args) {
 #endif
   if (command == "tokenize") return sd::cli::TokenizeCommand(args);
   if (command == "kinds") return sd::cli::KindsCommand(args);
+  if (command == "cpu") return sd::cli::CpuCommand(args);
   if (command == "inspect") return sd::cli::InspectCommand(args);
   if (command == "convert") return sd::cli::ConvertCommand(args);
   if (command == "make-test-checkpoint") return sd::cli::MakeTestCheckpointCommand(args);
@@ -37,10 +38,11 @@ int Dispatch(const std::string& command, const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   // The commands that compute may re-execute this program with faster OpenBLAS kernels (not for
-  // --help).
+  // --help); `cpu` too, so that it reports and measures with the kernels they use.
   const bool computes =
-      argc > 2 && (!std::strcmp(argv[1], "run") || !std::strcmp(argv[1], "txt2img") ||
-                   !std::strcmp(argv[1], "img2img") || !std::strcmp(argv[1], "inpaint"));
+      (argc > 2 && (!std::strcmp(argv[1], "run") || !std::strcmp(argv[1], "txt2img") ||
+                    !std::strcmp(argv[1], "img2img") || !std::strcmp(argv[1], "inpaint"))) ||
+      (argc > 1 && !std::strcmp(argv[1], "cpu"));
   bool help = false;
   for (int i = 2; i < argc; ++i) help = help || !std::strcmp(argv[i], "--help");
   if (computes && !help) sd::EnsureFastBlasKernels(argv);

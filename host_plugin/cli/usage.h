@@ -31,6 +31,8 @@ inline constexpr char kSdGraphUsage[] =
     "array\n"
     "  kinds [KIND...] [--textproto]           the node kinds graph files can use, with their "
     "ports\n"
+    "  cpu [--measure] [--forget] [--json]     this CPU, its kernels and what its measurements "
+    "chose\n"
     "  inspect MODEL [--json]                  format, dtype, detected config, hash and key check "
     "of a\n"
     "                                          .safetensors or .ckpt checkpoint\n"

@@ -67,15 +67,22 @@ class LockedFile {
   LockedFile& operator=(const LockedFile&) = delete;
   bool ok() const { return fd_ >= 0; }
 
+  // The file's text; false when it cannot be read. A file over kMaxFileBytes is emptied.
+  bool ReadAll(std::string* text) {
+    const off_t size = ::lseek(fd_, 0, SEEK_END);
+    if (size < 0) return false;
+    if (size > kMaxFileBytes) {
+      text->clear();
+      return ::ftruncate(fd_, 0) == 0;
+    }
+    text->assign(static_cast<size_t>(size), '\0');
+    return ::pread(fd_, text->data(), text->size(), 0) == static_cast<ssize_t>(text->size());
+  }
+
   // The value of `name` measured on `machine`, or a negative number when the file has none.
   double Find(const std::string& machine, const std::string& name) {
-    const off_t size = ::lseek(fd_, 0, SEEK_END);
-    if (size < 0 || size > kMaxFileBytes) {
-      if (size > kMaxFileBytes && ::ftruncate(fd_, 0) != 0) Close();
-      return -1;
-    }
-    std::string text(static_cast<size_t>(size), '\0');
-    if (::pread(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) return -1;
+    std::string text;
+    if (!ReadAll(&text)) return -1;
     for (absl::string_view line : absl::StrSplit(text, '\n')) {
       const std::vector<absl::string_view> fields = absl::StrSplit(line, '\t');
       double value = 0;
@@ -85,6 +92,27 @@ class LockedFile {
       }
     }
     return -1;
+  }
+
+  // Rewrites the file without `machine`'s lines; how many went, or -1 when it could not.
+  int Drop(const std::string& machine) {
+    std::string text;
+    if (!ReadAll(&text)) return -1;
+    std::string kept;
+    int dropped = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      const std::vector<absl::string_view> fields = absl::StrSplit(line, '\t');
+      if (fields.size() == 3 && fields[0] == machine) {
+        ++dropped;
+      } else {
+        absl::StrAppend(&kept, line, "\n");
+      }
+    }
+    if (::ftruncate(fd_, 0) != 0 ||
+        ::pwrite(fd_, kept.data(), kept.size(), 0) != static_cast<ssize_t>(kept.size())) {
+      return -1;
+    }
+    return dropped;
   }
 
   void Append(const std::string& machine, const std::string& name, double value) {
@@ -158,6 +186,35 @@ std::string MeasuredMachine() {
   const std::string blas = OpenBlasCore();
   return OneField(absl::StrCat(kernels::CpuModelName(), " | ", kernels::CpuVectorFeatures(), " | ",
                                at::get_num_threads(), " threads | ", blas.empty() ? "BLAS" : blas));
+}
+
+std::optional<double> RecordedOnThisMachine(const std::string& name) {
+  Measurements& state = State();
+  std::lock_guard<std::recursive_mutex> lock(state.mu);
+  if (auto it = state.known.find(name); it != state.known.end()) return it->second;
+  const std::string path = CpuMeasurementsFile();
+  if (path.empty() || !std::filesystem::exists(path)) return std::nullopt;
+  std::optional<LockedFile> own;
+  if (!state.file) own.emplace(path);
+  LockedFile* file = state.file ? state.file : (own->ok() ? &*own : nullptr);
+  const double value = file ? file->Find(MeasuredMachine(), OneField(name)) : -1;
+  if (value < 0) return std::nullopt;
+  return value;
+}
+
+absl::StatusOr<int> ForgetThisMachine() {
+  Measurements& state = State();
+  std::lock_guard<std::recursive_mutex> lock(state.mu);
+  state.known.clear();
+  const std::string path = CpuMeasurementsFile();
+  if (path.empty() || !std::filesystem::exists(path)) return 0;
+  LockedFile file(path);
+  const int dropped = file.ok() ? file.Drop(MeasuredMachine()) : -1;
+  if (dropped < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot rewrite the CPU measurement file ", path, ": ", std::strerror(errno)));
+  }
+  return dropped;
 }
 
 double MeasuredOnThisMachine(const std::string& name, const std::function<double()>& measure) {

@@ -17,8 +17,11 @@
 
 #include <functional>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <utility>
+
+#include "absl/status/statusor.h"
 
 namespace sd::nn {
 
@@ -37,6 +40,14 @@ double TimedSpeedup(const std::function<void()>& a, const std::function<void()>&
 // another name). A file that cannot be read or written costs only the sharing: the value is then
 // measured in this process (a warning says why, once).
 double MeasuredOnThisMachine(const std::string& name, const std::function<double()>& measure);
+
+// What this machine's measurement `name` is, from this process or the file; nothing measured
+// (std::nullopt when it has not been measured yet).
+std::optional<double> RecordedOnThisMachine(const std::string& name);
+
+// Removes this machine's lines from the measurement file and what this process knows, so that
+// the next use measures again. Returns how many lines went; an error names the file.
+absl::StatusOr<int> ForgetThisMachine();
 
 // The measurement file: $SDGRAPH_CPU_MEASUREMENTS (a path; "off": none, every process measures),
 // else $XDG_CACHE_HOME/sdgraph/cpu-measurements, else $HOME/.cache/sdgraph/cpu-measurements.

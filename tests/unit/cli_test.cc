@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "nodes/weights/safetensors.h"
 #include "tests/test_util.h"
@@ -292,6 +293,53 @@ TEST_F(CliTest, EveryCommandHasHelp) {
   auto r = RunCommand(Bin() + " --help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("make-test-checkpoint"));
+}
+
+// sd-graph cpu: reports without timing anything, --measure fills the measurement file with this
+// machine's lines, --forget drops them (and only them).
+TEST_F(CliTest, CpuReportsMeasuresAndForgetsThisMachine) {
+  const std::string file = dir_->File("cpu-measurements");
+  const std::string env = "SDGRAPH_CPU_MEASUREMENTS=" + Quote(file) + " ";
+  auto json = [&](const std::string& flags) {
+    auto r = RunCommand(env + Bin() + " cpu --threads 1 --json " + flags);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  };
+  nlohmann::json j = json("");
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_EQ(j["measurements_file"], file);
+  EXPECT_TRUE(j["native_bf16_speedup"].is_null());
+  ASSERT_EQ(j["winograd"].size(), 7u);  // the SD VAE's pairs of 128+ channels
+  EXPECT_FALSE(std::filesystem::exists(file)) << "nothing is timed without --measure";
+
+  testing::WriteFile(file, "another CPU | avx2 | 1 threads | BLAS\tbf16 native speedup\t3\n");
+  j = json("--measure");
+  EXPECT_GT(j["native_bf16_speedup"].get<double>(), 0);
+  EXPECT_GT(j["channels_last_speedup"].get<double>(), 0);
+  for (const auto& w : j["winograd"]) {
+    EXPECT_GT(w["speedup"].get<double>(), 0) << w.dump();
+    EXPECT_EQ(w["used"].get<bool>(), w["speedup"].get<double>() >= 1.2);
+  }
+  const std::string machine = j["machine"];
+  auto lines_of = [&](const std::string& who) {
+    std::istringstream in(testing::ReadFile(file));
+    int n = 0;
+    for (std::string line; std::getline(in, line);) n += line.rfind(who + "\t", 0) == 0 ? 1 : 0;
+    return n;
+  };
+  EXPECT_EQ(lines_of(machine), 9);  // bf16, layout, 7 pairs
+  // Read back by the next process, not timed again.
+  auto r = RunCommand(env + Bin() + " cpu --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("512 -> 512"));
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("timing this CPU")));
+
+  j = json("--forget");
+  EXPECT_TRUE(j["native_bf16_speedup"].is_null());
+  EXPECT_EQ(lines_of(machine), 0);
+  EXPECT_EQ(lines_of("another CPU | avx2 | 1 threads | BLAS"), 1);
+  EXPECT_EQ(RunCommand(env + Bin() + " cpu --threads x").exit_code, 2);
 }
 
 }  // namespace
