@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/common.h"
@@ -73,10 +72,6 @@ std::vector<std::pair<int64_t, int64_t>> VaeWinogradPairs() {
   return pairs;
 }
 
-std::string WinogradName(int64_t in, int64_t out) {
-  return absl::StrCat("winograd f4x4 speedup ", in, "x", out);
-}
-
 nlohmann::json Recorded(const std::string& name) {
   const std::optional<double> v = nn::RecordedOnThisMachine(name);
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
@@ -118,10 +113,10 @@ int CpuCommand(const std::vector<std::string>& argv) {
   j["attention_kernel"] = kernels::AttentionIsaName(kernels::ActiveAttentionIsa());
   j["measurements_file"] = nn::CpuMeasurementsFile();
   j["machine"] = nn::MeasuredMachine();
-  j["native_bf16_speedup"] = Recorded("bf16 native speedup");
-  j["channels_last_speedup"] = Recorded("vae channels-last speedup");
+  j["native_bf16_speedup"] = Recorded(nn::kNativeBf16Measurement);
+  j["channels_last_speedup"] = Recorded(nn::kChannelsLastMeasurement);
   for (const auto& [in, out] : pairs) {
-    const nlohmann::json s = Recorded(WinogradName(in, out));
+    const nlohmann::json s = Recorded(nn::WinogradMeasurement(in, out));
     j["winograd"].push_back({{"in", in},
                              {"out", out},
                              {"speedup", s},

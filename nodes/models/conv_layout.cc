@@ -47,7 +47,7 @@ std::function<void()> ConvProbe(bool channels_last) {
 }  // namespace
 
 double MeasuredChannelsLastSpeedup() {
-  return MeasuredOnThisMachine("vae channels-last speedup", [] {
+  return MeasuredOnThisMachine(kChannelsLastMeasurement, [] {
     c10::InferenceMode guard;
     return TimedSpeedup(ConvProbe(false), ConvProbe(true));
   });

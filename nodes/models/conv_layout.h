@@ -20,6 +20,8 @@ ConvLayout ResolvedVaeConvLayout();
 // How many times faster channels-last ran than NCHW in kAuto's measurement (< 1: slower).
 // Measured once per machine (cpu_choice.h).
 double MeasuredChannelsLastSpeedup();
+// Its name in the measurement file.
+inline constexpr char kChannelsLastMeasurement[] = "vae channels-last speedup";
 
 const char* ConvLayoutName(ConvLayout layout);  // "nchw", "nhwc", "auto"
 

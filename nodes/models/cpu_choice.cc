@@ -142,6 +142,16 @@ Measurements& State() {
   return *state;
 }
 
+// The file a call uses: the one an enclosing call holds, else `path` opened and locked into `own`
+// (nullptr when there is none or it cannot be locked).
+LockedFile* FileInUse(Measurements& state, const std::string& path,
+                      std::optional<LockedFile>* own) {
+  if (state.file) return state.file;
+  if (path.empty()) return nullptr;
+  own->emplace(path);
+  return (*own)->ok() ? &**own : nullptr;
+}
+
 }  // namespace
 
 int ChoiceInForce(int set, const char* env,
@@ -195,8 +205,7 @@ std::optional<double> RecordedOnThisMachine(const std::string& name) {
   const std::string path = CpuMeasurementsFile();
   if (path.empty() || !std::filesystem::exists(path)) return std::nullopt;
   std::optional<LockedFile> own;
-  if (!state.file) own.emplace(path);
-  LockedFile* file = state.file ? state.file : (own->ok() ? &*own : nullptr);
+  LockedFile* file = FileInUse(state, path, &own);
   const double value = file ? file->Find(MeasuredMachine(), OneField(name)) : -1;
   if (value < 0) return std::nullopt;
   return value;
@@ -223,8 +232,7 @@ double MeasuredOnThisMachine(const std::string& name, const std::function<double
   if (auto it = state.known.find(name); it != state.known.end()) return it->second;
   const std::string key = OneField(name), machine = MeasuredMachine(), path = CpuMeasurementsFile();
   std::optional<LockedFile> own;  // the outermost call opens and locks the file
-  if (!state.file && !path.empty()) own.emplace(path);
-  LockedFile* file = state.file ? state.file : (own && own->ok() ? &*own : nullptr);
+  LockedFile* file = FileInUse(state, path, &own);
   double value = file ? file->Find(machine, key) : -1;
   if (value < 0) {
     if (own && file) {

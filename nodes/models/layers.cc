@@ -62,7 +62,7 @@ std::function<void()> Bf16Probe(bool native) {
 }  // namespace
 
 double MeasuredNativeBf16Speedup() {
-  return MeasuredOnThisMachine("bf16 native speedup", [] {
+  return MeasuredOnThisMachine(kNativeBf16Measurement, [] {
     c10::InferenceMode guard;
     return TimedSpeedup(Bf16Probe(false), Bf16Probe(true));
   });

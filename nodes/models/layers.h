@@ -31,6 +31,8 @@ inline constexpr double kNativeBf16MinSpeedup = 1.2;
 // How many times faster native bf16 arithmetic ran than kF32 mode's in kAuto's measurement (< 1:
 // slower). Measured once per machine (cpu_choice.h).
 double MeasuredNativeBf16Speedup();
+// Its name in the measurement file.
+inline constexpr char kNativeBf16Measurement[] = "bf16 native speedup";
 
 // The dtype a network's activations take when its weights are `weight_dtype` on `device`: the weights'
 // own, except bf16 on a CPU in CpuBf16Compute::kF32, which computes in fp32.

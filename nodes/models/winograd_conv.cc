@@ -66,11 +66,15 @@ WinogradMode WinogradModeInForce() {
 
 double MeasuredWinogradSpeedup(int64_t in, int64_t out) {
   // Not under g_probes_mu: a measurement may wait for another process's, or nest in one.
-  const double speedup = MeasuredOnThisMachine(absl::StrCat("winograd f4x4 speedup ", in, "x", out),
-                                               [&] { return ProbeSpeedup(in, out); });
+  const double speedup =
+      MeasuredOnThisMachine(WinogradMeasurement(in, out), [&] { return ProbeSpeedup(in, out); });
   std::lock_guard<std::mutex> lock(g_probes_mu);
   g_probes[{in, out}] = speedup;
   return speedup;
+}
+
+std::string WinogradMeasurement(int64_t in, int64_t out) {
+  return absl::StrCat("winograd f4x4 speedup ", in, "x", out);
 }
 
 std::vector<WinogradProbe> WinogradProbes() {

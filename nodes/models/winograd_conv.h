@@ -21,6 +21,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace sd::nn {
@@ -40,6 +41,8 @@ bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w);
 // How many times faster Winograd ran than the direct convolution for that pair (measured once per
 // machine, on an image of WinogradProbeSide(in, out) pixels square: cpu_choice.h).
 double MeasuredWinogradSpeedup(int64_t in, int64_t out);
+// Its name in the measurement file.
+std::string WinogradMeasurement(int64_t in, int64_t out);
 int64_t WinogradProbeSide(int64_t in, int64_t out);
 
 // The pairs of channel counts this process has asked about, with their speedups.
