@@ -72,7 +72,10 @@ Core::Core(const WorkerOptions& o, std::set<std::string> served, Metrics& metric
       metrics_(metrics),
       served_(std::move(served)),
       repo_(o.models_dir),
-      base_(std::move(base)) {}
+      base_(std::move(base)) {
+  // A model reference on a graph node's `model` input names files in this repository.
+  base_.model_file = [this](const std::string& ref) { return ResolveRef(ref); };
+}
 
 absl::StatusOr<const NodeKind*> Core::ServedKind(const std::string& name) const {
   return FindServedKind(name, served_);

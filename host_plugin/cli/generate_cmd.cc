@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -175,6 +176,7 @@ int ConnectWorkers(const std::string& name, const Args& args, const std::string&
 // The model the run uses (with its VAE, LoRAs and ControlNets), local or on workers.
 struct PreparedModel {
   ModelRef ref;
+  ModelFlags flags;  // what it was made from (graphs' ApplyLora nodes find their LoRAs alike)
   std::string name;  // ref.Format(): what nodes and workers are given
   std::string vae;
   std::unique_ptr<WorkerPool> pool;
@@ -200,6 +202,7 @@ int PrepareModel(const Invocation& inv, PreparedModel* m) {
   auto ref = ModelFromFlags(flags);
   if (!ref.ok()) return FailWithCode(inv.name, ref.status());
   m->ref = *std::move(ref);
+  m->flags = flags;
   m->vae = flags.vae;
   m->name = m->ref.Format();
   return ConnectWorkers(inv.name, args, m->name, &m->pool, &m->loop_pool, &m->remote);
@@ -300,6 +303,9 @@ int SetUpRun(const Invocation& inv, const PreparedModel& m, int64_t batch, Image
     }
   }
   ctx->checkpoint = m.name;
+  ctx->part_file = [flags = m.flags](const std::string& part, const std::string& name) {
+    return PartPath(flags, part, name);
+  };
   ctx->tokenizer_dir = args.GetOr("tokenizer", "");
   ctx->embeddings_dir = args.GetOr("embeddings", inv.comfy ? inv.comfy->embeddings_dir : "");
   auto dtype = ParseFloatDType(args.GetOr("dtype", "f32"));
@@ -312,6 +318,39 @@ int SetUpRun(const Invocation& inv, const PreparedModel& m, int64_t batch, Image
   ConfigureThreads(threads);
   WarnIfSlowBlas("sd-graph");
   return kExitOk;
+}
+
+// A graph's ApplyLora and ApplyVae nodes: what they add to its nodes' models is recorded (and the
+// LoRAs checked) as --lora's and --vae's are. The workers' word, or this process's cache.
+std::function<absl::StatusOr<ImageJobs::ModelParts>(const std::string&)> ModelPartsOf(
+    const Invocation& inv, const PreparedModel& m, ModelCache& models) {
+  return [&m, &models, strict = inv.args.Has("strict-lora"), who = "sd-graph " + inv.name](
+             const std::string& model) -> absl::StatusOr<ImageJobs::ModelParts> {
+    SD_ASSIGN_OR_RETURN(const ModelRef ref, ModelRef::Parse(model));
+    ImageJobs::ModelParts parts;
+    parts.vae = ref.vae;
+    std::vector<std::string> sha256s;
+    if (m.remote) {
+      SD_ASSIGN_OR_RETURN(const ModelInfo info, m.pool->Prepare(model));
+      sha256s = info.lora_sha256;
+      parts.vae_hash = info.vae_sha256;
+    } else {
+      if (!ref.vae.empty()) {
+        SD_ASSIGN_OR_RETURN(parts.vae_hash, models.FileHash(ref.vae));
+      }
+      ModelRef added = ref;  // the LoRAs --lora did not name, checked here
+      added.loras.clear();
+      for (const LoraRef& l : ref.loras) {
+        SD_ASSIGN_OR_RETURN(std::string sha256, models.FileHash(l.name));
+        sha256s.push_back(std::move(sha256));
+        auto run_has = [&](const LoraRef& r) { return r.name == l.name; };
+        if (std::none_of(m.ref.loras.begin(), m.ref.loras.end(), run_has)) added.loras.push_back(l);
+      }
+      SD_RETURN_IF_ERROR(CheckLoras(models, added, strict, who));
+    }
+    parts.loras = LoraHashEntries(ref, sha256s);
+    return parts;
+  };
 }
 
 // The files' hashes for the PNG parameters: the workers' word, or this process's cache. Local runs
@@ -336,6 +375,7 @@ absl::Status RecordModelFiles(const Invocation& inv, const PreparedModel& m, Mod
   }
   setup->vae = m.vae;
   setup->lora_hashes = LoraHashes(m.ref, lora_hashes);
+  setup->parts_of = ModelPartsOf(inv, m, models);
   setup->controlnets = ControlNetParameters(inv.control, control_hashes);
   setup->comfy.checkpoint = Basename(inv.model);
   if (!m.vae.empty()) setup->comfy.vae = Basename(m.vae);

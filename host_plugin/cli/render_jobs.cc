@@ -8,10 +8,13 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "host_plugin/cli/image_io.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -55,7 +58,8 @@ class ProgressPrinter {
 // the prompt, negative prompt, steps, sampler, CFG scale, seed, size, model hash and name, and the
 // denoising strength where the graph has one.
 std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value>& inputs,
-                           int64_t width, int64_t height, const std::string& ti_hashes) {
+                           int64_t width, int64_t height, const std::string& ti_hashes,
+                           const ImageJobs::ModelParts& used) {
   const Mode mode = r.mode;
   const Graph& graph = *r.graph;
   auto text = [&](const char* key, const std::string& fallback) {
@@ -87,8 +91,10 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
                    number("karras") == "1" || text("scheduler", "") == "karras"),
       ", CFG scale: ", number("cfg"), ", Seed: ", number("seed"), ", Size: ", width, "x", height,
       ", Model hash: ", r.model_hash.substr(0, 10), ", Model: ", Basename(r.model));
-  if (!r.vae.empty())
-    absl::StrAppend(&params, ", VAE hash: ", r.vae_hash.substr(0, 10), ", VAE: ", Basename(r.vae));
+  if (!used.vae.empty()) {
+    absl::StrAppend(&params, ", VAE hash: ", used.vae_hash.substr(0, 10),
+                    ", VAE: ", Basename(used.vae));
+  }
   if (graph.Input("hires_scale")) {  // as AUTOMATIC1111 writes its hires fix
     absl::StrAppend(&params, ", Denoising strength: ", number("hires_denoise"),
                     ", Hires upscale: ", number("hires_scale"),
@@ -102,7 +108,8 @@ std::string ParametersLine(const ImageJobs& r, const std::map<std::string, Value
     absl::StrAppend(&params, ", Clip skip: ", skip);
   if (const std::string w = text("weighting", "a1111"); w != "a1111" && !w.empty())
     absl::StrAppend(&params, ", Prompt weighting: ", w);
-  if (!r.lora_hashes.empty()) absl::StrAppend(&params, ", Lora hashes: \"", r.lora_hashes, "\"");
+  if (!used.loras.empty())
+    absl::StrAppend(&params, ", Lora hashes: \"", absl::StrJoin(used.loras, ", "), "\"");
   if (!ti_hashes.empty()) absl::StrAppend(&params, ", TI hashes: \"", ti_hashes, "\"");
   if (!r.controlnets.empty()) absl::StrAppend(&params, ", ", r.controlnets);
   return params;
@@ -220,6 +227,25 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
     }
   };
   SD_ASSIGN_OR_RETURN(const std::string ti_hashes, EmbeddingsUsed(r, job_inputs));
+  // The model parts the image records: the run's, and those of the models its nodes use.
+  ImageJobs::ModelParts used{absl::StrSplit(r.lora_hashes, ", ", absl::SkipEmpty()), r.vae,
+                             r.vae_hash};
+  if (r.parts_of) {
+    job_options.on_models = [&](const std::set<std::string>& models) -> absl::Status {
+      for (const std::string& model : models) {
+        SD_ASSIGN_OR_RETURN(const ImageJobs::ModelParts parts, r.parts_of(model));
+        for (const std::string& e : parts.loras) {
+          if (std::find(used.loras.begin(), used.loras.end(), e) == used.loras.end())
+            used.loras.push_back(e);
+        }
+        if (used.vae.empty()) {
+          used.vae = parts.vae;
+          used.vae_hash = parts.vae_hash;
+        }
+      }
+      return absl::OkStatus();
+    };
+  }
   const auto t0 = std::chrono::steady_clock::now();
   auto result = r.graph->Run(job_inputs, *r.ctx, job_options);
   {
@@ -240,7 +266,8 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
   const std::string workflow = EmbeddedWorkflow(r, job_inputs);
   for (size_t i = 0; i < images.size(); ++i) {
     const torch::Tensor& px = images[i];
-    const std::string params = ParametersLine(r, job_inputs, px.size(1), px.size(0), ti_hashes);
+    const std::string params =
+        ParametersLine(r, job_inputs, px.size(1), px.size(0), ti_hashes, used);
     if (r.options.cancelled && r.options.cancelled->load())
       return absl::CancelledError("cancelled before writing " + path);
     const std::string file =

@@ -34,6 +34,14 @@ struct ImageJobs {
   std::mutex* print_mu;  // progress lines of concurrent jobs
   std::string vae, vae_hash;  // --vae, when given
   std::string lora_hashes;    // "name: hash10, ..." of the LoRAs applied
+  // What a model reference adds to an image's parameters (a graph's ApplyLora and ApplyVae nodes
+  // give its nodes other models than the run's): its LoRAs' "name: hash10" entries, checked by the
+  // front end as --lora's are, and its VAE. Unset: the run's only.
+  struct ModelParts {
+    std::vector<std::string> loras;
+    std::string vae, vae_hash;
+  };
+  std::function<absl::StatusOr<ModelParts>(const std::string& model)> parts_of;
   std::string controlnets;    // `ControlNet 0: "..."` entries (ControlNetParameters)
   int64_t text_width = 0;     // of the model's text encoder: embeddings must match (0: unknown)
   // The model's files as a ComfyUI workflow names them: a graph ComfyUI can run is written into

@@ -1,5 +1,6 @@
 #include "host_plugin/runtime/comfy_export.h"
 
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -7,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nodes/weights/model_ref.h"
 #include "proto/sd/v1/nodes.pb.h"
 
 namespace sd {
@@ -138,6 +140,24 @@ class Exporter {
     }
     return it->second;
   }
+  // What loaders hand on: the model, CLIP and VAE links.
+  struct Loaded {
+    json model, clip, vae;
+  };
+  // What a node computes with: its `model` input's ApplyLora/ApplyVae chain, else the checkpoint's
+  // (after the run's LoRAs and VAE). UNAVAILABLE while that chain is not exported yet.
+  absl::StatusOr<Loaded> ModelOf(const v1::Node& n) const {
+    const std::string source = In(n, "model");
+    if (source.empty()) return Loaded{model_, clip_, vae_};
+    if (auto it = models_.find(source); it != models_.end()) return it->second;
+    const v1::Node* from = NodeAt(source);
+    if (from && (from->kind() == "ApplyLora" || from->kind() == "ApplyVae")) {
+      return absl::UnavailableError(
+          absl::StrCat("node '", n.name(), "': its model '", source, "' is not exported"));
+    }
+    return Error(absl::StrCat("node '", n.name(), "': input 'model' reads '", source,
+                              "'; ComfyUI's models come from loaders (ApplyLora, ApplyVae here)"));
+  }
   json Add(const std::string& class_type, json inputs, const std::string& title = "") {
     const std::string id = std::to_string(++next_id_);
     workflow_[id] = {{"class_type", class_type}, {"inputs", std::move(inputs)}};
@@ -150,6 +170,8 @@ class Exporter {
   }
 
   absl::Status Export(const v1::Node& n);
+  absl::Status Lora(const v1::Node& n);
+  absl::Status Vae(const v1::Node& n);
   absl::Status Prompt(const v1::Node& n);
   absl::Status Sampler(const v1::Node& end);
   absl::StatusOr<json> Controlled(const v1::Node& unet, json cond,
@@ -163,7 +185,8 @@ class Exporter {
   std::map<std::string, const v1::Node*> nodes_;
   std::map<std::string, const v1::Loop*> loops_;
   std::map<std::string, json> links_;  // our "node.port" -> ComfyUI [id, slot]
-  std::map<int64_t, json> clips_;      // clip skip -> the CLIP link
+  std::map<std::pair<std::string, int64_t>, json> clips_;  // (CLIP, clip skip) -> the CLIP link
+  std::map<std::string, Loaded> models_;                   // "NODE.model" of ApplyLora, ApplyVae
   std::set<std::string> sampler_loops_;
   std::map<std::string, bool>
       inpaint_masks_;  // InpaintPrepare masks: VAEEncodeForInpaint carries them
@@ -187,6 +210,8 @@ absl::Status Exporter::Export(const v1::Node& n) {
     return absl::OkStatus();
   }
   if (k == "ApplyPromptWeights") return Prompt(n);
+  if (k == "ApplyLora") return Lora(n);
+  if (k == "ApplyVae") return Vae(n);
   if (k == "SigmaEnd") return Sampler(n);
   if (k == "EmptyLatent") {
     SD_WIDGET(w, Widget(n, "width"));
@@ -196,7 +221,10 @@ absl::Status Exporter::Export(const v1::Node& n) {
         Add("EmptyLatentImage", {{"width", w}, {"height", h}, {"batch_size", b}});
     return absl::OkStatus();
   }
-  const json vae = vae_;
+  // VaeDecode and VaeEncode read the VAE of their model.
+  const absl::StatusOr<Loaded> model = ModelOf(n);
+  if ((k == "VaeDecode" || k == "VaeEncode") && !model.ok()) return model.status();
+  const json vae = model.ok() ? model->vae : vae_;
   if (k == "VaeDecode") {
     SD_WIDGET(samples, Link(n, "latents"));
     links_[n.name() + ".image"] = Add("VAEDecode", {{"samples", samples}, {"vae", vae}});
@@ -272,6 +300,44 @@ absl::Status Exporter::Export(const v1::Node& n) {
   return absl::OkStatus();
 }
 
+// ApplyLora: a LoraLoader after its model's loaders; with no LoRA, its model as it is.
+absl::Status Exporter::Lora(const v1::Node& n) {
+  auto base = ModelOf(n);
+  if (!base.ok()) return base.status();
+  SD_WIDGET(spec, Widget(n, "lora", ""));
+  if (!spec.is_string() || spec.get<std::string>().empty()) {
+    models_[n.name() + ".model"] = *base;
+    return absl::OkStatus();
+  }
+  auto lora = ParseLoraSpec(spec.get<std::string>());
+  if (!lora.ok()) return Error(absl::StrCat("node '", n.name(), "': ", lora.status().message()));
+  SD_WIDGET(unet, Widget(n, "unet", lora->unet));
+  SD_WIDGET(text, Widget(n, "text", lora->text));
+  const json loader =
+      Add("LoraLoader", {{"model", base->model},
+                         {"clip", base->clip},
+                         {"lora_name", std::filesystem::path(lora->name).filename().string()},
+                         {"strength_model", unet},
+                         {"strength_clip", text}});
+  models_[n.name() + ".model"] = {Slot(loader, 0), Slot(loader, 1), base->vae};
+  return absl::OkStatus();
+}
+
+// ApplyVae: a VAELoader; with no VAE, its model as it is.
+absl::Status Exporter::Vae(const v1::Node& n) {
+  auto base = ModelOf(n);
+  if (!base.ok()) return base.status();
+  SD_WIDGET(vae, Widget(n, "vae", ""));
+  Loaded loaded = *base;
+  if (vae.is_string() && !vae.get<std::string>().empty()) {
+    loaded.vae =
+        Add("VAELoader",
+            {{"vae_name", std::filesystem::path(vae.get<std::string>()).filename().string()}});
+  }
+  models_[n.name() + ".model"] = std::move(loaded);
+  return absl::OkStatus();
+}
+
 absl::Status Exporter::Prompt(const v1::Node& n) {
   const v1::Node* clip = NodeAt(In(n, "context"));
   const v1::Node* tok = NodeAt(In(n, "weights"));
@@ -286,14 +352,18 @@ absl::Status Exporter::Prompt(const v1::Node& n) {
                                        "; ComfyUI's is comfy"));
     return absl::OkStatus();
   }
+  auto model = ModelOf(*clip);
+  if (!model.ok()) return model.status();
   SD_WIDGET(text, Widget(*tok, "text"));
   SD_WIDGET(skip, Widget(*clip, "clip_skip", 1));
   const int64_t s = skip.get<int64_t>();
-  if (!clips_.count(s)) {
-    clips_[s] =
-        s == 1 ? clip_ : Add("CLIPSetLastLayer", {{"clip", clip_}, {"stop_at_clip_layer", -s}});
+  const json& base = model->clip;
+  const std::pair<std::string, int64_t> key{base.dump(), s};
+  if (!clips_.count(key)) {
+    clips_[key] =
+        s == 1 ? base : Add("CLIPSetLastLayer", {{"clip", base}, {"stop_at_clip_layer", -s}});
   }
-  links_[n.name() + ".context"] = Add("CLIPTextEncode", {{"text", text}, {"clip", clips_[s]}});
+  links_[n.name() + ".context"] = Add("CLIPTextEncode", {{"text", text}, {"clip", clips_[key]}});
   return absl::OkStatus();
 }
 
@@ -394,6 +464,12 @@ absl::Status Exporter::Sampler(const v1::Node& end) {
     Unsupported(loop->name(), "loop without UNetStep cond and uncond, CfgCombine and SigmaStep");
     return absl::OkStatus();
   }
+  auto model = ModelOf(*pos);
+  if (!model.ok()) return model.status();
+  if (In(*pos, "model") != In(*neg, "model")) {
+    Unsupported(loop->name(), "cond and uncond UNet steps with different models");
+    return absl::OkStatus();
+  }
   SD_WIDGET(positive_context, Link(*pos, "context"));
   SD_WIDGET(negative_context, Link(*neg, "context"));
   SD_WIDGET(positive, Controlled(*pos, positive_context, body));
@@ -415,7 +491,7 @@ absl::Status Exporter::Sampler(const v1::Node& end) {
   SD_WIDGET(denoise, Widget(*sched, "denoise", 1.0));
   SD_WIDGET(sampler, Widget(*step, "sampler", "euler"));
   SD_WIDGET(scale, Widget(*cfg, "scale"));
-  json inputs = {{"model", model_},         {"positive", positive},  {"negative", negative},
+  json inputs = {{"model", model->model},   {"positive", positive},  {"negative", negative},
                  {"latent_image", latent},  {"steps", steps},        {"cfg", scale},
                  {"sampler_name", sampler}, {"scheduler", scheduler}};
   const bool advanced = !add_noise || !In(*sched, "start").empty() || !In(*sched, "end").empty() ||

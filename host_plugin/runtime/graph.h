@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,10 @@ struct RunOptions {
   // graphs callers send it with this, as it bounds their node calls).
   std::function<absl::Status(const std::string& kind, const std::map<std::string, Value>& inputs)>
       check_inputs;
+  // When set: called before any kernel opens with every model reference the run's nodes compute
+  // with (the run's model, and those their `model` inputs name); an error stops the run. A front
+  // end records their LoRAs' hashes here.
+  std::function<absl::Status(const std::set<std::string>& models)> on_models;
 };
 
 // Imports from files: beside the importing file, then in the graph library (GraphLibraryDirs of

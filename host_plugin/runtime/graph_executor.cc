@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "host_plugin/runtime/cfg_batch.h"
@@ -36,11 +37,94 @@ const Value* GraphExecutor::Outer(const std::string& source) const {
   return it == values_.end() ? nullptr : &it->second;
 }
 
+namespace {
+
+bool MakesModel(const PlannedNode& p) {
+  return !p.contract.needs_model && p.contract.Output(kModelInput.name()) != nullptr;
+}
+
+// Where a node's `model` input comes from; nullptr when it is not wired.
+const std::string* ModelSource(const PlannedNode& p) {
+  for (const auto& [port, src] : p.inputs) {
+    if (port == kModelInput.name()) return &src;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> GraphExecutor::ModelOf(const PlannedNode& p,
+                                                   const std::string& where) const {
+  const std::string& src = *ModelSource(p);
+  const Value* v = src.rfind(kLoopScope, 0) == 0 ? nullptr : Outer(src);
+  if (!v) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        NodeWho(p), " input '", kModelInput.name(), "': '", src, "' is computed ", where,
+        "; a model must be known before the run starts (wire a graph input, a value or a "
+        "chain of ApplyLora and ApplyVae nodes on those)"));
+  }
+  if (std::holds_alternative<std::monostate>(*v)) return ctx_.checkpoint;  // an unset input
+  return std::get<std::string>(*v);  // the plan checked the port's type
+}
+
+absl::Status GraphExecutor::ResolveModels() {
+  for (const PlannedNode& p : plan_.nodes) {
+    if (!MakesModel(p)) continue;
+    for (const auto& [port, src] : p.inputs) {
+      if (!Outer(src)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            NodeWho(p), " input '", port, "': '", src,
+            "' is computed during the run; a model must be known before the run starts (wire "
+            "graph inputs or values)"));
+      }
+    }
+    SD_RETURN_IF_ERROR(OpenKernel(p));
+    SD_ASSIGN_OR_RETURN(auto in, Gather(p, [this](const std::string& s) { return Outer(s); }));
+    SD_RETURN_IF_ERROR(Finish(p, in, Execute(p, in, 0), 0, 0));
+    made_first_.insert(&p);
+  }
+  auto read = [&](const PlannedNode& p, const char* where) -> absl::Status {
+    if (!p.contract.needs_model || !ModelSource(p)) return absl::OkStatus();
+    SD_ASSIGN_OR_RETURN(std::string ref, ModelOf(p, where));
+    RunContext ctx = ctx_;
+    ctx.checkpoint = ref;
+    if (ctx_.model_file && !Remote(p)) {
+      absl::StatusOr<std::string> file = ctx_.model_file(ref);
+      if (!file.ok())
+        return absl::Status(file.status().code(),
+                            absl::StrCat(NodeWho(p), ": ", file.status().message()));
+      ctx.checkpoint = *file;
+    }
+    node_models_[p.node->name()] = std::move(ref);
+    node_ctx_.emplace(p.node->name(), std::move(ctx));
+    return absl::OkStatus();
+  };
+  std::set<std::string> models;
+  for (const PlannedNode& p : plan_.nodes) {
+    SD_RETURN_IF_ERROR(read(p, "during the run"));
+    if (p.contract.needs_model) models.insert(NodeModel(p));
+  }
+  for (const PlannedLoop& l : plan_.loops) {
+    for (const PlannedNode& p : l.body) {
+      SD_RETURN_IF_ERROR(read(p, "inside the loop"));
+      if (p.contract.needs_model) models.insert(NodeModel(p));
+    }
+  }
+  return options_.on_models ? options_.on_models(models) : absl::OkStatus();
+}
+
+const std::string& GraphExecutor::NodeModel(const PlannedNode& p) const {
+  auto it = node_models_.find(p.node->name());
+  return it == node_models_.end() ? ctx_.checkpoint : it->second;
+}
+
 absl::Status GraphExecutor::OpenKernel(const PlannedNode& p) {
-  if (Remote(p)) return absl::OkStatus();
+  if (Remote(p) || kernels_.count(p.node->name())) return absl::OkStatus();
   SD_ASSIGN_OR_RETURN(const NodeKind* kind, NodeRegistry::Get().Find(p.node->kind()));
   std::unique_ptr<NodeKernel> k = kind->create(p.node->options());
-  absl::Status s = CatchExceptions("", [&] { return k->Open(ctx_); });
+  auto own = node_ctx_.find(p.node->name());
+  RunContext& ctx = own == node_ctx_.end() ? ctx_ : own->second;
+  absl::Status s = CatchExceptions("", [&] { return k->Open(ctx); });
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(NodeWho(p), ": ", s.message()));
   kernels_[p.node->name()] = std::move(k);
   return absl::OkStatus();
@@ -89,7 +173,7 @@ absl::StatusOr<NodeOutputs> GraphExecutor::Execute(const PlannedNode& p,
   return CatchExceptions("", [&]() -> absl::StatusOr<NodeOutputs> {
     if (Remote(p)) {
       NodeCall call{
-          p.node->name(), p.node->kind(), p.node->options(), p.contract, in, ctx_.checkpoint, step};
+          p.node->name(), p.node->kind(), p.node->options(), p.contract, in, NodeModel(p), step};
       return options_.dispatcher->Call(call, options_.cancelled);
     }
     NodeOutputs out;
@@ -195,8 +279,10 @@ absl::Status GraphExecutor::RunLevels(const Wave& nodes, const Lookup& lookup, i
   for (size_t i = 0; i < nodes.size();) {
     size_t j = i;
     Wave wave;
-    while (j < nodes.size() && nodes[j]->level == nodes[i]->level) wave.push_back(nodes[j++]);
-    SD_RETURN_IF_ERROR(RunWave(wave, lookup, step, steps));
+    for (; j < nodes.size() && nodes[j]->level == nodes[i]->level; ++j) {
+      if (!made_first_.count(nodes[j])) wave.push_back(nodes[j]);
+    }
+    if (!wave.empty()) SD_RETURN_IF_ERROR(RunWave(wave, lookup, step, steps));
     if (step == 0) Release(wave);  // top-level nodes run once
     i = j;
   }
@@ -277,8 +363,14 @@ absl::Status GraphExecutor::RunLoopOnWorker(const PlannedLoop& pl, int steps) {
     options_.on_progress(
         {p.step, p.steps, name == f.names.end() ? p.node : name->second, Elapsed()});
   };
-  const GraphCall call{pl.loop->name(), text,  inputs, f.captures, f.output_types,
-                       ctx_.checkpoint, steps, relay};
+  // The worker loads the model the body's nodes compute with when they agree on one.
+  std::set<std::string> models;
+  for (const PlannedNode& p : pl.body) {
+    if (p.contract.needs_model) models.insert(NodeModel(p));
+  }
+  const std::string& model = models.size() == 1 ? *models.begin() : ctx_.checkpoint;
+  const GraphCall call{pl.loop->name(), text,  inputs, f.captures,
+                       f.output_types,  model, steps,  relay};
   absl::StatusOr<std::map<std::string, Value>> out =
       CatchExceptions("", [&] { return options_.dispatcher->RunGraph(call, options_.cancelled); });
   if (!out.ok()) {
@@ -300,6 +392,7 @@ absl::Status GraphExecutor::RunLoopOnWorker(const PlannedLoop& pl, int steps) {
 absl::StatusOr<std::map<std::string, Value>> GraphExecutor::Run(
     std::map<std::string, Value> bound) {
   values_ = std::move(bound);
+  SD_RETURN_IF_ERROR(ResolveModels());
   SD_RETURN_IF_ERROR(OpenKernels());
   for (const std::string& c : options_.capture) {
     if (!plan_.types.count(plan_.Resolve(c))) {

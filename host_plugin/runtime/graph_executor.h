@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,14 @@ class GraphExecutor {
   using Wave = std::vector<const PlannedNode*>;
 
   bool Remote(const PlannedNode& p) const;
+  // Before any kernel opens: runs the nodes that make models (ApplyLora: no model of their own, an
+  // output `model`) and reads the `model` input of every node that computes with one; each such
+  // node is then opened (or its calls sent) with its model. FAILED_PRECONDITION when a model
+  // would only be known during the run.
+  absl::Status ResolveModels();
+  absl::StatusOr<std::string> ModelOf(const PlannedNode& p, const std::string& where) const;
+  // The model reference a node computes with, in the run's naming.
+  const std::string& NodeModel(const PlannedNode& p) const;
   absl::Status OpenKernel(const PlannedNode& p);
   absl::Status OpenKernels();
   absl::StatusOr<std::map<std::string, Value>> Gather(const PlannedNode& p,
@@ -70,6 +79,9 @@ class GraphExecutor {
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::map<std::string, Value> values_;
   std::map<std::string, std::unique_ptr<NodeKernel>> kernels_;
+  std::map<std::string, std::string> node_models_;  // node -> its `model` input, when wired
+  std::map<std::string, RunContext> node_ctx_;      // node -> the context it is opened with
+  std::set<const PlannedNode*> made_first_;         // the model-making nodes ResolveModels ran
   std::optional<CallPool> pool_;  // made when a wave first has two dispatched calls
 };
 

@@ -38,6 +38,21 @@ absl::StatusOr<std::string> FindLora(const std::string& name,
 
 }  // namespace
 
+absl::StatusOr<std::string> LoraPath(const ModelFlags& f, const std::string& name) {
+  if (f.remote) return Base(name);
+  return FindLora(name, {f.lora_dir, std::filesystem::path(f.model).parent_path().string()});
+}
+
+absl::StatusOr<std::string> PartPath(const ModelFlags& f, const std::string& part,
+                                     const std::string& name) {
+  if (part == "lora") return LoraPath(f, name);
+  if (part != "vae") return absl::InvalidArgumentError(absl::StrCat("no model part '", part, "'"));
+  if (f.remote) return Base(name);
+  if (!IsReadableFile(name))
+    return absl::NotFoundError(absl::StrCat("VAE ", name, ": no such readable file"));
+  return name;
+}
+
 absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& f) {
   ModelRef ref;
   ref.base = f.remote ? Base(f.model) : f.model;
@@ -50,14 +65,8 @@ absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& f) {
   std::vector<LoraTag> tags;
   SD_RETURN_IF_ERROR(StripLoraTags(f.prompt, &tags).status());
   for (const LoraTag& t : tags) loras.push_back(LoraRef{t.name, t.unet, t.text});
-  const std::vector<std::string> dirs = {f.lora_dir,
-                                         std::filesystem::path(f.model).parent_path().string()};
   for (LoraRef& l : loras) {
-    if (f.remote) {
-      l.name = Base(l.name);
-    } else {
-      SD_ASSIGN_OR_RETURN(l.name, FindLora(l.name, dirs));
-    }
+    SD_ASSIGN_OR_RETURN(l.name, LoraPath(f, l.name));
   }
   ref.loras = std::move(loras);
   for (const std::string& c : f.controlnets) {
@@ -94,11 +103,16 @@ absl::Status CheckLoras(ModelCache& models, const ModelRef& ref, bool strict,
   return absl::OkStatus();
 }
 
-std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s) {
+std::vector<std::string> LoraHashEntries(const ModelRef& ref,
+                                         const std::vector<std::string>& sha256s) {
   std::vector<std::string> parts;
   for (size_t i = 0; i < ref.loras.size() && i < sha256s.size(); ++i)
     parts.push_back(absl::StrCat(Stem(ref.loras[i].name), ": ", sha256s[i].substr(0, 10)));
-  return absl::StrJoin(parts, ", ");
+  return parts;
+}
+
+std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s) {
+  return absl::StrJoin(LoraHashEntries(ref, sha256s), ", ");
 }
 
 }  // namespace sd

@@ -22,12 +22,23 @@ struct ModelFlags {
 
 absl::StatusOr<ModelRef> ModelFromFlags(const ModelFlags& flags);
 
+// A LoRA as the run's model references name it: in-process its file (as given, else NAME[.ext] in
+// --lora-dir or the model's folder; NOT_FOUND naming where it looked), on workers its file name.
+absl::StatusOr<std::string> LoraPath(const ModelFlags& flags, const std::string& name);
+// A part of a model reference named in a graph (RunContext::part_file): "lora" as LoraPath, "vae"
+// a standalone VAE (in-process a readable file, on workers its file name).
+absl::StatusOr<std::string> PartPath(const ModelFlags& flags, const std::string& part,
+                                     const std::string& name);
+
 // In-process: reads each LoRA against the model and warns (stderr, `who` first) of keys that patch
 // nothing; with `strict` they are an error.
 absl::Status CheckLoras(ModelCache& models, const ModelRef& ref, bool strict,
                         const std::string& who);
 
-// `Lora hashes` as other tools write it: "name: hash10, ..." (names are the files' stems).
+// `Lora hashes` as other tools write it: "name: hash10, ..." (names are the files' stems), and
+// its entries.
 std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s);
+std::vector<std::string> LoraHashEntries(const ModelRef& ref,
+                                         const std::vector<std::string>& sha256s);
 
 }  // namespace sd

@@ -98,6 +98,7 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
     std::lock_guard<std::mutex> lock(p.mu);
     // Kinds without a model run on any prepared pool.
     if (p.prepared && (checkpoint.empty() || p.model.checkpoint == checkpoint)) return p.model;
+    if (auto it = p.agreed.find(checkpoint); it != p.agreed.end()) return it->second;
   }
   std::vector<Worker*> members;  // a snapshot: dns:/// members may join meanwhile
   {
@@ -151,6 +152,7 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
                 {first->lora_sha256().begin(), first->lora_sha256().end()},
                 first->text_width()};
   p.prepared = true;
+  p.agreed[checkpoint] = p.model;
   for (size_t i = 0; i < n; ++i) {
     Worker& w = *members[i];
     w.healthy = answers[i]->ok();
@@ -167,7 +169,7 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
 absl::Status WorkerPool::Impl::EnsurePrepared(WorkerPool& pool, const std::string& checkpoint) {
   {
     std::lock_guard<std::mutex> lock(mu);
-    if (prepared && (checkpoint.empty() || model.checkpoint == checkpoint)) return absl::OkStatus();
+    if (prepared && (checkpoint.empty() || agreed.count(checkpoint))) return absl::OkStatus();
   }
   return pool.Prepare(checkpoint).status();
 }
@@ -250,9 +252,9 @@ absl::StatusOr<NodeOutputs> WorkerPool::Call(const NodeCall& call,
     (*req.mutable_parameters())["checkpoint"].set_string_param(call.checkpoint);
     // The bytes the pool agreed on: a worker whose file changed since answers FAILED_PRECONDITION.
     std::lock_guard<std::mutex> lock(p.mu);
-    if (call.contract.needs_model && p.model.checkpoint == call.checkpoint) {
-      (*req.mutable_parameters())["sha256"].set_string_param(p.model.sha256);
-    }
+    const std::string sha256 = p.AgreedSha256Locked(call.checkpoint);
+    if (call.contract.needs_model && !sha256.empty())
+      (*req.mutable_parameters())["sha256"].set_string_param(sha256);
   }
   if (p.o.wire != WireDType::kF32)
     (*req.mutable_parameters())["wire_dtype"].set_string_param(WireDTypeName(p.o.wire));

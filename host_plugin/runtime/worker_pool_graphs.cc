@@ -58,8 +58,7 @@ absl::StatusOr<std::map<std::string, Value>> WorkerPool::RunGraph(
   for (const std::string& c : call.capture) req.add_capture(c);
   {
     std::lock_guard<std::mutex> lock(p.mu);
-    if (!call.checkpoint.empty() && p.model.checkpoint == call.checkpoint)
-      req.set_sha256(p.model.sha256);
+    req.set_sha256(p.AgreedSha256Locked(call.checkpoint));
   }
   if (p.o.wire != WireDType::kF32) req.set_wire_dtype(WireDTypeName(p.o.wire));
   for (const auto& [name, value] : call.inputs)

@@ -78,7 +78,15 @@ struct WorkerPool::Impl {
   std::condition_variable changed;  // a worker joined or left
   std::mutex prepare_mu;
   bool prepared = false;  // guarded by mu
-  ModelInfo model;        // guarded by mu once prepared
+  ModelInfo model;        // guarded by mu once prepared: the last model prepared
+  // Every model reference the pool prepared in this process (a graph's ApplyLora nodes can give
+  // its nodes models other than the run's), with what the workers agreed on; guarded by mu.
+  std::map<std::string, ModelInfo> agreed;
+  // The sha256 the pool agreed on for `checkpoint` ("" : none yet); mu held.
+  std::string AgreedSha256Locked(const std::string& checkpoint) const {
+    auto it = agreed.find(checkpoint);
+    return it == agreed.end() ? "" : it->second.sha256;
+  }
   std::atomic<bool> stop{false};
   std::atomic<int64_t> seq{0};
   std::vector<std::thread> watchers;  // one per worker

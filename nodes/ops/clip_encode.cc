@@ -21,7 +21,7 @@ class ClipEncode : public NodeKernel {
   static constexpr Output<torch::Tensor> kContext{"context", v1::FLOAT32, "B,L,D",
                                                   "[B, 77, 768] for SD v1.x"};
   static NodeContract Contract() {
-    return {Ports(kTokens, kVectors, kClipSkip), Ports(kContext), nullptr,
+    return {Ports(kTokens, kVectors, kClipSkip, kModelInput), Ports(kContext), nullptr,
             "CLIP ViT-L/14 text encoder (final LayerNorm output)", true};
   }
   explicit ClipEncode(const google::protobuf::Any&) {}

@@ -47,6 +47,14 @@ struct RunContext {
   torch::ScalarType dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
   std::shared_ptr<ModelCache> models;
+  // How ApplyLora and ApplyVae name a file in the run's model references: `part` is "lora" or
+  // "vae" (in-process: the file, a LoRA found by name in --lora-dir or the model's folder; with
+  // workers: the name in their repositories). Unset: as given.
+  std::function<absl::StatusOr<std::string>(const std::string& part, const std::string& name)>
+      part_file;
+  // How a model reference that reaches a node's `model` input becomes one the model cache opens (a
+  // worker: names in its repository -> paths). Unset: as given.
+  std::function<absl::StatusOr<std::string>(const std::string&)> model_file;
 };
 
 // Typed ports (after MediaPipe's api2): a kind declares each port once, as a static member with its
@@ -129,6 +137,13 @@ std::vector<PortSpec> Ports(const P&... ports) {
       "list a contract's inputs and its outputs apart");
   return {ports.Spec()...};
 }
+
+// The `model` input of the kinds that compute with a model (ClipEncode, UNetStep, VaeEncode,
+// VaeDecode): a model reference (model_ref.h), e.g. ApplyLora's output. The graph executor opens
+// the node with it, so it must be known before the run starts (a graph input, or an ApplyLora
+// chain of those); the kernel's Process does not read it. Unwired: the run's model.
+inline constexpr OptionalInput<std::string> kModelInput{
+    "model", "the model it computes with (ApplyLora's); unwired: the run's model"};
 
 // A node call's inputs, checked against its kind's contract before Process sees them: every
 // required input is there with its type, and the tensors fit the ports' dims.

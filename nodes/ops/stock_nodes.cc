@@ -9,7 +9,7 @@
   X(MaskComposite) X(TokenizePrompt) X(ApplyPromptWeights) \
   X(SigmaSchedule) X(SigmaStart) X(SigmaStep) X(SigmaEnd) X(EmptyLatent) X(LatentUpscale) X(ImageScale) \
   X(ImageInvert) X(NoiseMaskIn) X(NoiseMaskOut) X(InpaintPrepare) X(MaskInvert) \
-  X(TensorToImages) X(BatchSelect) X(BatchRepeat) X(ControlNet) X(ControlHint) X(Canny)
+  X(TensorToImages) X(BatchSelect) X(BatchRepeat) X(ControlNet) X(ControlHint) X(Canny) X(ApplyLora) X(ApplyVae)
 // clang-format on
 
 namespace sd {

@@ -31,8 +31,8 @@ class UNetStep : public NodeKernel {
       "control", v1::FLOAT32, "?,?", "ControlNet residuals (a ControlNet node's), added"};
   static constexpr Output<torch::Tensor> kEps{"eps", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    return {Ports(kLatents, kT, kContext, kMask, kMaskedLatents, kControl), Ports(kEps), nullptr,
-            "one UNet evaluation (epsilon prediction)", true};
+    return {Ports(kLatents, kT, kContext, kMask, kMaskedLatents, kControl, kModelInput),
+            Ports(kEps), nullptr, "one UNet evaluation (epsilon prediction)", true};
   }
   explicit UNetStep(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {

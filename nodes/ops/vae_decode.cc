@@ -10,7 +10,7 @@ class VaeDecode : public VaeKernel {
   static constexpr Output<torch::Tensor> kImage{"image", v1::FLOAT32, "B,3,h*f,w*f",
                                                 "f: the VAE's scale (8 for SD v1.x)"};
   static NodeContract Contract() {
-    return {Ports(kLatents), Ports(kImage), v1::VaeOptions::descriptor(),
+    return {Ports(kLatents, kModelInput), Ports(kImage), v1::VaeOptions::descriptor(),
             "VAE decoder (tiled above 1024x1024 by default)", true};
   }
   explicit VaeDecode(const google::protobuf::Any& options) : VaeKernel(options) {}

@@ -14,7 +14,7 @@ class VaeEncode : public VaeKernel {
       "noise", v1::FLOAT32, "B,C,h,w", "the posterior sample's noise; unwired: its mean"};
   static constexpr Output<torch::Tensor> kLatents{"latents", v1::FLOAT32, "B,C,h,w"};
   static NodeContract Contract() {
-    return {Ports(kImage, kNoise), Ports(kLatents), v1::VaeOptions::descriptor(),
+    return {Ports(kImage, kNoise, kModelInput), Ports(kLatents), v1::VaeOptions::descriptor(),
             "VAE encoder with its sampling noise as an input (tiled above 1024x1024 by default)",
             true};
   }

@@ -130,6 +130,11 @@ TEST_F(DistributedTest, StandaloneVaeByNameEqualsInProcess) {
   r = RunCommand(Gen("txt2img", "--seed 13 --vae vae.safetensors", remote, Pool()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
+  // The stock graph's ApplyVae node (--set vae=NAME): the same image, the VAE recorded.
+  r = RunCommand(Gen("txt2img", "--seed 13 --set vae=vae.safetensors", remote, Pool()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
+  EXPECT_NE(ReadFile(remote).find("VAE: vae.safetensors"), std::string::npos);
   r = RunCommand(Gen("txt2img", "--seed 13 --vae nowhere.safetensors", remote, Pool()));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("nowhere.safetensors"), std::string::npos) << r.err;
@@ -156,6 +161,17 @@ TEST_F(DistributedTest, LoraByNameEqualsInProcess) {
   EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(remote)), 0);
   const std::string png = ReadFile(remote);
   EXPECT_NE(png.find("Lora hashes"), std::string::npos);
+  // The stock graph's ApplyLora node (--set lora=NAME): the same image, with the loop's calls
+  // sent one by one or the loop sent whole to a worker.
+  for (const std::string placement : {"nodes", "worker"}) {
+    const std::string node = dir_->File("lora-node-" + placement + ".png");
+    r = RunCommand(Gen("txt2img",
+                       "--seed 14 --set lora=ldm.safetensors:0.6:0.9 --placement " + placement,
+                       node, Pool()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(MaxDiff(ReadRgb8(local), ReadRgb8(node)), 0) << placement;
+    EXPECT_NE(ReadFile(node).find("Lora hashes: \"ldm: "), std::string::npos) << placement;
+  }
 }
 
 // ControlNets by name in the workers' repositories (two at once, one in the diffusers layout): the

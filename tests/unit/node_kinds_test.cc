@@ -8,6 +8,7 @@
 
 #include <set>
 
+#include "absl/strings/str_replace.h"
 #include "nodes/ops/image_resize.h"
 #include "nodes/ops/model_cache.h"
 #include "nodes/weights/controlnet_layout.h"
@@ -266,18 +267,44 @@ TEST_F(NodeKindsTest, TextAndModels) {
   EXPECT_EQ(OutTensor(enc, "latents").sizes(), latents.sizes());
 }
 
+// ApplyLora: the run's model (or its `model` input) with one more LoRA; none: the model as it is.
+TEST_F(NodeKindsTest, ApplyLoraAndApplyVae) {
+  const std::string run_model = Context().checkpoint;  // TINY|control=CN
+  auto model = [](const NodeOutputs& out) { return std::get<std::string>(out.at("model")); };
+  EXPECT_EQ(
+      model(Run(R"(kind: "ApplyLora" input: "lora=@l" input: "unet=@u")",
+                {{"l", std::string("style.safetensors:0.5")}, {"u", 0.25}})),
+      absl::StrReplaceAll(run_model, {{"|control=", "|lora=style.safetensors:0.25:0.5|control="}}));
+  EXPECT_EQ(
+      model(Run(
+          R"(kind: "ApplyLora" input: "model=@m" input: "lora=@l" input: "text=@t")",
+          {{"m", std::string("a.safetensors|lora=b:1:1")}, {"l", std::string("c")}, {"t", 0.0}})),
+      "a.safetensors|lora=b:1:1|lora=c:1:0");
+  EXPECT_EQ(model(Run(R"(kind: "ApplyLora")")), run_model);
+  // ApplyVae: the model's VAE replaced (a second one replaces the first).
+  EXPECT_EQ(model(Run(R"(kind: "ApplyVae" input: "model=@m" input: "vae=@v")",
+                      {{"m", std::string("a.safetensors|vae=x|lora=b:1:1")},
+                       {"v", std::string("ft.safetensors")}})),
+            "a.safetensors|vae=ft.safetensors|lora=b:1:1");
+  EXPECT_EQ(model(Run(R"(kind: "ApplyVae" input: "vae=@v")", {{"v", std::string()}})), run_model);
+}
+
 // The kinds the tests above drive, against the registry's stock kinds.
 TEST_F(NodeKindsTest, EveryStockKindIsDrivenHere) {
   const std::vector<std::string> stock = StockNodeKinds();
-  const std::set<std::string> expected = {
-      "AddNoise",       "ApplyPromptWeights", "BatchRepeat",    "BatchSelect",    "Canny",
-      "CfgCombine",     "ClipEncode",         "ControlHint",    "ControlNet",     "EmptyLatent",
-      "ImageInvert",    "ImageScale",         "ImageToTensor",  "InpaintPrepare", "LatentUpscale",
-      "MaskBlend",      "MaskComposite",      "MaskImage",      "MaskInvert",     "MaskToLatent",
-      "Noise",          "NoiseMaskIn",        "NoiseMaskOut",   "SamplerStep",    "Schedule",
-      "SigmaEnd",       "SigmaSchedule",      "SigmaStart",     "SigmaStep",      "TensorToImage",
-      "TensorToImages", "Tokenize",           "TokenizePrompt", "UNetStep",       "VaeDecode",
-      "VaeEncode"};
+  const std::set<std::string> expected = {"AddNoise",       "ApplyLora",      "ApplyPromptWeights",
+                                          "ApplyVae",       "BatchRepeat",    "BatchSelect",
+                                          "Canny",          "CfgCombine",     "ClipEncode",
+                                          "ControlHint",    "ControlNet",     "EmptyLatent",
+                                          "ImageInvert",    "ImageScale",     "ImageToTensor",
+                                          "InpaintPrepare", "LatentUpscale",  "MaskBlend",
+                                          "MaskComposite",  "MaskImage",      "MaskInvert",
+                                          "MaskToLatent",   "Noise",          "NoiseMaskIn",
+                                          "NoiseMaskOut",   "SamplerStep",    "Schedule",
+                                          "SigmaEnd",       "SigmaSchedule",  "SigmaStart",
+                                          "SigmaStep",      "TensorToImage",  "TensorToImages",
+                                          "Tokenize",       "TokenizePrompt", "UNetStep",
+                                          "VaeDecode",      "VaeEncode"};
   EXPECT_EQ(std::set<std::string>(stock.begin(), stock.end()), expected)
       << "a stock kind was added or removed: give it a NodeRunner test in this file";
 }
