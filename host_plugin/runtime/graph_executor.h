@@ -7,7 +7,9 @@
 // node (and dispatchers poll it during their calls); with RunOptions::release_models each kernel is
 // closed after its last use and networks nothing holds any more leave the ModelCache. A loop placed
 // on a worker (v1::Placement WORKER) goes to the dispatcher whole, as a graph of its own
-// (loop_fragment.h); its kernels are not opened here.
+// (loop_fragment.h); its kernels are not opened here. Models are values: the nodes that make them
+// (ApplyLora, ApplyVae) run first, and each node that computes with a model is opened, or its
+// calls sent, with the one on its `model` input (ResolveModels).
 #pragma once
 
 #include <chrono>
