@@ -1,0 +1,169 @@
+// sd-graph's model files, as a user names them: --vae and --lora (and <lora:> tags) against
+// checkpoints merged offline, and the stock graphs' ApplyLora / ApplyVae nodes (--set lora=, vae=)
+// against those flags, node by node.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_replace.h"
+#include "host_plugin/cli/image_io.h"
+#include "nodes/base/file_util.h"
+#include "tests/test_util.h"
+#include "tests/unit/generate_cli_fixture.h"
+
+namespace sd::cli_test {
+namespace {
+
+using ::testing::HasSubstr;
+
+// --vae: a standalone VAE (either layout) gives the image of a checkpoint that holds that VAE, and
+// is recorded; one that does not fit the model is an error naming it.
+TEST_F(GenerateCliTest, VaeOverrideEqualsACheckpointWithThatVae) {
+  ASSERT_EQ(std::system((testing::PythonScript("make_vae_variants.py") + " " + Quote(model_) + " " +
+                         Quote(dir_->path()))
+                            .c_str()),
+            0);
+  const std::string merged = dir_->File("vae-merged.png");
+  auto r = RunCommand(Bin() + " txt2img --model " + Quote(dir_->File("merged.safetensors")) +
+                      " --prompt 'a red fox' --steps 2 --width 64 --height 64 -o " + Quote(merged));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const torch::Tensor want = *ReadImageRgb8(merged);
+  const torch::Tensor base = *ReadImageRgb8(
+      (RunCommand(Txt2Img("--steps 2 --width 64 --height 64", dir_->File("vae-base.png"))),
+       dir_->File("vae-base.png")));
+  EXPECT_FALSE(torch::equal(want, base)) << "the VAE variant must change the picture";
+  for (const char* file : {"vae.safetensors", "vae_prefixed.safetensors"}) {
+    const std::string out = dir_->File(std::string("vae-") + file + ".png");
+    r = RunCommand(
+        Txt2Img("--steps 2 --width 64 --height 64 --vae " + Quote(dir_->File(file)), out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(torch::equal(*ReadImageRgb8(out), want)) << file;
+    EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr(std::string(", VAE hash: ")));
+    EXPECT_THAT(*ReadImageAttribute(out, "parameters"), HasSubstr(std::string(", VAE: ") + file));
+  }
+  r = RunCommand(Txt2Img(
+      "--steps 1 --vae " + Quote(std::string(SD_TEST_MODELS_DIR) + "/sd-demo-shapes.safetensors"),
+      dir_->File("vae-bad.png")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("sd-demo-shapes.safetensors does not fit"));
+  r = RunCommand(Txt2Img("--steps 1 --vae " + Quote(model_), dir_->File("vae-ok.png")));
+  EXPECT_EQ(r.exit_code, 0) << "a whole checkpoint's VAE (prefixed) is a VAE too: " << r.err;
+  // The stock graphs' ApplyVae node (--set vae=FILE) is --vae, recorded alike.
+  const std::string node = dir_->File("vae-node.png");
+  r = RunCommand(Txt2Img(
+      "--steps 2 --width 64 --height 64 --set vae=" + Quote(dir_->File("vae.safetensors")), node));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(node), want));
+  EXPECT_THAT(*ReadImageAttribute(node, "parameters"), HasSubstr(", VAE: vae.safetensors"));
+  r = RunCommand(Txt2Img("--steps 1 --set vae=nowhere.safetensors", node));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("node 'apply_vae' (ApplyVae): VAE nowhere.safetensors"));
+}
+
+// --lora and <lora:...> tags: the image of a checkpoint with the LoRA merged offline, recorded as
+// other tools record it; keys that patch nothing are a warning, or an error with --strict-lora.
+TEST_F(GenerateCliTest, LoraEqualsAnOfflineMergeAndIsRecorded) {
+  const std::string lora_dir = Loras();
+  const std::string size = "--steps 2 --width 64 --height 64 --seed 3 ";
+  const std::string merged = dir_->File("lora-merged.png");
+  auto r = RunCommand(Bin() + " txt2img --model " + Quote(lora_dir + "/merged_peft.safetensors") +
+                      " --prompt 'a red fox' " + size + "-o " + Quote(merged));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const torch::Tensor want = *ReadImageRgb8(merged);
+  const std::string flag = dir_->File("lora-flag.png");
+  r = RunCommand(
+      Txt2Img(size + "--lora " + Quote(lora_dir + "/peft.safetensors") + ":0.7:0.4", flag));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(
+      (ReadImageRgb8(flag)->to(torch::kInt32) - want.to(torch::kInt32)).abs().max().item<int>(), 1);
+  EXPECT_THAT(*ReadImageAttribute(flag, "parameters"), HasSubstr(", Lora hashes: \"peft: "));
+  // The same as a prompt tag (text strength first, as AUTOMATIC1111 writes it), found in
+  // --lora-dir.
+  const std::string tag = dir_->File("lora-tag.png");
+  r = RunCommand(Bin() + " txt2img --model " + Quote(model_) +
+                 " --prompt 'a red fox <lora:peft:0.4:0.7>' " + size + "--lora-dir " +
+                 Quote(lora_dir) + " -o " + Quote(tag));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(tag), *ReadImageRgb8(flag)));
+  // In `run`, a tag in --set prompt=... is the same as --lora.
+  const std::string graph = Quote(std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt");
+  const std::string run = Bin() + " run " + graph + " --model " + Quote(model_) +
+                          " --set steps=2 --set width=64 --set height=64 --seed 3 --lora-dir " +
+                          Quote(lora_dir);
+  r = RunCommand(run + " --set 'prompt=a red fox <lora:peft:0.4:0.7>' -o " +
+                 Quote(dir_->File("run-tag.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(run + " --set 'prompt=a red fox' --lora peft:0.7:0.4 -o " +
+                 Quote(dir_->File("run-flag.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(*ReadImageRgb8(dir_->File("run-tag.png")),
+                           *ReadImageRgb8(dir_->File("run-flag.png"))));
+  // kohya.safetensors carries a key for no layer.
+  r = RunCommand(
+      Txt2Img(size + "--lora " + Quote(lora_dir + "/kohya.safetensors"), dir_->File("lora-k.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("warning: LoRA"));
+  EXPECT_THAT(r.err, HasSubstr("lora_unet_not_a_layer"));
+  r = RunCommand(Txt2Img(size + "--strict-lora --lora " + Quote(lora_dir + "/kohya.safetensors"),
+                         dir_->File("lora-s.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--strict-lora"));
+  r = RunCommand(Txt2Img(size + "--lora nothing-here", dir_->File("lora-n.png")));
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.err, HasSubstr("LoRA 'nothing-here' not found"));
+}
+
+// The stock graphs' ApplyLora node (`--set lora=...`) is --lora; a graph whose text encoder
+// takes the run's model and whose UNet the LoRA'd one applies the LoRA to the UNet only.
+TEST_F(GenerateCliTest, ApplyLoraNodesAreTheLoraFlagNodeByNode) {
+  const std::string lora_dir = Loras();
+  const std::string graph = std::string(SD_TEST_GRAPHS_DIR) + "/txt2img.pbtxt";
+  auto run = [&](const std::string& g, const std::string& out, const std::string& extra) {
+    return Bin() + " run " + Quote(g) + " --model " + Quote(model_) +
+           " --set 'prompt=a red fox' --set steps=2 --set width=64 --set height=64 --seed 3 " +
+           "--lora-dir " + Quote(lora_dir) + " -o " + Quote(out) + " " + extra;
+  };
+  auto image = [&](const std::string& g, const std::string& extra) -> torch::Tensor {
+    const std::string out = dir_->File("apply-lora.png");
+    std::filesystem::remove(out);
+    auto r = RunCommand(run(g, out, extra));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto px = ReadImageRgb8(out);
+    return px.ok() ? *px : torch::Tensor();
+  };
+  const torch::Tensor flag = image(graph, "--lora peft:0.7:0.4");
+  ASSERT_TRUE(flag.defined());
+  EXPECT_TRUE(torch::equal(image(graph, "--set lora=peft:0.7:0.4"), flag));
+  EXPECT_THAT(*ReadImageAttribute(dir_->File("apply-lora.png"), "parameters"),
+              HasSubstr(", Lora hashes: \"peft: "));
+  const torch::Tensor base = image(graph, "");
+  EXPECT_FALSE(torch::equal(base, flag));
+  EXPECT_TRUE(torch::equal(image(graph, "--set lora=peft:0"), base)) << "strength 0: the base";
+  // The prompts encoded with the run's model: only the UNet's strength counts.
+  auto text = ReadWholeFile(graph, "graph");
+  ASSERT_TRUE(text.ok());
+  const std::string wired = "\"encode_prompts\" name: \"prompts\" input: \"model=apply_vae.model\"";
+  ASSERT_NE(text->find(wired), std::string::npos);
+  const std::string unet_only = dir_->File("unet_only.pbtxt");
+  testing::WriteFile(unet_only,
+                     absl::StrReplaceAll(*text, {{wired, "\"encode_prompts\" name: \"prompts\""}}));
+  const torch::Tensor unet = image(unet_only, "--set lora=peft:0.7:0.4");
+  EXPECT_TRUE(torch::equal(unet, image(graph, "--lora peft:0.7:0")));
+  EXPECT_FALSE(torch::equal(unet, flag));
+  // Checked as --lora's are: keys that patch nothing are a warning, or an error with --strict-lora.
+  auto r = RunCommand(run(graph, dir_->File("k.png"), "--set lora=kohya"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("lora_unet_not_a_layer"));
+  r = RunCommand(run(graph, dir_->File("k.png"), "--set lora=kohya --strict-lora"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--strict-lora"));
+  r = RunCommand(run(graph, dir_->File("x.png"), "--set lora=nothing-here"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("node 'apply_lora' (ApplyLora)"));
+  EXPECT_THAT(r.err, HasSubstr("LoRA 'nothing-here' not found"));
+}
+
+}  // namespace
+}  // namespace sd::cli_test
