@@ -53,6 +53,16 @@ std::string Safe(const std::string& id) {
   return s;
 }
 
+// Text for a comment of the graph file: a control character (a line break would end the comment
+// and make the rest graph text) becomes a space.
+std::string OneLine(const std::string& text) {
+  std::string s = text;
+  for (char& c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return s;
+}
+
 std::string Describe(const Handle& h) {
   std::string s = absl::StrCat("checkpoint '", h.checkpoint, "'");
   for (const auto& [name, w] : h.loras) absl::StrAppend(&s, " + LoRA '", name, "' at ", w);
@@ -650,16 +660,17 @@ std::string Translator::Render(const ComfyModel& m) const {
     while (!s.empty() && s.back() == ' ') s.pop_back();
     return s;
   };
-  std::string out =
-      absl::StrCat("# Imported from the ComfyUI workflow ", w_.file, " by sd-graph import-comfy.\n",
-                   "# Each ComfyUI node became the nodes named after its id; its widget values are "
-                   "graph inputs.\n# The workflow's model: checkpoint '",
-                   m.checkpoint, "'");
-  if (!m.vae.empty()) absl::StrAppend(&out, ", VAE '", m.vae, "'");
-  for (const ComfyLora& l : m.loras)
-    absl::StrAppend(&out, ", LoRA '", l.name, "' (UNet ", l.unet, ", text ", l.text, ")");
+  std::string out = absl::StrCat(
+      "# Imported from the ComfyUI workflow ", OneLine(w_.file), " by sd-graph import-comfy.\n",
+      "# Each ComfyUI node became the nodes named after its id; its widget values are "
+      "graph inputs.\n# The workflow's model: checkpoint '",
+      OneLine(m.checkpoint), "'");
+  if (!m.vae.empty()) absl::StrAppend(&out, ", VAE '", OneLine(m.vae), "'");
+  for (const ComfyLora& l : m.loras) {
+    absl::StrAppend(&out, ", LoRA '", OneLine(l.name), "' (UNet ", l.unet, ", text ", l.text, ")");
+  }
   for (size_t i = 0; i < m.controlnets.size(); ++i)
-    absl::StrAppend(&out, ", ControlNet ", i, " '", m.controlnets[i], "'");
+    absl::StrAppend(&out, ", ControlNet ", i, " '", OneLine(m.controlnets[i]), "'");
   absl::StrAppend(&out,
                   "\n# (sd-graph run takes it from --model, --vae, --lora and --controlnet, in "
                   "this order; run on\n"
@@ -670,7 +681,7 @@ std::string Translator::Render(const ComfyModel& m) const {
       "input { name: \"weighting\" type { kind: STRING } default_value { s: \"comfy\" } "
       "doc: \"prompt weighting syntax, as ComfyUI\" }\n");
   for (const Block& b : blocks_) {
-    absl::StrAppend(&out, "\n# ", b.comment, "\n");
+    absl::StrAppend(&out, "\n# ", OneLine(b.comment), "\n");
     for (const v1::Node& n : b.nodes) absl::StrAppend(&out, "node { ", print(n), " }\n");
     for (const v1::Loop& l : b.loops) {
       absl::StrAppend(&out, "loop {\n  name: \"", l.name(), "\"\n  timesteps: \"", l.timesteps(),
