@@ -178,7 +178,6 @@ struct PreparedModel {
   ModelRef ref;
   ModelFlags flags;  // what it was made from (graphs' ApplyLora nodes find their LoRAs alike)
   std::string name;  // ref.Format(): what nodes and workers are given
-  std::string vae;
   std::unique_ptr<WorkerPool> pool;
   std::unique_ptr<WorkerPool> loop_pool;    // --loop-workers
   std::unique_ptr<PlacementRouter> router;  // with loop_pool: node calls to pool, loops there
@@ -203,7 +202,6 @@ int PrepareModel(const Invocation& inv, PreparedModel* m) {
   if (!ref.ok()) return FailWithCode(inv.name, ref.status());
   m->ref = *std::move(ref);
   m->flags = flags;
-  m->vae = flags.vae;
   m->name = m->ref.Format();
   return ConnectWorkers(inv.name, args, m->name, &m->pool, &m->loop_pool, &m->remote);
 }
@@ -320,65 +318,70 @@ int SetUpRun(const Invocation& inv, const PreparedModel& m, int64_t batch, Image
   return kExitOk;
 }
 
-// A graph's ApplyLora and ApplyVae nodes: what they add to its nodes' models is recorded (and the
-// LoRAs checked) as --lora's and --vae's are. The workers' word, or this process's cache.
-std::function<absl::StatusOr<ImageJobs::ModelParts>(const std::string&)> ModelPartsOf(
-    const Invocation& inv, const PreparedModel& m, ModelCache& models) {
-  return [&m, &models, strict = inv.args.Has("strict-lora"), who = "sd-graph " + inv.name](
-             const std::string& model) -> absl::StatusOr<ImageJobs::ModelParts> {
-    SD_ASSIGN_OR_RETURN(const ModelRef ref, ModelRef::Parse(model));
-    ImageJobs::ModelParts parts;
-    parts.vae = ref.vae;
-    std::vector<std::string> sha256s;
-    if (m.remote) {
-      SD_ASSIGN_OR_RETURN(const ModelInfo info, m.pool->Prepare(model));
-      sha256s = info.lora_sha256;
-      parts.vae_hash = info.vae_sha256;
-    } else {
-      if (!ref.vae.empty()) {
-        SD_ASSIGN_OR_RETURN(parts.vae_hash, models.FileHash(ref.vae));
-      }
-      ModelRef added = ref;  // the LoRAs --lora did not name, checked here
-      added.loras.clear();
-      for (const LoraRef& l : ref.loras) {
-        SD_ASSIGN_OR_RETURN(std::string sha256, models.FileHash(l.name));
-        sha256s.push_back(std::move(sha256));
-        auto run_has = [&](const LoraRef& r) { return r.name == l.name; };
-        if (std::none_of(m.ref.loras.begin(), m.ref.loras.end(), run_has)) added.loras.push_back(l);
-      }
-      SD_RETURN_IF_ERROR(CheckLoras(models, added, strict, who));
+// What an image records of model reference `model` (its LoRAs' hashes, its VAE): the workers' word,
+// or this process's cache. In-process, its LoRAs that `checked` does not name are checked against
+// the model (CheckLoras).
+absl::StatusOr<ImageJobs::ModelParts> PartsOfModel(const Invocation& inv, const PreparedModel& m,
+                                                   ModelCache& models, const std::string& model,
+                                                   const ModelRef& checked) {
+  SD_ASSIGN_OR_RETURN(const ModelRef ref, ModelRef::Parse(model));
+  ImageJobs::ModelParts parts;
+  parts.vae = ref.vae;
+  std::vector<std::string> sha256s;
+  if (m.remote) {
+    SD_ASSIGN_OR_RETURN(const ModelInfo info, m.pool->Prepare(model));  // once per reference
+    sha256s = info.lora_sha256;
+    parts.vae_hash = info.vae_sha256;
+  } else {
+    if (!ref.vae.empty()) {
+      SD_ASSIGN_OR_RETURN(parts.vae_hash, models.FileHash(ref.vae));
     }
-    parts.loras = LoraHashEntries(ref, sha256s);
-    return parts;
-  };
+    ModelRef unchecked = ref;
+    unchecked.loras.clear();
+    for (const LoraRef& l : ref.loras) {
+      SD_ASSIGN_OR_RETURN(std::string sha256, models.FileHash(l.name));
+      sha256s.push_back(std::move(sha256));
+      auto named = [&](const LoraRef& c) { return c.name == l.name; };
+      if (std::none_of(checked.loras.begin(), checked.loras.end(), named))
+        unchecked.loras.push_back(l);
+    }
+    SD_RETURN_IF_ERROR(
+        CheckLoras(models, unchecked, inv.args.Has("strict-lora"), "sd-graph " + inv.name));
+  }
+  parts.loras = LoraHashEntries(ref, sha256s);
+  return parts;
 }
 
 // The files' hashes for the PNG parameters: the workers' word, or this process's cache. Local runs
-// also check the LoRAs against the model here.
+// also check the LoRAs against the model here, and those a graph's ApplyLora nodes add as the run
+// reaches them (ImageJobs::parts_of; once per model reference).
 absl::Status RecordModelFiles(const Invocation& inv, const PreparedModel& m, ModelCache& models,
                               ImageJobs* setup) {
-  std::vector<std::string> lora_hashes, control_hashes;
+  std::vector<std::string> control_hashes;
   if (m.remote) {
     setup->model_hash = m.remote->checkpoint_sha256;
-    setup->vae_hash = m.remote->vae_sha256;
-    lora_hashes = m.remote->lora_sha256;
     setup->text_width = m.remote->text_width;
   } else {
     SD_ASSIGN_OR_RETURN(auto entry, models.Open(m.name));
     setup->model_hash = entry->hash;
     setup->text_width = entry->config.clip.width;
-    if (!m.vae.empty()) setup->vae_hash = *models.FileHash(m.vae);  // opened with the reference
-    for (const LoraRef& l : m.ref.loras) lora_hashes.push_back(*models.FileHash(l.name));
     for (const std::string& c : m.ref.controls) control_hashes.push_back(*models.FileHash(c));
-    SD_RETURN_IF_ERROR(
-        CheckLoras(models, m.ref, inv.args.Has("strict-lora"), "sd-graph " + inv.name));
   }
-  setup->vae = m.vae;
-  setup->lora_hashes = LoraHashes(m.ref, lora_hashes);
-  setup->parts_of = ModelPartsOf(inv, m, models);
+  SD_ASSIGN_OR_RETURN(setup->model_parts, PartsOfModel(inv, m, models, m.name, ModelRef{}));
+  struct Known {
+    std::mutex mu;
+    std::map<std::string, ImageJobs::ModelParts> parts;
+  };
+  setup->parts_of = [&inv, &m, &models, known = std::make_shared<Known>()](
+                        const std::string& model) -> absl::StatusOr<ImageJobs::ModelParts> {
+    std::lock_guard<std::mutex> lock(known->mu);  // jobs at once: one check, one warning
+    if (auto it = known->parts.find(model); it != known->parts.end()) return it->second;
+    SD_ASSIGN_OR_RETURN(ImageJobs::ModelParts parts, PartsOfModel(inv, m, models, model, m.ref));
+    return known->parts.emplace(model, std::move(parts)).first->second;
+  };
   setup->controlnets = ControlNetParameters(inv.control, control_hashes);
   setup->comfy.checkpoint = Basename(inv.model);
-  if (!m.vae.empty()) setup->comfy.vae = Basename(m.vae);
+  if (!m.flags.vae.empty()) setup->comfy.vae = Basename(m.flags.vae);
   for (const LoraRef& l : m.ref.loras)
     setup->comfy.loras.push_back({Basename(l.name), l.unet, l.text});
   for (const std::string& c : m.ref.controls) setup->comfy.controlnets.push_back(Basename(c));

@@ -14,7 +14,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "host_plugin/cli/image_io.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -228,8 +227,7 @@ absl::Status RenderImage(const ImageJobs& r, int b) {
   };
   SD_ASSIGN_OR_RETURN(const std::string ti_hashes, EmbeddingsUsed(r, job_inputs));
   // The model parts the image records: the run's, and those of the models its nodes use.
-  ImageJobs::ModelParts used{absl::StrSplit(r.lora_hashes, ", ", absl::SkipEmpty()), r.vae,
-                             r.vae_hash};
+  ImageJobs::ModelParts used = r.model_parts;
   if (r.parts_of) {
     job_options.on_models = [&](const std::set<std::string>& models) -> absl::Status {
       for (const std::string& model : models) {

@@ -32,15 +32,15 @@ struct ImageJobs {
   int jobs = 1;
   std::vector<std::pair<std::string, std::string>> dump_targets;
   std::mutex* print_mu;  // progress lines of concurrent jobs
-  std::string vae, vae_hash;  // --vae, when given
-  std::string lora_hashes;    // "name: hash10, ..." of the LoRAs applied
-  // What a model reference adds to an image's parameters (a graph's ApplyLora and ApplyVae nodes
-  // give its nodes other models than the run's): its LoRAs' "name: hash10" entries, checked by the
-  // front end as --lora's are, and its VAE. Unset: the run's only.
+  // What a model reference adds to an image's parameters: its LoRAs' "name: hash10" entries, and
+  // its VAE ("": the checkpoint's) with its sha256.
   struct ModelParts {
     std::vector<std::string> loras;
     std::string vae, vae_hash;
   };
+  ModelParts model_parts;  // the run's model's (--lora, <lora:> tags, --vae)
+  // The parts of another model a graph's nodes compute with (its ApplyLora and ApplyVae nodes),
+  // checked by the front end as --lora's are. Unset: the run's only.
   std::function<absl::StatusOr<ModelParts>(const std::string& model)> parts_of;
   std::string controlnets;    // `ControlNet 0: "..."` entries (ControlNetParameters)
   int64_t text_width = 0;     // of the model's text encoder: embeddings must match (0: unknown)

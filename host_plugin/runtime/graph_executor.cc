@@ -81,7 +81,6 @@ absl::Status GraphExecutor::ResolveModels() {
     SD_RETURN_IF_ERROR(OpenKernel(p));
     SD_ASSIGN_OR_RETURN(auto in, Gather(p, [this](const std::string& s) { return Outer(s); }));
     SD_RETURN_IF_ERROR(Finish(p, in, Execute(p, in, 0), 0, 0));
-    made_first_.insert(&p);
   }
   auto read = [&](const PlannedNode& p, const char* where) -> absl::Status {
     if (!p.contract.needs_model || !ModelSource(p)) return absl::OkStatus();
@@ -280,7 +279,8 @@ absl::Status GraphExecutor::RunLevels(const Wave& nodes, const Lookup& lookup, i
     size_t j = i;
     Wave wave;
     for (; j < nodes.size() && nodes[j]->level == nodes[i]->level; ++j) {
-      if (!made_first_.count(nodes[j])) wave.push_back(nodes[j]);
+      // Top-level model-making nodes ran in ResolveModels.
+      if (step != 0 || !MakesModel(*nodes[j])) wave.push_back(nodes[j]);
     }
     if (!wave.empty()) SD_RETURN_IF_ERROR(RunWave(wave, lookup, step, steps));
     if (step == 0) Release(wave);  // top-level nodes run once

@@ -17,7 +17,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -83,7 +82,6 @@ class GraphExecutor {
   std::map<std::string, std::unique_ptr<NodeKernel>> kernels_;
   std::map<std::string, std::string> node_models_;  // node -> its `model` input, when wired
   std::map<std::string, RunContext> node_ctx_;      // node -> the context it is opened with
-  std::set<const PlannedNode*> made_first_;         // the model-making nodes ResolveModels ran
   std::optional<CallPool> pool_;  // made when a wave first has two dispatched calls
 };
 

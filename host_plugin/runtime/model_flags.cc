@@ -111,8 +111,4 @@ std::vector<std::string> LoraHashEntries(const ModelRef& ref,
   return parts;
 }
 
-std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s) {
-  return absl::StrJoin(LoraHashEntries(ref, sha256s), ", ");
-}
-
 }  // namespace sd

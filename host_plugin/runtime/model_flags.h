@@ -35,9 +35,8 @@ absl::StatusOr<std::string> PartPath(const ModelFlags& flags, const std::string&
 absl::Status CheckLoras(ModelCache& models, const ModelRef& ref, bool strict,
                         const std::string& who);
 
-// `Lora hashes` as other tools write it: "name: hash10, ..." (names are the files' stems), and
-// its entries.
-std::string LoraHashes(const ModelRef& ref, const std::vector<std::string>& sha256s);
+// The entries of `Lora hashes` as other tools write it ("name: hash10"; names are the files'
+// stems), for the reference's LoRAs and their sha256s in order.
 std::vector<std::string> LoraHashEntries(const ModelRef& ref,
                                          const std::vector<std::string>& sha256s);
 

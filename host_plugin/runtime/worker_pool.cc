@@ -97,7 +97,7 @@ absl::StatusOr<ModelInfo> WorkerPool::Prepare(const std::string& checkpoint) {
   {
     std::lock_guard<std::mutex> lock(p.mu);
     // Kinds without a model run on any prepared pool.
-    if (p.prepared && (checkpoint.empty() || p.model.checkpoint == checkpoint)) return p.model;
+    if (p.prepared && checkpoint.empty()) return p.model;
     if (auto it = p.agreed.find(checkpoint); it != p.agreed.end()) return it->second;
   }
   std::vector<Worker*> members;  // a snapshot: dns:/// members may join meanwhile
