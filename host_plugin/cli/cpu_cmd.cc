@@ -110,7 +110,7 @@ int CpuCommand(const std::vector<std::string>& argv) {
   j["features"] = kernels::CpuVectorFeatures();
   j["threads"] = threads;
   j["blas"] = LoadedBlas().Describe();
-  j["attention_kernel"] = kernels::AttentionIsaName(kernels::ActiveAttentionIsa());
+  j["attention_kernel"] = kernels::AttentionKernelName();
   j["measurements_file"] = nn::CpuMeasurementsFile();
   j["machine"] = nn::MeasuredMachine();
   j["native_bf16_speedup"] = Recorded(nn::kNativeBf16Measurement);

@@ -19,7 +19,7 @@ using V = VecAvx2;
 }  // namespace
 
 SD_AVX2_TARGET void RowsAvx2(const Head& head, int64_t row_begin, int64_t row_end, float* scratch) {
-  Rows(head, row_begin, row_end, scratch);
+  Rows<F32Tiles>(head, row_begin, row_end, scratch);
 }
 
 }  // namespace sd::kernels::attention

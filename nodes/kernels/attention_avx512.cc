@@ -20,7 +20,7 @@ using V = VecAvx512;
 
 SD_AVX512_TARGET void RowsAvx512(const Head& head, int64_t row_begin, int64_t row_end,
                                  float* scratch) {
-  Rows(head, row_begin, row_end, scratch);
+  Rows<F32Tiles>(head, row_begin, row_end, scratch);
 }
 
 }  // namespace sd::kernels::attention

@@ -59,9 +59,36 @@ struct AttentionBatch {
 };
 void MultiHeadAttention(const AttentionBatch& args);
 
-// Multiply-add FLOPs done by MultiHeadAttention since the program started (2 per multiply-add, of q
-// kᵀ and of the weighted values): the benchmark adds them to the FLOPs its operator profiler
-// counts.
+// The same attention over bf16 queries, keys and values (the network's activations in bf16
+// compute), with vdpbf16ps products: scores, softmax and output in f32, the softmax weights rounded
+// to bf16 for the values' products (each row's rounded weights are what it is normalised by). On
+// CPUs with AVX-512 BF16 only, and only when the AVX-512 body is the active one
+// (SD_ATTENTION_ISA=avx2 or SetAttentionIsa turn it off with it), unless SD_ATTENTION_BF16=0.
+bool Bf16AttentionAvailable();
+
+// What reports name: the active body, "+bf16" where bf16 activations take the bf16 one
+// ("avx512+bf16", "avx512", "avx2", "none").
+const char* AttentionKernelName();
+
+struct AttentionBatchBf16 {
+  const uint16_t* q;  // [batch, tq, heads * d] bf16 bits
+  // [batch, heads, ceil(tk / kAttentionKeyBlock), d / 2, kAttentionKeyBlock, 2]: per block of 32
+  // keys, per pair of features, the 32 keys' two features; padded keys zero. 64-byte aligned.
+  const uint16_t* k_pairs;
+  // [batch, heads, ceil(tk / 2), d, 2]: per pair of keys, per feature, the two keys' values; a
+  // padded key (odd tk) zero.
+  const uint16_t* v_pairs;
+  float* out;                       // [batch, tq, heads * d]
+  int64_t batch, heads, tq, tk, d;  // d: even, 2..kFusedAttentionMaxHeadDim
+  float scale;
+  int threads = 0;
+};
+// Requires Bf16AttentionAvailable().
+void MultiHeadAttentionBf16(const AttentionBatchBf16& args);
+
+// Multiply-add FLOPs done by MultiHeadAttention(Bf16) since the program started (2 per
+// multiply-add, of q kᵀ and of the weighted values): the benchmark adds them to the FLOPs its
+// operator profiler counts.
 uint64_t FusedAttentionFlops();
 
 }  // namespace sd::kernels

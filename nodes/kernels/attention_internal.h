@@ -41,10 +41,25 @@ struct Head {
   float scale;
 };
 
+// One head of AttentionBatchBf16, as the bf16 body reads it (tk and d as in Head; d even).
+struct HeadBf16 {
+  const uint16_t* q;  // [tq, d] bf16, row r at q + r * q_stride
+  int64_t q_stride;
+  const uint16_t* k_pairs;  // one head of AttentionBatchBf16::k_pairs
+  const uint16_t* v_pairs;  // one head of AttentionBatchBf16::v_pairs
+  float* out;               // [tq, d], row r at out + r * out_stride
+  int64_t out_stride;
+  int64_t tk;
+  int64_t d;
+  float scale;
+};
+
 // Output rows [row_begin, row_end) of one head; `scratch` holds kScratchFloats floats. One body per
 // instruction set (SD_ATTENTION_X86 builds only); call only the ones the CPU has.
 void RowsAvx512(const Head& head, int64_t row_begin, int64_t row_end, float* scratch);
 void RowsAvx2(const Head& head, int64_t row_begin, int64_t row_end, float* scratch);
+// AVX-512 BF16.
+void RowsAvx512Bf16(const HeadBf16& head, int64_t row_begin, int64_t row_end, float* scratch);
 
 }  // namespace sd::kernels::attention
 

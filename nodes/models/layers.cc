@@ -186,8 +186,38 @@ bool FusedAttentionWanted() {
   return wanted && kernels::FusedAttentionAvailable();
 }
 
+// bf16 activations on a CPU with AVX-512 BF16: the bf16 body reads them as they are (no f32
+// copies), keys and values packed in the pairs its dot products take (attention_cpu.h).
+torch::Tensor FusedAttentionBf16(const torch::Tensor& q, const torch::Tensor& k,
+                                 const torch::Tensor& v, int64_t heads) {
+  const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
+  constexpr int64_t kb = kernels::kAttentionKeyBlock;
+  const int64_t blocks_k = (tk + kb - 1) / kb, keys_even = (tk + 1) / 2 * 2;
+  const torch::Tensor qc = q.contiguous();
+  const torch::Tensor kp = torch::constant_pad_nd(k, {0, 0, 0, blocks_k * kb - tk})
+                               .view({b, blocks_k, kb, heads, d / 2, 2})
+                               .permute({0, 3, 1, 4, 2, 5})
+                               .contiguous();
+  const torch::Tensor vp = torch::constant_pad_nd(v, {0, 0, 0, keys_even - tk})
+                               .view({b, keys_even / 2, 2, heads, d})
+                               .permute({0, 3, 1, 4, 2})
+                               .contiguous();
+  torch::Tensor out = torch::empty({b, tq, width}, q.options().dtype(torch::kFloat32));
+  auto bits = [](const torch::Tensor& t) {
+    return reinterpret_cast<const uint16_t*>(t.data_ptr());
+  };
+  kernels::MultiHeadAttentionBf16(
+      {bits(qc), bits(kp), bits(vp), out.data_ptr<float>(), b, heads, tq, tk, d,
+       static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))), at::get_num_threads()});
+  return out.to(torch::kBFloat16);
+}
+
 torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads) {
   const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
+  if (q.scalar_type() == torch::kBFloat16 && k.scalar_type() == torch::kBFloat16 &&
+      v.scalar_type() == torch::kBFloat16 && d % 2 == 0 && kernels::Bf16AttentionAvailable()) {
+    return FusedAttentionBf16(q, k, v, heads);
+  }
   const torch::Tensor qf = q.to(torch::kFloat32).contiguous();
   // Values per head, [B, H, Tk, D]: a chunk of keys then reads one contiguous block.
   const torch::Tensor vf = v.to(torch::kFloat32).view({b, tk, heads, d}).permute({0, 2, 1, 3}).contiguous();

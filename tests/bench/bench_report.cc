@@ -110,7 +110,7 @@ void PrintCpuChoices(const BenchReport& r) {
       "CPU: %s [%s]; fused attention: %s; bf16 weights compute %s (native bf16 measured at %.2fx "
       "fp32 math); VAE decoder convolutions %s (channels-last measured at %.2fx NCHW)\n",
       kernels::CpuModelName().c_str(), kernels::CpuVectorFeatures().c_str(),
-      kernels::AttentionIsaName(kernels::ActiveAttentionIsa()),
+      kernels::AttentionKernelName(),
       nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "natively" : "in fp32",
       nn::MeasuredNativeBf16Speedup(), nn::ConvLayoutName(nn::ResolvedVaeConvLayout()),
       nn::MeasuredChannelsLastSpeedup());
@@ -156,7 +156,7 @@ nlohmann::json CpuJson(const BenchReport& r) {
       {"model", kernels::CpuModelName()},
       {"features", kernels::CpuVectorFeatures()},
       {"peak_vector", r.peak.vector},
-      {"attention_kernel", kernels::AttentionIsaName(kernels::ActiveAttentionIsa())},
+      {"attention_kernel", kernels::AttentionKernelName()},
       {"bf16_compute",
        nn::ResolvedCpuBf16Compute() == nn::CpuBf16Compute::kNative ? "native" : "f32"},
       {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()},
