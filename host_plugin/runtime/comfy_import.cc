@@ -1,7 +1,5 @@
 #include "host_plugin/runtime/comfy_import.h"
 
-#include <google/protobuf/text_format.h>
-
 #include <algorithm>
 #include <cctype>
 #include <map>
@@ -11,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
+#include "host_plugin/runtime/comfy_import_internal.h"
 #include "nodes/schedulers/sigma_names.h"
 #include "proto/sd/v1/graph.pb.h"
 #include "proto/sd/v1/nodes.pb.h"
@@ -19,15 +17,13 @@
 namespace sd {
 namespace {
 
-// What flows along a MODEL, CLIP or VAE link: which files, not tensors.
-struct Handle {
-  std::string checkpoint, vae, origin;  // origin: the loader's node id, for messages
-  std::vector<std::pair<std::string, double>> loras;
-  int64_t clip_skip = 1;
-  bool operator==(const Handle& o) const {
-    return checkpoint == o.checkpoint && vae == o.vae && loras == o.loras;
-  }
-};
+using comfy_import::Block;
+using comfy_import::ChooseComfyModel;
+using comfy_import::ComfyTranslation;
+using comfy_import::Handle;
+using comfy_import::Param;
+using comfy_import::RenderComfyGraph;
+
 using Slot = std::variant<Handle, std::string>;  // a handle, or a graph source "node.port"
 
 // A ControlNet attached to a conditioning (ControlNetApply[Advanced]).
@@ -37,35 +33,12 @@ struct ControlUse {
   std::string strength, start, end;  // graph inputs ("$P..$" tokens)
 };
 
-struct Param {
-  std::string base;
-  std::string owner;  // the ComfyUI node id, for a suffix when values differ
-  ComfyWidget value;
-  std::string doc;
-};
-
 // A node id as our names allow it ('.', '=', '@' and spaces become '_').
 std::string Safe(const std::string& id) {
   std::string s = id;
   for (char& c : s) {
     if (c == '.' || c == '=' || c == '@' || c == ' ') c = '_';
   }
-  return s;
-}
-
-// Text for a comment of the graph file: a control character (a line break would end the comment
-// and make the rest graph text) becomes a space.
-std::string OneLine(const std::string& text) {
-  std::string s = text;
-  for (char& c : s) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-  }
-  return s;
-}
-
-std::string Describe(const Handle& h) {
-  std::string s = absl::StrCat("checkpoint '", h.checkpoint, "'");
-  for (const auto& [name, w] : h.loras) absl::StrAppend(&s, " + LoRA '", name, "' at ", w);
   return s;
 }
 
@@ -78,8 +51,8 @@ class Translator {
       if (absl::Status s = Translate(w_.node(id)); !s.ok()) return s;
     }
     ComfyGraph g;
-    if (absl::Status s = ChooseModel(&g.model); !s.ok()) return s;
-    g.text = Render(g.model);
+    if (absl::Status s = ChooseComfyModel(w_.file, t_, &g.model); !s.ok()) return s;
+    g.text = RenderComfyGraph(w_.file, t_, g.model);
     return g;
   }
 
@@ -124,8 +97,8 @@ class Translator {
   // A graph input standing for a widget value; its final name is chosen once every value is known.
   std::string P(const std::string& base, const ComfyNode& n, ComfyWidget value,
                 const std::string& doc) {
-    params_.push_back({base, Safe(n.id), std::move(value), doc});
-    return absl::StrCat("$P", params_.size() - 1, "$");
+    t_.params.push_back({base, Safe(n.id), std::move(value), doc});
+    return absl::StrCat("$P", t_.params.size() - 1, "$");
   }
   std::string W(const std::string& base, const ComfyNode& n, const std::string& widget,
                 const std::string& doc) {
@@ -134,7 +107,7 @@ class Translator {
 
   v1::Node& Add(const std::string& kind, const std::string& name, std::vector<std::string> inputs,
                 v1::Loop* loop = nullptr) {
-    v1::Node* node = loop ? loop->add_node() : &blocks_.back().nodes.emplace_back();
+    v1::Node* node = loop ? loop->add_node() : &t_.blocks.back().nodes.emplace_back();
     node->set_kind(kind);
     node->set_name(name);
     for (std::string& in : inputs) node->add_input(std::move(in));
@@ -145,7 +118,7 @@ class Translator {
     b.comment = absl::StrCat("ComfyUI node ", n.id, ": ", n.class_type);
     if (!n.title.empty() && n.title != n.class_type)
       absl::StrAppend(&b.comment, " \"", n.title, "\"");
-    blocks_.push_back(std::move(b));
+    t_.blocks.push_back(std::move(b));
   }
 
   absl::Status Translate(const ComfyNode& n) {
@@ -198,7 +171,7 @@ class Translator {
     if (c == "RepeatLatentBatch" || c == "LatentFromBatch") return Batch(n);
     if (c == "KSampler" || c == "KSamplerAdvanced") return Sample(n);
     if (c == "VAEDecode" || c == "VAEEncode") {
-      vae_users_.emplace_back(id, HandleIn(n, "vae"));
+      t_.vae_users.emplace_back(id, HandleIn(n, "vae"));
       const bool decode = c == "VAEDecode";
       Add(decode ? "VaeDecode" : "VaeEncode", id,
           {decode ? "latents=" + Source(n, "samples") : "image=" + Source(n, "pixels")});
@@ -235,13 +208,13 @@ class Translator {
       return absl::OkStatus();
     }
     if (c == "SetLatentNoiseMask") {
-      blocks_.back().comment += " (no node: the mask travels with the latents)";
+      t_.blocks.back().comment += " (no node: the mask travels with the latents)";
       slots_[{n.id, 0}] = Source(n, "samples");
       masks_[{n.id, 0}] = Source(n, "mask");
       return absl::OkStatus();
     }
     if (c == "VAEEncodeForInpaint") {
-      vae_users_.emplace_back(id, HandleIn(n, "vae"));
+      t_.vae_users.emplace_back(id, HandleIn(n, "vae"));
       Add("InpaintPrepare", id + "_prep",
           {"image=" + Source(n, "pixels"), "mask=" + Source(n, "mask"),
            "grow=" + W("grow_mask_by", n, "grow_mask_by", "pixels")});
@@ -252,17 +225,17 @@ class Translator {
     }
     if (c == "SaveImage" || c == "PreviewImage") {
       Add("TensorToImages", id, {"image=" + Source(n, "images")});
-      outputs_.emplace_back(outputs_.empty() ? "image" : "image_" + id, id + ".pixels");
+      t_.outputs.emplace_back(t_.outputs.empty() ? "image" : "image_" + id, id + ".pixels");
       return absl::OkStatus();
     }
     if (c == "LatentUpscale" || c == "LatentUpscaleBy" || c == "ImageScale" || c == "ImageScaleBy")
       return Scale(n);
     if (c == "ControlNetLoader") {
       const std::string file = n.Text("control_net_name");
-      auto it = std::find(control_files_.begin(), control_files_.end(), file);
-      if (it == control_files_.end()) it = control_files_.insert(control_files_.end(), file);
-      control_nets_[{n.id, 0}] = static_cast<int>(it - control_files_.begin());
-      blocks_.back().comment += " (no node: the file joins the model reference)";
+      auto it = std::find(t_.control_files.begin(), t_.control_files.end(), file);
+      if (it == t_.control_files.end()) it = t_.control_files.insert(t_.control_files.end(), file);
+      control_nets_[{n.id, 0}] = static_cast<int>(it - t_.control_files.begin());
+      t_.blocks.back().comment += " (no node: the file joins the model reference)";
       slots_[{n.id, 0}] = std::string();
       return absl::OkStatus();
     }
@@ -277,7 +250,7 @@ class Translator {
 
   absl::Status ApplyControl(const ComfyNode& n) {
     const bool advanced = n.class_type == "ControlNetApplyAdvanced";
-    blocks_.back().comment += " (no node: the sampler runs the ControlNet)";
+    t_.blocks.back().comment += " (no node: the sampler runs the ControlNet)";
     const ComfyLink& cn = n.links.at("control_net");
     ControlUse use;
     use.index = control_nets_.at({cn.node, cn.slot});
@@ -334,7 +307,7 @@ class Translator {
   absl::Status Encode(const ComfyNode& n) {
     const std::string id = Safe(n.id);
     const Handle& clip = HandleIn(n, "clip");
-    clip_users_.emplace_back(id, clip);
+    t_.clip_users.emplace_back(id, clip);
     // "prompt" or "negative" by the samplers' use of it.
     std::set<std::string> roles;
     for (const std::string& other : w_.order) {
@@ -374,7 +347,7 @@ class Translator {
           n, absl::StrCat("scheduler '", n.Text("scheduler"),
                           "' is not supported (supported: ", absl::StrJoin(schedulers, ", "), ")"));
     }
-    model_users_.emplace_back(id, HandleIn(n, "model"));
+    t_.model_users.emplace_back(id, HandleIn(n, "model"));
     const std::string latent = Source(n, "latent_image");
     const std::string seed =
         W("seed", n, advanced ? "noise_seed" : "seed", "the noise seed, as ComfyUI draws it");
@@ -411,7 +384,7 @@ class Translator {
       start.push_back("noise=" + id + "_noise.noise");
     }
     Add("SigmaStart", id + "_start", start);
-    v1::Loop& loop = blocks_.back().loops.emplace_back();
+    v1::Loop& loop = t_.blocks.back().loops.emplace_back();
     loop.set_name(id + "_loop");
     loop.set_timesteps(id + "_sigmas.timesteps");
     for (const char* carry : {"latents", "history"}) {
@@ -475,8 +448,8 @@ class Translator {
              W("sampler", n, "sampler_name", "euler, euler_ancestral, dpmpp_2m, ddim or ddpm"),
          "noise=" + id + "_step_noise.noise", "history=@loop.history"},
         &loop);
-    blocks_.back().after.emplace_back();
-    v1::Node& end = blocks_.back().after.back();
+    t_.blocks.back().after.emplace_back();
+    v1::Node& end = t_.blocks.back().after.back();
     end.set_kind("SigmaEnd");
     end.set_name(id);
     end.add_input("latents=" + id + "_loop.latents");
@@ -541,16 +514,6 @@ class Translator {
     return absl::OkStatus();
   }
 
-  // One model for the run: every sampler's MODEL, every encoder's CLIP and every VAE user agree.
-  absl::Status ChooseModel(ComfyModel* m) const;
-  std::string Render(const ComfyModel& m) const;
-
-  struct Block {
-    std::string comment;
-    std::vector<v1::Node> nodes;
-    std::vector<v1::Loop> loops;
-    std::vector<v1::Node> after;  // nodes after the loops (a sampler's end)
-  };
   const ComfyWorkflow& w_;
   ComfyImportOptions options_;
   std::map<std::pair<std::string, int>, Slot> slots_;
@@ -558,146 +521,10 @@ class Translator {
   std::map<std::pair<std::string, int>, std::vector<ControlUse>>
       controls_;                                             // on CONDITIONING outputs
   std::map<std::pair<std::string, int>, int> control_nets_;  // CONTROL_NET outputs
-  std::vector<std::string> control_files_;
   std::map<std::pair<std::string, int>, std::string>
       batch_index_;  // LATENT slices' first index (input)
-  std::vector<Param> params_;
-  std::vector<Block> blocks_;
-  std::vector<std::pair<std::string, std::string>> outputs_;  // name, source
-  std::vector<std::pair<std::string, Handle>> model_users_, clip_users_, vae_users_;
+  ComfyTranslation t_;  // what Run renders
 };
-
-absl::Status Translator::ChooseModel(ComfyModel* m) const {
-  auto agree = [&](const std::vector<std::pair<std::string, Handle>>& users,
-                   const char* what) -> absl::Status {
-    for (const auto& [id, h] : users) {
-      if (!(h == users.front().second)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("workflow ", w_.file, ": node ", id, " uses a different ", what, " (",
-                         Describe(h), ") than node ", users.front().first, " (",
-                         Describe(users.front().second), "); one model per workflow is supported"));
-      }
-    }
-    return absl::OkStatus();
-  };
-  for (const auto* users : {&model_users_, &clip_users_, &vae_users_}) {
-    const char* what = users == &model_users_ ? "MODEL" : users == &clip_users_ ? "CLIP" : "VAE";
-    if (absl::Status s = agree(*users, what); !s.ok()) return s;
-  }
-  if (model_users_.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("workflow ", w_.file, ": has no KSampler: nothing to compute with"));
-  }
-  const Handle& model = model_users_.front().second;
-  m->checkpoint = model.checkpoint;
-  if (!clip_users_.empty() && clip_users_.front().second.checkpoint != model.checkpoint) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("workflow ", w_.file, ": the text encoder comes from checkpoint '",
-                     clip_users_.front().second.checkpoint, "' but the UNet from '",
-                     model.checkpoint, "'; one checkpoint per workflow is supported"));
-  }
-  if (!vae_users_.empty()) {
-    const Handle& vae = vae_users_.front().second;
-    if (vae.vae.empty() && vae.checkpoint != model.checkpoint) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("workflow ", w_.file, ": the VAE comes from checkpoint '", vae.checkpoint,
-                       "' but the UNet from '", model.checkpoint, "'"));
-    }
-    m->vae = vae.vae;
-  }
-  m->controlnets = control_files_;
-  for (const auto& [name, w] : model.loras) m->loras.push_back({name, w, 0.0});
-  if (!clip_users_.empty()) {
-    for (const auto& lora : clip_users_.front().second.loras) {
-      auto it = std::find_if(m->loras.begin(), m->loras.end(), [&](const ComfyLora& l) {
-        return l.name == lora.first && l.text == 0;
-      });
-      if (it != m->loras.end()) {
-        it->text = lora.second;
-      } else {
-        m->loras.push_back({lora.first, 0.0, lora.second});
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-std::string Translator::Render(const ComfyModel& m) const {
-  // Names: equal values of one meaning share the plain name; differing ones get the node id.
-  std::map<std::string, std::vector<size_t>> by_base;
-  for (size_t i = 0; i < params_.size(); ++i) by_base[params_[i].base].push_back(i);
-  std::vector<std::pair<std::string, std::string>> tokens;
-  std::vector<v1::GraphInput> inputs;
-  std::set<std::string> declared;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Param& p = params_[i];
-    const auto& group = by_base[p.base];
-    const bool same = std::all_of(group.begin(), group.end(),
-                                  [&](size_t j) { return params_[j].value == p.value; });
-    const std::string name = same ? p.base : p.base + "_" + p.owner;
-    tokens.emplace_back(absl::StrCat("$P", i, "$"), "@" + name);
-    if (!declared.insert(name).second) continue;
-    v1::GraphInput& in = inputs.emplace_back();
-    in.set_name(name);
-    in.set_doc(same && group.size() > 1 ? p.doc : absl::StrCat(p.doc, " (node ", p.owner, ")"));
-    if (const auto* s = std::get_if<std::string>(&p.value)) {
-      in.mutable_type()->set_kind(v1::STRING);
-      in.mutable_default_value()->set_s(*s);
-    } else if (const auto* i64 = std::get_if<int64_t>(&p.value)) {
-      in.mutable_type()->set_kind(v1::INT);
-      in.mutable_default_value()->set_i(*i64);
-    } else {
-      in.mutable_type()->set_kind(v1::FLOAT);
-      in.mutable_default_value()->set_f(std::get<double>(p.value));
-    }
-  }
-  google::protobuf::TextFormat::Printer line;
-  line.SetSingleLineMode(true);
-  line.SetExpandAny(true);  // options as [type.googleapis.com/sd.v1.NoiseOptions] { ... }
-  auto print = [&](const google::protobuf::Message& msg) {
-    std::string s;
-    line.PrintToString(msg, &s);
-    while (!s.empty() && s.back() == ' ') s.pop_back();
-    return s;
-  };
-  std::string out = absl::StrCat(
-      "# Imported from the ComfyUI workflow ", OneLine(w_.file), " by sd-graph import-comfy.\n",
-      "# Each ComfyUI node became the nodes named after its id; its widget values are "
-      "graph inputs.\n# The workflow's model: checkpoint '",
-      OneLine(m.checkpoint), "'");
-  if (!m.vae.empty()) absl::StrAppend(&out, ", VAE '", OneLine(m.vae), "'");
-  for (const ComfyLora& l : m.loras) {
-    absl::StrAppend(&out, ", LoRA '", OneLine(l.name), "' (UNet ", l.unet, ", text ", l.text, ")");
-  }
-  for (size_t i = 0; i < m.controlnets.size(); ++i)
-    absl::StrAppend(&out, ", ControlNet ", i, " '", OneLine(m.controlnets[i]), "'");
-  absl::StrAppend(&out,
-                  "\n# (sd-graph run takes it from --model, --vae, --lora and --controlnet, in "
-                  "this order; run on\n"
-                  "# the workflow itself, it finds the files in --comfy-models).\n\n");
-  for (const v1::GraphInput& in : inputs) absl::StrAppend(&out, "input { ", print(in), " }\n");
-  absl::StrAppend(
-      &out,
-      "input { name: \"weighting\" type { kind: STRING } default_value { s: \"comfy\" } "
-      "doc: \"prompt weighting syntax, as ComfyUI\" }\n");
-  for (const Block& b : blocks_) {
-    absl::StrAppend(&out, "\n# ", OneLine(b.comment), "\n");
-    for (const v1::Node& n : b.nodes) absl::StrAppend(&out, "node { ", print(n), " }\n");
-    for (const v1::Loop& l : b.loops) {
-      absl::StrAppend(&out, "loop {\n  name: \"", l.name(), "\"\n  timesteps: \"", l.timesteps(),
-                      "\"\n");
-      for (const v1::Carry& c : l.carry()) absl::StrAppend(&out, "  carry { ", print(c), " }\n");
-      for (const v1::Node& n : l.node()) absl::StrAppend(&out, "  node { ", print(n), " }\n");
-      absl::StrAppend(&out, "}\n");
-    }
-    for (const v1::Node& n : b.after) absl::StrAppend(&out, "node { ", print(n), " }\n");
-  }
-  absl::StrAppend(&out, "\n");
-  for (const auto& [name, source] : outputs_) {
-    absl::StrAppend(&out, "output { name: \"", name, "\" source: \"", source, "\" }\n");
-  }
-  return absl::StrReplaceAll(out, tokens);
-}
 
 }  // namespace
 
