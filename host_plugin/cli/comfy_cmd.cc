@@ -36,7 +36,8 @@ constexpr char kHelp[] =
     "steps,\n"
     "cfg, prompt, negative, width, height, denoise, ...; differing ones get the node id: seed_3).\n"
     "The workflow's checkpoint, VAE, LoRAs and ControlNets are named in the file's header (`run`\n"
-    "takes them from --model, --vae, --lora and --controlnet). `sd-graph run WORKFLOW.json` runs a "
+    "takes them from --model, --vae, --lora and --controlnet); LoRAs that not every sampler and\n"
+    "text encoder uses become ApplyLora nodes instead. `sd-graph run WORKFLOW.json` runs a "
     "workflow without this step.\n"
     "\n"
     "Supported nodes: CheckpointLoaderSimple, VAELoader, LoraLoader, LoraLoaderModelOnly,\n"
@@ -95,15 +96,19 @@ absl::StatusOr<std::string> FindModelFile(const std::string& name, const std::st
 }  // namespace
 
 absl::StatusOr<ComfyRun> PrepareComfyRun(const std::string& path, const Args& args) {
-  auto imported = ImportComfyWorkflow(path, {args.GetOr("input-dir", "")});
-  if (!imported.ok()) return imported.status();
-  ComfyRun run;
-  run.graph_text = imported->text;
-  const ComfyModel& m = imported->model;
   const bool remote = args.Has("workers");  // names in the workers' repositories
   auto find = [&](const std::string& name, const std::string& sub, const std::string& what) {
     return remote ? absl::StatusOr<std::string>(name) : FindModelFile(name, sub, what, path, args);
   };
+  ComfyImportOptions options;
+  options.input_dir = args.GetOr("input-dir", "");
+  // LoRAs that only some samplers or encoders use become ApplyLora nodes naming their files.
+  options.lora_file = [&](const std::string& name) { return find(name, "loras", "LoRA"); };
+  auto imported = ImportComfyWorkflow(path, options);
+  if (!imported.ok()) return imported.status();
+  ComfyRun run;
+  run.graph_text = imported->text;
+  const ComfyModel& m = imported->model;
   if (!args.Has("model")) {
     auto p = find(m.checkpoint, "checkpoints", "checkpoint");
     if (!p.ok()) return p.status();

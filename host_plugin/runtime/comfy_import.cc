@@ -23,6 +23,7 @@ using comfy_import::ComfyTranslation;
 using comfy_import::Handle;
 using comfy_import::Param;
 using comfy_import::RenderComfyGraph;
+using comfy_import::Safe;
 
 using Slot = std::variant<Handle, std::string>;  // a handle, or a graph source "node.port"
 
@@ -33,15 +34,6 @@ struct ControlUse {
   std::string strength, start, end;  // graph inputs ("$P..$" tokens)
 };
 
-// A node id as our names allow it ('.', '=', '@' and spaces become '_').
-std::string Safe(const std::string& id) {
-  std::string s = id;
-  for (char& c : s) {
-    if (c == '.' || c == '=' || c == '@' || c == ' ') c = '_';
-  }
-  return s;
-}
-
 class Translator {
  public:
   Translator(const ComfyWorkflow& w, ComfyImportOptions o) : w_(w), options_(std::move(o)) {}
@@ -51,7 +43,7 @@ class Translator {
       if (absl::Status s = Translate(w_.node(id)); !s.ok()) return s;
     }
     ComfyGraph g;
-    if (absl::Status s = ChooseComfyModel(w_.file, t_, &g.model); !s.ok()) return s;
+    if (absl::Status s = ChooseComfyModel(w_.file, options_, t_, &g.model); !s.ok()) return s;
     g.text = RenderComfyGraph(w_.file, t_, g.model);
     return g;
   }
@@ -97,8 +89,7 @@ class Translator {
   // A graph input standing for a widget value; its final name is chosen once every value is known.
   std::string P(const std::string& base, const ComfyNode& n, ComfyWidget value,
                 const std::string& doc) {
-    t_.params.push_back({base, Safe(n.id), std::move(value), doc});
-    return absl::StrCat("$P", t_.params.size() - 1, "$");
+    return comfy_import::AddParam(t_, base, Safe(n.id), std::move(value), doc);
   }
   std::string W(const std::string& base, const ComfyNode& n, const std::string& widget,
                 const std::string& doc) {
@@ -141,10 +132,12 @@ class Translator {
     if (c == "LoraLoader" || c == "LoraLoaderModelOnly") {
       Handle model = HandleIn(n, "model");
       model.loras.emplace_back(n.Text("lora_name"), n.Number("strength_model"));
+      model.lora_nodes.push_back(n.id);
       slots_[{n.id, 0}] = model;
       if (c == "LoraLoader") {
         Handle clip = HandleIn(n, "clip");
         clip.loras.emplace_back(n.Text("lora_name"), n.Number("strength_clip"));
+        clip.lora_nodes.push_back(n.id);
         slots_[{n.id, 1}] = clip;
       }
       return absl::OkStatus();

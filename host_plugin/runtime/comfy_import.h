@@ -12,6 +12,7 @@
 // crop) before the UNet step of that half.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct ComfyGraph {
 
 struct ComfyImportOptions {
   std::string input_dir;  // where LoadImage's file names are found ("" = as given)
+  // The file an ApplyLora node the import makes (samplers or encoders with differing LoRAs) names
+  // for a LoraLoader's lora_name (a run: the file found, or the workers' name); unset: the name.
+  std::function<absl::StatusOr<std::string>(const std::string& lora_name)> lora_file;
 };
 
 absl::StatusOr<ComfyGraph> TranslateComfyWorkflow(const ComfyWorkflow& workflow,

@@ -17,7 +17,8 @@ namespace sd::comfy_import {
 // What flows along a MODEL, CLIP or VAE link: which files, not tensors.
 struct Handle {
   std::string checkpoint, vae, origin;  // origin: the loader's node id, for messages
-  std::vector<std::pair<std::string, double>> loras;
+  std::vector<std::pair<std::string, double>> loras;  // file name, strength (this side's)
+  std::vector<std::string> lora_nodes;                // the LoraLoader of each, by node id
   int64_t clip_skip = 1;
   bool operator==(const Handle& o) const {
     return checkpoint == o.checkpoint && vae == o.vae && loras == o.loras;
@@ -30,6 +31,15 @@ struct Param {
   ComfyWidget value;
   std::string doc;
 };
+
+// A node id as our names allow it ('.', '=', '@' and spaces become '_').
+inline std::string Safe(const std::string& id) {
+  std::string s = id;
+  for (char& c : s) {
+    if (c == '.' || c == '=' || c == '@' || c == ' ') c = '_';
+  }
+  return s;
+}
 
 // The nodes one ComfyUI node became.
 struct Block {
@@ -64,9 +74,21 @@ inline std::string Describe(const Handle& h) {
   return s;
 }
 
-// One model for the run: every sampler's MODEL, every encoder's CLIP and every VAE user agree
-// (else INVALID_ARGUMENT naming the nodes and `file`).
-absl::Status ChooseComfyModel(const std::string& file, const ComfyTranslation& t, ComfyModel* m);
+// A graph input standing for a widget value of node `owner`: its token ("$P<index>$"); the name
+// is chosen when the graph is rendered.
+inline std::string AddParam(ComfyTranslation& t, const std::string& base, const std::string& owner,
+                            ComfyWidget value, const std::string& doc) {
+  t.params.push_back({base, owner, std::move(value), doc});
+  return "$P" + std::to_string(t.params.size() - 1) + "$";
+}
+
+// The run's model: one checkpoint (and VAE) for every sampler's MODEL, encoder's CLIP and VAE user
+// (else INVALID_ARGUMENT naming the nodes and `file`). Where they also agree on their LoRAs, those
+// are the run's (m->loras); where not, each sampler's UNet steps and each encoder's ClipEncode
+// take a `model` from a chain of ApplyLora nodes, one per LoraLoader and side, added to `t`
+// (their files named by options.lora_file when set).
+absl::Status ChooseComfyModel(const std::string& file, const ComfyImportOptions& options,
+                              ComfyTranslation& t, ComfyModel* m);
 
 // The graph file: inputs named (equal values of one meaning share a name), the model in the
 // header comment, the blocks with their comments, the outputs.

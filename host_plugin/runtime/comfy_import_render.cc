@@ -9,26 +9,109 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "host_plugin/runtime/comfy_import_internal.h"
+#include "nodes/base/status_macros.h"
 
 namespace sd::comfy_import {
 
-absl::Status ChooseComfyModel(const std::string& file, const ComfyTranslation& t, ComfyModel* m) {
-  auto agree = [&](const std::vector<std::pair<std::string, Handle>>& users,
-                   const char* what) -> absl::Status {
+namespace {
+
+using Users = std::vector<std::pair<std::string, Handle>>;
+
+bool AllEqual(const Users& users) {
+  return std::all_of(users.begin(), users.end(),
+                     [&](const auto& u) { return u.second == users.front().second; });
+}
+
+// Adds `input` to the node named `name`, wherever the blocks hold it.
+absl::Status AddInput(ComfyTranslation& t, const std::string& name, const std::string& input) {
+  auto add = [&](auto& nodes) {
+    for (v1::Node& n : nodes) {
+      if (n.name() != name) continue;
+      n.add_input(input);
+      return true;
+    }
+    return false;
+  };
+  for (Block& b : t.blocks) {
+    if (add(b.nodes)) return absl::OkStatus();
+    for (v1::Loop& l : b.loops) {
+      if (add(*l.mutable_node())) return absl::OkStatus();
+    }
+  }
+  return absl::InternalError(absl::StrCat("import-comfy: no node '", name, "' to give ", input));
+}
+
+// The ApplyLora chains of the samplers' UNet steps (side "unet") and the encoders' ClipEncodes
+// (side "text"): node <loader id>_<side> per LoraLoader, shared by every chain through it.
+absl::Status AddLoraNodes(const ComfyImportOptions& options, ComfyTranslation& t) {
+  Block b;
+  b.comment =
+      "LoRAs (LoraLoader): the samplers and text encoders do not all use the same ones, so each "
+      "computes with its own chain";
+  std::set<std::string> made;
+  auto chain = [&](const Handle& h, bool unet) -> absl::StatusOr<std::string> {
+    std::string previous;
+    for (size_t i = 0; i < h.loras.size() && i < h.lora_nodes.size(); ++i) {
+      const std::string owner = Safe(h.lora_nodes[i]);
+      const std::string name = owner + (unet ? "_unet" : "_text");
+      if (made.insert(name).second) {
+        std::string file = h.loras[i].first;
+        if (options.lora_file) {
+          auto found = options.lora_file(file);
+          if (!found.ok()) return found.status();
+          file = *found;
+        }
+        v1::Node& n = b.nodes.emplace_back();
+        n.set_kind("ApplyLora");
+        n.set_name(name);
+        if (!previous.empty()) n.add_input("model=" + previous + ".model");
+        n.add_input("lora=" + AddParam(t, "lora", owner, file, "a LoRA file (LoraLoader)"));
+        n.add_input(
+            absl::StrCat(unet ? "unet=" : "text=",
+                         AddParam(t, unet ? "lora_unet" : "lora_text", owner, h.loras[i].second,
+                                  unet ? "the LoRA's strength on the UNet"
+                                       : "the LoRA's strength on the text encoder")));
+        n.add_input(unet ? "text=#0" : "unet=#0");
+      }
+      previous = name;
+    }
+    return previous;
+  };
+  for (const auto& [users, unet] : {std::pair{&t.model_users, true}, {&t.clip_users, false}}) {
+    for (const auto& [id, h] : *users) {
+      if (h.loras.empty()) continue;
+      auto last = chain(h, unet);
+      if (!last.ok()) return last.status();
+      for (const char* node : unet ? std::vector<const char*>{"_cond", "_uncond"}
+                                   : std::vector<const char*>{"_clip"}) {
+        SD_RETURN_IF_ERROR(AddInput(t, id + node, "model=" + *last + ".model"));
+      }
+    }
+  }
+  t.blocks.insert(t.blocks.begin(), std::move(b));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ChooseComfyModel(const std::string& file, const ComfyImportOptions& options,
+                              ComfyTranslation& t, ComfyModel* m) {
+  // One checkpoint: LoRAs may differ (below), checkpoints may not.
+  auto agree = [&](const Users& users, const char* what, bool whole) -> absl::Status {
     for (const auto& [id, h] : users) {
-      if (!(h == users.front().second)) {
+      const Handle& first = users.front().second;
+      if (whole ? !(h == first) : h.checkpoint != first.checkpoint) {
         return absl::InvalidArgumentError(
             absl::StrCat("workflow ", file, ": node ", id, " uses a different ", what, " (",
-                         Describe(h), ") than node ", users.front().first, " (",
-                         Describe(users.front().second), "); one model per workflow is supported"));
+                         Describe(h), ") than node ", users.front().first, " (", Describe(first),
+                         "); one ", whole ? "model" : "checkpoint", " per workflow is supported"));
       }
     }
     return absl::OkStatus();
   };
-  for (const auto* users : {&t.model_users, &t.clip_users, &t.vae_users}) {
-    const char* what = users == &t.model_users ? "MODEL" : users == &t.clip_users ? "CLIP" : "VAE";
-    if (absl::Status s = agree(*users, what); !s.ok()) return s;
-  }
+  SD_RETURN_IF_ERROR(agree(t.model_users, "MODEL", false));
+  SD_RETURN_IF_ERROR(agree(t.clip_users, "CLIP", false));
+  SD_RETURN_IF_ERROR(agree(t.vae_users, "VAE", true));
   if (t.model_users.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("workflow ", file, ": has no KSampler: nothing to compute with"));
@@ -51,6 +134,7 @@ absl::Status ChooseComfyModel(const std::string& file, const ComfyTranslation& t
     m->vae = vae.vae;
   }
   m->controlnets = t.control_files;
+  if (!AllEqual(t.model_users) || !AllEqual(t.clip_users)) return AddLoraNodes(options, t);
   for (const auto& [name, w] : model.loras) m->loras.push_back({name, w, 0.0});
   if (!t.clip_users.empty()) {
     for (const auto& lora : t.clip_users.front().second.loras) {

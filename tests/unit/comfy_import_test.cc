@@ -444,14 +444,23 @@ TEST_F(ComfyImportTest, TheModelAWorkflowNames) {
   EXPECT_EQ(g->model.loras[0].unet, 0.8);
   EXPECT_EQ(g->model.loras[0].text, 0.6);
   EXPECT_THAT(g->text, HasSubstr(R"(name: "clip_skip" type { kind: INT } default_value { i: 2 })"));
-  // The negative prompt's CLIP without the LoRA: two text encoders, refused.
+  // The negative prompt's CLIP without the LoRA: no one model for the run, so the sampler and the
+  // prompt's encoder read theirs from ApplyLora nodes (run: model_files_cli_test.cc).
   auto mixed = Translate(Edit(
       json, {{R"("text": "blurry", "clip": ["21", 0])", R"("text": "blurry", "clip": ["4", 1])"}}));
-  EXPECT_THAT(
-      std::string(mixed.status().message()),
-      HasSubstr(
-          "node 7 uses a different CLIP (checkpoint 'tiny.safetensors') than node 6 (checkpoint "
-          "'tiny.safetensors' + LoRA 'style.safetensors' at 0.6); one model per workflow"));
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_TRUE(mixed->model.loras.empty());
+  EXPECT_THAT(mixed->text, HasSubstr(R"(name: "20_text" input: "lora=@lora")"));
+  EXPECT_THAT(mixed->text, HasSubstr(R"(input: "model=20_unet.model")"));
+  // Another checkpoint for the negative prompt: refused.
+  auto other = Translate(Edit(
+      json, {{R"("text": "blurry", "clip": ["21", 0])", R"("text": "blurry", "clip": ["30", 1])"},
+             {R"("9": {)", R"("30": {"class_type": "CheckpointLoaderSimple",
+        "inputs": {"ckpt_name": "other.safetensors"}}, "9": {)"}}));
+  EXPECT_THAT(std::string(other.status().message()),
+              HasSubstr("node 7 uses a different CLIP (checkpoint 'other.safetensors') than node 6 "
+                        "(checkpoint 'tiny.safetensors' + LoRA 'style.safetensors' at 0.6); one "
+                        "checkpoint per workflow"));
 }
 
 TEST_F(ComfyImportTest, WhatIsNotSupportedIsRefusedNamingTheNode) {

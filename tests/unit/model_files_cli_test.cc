@@ -165,5 +165,83 @@ TEST_F(GenerateCliTest, ApplyLoraNodesAreTheLoraFlagNodeByNode) {
   EXPECT_THAT(r.err, HasSubstr("LoRA 'nothing-here' not found"));
 }
 
+// A ComfyUI workflow whose sampler and text encoders do not all use the same LoRAs: each computes
+// with its own chain of ApplyLora nodes (one per LoraLoader and side), so a workflow that routes
+// its LoRA the same way everywhere through a second, zero-strength loader makes the image of the
+// one-model run byte for byte, and one whose negative prompt skips the LoRA makes another.
+TEST_F(GenerateCliTest, ComfyLorasThatDifferPerNodeBecomeApplyLoraNodes) {
+  const std::string models = dir_->File("comfy-models");
+  std::filesystem::create_directories(models + "/checkpoints");
+  std::filesystem::create_directories(models + "/loras");
+  std::filesystem::copy_file(model_, models + "/checkpoints/tiny.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(Loras() + "/peft.safetensors", models + "/loras/peft.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::string one_model = R"({
+  "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 3, "cfg": 6.5, "sampler_name": "euler",
+        "scheduler": "normal", "denoise": 1, "model": ["20", 0], "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["5", 0]}},
+  "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+  "20": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+         "lora_name": "peft.safetensors", "strength_model": 0.8, "strength_clip": 0.6}},
+  "21": {"class_type": "LoraLoader", "inputs": {"model": ["20", 0], "clip": ["20", 1],
+         "lora_name": "peft.safetensors", "strength_model": 0, "strength_clip": 0}},
+  "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+  "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["20", 1]}},
+  "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["20", 1]}},
+  "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+  "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["8", 0]}}
+})";
+  auto negative_clip = [&](const std::string& from) {
+    return absl::StrReplaceAll(one_model,
+                               {{R"("text": "blurry", "clip": ["20", 1])",
+                                 R"("text": "blurry", "clip": [")" + from + R"(", 1])"}});
+  };
+  auto run = [&](const std::string& name, const std::string& json) {
+    sd::testing::WriteFile(dir_->File(name + ".json"), json);
+    auto r = RunCommand(Bin() + " run " + Quote(dir_->File(name + ".json")) + " --comfy-models " +
+                        Quote(models) + " -o " + Quote(dir_->File(name + ".png")));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto px = ReadImageRgb8(dir_->File(name + ".png"));
+    EXPECT_TRUE(px.ok()) << px.status();
+    return px.ok() ? *px : torch::Tensor();
+  };
+  const torch::Tensor folded = run("folded", one_model);
+  const torch::Tensor chained = run("chained", negative_clip("21"));
+  ASSERT_TRUE(folded.defined() && chained.defined());
+  EXPECT_TRUE(torch::equal(chained, folded));
+  const torch::Tensor plain_negative = run("plain-negative", negative_clip("4"));
+  ASSERT_TRUE(plain_negative.defined());
+  EXPECT_GT((plain_negative.to(torch::kInt32) - folded.to(torch::kInt32)).abs().max().item<int>(),
+            1);
+  EXPECT_THAT(*ReadImageAttribute(dir_->File("plain-negative.png"), "parameters"),
+              HasSubstr("Lora hashes: \"peft"));
+
+  // The graph it becomes: the UNet steps and the prompt's ClipEncode read their chains' models,
+  // the negative prompt's none.
+  auto r = RunCommand(Bin() + " import-comfy " + Quote(dir_->File("plain-negative.json")) + " -o " +
+                      Quote(dir_->File("plain-negative.pbtxt")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string graph = sd::testing::ReadFile(dir_->File("plain-negative.pbtxt"));
+  EXPECT_THAT(graph, HasSubstr(R"(node { kind: "ApplyLora" name: "20_unet" input: "lora=@lora" )"
+                               R"(input: "unet=@lora_unet" input: "text=#0" })"));
+  EXPECT_THAT(graph, HasSubstr(R"(node { kind: "ApplyLora" name: "20_text" input: "lora=@lora" )"
+                               R"(input: "text=@lora_text" input: "unet=#0" })"));
+  EXPECT_THAT(graph, HasSubstr(R"(input: "model=20_unet.model")"));
+  EXPECT_THAT(graph, HasSubstr(R"(name: "6_clip" input: "tokens=6_tokens.tokens")"));
+  EXPECT_THAT(graph, HasSubstr(R"(input: "model=20_text.model" })"));
+  EXPECT_THAT(graph, ::testing::Not(HasSubstr(R"(name: "7_clip" input: "tokens=7_tokens.tokens" )"
+                                              R"(input: "vectors=7_tokens.vectors" input: )"
+                                              R"("clip_skip=@clip_skip" input: "model)")));
+  // A LoRA the models folder lacks: named before anything runs.
+  sd::testing::WriteFile(
+      dir_->File("missing.json"),
+      absl::StrReplaceAll(negative_clip("4"), {{"peft.safetensors", "gone.safetensors"}}));
+  r = RunCommand(Bin() + " run " + Quote(dir_->File("missing.json")) + " --comfy-models " +
+                 Quote(models) + " -o " + Quote(dir_->File("missing.png")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("gone.safetensors"));
+}
+
 }  // namespace
 }  // namespace sd::cli_test
