@@ -72,37 +72,9 @@ SD_AVX512BF16_TARGET void ScoresBf16(const HeadBf16& h, int64_t r0, int64_t j0, 
   }
 }
 
-// F32Tiles::Numerators with the weights rounded to bf16: the rounded weights (as bf16, two per
-// 32-bit word) replace the row's first half, and the sum is theirs.
-SD_AVX512BF16_TARGET float NumeratorsBf16(float* row, int64_t padded, float& running_max,
-                                          float& running_sum) {
-  __m512 mx = _mm512_set1_ps(running_max);
-  for (int64_t j = 0; j < padded; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + j));
-  const float new_max = _mm512_reduce_max_ps(mx);
-  const __m512 shift = _mm512_set1_ps(new_max);
-  __m512 sum = _mm512_setzero_ps();
-  uint16_t* packed = reinterpret_cast<uint16_t*>(row);
-  // Each step writes 32 bytes at 2j, behind the 64 bytes it has just read at 4j.
-  for (int64_t j = 0; j < padded; j += 16) {
-    const __m256bh e =
-        _mm512_cvtneps_pbh(ExpNonPositive(_mm512_sub_ps(_mm512_loadu_ps(row + j), shift)));
-    const __m256i bits = reinterpret_cast<__m256i>(e);
-    sum =
-        _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(packed + j), bits);
-  }
-  const float shrink = running_max == new_max ? 1.0f
-                       : running_max == -std::numeric_limits<float>::infinity()
-                           ? 0.0f
-                           : std::exp(running_max - new_max);
-  running_max = new_max;
-  running_sum = running_sum * shrink + _mm512_reduce_add_ps(sum);
-  return shrink;
-}
-
 // out[r0 + r][c0 : c0 + 16 NV] = shrink[r] * out[...] + Σ_j p[r][j] v[j0 + j][...], as
-// F32Tiles::Values, a key pair per step: lane l of a value register holds column c0 + l of keys
-// (2m, 2m + 1). n may be odd: its pair's second weight is a masked key's, 0.
+// F32Tiles::WeightedValues, a key pair per step: lane l of a value register holds column c0 + l of
+// keys (2m, 2m + 1). n may be odd: its pair's second weight is a masked key's, 0.
 template <int R, int NV>
 SD_AVX512BF16_TARGET void WeightedValuesBf16(const HeadBf16& h, int64_t r0, int64_t c0, int64_t j0,
                                              int64_t n, const float* p, const float* shrink,
@@ -118,7 +90,7 @@ SD_AVX512BF16_TARGET void WeightedValuesBf16(const HeadBf16& h, int64_t r0, int6
                         : _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[c], o + 16 * c), f);
     }
   }
-  const uint16_t* weights = reinterpret_cast<const uint16_t*>(p);  // NumeratorsBf16's pairs
+  const uint16_t* weights = reinterpret_cast<const uint16_t*>(p);  // StoreWeights' pairs
   const uint16_t* vp = h.v_pairs + j0 * h.d + 2 * c0;              // pair j0 / 2, column c0
   for (int64_t j = 0; j < n; j += 2, vp += 2 * h.d) {
     __m512bh vv[NV];
@@ -144,23 +116,23 @@ struct Bf16Tiles {
                                     float* scores) {
     ScoresBf16<R>(h, r0, j0, n, scores);
   }
-  SD_BF16_INLINE static float Numerators(float* row, int64_t padded, float& running_max,
-                                         float& running_sum) {
-    return NumeratorsBf16(row, padded, running_max, running_sum);
+  // The weights rounded to bf16, two per 32-bit word, over the row's first half: 32 bytes at 2j,
+  // behind the 64 ChunkNumerators has just read at 4j. The row's sum is of the rounded weights.
+  SD_BF16_INLINE static __m512 StoreWeights(float* row, int64_t j, __m512 e) {
+    const __m256i bits = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(reinterpret_cast<uint16_t*>(row) + j), bits);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+  }
+  template <int R, int NV>
+  SD_BF16_INLINE static void WeightedValues(const HeadBf16& h, int64_t r0, int64_t c0, int64_t j0,
+                                            int64_t n, const float* p, const float* shrink,
+                                            bool first) {
+    WeightedValuesBf16<R, NV>(h, r0, c0, j0, n, p, shrink, first);
   }
   template <int R>
   SD_BF16_INLINE static void Values(const HeadBf16& h, int64_t r0, int64_t j0, int64_t n,
                                     const float* p, const float* shrink, bool first) {
-    for (int64_t c0 = 0; c0 < h.d; c0 += 3 * 16) {
-      const int64_t vecs = std::min<int64_t>(3, (h.d - c0 + 15) / 16);
-      if (vecs == 1) {
-        WeightedValuesBf16<R, 1>(h, r0, c0, j0, n, p, shrink, first);
-      } else if (vecs == 2) {
-        WeightedValuesBf16<R, 2>(h, r0, c0, j0, n, p, shrink, first);
-      } else {
-        WeightedValuesBf16<R, 3>(h, r0, c0, j0, n, p, shrink, first);
-      }
-    }
+    TileValues<Bf16Tiles, R>(h, r0, j0, n, p, shrink, first);
   }
 };
 
