@@ -131,13 +131,11 @@ class Translator {
     }
     if (c == "LoraLoader" || c == "LoraLoaderModelOnly") {
       Handle model = HandleIn(n, "model");
-      model.loras.emplace_back(n.Text("lora_name"), n.Number("strength_model"));
-      model.lora_nodes.push_back(n.id);
+      model.loras.push_back({n.Text("lora_name"), n.Number("strength_model"), n.id});
       slots_[{n.id, 0}] = model;
       if (c == "LoraLoader") {
         Handle clip = HandleIn(n, "clip");
-        clip.loras.emplace_back(n.Text("lora_name"), n.Number("strength_clip"));
-        clip.lora_nodes.push_back(n.id);
+        clip.loras.push_back({n.Text("lora_name"), n.Number("strength_clip"), n.id});
         slots_[{n.id, 1}] = clip;
       }
       return absl::OkStatus();

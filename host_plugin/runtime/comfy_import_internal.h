@@ -14,11 +14,18 @@
 
 namespace sd::comfy_import {
 
+// A LoraLoader's file on one side (MODEL or CLIP) of a handle.
+struct HandleLora {
+  std::string name;
+  double strength = 1.0;  // this side's
+  std::string node;       // the LoraLoader's id (not part of what computes)
+  bool operator==(const HandleLora& o) const { return name == o.name && strength == o.strength; }
+};
+
 // What flows along a MODEL, CLIP or VAE link: which files, not tensors.
 struct Handle {
   std::string checkpoint, vae, origin;  // origin: the loader's node id, for messages
-  std::vector<std::pair<std::string, double>> loras;  // file name, strength (this side's)
-  std::vector<std::string> lora_nodes;                // the LoraLoader of each, by node id
+  std::vector<HandleLora> loras;
   int64_t clip_skip = 1;
   bool operator==(const Handle& o) const {
     return checkpoint == o.checkpoint && vae == o.vae && loras == o.loras;
@@ -70,7 +77,7 @@ inline std::string OneLine(const std::string& text) {
 
 inline std::string Describe(const Handle& h) {
   std::string s = absl::StrCat("checkpoint '", h.checkpoint, "'");
-  for (const auto& [name, w] : h.loras) absl::StrAppend(&s, " + LoRA '", name, "' at ", w);
+  for (const HandleLora& l : h.loras) absl::StrAppend(&s, " + LoRA '", l.name, "' at ", l.strength);
   return s;
 }
 

@@ -51,11 +51,11 @@ absl::Status AddLoraNodes(const ComfyImportOptions& options, ComfyTranslation& t
   std::set<std::string> made;
   auto chain = [&](const Handle& h, bool unet) -> absl::StatusOr<std::string> {
     std::string previous;
-    for (size_t i = 0; i < h.loras.size() && i < h.lora_nodes.size(); ++i) {
-      const std::string owner = Safe(h.lora_nodes[i]);
+    for (const HandleLora& lora : h.loras) {
+      const std::string owner = Safe(lora.node);
       const std::string name = owner + (unet ? "_unet" : "_text");
       if (made.insert(name).second) {
-        std::string file = h.loras[i].first;
+        std::string file = lora.name;
         if (options.lora_file) {
           auto found = options.lora_file(file);
           if (!found.ok()) return found.status();
@@ -66,11 +66,10 @@ absl::Status AddLoraNodes(const ComfyImportOptions& options, ComfyTranslation& t
         n.set_name(name);
         if (!previous.empty()) n.add_input("model=" + previous + ".model");
         n.add_input("lora=" + AddParam(t, "lora", owner, file, "a LoRA file (LoraLoader)"));
-        n.add_input(
-            absl::StrCat(unet ? "unet=" : "text=",
-                         AddParam(t, unet ? "lora_unet" : "lora_text", owner, h.loras[i].second,
-                                  unet ? "the LoRA's strength on the UNet"
-                                       : "the LoRA's strength on the text encoder")));
+        n.add_input(absl::StrCat(unet ? "unet=" : "text=",
+                                 AddParam(t, unet ? "lora_unet" : "lora_text", owner, lora.strength,
+                                          unet ? "the LoRA's strength on the UNet"
+                                               : "the LoRA's strength on the text encoder")));
         n.add_input(unet ? "text=#0" : "unet=#0");
       }
       previous = name;
@@ -135,16 +134,16 @@ absl::Status ChooseComfyModel(const std::string& file, const ComfyImportOptions&
   }
   m->controlnets = t.control_files;
   if (!AllEqual(t.model_users) || !AllEqual(t.clip_users)) return AddLoraNodes(options, t);
-  for (const auto& [name, w] : model.loras) m->loras.push_back({name, w, 0.0});
+  for (const HandleLora& l : model.loras) m->loras.push_back({l.name, l.strength, 0.0});
   if (!t.clip_users.empty()) {
     for (const auto& lora : t.clip_users.front().second.loras) {
       auto it = std::find_if(m->loras.begin(), m->loras.end(), [&](const ComfyLora& l) {
-        return l.name == lora.first && l.text == 0;
+        return l.name == lora.name && l.text == 0;
       });
       if (it != m->loras.end()) {
-        it->text = lora.second;
+        it->text = lora.strength;
       } else {
-        m->loras.push_back({lora.first, 0.0, lora.second});
+        m->loras.push_back({lora.name, 0.0, lora.strength});
       }
     }
   }
