@@ -55,6 +55,37 @@ TEST(ShapesDatasetTest, CaptionsSayWhatThePictureShows) {
   }
 }
 
+// The trainer's caption heads learn StatedBy: it must be what the caption's words say (as the
+// scorer reads them), with the "not stated" classes where it says nothing.
+TEST(ShapesDatasetTest, StatedIsWhatTheCaptionSays) {
+  EXPECT_EQ(kStatedClasses[0], static_cast<int>(Palette().size()) + 1);
+  EXPECT_EQ(kStatedClasses[1], static_cast<int>(Palette().size()) + 1);
+  EXPECT_EQ(kStatedClasses[2], kShapeCount + 1);
+  EXPECT_EQ(kStatedClasses[4], static_cast<int>(Position::kMiddle) + 1);
+  const int none = static_cast<int>(Palette().size());
+  ShapesDataset data(12, 32);
+  for (int i = 0; i < 2000; ++i) {
+    const ShapeSample s = data.Next();
+    const Stated st = StatedBy(s.scene, s.mentions);
+    const PromptIntent in = ParseIntent(s.caption);
+    EXPECT_EQ(st[0], in.foreground) << s.caption;
+    EXPECT_EQ(st[1], in.background >= 0 ? in.background : none) << s.caption;
+    EXPECT_EQ(st[2], in.shape ? static_cast<int>(*in.shape) : kShapeCount) << s.caption;
+    EXPECT_EQ(st[3], static_cast<int>(in.size.value_or(Size::kMedium))) << s.caption;
+    EXPECT_EQ(st[4], static_cast<int>(in.position)) << s.caption;
+    for (size_t a = 0; a < st.size(); ++a) {
+      EXPECT_GE(st[a], 0);
+      EXPECT_LT(st[a], kStatedClasses[a]);
+    }
+  }
+  const PromptIntent empty = ParseIntent("");
+  const Stated nothing = StatedByNothing();
+  EXPECT_EQ(nothing[0], none);
+  EXPECT_EQ(nothing[1], empty.background >= 0 ? empty.background : none);
+  EXPECT_EQ(nothing[2], kShapeCount);
+  EXPECT_EQ(nothing[4], static_cast<int>(empty.position));
+}
+
 TEST(ImageScorerTest, ParsesThePhrasingsUsersType) {
   struct Case {
     const char* prompt;

@@ -25,7 +25,7 @@ const std::string kTrainControlNet = SD_TEST_SDTRAIN_CONTROLNET_BIN;
 const std::string kTiny =
     " --config tiny --size 64 --vae-steps 40 --vae-batch 4 --diffusion-steps 60 --diffusion-batch 8"
     " --decoder-steps 10 --pool-size 64 --warmup-steps 5 --vae-lr 2e-3 --diffusion-lr 1e-3 "
-    "--log-every 20 --threads 1 "
+    "--log-every 20 --threads 1 --caption-loss-weight 0.1 "
     "--seed 3";
 
 std::map<std::string, std::vector<double>> Losses(const std::string& path) {
@@ -72,7 +72,8 @@ TEST(TrainSmokeTest, LossFallsAndTheModelRunsThroughSdGraph) {
   ASSERT_EQ(losses.at("vae").size(), 40u);
   ASSERT_EQ(losses.at("unet").size(), 60u);
   ASSERT_EQ(losses.at("decoder").size(), 10u);
-  for (const char* phase : {"vae", "unet"}) {
+  ASSERT_EQ(losses.at("caption_heads").size(), 60u);
+  for (const char* phase : {"vae", "unet", "caption_heads"}) {
     const std::vector<double>& v = losses.at(phase);
     const double first = MeanOf(v, 0, 10), last = MeanOf(v, v.size() - 10, v.size());
     std::printf("[ train ] %s loss: first 10 steps %.4f, last 10 %.4f\n", phase, first, last);
@@ -150,7 +151,8 @@ TEST(TrainSmokeTest, BadFlagsAreRefusedWithUsage) {
   const auto n = testing::RunCommand(kTrain + " --out /tmp/x --vae-steps many");
   EXPECT_EQ(n.exit_code, 2);
   EXPECT_NE(n.err.find("--vae-steps: 'many' is not a number"), std::string::npos) << n.err;
-  for (const char* flag : {" --x0-weight-cap 0.5", " --high-t-fraction 1.5"}) {
+  for (const char* flag :
+       {" --x0-weight-cap 0.5", " --high-t-fraction 1.5", " --caption-loss-weight -1"}) {
     const auto f = testing::RunCommand(kTrain + " --out /tmp/x" + flag);
     EXPECT_EQ(f.exit_code, 2) << flag;
   }

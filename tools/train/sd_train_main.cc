@@ -46,6 +46,11 @@ constexpr char kUsage[] =
     "  --high-t-fraction F    this fraction of each batch takes its timesteps from the noisiest "
     "30%\n"
     "                         (default 0: all uniform)\n"
+    "  --caption-loss-weight W  add W times the loss of linear classifiers that read what the "
+    "caption\n"
+    "                         states (colours, shape, size, position) from the text encoder's rows "
+    "after\n"
+    "                         it; without it the position words are not learnt (default 0)\n"
     "  --max-minutes M        save and stop after M minutes of this run (resume later)\n"
     "  --init-from MODEL      start a fresh run from MODEL's weights (e.g. the shipped demo "
     "model), its\n"
@@ -79,6 +84,7 @@ int main(int argc, char** argv) {
                      "ema-decay",
                      "x0-weight-cap",
                      "high-t-fraction",
+                     "caption-loss-weight",
                      "max-minutes",
                      "log-every",
                      "threads",
@@ -118,34 +124,36 @@ int main(int argc, char** argv) {
   o.tokenizer_dir = args->GetOr("tokenizer", "");
   o.export_now = args->Has("export-now");
   o.init_from = args->GetOr("init-from", "");
-  const bool numbers_ok = ParseNumber("sd-train", *args, "size", &o.size) &&
-                          ParseNumber("sd-train", *args, "seed", &o.seed) &&
-                          ParseNumber("sd-train", *args, "vae-steps", &o.vae_steps) &&
-                          ParseNumber("sd-train", *args, "vae-batch", &o.vae_batch) &&
-                          ParseNumber("sd-train", *args, "diffusion-steps", &o.diffusion_steps) &&
-                          ParseNumber("sd-train", *args, "diffusion-batch", &o.diffusion_batch) &&
-                          ParseNumber("sd-train", *args, "vae-lr", &o.vae_lr) &&
-                          ParseNumber("sd-train", *args, "diffusion-lr", &o.diffusion_lr) &&
-                          ParseNumber("sd-train", *args, "kl-weight", &o.kl_weight) &&
-                          ParseNumber("sd-train", *args, "ema-decay", &o.ema_decay) &&
-                          ParseNumber("sd-train", *args, "x0-weight-cap", &o.x0_weight_cap) &&
-                          ParseNumber("sd-train", *args, "high-t-fraction", &o.high_t_fraction) &&
-                          ParseNumber("sd-train", *args, "max-minutes", &o.max_minutes) &&
-                          ParseNumber("sd-train", *args, "log-every", &o.log_every) &&
-                          ParseNumber("sd-train", *args, "threads", &o.threads) &&
-                          ParseNumber("sd-train", *args, "stop-after-steps", &o.stop_after_steps) &&
-                          ParseNumber("sd-train", *args, "pool-size", &o.pool_size) &&
-                          ParseNumber("sd-train", *args, "warmup-steps", &o.warmup_steps) &&
-                          ParseNumber("sd-train", *args, "decoder-steps", &o.decoder_steps) &&
-                          ParseNumber("sd-train", *args, "decoder-lr", &o.decoder_lr);
+  const bool numbers_ok =
+      ParseNumber("sd-train", *args, "size", &o.size) &&
+      ParseNumber("sd-train", *args, "seed", &o.seed) &&
+      ParseNumber("sd-train", *args, "vae-steps", &o.vae_steps) &&
+      ParseNumber("sd-train", *args, "vae-batch", &o.vae_batch) &&
+      ParseNumber("sd-train", *args, "diffusion-steps", &o.diffusion_steps) &&
+      ParseNumber("sd-train", *args, "diffusion-batch", &o.diffusion_batch) &&
+      ParseNumber("sd-train", *args, "vae-lr", &o.vae_lr) &&
+      ParseNumber("sd-train", *args, "diffusion-lr", &o.diffusion_lr) &&
+      ParseNumber("sd-train", *args, "kl-weight", &o.kl_weight) &&
+      ParseNumber("sd-train", *args, "ema-decay", &o.ema_decay) &&
+      ParseNumber("sd-train", *args, "x0-weight-cap", &o.x0_weight_cap) &&
+      ParseNumber("sd-train", *args, "high-t-fraction", &o.high_t_fraction) &&
+      ParseNumber("sd-train", *args, "caption-loss-weight", &o.caption_loss_weight) &&
+      ParseNumber("sd-train", *args, "max-minutes", &o.max_minutes) &&
+      ParseNumber("sd-train", *args, "log-every", &o.log_every) &&
+      ParseNumber("sd-train", *args, "threads", &o.threads) &&
+      ParseNumber("sd-train", *args, "stop-after-steps", &o.stop_after_steps) &&
+      ParseNumber("sd-train", *args, "pool-size", &o.pool_size) &&
+      ParseNumber("sd-train", *args, "warmup-steps", &o.warmup_steps) &&
+      ParseNumber("sd-train", *args, "decoder-steps", &o.decoder_steps) &&
+      ParseNumber("sd-train", *args, "decoder-lr", &o.decoder_lr);
   if (!numbers_ok) return 2;
   if (o.vae_steps < 0 || o.diffusion_steps < 0 || o.vae_batch < 1 || o.diffusion_batch < 1 ||
       o.log_every < 1 || o.pool_size < 1 || o.stop_after_steps < 0 || o.warmup_steps < 1 ||
       o.decoder_steps < 0 || !(o.x0_weight_cap >= 1) ||
-      !(o.high_t_fraction >= 0 && o.high_t_fraction <= 1)) {
+      !(o.high_t_fraction >= 0 && o.high_t_fraction <= 1) || !(o.caption_loss_weight >= 0)) {
     std::fprintf(stderr,
                  "sd-train: step counts must be >= 0; batches, --pool-size and --log-every >= 1; "
-                 "--x0-weight-cap >= 1; --high-t-fraction in [0, 1]\n");
+                 "--x0-weight-cap >= 1; --high-t-fraction in [0, 1]; --caption-loss-weight >= 0\n");
     return 2;
   }
   const absl::Status s = sd::train::Train(o);

@@ -154,6 +154,22 @@ std::string Caption(const Scene& scene, const Mentions& m, int phrasing) {
   }
 }
 
+Stated StatedBy(const Scene& scene, const Mentions& m) {
+  Stated s = StatedByNothing();
+  s[0] = scene.foreground;
+  if (m.background) s[1] = scene.background;
+  if (m.shape) s[2] = static_cast<int>(scene.shape);
+  if (m.size) s[3] = static_cast<int>(scene.size);
+  if (m.position) s[4] = static_cast<int>(scene.position);
+  return s;
+}
+
+Stated StatedByNothing() {
+  const int colours = static_cast<int>(Palette().size());
+  return {colours, colours, kShapeCount, static_cast<int>(Size::kMedium),
+          static_cast<int>(Position::kAnywhere)};
+}
+
 std::vector<uint8_t> Render(const Scene& scene, int size, double noise_sigma,
                             std::mt19937_64& rng) {
   const auto& fg = Palette()[scene.foreground].rgb;

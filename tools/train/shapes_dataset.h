@@ -60,6 +60,17 @@ struct HeldOutTriple {
   int foreground, background;
   Shape shape;
 };
+// What a caption states, one class per attribute: foreground colour, background colour, shape,
+// size, position (the trainer's caption heads learn to read these from the text encoder). The
+// last class of the colours and the shape means "not stated"; size is small, medium (no size word)
+// or large; position is the Position value (kAnywhere: not stated).
+inline constexpr std::array<int, 5> kStatedClasses = {9, 9, 4, 3, 6};
+using Stated = std::array<int, 5>;
+// What Caption(scene, m, any phrasing) states.
+Stated StatedBy(const Scene& scene, const Mentions& m);
+// What the empty prompt states: nothing.
+Stated StatedByNothing();
+
 // Triples that training never draws (as a picture, whatever its caption says).
 const std::vector<HeldOutTriple>& HeldOut();
 bool IsHeldOut(int foreground, Shape shape, int background);

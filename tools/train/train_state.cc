@@ -39,6 +39,16 @@ void ReadParams(torch::serialize::InputArchive& a, const std::string& prefix,
   }
 }
 
+// For modules a state file may predate: what it lacks keeps its present value.
+void ReadParamsIfSaved(torch::serialize::InputArchive& a, const std::string& prefix,
+                       torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& kv : module.named_parameters()) {
+    torch::Tensor t;
+    if (a.try_read(prefix + kv.key(), t)) kv.value().copy_(t);
+  }
+}
+
 torch::Tensor Scalar(double v) { return torch::tensor({v}, torch::kFloat64); }
 
 }  // namespace
@@ -113,13 +123,15 @@ absl::Status SaveArchive(torch::serialize::OutputArchive& archive, const std::st
 }
 
 absl::Status SaveState(const std::string& path, Models& m, const Ema& ema,
-                       const NamedOptimizers& optimizers, const Progress& p) {
+                       const NamedOptimizers& optimizers, const Progress& p,
+                       const NamedModules& aids) {
   return CatchExceptions(
       absl::StrCat("saving the training state to ", path), [&]() -> absl::Status {
         torch::serialize::OutputArchive a;
         WriteParams(a, "clip.", *m.clip);
         WriteParams(a, "vae.", *m.vae);
         WriteParams(a, "unet.", *m.unet);
+        for (const auto& [name, module] : aids) WriteParams(a, name + ".", *module);
         for (size_t i = 0; i < ema.shadow.size(); ++i)
           a.write(absl::StrCat("ema.", i), ema.shadow[i]);
         a.write("ema_updates", Scalar(static_cast<double>(ema.updates)));
@@ -138,13 +150,14 @@ absl::Status SaveState(const std::string& path, Models& m, const Ema& ema,
 }
 
 absl::Status LoadState(const std::string& path, Models& m, Ema& ema,
-                       const NamedOptimizers& optimizers, Progress& p) {
+                       const NamedOptimizers& optimizers, Progress& p, const NamedModules& aids) {
   return CatchExceptions(absl::StrCat("loading the training state ", path), [&]() -> absl::Status {
     torch::serialize::InputArchive a;
     a.load_from(path);
     ReadParams(a, "clip.", *m.clip);
     ReadParams(a, "vae.", *m.vae);
     ReadParams(a, "unet.", *m.unet);
+    for (const auto& [name, module] : aids) ReadParamsIfSaved(a, name + ".", *module);
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < ema.shadow.size(); ++i) {
       torch::Tensor t;

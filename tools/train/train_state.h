@@ -50,6 +50,10 @@ struct Progress {
 // The optimisers of the phases, by the name their state is saved under.
 using NamedOptimizers = std::vector<std::pair<std::string, torch::optim::Optimizer*>>;
 
+// Modules that training uses but never exports (caption heads), by the name their weights are
+// saved under in the state file.
+using NamedModules = std::vector<std::pair<std::string, torch::nn::Module*>>;
+
 // Copies the weights of an exported (or any SD v1.x) checkpoint of the same configuration into `m`,
 // to go on training a shipped model (the optimiser state starts afresh). FAILED_PRECONDITION names
 // a missing or mismatched tensor.
@@ -58,14 +62,16 @@ absl::Status InitFromCheckpoint(const std::string& path, Models& m);
 // Writes `archive` to `path` through a temporary file renamed into place.
 absl::Status SaveArchive(torch::serialize::OutputArchive& archive, const std::string& path);
 
-// Saves models, EMA, optimiser states and progress to `path` (via a temporary file renamed into
-// place).
+// Saves models, EMA, optimiser states, training aids and progress to `path` (via a temporary file
+// renamed into place).
 absl::Status SaveState(const std::string& path, Models& m, const Ema& ema,
-                       const NamedOptimizers& optimizers, const Progress& p);
+                       const NamedOptimizers& optimizers, const Progress& p,
+                       const NamedModules& aids = {});
 // Loads what SaveState saved. A phase that a state file predates (no optimiser state, no step
-// count) starts from its beginning.
+// count) starts from its beginning; an aid it predates keeps its fresh weights.
 absl::Status LoadState(const std::string& path, Models& m, Ema& ema,
-                       const NamedOptimizers& optimizers, Progress& p);
+                       const NamedOptimizers& optimizers, Progress& p,
+                       const NamedModules& aids = {});
 
 // Scales the VAE's latents by `factor`: quant_conv's mean rows times factor, its log-variance
 // biases plus 2 ln(factor), post_quant_conv's weights divided by factor. Decoding is unchanged.

@@ -17,6 +17,7 @@
 #include "nodes/schedulers/sampler.h"
 #include "nodes/text/clip_tokenizer.h"
 #include "nodes/weights/checkpoint.h"
+#include "tools/train/caption_heads.h"
 #include "tools/train/shapes_dataset.h"
 #include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
@@ -28,6 +29,13 @@ namespace {
 struct Batch {
   torch::Tensor images;  // [B, 3, S, S] in [-1, 1]
   std::vector<std::string> captions;
+  std::vector<demo::Stated> stated;  // what each caption states
+};
+
+// A batch's token ids, with what each caption states after the empty-prompt drop and the row of
+// its end token (the caption heads' first row).
+struct TextBatch {
+  torch::Tensor ids, stated, first_rows;
 };
 
 Batch DrawBatch(demo::ShapesDataset& data, int count) {
@@ -38,6 +46,7 @@ Batch DrawBatch(demo::ShapesDataset& data, int count) {
     demo::ShapeSample s = data.Next();
     std::memcpy(b.images[i].data_ptr(), s.rgb.data(), s.rgb.size());
     b.captions.push_back(std::move(s.caption));
+    b.stated.push_back(demo::StatedBy(s.scene, s.mentions));
   }
   b.images = b.images.permute({0, 3, 1, 2}).to(torch::kFloat32).div_(127.5).sub_(1.0).contiguous();
   return b;
@@ -52,7 +61,10 @@ class Trainer {
         vae_opt_(m_.vae->parameters(), torch::optim::AdamWOptions(o.vae_lr).weight_decay(0.0)),
         diff_opt_(DiffusionParams(m_),
                   torch::optim::AdamWOptions(o.diffusion_lr).weight_decay(0.01)),
-        dec_opt_(DecoderParams(), torch::optim::AdamWOptions(o.decoder_lr).weight_decay(0.0)) {}
+        dec_opt_(DecoderParams(), torch::optim::AdamWOptions(o.decoder_lr).weight_decay(0.0)),
+        heads_(config.clip.width),
+        heads_opt_(heads_->parameters(),
+                   torch::optim::AdamWOptions(o.diffusion_lr).weight_decay(0.0)) {}
 
   absl::Status Run();
 
@@ -61,11 +73,12 @@ class Trainer {
   absl::Status Export();
   void Log(const char* phase, int64_t step, int64_t total, double loss, const std::string& extra);
   double VaeStep(int64_t step, double* kl_out);
-  double DiffusionStep(int64_t step);
+  double DiffusionStep(int64_t step, double* heads_out);
   double DecoderStep(int64_t step);
   void FillPool(int64_t chunk);
   absl::Status RescaleLatents();
-  torch::Tensor Tokens(const std::vector<std::string>& captions, std::mt19937_64& rng);
+  TextBatch Tokens(const std::vector<std::string>& captions,
+                   const std::vector<demo::Stated>& stated, std::mt19937_64& rng);
   bool ShouldStop() const {
     return StopRequested() || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
            (o_.stop_after_steps > 0 && steps_this_run_ >= o_.stop_after_steps);
@@ -75,9 +88,15 @@ class Trainer {
   Models m_;
   std::unique_ptr<ClipTokenizer> tokenizer_;
   torch::optim::AdamW vae_opt_, diff_opt_, dec_opt_;
+  CaptionHeads heads_;  // trained only with caption_loss_weight > 0; never exported
+  torch::optim::AdamW heads_opt_;
   NamedOptimizers Optimizers() {
-    return {{"vae_opt", &vae_opt_}, {"diff_opt", &diff_opt_}, {"dec_opt", &dec_opt_}};
+    return {{"vae_opt", &vae_opt_},
+            {"diff_opt", &diff_opt_},
+            {"dec_opt", &dec_opt_},
+            {"heads_opt", &heads_opt_}};
   }
+  NamedModules Aids() { return {{"caption_heads", heads_.get()}}; }
   std::vector<torch::Tensor> DecoderParams() {
     std::vector<torch::Tensor> p;
     for (const auto& kv : m_.vae->named_parameters()) {
@@ -98,19 +117,27 @@ class Trainer {
   int64_t pool_chunk_ = -1;
   torch::Tensor pool_moments_;
   std::vector<std::string> pool_captions_;
+  std::vector<demo::Stated> pool_stated_;
 };
 
-torch::Tensor Trainer::Tokens(const std::vector<std::string>& captions, std::mt19937_64& rng) {
+TextBatch Trainer::Tokens(const std::vector<std::string>& captions,
+                          const std::vector<demo::Stated>& stated, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> u(0, 1);
-  torch::Tensor ids = torch::empty(
-      {static_cast<int64_t>(captions.size()), ClipTokenizer::kContextLength}, torch::kInt64);
-  for (size_t i = 0; i < captions.size(); ++i) {
-    const std::string text = u(rng) < o_.uncond_fraction ? std::string() : captions[i];
-    const Tokenized t = tokenizer_->Encode(text);
-    std::memcpy(ids[static_cast<int64_t>(i)].data_ptr(), t.ids.data(),
-                t.ids.size() * sizeof(int64_t));
+  const int64_t n = static_cast<int64_t>(captions.size());
+  TextBatch out;
+  out.ids = torch::empty({n, ClipTokenizer::kContextLength}, torch::kInt64);
+  out.first_rows = torch::empty({n}, torch::kInt64);
+  std::vector<demo::Stated> kept = stated;
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t k = static_cast<size_t>(i);
+    const bool drop = u(rng) < o_.uncond_fraction;
+    const Tokenized t = tokenizer_->Encode(drop ? std::string() : captions[k]);
+    if (drop) kept[k] = demo::StatedByNothing();
+    std::memcpy(out.ids[i].data_ptr(), t.ids.data(), t.ids.size() * sizeof(int64_t));
+    out.first_rows[i] = 1 + t.prompt_tokens - t.truncated;
   }
-  return ids;
+  out.stated = StatedTensor(kept);
+  return out;
 }
 
 // The decoder alone, the encoder frozen (its latents, which the UNet learnt, stay as they are):
@@ -162,17 +189,19 @@ void Trainer::FillPool(int64_t chunk) {
   demo::ShapesDataset data(seed, o_.size);
   std::vector<torch::Tensor> moments;
   pool_captions_.clear();
+  pool_stated_.clear();
   constexpr int kEncodeBatch = 64;
   for (int done = 0; done < o_.pool_size; done += kEncodeBatch) {
     const Batch b = DrawBatch(data, std::min(kEncodeBatch, o_.pool_size - done));
     moments.push_back(m_.vae->EncodeMoments(b.images));
     pool_captions_.insert(pool_captions_.end(), b.captions.begin(), b.captions.end());
+    pool_stated_.insert(pool_stated_.end(), b.stated.begin(), b.stated.end());
   }
   pool_moments_ = torch::cat(moments, 0);
   pool_chunk_ = chunk;
 }
 
-double Trainer::DiffusionStep(int64_t step) {
+double Trainer::DiffusionStep(int64_t step, double* heads_out) {
   const uint64_t seed = StepSeed(o_.seed, 2, step);
   const int64_t n = o_.diffusion_batch;
   // Pictures come from a pool of encoded ones, each used kPoolReuse times on average (encoding
@@ -183,7 +212,12 @@ double Trainer::DiffusionStep(int64_t step) {
   std::mt19937_64 rng(seed);
   const torch::Tensor pick = torch::randint(0, o_.pool_size, {n}, torch::kInt64);
   std::vector<std::string> captions;
-  for (int64_t i = 0; i < n; ++i) captions.push_back(pool_captions_[pick[i].item<int64_t>()]);
+  std::vector<demo::Stated> stated;
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t k = static_cast<size_t>(pick[i].item<int64_t>());
+    captions.push_back(pool_captions_[k]);
+    stated.push_back(pool_stated_[k]);
+  }
   torch::Tensor x0;
   {
     torch::NoGradGuard no_grad;
@@ -198,18 +232,26 @@ double Trainer::DiffusionStep(int64_t step) {
   const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, t).view({n, 1, 1, 1});
   const torch::Tensor eps = torch::randn_like(x0);
   const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
-  const torch::Tensor context = m_.clip->forward(Tokens(captions, rng));
+  const TextBatch text = Tokens(captions, stated, rng);
+  const torch::Tensor context = m_.clip->forward(text.ids);
   const torch::Tensor per_sample = (m_.unet->forward(xt, t, context) - eps).pow(2).mean({1, 2, 3});
   const torch::Tensor weight = ((1.0 - abar) / abar).view({n}).clamp(1.0, o_.x0_weight_cap);
-  const torch::Tensor loss = (per_sample * weight).sum() / weight.sum();
-  SetLearningRate(diff_opt_,
-                  LearningRate(o_.diffusion_lr, step, o_.diffusion_steps, o_.warmup_steps));
+  const torch::Tensor eps_loss = (per_sample * weight).sum() / weight.sum();
+  const bool heads = o_.caption_loss_weight > 0;
+  const torch::Tensor heads_loss =
+      heads ? heads_->Loss(context, text.stated, text.first_rows) : torch::zeros({});
+  const double lr = LearningRate(o_.diffusion_lr, step, o_.diffusion_steps, o_.warmup_steps);
+  SetLearningRate(diff_opt_, lr);
+  SetLearningRate(heads_opt_, lr);
   diff_opt_.zero_grad();
-  loss.backward();
+  heads_opt_.zero_grad();
+  (eps_loss + o_.caption_loss_weight * heads_loss).backward();
   torch::nn::utils::clip_grad_norm_(DiffusionParams(m_), 1.0);
   diff_opt_.step();
+  if (heads) heads_opt_.step();
   ema_.Update(o_.ema_decay);
-  return loss.item<double>();
+  *heads_out = heads_loss.item<double>();
+  return eps_loss.item<double>();
 }
 
 absl::Status Trainer::RescaleLatents() {
@@ -272,7 +314,7 @@ void ChainRecipe(const std::string& init_from, std::map<std::string, std::string
 absl::Status Trainer::Save() {
   progress_.seconds += Since(last_save_);
   last_save_ = Clock::now();
-  return SaveState(o_.out_dir + "/state.pt", m_, ema_, Optimizers(), progress_);
+  return SaveState(o_.out_dir + "/state.pt", m_, ema_, Optimizers(), progress_, Aids());
 }
 
 absl::Status Trainer::Run() {
@@ -280,6 +322,7 @@ absl::Status Trainer::Run() {
   InitForTraining(*m_.clip, false);
   InitForTraining(*m_.vae, false);
   InitForTraining(*m_.unet, true);
+  InitForTraining(*heads_, false);
   const std::string state = o_.out_dir + "/state.pt";
   if (!o_.init_from.empty() && !std::filesystem::exists(state)) {
     if (absl::Status s = InitFromCheckpoint(o_.init_from, m_); !s.ok()) return s;
@@ -291,7 +334,8 @@ absl::Status Trainer::Run() {
   }
   ema_.Reset(DiffusionParams(m_));
   if (std::filesystem::exists(state)) {
-    if (absl::Status s = LoadState(state, m_, ema_, Optimizers(), progress_); !s.ok()) return s;
+    if (absl::Status s = LoadState(state, m_, ema_, Optimizers(), progress_, Aids()); !s.ok())
+      return s;
     std::printf("resuming from %s: VAE step %lld, diffusion step %lld, %s trained so far\n",
                 state.c_str(), static_cast<long long>(progress_.vae_step),
                 static_cast<long long>(progress_.diffusion_step),
@@ -316,8 +360,12 @@ absl::Status Trainer::Run() {
   window_start_ = Clock::now();
   for (; progress_.vae_rescaled && progress_.diffusion_step < o_.diffusion_steps && !ShouldStop();
        ++progress_.diffusion_step, ++steps_this_run_) {
-    Log("unet", progress_.diffusion_step, o_.diffusion_steps,
-        DiffusionStep(progress_.diffusion_step), "");
+    double heads = 0;
+    const double eps = DiffusionStep(progress_.diffusion_step, &heads);
+    if (o_.caption_loss_weight > 0)
+      losses_ << "caption_heads\t" << progress_.diffusion_step << '\t' << heads << '\n';
+    Log("unet", progress_.diffusion_step, o_.diffusion_steps, eps,
+        o_.caption_loss_weight > 0 ? absl::StrFormat(" (caption heads %.4f)", heads) : "");
     if (absl::Status s = checkpoint(); !s.ok()) return s;
   }
   window_start_ = Clock::now();
@@ -357,11 +405,11 @@ absl::Status Trainer::Export() {
                        "--diffusion-batch %d --vae-lr %g --diffusion-lr %g --warmup-steps %d "
                        "--kl-weight %g --ema-decay %g "
                        "--pool-size %d --decoder-steps %d --decoder-lr %g --x0-weight-cap %g "
-                       "--high-t-fraction %g",
+                       "--high-t-fraction %g --caption-loss-weight %g",
                        o_.config, o_.size, o_.seed, o_.vae_steps, o_.vae_batch, o_.diffusion_steps,
                        o_.diffusion_batch, o_.vae_lr, o_.diffusion_lr, o_.warmup_steps,
                        o_.kl_weight, o_.ema_decay, o_.pool_size, o_.decoder_steps, o_.decoder_lr,
-                       o_.x0_weight_cap, o_.high_t_fraction)},
+                       o_.x0_weight_cap, o_.high_t_fraction, o_.caption_loss_weight)},
       {"sdgraph.train_seconds", absl::StrFormat("%.0f", progress_.seconds)},
       {"sdgraph.train_steps",
        absl::StrFormat("vae %d, diffusion %d, decoder %d", progress_.vae_step,

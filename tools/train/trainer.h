@@ -48,6 +48,9 @@ struct TrainOptions {
   // This fraction of each batch draws its timesteps from the noisiest 30% (t >= 700 of 1000),
   // the rest from all of them.
   double high_t_fraction = 0;
+  // > 0: add this times the caption heads' loss (caption_heads.h) to the diffusion loss, so the
+  // text encoder's rows after a caption carry every word it states, the position words included.
+  double caption_loss_weight = 0;
   int log_every = 25;
   int save_every_s = 300;
   double max_minutes = 0;  // > 0: save and stop after this long (run again to resume)
