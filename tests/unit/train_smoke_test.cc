@@ -25,7 +25,7 @@ const std::string kTrainControlNet = SD_TEST_SDTRAIN_CONTROLNET_BIN;
 const std::string kTiny =
     " --config tiny --size 64 --vae-steps 40 --vae-batch 4 --diffusion-steps 60 --diffusion-batch 8"
     " --decoder-steps 10 --pool-size 64 --warmup-steps 5 --vae-lr 2e-3 --diffusion-lr 1e-3 "
-    "--log-every 20 --threads 1 --caption-loss-weight 0.1 "
+    "--log-every 20 --threads 1 --caption-loss-weight 0.1 --decoder-edge-weight 1 "
     "--seed 3";
 
 std::map<std::string, std::vector<double>> Losses(const std::string& path) {
@@ -120,6 +120,8 @@ TEST(TrainSmokeTest, LossFallsAndTheModelRunsThroughSdGraph) {
       recipe.rfind(first->metadata.at("sdgraph.recipe") + "; then (from that model's weights) ", 0),
       0u)
       << recipe;
+  EXPECT_EQ(second->metadata.at("sdgraph.train_steps"),
+            first->metadata.at("sdgraph.train_steps") + "; then diffusion 5, decoder 10");
   EXPECT_GE(std::stod(second->metadata.at("sdgraph.train_seconds")),
             std::stod(first->metadata.at("sdgraph.train_seconds")));
 }
@@ -151,8 +153,8 @@ TEST(TrainSmokeTest, BadFlagsAreRefusedWithUsage) {
   const auto n = testing::RunCommand(kTrain + " --out /tmp/x --vae-steps many");
   EXPECT_EQ(n.exit_code, 2);
   EXPECT_NE(n.err.find("--vae-steps: 'many' is not a number"), std::string::npos) << n.err;
-  for (const char* flag :
-       {" --x0-weight-cap 0.5", " --high-t-fraction 1.5", " --caption-loss-weight -1"}) {
+  for (const char* flag : {" --x0-weight-cap 0.5", " --high-t-fraction 1.5",
+                           " --caption-loss-weight -1", " --decoder-edge-weight -2"}) {
     const auto f = testing::RunCommand(kTrain + " --out /tmp/x" + flag);
     EXPECT_EQ(f.exit_code, 2) << flag;
   }

@@ -37,6 +37,9 @@ constexpr char kUsage[] =
     "  --warmup-steps N       steps of linear learning-rate warm-up in each phase (default 200)\n"
     "  --decoder-steps N      then the VAE decoder alone, encoder frozen (default 0)  --decoder-lr "
     "X (3e-4)\n"
+    "  --decoder-edge-weight W  the decoder phase also weighs the error of the pictures' edges "
+    "(their\n"
+    "                         neighbour differences) by W: sharper corners (default 0)\n"
     "  --kl-weight X          weight of the KL term, per image (default 1e-5)\n"
     "  --ema-decay X          (default 0.999)\n"
     "  --x0-weight-cap C      weight each sample's noise-prediction loss by 1/SNR(t), clamped to\n"
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
                      "warmup-steps",
                      "decoder-steps",
                      "decoder-lr",
+                     "decoder-edge-weight",
                      "init-from"};
   spec.switches = {"help", "export-now"};
   auto args = sd::cli::Args::Parse(argv_vec, spec);
@@ -145,15 +149,18 @@ int main(int argc, char** argv) {
       ParseNumber("sd-train", *args, "pool-size", &o.pool_size) &&
       ParseNumber("sd-train", *args, "warmup-steps", &o.warmup_steps) &&
       ParseNumber("sd-train", *args, "decoder-steps", &o.decoder_steps) &&
-      ParseNumber("sd-train", *args, "decoder-lr", &o.decoder_lr);
+      ParseNumber("sd-train", *args, "decoder-lr", &o.decoder_lr) &&
+      ParseNumber("sd-train", *args, "decoder-edge-weight", &o.decoder_edge_weight);
   if (!numbers_ok) return 2;
   if (o.vae_steps < 0 || o.diffusion_steps < 0 || o.vae_batch < 1 || o.diffusion_batch < 1 ||
       o.log_every < 1 || o.pool_size < 1 || o.stop_after_steps < 0 || o.warmup_steps < 1 ||
       o.decoder_steps < 0 || !(o.x0_weight_cap >= 1) ||
-      !(o.high_t_fraction >= 0 && o.high_t_fraction <= 1) || !(o.caption_loss_weight >= 0)) {
+      !(o.high_t_fraction >= 0 && o.high_t_fraction <= 1) || !(o.caption_loss_weight >= 0) ||
+      !(o.decoder_edge_weight >= 0)) {
     std::fprintf(stderr,
                  "sd-train: step counts must be >= 0; batches, --pool-size and --log-every >= 1; "
-                 "--x0-weight-cap >= 1; --high-t-fraction in [0, 1]; --caption-loss-weight >= 0\n");
+                 "--x0-weight-cap >= 1; --high-t-fraction in [0, 1]; --caption-loss-weight and "
+                 "--decoder-edge-weight >= 0\n");
     return 2;
   }
   const absl::Status s = sd::train::Train(o);

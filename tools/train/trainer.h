@@ -37,6 +37,9 @@ struct TrainOptions {
   double vae_lr = 5e-4, diffusion_lr = 5e-4;
   int decoder_steps = 0;  // then the VAE decoder alone, the encoder frozen (batch: vae_batch)
   double decoder_lr = 3e-4;
+  // The decoder phase adds this times the L1 error of the pictures' neighbour differences (their
+  // edges) to its L1 + L2 reconstruction loss: sharper corners, so triangles stay triangles.
+  double decoder_edge_weight = 0;
   int warmup_steps = 200;
   double kl_weight = 1e-5;       // per image: KL summed over latent elements
   double uncond_fraction = 0.1;  // captions replaced by "" (classifier-free guidance)
