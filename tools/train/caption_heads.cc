@@ -1,6 +1,5 @@
 #include "tools/train/caption_heads.h"
 
-#include <cstring>
 #include <numeric>
 
 namespace sd::train {

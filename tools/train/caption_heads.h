@@ -17,7 +17,6 @@
 
 #include <torch/torch.h>
 
-#include <string>
 #include <vector>
 
 #include "tools/train/shapes_dataset.h"

@@ -29,23 +29,19 @@ void WriteParams(torch::serialize::OutputArchive& a, const std::string& prefix,
   for (const auto& kv : module.named_parameters()) a.write(prefix + kv.key(), kv.value().detach());
 }
 
+// `if_saved`: for modules a state file may predate; what it lacks keeps its present value (else a
+// missing tensor throws).
 void ReadParams(torch::serialize::InputArchive& a, const std::string& prefix,
-                torch::nn::Module& module) {
+                torch::nn::Module& module, bool if_saved = false) {
   torch::NoGradGuard no_grad;
   for (auto& kv : module.named_parameters()) {
     torch::Tensor t;
-    a.read(prefix + kv.key(), t);
-    kv.value().copy_(t);
-  }
-}
-
-// For modules a state file may predate: what it lacks keeps its present value.
-void ReadParamsIfSaved(torch::serialize::InputArchive& a, const std::string& prefix,
-                       torch::nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  for (auto& kv : module.named_parameters()) {
-    torch::Tensor t;
-    if (a.try_read(prefix + kv.key(), t)) kv.value().copy_(t);
+    if (if_saved) {
+      if (a.try_read(prefix + kv.key(), t)) kv.value().copy_(t);
+    } else {
+      a.read(prefix + kv.key(), t);
+      kv.value().copy_(t);
+    }
   }
 }
 
@@ -157,7 +153,7 @@ absl::Status LoadState(const std::string& path, Models& m, Ema& ema,
     ReadParams(a, "clip.", *m.clip);
     ReadParams(a, "vae.", *m.vae);
     ReadParams(a, "unet.", *m.unet);
-    for (const auto& [name, module] : aids) ReadParamsIfSaved(a, name + ".", *module);
+    for (const auto& [name, module] : aids) ReadParams(a, name + ".", *module, /*if_saved=*/true);
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < ema.shadow.size(); ++i) {
       torch::Tensor t;
