@@ -22,6 +22,7 @@
 #include "nodes/base/exception_status.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/install_dirs.h"
+#include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/image_resize.h"
 #include "nodes/ops/model_cache.h"
@@ -313,6 +314,9 @@ extern "C" int sd_gegl_run(const SdGeglRequest* request, float** rgba, int* out_
   absl::StatusOr<torch::Tensor> px =
       sd::CatchExceptions("", [&]() -> absl::StatusOr<torch::Tensor> {
         c10::InferenceMode guard;
+        // Every core, set on the host's render thread: LibTorch's own default can be one thread
+        // (a VM whose CPU topology it misreads), as the command line's is.
+        sd::ConfigureThreads(0);
         return sd::Run(*request, cancel);
       });
   done.store(true);

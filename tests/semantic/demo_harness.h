@@ -52,19 +52,16 @@ class DemoRunner {
   // A ComfyUI workflow of graphs/examples, translated (its inputs are named as the import names
   // them).
   static DemoRunner Workflow(const std::string& example) {
-    DemoRunner r;
     const std::string path = std::string(SD_TEST_GRAPHS_DIR) + "/examples/" + example;
     auto w = ReadComfyWorkflow(path);
     auto translated =
         w.ok() ? TranslateComfyWorkflow(*w, {}) : absl::StatusOr<ComfyGraph>(w.status());
-    auto g = translated.ok() ? Graph::FromText(translated->text, path)
-                             : absl::StatusOr<Graph>(translated.status());
-    if (!g.ok()) {
-      ADD_FAILURE() << g.status();
-      return r;
-    }
-    r.graph_ = std::make_unique<Graph>(*std::move(g));
-    return r;
+    return FromGraph(translated.ok() ? Graph::FromText(translated->text, path)
+                                     : absl::StatusOr<Graph>(translated.status()));
+  }
+  // A graph written in the test (`name` names it in errors).
+  static DemoRunner FromText(const std::string& text, const std::string& name) {
+    return FromGraph(Graph::FromText(text, name));
   }
   // Runs with this ControlNet (the graph's ControlNet nodes read it).
   void UseControlNet(const std::string& file) { model_suffix_ = "|control=" + file; }
@@ -108,6 +105,15 @@ class DemoRunner {
 
  private:
   DemoRunner() = default;
+  static DemoRunner FromGraph(absl::StatusOr<Graph> g) {
+    DemoRunner r;
+    if (!g.ok()) {
+      ADD_FAILURE() << g.status();
+      return r;
+    }
+    r.graph_ = std::make_unique<Graph>(*std::move(g));
+    return r;
+  }
   std::unique_ptr<Graph> graph_;
   std::string model_suffix_;
 };
