@@ -112,7 +112,12 @@ constexpr char kHelp[] =
     "                  GFLOP/s of the timed batch-2 runs\n"
     "  --golden DIR    the golden vectors (default: shared/golden of the checkout; "
     "SDGRAPH_SHARED_DIR/golden "
-    "overrides)\n";
+    "overrides)\n"
+    "                  With --model the error table is printed only when --golden is given, and "
+    "means\n"
+    "                  something only if CKPT holds the sdgold-v1 weights (`sd-graph "
+    "make-test-checkpoint\n"
+    "                  OUT` writes them): a kept copy saves generating them for every run\n";
 
 // sd-graph: the one built with this benchmark, else the one next to it (installed).
 std::string SdGraphPath(const char* argv0) {
@@ -259,7 +264,9 @@ int Main(int argc, char** argv) {
   }
 
   std::string golden_dir;
-  if (!args->Has("model")) {
+  // The goldens belong to the sdgold-v1 weights: compared without --model (generated), or with
+  // --model and an explicit --golden (a kept copy of those weights).
+  if (!args->Has("model") || args->Has("golden")) {
     golden_dir = args->GetOr("golden", testing::GoldenDir());
     if (!std::filesystem::exists(golden_dir + "/unet.safetensors")) {
       std::fprintf(stderr, "sd-bench: no golden vectors in %s: the accuracy table is left out\n", golden_dir.c_str());
