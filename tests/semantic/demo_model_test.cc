@@ -77,6 +77,16 @@ Tally Txt2Img(const DemoRunner& runner, const SamplerCase& c, double cfg,
   return tally;
 }
 
+// The txt2img thresholds: background and foreground right in >= 90% of images and position
+// in >= 75% where stated, asserted; shape in >= 75%, reported (another CPU's rounding can flip a
+// picture, and the margin is a few pictures).
+void ExpectTxt2ImgGoals(const Tally& t, const std::string& label) {
+  EXPECT_GE(t.background(), 0.90) << label;
+  EXPECT_GE(t.foreground(), 0.90) << label;
+  ReportGoal(t.shape() >= 0.75, label + ": shape right in >= 75% of images");
+  EXPECT_GE(t.position(), 0.75) << label;
+}
+
 // The shipped file is what it says it is: fp16, small, detected as demo-shapes, declaring its
 // native size and that it is not Stable Diffusion.
 TEST(DemoModelTest, ShippedFileIsTheDemoModel) {
@@ -143,11 +153,7 @@ TEST_P(SamplerTest, PicturesShowWhatThePromptAsks) {
   const DemoRunner runner("txt2img.pbtxt");
   const Tally t = Txt2Img(runner, GetParam(), 7.5, {1, 2});
   t.Print(GetParam().label);
-  EXPECT_GE(t.background(), 0.90);
-  EXPECT_GE(t.foreground(), 0.90);
-  ReportGoal(t.shape() >= 0.75,
-             std::string(GetParam().label) + ": shape right in >= 75% of images");
-  EXPECT_GE(t.position(), 0.75);
+  ExpectTxt2ImgGoals(t, GetParam().label);
 }
 
 INSTANTIATE_TEST_SUITE_P(Samplers, SamplerTest,
@@ -183,10 +189,7 @@ TEST(DemoModelTest, RandomPromptsFromTheVocabulary) {
   }
   const Tally t = Txt2Img(runner, {"random prompts", "dpmpp_2m", 20, true}, 7.5, {7}, prompts);
   t.Print("random prompts, dpmpp 20");
-  EXPECT_GE(t.background(), 0.90);
-  EXPECT_GE(t.foreground(), 0.90);
-  ReportGoal(t.shape() >= 0.75, "random prompts: shape right in >= 75% of images");
-  EXPECT_GE(t.position(), 0.75);
+  ExpectTxt2ImgGoals(t, "random prompts");
 }
 
 // Position words place the shape: each of the five positions in four phrasings with other colours
