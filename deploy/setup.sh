@@ -3,7 +3,7 @@
 # ./build, then runs the main job in-process: txt2img on the checkpoint you name (512x512), or, without one,
 # on the project's demo model (deploy/models/sd-demo-shapes.safetensors: flat shapes at 64x64, trained here,
 # not Stable Diffusion) into out/demo.png. Re-running is cheap.
-#   deploy/setup.sh [--no-install] [--model CHECKPOINT] [--prompt TEXT] [--steps N] [--dtype f32|bf16]
+#   deploy/setup.sh [--no-install] [--model CHECKPOINT] [--prompt TEXT] [--steps N] [--dtype f32|bf16|q8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,8 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git clang libclang-rt-14-dev python3
   # the core: LibTorch (CPU), OpenBLAS (Debian's LibTorch otherwise runs on the slow reference BLAS)
   libtorch-dev libopenblas0-openmp
+  # oneDNN's headers: the int8 convolutions call the library LibTorch links (--dtype q8)
+  libdnnl-dev
   libabsl-dev nlohmann-json3-dev libicu-dev
   # gRPC workers, image I/O, the GEGL plugin
   libgrpc++-dev libc-ares-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libmicrohttpd-dev

@@ -121,7 +121,7 @@ absl::StatusOr<v1::LoadModelResponse> Core::LoadOrThrow(const std::string& name)
   SD_ASSIGN_OR_RETURN(std::string identity, base_.models->Identity(path));
   // Build all networks now (and the ControlNets it names), so the first node calls do not wait.
   SD_RETURN_IF_ERROR(base_.models->GetClip(path, base_.dtype, base_.device).status());
-  SD_RETURN_IF_ERROR(base_.models->GetUnet(path, base_.dtype, base_.device).status());
+  SD_RETURN_IF_ERROR(base_.models->GetUnet(path, base_.dtype, base_.device, base_.int8).status());
   SD_RETURN_IF_ERROR(base_.models->GetVae(path, base_.dtype, base_.device).status());
   SD_ASSIGN_OR_RETURN(ModelRef parts, ModelRef::Parse(path));
   for (const std::string& control : parts.controls) {

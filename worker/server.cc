@@ -50,9 +50,11 @@ absl::StatusOr<RunContext> BaseContext(const WorkerOptions& o) {
     base.dtype = torch::kBFloat16;
   } else if (o.dtype == "f16") {
     base.dtype = torch::kFloat16;
+  } else if (o.dtype == "q8") {
+    base.int8 = true;  // f32 compute, int8 UNet convolutions
   } else if (o.dtype != "f32") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--dtype ", o.dtype, ": expected f32, bf16 or f16"));
+        absl::StrCat("--dtype ", o.dtype, ": expected f32, bf16, f16 or q8"));
   }
   if (o.concurrency < 1 || o.queue < 0 || o.max_message_mb < 1) {
     return absl::InvalidArgumentError(

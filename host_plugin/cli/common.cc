@@ -38,6 +38,15 @@ absl::StatusOr<DType> ParseFloatDType(const std::string& text) {
   return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", text, "' (use f32, f16 or bf16)"));
 }
 
+absl::StatusOr<ComputeDType> ParseComputeDType(const std::string& text) {
+  if (absl::AsciiStrToLower(text) == "q8") return ComputeDType{DType::kF32, true};
+  auto d = ParseFloatDType(text);
+  if (!d.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown dtype '", text, "' (use f32, f16, bf16 or q8)"));
+  return ComputeDType{*d, false};
+}
+
 std::string OutputFlag(const Args& args) {
   return args.Has("o") ? *args.Get("o") : args.GetOr("output", "");
 }

@@ -13,6 +13,7 @@ namespace sd::cli {
 struct ConvertArgs {
   std::string in, out;
   std::optional<DType> dtype;  // none: keep each tensor's dtype
+  bool int8 = false;  // --dtype q8: the UNet's 3x3 convolution weights in int8, the rest kept
 };
 
 // nullopt with `*exit_code` set when the command should not run (--help: 0, bad usage: 2).

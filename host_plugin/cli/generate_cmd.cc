@@ -306,9 +306,10 @@ int SetUpRun(const Invocation& inv, const PreparedModel& m, int64_t batch, Image
   };
   ctx->tokenizer_dir = args.GetOr("tokenizer", "");
   ctx->embeddings_dir = args.GetOr("embeddings", inv.comfy ? inv.comfy->embeddings_dir : "");
-  auto dtype = ParseFloatDType(args.GetOr("dtype", "f32"));
+  auto dtype = ParseComputeDType(args.GetOr("dtype", "f32"));
   if (!dtype.ok()) return usage(std::string(dtype.status().message()));
-  ctx->dtype = ToTorchDType(*dtype);
+  ctx->dtype = ToTorchDType(dtype->dtype);
+  ctx->int8 = dtype->int8;
   ctx->models = m.models;
   int threads = 0;
   if (auto t = args.Get("threads"); t && (!absl::SimpleAtoi(*t, &threads) || threads < 0))

@@ -13,6 +13,7 @@
 
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/models/cpu_choice.h"
+#include "nodes/models/int8_conv.h"
 #include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
@@ -98,28 +99,83 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, 
   bias = register_parameter("bias", torch::empty({out}), false);
 }
 
-struct Conv2dImpl::Transformed {
+template <typename T>
+struct Conv2dImpl::FromWeight {
+  // The value for `weight`: made by make() unless the one kept was made from this weight tensor.
+  template <typename Make>
+  T Get(const torch::Tensor& weight, const Make& make) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (source != weight.data_ptr() || !made) {
+      value = make();
+      source = weight.data_ptr();
+      made = true;
+    }
+    return value;
+  }
+
+ private:
   std::mutex mu;
-  torch::Tensor u;
-  const void* source = nullptr;  // the weights u was made from
+  T value;
+  bool made = false;
+  const void* source = nullptr;  // the weights value was made from
 };
 
 void Conv2dImpl::AllowWinograd() {
   if (weight.size(2) == 3 && weight.size(3) == 3 && stride_ == 1 && padding_ == 1) {
-    winograd_ = std::make_shared<Transformed>();
+    winograd_ = std::make_shared<FromWeight<torch::Tensor>>();
   }
 }
 
 torch::Tensor Conv2dImpl::WinogradWeights() {
-  std::lock_guard<std::mutex> lock(winograd_->mu);
-  if (!winograd_->u.defined() || winograd_->source != weight.data_ptr()) {
-    winograd_->u = nn::WinogradWeights(weight);
-    winograd_->source = weight.data_ptr();
+  return winograd_->Get(weight, [&] { return nn::WinogradWeights(weight); });
+}
+
+void Conv2dImpl::UseInt8() {
+  if (UsesInt8()) return;
+  const Int8Weights w = QuantizeConvWeights(weight);
+  SetInt8Weights(w.q, w.scale);
+}
+
+void Conv2dImpl::SetInt8Weights(const torch::Tensor& q, const torch::Tensor& scale) {
+  torch::NoGradGuard no_grad;
+  weight.set_data(q);
+  weight_scale = scale;
+  int8_ = std::make_shared<FromWeight<std::shared_ptr<Int8Conv>>>();
+}
+
+int UseInt8Convolutions(torch::nn::Module& network) {
+  int count = 0;
+  std::vector<torch::nn::Module*> all = {&network};  // itself too, shared_ptr-held or not
+  for (const auto& m : network.modules(/*include_self=*/false)) all.push_back(m.get());
+  for (torch::nn::Module* m : all) {
+    auto* conv = m->as<Conv2dImpl>();
+    if (conv == nullptr || !Int8ConvShape(conv->weight.size(0), conv->weight.size(1),
+                                          conv->weight.size(2), conv->weight.size(3))) {
+      continue;
+    }
+    conv->UseInt8();
+    ++count;
   }
-  return winograd_->u;
+  return count;
+}
+
+std::shared_ptr<Int8Conv> Conv2dImpl::PackedInt8() {
+  return int8_->Get(weight, [&] {
+    return std::make_shared<Int8Conv>(Int8Weights{weight, weight_scale}, bias, stride_, padding_);
+  });
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  if (UsesInt8()) {
+    if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 4 &&
+        c10::InferenceMode::is_enabled() && Int8ConvAvailable()) {
+      const std::shared_ptr<Int8Conv> q = PackedInt8();
+      if (q->Supports(x.size(0), x.size(2), x.size(3))) return q->Forward(x);
+    }
+    const torch::Tensor w =
+        DequantizeConvWeights({weight, weight_scale}).to(x.device(), x.scalar_type());
+    return torch::conv2d(x, w, AsActivation(bias, x.scalar_type()), stride_, padding_);
+  }
   if (winograd_ && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
       weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
       c10::InferenceMode::is_enabled() &&

@@ -13,6 +13,8 @@
 
 namespace sd::nn {
 
+class Int8Conv;
+
 // How bf16 weights compute on a CPU. kNative: bf16 convolutions and matmuls through oneDNN (fast
 // with AMX, where the CPU has bf16 tiles). kF32: the weights stay bf16 in memory and each layer
 // widens its weights to fp32 as it runs, so the arithmetic is fp32's — faster where the CPU's bf16
@@ -54,15 +56,42 @@ class Conv2dImpl : public torch::nn::Module {
   // transformed weights are made on first use and kept (4x the layer's weight bytes) until the
   // weight tensor is replaced. No effect on other layers.
   void AllowWinograd();
+  // Replaces the weights by int8 ones (int8_conv.h: QuantizeConvWeights), `weight` then holding the
+  // int8 values and `weight_scale` their scales. The layer computes in int8 on f32 inputs on a CPU
+  // in inference mode where oneDNN has a fast kernel for the input's shape (packed on first use),
+  // else in the input's dtype on the dequantized weights. No effect when the weights are int8
+  // already.
+  void UseInt8();
+  // The same with weights quantized elsewhere (an int8 checkpoint): q int8 [out, in, k, k], scale
+  // f32 [out].
+  void SetInt8Weights(const torch::Tensor& q, const torch::Tensor& scale);
+  bool UsesInt8() const { return weight.scalar_type() == torch::kInt8; }
   torch::Tensor weight, bias;
+  torch::Tensor weight_scale;  // int8 weights only
 
  private:
-  struct Transformed;
+  // Something made from `weight` (Winograd-transformed weights, a packed int8 convolution): made
+  // on first use, remade when the weight tensor is replaced (layers.cc).
+  template <typename T>
+  struct FromWeight;
   torch::Tensor WinogradWeights();
+  std::shared_ptr<Int8Conv> PackedInt8();
   int64_t stride_, padding_;
-  std::shared_ptr<Transformed> winograd_;  // null: not allowed
+  std::shared_ptr<FromWeight<torch::Tensor>> winograd_;          // null: not allowed
+  std::shared_ptr<FromWeight<std::shared_ptr<Int8Conv>>> int8_;  // null: f32
 };
 TORCH_MODULE(Conv2d);
+
+// The int8 mode's choice of layers (README, "--dtype q8"): every 3x3 convolution of `network` with
+// at least kInt8MinChannels in and out, i.e. all but the UNet's first and last, which see 4-channel
+// latents. 1x1 convolutions and linear layers stay f32: they are a small share of the time and
+// int8 costs them more accuracy than it saves time (measured, README). Returns how many layers.
+inline constexpr int64_t kInt8MinChannels = 32;
+int UseInt8Convolutions(torch::nn::Module& network);
+// Whether a convolution weight of this shape [out, in, kh, kw] is one the int8 mode quantizes.
+inline bool Int8ConvShape(int64_t out, int64_t in, int64_t kh, int64_t kw) {
+  return kh == 3 && kw == 3 && out >= kInt8MinChannels && in >= kInt8MinChannels;
+}
 
 class LinearImpl : public torch::nn::Module {
  public:

@@ -5,21 +5,64 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/models/layers.h"
+#include "nodes/tensor/dtype.h"
 #include "nodes/weights/sd_config.h"
 #include "nodes/weights/torch_tensors.h"
 
 namespace sd {
 
-absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
-                         torch::ScalarType dtype, torch::Device device) {
+namespace {
+
+// An int8 convolution weight (`convert --dtype q8`): `key` holds int8 [out, in, k, k] and
+// `key`_scale its f32 scales [out] (README, "--dtype q8").
+absl::Status LoadInt8ConvWeight(torch::nn::Module& m, const std::string& param,
+                                const Checkpoint& checkpoint, const std::string& key,
+                                torch::Device device) {
+  auto* conv = m.as<nn::Conv2dImpl>();
+  if (conv == nullptr || param != "weight") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        checkpoint.path(), ": tensor ", key, " is int8, which only convolution weights may be"));
+  }
+  const std::string scale_key = key + "_scale";
+  const TensorView* scale_view = checkpoint.Find(scale_key);
+  const int64_t out = conv->weight.size(0);
+  if (scale_view == nullptr || scale_view->shape != std::vector<int64_t>{out} ||
+      !IsFloatingPoint(scale_view->dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(checkpoint.path(), ": int8 tensor ", key, " needs ", scale_key,
+                     ", a floating-point tensor of shape [", out, "]"));
+  }
+  SD_ASSIGN_OR_RETURN(torch::Tensor q, LoadTensor(checkpoint, key, torch::kInt8));
+  SD_ASSIGN_OR_RETURN(torch::Tensor scale, LoadTensor(checkpoint, scale_key, torch::kFloat32));
+  if (!torch::isfinite(scale).all().item<bool>() || !(scale > 0).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        checkpoint.path(), ": ", scale_key, " holds a scale that is not a positive finite number"));
+  }
+  conv->SetInt8Weights(q.to(device), scale.to(device));
+  return absl::OkStatus();
+}
+
+// LoadWeights's int8_convolutions: the layers nn::UseInt8Convolutions takes, one at a time. A
+// weight read zero-copy from the file leaves its pages to the kernel once quantized.
+bool QuantizeIfInt8Layer(torch::nn::Module& m) {
+  return m.as<nn::Conv2dImpl>() != nullptr && nn::UseInt8Convolutions(m) > 0;
+}
+
+}  // namespace
+
+absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
+                         const std::string& prefix, torch::ScalarType dtype, torch::Device device,
+                         bool int8_convolutions) {
   return LoadWeights(
-      module, checkpoint, [&](const std::string& name) { return prefix + name; }, dtype, device);
+      module, checkpoint, [&](const std::string& name) { return prefix + name; }, dtype, device,
+      int8_convolutions);
 }
 
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
                          const std::function<std::string(const std::string&)>& key_of,
-                         torch::ScalarType dtype, torch::Device device) {
+                         torch::ScalarType dtype, torch::Device device, bool int8_convolutions) {
   torch::NoGradGuard no_grad;
   if (dtype == torch::kHalf && device.is_cpu()) {
     // LibTorch 1.13's CPU kernels (matmul, conv) do not implement float16.
@@ -48,15 +91,25 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
         check.mismatched.push_back({key, param.sizes().vec(), view->shape});
         continue;
       }
+      if (view->dtype == DType::kI8) {
+        SD_RETURN_IF_ERROR(LoadInt8ConvWeight(*item.value(), p.key(), checkpoint, key, device));
+        ++check.matched;
+        continue;
+      }
       const torch::ScalarType want = fp32 ? torch::kFloat32 : dtype;
       absl::StatusOr<torch::Tensor> t = LoadTensor(checkpoint, key, want);
       if (!t.ok()) return t.status();
       torch::Tensor value = *t;
       if (!value.device().is_cpu() || device != torch::kCPU) value = value.to(device);
       param.set_data(value);
-      // Converted or moved: the file's pages for this tensor are no longer needed in memory.
-      if (value.data_ptr() != static_cast<const void*>(view->data)) checkpoint.file()->DropPages(view->data, view->nbytes());
       ++check.matched;
+      const bool quantized =
+          int8_convolutions && p.key() == "weight" && QuantizeIfInt8Layer(*item.value());
+      // Converted, moved or quantized: the file's pages for this tensor are no longer needed in
+      // memory.
+      if (quantized || value.data_ptr() != static_cast<const void*>(view->data)) {
+        checkpoint.file()->DropPages(view->data, view->nbytes());
+      }
     }
   }
   return check.ToStatus(checkpoint.path());

@@ -15,16 +15,21 @@
 namespace sd {
 
 // Replaces every parameter of `module` with checkpoint tensor `prefix + name`, converted to `dtype`
-// (fp32 for normalisation layers) and moved to `device`. Zero-copy when the stored dtype is already the
-// one wanted on CPU. FAILED_PRECONDITION lists missing keys and shape mismatches (expected vs found).
-absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint, const std::string& prefix,
-                         torch::ScalarType dtype, torch::Device device = torch::kCPU);
+// (fp32 for normalisation layers) and moved to `device`. Zero-copy when the stored dtype is already
+// the one wanted on CPU. FAILED_PRECONDITION lists missing keys and shape mismatches (expected vs
+// found). int8_convolutions: each convolution the int8 mode takes (nn::UseInt8Convolutions) is
+// quantized as soon as it is loaded, so the network's f32 copies of those weights never exist all
+// at once.
+absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
+                         const std::string& prefix, torch::ScalarType dtype,
+                         torch::Device device = torch::kCPU, bool int8_convolutions = false);
 
 // The same with the checkpoint's key of each parameter name given by `key_of` ("" when it has
 // none).
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
                          const std::function<std::string(const std::string&)>& key_of,
-                         torch::ScalarType dtype, torch::Device device = torch::kCPU);
+                         torch::ScalarType dtype, torch::Device device = torch::kCPU,
+                         bool int8_convolutions = false);
 
 // "float32 [2, 4, 64, 64]"
 std::string DescribeTensor(const torch::Tensor& t);

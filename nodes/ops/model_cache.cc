@@ -10,6 +10,7 @@
 #include "nodes/base/exception_status.h"
 #include "nodes/base/sha256.h"
 #include "nodes/base/status_macros.h"
+#include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
 #include "nodes/weights/embeddings.h"
 #include "nodes/weights/model_ref.h"
@@ -138,9 +139,10 @@ absl::StatusOr<std::shared_ptr<const ModelCache::Entry>> ModelCache::Open(
 }
 
 template <typename M>
-absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* component, torch::ScalarType dtype,
-                                    torch::Device device, const std::function<M(const SdConfig&)>& make,
-                                    const char* prefix) {
+absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* component,
+                                    torch::ScalarType dtype, torch::Device device,
+                                    const std::function<M(const SdConfig&)>& make,
+                                    const char* prefix, bool int8) {
   SD_ASSIGN_OR_RETURN(ModelRef ref, ModelRef::Parse(path));
   SD_ASSIGN_OR_RETURN(std::shared_ptr<const Entry> entry, Open(ref.base));
   // Where the weights come from: the checkpoint, or for the VAE a standalone file.
@@ -160,7 +162,7 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
   // LoRAs with a strength on this network: a network of its own, named by the files and strengths.
   const bool unet = std::string(component) == "unet", clip = std::string(component) == "clip";
   std::vector<std::pair<std::shared_ptr<const LoraFile>, double>> loras;
-  std::string variant = component;
+  std::string variant = absl::StrCat(component, int8 ? "|q8" : "");
   for (const LoraRef& l : ref.loras) {
     const double strength = unet ? l.unet : clip ? l.text : 0.0;
     if (strength == 0) continue;
@@ -174,7 +176,9 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
       Cached(key, absl::StrCat(path, ":", component),
              [&]() -> absl::StatusOr<std::shared_ptr<torch::nn::Module>> {
                M model = make(entry->config);
-               absl::Status loaded = LoadWeights(*model, *weights, weights_prefix, dtype, device);
+               // int8: quantized layer by layer as loaded, unless LoRAs change the weights first.
+               absl::Status loaded = LoadWeights(*model, *weights, weights_prefix, dtype, device,
+                                                 int8 && loras.empty());
                if (!loaded.ok() && weights != entry->checkpoint) {
                  return absl::Status(loaded.code(), absl::StrCat("VAE ", ref.vae, " does not fit ",
                                                                  ref.base, ": ", loaded.message()));
@@ -187,6 +191,7 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
                  SD_RETURN_IF_ERROR(ApplyLoras(
                      *model, prefix, unet ? LoraComponent::kUNet : LoraComponent::kText, apply));
                }
+               if (int8) nn::UseInt8Convolutions(*model);
                return std::shared_ptr<torch::nn::Module>(model.ptr());
              }));
   return M(std::static_pointer_cast<typename M::Impl>(built));
@@ -312,8 +317,11 @@ absl::StatusOr<ClipTextModel> ModelCache::GetClip(const std::string& path, torch
                               kClipPrefix);
 }
 
-absl::StatusOr<UNet> ModelCache::GetUnet(const std::string& path, torch::ScalarType dtype, torch::Device device) {
-  return Model<UNet>(path, "unet", dtype, device, [](const SdConfig& c) { return UNet(c.unet); }, kUNetPrefix);
+absl::StatusOr<UNet> ModelCache::GetUnet(const std::string& path, torch::ScalarType dtype,
+                                         torch::Device device, bool int8) {
+  return Model<UNet>(
+      path, "unet", dtype, device, [](const SdConfig& c) { return UNet(c.unet); }, kUNetPrefix,
+      int8);
 }
 
 absl::StatusOr<sd::Vae> ModelCache::GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device) {

@@ -49,7 +49,10 @@ class ModelCache {
   // The networks of a reference: the VAE is the standalone file's when it names one (same layout as
   // the checkpoint's VAE, with or without the first_stage_model. prefix).
   absl::StatusOr<ClipTextModel> GetClip(const std::string& path, torch::ScalarType dtype, torch::Device device);
-  absl::StatusOr<UNet> GetUnet(const std::string& path, torch::ScalarType dtype, torch::Device device);
+  // int8: its 3x3 convolutions in int8 (nn::UseInt8Convolutions; a network of its own). An int8
+  // checkpoint's convolutions are int8 either way.
+  absl::StatusOr<UNet> GetUnet(const std::string& path, torch::ScalarType dtype,
+                               torch::Device device, bool int8 = false);
   absl::StatusOr<sd::Vae> GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device);
   // A ControlNet file in any layout (controlnet_layout.h), opened and hashed once, its network
   // built once per (content, dtype, device).
@@ -83,10 +86,12 @@ class ModelCache {
   void SetLoadHook(std::function<void(const std::string&)> hook);
 
  private:
+  // int8: the network's 3x3 convolutions in int8 (nn::UseInt8Convolutions), cached apart from
+  // the plain network.
   template <typename M>
   absl::StatusOr<M> Model(const std::string& ref, const char* component, torch::ScalarType dtype,
                           torch::Device device, const std::function<M(const SdConfig&)>& make,
-                          const char* prefix);
+                          const char* prefix, bool int8 = false);
   using Key =
       std::tuple<std::string, std::string, int, std::string>;  // hash, component, dtype, device
   // The network under `key`: built once by `build` (outside the lock; concurrent calls wait for

@@ -45,6 +45,8 @@ struct RunContext {
   std::string tokenizer_dir;  // CLIP vocab.json + merges.txt
   std::string embeddings_dir;  // textual-inversion embeddings ("": none)
   torch::ScalarType dtype = torch::kFloat32;
+  // --dtype q8: f32 compute with the UNet's 3x3 convolutions in int8 (nn::UseInt8Convolutions).
+  bool int8 = false;
   torch::Device device = torch::kCPU;
   std::shared_ptr<ModelCache> models;
   // How ApplyLora and ApplyVae name a file in the run's model references: `part` is "lora" or

@@ -36,7 +36,7 @@ class UNetStep : public NodeKernel {
   }
   explicit UNetStep(const google::protobuf::Any&) {}
   absl::Status Open(RunContext& ctx) override {
-    auto m = ctx.models->GetUnet(ctx.checkpoint, ctx.dtype, ctx.device);
+    auto m = ctx.models->GetUnet(ctx.checkpoint, ctx.dtype, ctx.device, ctx.int8);
     if (!m.ok()) return m.status();
     unet_ = *m;
     return absl::OkStatus();

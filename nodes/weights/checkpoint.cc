@@ -1,5 +1,6 @@
 #include "nodes/weights/checkpoint.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -84,8 +85,16 @@ std::string Checkpoint::ContentHash() const {
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
   if (hash_.empty()) {
+    // A chunk at a time, each chunk's pages let go once hashed: otherwise the whole file would be
+    // resident in this process (and counted in its peak) before a single weight is loaded. The
+    // page cache keeps them, so the weights that load later read them back cheaply.
+    constexpr uint64_t kChunk = uint64_t{64} << 20;
     Sha256 sha;
-    sha.Update(file_->data(), file_->size());
+    for (uint64_t at = 0; at < file_->size(); at += kChunk) {
+      const uint64_t n = std::min(kChunk, file_->size() - at);
+      sha.Update(file_->data() + at, n);
+      file_->DropPages(file_->data() + at, n);
+    }
     hash_ = sha.FinishHex();
   }
   return hash_;

@@ -120,6 +120,12 @@ absl::Status ApplyLoras(torch::nn::Module& module, const std::string& prefix,
         return absl::InvalidArgumentError(
             absl::StrCat("LoRA ", lora->path, ": ", l.target.key, " is not in the model"));
       }
+      if (it->second.scalar_type() == torch::kInt8) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "LoRA ", lora->path, ": ", l.target.key,
+            " is int8 in this checkpoint (convert --dtype q8); apply LoRAs to the f16 or f32 "
+            "checkpoint and run it with --dtype q8"));
+      }
       // ΔW·strength added to W element by element, not folded into one addmm: how a BLAS kernel
       // folds W into its sums is its own affair, and every process must merge to the same bytes
       // (in-process runs and workers give equal images).

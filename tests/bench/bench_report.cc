@@ -151,6 +151,29 @@ void PrintCases(const BenchReport& r) {
   }
 }
 
+// Each dtype's time against the reference's (fp32, same run): how many times faster we are.
+void PrintReference(const BenchReport& r) {
+  if (!r.reference) return;
+  std::printf("Against the reference beside (PyTorch %s, fp32, %d threads): reference s",
+              r.reference->torch_version.c_str(), r.threads);
+  for (const auto& d : r.dtypes) std::printf(", %s s (speedup)", d.c_str());
+  std::printf("\n");
+  for (const auto& [c, ref] : r.reference->seconds) {
+    std::printf("  %-10s %8.2f", c.c_str(), ref);
+    for (const auto& d : r.dtypes) {
+      for (const BenchResult& res : r.results) {
+        if (res.dtype == d && res.case_name == c) {
+          std::printf("   %8.2f (%.2fx)", res.seconds, ref / res.seconds);
+        }
+      }
+    }
+    std::printf("\n");
+  }
+  for (const auto& [stage, e] : r.reference->golden_max_abs) {
+    std::printf("  reference vs goldens, %s: max-abs %.1e\n", stage.c_str(), e);
+  }
+}
+
 nlohmann::json CpuJson(const BenchReport& r) {
   nlohmann::json cpu = {
       {"model", kernels::CpuModelName()},
@@ -187,6 +210,7 @@ void PrintBenchReport(const BenchReport& r) {
               r.device.c_str(), r.threads, LoadedBlas().Describe().c_str());
   if (r.cpu) PrintCpuChoices(r);
   PrintCases(r);
+  PrintReference(r);
 }
 
 void WriteBenchJson(const BenchReport& r, const std::string& path) {
@@ -228,6 +252,11 @@ void WriteBenchJson(const BenchReport& r, const std::string& path) {
                             {"case", res.case_name},
                             {"seconds", res.seconds},
                             {"peak_rss_bytes", res.peak_rss}});
+  }
+  if (r.reference) {
+    j["reference"] = {{"torch", r.reference->torch_version},
+                      {"seconds", r.reference->seconds},
+                      {"golden_max_abs", r.reference->golden_max_abs}};
   }
   std::ofstream(path) << j.dump(2) << "\n";
 }

@@ -4,12 +4,14 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "nodes/kernels/cpu_rates.h"
 #include "tests/bench/lora_case.h"
+#include "tests/bench/reference_case.h"
 
 namespace sd {
 
@@ -45,6 +47,7 @@ struct BenchReport {
   std::vector<std::pair<std::string, LoraApplyTiming>> lora;
   double unet2_flops = 0;  // of one batch-2 UNet evaluation; 0: not counted
   kernels::PeakRates peak;
+  std::optional<ReferenceRun> reference;  // --reference
 };
 
 // The tables, to stdout.

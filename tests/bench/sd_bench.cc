@@ -2,9 +2,7 @@
 // memory. Runs on a checkpoint it is given, or on a full-size sdgold-v1 checkpoint it generates
 // (the weights are deterministic test values: the timing is that of the real model). Prints a
 // table; --json writes the numbers for comparisons across runs.
-#include <sys/wait.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,10 +21,12 @@
 #include "host_plugin/cli/args.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
+#include "nodes/base/status_macros.h"
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/kernels/cpu_rates.h"
 #include "nodes/models/clip_text.h"
 #include "nodes/models/conv_layout.h"
+#include "nodes/models/int8_conv.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
@@ -38,6 +38,7 @@
 #include "tests/bench/controlnet_case.h"
 #include "tests/bench/lora_case.h"
 #include "tests/bench/op_profile.h"
+#include "tests/bench/reference_case.h"
 #include "tests/golden/golden_util.h"
 #include "tests/test_util.h"
 
@@ -51,6 +52,7 @@ constexpr char kHelp[] =
     "                [--controlnet FILE]\n"
     "                [--repeat N] [--threads N] [--device cpu|cuda] [--json FILE] [--profile] "
     "[--golden DIR]\n"
+    "                [--reference]\n"
     "\n"
     "Times CLIP text encoding (batch 2), one UNet evaluation at batch 1 and 2 (batch 2 is one CFG "
     "step), and\n"
@@ -92,7 +94,11 @@ constexpr char kHelp[] =
     "on a CPU,\n"
     "                  bf16-native and bf16-f32 force how bf16 weights compute (plain bf16: the "
     "automatic\n"
-    "                  choice sd-graph makes, see SD_CPU_BF16 in the README)\n"
+    "                  choice sd-graph makes, see SD_CPU_BF16 in the README); q8: f32 with the "
+    "UNet's 3x3\n"
+    "                  convolutions in int8 (sd-graph --dtype q8; DNNL_MAX_CPU_ISA=AVX2 runs "
+    "oneDNN's AVX2\n"
+    "                  kernels on a newer CPU)\n"
     "  --cases LIST    which cases to run (default: all but vae_dec_nchw, vae_dec_nhwc and\n"
     "                  vae_dec_winograd: the VAE decoder with every convolution direct in one "
     "layout,\n"
@@ -117,7 +123,14 @@ constexpr char kHelp[] =
     "means\n"
     "                  something only if CKPT holds the sdgold-v1 weights (`sd-graph "
     "make-test-checkpoint\n"
-    "                  OUT` writes them): a kept copy saves generating them for every run\n";
+    "                  OUT` writes them): a kept copy saves generating them for every run\n"
+    "  --reference     after the cases, run the reference beside (tests/bench/reference_sd.py: the "
+    "original\n"
+    "                  PyTorch implementation's arithmetic, fp32, same checkpoint, threads and "
+    "size; it\n"
+    "                  checks itself against the goldens when they apply) and print our time "
+    "over its\n"
+    "                  for unet2 (one CFG step) and vae_dec, per dtype\n";
 
 // sd-graph: the one built with this benchmark, else the one next to it (installed).
 std::string SdGraphPath(const char* argv0) {
@@ -129,21 +142,9 @@ std::string SdGraphPath(const char* argv0) {
 // (The kernel's ru_maxrss of a child would include the copy of this process it was forked from.)
 absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command, const std::string& bf16_mode,
                                   const std::string& stats) {
-  std::vector<char*> argv;
-  for (const std::string& a : command) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    if (!bf16_mode.empty()) ::setenv("SD_CPU_BF16", bf16_mode.c_str(), 1);
-    ::execv(argv[0], argv.data());
-    std::_Exit(127);
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return absl::InternalError("waitpid failed");
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat(command[0], " failed (status ", status, ")"));
-  }
+  std::map<std::string, std::string> env;
+  if (!bf16_mode.empty()) env["SD_CPU_BF16"] = bf16_mode;
+  SD_RETURN_IF_ERROR(RunCommand(command, env));
   auto text = ReadWholeFile(stats, "sd-graph --stats");
   if (!text.ok()) return text.status();
   const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
@@ -161,6 +162,7 @@ struct DtypeChoice {
   torch::ScalarType dtype;
   const char* cli_name;   // sd-graph --dtype
   const char* bf16_mode;  // SD_CPU_BF16, or "" for the default
+  bool int8 = false;      // f32 weights, the UNet's 3x3 convolutions in int8 (layers.h)
 };
 
 DtypeChoice ParseDtype(const std::string& d) {
@@ -169,6 +171,7 @@ DtypeChoice ParseDtype(const std::string& d) {
   if (d == "bf16-native") return {torch::kBFloat16, "bf16", "native"};
   if (d == "bf16-f32") return {torch::kBFloat16, "bf16", "f32"};
   if (d == "f16") return {torch::kFloat16, "f16", ""};
+  if (d == "q8") return {torch::kFloat32, "q8", "", true};
   std::fprintf(stderr, "sd-bench: unknown dtype '%s'\n", d.c_str());
   std::exit(2);
 }
@@ -185,7 +188,7 @@ int Main(int argc, char** argv) {
   auto args = cli::Args::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                {{"model", "size", "dtypes", "cases", "repeat", "threads", "device",
                                  "json", "golden", "controlnet"},
-                                {"help", "profile"}});
+                                {"help", "profile", "reference"}});
   if (!args.ok()) {
     std::fprintf(stderr, "sd-bench: %s\n\n%s", std::string(args.status().message()).c_str(), kHelp);
     return 2;
@@ -278,6 +281,7 @@ int Main(int argc, char** argv) {
   std::vector<BenchResult> results;
   std::vector<BenchAccuracy> accuracy;
   int64_t parameter_count = 0;  // of the three networks
+  std::map<std::string, double> weight_bytes_of;  // per dtype: in memory, int8 weights at one byte
   double unet2_flops = 0;  // counted once, under the operator profiler
   std::map<std::string, double> load_seconds;
   for (const std::string& d : dtypes) {
@@ -308,12 +312,22 @@ int Main(int argc, char** argv) {
           static_cast<torch::nn::Module*>(vae.get())}) {
       for (const auto& p : m->parameters()) (void)p.sum().item<double>();
     }
+    if (choice.int8) {
+      const int layers = nn::UseInt8Convolutions(*unet);
+      std::fprintf(
+          stderr, "sd-bench: %s: %d UNet convolutions in int8 (%s, %d-bit weights in the kernel)\n",
+          d.c_str(), layers, nn::Int8ConvIsa().c_str(), nn::Int8KernelWeightBits());
+    }
     load_seconds[d] = Seconds(t0);
     parameter_count = 0;
     for (torch::nn::Module* m :
          {static_cast<torch::nn::Module*>(clip.get()), static_cast<torch::nn::Module*>(unet.get()),
           static_cast<torch::nn::Module*>(vae.get())}) {
-      for (const auto& p : m->parameters()) parameter_count += p.numel();
+      for (const auto& p : m->parameters()) {
+        parameter_count += p.numel();
+        weight_bytes_of[d] += static_cast<double>(p.numel()) *
+                              (p.scalar_type() == torch::kInt8 ? 1 : torch::elementSize(dtype));
+      }
     }
     std::fprintf(stderr, "sd-bench: %s: models loaded in %.1f s\n", d.c_str(), load_seconds[d]);
     ControlNet control{nullptr};
@@ -477,7 +491,6 @@ int Main(int argc, char** argv) {
     }
     for (const std::string& d : dtypes) {
       const DtypeChoice choice = ParseDtype(d);
-      const torch::ScalarType dtype = choice.dtype;
       const std::vector<std::string> command = {SdGraphPath(argv[0]), "txt2img", "--model", fp16_model, "--dtype",
                                                 choice.cli_name,
                                                 "--steps", "2", "--width", std::to_string(size), "--height",
@@ -491,7 +504,7 @@ int Main(int argc, char** argv) {
         std::fprintf(stderr, "sd-bench: txt2img %s: %s\n", d.c_str(), peak_rss.status().ToString().c_str());
         return 1;
       }
-      const double weight_bytes = static_cast<double>(parameter_count) * torch::elementSize(dtype);
+      const double weight_bytes = weight_bytes_of[d];
       txt2img.push_back({d, Seconds(t0), *peak_rss, weight_bytes});
       std::fprintf(stderr, "sd-bench: %s txt2img peak RSS %.2f GB (%.2fx the weights)\n", d.c_str(), *peak_rss / 1e9,
                    *peak_rss / weight_bytes);
@@ -509,7 +522,28 @@ int Main(int argc, char** argv) {
       lora_timings.emplace_back(d, *t);
     }
   }
+  std::optional<ReferenceRun> reference;
+  if (args->Has("reference")) {
+    testing::TempDir ref_dir;
+    ReferenceOptions o;
+    o.python = SD_TEST_PYTHON;
+    o.script = SD_BENCH_REFERENCE_SCRIPT;
+    o.model = model;
+    o.golden_dir = golden_dir;
+    o.size = size;
+    o.threads = threads;
+    o.repeat = repeat;
+    o.json_path = ref_dir.File("reference.json");
+    std::fprintf(stderr, "sd-bench: running the reference beside (%s)\n", o.script.c_str());
+    auto run = RunReference(o);
+    if (!run.ok()) {
+      std::fprintf(stderr, "sd-bench: %s\n", run.status().ToString().c_str());
+      return 1;
+    }
+    reference = *run;
+  }
   BenchReport report;
+  report.reference = std::move(reference);
   report.model = model_desc;
   report.size = size;
   report.threads = threads;

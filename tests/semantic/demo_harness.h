@@ -65,6 +65,8 @@ class DemoRunner {
   }
   // Runs with this ControlNet (the graph's ControlNet nodes read it).
   void UseControlNet(const std::string& file) { model_suffix_ = "|control=" + file; }
+  // Runs with --dtype q8's int8 convolutions.
+  void UseInt8() { int8_ = true; }
   static std::shared_ptr<ModelCache> SharedModels() {
     static auto* models = new std::shared_ptr<ModelCache>(std::make_shared<ModelCache>());
     return *models;
@@ -94,6 +96,7 @@ class DemoRunner {
     ctx.checkpoint = ShippedDemoModel() + model_suffix_;
     ctx.tokenizer_dir = testing::TokenizerDir();
     ctx.models = SharedModels();
+    ctx.int8 = int8_;
     auto out = graph_->Run(inputs, ctx, RunOptions());
     if (!out.ok()) {
       ADD_FAILURE() << out.status();
@@ -116,6 +119,7 @@ class DemoRunner {
   }
   std::unique_ptr<Graph> graph_;
   std::string model_suffix_;
+  bool int8_ = false;
 };
 
 inline ImageScore Score(const torch::Tensor& image) {

@@ -167,8 +167,8 @@ INSTANTIATE_TEST_SUITE_P(Samplers, SamplerTest,
 // Prompts nobody chose: 60 captions from the dataset's own generator (random colours, shapes,
 // sizes, positions, phrasings and what they leave out; every fourth one a held-out triple), so that
 // the fixed list above is not the only judge. DPM++ 2M Karras, 20 steps, one seed.
-TEST(DemoModelTest, RandomPromptsFromTheVocabulary) {
-  const DemoRunner runner("txt2img.pbtxt");
+// 60 captions from the dataset's own generator, every fourth a held-out triple.
+std::vector<std::string> RandomPrompts() {
   ShapesDataset data(4242, 64);
   std::mt19937_64 rng(99);
   std::vector<std::string> prompts;
@@ -187,9 +187,25 @@ TEST(DemoModelTest, RandomPromptsFromTheVocabulary) {
     m.position = position != Position::kAnywhere;
     prompts.push_back(Caption(scene, m, static_cast<int>(rng() % 7)));
   }
-  const Tally t = Txt2Img(runner, {"random prompts", "dpmpp_2m", 20, true}, 7.5, {7}, prompts);
+  return prompts;
+}
+
+TEST(DemoModelTest, RandomPromptsFromTheVocabulary) {
+  const DemoRunner runner("txt2img.pbtxt");
+  const Tally t =
+      Txt2Img(runner, {"random prompts", "dpmpp_2m", 20, true}, 7.5, {7}, RandomPrompts());
   t.Print("random prompts, dpmpp 20");
   ExpectTxt2ImgGoals(t, "random prompts");
+}
+
+// --dtype q8 (the UNet's 3x3 convolutions in int8) draws what the prompts ask as f32 does.
+TEST(DemoModelTest, TheInt8ModeDrawsWhatThePromptsAsk) {
+  DemoRunner runner("txt2img.pbtxt");
+  runner.UseInt8();
+  const Tally t =
+      Txt2Img(runner, {"random prompts q8", "dpmpp_2m", 20, true}, 7.5, {7}, RandomPrompts());
+  t.Print("random prompts, dpmpp 20, q8");
+  ExpectTxt2ImgGoals(t, "random prompts, q8");
 }
 
 // Position words place the shape: each of the five positions in four phrasings with other colours

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 
 #include "absl/strings/str_replace.h"
 #include "host_plugin/cli/image_io.h"
@@ -241,6 +242,36 @@ TEST_F(GenerateCliTest, ComfyLorasThatDifferPerNodeBecomeApplyLoraNodes) {
                  Quote(models) + " -o " + Quote(dir_->File("missing.png")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("gone.safetensors"));
+}
+
+// `convert --dtype q8` stores the UNet's 3x3 convolutions in int8 (smaller file), and the file
+// draws what `--dtype q8` draws from the original; both differ from f32 (the weights were
+// quantized).
+TEST_F(GenerateCliTest, AnInt8CheckpointDrawsWhatTheInt8ModeDraws) {
+  const std::string demo = std::string(SD_TEST_MODELS_DIR) + "/sd-demo-shapes.safetensors",
+                    q8 = dir_->File("demo-q8.safetensors");
+  auto r = RunCommand(Bin() + " convert " + Quote(demo) + " " + Quote(q8) + " --dtype q8");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("UNet convolution weights in int8"));
+  EXPECT_LT(std::filesystem::file_size(q8), std::filesystem::file_size(demo) * 95 / 100);
+  const std::string prompt = " txt2img --prompt 'a green square on white' --steps 4 --seed 3 ";
+  std::map<std::string, torch::Tensor> px;
+  for (const auto& [name, flags] : std::vector<std::pair<std::string, std::string>>{
+           {"f32", "--model " + Quote(demo)},
+           {"q8", "--model " + Quote(demo) + " --dtype q8"},
+           {"file", "--model " + Quote(q8)}}) {
+    const std::string out = dir_->File(name + ".png");
+    r = RunCommand(Bin() + prompt + flags + " -o " + Quote(out));
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    auto image = ReadImageRgb8(out);
+    ASSERT_TRUE(image.ok()) << image.status();
+    px[name] = *image;
+  }
+  EXPECT_TRUE(torch::equal(px["q8"], px["file"]));
+  EXPECT_FALSE(torch::equal(px["q8"], px["f32"]));
+  r = RunCommand(Bin() + prompt + "--dtype q4 -o " + Quote(dir_->File("x.png")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown dtype 'q4' (use f32, f16, bf16 or q8)"));
 }
 
 }  // namespace

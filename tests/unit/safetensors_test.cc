@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
+#include "nodes/base/sha256.h"
+#include "nodes/weights/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -131,6 +135,56 @@ TEST(SafetensorsTest, ActualHundredMegabyteHeaderFileIsRefusedWithoutParsing) {
   absl::Status s = ReadSafetensors(dir.File("big.safetensors")).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("exceeds the limit"));
+}
+
+// Kilobytes of `address`'s mapping resident in this process (/proc/self/smaps), -1 if not found.
+int64_t ResidentKb(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream range(line);
+    if (range >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      return std::stoll(line.substr(4));
+    }
+  }
+  return -1;
+}
+
+TEST(SafetensorsTest, HashingACheckpointLeavesItsPagesOutOfMemory) {
+  testing::TempDir dir;
+  // 96 MB: more than one of the hash's chunks.
+  std::vector<float> values(24u << 20);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1000);
+  const std::vector<TensorToWrite> tensors = {{"w",
+                                               DType::kF32,
+                                               {static_cast<int64_t>(values.size())},
+                                               values.data(),
+                                               values.size() * 4,
+                                               nullptr}};
+  ASSERT_TRUE(WriteSafetensors(dir.File("big.safetensors"), tensors, {}).ok());
+  auto ckpt = Checkpoint::Open(dir.File("big.safetensors"));
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  const std::shared_ptr<const MappedFile>& file = (*ckpt)->file();
+
+  const std::string hash = (*ckpt)->ContentHash();
+  Sha256 whole;
+  std::ifstream in(dir.File("big.safetensors"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  whole.Update(bytes.data(), bytes.size());
+  EXPECT_EQ(hash, whole.FinishHex());
+  // The whole file was read, and none of it stays resident in this process for the hash's sake.
+  const int64_t kb = ResidentKb(file->data());
+  ASSERT_GE(kb, 0) << "the mapping is not in /proc/self/smaps";
+  EXPECT_LT(kb, 8 * 1024) << "KB resident after hashing a " << file->size() / 1024 << " KB file";
+  // The weights read back as written.
+  const TensorView* w = (*ckpt)->Find("w");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(std::memcmp(w->data, values.data(), values.size() * 4), 0);
 }
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {

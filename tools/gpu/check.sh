@@ -49,7 +49,7 @@ torch_cmake=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
 
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${SD_GPU_BUILD_TYPE:-Release}" \
   -DCMAKE_PREFIX_PATH="$torch_cmake;$deps/usr" -DProtobuf_PROTOC_EXECUTABLE="$deps/usr/bin/protoc" \
-  -DSD_WITH_GRPC=OFF -DSD_WITH_OIIO=OFF -DSD_WITH_GEGL=OFF -DSD_FUZZ_SUBBUILD=OFF \
+  -DSD_WITH_GRPC=OFF -DSD_WITH_OIIO=OFF -DSD_WITH_GEGL=OFF -DSD_WITH_ONEDNN=OFF -DSD_FUZZ_SUBBUILD=OFF \
   -DSD_WARNINGS_AS_ERRORS="${SD_GPU_WERROR:-OFF}" -DSD_SHARED_DIR="$PWD/.gpu/shared" \
   >"$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 cmake --build "$build" --target sd-bench -j"$(nproc)" >"$out/build.log" 2>&1 ||

@@ -1,0 +1,79 @@
+#include "tests/bench/reference_case.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "nodes/base/file_util.h"
+
+namespace sd {
+
+absl::Status RunCommand(const std::vector<std::string>& command,
+                        const std::map<std::string, std::string>& env) {
+  if (command.empty()) return absl::InvalidArgumentError("no command to run");
+  std::vector<char*> argv;
+  for (const std::string& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
+    ::execvp(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return absl::InternalError("waitpid failed");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat(
+        command[0], " failed (",
+        WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
+                          : absl::StrCat("signal ", WTERMSIG(status)),
+        WIFEXITED(status) && WEXITSTATUS(status) == 127 ? ": could not be started" : "", ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReferenceRun> RunReference(const ReferenceOptions& o) {
+  if (!std::filesystem::exists(o.script)) {
+    return absl::NotFoundError(absl::StrCat("the reference script ", o.script,
+                                            " is not there (it lives in the source tree)"));
+  }
+  std::vector<std::string> command = {o.python,    o.script,
+                                      "--model",   o.model,
+                                      "--size",    std::to_string(o.size),
+                                      "--threads", std::to_string(o.threads),
+                                      "--repeat",  std::to_string(o.repeat),
+                                      "--json",    o.json_path};
+  if (!o.golden_dir.empty()) {
+    command.push_back("--golden");
+    command.push_back(o.golden_dir);
+  }
+  if (absl::Status s = RunCommand(command); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("the reference (", o.script, "): ", s.message()));
+  }
+  auto text = ReadWholeFile(o.json_path, "the reference's results");
+  if (!text.ok()) return text.status();
+  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return absl::InternalError(o.json_path + ": not a JSON object");
+  ReferenceRun run;
+  run.torch_version = j.value("torch", "");
+  for (const char* c : {"unet2", "vae_dec"}) {
+    if (!j.contains(c) || !j[c].is_object() || !j[c].contains("seconds") ||
+        !j[c]["seconds"].is_number()) {
+      return absl::InternalError(absl::StrCat(o.json_path, ": no seconds for ", c));
+    }
+    run.seconds[c] = j[c]["seconds"].get<double>();
+  }
+  if (j.contains("golden_max_abs") && j["golden_max_abs"].is_object()) {
+    for (const auto& [stage, v] : j["golden_max_abs"].items()) {
+      if (v.is_number()) run.golden_max_abs[stage] = v.get<double>();
+    }
+  }
+  return run;
+}
+
+}  // namespace sd
