@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "host_plugin/cli/args.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "worker/server.h"
@@ -75,6 +76,7 @@ constexpr char kHelp[] =
 
 int main(int argc, char** argv) {
   sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
+  sd::InstallCpuBlockCache();       // before any tensor: freed activations stay mapped for reuse
   std::vector<std::string> argv_list(argv + 1, argv + argc);
   sd::cli::FlagSpec spec{{"listen",
                           "models",

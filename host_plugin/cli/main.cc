@@ -9,6 +9,7 @@
 
 #include "host_plugin/cli/commands.h"
 #include "host_plugin/cli/usage.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/runtime_info.h"
 
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   bool help = false;
   for (int i = 2; i < argc; ++i) help = help || !std::strcmp(argv[i], "--help");
   if (computes && !help) sd::EnsureFastBlasKernels(argv);
+  sd::InstallCpuBlockCache();  // before any tensor: freed activations stay mapped for reuse
   if (const std::optional<int> code = sd::cli::AnswerTopLevelHelp(argc, argv)) return *code;
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);

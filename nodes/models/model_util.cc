@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/layers.h"
 #include "nodes/tensor/dtype.h"
@@ -112,6 +113,8 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
       }
     }
   }
+  // The parameters the module was built with are gone: their blocks will not be needed again.
+  ReleaseCachedCpuBlocks();
   return check.ToStatus(checkpoint.path());
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/models/conv_layout.h"
@@ -123,6 +124,18 @@ void PrintCpuChoices(const BenchReport& r) {
     std::printf(" %ld->%ld (at %ldx%ld) %.2fx%s", p.in, p.out, side, side, p.speedup,
                 nn::UsesWinograd(p.in, p.out, r.size, r.size) ? "" : " (direct)");
   }
+  const CpuBlockCacheStats cache = GetCpuBlockCacheStats();
+  if (cache.installed) {
+    std::printf(
+        "\nCPU tensors: block cache (nodes/base/cpu_block_cache.h): %llu large allocations reused, "
+        "%llu "
+        "mapped, %llu unmapped",
+        static_cast<unsigned long long>(cache.reused),
+        static_cast<unsigned long long>(cache.mapped),
+        static_cast<unsigned long long>(cache.unmapped));
+  } else {
+    std::printf("\nCPU tensors: LibTorch's allocator (SD_CPU_BLOCK_CACHE=0)");
+  }
   const std::string file = nn::CpuMeasurementsFile();
   std::printf("\nCPU measurements (once per machine) kept in %s\n",
               file.empty() ? "no file (SDGRAPH_CPU_MEASUREMENTS=off)" : file.c_str());
@@ -221,6 +234,7 @@ void WriteBenchJson(const BenchReport& r, const std::string& path) {
   j["threads"] = r.threads;
   j["blas"] = LoadedBlas().Describe();
   if (r.cpu) j["cpu"] = CpuJson(r);
+  j["cpu_block_cache"] = GetCpuBlockCacheStats().installed;
   j["load_seconds"] = r.load_seconds;
   for (const auto& [d, t] : CfgBatchTimes(r)) j["cfg_batch_speedup"][d] = t.second / t.first;
   if (r.unet2_flops > 0) j["unet2_flops"] = r.unet2_flops;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -122,6 +123,19 @@ std::vector<OpTime> OpProfiler::Results() const {
 double OpProfiler::Flops() const {
   std::lock_guard<std::mutex> lock(g_mu);
   return g_flops;
+}
+
+void PrintTopOperators(const std::vector<OpTime>& ops, double total, const std::string& outside) {
+  std::printf("  top operators by self time\n  %-40s %10s %7s %8s\n", "operator", "self s", "share",
+              "calls");
+  double in_ops = 0;
+  for (const OpTime& op : ops) in_ops += op.self_seconds;
+  for (size_t i = 0; i < ops.size() && i < 15; ++i) {
+    std::printf("  %-40s %10.3f %6.1f%% %8lld\n", ops[i].name.c_str(), ops[i].self_seconds,
+                100.0 * ops[i].self_seconds / total, static_cast<long long>(ops[i].calls));
+  }
+  std::printf("  %-40s %10.3f %6.1f%%\n", outside.c_str(), total - in_ops,
+              100.0 * (total - in_ops) / total);
 }
 
 }  // namespace sd

@@ -29,4 +29,8 @@ class OpProfiler {
   uint64_t handle_;
 };
 
+// Prints the first 15 of `ops` (Results()) with their share of `total` seconds, then the time spent
+// outside every ATen operator under `outside`.
+void PrintTopOperators(const std::vector<OpTime>& ops, double total, const std::string& outside);
+
 }  // namespace sd

@@ -1,40 +1,32 @@
 #include "tests/bench/reference_case.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "nodes/base/file_util.h"
+#include "tests/test_util.h"
 
 namespace sd {
 
-absl::Status RunCommand(const std::vector<std::string>& command,
+absl::Status RunProgram(const std::vector<std::string>& command,
                         const std::map<std::string, std::string>& env) {
   if (command.empty()) return absl::InvalidArgumentError("no command to run");
-  std::vector<char*> argv;
-  for (const std::string& a : command) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
-    ::execvp(argv[0], argv.data());
-    std::_Exit(127);
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return absl::InternalError("waitpid failed");
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat(
-        command[0], " failed (",
-        WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
-                          : absl::StrCat("signal ", WTERMSIG(status)),
-        WIFEXITED(status) && WEXITSTATUS(status) == 127 ? ": could not be started" : "", ")"));
-  }
-  return absl::OkStatus();
+  std::string line;
+  for (const auto& [name, value] : env)
+    absl::StrAppend(&line, name, "=", testing::Quote(value), " ");
+  line += "exec";
+  for (const std::string& a : command) absl::StrAppend(&line, " ", testing::Quote(a));
+  const testing::CommandResult r = testing::RunCommand(line);
+  std::cout << r.out << std::flush;
+  std::cerr << r.err << std::flush;
+  if (r.exit_code == 0) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(command[0], " failed (",
+                                          r.exit_code >= 0
+                                              ? absl::StrCat("exit status ", r.exit_code)
+                                              : absl::StrCat("signal ", r.signal),
+                                          r.exit_code == 127 ? ": could not be started" : "", ")"));
 }
 
 absl::StatusOr<ReferenceRun> RunReference(const ReferenceOptions& o) {
@@ -52,7 +44,7 @@ absl::StatusOr<ReferenceRun> RunReference(const ReferenceOptions& o) {
     command.push_back("--golden");
     command.push_back(o.golden_dir);
   }
-  if (absl::Status s = RunCommand(command); !s.ok()) {
+  if (absl::Status s = RunProgram(command); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("the reference (", o.script, "): ", s.message()));
   }
   auto text = ReadWholeFile(o.json_path, "the reference's results");

@@ -11,9 +11,10 @@
 
 namespace sd {
 
-// Runs `command` (argv[0] a path) in a child process with `env` added to its environment and
-// waits for it. An error when it cannot start or exits other than with status 0.
-absl::Status RunCommand(const std::vector<std::string>& command,
+// Runs `command` (argv[0] a path or a name on PATH) in a child process with `env` added to its
+// environment, waits for it and then passes on what it printed (testing::RunCommand captures it).
+// An error when it cannot start or exits other than with status 0.
+absl::Status RunProgram(const std::vector<std::string>& command,
                         const std::map<std::string, std::string>& env = {});
 
 struct ReferenceRun {

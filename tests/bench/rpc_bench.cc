@@ -33,6 +33,7 @@
 #include "host_plugin/cli/args.h"
 #include "host_plugin/runtime/graph.h"
 #include "host_plugin/runtime/worker_pool.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/ops/model_cache.h"
@@ -310,5 +311,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
+  sd::InstallCpuBlockCache();       // before any tensor: freed activations stay mapped for reuse
   return sd::Main(argc, argv);
 }

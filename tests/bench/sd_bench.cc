@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "host_plugin/cli/args.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/file_util.h"
 #include "nodes/base/runtime_info.h"
 #include "nodes/base/status_macros.h"
@@ -111,11 +112,11 @@ constexpr char kHelp[] =
     "  --threads N     ATen intra-op threads (default: all cores)\n"
     "  --device D      cpu (default) or cuda\n"
     "  --json FILE     also write the results as JSON\n"
-    "  --profile       after the timings, run one UNet evaluation (batch 2) per dtype under an "
-    "operator\n"
-    "                  profiler and print the top operators by self time, the FLOPs of one CFG "
-    "step and the\n"
-    "                  GFLOP/s of the timed batch-2 runs\n"
+    "  --profile       after the timings, run one UNet evaluation (batch 2) and one VAE decode "
+    "per dtype\n"
+    "                  under an operator profiler and print the top operators by self time, the "
+    "FLOPs of one\n"
+    "                  CFG step and the GFLOP/s of the timed batch-2 runs\n"
     "  --golden DIR    the golden vectors (default: shared/golden of the checkout; "
     "SDGRAPH_SHARED_DIR/golden "
     "overrides)\n"
@@ -144,7 +145,7 @@ absl::StatusOr<uint64_t> RunChild(const std::vector<std::string>& command, const
                                   const std::string& stats) {
   std::map<std::string, std::string> env;
   if (!bf16_mode.empty()) env["SD_CPU_BF16"] = bf16_mode;
-  SD_RETURN_IF_ERROR(RunCommand(command, env));
+  SD_RETURN_IF_ERROR(RunProgram(command, env));
   auto text = ReadWholeFile(stats, "sd-graph --stats");
   if (!text.ok()) return text.status();
   const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
@@ -440,36 +441,27 @@ int Main(int argc, char** argv) {
       report("vae decoder image", vae->Decode(vae_g["decoder.latent"].to(device)), vae_g["decoder.image"]);
     }
     const bool count_flops = unet2_flops == 0 && std::count(cases.begin(), cases.end(), "unet2") > 0;
-    if (args->Has("profile") || count_flops) {
-      std::vector<OpTime> ops;
-      double total = 0, flops = 0;
-      {
-        const uint64_t fused_before = kernels::FusedAttentionFlops();
-        OpProfiler profiler;
-        auto t = std::chrono::steady_clock::now();
-        (void)run.at("unet2")();
-        if (device.is_cuda()) torch::cuda::synchronize();
-        total = Seconds(t);
-        ops = profiler.Results();
-        // Our fused attention kernel is not an ATen operator: it counts its own FLOPs.
-        flops = profiler.Flops() + static_cast<double>(kernels::FusedAttentionFlops() - fused_before);
-      }
-      unet2_flops = flops;
+    for (const char* c : {"unet2", "vae_dec"}) {
+      const bool is_unet = std::string(c) == "unet2";
+      if (!args->Has("profile") && !(is_unet && count_flops)) continue;
+      const uint64_t fused_before = kernels::FusedAttentionFlops();
+      OpProfiler profiler;
+      auto t = std::chrono::steady_clock::now();
+      (void)run.at(c)();
+      if (device.is_cuda()) torch::cuda::synchronize();
+      const double total = Seconds(t);
+      // Our fused attention kernel is not an ATen operator: it counts its own FLOPs.
+      const double flops =
+          profiler.Flops() + static_cast<double>(kernels::FusedAttentionFlops() - fused_before);
+      if (is_unet) unet2_flops = flops;
       if (!args->Has("profile")) continue;
       std::printf(
-          "profile: %s UNet %dx%d batch 2, %.2f s (under the profiler), %.3f TFLOP in matmuls and "
-          "convolutions;\n"
-          "  top operators by self time\n",
-          d.c_str(), size, size, total, flops / 1e12);
-      std::printf("  %-40s %10s %7s %8s\n", "operator", "self s", "share", "calls");
-      double in_ops = 0;
-      for (const OpTime& op : ops) in_ops += op.self_seconds;
-      for (size_t i = 0; i < ops.size() && i < 15; ++i) {
-        std::printf("  %-40s %10.3f %6.1f%% %8lld\n", ops[i].name.c_str(), ops[i].self_seconds,
-                    100.0 * ops[i].self_seconds / total, static_cast<long long>(ops[i].calls));
-      }
-      std::printf("  %-40s %10.3f %6.1f%%\n", "outside ATen ops (sd fused attention)", total - in_ops,
-                  100.0 * (total - in_ops) / total);
+          "profile: %s %s %dx%d, %.2f s (under the profiler), %.3f TFLOP in matmuls and "
+          "convolutions%s;\n",
+          d.c_str(), is_unet ? "UNet batch 2" : "VAE decoder", size, size, total, flops / 1e12,
+          is_unet ? "" : " (Winograd layers: their transformed products)");
+      PrintTopOperators(profiler.Results(), total,
+                        "outside ATen ops (sd kernels: attention, Winograd transforms)");
     }
   }
 
@@ -534,7 +526,10 @@ int Main(int argc, char** argv) {
     o.threads = threads;
     o.repeat = repeat;
     o.json_path = ref_dir.File("reference.json");
-    std::fprintf(stderr, "sd-bench: running the reference beside (%s)\n", o.script.c_str());
+    std::fprintf(stderr,
+                 "sd-bench: running the reference beside (%s; minutes at 512x512, its output "
+                 "follows when it ends)\n",
+                 o.script.c_str());
     auto run = RunReference(o);
     if (!run.ok()) {
       std::fprintf(stderr, "sd-bench: %s\n", run.status().ToString().c_str());
@@ -572,5 +567,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   sd::EnsureFastBlasKernels(argv);  // may re-execute this program with faster OpenBLAS kernels
+  sd::InstallCpuBlockCache();       // before any tensor: freed activations stay mapped for reuse
   return sd::Main(argc, argv);
 }

@@ -1,12 +1,11 @@
 // sd-train-controlnet: trains a Canny ControlNet for the demo model (or another model sd-train
 // made). See controlnet_trainer.h for the recipe.
-#include <malloc.h>
-
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "host_plugin/cli/args.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/runtime_info.h"
 #include "tools/train/controlnet_trainer.h"
 #include "tools/train/train_flags.h"
@@ -72,9 +71,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   sd::EnsureFastBlasKernels(argv);
-  // As sd-train: keep the large activations of every step in the heap.
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Training allocates and frees the same large activations every step: keep them mapped
+  // (nodes/base/cpu_block_cache.h).
+  sd::InstallCpuBlockCache();
   sd::train::ControlNetTrainOptions o;
   o.base_model = *args->Get("model");
   o.out_dir = *args->Get("out");

@@ -1,11 +1,10 @@
 // sd-train: trains the demo model (or a tiny one, for smoke tests). See trainer.h for the recipe.
-#include <malloc.h>
-
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "host_plugin/cli/args.h"
+#include "nodes/base/cpu_block_cache.h"
 #include "nodes/base/runtime_info.h"
 #include "tools/train/train_flags.h"
 #include "tools/train/trainer.h"
@@ -115,11 +114,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   sd::EnsureFastBlasKernels(argv);
-  // Training allocates and frees the same large activations every step: keep them in the heap
-  // instead of returning them to the kernel and faulting them in again (measured: a sixth of the
-  // time in page faults).
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Training allocates and frees the same large activations every step: keep them mapped
+  // (nodes/base/cpu_block_cache.h).
+  sd::InstallCpuBlockCache();
   sd::train::TrainOptions o;
   using sd::train::ParseNumber;
   o.out_dir = *args->Get("out");
