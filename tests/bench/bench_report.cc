@@ -128,13 +128,13 @@ void PrintCpuChoices(const BenchReport& r) {
   if (cache.installed) {
     std::printf(
         "\nCPU tensors: block cache (nodes/base/cpu_block_cache.h): %llu large allocations reused, "
-        "%llu "
-        "mapped, %llu unmapped",
+        "%llu mapped, %llu unmapped",
         static_cast<unsigned long long>(cache.reused),
         static_cast<unsigned long long>(cache.mapped),
         static_cast<unsigned long long>(cache.unmapped));
   } else {
-    std::printf("\nCPU tensors: LibTorch's allocator (SD_CPU_BLOCK_CACHE=0)");
+    std::printf(
+        "\nCPU tensors: LibTorch's allocator (SD_CPU_BLOCK_CACHE=0, or no huge pages on request)");
   }
   const std::string file = nn::CpuMeasurementsFile();
   std::printf("\nCPU measurements (once per machine) kept in %s\n",
