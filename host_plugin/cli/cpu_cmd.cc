@@ -1,5 +1,6 @@
 // sd-graph cpu: this machine's CPU as sdgraph sees it, and the code paths its measurements chose
 // (nodes/models/cpu_choice.h); --measure makes the measurements now, --forget drops them.
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,6 +17,8 @@
 #include "nodes/models/conv_layout.h"
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/layers.h"
+#include "nodes/models/linear_cpu.h"
+#include "nodes/models/upsample_conv.h"
 #include "nodes/models/winograd_conv.h"
 #include "nodes/weights/sd_config.h"
 
@@ -32,7 +35,10 @@ constexpr char kHelp[] =
     "VAE's\n"
     "convolution layout and, per pair of channel counts of the SD VAE's 3x3 convolutions, Winograd "
     "or\n"
-    "direct. Those are timed once per machine, by the first process that needs them, and kept in "
+    "direct; per channel count of the VAE decoder's upsampling layers, sub-pixel or upsampled then "
+    "convolved;\n"
+    "and whether linear layers run through oneDNN or the BLAS. Those are timed once per machine, "
+    "by the first process that needs them, and kept in "
     "the\n"
     "measurement file (~/.cache/sdgraph/cpu-measurements; SDGRAPH_CPU_MEASUREMENTS=FILE|off), "
     "keyed "
@@ -41,12 +47,23 @@ constexpr char kHelp[] =
     "nothing\n"
     "is timed: what is not on file is shown as such.\n"
     "\n"
-    "  --measure    time what is not on file yet (about 10 s), e.g. when a farm machine is set up\n"
+    "  --measure    time what is not on file yet (about 15 s), e.g. when a farm machine is set up\n"
     "  --forget     first drop this machine's lines from the file (with --measure: measure again)\n"
     "  --threads N  the thread count to report and measure for (default: all cores, as the "
     "generating\n"
     "               commands use; the measurements are per thread count)\n"
     "  --json       print one JSON object\n";
+
+// The channel counts of the SD v1.x VAE decoder's upsampling layers (every level but the first).
+std::vector<int64_t> VaeUpsampleChannels() {
+  const VaeConfig vae = SdConfig::Sd15().vae;
+  std::vector<int64_t> channels;
+  for (size_t l = 1; l < vae.ch_mult.size(); ++l) {
+    const int64_t c = vae.ch * vae.ch_mult[l];
+    if (std::find(channels.begin(), channels.end(), c) == channels.end()) channels.push_back(c);
+  }
+  return channels;
+}
 
 // The (in, out) channel pairs of the SD v1.x VAE's 3x3 convolutions that may run by Winograd.
 std::vector<std::pair<int64_t, int64_t>> VaeWinogradPairs() {
@@ -104,6 +121,8 @@ int CpuCommand(const std::vector<std::string>& argv) {
     (void)nn::MeasuredNativeBf16Speedup();
     (void)nn::MeasuredChannelsLastSpeedup();
     for (const auto& [in, out] : pairs) (void)nn::MeasuredWinogradSpeedup(in, out);
+    for (const int64_t c : VaeUpsampleChannels()) (void)nn::MeasuredSubpixelSpeedup(c);
+    (void)nn::MeasuredOneDnnLinearSpeedup();
   }
   nlohmann::json j;
   j["cpu"] = kernels::CpuModelName();
@@ -122,6 +141,14 @@ int CpuCommand(const std::vector<std::string>& argv) {
                              {"speedup", s},
                              {"used", !s.is_null() && s.get<double>() >= nn::kWinogradMinSpeedup}});
   }
+  for (const int64_t c : VaeUpsampleChannels()) {
+    const nlohmann::json s = Recorded(nn::SubpixelMeasurement(c));
+    j["subpixel_upsampling"].push_back(
+        {{"channels", c},
+         {"speedup", s},
+         {"used", !s.is_null() && s.get<double>() >= nn::kSubpixelMinSpeedup}});
+  }
+  j["onednn_linear_speedup"] = Recorded(nn::kOneDnnLinearMeasurement);
   if (args->Has("json")) {
     std::printf("%s\n", j.dump(2).c_str());
     return kExitOk;
@@ -156,6 +183,22 @@ int CpuCommand(const std::vector<std::string>& argv) {
                 : w["used"].get<bool>() ? "  Winograd"
                                         : "  direct");
   }
+  std::printf(
+      "VAE decoder upsampling, sub-pixel against upsampled then convolved (taken at %.1fx or "
+      "more):\n",
+      nn::kSubpixelMinSpeedup);
+  for (const auto& u : j["subpixel_upsampling"]) {
+    std::printf("  %4ld channels %s%s\n", u["channels"].get<long>(), Ratio(u["speedup"]).c_str(),
+                u["speedup"].is_null()  ? ""
+                : u["used"].get<bool>() ? "  sub-pixel"
+                                        : "  upsampled");
+  }
+  const nlohmann::json& linear = j["onednn_linear_speedup"];
+  std::printf("linear layers: %s (oneDNN against the BLAS: %s)\n",
+              linear.is_null()                                      ? "decided on first use"
+              : linear.get<double>() >= nn::kOneDnnLinearMinSpeedup ? "oneDNN"
+                                                                    : "BLAS",
+              Ratio(linear).c_str());
   return kExitOk;
 }
 

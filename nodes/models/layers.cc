@@ -14,6 +14,8 @@
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/int8_conv.h"
+#include "nodes/models/linear_cpu.h"
+#include "nodes/models/upsample_conv.h"
 #include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
@@ -93,12 +95,6 @@ torch::ScalarType ActivationDtype(torch::ScalarType weight_dtype, const torch::D
   return weight_dtype;
 }
 
-Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
-    : stride_(stride), padding_(padding < 0 ? kernel / 2 : padding) {
-  weight = register_parameter("weight", torch::empty({out, in, kernel, kernel}), false);
-  bias = register_parameter("bias", torch::empty({out}), false);
-}
-
 template <typename T>
 struct Conv2dImpl::FromWeight {
   // The value for `weight`: made by make() unless the one kept was made from this weight tensor.
@@ -119,6 +115,14 @@ struct Conv2dImpl::FromWeight {
   bool made = false;
   const void* source = nullptr;  // the weights value was made from
 };
+
+Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding)
+    : stride_(stride), padding_(padding < 0 ? kernel / 2 : padding) {
+  weight = register_parameter("weight", torch::empty({out, in, kernel, kernel}), false);
+  bias = register_parameter("bias", torch::empty({out}), false);
+  if (kernel == 3 && stride_ == 1 && padding_ == 1)
+    upsample_taps_ = std::make_shared<FromWeight<torch::Tensor>>();
+}
 
 void Conv2dImpl::AllowWinograd() {
   if (weight.size(2) == 3 && weight.size(3) == 3 && stride_ == 1 && padding_ == 1) {
@@ -176,16 +180,34 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
         DequantizeConvWeights({weight, weight_scale}).to(x.device(), x.scalar_type());
     return torch::conv2d(x, w, AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
-  if (winograd_ && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
-      weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
-      c10::InferenceMode::is_enabled() &&
-      UsesWinograd(weight.size(1), weight.size(0), x.size(2), x.size(3))) {
-    return WinogradConv3x3(x, WinogradWeights(), bias);
-  }
+  if (TakesWinograd(x)) return WinogradConv3x3(x, WinogradWeights(), bias);
   if (WidensWeights(x, weight)) {
     return torch::conv2d(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
   return torch::conv2d(x, weight, bias, stride_, padding_);
+}
+
+bool Conv2dImpl::TakesWinograd(const torch::Tensor& x) const {
+  return winograd_ && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+         weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
+         c10::InferenceMode::is_enabled() &&
+         UsesWinograd(weight.size(1), weight.size(0), x.size(2), x.size(3));
+}
+
+torch::Tensor Conv2dImpl::ForwardUpsampled2x(const torch::Tensor& x) {
+  const bool eligible =
+      upsample_taps_ && !UsesInt8() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+      x.dim() == 4 && c10::InferenceMode::is_enabled() &&
+      (weight.scalar_type() == torch::kFloat32 || weight.scalar_type() == torch::kBFloat16);
+  if (eligible && UsesSubpixelUpsample(weight.size(0))) {
+    const torch::Tensor taps =
+        upsample_taps_->Get(weight, [&] { return UpsampleConvWeights(weight); });
+    return UpsampleConv3x3(x, taps, bias);
+  }
+  namespace F = torch::nn::functional;
+  return forward(F::interpolate(x, F::InterpolateFuncOptions()
+                                       .scale_factor(std::vector<double>{2.0, 2.0})
+                                       .mode(torch::kNearest)));
 }
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
@@ -194,10 +216,15 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  if (WidensWeights(x, weight)) {
-    return torch::linear(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()));
+  const bool widen = WidensWeights(x, weight);
+  const torch::Tensor w = widen ? WidenedWeight(weight) : weight;
+  const torch::Tensor b = widen ? AsActivation(bias, x.scalar_type()) : bias;
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+      w.scalar_type() == torch::kFloat32 && x.dim() >= 2 && c10::InferenceMode::is_enabled() &&
+      ResolvedCpuLinear() == CpuLinear::kOneDnn) {
+    return OneDnnLinear(x, w, b);
   }
-  return torch::linear(x, weight, bias);
+  return torch::linear(x, w, b);
 }
 
 GroupNormImpl::GroupNormImpl(int64_t channels, double eps, int64_t groups) : groups_(groups), eps_(eps) {
@@ -337,6 +364,12 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
   const torch::Tensor qh = split(q, tq).reshape({b * heads, tq, d});
   const torch::Tensor kt = split(k, tk).transpose(-1, -2).reshape({b * heads, d, tk});
   const torch::Tensor vh = split(v, tk).reshape({b * heads, tk, d});
+  // Where linear layers run through oneDNN (linear_cpu.h), so do these products: q·kᵀ is a linear
+  // layer of weights k [Tk, D], and weights·v one of weights vᵀ [D, Tk].
+  const bool onednn = !widen && q.device().is_cpu() && q.scalar_type() == torch::kFloat32 &&
+                      ResolvedCpuLinear() == CpuLinear::kOneDnn;
+  const torch::Tensor k_rows =
+      onednn ? split(k, tk).reshape({b * heads, tk, d}).contiguous() : torch::Tensor();
   const double root_d = std::sqrt(static_cast<double>(d));
   // Softmax rows are independent, so the scores are computed a block of queries of one head at a time,
   // small enough to stay in the CPU's cache between the matmul, the softmax and the second matmul (the
@@ -345,9 +378,11 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
   torch::Tensor out = torch::empty({b * heads, tq, d}, vh.options());
   for (int64_t bh = 0; bh < b * heads; ++bh) {
     const torch::Tensor qb = qh[bh], kb = kt[bh], vb = vh[bh];
+    const torch::Tensor v_rows = onednn ? vb.t().contiguous() : torch::Tensor();
     for (int64_t s = 0; s < tq; s += chunk) {
       const int64_t e = std::min(tq, s + chunk);
-      torch::Tensor scores = torch::mm(qb.slice(0, s, e), kb);  // [e - s, Tk]
+      torch::Tensor scores = onednn ? OneDnnLinear(qb.slice(0, s, e), k_rows[bh], {})
+                                    : torch::mm(qb.slice(0, s, e), kb);  // [e - s, Tk]
       if (causal) {
         torch::Tensor mask = torch::ones({e - s, tk}, torch::kBool).triu(1 + s);
         scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
@@ -355,7 +390,8 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
       if (scores.scalar_type() != torch::kFloat32) scores = scores.to(torch::kFloat32);
       scores.div_(root_d);
       torch::Tensor weights = torch::softmax(scores, -1).to(vh.scalar_type());
-      out[bh].slice(0, s, e).copy_(torch::mm(weights, vb));
+      out[bh].slice(0, s, e).copy_(onednn ? OneDnnLinear(weights, v_rows, {})
+                                          : torch::mm(weights, vb));
     }
   }
   out = out.view({b, heads, tq, d});

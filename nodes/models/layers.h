@@ -66,6 +66,12 @@ class Conv2dImpl : public torch::nn::Module {
   // f32 [out].
   void SetInt8Weights(const torch::Tensor& q, const torch::Tensor& scale);
   bool UsesInt8() const { return weight.scalar_type() == torch::kInt8; }
+  // forward(nearest 2x upsampling of x), for a 3x3 stride-1 layer: the VAE decoder's upsampling. In
+  // inference mode on a CPU with f32 inputs and f32 or bf16 weights it runs on x itself by four 2x2
+  // convolutions where that measured faster on this machine (upsample_conv.h: 2.25x fewer FLOPs;
+  // the taps made on first use and kept, 16/9 of the layer's weight bytes in f32); else it
+  // upsamples and calls forward.
+  torch::Tensor ForwardUpsampled2x(const torch::Tensor& x);
   torch::Tensor weight, bias;
   torch::Tensor weight_scale;  // int8 weights only
 
@@ -76,7 +82,9 @@ class Conv2dImpl : public torch::nn::Module {
   struct FromWeight;
   torch::Tensor WinogradWeights();
   std::shared_ptr<Int8Conv> PackedInt8();
+  bool TakesWinograd(const torch::Tensor& x) const;
   int64_t stride_, padding_;
+  std::shared_ptr<FromWeight<torch::Tensor>> upsample_taps_;     // null: not a 3x3 stride-1 layer
   std::shared_ptr<FromWeight<torch::Tensor>> winograd_;          // null: not allowed
   std::shared_ptr<FromWeight<std::shared_ptr<Int8Conv>>> int8_;  // null: f32
 };
@@ -136,8 +144,8 @@ TORCH_MODULE(Embedding);
 // Multi-head attention on [B, Tq, H*D] queries and [B, Tk, H*D] keys/values -> [B, Tq, H*D]. Scores
 // and softmax are computed in fp32. `causal` masks keys after each query (CLIP's text encoder).
 // Under autograd (training: grad mode on and an input that requires grad) it runs as whole-tensor
-// operations autograd can differentiate; otherwise through the fused kernel or blocked matmuls,
-// which it cannot.
+// operations autograd can differentiate; otherwise through the fused kernel or blocked matmuls (by
+// the BLAS or oneDNN, as linear layers: linear_cpu.h), which it cannot.
 torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
                         bool causal = false);
 

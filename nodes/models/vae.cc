@@ -164,8 +164,7 @@ torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {
   for (size_t l = blocks_.size(); l-- > 0;) {
     for (auto& block : blocks_[l]) x = block(x);
     if (l != 0) {
-      x = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
-      x = upsample_[l](x);
+      x = upsample_[l]->ForwardUpsampled2x(x);  // conv(nearest 2x upsampling of x)
     }
   }
   x = norm_out_(x);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "nodes/base/cpu_block_cache.h"
@@ -11,6 +12,8 @@
 #include "nodes/models/conv_layout.h"
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/layers.h"
+#include "nodes/models/linear_cpu.h"
+#include "nodes/models/upsample_conv.h"
 #include "nodes/models/winograd_conv.h"
 
 namespace sd {
@@ -124,6 +127,15 @@ void PrintCpuChoices(const BenchReport& r) {
     std::printf(" %ld->%ld (at %ldx%ld) %.2fx%s", p.in, p.out, side, side, p.speedup,
                 nn::UsesWinograd(p.in, p.out, r.size, r.size) ? "" : " (direct)");
   }
+  std::printf("\nVAE decoder upsampling (sub-pixel against upsampled, then convolved):");
+  for (const int64_t c : {512, 256}) {
+    const std::optional<double> s = nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c));
+    if (s)
+      std::printf(" %ld channels %.2fx (%s)", c, *s,
+                  nn::UsesSubpixelUpsample(c) ? "sub-pixel" : "upsampled");
+  }
+  std::printf("\nlinear layers: %s (oneDNN measured at %.2fx the BLAS)",
+              nn::CpuLinearName(nn::ResolvedCpuLinear()), nn::MeasuredOneDnnLinearSpeedup());
   const CpuBlockCacheStats cache = GetCpuBlockCacheStats();
   if (cache.installed) {
     std::printf(
@@ -198,7 +210,15 @@ nlohmann::json CpuJson(const BenchReport& r) {
       {"native_bf16_speedup", nn::MeasuredNativeBf16Speedup()},
       {"vae_conv_layout", nn::ConvLayoutName(nn::ResolvedVaeConvLayout())},
       {"channels_last_speedup", nn::MeasuredChannelsLastSpeedup()},
+      {"linear", nn::CpuLinearName(nn::ResolvedCpuLinear())},
+      {"onednn_linear_speedup", nn::MeasuredOneDnnLinearSpeedup()},
       {"measurements_file", nn::CpuMeasurementsFile()}};
+  for (const int64_t c : {512, 256}) {
+    if (const std::optional<double> s = nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c))) {
+      cpu["subpixel_upsampling"].push_back(
+          {{"channels", c}, {"speedup", *s}, {"used", nn::UsesSubpixelUpsample(c)}});
+    }
+  }
   for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
     cpu["winograd"].push_back({{"in", p.in},
                                {"out", p.out},

@@ -12,8 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "nodes/models/clip_text.h"
 #include "nodes/models/conv_layout.h"
+#include "nodes/models/linear_cpu.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/unet.h"
+#include "nodes/models/upsample_conv.h"
 #include "nodes/models/vae.h"
 #include "nodes/models/winograd_conv.h"
 #include "nodes/ops/model_cache.h"
@@ -189,6 +191,45 @@ TEST_F(ModelParityTest, VaeParityByWinogradAndDirectConvolutions) {
     EXPECT_LE(testing::Report("vae encoder latent", path, *latent, g["encoder.latent"]).max_abs,
               kTolerance);
   }
+}
+
+// The paths chosen by measurement besides the convolutions' keep parity too, whichever this CPU
+// picks: linear layers and blocked attention products by the BLAS and by oneDNN (CLIP, one UNet
+// case, the decoder), the decoder's upsampling upsampled-then-convolved and sub-pixel. On 2
+// threads: on one, LibTorch runs 1x1 convolutions of small batches through the BLAS as well.
+TEST_F(ModelParityTest, ParityByEachLinearAndUpsamplingPath) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  auto clip = Load(ClipTextModel(config_->clip), kClipPrefix, torch::kFloat32);
+  auto unet = Load(UNet(config_->unet), kUNetPrefix, torch::kFloat32);
+  auto vae = Load(Vae(config_->vae), kVaePrefix, torch::kFloat32);
+  auto clip_golden = testing::ReadGolden("clip.safetensors");
+  auto unet_golden = testing::ReadGolden("unet.safetensors");
+  auto vae_golden = testing::ReadGolden("vae.safetensors");
+  const torch::Tensor timestep = torch::tensor({unet_golden["rect.timestep"].item<int64_t>()});
+  for (const auto& [linear, upsample] :
+       {std::pair{nn::CpuLinear::kBlas, nn::UpsampleConv::kDirect},
+        std::pair{nn::CpuLinear::kOneDnn, nn::UpsampleConv::kSubpixel}}) {
+    const std::string path =
+        absl::StrCat(nn::CpuLinearName(linear), "/",
+                     upsample == nn::UpsampleConv::kSubpixel ? "subpixel" : "direct");
+    nn::SetCpuLinear(linear);
+    nn::SetUpsampleConv(upsample);
+    auto context = clip->Encode(clip_golden["tokens"]);
+    auto eps = unet->Predict(unet_golden["rect.latent"], timestep, unet_golden["rect.context"]);
+    auto image = vae->Decode(vae_golden["decoder.latent"]);
+    nn::SetCpuLinear(nn::CpuLinear::kAuto);
+    nn::SetUpsampleConv(nn::UpsampleConv::kAuto);
+    ASSERT_TRUE(context.ok() && eps.ok() && image.ok());
+    EXPECT_LE(testing::Report("clip context", path, *context, clip_golden["context"]).max_abs,
+              kTolerance);
+    EXPECT_LE(testing::Report("unet eps rect", path, *eps, unet_golden["rect.eps"]).max_abs,
+              kTolerance);
+    EXPECT_LE(
+        testing::Report("vae decoder image", path, *image, vae_golden["decoder.image"]).max_abs,
+        kTolerance);
+  }
+  at::set_num_threads(threads);
 }
 
 TEST_F(ModelParityTest, LoadReportsMissingKeysAndShapeMismatches) {

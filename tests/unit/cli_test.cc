@@ -311,6 +311,9 @@ TEST_F(CliTest, CpuReportsMeasuresAndForgetsThisMachine) {
   EXPECT_EQ(j["measurements_file"], file);
   EXPECT_TRUE(j["native_bf16_speedup"].is_null());
   ASSERT_EQ(j["winograd"].size(), 7u);  // the SD VAE's pairs of 128+ channels
+  ASSERT_EQ(j["subpixel_upsampling"].size(),
+            2u);  // the decoder's upsampling at 256 and 512 channels
+  EXPECT_TRUE(j["onednn_linear_speedup"].is_null());
   EXPECT_FALSE(std::filesystem::exists(file)) << "nothing is timed without --measure";
 
   testing::WriteFile(file, "another CPU | avx2 | 1 threads | BLAS\tbf16 native speedup\t3\n");
@@ -321,6 +324,11 @@ TEST_F(CliTest, CpuReportsMeasuresAndForgetsThisMachine) {
     EXPECT_GT(w["speedup"].get<double>(), 0) << w.dump();
     EXPECT_EQ(w["used"].get<bool>(), w["speedup"].get<double>() >= 1.2);
   }
+  for (const auto& u : j["subpixel_upsampling"]) {
+    EXPECT_GT(u["speedup"].get<double>(), 0) << u.dump();
+    EXPECT_EQ(u["used"].get<bool>(), u["speedup"].get<double>() >= 1.1);
+  }
+  EXPECT_GT(j["onednn_linear_speedup"].get<double>(), 0);
   const std::string machine = j["machine"];
   auto lines_of = [&](const std::string& who) {
     std::istringstream in(testing::ReadFile(file));
@@ -328,7 +336,7 @@ TEST_F(CliTest, CpuReportsMeasuresAndForgetsThisMachine) {
     for (std::string line; std::getline(in, line);) n += line.rfind(who + "\t", 0) == 0 ? 1 : 0;
     return n;
   };
-  EXPECT_EQ(lines_of(machine), 9);  // bf16, layout, 7 pairs
+  EXPECT_EQ(lines_of(machine), 12);  // bf16, layout, 7 pairs, 2 upsampling widths, linear
   // Read back by the next process, not timed again.
   auto r = RunCommand(env + Bin() + " cpu --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
