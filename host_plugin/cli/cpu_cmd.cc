@@ -1,6 +1,5 @@
 // sd-graph cpu: this machine's CPU as sdgraph sees it, and the code paths its measurements chose
 // (nodes/models/cpu_choice.h); --measure makes the measurements now, --forget drops them.
-#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -53,17 +52,6 @@ constexpr char kHelp[] =
     "generating\n"
     "               commands use; the measurements are per thread count)\n"
     "  --json       print one JSON object\n";
-
-// The channel counts of the SD v1.x VAE decoder's upsampling layers (every level but the first).
-std::vector<int64_t> VaeUpsampleChannels() {
-  const VaeConfig vae = SdConfig::Sd15().vae;
-  std::vector<int64_t> channels;
-  for (size_t l = 1; l < vae.ch_mult.size(); ++l) {
-    const int64_t c = vae.ch * vae.ch_mult[l];
-    if (std::find(channels.begin(), channels.end(), c) == channels.end()) channels.push_back(c);
-  }
-  return channels;
-}
 
 // The (in, out) channel pairs of the SD v1.x VAE's 3x3 convolutions that may run by Winograd.
 std::vector<std::pair<int64_t, int64_t>> VaeWinogradPairs() {
@@ -121,7 +109,8 @@ int CpuCommand(const std::vector<std::string>& argv) {
     (void)nn::MeasuredNativeBf16Speedup();
     (void)nn::MeasuredChannelsLastSpeedup();
     for (const auto& [in, out] : pairs) (void)nn::MeasuredWinogradSpeedup(in, out);
-    for (const int64_t c : VaeUpsampleChannels()) (void)nn::MeasuredSubpixelSpeedup(c);
+    for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae))
+      (void)nn::MeasuredSubpixelSpeedup(c);
     (void)nn::MeasuredOneDnnLinearSpeedup();
   }
   nlohmann::json j;
@@ -141,7 +130,7 @@ int CpuCommand(const std::vector<std::string>& argv) {
                              {"speedup", s},
                              {"used", !s.is_null() && s.get<double>() >= nn::kWinogradMinSpeedup}});
   }
-  for (const int64_t c : VaeUpsampleChannels()) {
+  for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
     const nlohmann::json s = Recorded(nn::SubpixelMeasurement(c));
     j["subpixel_upsampling"].push_back(
         {{"channels", c},

@@ -204,10 +204,7 @@ torch::Tensor Conv2dImpl::ForwardUpsampled2x(const torch::Tensor& x) {
         upsample_taps_->Get(weight, [&] { return UpsampleConvWeights(weight); });
     return UpsampleConv3x3(x, taps, bias);
   }
-  namespace F = torch::nn::functional;
-  return forward(F::interpolate(x, F::InterpolateFuncOptions()
-                                       .scale_factor(std::vector<double>{2.0, 2.0})
-                                       .mode(torch::kNearest)));
+  return forward(Nearest2x(x));
 }
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
@@ -362,14 +359,15 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
     return y.view({b, t, heads, d}).transpose(1, 2);  // [B, H, T, D]
   };
   const torch::Tensor qh = split(q, tq).reshape({b * heads, tq, d});
-  const torch::Tensor kt = split(k, tk).transpose(-1, -2).reshape({b * heads, d, tk});
   const torch::Tensor vh = split(v, tk).reshape({b * heads, tk, d});
   // Where linear layers run through oneDNN (linear_cpu.h), so do these products: q·kᵀ is a linear
-  // layer of weights k [Tk, D], and weights·v one of weights vᵀ [D, Tk].
+  // layer of weights k [Tk, D], and weights·v one of weights vᵀ [D, Tk]. The BLAS takes kᵀ [D, Tk].
   const bool onednn = !widen && q.device().is_cpu() && q.scalar_type() == torch::kFloat32 &&
                       ResolvedCpuLinear() == CpuLinear::kOneDnn;
   const torch::Tensor k_rows =
       onednn ? split(k, tk).reshape({b * heads, tk, d}).contiguous() : torch::Tensor();
+  const torch::Tensor kt =
+      onednn ? torch::Tensor() : split(k, tk).transpose(-1, -2).reshape({b * heads, d, tk});
   const double root_d = std::sqrt(static_cast<double>(d));
   // Softmax rows are independent, so the scores are computed a block of queries of one head at a time,
   // small enough to stay in the CPU's cache between the matmul, the softmax and the second matmul (the
@@ -377,12 +375,12 @@ torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const to
   const int64_t chunk = std::max<int64_t>(16, std::min<int64_t>(tq, kScoreBlockElements / std::max<int64_t>(1, tk)));
   torch::Tensor out = torch::empty({b * heads, tq, d}, vh.options());
   for (int64_t bh = 0; bh < b * heads; ++bh) {
-    const torch::Tensor qb = qh[bh], kb = kt[bh], vb = vh[bh];
+    const torch::Tensor qb = qh[bh], vb = vh[bh];
     const torch::Tensor v_rows = onednn ? vb.t().contiguous() : torch::Tensor();
     for (int64_t s = 0; s < tq; s += chunk) {
       const int64_t e = std::min(tq, s + chunk);
       torch::Tensor scores = onednn ? OneDnnLinear(qb.slice(0, s, e), k_rows[bh], {})
-                                    : torch::mm(qb.slice(0, s, e), kb);  // [e - s, Tk]
+                                    : torch::mm(qb.slice(0, s, e), kt[bh]);  // [e - s, Tk]
       if (causal) {
         torch::Tensor mask = torch::ones({e - s, tk}, torch::kBool).triu(1 + s);
         scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());

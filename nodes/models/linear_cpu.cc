@@ -41,8 +41,8 @@ torch::Tensor OneDnnLinear(const torch::Tensor& x, const torch::Tensor& w, const
   const torch::Tensor y = torch::conv2d(image, w.view({out, in, 1, 1}), b);  // [1, out, 1, n]
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes.back() = out;
-  return y.permute({0, 2, 3, 1})
-      .reshape(sizes);  // a view where y is channels-last, as oneDNN makes it
+  // A view where y is channels-last, as oneDNN makes it.
+  return y.permute({0, 2, 3, 1}).reshape(sizes);
 }
 
 double MeasuredOneDnnLinearSpeedup() {

@@ -6,10 +6,9 @@
 #include "absl/strings/str_join.h"
 #include "nodes/base/status_macros.h"
 #include "nodes/models/model_util.h"
+#include "nodes/models/upsample_conv.h"
 
 namespace sd {
-
-namespace F = torch::nn::functional;
 
 torch::Tensor TimestepEmbedding(const torch::Tensor& timesteps, int64_t dim) {
   const int64_t half = dim / 2;
@@ -130,8 +129,7 @@ torch::Tensor UNetStageImpl::forward(torch::Tensor x, const torch::Tensor& emb, 
       case Kind::kTransformer: x = std::static_pointer_cast<SpatialTransformerImpl>(m)->forward(x, context); break;
       case Kind::kDown: x = m->children()[0]->as<nn::Conv2d>()->forward(x); break;
       case Kind::kUp:
-        x = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
-        x = m->children()[0]->as<nn::Conv2d>()->forward(x);
+        x = m->children()[0]->as<nn::Conv2d>()->forward(nn::Nearest2x(x));
         break;
       case Kind::kConv: x = std::static_pointer_cast<nn::Conv2dImpl>(m)->forward(x); break;
     }

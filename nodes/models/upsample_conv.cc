@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <functional>
@@ -32,12 +33,7 @@ std::function<void()> UpsampleProbe(int64_t channels, bool subpixel) {
     x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   const torch::Tensor taps = UpsampleConvWeights(conv->weight);
   return [=]() mutable {
-    namespace F = torch::nn::functional;
-    const torch::Tensor y =
-        subpixel ? UpsampleConv3x3(x, taps, conv->bias)
-                 : conv(F::interpolate(x, F::InterpolateFuncOptions()
-                                              .scale_factor(std::vector<double>{2.0, 2.0})
-                                              .mode(torch::kNearest)));
+    const torch::Tensor y = subpixel ? UpsampleConv3x3(x, taps, conv->bias) : conv(Nearest2x(x));
     (void)y.sum().item<float>();
   };
 }
@@ -90,6 +86,13 @@ void InterleaveNchw(const float* y, float* out, int64_t n, int64_t c, int64_t h,
 
 }  // namespace
 
+torch::Tensor Nearest2x(const torch::Tensor& x) {
+  namespace F = torch::nn::functional;
+  return F::interpolate(x, F::InterpolateFuncOptions()
+                               .scale_factor(std::vector<double>{2.0, 2.0})
+                               .mode(torch::kNearest));
+}
+
 torch::Tensor UpsampleConvWeights(const torch::Tensor& w) {
   TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3,
               "UpsampleConvWeights: want [out, in, 3, 3]");
@@ -104,6 +107,9 @@ torch::Tensor UpsampleConvWeights(const torch::Tensor& w) {
 
 torch::Tensor UpsampleConv3x3(const torch::Tensor& x, const torch::Tensor& p,
                               const torch::Tensor& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+                  p.scalar_type() == torch::kFloat32,
+              "UpsampleConv3x3: want f32 inputs and taps on a CPU");
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3), out = p.size(0) / 4;
   // Padding 1 with a 2x2 kernel: y[i] = k0 * x[i - 1] + k1 * x[i], (H + 1) x (W + 1) of them; phase
   // a = 0 reads y[0 .. H - 1], a = 1 reads y[1 .. H].
@@ -117,16 +123,6 @@ torch::Tensor UpsampleConv3x3(const torch::Tensor& x, const torch::Tensor& p,
       torch::empty({n, out, 2 * h, 2 * w},
                    y.options().memory_format(channels_last ? torch::MemoryFormat::ChannelsLast
                                                            : torch::MemoryFormat::Contiguous));
-  if (y.scalar_type() != torch::kFloat32) {  // not the CPU path's dtype: strided copies
-    for (int a = 0; a < 2; ++a) {
-      for (int b = 0; b < 2; ++b) {
-        result.slice(2, a, 2 * h, 2)
-            .slice(3, b, 2 * w, 2)
-            .copy_(y.narrow(1, (2 * a + b) * out, out).narrow(2, a, h).narrow(3, b, w));
-      }
-    }
-    return result;
-  }
   if (channels_last) {
     InterleaveNhwc(phases.data_ptr<float>(), result.data_ptr<float>(), n, out, h, w);
   } else {
@@ -134,10 +130,6 @@ torch::Tensor UpsampleConv3x3(const torch::Tensor& x, const torch::Tensor& p,
   }
   return result;
 }
-
-}  // namespace sd::nn
-
-namespace sd::nn {
 
 void SetUpsampleConv(UpsampleConv mode) {
   g_mode = mode == UpsampleConv::kAuto ? -1 : static_cast<int>(mode);
@@ -152,6 +144,15 @@ double MeasuredSubpixelSpeedup(int64_t channels) {
     c10::InferenceMode guard;
     return TimedSpeedup(UpsampleProbe(channels, false), UpsampleProbe(channels, true));
   });
+}
+
+std::vector<int64_t> DecoderUpsampleChannels(const VaeConfig& vae) {
+  std::vector<int64_t> channels;
+  for (size_t l = 1; l < vae.ch_mult.size(); ++l) {
+    const int64_t c = vae.ch * vae.ch_mult[l];
+    if (std::find(channels.begin(), channels.end(), c) == channels.end()) channels.push_back(c);
+  }
+  return channels;
 }
 
 bool UsesSubpixelUpsample(int64_t channels) {

@@ -22,6 +22,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "nodes/weights/sd_config.h"
 
 namespace sd::nn {
 
@@ -36,12 +39,17 @@ void SetUpsampleConv(UpsampleConv mode);
 bool UsesSubpixelUpsample(int64_t channels);
 double MeasuredSubpixelSpeedup(int64_t channels);
 std::string SubpixelMeasurement(int64_t channels);  // its name in the measurement file
+// The channel counts of a VAE decoder's upsampling layers (every level but the first), each once:
+// 256 and 512 for SD v1.x.
+std::vector<int64_t> DecoderUpsampleChannels(const VaeConfig& vae);
 
 // w [out, in, 3, 3] (any float dtype) as the phases' f32 taps [4 * out, in, 2, 2], phase 2a + b
 // first-major.
 torch::Tensor UpsampleConvWeights(const torch::Tensor& w);
-// conv2d(nearest 2x upsampling of x, w, bias, stride 1, padding 1) for x [N, in, H, W] with
-// p = UpsampleConvWeights(w), x and p of one dtype; bias [out] or undefined. The result
+// Nearest-neighbour 2x upsampling of x [N, C, H, W] (SD's Upsample layers; keeps x's layout).
+torch::Tensor Nearest2x(const torch::Tensor& x);
+// conv2d(Nearest2x(x), w, bias, stride 1, padding 1) for f32 x [N, in, H, W] on a CPU with
+// p = UpsampleConvWeights(w); bias [out] (any float dtype) or undefined. The result
 // [N, out, 2H, 2W] has x's memory format (NCHW or channels-last).
 torch::Tensor UpsampleConv3x3(const torch::Tensor& x, const torch::Tensor& p,
                               const torch::Tensor& bias);

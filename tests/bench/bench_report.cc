@@ -128,7 +128,7 @@ void PrintCpuChoices(const BenchReport& r) {
                 nn::UsesWinograd(p.in, p.out, r.size, r.size) ? "" : " (direct)");
   }
   std::printf("\nVAE decoder upsampling (sub-pixel against upsampled, then convolved):");
-  for (const int64_t c : {512, 256}) {
+  for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
     const std::optional<double> s = nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c));
     if (s)
       std::printf(" %ld channels %.2fx (%s)", c, *s,
@@ -213,7 +213,7 @@ nlohmann::json CpuJson(const BenchReport& r) {
       {"linear", nn::CpuLinearName(nn::ResolvedCpuLinear())},
       {"onednn_linear_speedup", nn::MeasuredOneDnnLinearSpeedup()},
       {"measurements_file", nn::CpuMeasurementsFile()}};
-  for (const int64_t c : {512, 256}) {
+  for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
     if (const std::optional<double> s = nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c))) {
       cpu["subpixel_upsampling"].push_back(
           {{"channels", c}, {"speedup", *s}, {"used", nn::UsesSubpixelUpsample(c)}});
