@@ -57,7 +57,7 @@ struct CachedBlock {
 
 class BlockCache {
  public:
-  explicit BlockCache(bool huge_pages) : huge_pages_(huge_pages) {}
+  BlockCache(bool huge_pages, bool grow) : huge_pages_(huge_pages), grow_(grow) {}
 
   void* Allocate(size_t n) {
     if (n == 0) return nullptr;
@@ -70,6 +70,7 @@ class BlockCache {
     const size_t bytes = RoundUp(n, kGranule);
     std::lock_guard<std::mutex> lock(mu_);
     void* p = TakeCached(bytes);
+    if (p == nullptr && grow_) p = GrowCached(bytes);
     if (p == nullptr) p = MapNew(bytes);
     TORCH_CHECK(p != nullptr, "out of memory allocating ", n, " bytes (", live_ >> 20,
                 " MB in use)");
@@ -100,8 +101,8 @@ class BlockCache {
 
   CpuBlockCacheStats Stats() {
     std::lock_guard<std::mutex> lock(mu_);
-    return {true,    live_,   cached_bytes_, std::max(window_peak_, last_window_peak_),
-            reused_, mapped_, unmapped_};
+    return {true,    live_,  cached_bytes_, std::max(window_peak_, last_window_peak_),
+            reused_, grown_, mapped_,       unmapped_};
   }
 
  private:
@@ -122,6 +123,36 @@ class BlockCache {
     ++reused_;
     Trim(0);
     return b.ptr;
+  }
+
+  // The largest cached block smaller than `bytes` (and at least half of it), grown to `bytes`: its
+  // pages move to the head of a new mapping (mremap keeps them, huge pages included, as both ends
+  // are 2 MB aligned), so only the tail is faulted in anew. Serves the sizes no other activation
+  // has, e.g. a sub-pixel upsampling's phase output 4C(H+1)(W+1) beside its result's C(2H)(2W).
+  void* GrowCached(size_t bytes) {
+    auto best = cached_.end();
+    for (auto it = cached_.begin(); it != cached_.end(); ++it) {
+      if (it->bytes < bytes && it->bytes >= bytes / 2 &&
+          (best == cached_.end() || it->bytes > best->bytes)) {
+        best = it;
+      }
+    }
+    if (best == cached_.end()) return nullptr;
+    const CachedBlock b = *best;
+    cached_.erase(best);
+    cached_bytes_ -= b.bytes;
+    Trim(bytes);  // b's pages stay mapped, to become part of the new block
+    void* p = MapAligned(bytes, huge_pages_);
+    if (p != nullptr &&
+        ::mremap(b.ptr, b.bytes, b.bytes, MREMAP_MAYMOVE | MREMAP_FIXED, p) != MAP_FAILED) {
+      Track({p, bytes});
+      ++grown_;
+      return p;
+    }
+    ::munmap(b.ptr, b.bytes);  // not moved: let it go, and map afresh
+    ++unmapped_;
+    if (p != nullptr) ::munmap(p, bytes);
+    return nullptr;
   }
 
   // Unmaps cached blocks, oldest first, until live + cached + `extra` is within the recent peak of
@@ -164,14 +195,14 @@ class BlockCache {
     ++unmapped_;
   }
 
-  const bool huge_pages_;
+  const bool huge_pages_, grow_;
   std::mutex mu_;
   std::unordered_map<void*, size_t> live_blocks_;
   std::vector<CachedBlock> cached_;  // oldest first
   size_t live_ = 0, cached_bytes_ = 0;
   // The most live bytes within this window of kWindow large allocations, and within the last one.
   size_t window_peak_ = 0, last_window_peak_ = 0;
-  uint64_t allocations_ = 0, reused_ = 0, mapped_ = 0, unmapped_ = 0;
+  uint64_t allocations_ = 0, reused_ = 0, grown_ = 0, mapped_ = 0, unmapped_ = 0;
 };
 
 BlockCache* g_cache = nullptr;  // never destroyed: tensors may be freed during exit
@@ -194,8 +225,9 @@ bool InstallCpuBlockCache() {
     const std::string mode =
         std::getenv("SD_CPU_BLOCK_CACHE") ? std::getenv("SD_CPU_BLOCK_CACHE") : "";
     if (mode == "0" || (mode.empty() && !HugePagesOnRequest())) return false;
-    // SD_CPU_BLOCK_CACHE=flat: the cache without huge pages (to measure what each part brings).
-    g_cache = new BlockCache(/*huge_pages=*/mode != "flat");
+    // SD_CPU_BLOCK_CACHE=flat: the cache without huge pages; =exact: no cached block grown (to
+    // measure what each part brings).
+    g_cache = new BlockCache(/*huge_pages=*/mode != "flat", /*grow=*/mode != "exact");
     static CachingAllocator allocator;
     c10::SetCPUAllocator(&allocator, /*priority=*/1);
     return true;

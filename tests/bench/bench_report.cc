@@ -140,8 +140,8 @@ void PrintCpuChoices(const BenchReport& r) {
   if (cache.installed) {
     std::printf(
         "\nCPU tensors: block cache (nodes/base/cpu_block_cache.h): %llu large allocations reused, "
-        "%llu mapped, %llu unmapped",
-        static_cast<unsigned long long>(cache.reused),
+        "%llu grown, %llu mapped, %llu unmapped",
+        static_cast<unsigned long long>(cache.reused), static_cast<unsigned long long>(cache.grown),
         static_cast<unsigned long long>(cache.mapped),
         static_cast<unsigned long long>(cache.unmapped));
   } else {

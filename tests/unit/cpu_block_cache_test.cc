@@ -58,21 +58,46 @@ TEST_F(CpuBlockCacheTest, LargeBlocksAreAlignedToHugePagesAndSmallOnesToCacheLin
 }
 
 TEST_F(CpuBlockCacheTest, LiveAndCachedBytesStayWithinTheRecentPeak) {
-  const uint64_t unmapped = GetCpuBlockCacheStats().unmapped,
-                 live = GetCpuBlockCacheStats().live_bytes;
+  const CpuBlockCacheStats before = GetCpuBlockCacheStats();
   torch::Tensor a = Block(64), b = Block(64);  // the peak: 128 MB live
   a = torch::Tensor();
   b = torch::Tensor();
   EXPECT_EQ(GetCpuBlockCacheStats().cached_bytes, uint64_t{128 * kMB});
-  // 96 MB fits neither cached block (at most 1/8 larger than asked): both go before it is mapped,
-  // as 64 + 64 + 96 MB would exceed the 128 MB peak.
-  torch::Tensor c = Block(96);
+  // 256 MB fits no cached block, nor is any at least half of it: both go before it is mapped, as
+  // 64 + 64 + 256 MB would exceed the 128 MB peak.
+  torch::Tensor c = Block(256);
   const CpuBlockCacheStats s = GetCpuBlockCacheStats();
-  EXPECT_EQ(s.unmapped, unmapped + 2);
-  EXPECT_EQ(s.live_bytes, live + 96 * kMB);
+  EXPECT_EQ(s.unmapped, before.unmapped + 2);
+  EXPECT_EQ(s.mapped, before.mapped + 3);
+  EXPECT_EQ(s.live_bytes, before.live_bytes + 256 * kMB);
   EXPECT_EQ(s.cached_bytes, 0u);
   EXPECT_LE(s.live_bytes + s.cached_bytes, s.bound_bytes);
   EXPECT_EQ(c.sum().item<double>(), static_cast<double>(c.numel()));
+}
+
+TEST_F(CpuBlockCacheTest, ASmallerFreedBlockIsGrownKeepingItsPages) {
+  torch::Tensor a = Block(64, 5.0f), b = Block(64);
+  const void* first = a.data_ptr();
+  a = torch::Tensor();
+  b = torch::Tensor();
+  const CpuBlockCacheStats before = GetCpuBlockCacheStats();
+  // 96 MB fits neither cached block (at most 1/8 larger than asked): the older 64 MB one is grown,
+  // and the other goes, as 64 + 96 MB would exceed the 128 MB peak.
+  torch::Tensor c = torch::empty({96 * kMB / 4}, torch::kFloat32);
+  const CpuBlockCacheStats s = GetCpuBlockCacheStats();
+  EXPECT_EQ(s.grown, before.grown + 1);
+  EXPECT_EQ(s.mapped, before.mapped);
+  EXPECT_EQ(s.unmapped, before.unmapped + 1);
+  EXPECT_EQ(s.live_bytes, before.live_bytes + 96 * kMB);
+  EXPECT_EQ(s.cached_bytes, 0u);
+  EXPECT_LE(s.live_bytes + s.cached_bytes, s.bound_bytes);
+  // Its pages moved, not copied or faulted in anew: the head holds what the old block held, at a
+  // new, huge-page aligned address; the tail is usable.
+  EXPECT_NE(c.data_ptr(), first);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(c.data_ptr()) % (2 * kMB), 0u);
+  EXPECT_EQ(c.narrow(0, 0, 64 * kMB / 4).sum().item<double>(), 5.0 * (64 * kMB / 4));
+  c.narrow(0, 64 * kMB / 4, 32 * kMB / 4).fill_(3.0f);
+  EXPECT_EQ(c.sum().item<double>(), 5.0 * (64 * kMB / 4) + 3.0 * (32 * kMB / 4));
 }
 
 TEST_F(CpuBlockCacheTest, ReleasingUnmapsEveryCachedBlock) {
