@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -106,23 +108,30 @@ class BlockCache {
   }
 
  private:
-  // The smallest cached block of at least `bytes` and at most 1/8 more, taken out of the cache.
-  void* TakeCached(size_t bytes) {
+  // The cached block that `fits` and that `better` prefers to every other that fits, taken out of
+  // the cache; nullopt when none fits.
+  template <typename Fits, typename Better>
+  std::optional<CachedBlock> TakeOut(Fits fits, Better better) {
     auto best = cached_.end();
     for (auto it = cached_.begin(); it != cached_.end(); ++it) {
-      if (it->bytes >= bytes && it->bytes <= bytes + bytes / 8 &&
-          (best == cached_.end() || it->bytes < best->bytes)) {
-        best = it;
-      }
+      if (fits(it->bytes) && (best == cached_.end() || better(it->bytes, best->bytes))) best = it;
     }
-    if (best == cached_.end()) return nullptr;
+    if (best == cached_.end()) return std::nullopt;
     const CachedBlock b = *best;
     cached_.erase(best);
     cached_bytes_ -= b.bytes;
-    Track(b);
+    return b;
+  }
+
+  // The smallest cached block of at least `bytes` and at most 1/8 more, taken out of the cache.
+  void* TakeCached(size_t bytes) {
+    const std::optional<CachedBlock> b =
+        TakeOut([bytes](size_t n) { return n >= bytes && n <= bytes + bytes / 8; }, std::less<>());
+    if (!b) return nullptr;
+    Track(*b);
     ++reused_;
     Trim(0);
-    return b.ptr;
+    return b->ptr;
   }
 
   // The largest cached block smaller than `bytes` (and at least half of it), grown to `bytes`: its
@@ -130,29 +139,25 @@ class BlockCache {
   // are 2 MB aligned), so only the tail is faulted in anew. Serves the sizes no other activation
   // has, e.g. a sub-pixel upsampling's phase output 4C(H+1)(W+1) beside its result's C(2H)(2W).
   void* GrowCached(size_t bytes) {
-    auto best = cached_.end();
-    for (auto it = cached_.begin(); it != cached_.end(); ++it) {
-      if (it->bytes < bytes && it->bytes >= bytes / 2 &&
-          (best == cached_.end() || it->bytes > best->bytes)) {
-        best = it;
-      }
-    }
-    if (best == cached_.end()) return nullptr;
-    const CachedBlock b = *best;
-    cached_.erase(best);
-    cached_bytes_ -= b.bytes;
+    const std::optional<CachedBlock> b =
+        TakeOut([bytes](size_t n) { return n < bytes && n >= bytes / 2; }, std::greater<>());
+    if (!b) return nullptr;
     Trim(bytes);  // b's pages stay mapped, to become part of the new block
     void* p = MapAligned(bytes, huge_pages_);
-    if (p != nullptr &&
-        ::mremap(b.ptr, b.bytes, b.bytes, MREMAP_MAYMOVE | MREMAP_FIXED, p) != MAP_FAILED) {
-      Track({p, bytes});
-      ++grown_;
-      return p;
+    const bool moved = p != nullptr && ::mremap(b->ptr, b->bytes, b->bytes,
+                                                MREMAP_MAYMOVE | MREMAP_FIXED, p) != MAP_FAILED;
+    if (!moved) {  // b goes; a mapping made is used as a new one, else MapNew tries harder
+      ::munmap(b->ptr, b->bytes);
+      ++unmapped_;
+      if (p == nullptr) return nullptr;
     }
-    ::munmap(b.ptr, b.bytes);  // not moved: let it go, and map afresh
-    ++unmapped_;
-    if (p != nullptr) ::munmap(p, bytes);
-    return nullptr;
+    Track({p, bytes});
+    if (moved) {
+      ++grown_;
+    } else {
+      ++mapped_;
+    }
+    return p;
   }
 
   // Unmaps cached blocks, oldest first, until live + cached + `extra` is within the recent peak of
