@@ -331,39 +331,68 @@ TEST(DemoModelTest, ANegativePromptNamingTheColourMakesItAppearLess) {
   EXPECT_LT(negated, plain);
 }
 
+// img2img at strength 0.6 with only the colour changed in the prompt: the prompt is the input
+// picture's caption (shape, size, position, background, in several phrasings) with another
+// foreground colour. Targets include triples training never drew.
 TEST(DemoModelTest, Img2ImgChangesTheColourAndKeepsThePlace) {
   const DemoRunner runner("img2img.pbtxt");
   ShapesDataset data(21, 64);
   struct Case {
     int from, to, bg;
     Shape shape;
+    Size size;
     Position pos;
   };
   const Case cases[] = {
-      {0, 1, 2, Shape::kCircle, Position::kLeft},   {3, 5, 7, Shape::kSquare, Position::kRight},
-      {2, 4, 6, Shape::kTriangle, Position::kTop},  {6, 0, 1, Shape::kCircle, Position::kBottom},
-      {5, 3, 0, Shape::kSquare, Position::kMiddle}, {4, 2, 3, Shape::kTriangle, Position::kLeft},
+      {0, 1, 2, Shape::kCircle, Size::kLarge, Position::kLeft},
+      {3, 5, 7, Shape::kSquare, Size::kLarge, Position::kRight},
+      {2, 4, 6, Shape::kTriangle, Size::kMedium, Position::kTop},
+      {6, 0, 1, Shape::kCircle, Size::kLarge, Position::kBottom},
+      {5, 3, 0, Shape::kSquare, Size::kSmall, Position::kMiddle},
+      {4, 2, 3, Shape::kTriangle, Size::kLarge, Position::kLeft},
+      {3, 1, 5, Shape::kSquare, Size::kMedium, Position::kLeft},  // to a held-out triple
+      {0, 3, 2, Shape::kTriangle, Size::kLarge, Position::kTop},  // to a held-out triple
+      {2, 4, 6, Shape::kCircle, Size::kSmall, Position::kRight},  // to a held-out triple
+      {1, 7, 4, Shape::kCircle, Size::kMedium, Position::kBottom},
+      {7, 6, 5, Shape::kTriangle, Size::kSmall, Position::kMiddle},
+      {4, 0, 6, Shape::kSquare, Size::kMedium, Position::kRight},
   };
-  int recoloured = 0;
+  std::vector<Scene> scenes;
+  std::vector<std::string> prompts;
+  std::vector<std::map<std::string, Value>> runs;
   for (const Case& c : cases) {
-    const Scene scene = data.RandomScene(c.from, c.bg, c.shape, Size::kLarge, c.pos);
-    const std::string prompt = std::string(Article(Palette()[c.to].name)) + " " +
-                               Palette()[c.to].name + " " + ShapeName(c.shape) + " on a " +
-                               Palette()[c.bg].name + " background";
-    const ImageScore s = Score(runner.Run({{"init", SceneImage(scene, 64)},
-                                           {"prompt", prompt},
-                                           {"seed", int64_t{1}},
-                                           {"strength", 0.6}}));
-    recoloured += s.foreground == c.to;
-    const double moved = std::hypot(s.cx - scene.cx, s.cy - scene.cy);
-    ReportGoal(moved < 0.10,
-               "img2img '" + prompt + "': the centroid moves less than 10% of the width");
-    std::printf("[ demo ] img2img %-42s -> %s (moved %.3f)\n", prompt.c_str(), s.Describe().c_str(),
-                moved);
+    scenes.push_back(data.RandomScene(c.from, c.bg, c.shape, c.size, c.pos));
+    Scene recoloured = scenes.back();
+    recoloured.foreground = c.to;
+    const Mentions everything{true, true, true, true};
+    prompts.push_back(Caption(recoloured, everything, static_cast<int>(prompts.size())));
+    runs.push_back({{"init", SceneImage(scenes.back(), 64)},
+                    {"prompt", prompts.back()},
+                    {"seed", int64_t{1}},
+                    {"strength", 0.6}});
   }
-  EXPECT_GE(recoloured, 5) << "of 6";
+  const std::vector<torch::Tensor> images = runner.RunAll(runs);
+  int recoloured = 0, kept_place = 0;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const ImageScore s = Score(images[i]);
+    const double moved = std::hypot(s.cx - scenes[i].cx, s.cy - scenes[i].cy);
+    recoloured += s.foreground == cases[i].to;
+    kept_place += moved < 0.10;
+    std::printf("[ demo ] img2img %-58s -> %s (moved %.3f)\n", prompts[i].c_str(),
+                s.Describe().c_str(), moved);
+  }
+  const int n = static_cast<int>(images.size());
+  std::printf("[ demo ] img2img: colour changed in %d of %d, centroid within 10%% in %d of %d\n",
+              recoloured, n, kept_place, n);
+  ReportGoal(kept_place == n,
+             "img2img: the centroid moves less than 10% of the width in every image");
+  EXPECT_GE(recoloured, n - 1) << "of " << n;
+  EXPECT_GE(kept_place, n - 2) << "of " << n;
 }
 
+// Inpainting the right half with a new shape and colour, the old shape kept on the left. The
+// model was trained on one shape per picture, and with the old shape in view it leaves the masked
+// half empty for some prompts: the rate is reported (a goal of issue 13) and asserted at half.
 TEST(DemoModelTest, InpaintingDrawsInsideTheMaskAndKeepsTheRest) {
   const DemoRunner runner("inpaint.pbtxt");
   ShapesDataset data(31, 64);
@@ -371,38 +400,53 @@ TEST(DemoModelTest, InpaintingDrawsInsideTheMaskAndKeepsTheRest) {
     int keep_fg, bg, new_fg;
     Shape keep_shape, new_shape;
   };
-  const Case cases[] = {{0, 2, 3, Shape::kCircle, Shape::kSquare},
-                        {1, 6, 5, Shape::kSquare, Shape::kTriangle},
-                        {7, 3, 0, Shape::kTriangle, Shape::kCircle}};
+  const Case cases[] = {
+      {0, 2, 3, Shape::kCircle, Shape::kSquare},   {1, 6, 5, Shape::kSquare, Shape::kTriangle},
+      {7, 3, 0, Shape::kTriangle, Shape::kCircle}, {3, 5, 1, Shape::kCircle, Shape::kSquare},
+      {2, 0, 6, Shape::kTriangle, Shape::kSquare}, {5, 4, 7, Shape::kSquare, Shape::kCircle},
+      {6, 7, 4, Shape::kCircle, Shape::kTriangle}, {4, 1, 2, Shape::kSquare, Shape::kCircle},
+  };
+  torch::Tensor mask = torch::zeros({64, 64, 3}, torch::kUInt8);
+  mask.slice(1, 32).fill_(255);
+  std::vector<torch::Tensor> inits;
+  std::vector<std::string> prompts;
+  std::vector<std::map<std::string, Value>> runs;
   for (const Case& c : cases) {
-    // The old shape on the left; the right half is repainted with a new one.
-    const Scene scene =
-        data.RandomScene(c.keep_fg, c.bg, c.keep_shape, Size::kSmall, Position::kLeft);
-    const torch::Tensor init = SceneImage(scene, 64);
-    torch::Tensor mask = torch::zeros({64, 64, 3}, torch::kUInt8);
-    mask.slice(1, 32).fill_(255);
-    const std::string prompt = std::string(Article(Palette()[c.new_fg].name)) + " " +
-                               Palette()[c.new_fg].name + " " + ShapeName(c.new_shape) +
-                               " on the right on a " + Palette()[c.bg].name + " background";
-    const torch::Tensor out =
-        runner.Run({{"init", init}, {"mask", mask}, {"prompt", prompt}, {"seed", int64_t{1}}});
-    ASSERT_TRUE(out.defined());
+    inits.push_back(SceneImage(
+        data.RandomScene(c.keep_fg, c.bg, c.keep_shape, Size::kSmall, Position::kLeft), 64));
+    Scene wanted;
+    wanted.foreground = c.new_fg;
+    wanted.background = c.bg;
+    wanted.shape = c.new_shape;
+    wanted.position = Position::kRight;
+    prompts.push_back(Caption(wanted, Mentions{true, true, false, true}, 0));
+    runs.push_back(
+        {{"init", inits.back()}, {"mask", mask}, {"prompt", prompts.back()}, {"seed", int64_t{1}}});
+  }
+  const std::vector<torch::Tensor> images = runner.RunAll(runs);
+  int drawn = 0;
+  for (size_t i = 0; i < images.size(); ++i) {
+    ASSERT_TRUE(images[i].defined());
     // The new colour: mostly inside the mask.
-    const torch::Tensor left = out.slice(1, 0, 32), right = out.slice(1, 32);
-    const double inside = ColourShare(right.contiguous(), c.new_fg),
-                 outside = ColourShare(left.contiguous(), c.new_fg);
-    ReportGoal(inside > 0.02 && outside < 0.2 * inside,
-               "inpaint '" + prompt + "': the new object appears inside the mask");
+    const torch::Tensor left = images[i].slice(1, 0, 32), right = images[i].slice(1, 32);
+    const double inside = ColourShare(right.contiguous(), cases[i].new_fg),
+                 outside = ColourShare(left.contiguous(), cases[i].new_fg);
+    drawn += inside > 0.02 && outside < 0.2 * inside;
     // Away from the mask's edge (one latent pixel), the kept half stays within a few levels.
     const torch::Tensor diff =
-        (out.slice(1, 0, 24).to(torch::kInt32) - init.slice(1, 0, 24).to(torch::kInt32)).abs();
+        (images[i].slice(1, 0, 24).to(torch::kInt32) - inits[i].slice(1, 0, 24).to(torch::kInt32))
+            .abs();
     const double mean = diff.to(torch::kFloat64).mean().item<double>();
     std::printf(
         "[ demo ] inpaint %-52s new colour %.3f inside, %.3f outside; kept half mean |diff| %.2f "
         "levels\n",
-        prompt.c_str(), inside, outside, mean);
-    EXPECT_LE(mean, 4.0) << prompt;
+        prompts[i].c_str(), inside, outside, mean);
+    EXPECT_LE(mean, 4.0) << prompts[i];
   }
+  const int n = static_cast<int>(images.size());
+  std::printf("[ demo ] inpaint: the new object inside the mask in %d of %d\n", drawn, n);
+  ReportGoal(drawn == n, "inpaint: the new object appears inside the mask in every image");
+  EXPECT_GE(2 * drawn, n) << "of " << n;
 }
 
 }  // namespace
