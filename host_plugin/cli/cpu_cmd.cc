@@ -13,6 +13,7 @@
 #include "nodes/base/runtime_info.h"
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/kernels/cpu_rates.h"
+#include "nodes/models/batched_matmul.h"
 #include "nodes/models/conv_layout.h"
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/layers.h"
@@ -108,10 +109,10 @@ int CpuCommand(const std::vector<std::string>& argv) {
   if (args->Has("measure")) {
     (void)nn::MeasuredNativeBf16Speedup();
     (void)nn::MeasuredChannelsLastSpeedup();
+    (void)nn::MeasuredOneDnnLinearSpeedup();  // first: it says how Winograd's products run
     for (const auto& [in, out] : pairs) (void)nn::MeasuredWinogradSpeedup(in, out);
     for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae))
       (void)nn::MeasuredSubpixelSpeedup(c);
-    (void)nn::MeasuredOneDnnLinearSpeedup();
   }
   nlohmann::json j;
   j["cpu"] = kernels::CpuModelName();
@@ -123,21 +124,34 @@ int CpuCommand(const std::vector<std::string>& argv) {
   j["machine"] = nn::MeasuredMachine();
   j["native_bf16_speedup"] = Recorded(nn::kNativeBf16Measurement);
   j["channels_last_speedup"] = Recorded(nn::kChannelsLastMeasurement);
+  // Winograd's products run as linear layers do (winograd_conv.h), so its speedups, and the
+  // sub-pixel upsampling's (whose other path may run by Winograd), are those measured that way;
+  // until linear layers are decided, neither is.
+  const nlohmann::json linear = Recorded(nn::kOneDnnLinearMeasurement);
+  const bool onednn_products = nn::HaveOneDnnBatchedMatmul() && !linear.is_null() &&
+                               linear.get<double>() >= nn::kOneDnnLinearMinSpeedup;
+  j["winograd_products"] = linear.is_null()  ? "decided on first use"
+                           : onednn_products ? "onednn"
+                                             : "blas";
   for (const auto& [in, out] : pairs) {
-    const nlohmann::json s = Recorded(nn::WinogradMeasurement(in, out));
+    const nlohmann::json s = linear.is_null()
+                                 ? nlohmann::json(nullptr)
+                                 : Recorded(nn::WinogradMeasurement(in, out, onednn_products));
     j["winograd"].push_back({{"in", in},
                              {"out", out},
                              {"speedup", s},
                              {"used", !s.is_null() && s.get<double>() >= nn::kWinogradMinSpeedup}});
   }
   for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
-    const nlohmann::json s = Recorded(nn::SubpixelMeasurement(c));
+    const nlohmann::json s = linear.is_null()
+                                 ? nlohmann::json(nullptr)
+                                 : Recorded(nn::SubpixelMeasurement(c, onednn_products));
     j["subpixel_upsampling"].push_back(
         {{"channels", c},
          {"speedup", s},
          {"used", !s.is_null() && s.get<double>() >= nn::kSubpixelMinSpeedup}});
   }
-  j["onednn_linear_speedup"] = Recorded(nn::kOneDnnLinearMeasurement);
+  j["onednn_linear_speedup"] = linear;
   if (args->Has("json")) {
     std::printf("%s\n", j.dump(2).c_str());
     return kExitOk;
@@ -163,8 +177,9 @@ int CpuCommand(const std::vector<std::string>& argv) {
                                            : "NCHW",
               Ratio(layout).c_str());
   std::printf(
-      "Winograd F(4x4,3x3) against direct, per pair of channel counts (taken at %.1fx or more):\n",
-      nn::kWinogradMinSpeedup);
+      "Winograd F(4x4,3x3) against direct, per pair of channel counts (taken at %.1fx or more; "
+      "its products: %s):\n",
+      nn::kWinogradMinSpeedup, j["winograd_products"].get<std::string>().c_str());
   for (const auto& w : j["winograd"]) {
     std::printf("  %4ld -> %-4ld %s%s\n", w["in"].get<long>(), w["out"].get<long>(),
                 Ratio(w["speedup"]).c_str(),
@@ -182,7 +197,6 @@ int CpuCommand(const std::vector<std::string>& argv) {
                 : u["used"].get<bool>() ? "  sub-pixel"
                                         : "  upsampled");
   }
-  const nlohmann::json& linear = j["onednn_linear_speedup"];
   std::printf("linear layers: %s (oneDNN against the BLAS: %s)\n",
               linear.is_null()                                      ? "decided on first use"
               : linear.get<double>() >= nn::kOneDnnLinearMinSpeedup ? "oneDNN"

@@ -12,6 +12,7 @@
 #include "nodes/models/conv_layout.h"
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/layers.h"
+#include "nodes/models/winograd_conv.h"
 
 namespace sd::nn {
 
@@ -135,12 +136,13 @@ void SetUpsampleConv(UpsampleConv mode) {
   g_mode = mode == UpsampleConv::kAuto ? -1 : static_cast<int>(mode);
 }
 
-std::string SubpixelMeasurement(int64_t channels) {
-  return absl::StrCat("vae sub-pixel upsampling speedup ", channels);
+std::string SubpixelMeasurement(int64_t channels, bool onednn_products) {
+  return absl::StrCat("vae sub-pixel upsampling ", onednn_products ? "(onednn products) " : "",
+                      "speedup ", channels);
 }
 
 double MeasuredSubpixelSpeedup(int64_t channels) {
-  return MeasuredOnThisMachine(SubpixelMeasurement(channels), [&] {
+  return MeasuredOnThisMachine(SubpixelMeasurement(channels, WinogradProductsByOneDnn()), [&] {
     c10::InferenceMode guard;
     return TimedSpeedup(UpsampleProbe(channels, false), UpsampleProbe(channels, true));
   });

@@ -38,7 +38,9 @@ void SetUpsampleConv(UpsampleConv mode);
 // would take it), timed on a (24576 / channels)-pixel-square input (512 channels at 48x48).
 bool UsesSubpixelUpsample(int64_t channels);
 double MeasuredSubpixelSpeedup(int64_t channels);
-std::string SubpixelMeasurement(int64_t channels);  // its name in the measurement file
+// Its name in the measurement file. The upsampled path's convolution may run by Winograd, whose
+// products run one of two ways (winograd_conv.h): each is measured apart.
+std::string SubpixelMeasurement(int64_t channels, bool onednn_products);
 // The channel counts of a VAE decoder's upsampling layers (every level but the first), each once:
 // 256 and 512 for SD v1.x.
 std::vector<int64_t> DecoderUpsampleChannels(const VaeConfig& vae);

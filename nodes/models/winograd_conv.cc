@@ -12,7 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "nodes/kernels/winograd_cpu.h"
+#include "nodes/models/batched_matmul.h"
 #include "nodes/models/cpu_choice.h"
+#include "nodes/models/linear_cpu.h"
 
 namespace sd::nn {
 
@@ -67,14 +69,20 @@ WinogradMode WinogradModeInForce() {
 double MeasuredWinogradSpeedup(int64_t in, int64_t out) {
   // Not under g_probes_mu: a measurement may wait for another process's, or nest in one.
   const double speedup =
-      MeasuredOnThisMachine(WinogradMeasurement(in, out), [&] { return ProbeSpeedup(in, out); });
+      MeasuredOnThisMachine(WinogradMeasurement(in, out, WinogradProductsByOneDnn()),
+                            [&] { return ProbeSpeedup(in, out); });
   std::lock_guard<std::mutex> lock(g_probes_mu);
   g_probes[{in, out}] = speedup;
   return speedup;
 }
 
-std::string WinogradMeasurement(int64_t in, int64_t out) {
-  return absl::StrCat("winograd f4x4 speedup ", in, "x", out);
+bool WinogradProductsByOneDnn() {
+  return HaveOneDnnBatchedMatmul() && ResolvedCpuLinear() == CpuLinear::kOneDnn;
+}
+
+std::string WinogradMeasurement(int64_t in, int64_t out, bool onednn_products) {
+  return absl::StrCat("winograd f4x4 ", onednn_products ? "(onednn products) " : "", "speedup ", in,
+                      "x", out);
 }
 
 std::vector<WinogradProbe> WinogradProbes() {
@@ -127,6 +135,7 @@ torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u
   torch::Tensor m_buffer = Scratch(1, kWinogradPoints * out * band * tw);
   const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat32).contiguous() : torch::Tensor();
   const int threads = at::get_num_threads();
+  const bool onednn_products = WinogradProductsByOneDnn();
   for (int64_t image = 0; image < n; ++image) {
     const float* xi = x.data_ptr<float>() + image * in * h * w;
     float* yi = y.data_ptr<float>() + image * out * h * w;
@@ -137,15 +146,20 @@ torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u
       torch::Tensor m =
           m_buffer.narrow(0, 0, kWinogradPoints * out * tiles).view({kWinogradPoints, out, tiles});
       kernels::WinogradInput(xi, in, h, w, row0, rows, v.data_ptr<float>(), threads);
-      // One product per point, the points spread over the threads (each product single-threaded):
-      // faster than bmm's one threaded product after another at these shapes (measured 1.1-1.5x).
-      at::parallel_for(0, kWinogradPoints, 1, [&](int64_t begin, int64_t end) {
-        c10::InferenceMode guard;  // per thread: the buffers are inference tensors
-        for (int64_t k = begin; k < end; ++k) {
-          torch::Tensor mk = m[k];
-          torch::mm_out(mk, u[k], v[k]);
-        }
-      });
+      if (onednn_products) {
+        OneDnnBatchedMatmul(u.data_ptr<float>(), v.data_ptr<float>(), m.data_ptr<float>(),
+                            kWinogradPoints, out, in, tiles);
+      } else {
+        // One product per point, the points spread over the threads (each product single-threaded):
+        // faster than bmm's one threaded product after another at these shapes (measured 1.1-1.5x).
+        at::parallel_for(0, kWinogradPoints, 1, [&](int64_t begin, int64_t end) {
+          c10::InferenceMode guard;  // per thread: the buffers are inference tensors
+          for (int64_t k = begin; k < end; ++k) {
+            torch::Tensor mk = m[k];
+            torch::mm_out(mk, u[k], v[k]);
+          }
+        });
+      }
       kernels::WinogradOutput(m.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr, out,
                               h, w, row0, rows, yi, threads);
     }

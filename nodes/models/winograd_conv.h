@@ -1,9 +1,10 @@
 // 3x3 stride-1 convolutions by Winograd F(4x4, 3x3) on a CPU (nodes/kernels/winograd_cpu.h for the
-// transforms; the 36 matrix products go through the BLAS), for the layers where it was measured
-// faster than LibTorch's direct convolution on this CPU: it does 4x fewer multiplications, at the
-// cost of the transforms and of transformed weights 4x the size of the layer's (36 values per 3x3
-// kernel). So it pays on layers with large images and many channels, the VAE's, and is used there
-// only: the UNet's convolutions are small and its weights large.
+// transforms; the 36 matrix products go through oneDNN's batched matmul where linear layers run
+// through oneDNN (linear_cpu.h: measured per machine), else through the BLAS), for the layers where
+// it was measured faster than LibTorch's direct convolution on this CPU: it does 4x fewer
+// multiplications, at the cost of the transforms and of transformed weights 4x the size of the
+// layer's (36 values per 3x3 kernel). So it pays on layers with large images and many channels, the
+// VAE's, and is used there only: the UNet's convolutions are small and its weights large.
 //
 // SD_CPU_WINOGRAD=on|off|auto (default auto) or SetWinogradMode. Auto takes Winograd for a layer
 // of at least kWinogradMinChannels in and out, on an image of at least kWinogradMinPixels, doing at
@@ -41,8 +42,11 @@ bool UsesWinograd(int64_t in, int64_t out, int64_t h, int64_t w);
 // How many times faster Winograd ran than the direct convolution for that pair (measured once per
 // machine, on an image of WinogradProbeSide(in, out) pixels square: cpu_choice.h).
 double MeasuredWinogradSpeedup(int64_t in, int64_t out);
-// Its name in the measurement file.
-std::string WinogradMeasurement(int64_t in, int64_t out);
+// Its name in the measurement file. The products are part of what is timed, so each way of running
+// them is measured apart.
+std::string WinogradMeasurement(int64_t in, int64_t out, bool onednn_products);
+// Whether the 36 products run as one oneDNN batched matmul (batched_matmul.h), else the BLAS.
+bool WinogradProductsByOneDnn();
 int64_t WinogradProbeSide(int64_t in, int64_t out);
 
 // The pairs of channel counts this process has asked about, with their speedups.

@@ -119,9 +119,10 @@ void PrintCpuChoices(const BenchReport& r) {
       nn::MeasuredNativeBf16Speedup(), nn::ConvLayoutName(nn::ResolvedVaeConvLayout()),
       nn::MeasuredChannelsLastSpeedup());
   std::printf(
-      "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s), speed against direct per pair of "
-      "channel counts:",
-      nn::WinogradModeInForce() == nn::WinogradMode::kAuto ? "auto" : "forced");
+      "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s; products by %s), speed against "
+      "direct per pair of channel counts:",
+      nn::WinogradModeInForce() == nn::WinogradMode::kAuto ? "auto" : "forced",
+      nn::WinogradProductsByOneDnn() ? "oneDNN" : "the BLAS");
   for (const nn::WinogradProbe& p : nn::WinogradProbes()) {
     const int64_t side = nn::WinogradProbeSide(p.in, p.out);
     std::printf(" %ld->%ld (at %ldx%ld) %.2fx%s", p.in, p.out, side, side, p.speedup,
@@ -129,7 +130,8 @@ void PrintCpuChoices(const BenchReport& r) {
   }
   std::printf("\nVAE decoder upsampling (sub-pixel against upsampled, then convolved):");
   for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
-    const std::optional<double> s = nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c));
+    const std::optional<double> s =
+        nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c, nn::WinogradProductsByOneDnn()));
     if (s)
       std::printf(" %ld channels %.2fx (%s)", c, *s,
                   nn::UsesSubpixelUpsample(c) ? "sub-pixel" : "upsampled");
@@ -211,10 +213,12 @@ nlohmann::json CpuJson(const BenchReport& r) {
       {"vae_conv_layout", nn::ConvLayoutName(nn::ResolvedVaeConvLayout())},
       {"channels_last_speedup", nn::MeasuredChannelsLastSpeedup()},
       {"linear", nn::CpuLinearName(nn::ResolvedCpuLinear())},
+      {"winograd_products", nn::WinogradProductsByOneDnn() ? "onednn" : "blas"},
       {"onednn_linear_speedup", nn::MeasuredOneDnnLinearSpeedup()},
       {"measurements_file", nn::CpuMeasurementsFile()}};
   for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
-    if (const std::optional<double> s = nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c))) {
+    if (const std::optional<double> s =
+            nn::RecordedOnThisMachine(nn::SubpixelMeasurement(c, nn::WinogradProductsByOneDnn()))) {
       cpu["subpixel_upsampling"].push_back(
           {{"channels", c}, {"speedup", *s}, {"used", nn::UsesSubpixelUpsample(c)}});
     }

@@ -25,6 +25,7 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/kernels/cpu_rates.h"
+#include "nodes/models/batched_matmul.h"
 #include "nodes/models/clip_text.h"
 #include "nodes/models/conv_layout.h"
 #include "nodes/models/int8_conv.h"
@@ -445,14 +446,17 @@ int Main(int argc, char** argv) {
       const bool is_unet = std::string(c) == "unet2";
       if (!args->Has("profile") && !(is_unet && count_flops)) continue;
       const uint64_t fused_before = kernels::FusedAttentionFlops();
+      const uint64_t products_before = nn::OneDnnBatchedMatmulFlops();
       OpProfiler profiler;
       auto t = std::chrono::steady_clock::now();
       (void)run.at(c)();
       if (device.is_cuda()) torch::cuda::synchronize();
       const double total = Seconds(t);
-      // Our fused attention kernel is not an ATen operator: it counts its own FLOPs.
-      const double flops =
-          profiler.Flops() + static_cast<double>(kernels::FusedAttentionFlops() - fused_before);
+      // Our fused attention kernel and the Winograd products by oneDNN are not ATen operators: they
+      // count their own FLOPs.
+      const double flops = profiler.Flops() +
+                           static_cast<double>(kernels::FusedAttentionFlops() - fused_before) +
+                           static_cast<double>(nn::OneDnnBatchedMatmulFlops() - products_before);
       if (is_unet) unet2_flops = flops;
       if (!args->Has("profile")) continue;
       std::printf(
@@ -460,8 +464,9 @@ int Main(int argc, char** argv) {
           "convolutions%s;\n",
           d.c_str(), is_unet ? "UNet batch 2" : "VAE decoder", size, size, total, flops / 1e12,
           is_unet ? "" : " (Winograd layers: their transformed products)");
-      PrintTopOperators(profiler.Results(), total,
-                        "outside ATen ops (sd kernels: attention, Winograd transforms)");
+      PrintTopOperators(
+          profiler.Results(), total,
+          "outside ATen ops (sd kernels: attention; Winograd transforms, oneDNN products)");
     }
   }
 

@@ -314,6 +314,7 @@ TEST_F(CliTest, CpuReportsMeasuresAndForgetsThisMachine) {
   ASSERT_EQ(j["subpixel_upsampling"].size(),
             2u);  // the decoder's upsampling at 256 and 512 channels
   EXPECT_TRUE(j["onednn_linear_speedup"].is_null());
+  EXPECT_EQ(j["winograd_products"], "decided on first use");
   EXPECT_FALSE(std::filesystem::exists(file)) << "nothing is timed without --measure";
 
   testing::WriteFile(file, "another CPU | avx2 | 1 threads | BLAS\tbf16 native speedup\t3\n");
@@ -329,6 +330,9 @@ TEST_F(CliTest, CpuReportsMeasuresAndForgetsThisMachine) {
     EXPECT_EQ(u["used"].get<bool>(), u["speedup"].get<double>() >= 1.1);
   }
   EXPECT_GT(j["onednn_linear_speedup"].get<double>(), 0);
+  // Winograd's products run as the linear layers were measured to (winograd_conv.h).
+  EXPECT_EQ(j["winograd_products"],
+            j["onednn_linear_speedup"].get<double>() >= 1.1 ? "onednn" : "blas");
   const std::string machine = j["machine"];
   auto lines_of = [&](const std::string& who) {
     std::istringstream in(testing::ReadFile(file));

@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
+#include "nodes/models/batched_matmul.h"
 #include "nodes/models/layers.h"
+#include "nodes/models/linear_cpu.h"
 #include "nodes/models/winograd_conv.h"
 
 namespace sd {
@@ -19,36 +22,61 @@ struct Shape {
 
 class WinogradTest : public ::testing::Test {
  protected:
-  void TearDown() override { nn::SetWinogradMode(nn::WinogradMode::kAuto); }
+  void TearDown() override {
+    nn::SetWinogradMode(nn::WinogradMode::kAuto);
+    nn::SetCpuLinear(nn::CpuLinear::kAuto);
+  }
+  // The ways this build can run the 36 products (winograd_conv.h): the BLAS, and oneDNN's batched
+  // matmul where the build has oneDNN. Each as linear layers would choose it.
+  static std::vector<nn::CpuLinear> ProductPaths() {
+    std::vector<nn::CpuLinear> paths = {nn::CpuLinear::kBlas};
+    if (nn::HaveOneDnnBatchedMatmul()) paths.push_back(nn::CpuLinear::kOneDnn);
+    return paths;
+  }
 };
 
 TEST_F(WinogradTest, EqualsTheDirectConvolutionWithinF32Rounding) {
   c10::InferenceMode guard;
-  torch::manual_seed(1);
-  // Partial tiles at both edges, images smaller than a tile, and a band loop of many tile rows.
-  for (const Shape s : {Shape{2, 5, 7, 9, 11}, Shape{1, 3, 1, 1, 4}, Shape{1, 8, 4, 4, 8},
-                        Shape{1, 16, 13, 6, 3}, Shape{1, 32, 130, 66, 24}}) {
-    const torch::Tensor x = torch::randn({s.batch, s.in, s.h, s.w});
-    const torch::Tensor w = torch::randn({s.out, s.in, 3, 3}).mul_(0.2), b = torch::randn({s.out});
-    const torch::Tensor exact =
-        torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), b.to(torch::kFloat64), 1, 1);
-    const torch::Tensor y = nn::WinogradConv3x3(x, nn::WinogradWeights(w), b);
-    ASSERT_EQ(y.sizes(), exact.sizes());
-    EXPECT_TRUE(y.is_contiguous());
-    const double scale = exact.abs().max().item<double>();
-    const double err = (y.to(torch::kFloat64) - exact).abs().max().item<double>();
-    const double direct =
-        (torch::conv2d(x, w, b, 1, 1).to(torch::kFloat64) - exact).abs().max().item<double>();
-    std::printf(
-        "[ winograd ] %ldx%ldx%ldx%ld -> %ld: max error %.2e (direct f32 %.2e), outputs up to "
-        "%.1f\n",
-        s.batch, s.in, s.h, s.w, s.out, err, direct, scale);
-    EXPECT_LE(err, 1e-5 * (1 + scale));
+  for (const nn::CpuLinear products : ProductPaths()) {
+    nn::SetCpuLinear(products);
+    ASSERT_EQ(nn::WinogradProductsByOneDnn(), products == nn::CpuLinear::kOneDnn);
+    const uint64_t onednn_flops = nn::OneDnnBatchedMatmulFlops();
+    torch::manual_seed(1);
+    // Partial tiles at both edges, images smaller than a tile, and a band loop of many tile rows.
+    for (const Shape s : {Shape{2, 5, 7, 9, 11}, Shape{1, 3, 1, 1, 4}, Shape{1, 8, 4, 4, 8},
+                          Shape{1, 16, 13, 6, 3}, Shape{1, 32, 130, 66, 24}}) {
+      const torch::Tensor x = torch::randn({s.batch, s.in, s.h, s.w});
+      const torch::Tensor w = torch::randn({s.out, s.in, 3, 3}).mul_(0.2),
+                          b = torch::randn({s.out});
+      const torch::Tensor exact =
+          torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), b.to(torch::kFloat64), 1, 1);
+      const torch::Tensor y = nn::WinogradConv3x3(x, nn::WinogradWeights(w), b);
+      ASSERT_EQ(y.sizes(), exact.sizes());
+      EXPECT_TRUE(y.is_contiguous());
+      const double scale = exact.abs().max().item<double>();
+      const double err = (y.to(torch::kFloat64) - exact).abs().max().item<double>();
+      const double direct =
+          (torch::conv2d(x, w, b, 1, 1).to(torch::kFloat64) - exact).abs().max().item<double>();
+      std::printf(
+          "[ winograd ] products by %s: %ldx%ldx%ldx%ld -> %ld: max error %.2e (direct f32 %.2e), "
+          "outputs up to %.1f\n",
+          nn::CpuLinearName(products), s.batch, s.in, s.h, s.w, s.out, err, direct, scale);
+      EXPECT_LE(err, 1e-5 * (1 + scale));
+    }
+    // Without a bias.
+    const torch::Tensor x = torch::randn({1, 4, 9, 9}), w = torch::randn({6, 4, 3, 3});
+    EXPECT_TRUE(torch::allclose(nn::WinogradConv3x3(x, nn::WinogradWeights(w), {}),
+                                torch::conv2d(x, w, {}, 1, 1), 1e-4, 1e-4));
+    // The products ran the way chosen.
+    EXPECT_EQ(nn::OneDnnBatchedMatmulFlops() > onednn_flops, products == nn::CpuLinear::kOneDnn);
   }
-  // Without a bias.
-  const torch::Tensor x = torch::randn({1, 4, 9, 9}), w = torch::randn({6, 4, 3, 3});
-  EXPECT_TRUE(torch::allclose(nn::WinogradConv3x3(x, nn::WinogradWeights(w), {}),
-                              torch::conv2d(x, w, {}, 1, 1), 1e-4, 1e-4));
+}
+
+// The products' measurement is kept apart per way of running them: a machine's record for one does
+// not decide the other.
+TEST_F(WinogradTest, EachWayOfRunningTheProductsIsMeasuredApart) {
+  EXPECT_NE(nn::WinogradMeasurement(512, 256, false), nn::WinogradMeasurement(512, 256, true));
+  EXPECT_NE(nn::WinogradMeasurement(512, 256, true), nn::WinogradMeasurement(256, 512, true));
 }
 
 TEST_F(WinogradTest, LayersRunItOnlyWhereAllowedAndAsTheModeSays) {
