@@ -54,27 +54,51 @@ SD_WINOGRAD_CLONES void OutputRows(const float* const* m, float* const* o, int64
 
 }  // namespace
 
-void WinogradWeights(const float* w, int64_t out_channels, int64_t in_channels, float* u) {
-  static constexpr double kG[kPatch][3] = {{1.0 / 4, 0, 0},
-                                           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                           {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                           {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                           {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                           {0, 0, 1}};
-  const int64_t pairs = out_channels * in_channels;
-  for (int64_t p = 0; p < pairs; ++p) {
-    const float* g = w + p * 9;
-    double gw[kPatch][3];  // G g
-    for (int r = 0; r < kPatch; ++r) {
-      for (int c = 0; c < 3; ++c)
-        gw[r][c] = kG[r][0] * g[c] + kG[r][1] * g[3 + c] + kG[r][2] * g[6 + c];
+namespace {
+
+constexpr double kG[kPatch][3] = {{1.0 / 4, 0, 0},
+                                  {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                  {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                  {0, 0, 1}};
+constexpr int64_t kWeightBlock = 64;  // kernels transformed together, one per vector lane
+
+// G g Gᵀ for the n <= kWeightBlock kernels from `first` on, in double: each step runs across the
+// kernels (the vectorized dimension), and each of the 36 results lands as a run of n in its plane.
+SD_WINOGRAD_CLONES void WeightBlock(const float* w, int64_t first, int64_t n, int64_t pairs,
+                                    float* u) {
+  double g[9][kWeightBlock];
+  for (int64_t j = 0; j < n; ++j) {
+    for (int t = 0; t < 9; ++t) g[t][j] = w[(first + j) * 9 + t];
+  }
+  double gw[kPatch][3][kWeightBlock];  // G g
+  for (int r = 0; r < kPatch; ++r) {
+    for (int c = 0; c < 3; ++c) {
+      for (int64_t j = 0; j < n; ++j)
+        gw[r][c][j] = kG[r][0] * g[c][j] + kG[r][1] * g[3 + c][j] + kG[r][2] * g[6 + c][j];
     }
-    for (int r = 0; r < kPatch; ++r) {
-      for (int c = 0; c < kPatch; ++c) {
-        const double v = gw[r][0] * kG[c][0] + gw[r][1] * kG[c][1] + gw[r][2] * kG[c][2];
-        u[(r * kPatch + c) * pairs + p] = static_cast<float>(v);
+  }
+  for (int r = 0; r < kPatch; ++r) {
+    for (int c = 0; c < kPatch; ++c) {
+      float* __restrict dst = u + (r * kPatch + c) * pairs + first;
+      for (int64_t j = 0; j < n; ++j) {
+        dst[j] = static_cast<float>(gw[r][0][j] * kG[c][0] + gw[r][1][j] * kG[c][1] +
+                                    gw[r][2][j] * kG[c][2]);
       }
     }
+  }
+}
+
+}  // namespace
+
+void WinogradWeights(const float* w, int64_t out_channels, int64_t in_channels, float* u) {
+  const int64_t pairs = out_channels * in_channels;
+  const int64_t blocks = (pairs + kWeightBlock - 1) / kWeightBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t first = b * kWeightBlock;
+    WeightBlock(w, first, std::min(kWeightBlock, pairs - first), pairs, u);
   }
 }
 

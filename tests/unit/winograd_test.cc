@@ -72,6 +72,26 @@ TEST_F(WinogradTest, EqualsTheDirectConvolutionWithinF32Rounding) {
   }
 }
 
+// The transformed weights are G g Gᵀ rounded once from double: against the same product in
+// float64, over more kernels than one block of the transform and a partial last block.
+TEST_F(WinogradTest, TransformedWeightsAreGgGtRoundedOnce) {
+  c10::InferenceMode guard;
+  torch::manual_seed(3);
+  const torch::Tensor w = torch::randn({7, 19, 3, 3});  // 133 kernels: two full blocks and a part
+  const torch::Tensor g =
+      torch::tensor({1.0 / 4, 0.0, 0.0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
+                     1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0.0, 0.0, 1.0},
+                    torch::kFloat64)
+          .view({6, 3});
+  const torch::Tensor exact =
+      torch::matmul(torch::matmul(g, w.to(torch::kFloat64)), g.t());  // [7, 19, 6, 6]
+  const torch::Tensor u = nn::WinogradWeights(w);                     // [36, 7, 19]
+  ASSERT_EQ(u.sizes(), (std::vector<int64_t>{36, 7, 19}));
+  const torch::Tensor want = exact.permute({2, 3, 0, 1}).reshape({36, 7, 19});
+  const double err = (u.to(torch::kFloat64) - want).abs().max().item<double>();
+  EXPECT_LE(err, 1e-7 * (1 + want.abs().max().item<double>()));
+}
+
 // The products' measurement is kept apart per way of running them: a machine's record for one does
 // not decide the other.
 TEST_F(WinogradTest, EachWayOfRunningTheProductsIsMeasuredApart) {
