@@ -163,6 +163,12 @@ int UseInt8Convolutions(torch::nn::Module& network) {
   return count;
 }
 
+void AllowWinogradIn(torch::nn::Module& network) {
+  for (const auto& m : network.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<Conv2dImpl>()) conv->AllowWinograd();
+  }
+}
+
 std::shared_ptr<Int8Conv> Conv2dImpl::PackedInt8() {
   return int8_->Get(weight, [&] {
     return std::make_shared<Int8Conv>(Int8Weights{weight, weight_scale}, bias, stride_, padding_);

@@ -96,6 +96,11 @@ TORCH_MODULE(Conv2d);
 // int8 costs them more accuracy than it saves time (measured, README). Returns how many layers.
 inline constexpr int64_t kInt8MinChannels = 32;
 int UseInt8Convolutions(torch::nn::Module& network);
+// Conv2d::AllowWinograd on every convolution of `network` (the VAE's and the UNet's): which layers
+// then run by Winograd is winograd_conv.h's rule (channels, image size, and this CPU's measurement
+// per pair of channel counts), so only the large ones do (the UNet's: its 320-channel level at
+// 512x512 and up; the transformed weights, 4x a layer's bytes, are kept only for layers used).
+void AllowWinogradIn(torch::nn::Module& network);
 // Whether a convolution weight of this shape [out, in, kh, kw] is one the int8 mode quantizes.
 inline bool Int8ConvShape(int64_t out, int64_t in, int64_t kh, int64_t kw) {
   return kh == 3 && kw == 3 && out >= kInt8MinChannels && in >= kInt8MinChannels;

@@ -229,6 +229,7 @@ UNetImpl::UNetImpl(const UNetConfig& c)
   out->push_back(out_norm_);
   out->push_back(torch::nn::SiLU());
   out->push_back(out_conv_);
+  nn::AllowWinogradIn(*this);
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& timesteps,

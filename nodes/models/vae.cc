@@ -29,13 +29,6 @@ torch::Tensor SiluFresh(torch::Tensor h) {
   return torch::GradMode::is_enabled() && h.requires_grad() ? torch::silu(h) : torch::silu_(h);
 }
 
-// The VAE's large images make Winograd pay where the CPU says so (layers.h, AllowWinograd).
-void AllowWinograd(torch::nn::Module& network) {
-  for (const auto& m : network.modules(/*include_self=*/false)) {
-    if (auto* conv = m->as<nn::Conv2dImpl>()) conv->AllowWinograd();
-  }
-}
-
 }  // namespace
 
 torch::Tensor VaeResnetImpl::forward(const torch::Tensor& x) {
@@ -103,7 +96,7 @@ VaeEncoderImpl::VaeEncoderImpl(const VaeConfig& c)
   register_module("mid", mid_);
   register_module("norm_out", norm_out_);
   register_module("conv_out", conv_out_);
-  AllowWinograd(*this);
+  nn::AllowWinogradIn(*this);
 }
 
 torch::Tensor VaeEncoderImpl::forward(const torch::Tensor& image) {
@@ -148,7 +141,7 @@ VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c)
   for (auto& level : up_levels) up->push_back(level);
   register_module("norm_out", norm_out_);
   register_module("conv_out", conv_out_);
-  AllowWinograd(*this);
+  nn::AllowWinogradIn(*this);
 }
 
 torch::Tensor VaeDecoderImpl::forward(const torch::Tensor& z) {

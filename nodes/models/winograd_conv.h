@@ -3,8 +3,11 @@
 // through oneDNN (linear_cpu.h: measured per machine), else through the BLAS), for the layers where
 // it was measured faster than LibTorch's direct convolution on this CPU: it does 4x fewer
 // multiplications, at the cost of the transforms and of transformed weights 4x the size of the
-// layer's (36 values per 3x3 kernel). So it pays on layers with large images and many channels, the
-// VAE's, and is used there only: the UNet's convolutions are small and its weights large.
+// layer's (36 values per 3x3 kernel). So it pays on layers with large images and many channels: the
+// VAE's, and the UNet's first level (320 channels on 64x64 latents at 512x512; its transformed
+// weights about 200 MB). The UNet's lower levels have too few pixels for the rule below, and too
+// many weights to keep transformed. SD_CPU_WINOGRAD=on forces it on every 3x3 layer, the UNet's
+// included (4x their weight bytes more memory): for comparisons.
 //
 // SD_CPU_WINOGRAD=on|off|auto (default auto) or SetWinogradMode. Auto takes Winograd for a layer
 // of at least kWinogradMinChannels in and out, on an image of at least kWinogradMinPixels, doing at

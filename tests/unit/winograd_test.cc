@@ -11,7 +11,9 @@
 #include "nodes/models/batched_matmul.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/linear_cpu.h"
+#include "nodes/models/unet.h"
 #include "nodes/models/winograd_conv.h"
+#include "nodes/weights/sd_config.h"
 
 namespace sd {
 namespace {
@@ -90,6 +92,28 @@ TEST_F(WinogradTest, TransformedWeightsAreGgGtRoundedOnce) {
   const torch::Tensor want = exact.permute({2, 3, 0, 1}).reshape({36, 7, 19});
   const double err = (u.to(torch::kFloat64) - want).abs().max().item<double>();
   EXPECT_LE(err, 1e-7 * (1 + want.abs().max().item<double>()));
+}
+
+// The UNet lets its convolutions run by Winograd (where the rule allows: forced here on every 3x3
+// layer of a tiny UNet): the same prediction as the direct convolutions up to f32 rounding.
+TEST_F(WinogradTest, TheUNetRunsItsConvolutionsByWinogradToTheSameResult) {
+  c10::InferenceMode guard;
+  torch::manual_seed(4);
+  const SdConfig c = SdConfig::Tiny();
+  UNet unet(c.unet);
+  for (torch::Tensor& p : unet->parameters()) p.normal_(0, p.dim() > 1 ? 0.05 : 0.5);
+  const torch::Tensor latents = torch::randn({2, c.unet.in_channels, 16, 16});
+  const torch::Tensor context = torch::randn({2, 77, c.unet.context_dim});
+  const torch::Tensor t = torch::tensor({500});
+  nn::SetWinogradMode(nn::WinogradMode::kOff);
+  auto direct = unet->Predict(latents, t, context);
+  nn::SetWinogradMode(nn::WinogradMode::kOn);
+  auto winograd = unet->Predict(latents, t, context);
+  ASSERT_TRUE(direct.ok() && winograd.ok());
+  const double rel = ((*winograd - *direct).norm() / direct->norm()).item<double>();
+  std::printf("[ winograd ] tiny UNet: relative difference %.2e\n", rel);
+  EXPECT_FALSE(torch::equal(*winograd, *direct)) << "the convolutions ran another way";
+  EXPECT_LT(rel, 1e-5);
 }
 
 // The products' measurement is kept apart per way of running them: a machine's record for one does
