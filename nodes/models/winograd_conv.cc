@@ -127,6 +127,11 @@ torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u
   const int64_t n = x.size(0), in = x.size(1), h = x.size(2), w = x.size(3), out = u.size(1);
   TORCH_CHECK(x.scalar_type() == torch::kFloat32 && x.device().is_cpu() && u.size(2) == in,
               "Winograd convolution: f32 CPU input with ", u.size(2), " channels expected");
+  // The oneDNN products read the transformed weights as dense [36][out][in] memory.
+  TORCH_CHECK(u.dim() == 3 && u.size(0) == kWinogradPoints && u.is_contiguous() &&
+                  u.scalar_type() == torch::kFloat32,
+              "Winograd convolution: transformed weights must be dense f32 [36, out, in] "
+              "(WinogradWeights)");
   const int64_t tw = WinogradTiles(w), th = WinogradTiles(h);
   const int64_t band =
       std::clamp<int64_t>(kBandFloats / (kWinogradPoints * std::max(in, out) * tw), 1, th);
