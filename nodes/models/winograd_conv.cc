@@ -28,6 +28,7 @@ using kernels::WinogradTiles;
 constexpr int64_t kBandFloats = int64_t{8} << 20;
 
 std::atomic<int> g_mode{-1};  // a WinogradMode set explicitly, or -1
+std::atomic<int64_t> g_flops_saved{0};
 
 std::mutex g_probes_mu;
 std::map<std::pair<int64_t, int64_t>, double> g_probes;  // the pairs this process used, for reports
@@ -75,6 +76,8 @@ double MeasuredWinogradSpeedup(int64_t in, int64_t out) {
   g_probes[{in, out}] = speedup;
   return speedup;
 }
+
+int64_t WinogradFlopsSaved() { return g_flops_saved.load(std::memory_order_relaxed); }
 
 bool WinogradProductsByOneDnn() {
   return HaveOneDnnBatchedMatmul() && ResolvedCpuLinear() == CpuLinear::kOneDnn;
@@ -169,6 +172,9 @@ torch::Tensor WinogradConv3x3(const torch::Tensor& input, const torch::Tensor& u
                               h, w, row0, rows, yi, threads);
     }
   }
+  const int64_t direct = 2 * 9 * n * out * in * h * w;
+  const int64_t products = 2 * kWinogradPoints * n * out * in * th * tw;
+  g_flops_saved.fetch_add(direct - products, std::memory_order_relaxed);
   return y;
 }
 

@@ -48,6 +48,10 @@ double MeasuredWinogradSpeedup(int64_t in, int64_t out);
 // Its name in the measurement file. The products are part of what is timed, so each way of running
 // them is measured apart.
 std::string WinogradMeasurement(int64_t in, int64_t out, bool onednn_products);
+// The FLOPs the Winograd convolutions of this process did not do: a direct convolution's minus
+// their 36 products' (negative for images smaller than a tile). sd-bench adds them back so that a
+// CFG step counts at its direct-convolution FLOPs, the measure its goals are stated in.
+int64_t WinogradFlopsSaved();
 // Whether the 36 products run as one oneDNN batched matmul (batched_matmul.h), else the BLAS.
 bool WinogradProductsByOneDnn();
 int64_t WinogradProbeSide(int64_t in, int64_t out);

@@ -119,8 +119,8 @@ void PrintCpuChoices(const BenchReport& r) {
       nn::MeasuredNativeBf16Speedup(), nn::ConvLayoutName(nn::ResolvedVaeConvLayout()),
       nn::MeasuredChannelsLastSpeedup());
   std::printf(
-      "Winograd F(4x4,3x3) for the VAE's 3x3 convolutions (%s; products by %s), speed against "
-      "direct per pair of channel counts:",
+      "Winograd F(4x4,3x3) for large 3x3 convolutions (%s; products by %s), speed against "
+      "direct per pair of channel counts this run asked about:",
       nn::WinogradModeInForce() == nn::WinogradMode::kAuto ? "auto" : "forced",
       nn::WinogradProductsByOneDnn() ? "oneDNN" : "the BLAS");
   for (const nn::WinogradProbe& p : nn::WinogradProbes()) {

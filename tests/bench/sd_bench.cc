@@ -447,6 +447,7 @@ int Main(int argc, char** argv) {
       if (!args->Has("profile") && !(is_unet && count_flops)) continue;
       const uint64_t fused_before = kernels::FusedAttentionFlops();
       const uint64_t products_before = nn::OneDnnBatchedMatmulFlops();
+      const int64_t saved_before = nn::WinogradFlopsSaved();
       OpProfiler profiler;
       auto t = std::chrono::steady_clock::now();
       (void)run.at(c)();
@@ -454,9 +455,12 @@ int Main(int argc, char** argv) {
       const double total = Seconds(t);
       // Our fused attention kernel and the Winograd products by oneDNN are not ATen operators: they
       // count their own FLOPs.
-      const double flops = profiler.Flops() +
-                           static_cast<double>(kernels::FusedAttentionFlops() - fused_before) +
-                           static_cast<double>(nn::OneDnnBatchedMatmulFlops() - products_before);
+      // The UNet's count is its direct-convolution FLOPs (what its goals are stated in): the FLOPs
+      // its Winograd layers saved are added back. The decoder's counts those layers' products.
+      const double flops =
+          profiler.Flops() + static_cast<double>(kernels::FusedAttentionFlops() - fused_before) +
+          static_cast<double>(nn::OneDnnBatchedMatmulFlops() - products_before) +
+          (is_unet ? static_cast<double>(nn::WinogradFlopsSaved() - saved_before) : 0.0);
       if (is_unet) unet2_flops = flops;
       if (!args->Has("profile")) continue;
       std::printf(

@@ -116,6 +116,17 @@ TEST_F(WinogradTest, TheUNetRunsItsConvolutionsByWinogradToTheSameResult) {
   EXPECT_LT(rel, 1e-5);
 }
 
+// Each Winograd convolution reports the FLOPs it saved against the direct one (sd-bench counts a
+// CFG step at direct-convolution FLOPs): 8 -> 8 channels on 8x8, 2x2 tiles.
+TEST_F(WinogradTest, ReportsTheFlopsItSavedAgainstTheDirectConvolution) {
+  c10::InferenceMode guard;
+  const torch::Tensor x = torch::randn({1, 8, 8, 8}), w = torch::randn({8, 8, 3, 3});
+  const int64_t before = nn::WinogradFlopsSaved();
+  (void)nn::WinogradConv3x3(x, nn::WinogradWeights(w), {});
+  const int64_t direct = 2 * 9 * 8 * 8 * 8 * 8, products = 2 * 36 * 8 * 8 * 2 * 2;
+  EXPECT_EQ(nn::WinogradFlopsSaved() - before, direct - products);
+}
+
 // The products' measurement is kept apart per way of running them: a machine's record for one does
 // not decide the other.
 TEST_F(WinogradTest, EachWayOfRunningTheProductsIsMeasuredApart) {
