@@ -15,6 +15,7 @@
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/int8_conv.h"
 #include "nodes/models/linear_cpu.h"
+#include "nodes/models/plain_conv.h"
 #include "nodes/models/upsample_conv.h"
 #include "nodes/models/winograd_conv.h"
 
@@ -187,6 +188,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
     return torch::conv2d(x, w, AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
   if (TakesWinograd(x)) return WinogradConv3x3(x, WinogradWeights(), bias);
+  if (TakesPlainConv(x)) return PlainConv(x, weight, bias, stride_);
   if (WidensWeights(x, weight)) {
     return torch::conv2d(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
@@ -198,6 +200,15 @@ bool Conv2dImpl::TakesWinograd(const torch::Tensor& x) const {
          weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
          c10::InferenceMode::is_enabled() &&
          UsesWinograd(weight.size(1), weight.size(0), x.size(2), x.size(3));
+}
+
+bool Conv2dImpl::TakesPlainConv(const torch::Tensor& x) const {
+  return x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+         weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
+         weight.size(2) == weight.size(3) && padding_ == weight.size(2) / 2 &&
+         c10::InferenceMode::is_enabled() &&
+         UsesPlainConv(
+             {weight.size(1), weight.size(0), weight.size(2), stride_, x.size(2), x.size(3)});
 }
 
 torch::Tensor Conv2dImpl::ForwardUpsampled2x(const torch::Tensor& x) {

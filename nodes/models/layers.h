@@ -83,6 +83,8 @@ class Conv2dImpl : public torch::nn::Module {
   torch::Tensor WinogradWeights();
   std::shared_ptr<Int8Conv> PackedInt8();
   bool TakesWinograd(const torch::Tensor& x) const;
+  // Whether the layer runs by plain_conv.h's PlainConv (small images, measured per machine).
+  bool TakesPlainConv(const torch::Tensor& x) const;
   int64_t stride_, padding_;
   std::shared_ptr<FromWeight<torch::Tensor>> upsample_taps_;     // null: not a 3x3 stride-1 layer
   std::shared_ptr<FromWeight<torch::Tensor>> winograd_;          // null: not allowed

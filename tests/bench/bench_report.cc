@@ -13,6 +13,7 @@
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/linear_cpu.h"
+#include "nodes/models/plain_conv.h"
 #include "nodes/models/upsample_conv.h"
 #include "nodes/models/winograd_conv.h"
 
@@ -128,6 +129,16 @@ void PrintCpuChoices(const BenchReport& r) {
     std::printf(" %ld->%ld (at %ldx%ld) %.2fx%s", p.in, p.out, side, side, p.speedup,
                 nn::UsesWinograd(p.in, p.out, r.size, r.size) ? "" : " (direct)");
   }
+  std::printf(
+      "\nSmall-image convolutions on plain weights by oneDNN (%s; plain_conv.h), speed against "
+      "LibTorch's per layer this run asked about:",
+      nn::PlainConvModeInForce() == nn::PlainConvMode::kAuto ? "auto"
+      : nn::PlainConvModeInForce() == nn::PlainConvMode::kOn ? "on"
+                                                             : "off");
+  for (const nn::PlainConvProbe& p : nn::PlainConvProbes()) {
+    std::printf(" %s %.2fx%s", nn::PlainConvLayerText(p.layer).c_str(), p.speedup,
+                p.speedup >= nn::kPlainConvMinSpeedup ? "" : " (LibTorch's)");
+  }
   std::printf("\nVAE decoder upsampling (sub-pixel against upsampled, then convolved):");
   for (const int64_t c : nn::DecoderUpsampleChannels(SdConfig::Sd15().vae)) {
     const std::optional<double> s =
@@ -228,6 +239,11 @@ nlohmann::json CpuJson(const BenchReport& r) {
                                {"out", p.out},
                                {"speedup", p.speedup},
                                {"used", nn::UsesWinograd(p.in, p.out, r.size, r.size)}});
+  }
+  for (const nn::PlainConvProbe& p : nn::PlainConvProbes()) {
+    cpu["plain_weight_conv"].push_back({{"layer", nn::PlainConvLayerText(p.layer)},
+                                        {"speedup", p.speedup},
+                                        {"used", p.speedup >= nn::kPlainConvMinSpeedup}});
   }
   return cpu;
 }

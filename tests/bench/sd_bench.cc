@@ -31,6 +31,7 @@
 #include "nodes/models/int8_conv.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
+#include "nodes/models/onednn_conv.h"
 #include "nodes/models/unet.h"
 #include "nodes/models/vae.h"
 #include "nodes/models/winograd_conv.h"
@@ -447,19 +448,21 @@ int Main(int argc, char** argv) {
       if (!args->Has("profile") && !(is_unet && count_flops)) continue;
       const uint64_t fused_before = kernels::FusedAttentionFlops();
       const uint64_t products_before = nn::OneDnnBatchedMatmulFlops();
+      const uint64_t plain_conv_before = nn::OneDnnConvFlops();
       const int64_t saved_before = nn::WinogradFlopsSaved();
       OpProfiler profiler;
       auto t = std::chrono::steady_clock::now();
       (void)run.at(c)();
       if (device.is_cuda()) torch::cuda::synchronize();
       const double total = Seconds(t);
-      // Our fused attention kernel and the Winograd products by oneDNN are not ATen operators: they
-      // count their own FLOPs.
+      // Our fused attention kernel, the Winograd products by oneDNN and the plain-weight
+      // convolutions are not ATen operators: they count their own FLOPs.
       // The UNet's count is its direct-convolution FLOPs (what its goals are stated in): the FLOPs
       // its Winograd layers saved are added back. The decoder's counts those layers' products.
       const double flops =
           profiler.Flops() + static_cast<double>(kernels::FusedAttentionFlops() - fused_before) +
           static_cast<double>(nn::OneDnnBatchedMatmulFlops() - products_before) +
+          static_cast<double>(nn::OneDnnConvFlops() - plain_conv_before) +
           (is_unet ? static_cast<double>(nn::WinogradFlopsSaved() - saved_before) : 0.0);
       if (is_unet) unet2_flops = flops;
       if (!args->Has("profile")) continue;
@@ -470,7 +473,8 @@ int Main(int argc, char** argv) {
           is_unet ? "" : " (Winograd layers: their transformed products)");
       PrintTopOperators(
           profiler.Results(), total,
-          "outside ATen ops (sd kernels: attention; Winograd transforms, oneDNN products)");
+          "outside ATen ops (sd kernels: attention; Winograd transforms, oneDNN products; "
+          "plain-weight convolutions)");
     }
   }
 

@@ -5,7 +5,7 @@
 // checkpoints (weights with NAME_scale) as LoadWeights reads them.
 //
 // ctest runs this suite twice: as it comes on this CPU, and with DNNL_MAX_CPU_ISA=AVX2
-// (sd_int8_avx2_tests), so AVX-512 machines check the AVX2 kernel and its 7-bit weights too.
+// (sd_onednn_avx2_tests), so AVX-512 machines check the AVX2 kernel and its 7-bit weights too.
 #include "nodes/models/int8_conv.h"
 
 #include <gtest/gtest.h>
