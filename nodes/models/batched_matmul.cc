@@ -6,6 +6,8 @@
 
 #ifdef SD_WITH_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "nodes/models/onednn_conv.h"
 #endif
 
 namespace sd::nn {
@@ -28,13 +30,19 @@ void OneDnnBatchedMatmul(const float* a, const float* b, float* c, int64_t batch
     const memory::desc a_md({batch, m, k}, memory::data_type::f32, memory::format_tag::abc);
     const memory::desc b_md({batch, k, n}, memory::data_type::f32, memory::format_tag::abc);
     const memory::desc c_md({batch, m, n}, memory::data_type::f32, memory::format_tag::abc);
-    // oneDNN's primitive cache keeps the compiled kernel of a shape seen before.
-    const dnnl::matmul product(
-        dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), engine));
+    // oneDNN's primitive cache keeps the compiled kernel of a shape seen before. Scratch space per
+    // thread (onednn_conv.h: OneDnnThreadScratch).
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
+    const dnnl::matmul product(pd);
+    const memory::desc scratch = pd.scratchpad_desc();
     dnnl::stream stream(engine);
     product.execute(stream, {{DNNL_ARG_SRC, memory(a_md, engine, const_cast<float*>(a))},
                              {DNNL_ARG_WEIGHTS, memory(b_md, engine, const_cast<float*>(b))},
-                             {DNNL_ARG_DST, memory(c_md, engine, c)}});
+                             {DNNL_ARG_DST, memory(c_md, engine, c)},
+                             {DNNL_ARG_SCRATCHPAD,
+                              memory(scratch, engine, OneDnnThreadScratch(scratch.get_size()))}});
     stream.wait();
     g_flops.fetch_add(static_cast<uint64_t>(2 * batch * m * k * n), std::memory_order_relaxed);
   } catch (const dnnl::error& e) {

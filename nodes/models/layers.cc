@@ -188,7 +188,12 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
     return torch::conv2d(x, w, AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
   if (TakesWinograd(x)) return WinogradConv3x3(x, WinogradWeights(), bias);
-  if (TakesPlainConv(x)) return PlainConv(x, weight, bias, stride_);
+  if (TakesPlainConv(x)) {
+    // bf16 weights in kF32 mode compute exactly as f32 weights rounded to bf16 would.
+    const bool widen = WidensWeights(x, weight);
+    return PlainConv(x, widen ? WidenedWeight(weight) : weight,
+                     widen ? AsActivation(bias, x.scalar_type()) : bias, stride_);
+  }
   if (WidensWeights(x, weight)) {
     return torch::conv2d(x, WidenedWeight(weight), AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
@@ -204,8 +209,8 @@ bool Conv2dImpl::TakesWinograd(const torch::Tensor& x) const {
 
 bool Conv2dImpl::TakesPlainConv(const torch::Tensor& x) const {
   return x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
-         weight.scalar_type() == torch::kFloat32 && x.dim() == 4 && x.is_contiguous() &&
-         weight.size(2) == weight.size(3) && padding_ == weight.size(2) / 2 &&
+         (weight.scalar_type() == torch::kFloat32 || WidensWeights(x, weight)) && x.dim() == 4 &&
+         x.is_contiguous() && weight.size(2) == weight.size(3) && padding_ == weight.size(2) / 2 &&
          c10::InferenceMode::is_enabled() &&
          UsesPlainConv(
              {weight.size(1), weight.size(0), weight.size(2), stride_, x.size(2), x.size(3)});

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #ifdef SD_WITH_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
@@ -28,6 +29,12 @@ std::string ShapeText(const OneDnnConvShape& s) {
 }  // namespace
 
 uint64_t OneDnnConvFlops() { return g_flops.load(std::memory_order_relaxed); }
+
+void* OneDnnThreadScratch(size_t bytes) {
+  thread_local std::vector<char> buffer;
+  if (buffer.size() < bytes) buffer.resize(bytes);
+  return buffer.data();
+}
 
 #ifdef SD_WITH_ONEDNN
 
@@ -60,8 +67,12 @@ std::shared_ptr<const Kernel> MakeKernel(const OneDnnConvShape& s) {
                                                memory::desc({s.out}, Dt::f32, Tag::x), dst, strides,
                                                pad, pad)
              : dnnl::convolution_forward::desc(prop, algo, src, weights, dst, strides, pad, pad);
+  // Scratch space (the im2col buffer) from the caller, per thread (OneDnnThreadScratch): oneDNN's
+  // own is shared, and the semantic tests run pictures on threads side by side.
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto kernel = std::make_shared<Kernel>();
-  kernel->pd = dnnl::convolution_forward::primitive_desc(desc, Engine());
+  kernel->pd = dnnl::convolution_forward::primitive_desc(desc, attr, Engine());
   const std::string name = kernel->pd.impl_info_str();
   if (name.find("ref") == std::string::npos) kernel->implementation = name;
   kernel->conv = dnnl::convolution_forward(kernel->pd);
@@ -70,10 +81,11 @@ std::shared_ptr<const Kernel> MakeKernel(const OneDnnConvShape& s) {
 
 // One kernel per shape, made on first use and kept (a process meets a few dozen shapes).
 std::shared_ptr<const Kernel> KernelFor(const OneDnnConvShape& s) {
-  using Key = std::array<int64_t, 9>;
+  using Key = std::array<int64_t, 10>;
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<const Kernel>> kernels;
-  const Key key = {s.batch, s.in, s.out, s.height, s.width, s.kernel, s.stride, s.padding, s.bias};
+  const Key key = {s.batch,  s.in,     s.out,     s.height, s.width,
+                   s.kernel, s.stride, s.padding, s.bias,   s.threads};
   std::lock_guard<std::mutex> lock(mu);
   auto& kernel = kernels[key];
   if (!kernel) {
@@ -104,6 +116,9 @@ void OneDnnConv(const OneDnnConvShape& s, const float* x, const float* w, const 
         {DNNL_ARG_SRC, memory(kernel->pd.src_desc(), Engine(), const_cast<float*>(x))},
         {DNNL_ARG_WEIGHTS, memory(kernel->pd.weights_desc(), Engine(), const_cast<float*>(w))},
         {DNNL_ARG_DST, memory(kernel->pd.dst_desc(), Engine(), y)}};
+    const memory::desc scratch = kernel->pd.scratchpad_desc();
+    args.emplace(DNNL_ARG_SCRATCHPAD,
+                 memory(scratch, Engine(), OneDnnThreadScratch(scratch.get_size())));
     if (s.bias) {
       args.emplace(DNNL_ARG_BIAS,
                    memory(kernel->pd.bias_desc(), Engine(), const_cast<float*>(bias)));

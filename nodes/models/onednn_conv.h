@@ -6,6 +6,7 @@
 // them as they are. plain_conv.h decides where that pays. Torch-free.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -15,6 +16,10 @@ struct OneDnnConvShape {
   int64_t batch = 1, in = 0, out = 0, height = 0, width = 0;
   int64_t kernel = 3, stride = 1, padding = 1;
   bool bias = true;
+  // The OpenMP threads the call runs on (at::get_num_threads()): oneDNN sizes a kernel's scratch
+  // space for the threads it is made with, and running it on more overruns that space, so kernels
+  // are kept per thread count (a process may run threads of 1 and of 2 at once).
+  int64_t threads = 1;
   int64_t OutHeight() const { return (height + 2 * padding - kernel) / stride + 1; }
   int64_t OutWidth() const { return (width + 2 * padding - kernel) / stride + 1; }
 };
@@ -33,5 +38,10 @@ void OneDnnConv(const OneDnnConvShape& shape, const float* x, const float* w, co
 // The FLOPs of all OneDnnConv calls of this process so far (2 x multiply-adds): not ATen operators,
 // so sd-bench's profile adds them itself.
 uint64_t OneDnnConvFlops();
+// Scratch space of at least `bytes` for a oneDNN primitive made with a user scratchpad, one buffer
+// per thread, kept between calls (a fresh one would be page-faulted in on every layer). oneDNN's
+// own scratchpad is shared by the primitives of a process: two threads running primitives at once
+// (the semantic tests draw pictures side by side) crashed in it.
+void* OneDnnThreadScratch(size_t bytes);
 
 }  // namespace sd::nn

@@ -1,5 +1,6 @@
 #include "nodes/models/plain_conv.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <atomic>
@@ -34,6 +35,7 @@ OneDnnConvShape ShapeOf(const PlainConvLayer& l, int64_t batch, bool bias) {
   s.stride = l.stride;
   s.padding = l.kernel / 2;
   s.bias = bias;
+  s.threads = at::get_num_threads();
   return s;
 }
 

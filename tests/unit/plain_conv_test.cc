@@ -3,10 +3,13 @@
 // with and without a bias; as a layer in each mode; in a tiny UNet; and how auto decides.
 #include "nodes/models/plain_conv.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -60,6 +63,27 @@ TEST_F(PlainConvTest, EqualsTheConvolutionWithinF32Rounding) {
                 err, scale);
     EXPECT_LE(err, 1e-5 * (1 + scale)) << nn::PlainConvLayerText(layer);
   }
+}
+
+// oneDNN sizes a kernel's scratch space for the threads it is made with: a kernel made on a thread
+// of one OpenMP thread (the semantic tests run pictures that way, side by side) is not run on more.
+TEST_F(PlainConvTest, KernelsMadeForOneThreadAreNotRunOnMore) {
+  c10::InferenceMode guard;
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({1, 96, 16, 16});
+  const torch::Tensor w = torch::randn({96, 96, 3, 3}).mul_(0.05), b = torch::randn({96});
+  torch::Tensor alone;
+  std::thread([&] {
+    c10::InferenceMode thread_guard;
+    at::set_num_threads(1);
+    alone = nn::PlainConv(x, w, b, 1);
+  }).join();
+  const int threads = at::get_num_threads();
+  at::set_num_threads(std::max(threads, 4));
+  const torch::Tensor together = nn::PlainConv(x, w, b, 1);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::allclose(alone, together, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(together, torch::conv2d(x, w, b, 1, 1), 1e-4, 1e-4));
 }
 
 TEST_F(PlainConvTest, LayersRunItAsTheModeSays) {
