@@ -96,12 +96,13 @@ std::vector<PlainConvProbe> PlainConvProbes() {
 bool UsesPlainConv(const PlainConvLayer& l) {
   const PlainConvMode mode = PlainConvModeInForce();
   if (mode == PlainConvMode::kOff || (l.kernel != 1 && l.kernel != 3) ||
-      (l.stride != 1 && l.stride != 2) || !HasKernel(l)) {
+      (l.stride != 1 && l.stride != 2)) {
     return false;
   }
-  if (mode == PlainConvMode::kOn) return true;
+  if (mode == PlainConvMode::kOn) return HasKernel(l);
+  // The cheap tests first: asking oneDNN for a kernel makes one.
   return std::min(l.in, l.out) >= kPlainConvMinChannels && l.h * l.w <= kPlainConvMaxPixels &&
-         MeasuredPlainConvSpeedup(l) >= kPlainConvMinSpeedup;
+         HasKernel(l) && MeasuredPlainConvSpeedup(l) >= kPlainConvMinSpeedup;
 }
 
 torch::Tensor PlainConv(const torch::Tensor& input, const torch::Tensor& weight,
