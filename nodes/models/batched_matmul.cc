@@ -5,9 +5,7 @@
 #include <string>
 
 #ifdef SD_WITH_ONEDNN
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include "nodes/models/onednn_conv.h"
+#include "nodes/models/onednn_common.h"
 #endif
 
 namespace sd::nn {
@@ -25,13 +23,13 @@ bool HaveOneDnnBatchedMatmul() { return true; }
 void OneDnnBatchedMatmul(const float* a, const float* b, float* c, int64_t batch, int64_t m,
                          int64_t k, int64_t n) {
   using dnnl::memory;
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::engine& engine = OneDnnCpuEngine();
   try {
     const memory::desc a_md({batch, m, k}, memory::data_type::f32, memory::format_tag::abc);
     const memory::desc b_md({batch, k, n}, memory::data_type::f32, memory::format_tag::abc);
     const memory::desc c_md({batch, m, n}, memory::data_type::f32, memory::format_tag::abc);
     // oneDNN's primitive cache keeps the compiled kernel of a shape seen before. Scratch space per
-    // thread (onednn_conv.h: OneDnnThreadScratch).
+    // thread (onednn_common.h).
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #ifdef SD_WITH_ONEDNN
-#include <oneapi/dnnl/dnnl.hpp>
+#include "nodes/models/onednn_common.h"
 #endif
 
 namespace sd::nn {
@@ -47,11 +47,6 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 using Dt = memory::data_type;
-
-dnnl::engine& CpuEngine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 // The instruction sets oneDNN has int8 convolution kernels for, and whether they have VNNI.
 struct Int8Isa {
@@ -178,9 +173,9 @@ std::shared_ptr<memory> Int8Conv::State::PackedWeights(const memory::desc& desc)
   for (const auto& [shape, kernel] : kernels) {
     if (kernel->weights->get_desc() == desc) return kernel->weights;
   }
-  memory plain({{out, in, k, k}, Dt::s8, Tag::oihw}, CpuEngine(), w_q.data_ptr());
-  auto packed = std::make_shared<memory>(desc, CpuEngine());
-  dnnl::stream stream(CpuEngine());
+  memory plain({{out, in, k, k}, Dt::s8, Tag::oihw}, OneDnnCpuEngine(), w_q.data_ptr());
+  auto packed = std::make_shared<memory>(desc, OneDnnCpuEngine());
+  dnnl::stream stream(OneDnnCpuEngine());
   dnnl::reorder(plain, *packed).execute(stream, plain, *packed);
   stream.wait();
   return packed;
@@ -204,7 +199,7 @@ std::shared_ptr<Kernel> Int8Conv::State::KernelFor(int64_t n, int64_t h, int64_t
   ops.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, 1, 1, 1}, Dt::f32, Tag::nchw));
   ops.append_binary(dnnl::algorithm::binary_add, memory::desc({1, out, 1, 1}, Dt::f32, Tag::nchw));
   attr.set_post_ops(ops);
-  dnnl::convolution_forward::primitive_desc pd(desc, attr, CpuEngine());
+  dnnl::convolution_forward::primitive_desc pd(desc, attr, OneDnnCpuEngine());
   kernel->fast = std::strncmp(pd.impl_info_str(), "ref", 3) != 0;
   kernel->conv = dnnl::convolution_forward(pd);
   kernel->weights = PackedWeights(pd.weights_desc());
@@ -269,7 +264,7 @@ torch::Tensor Int8Conv::Forward(const torch::Tensor& x) {
   torch::Tensor out = torch::empty(
       {dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]},
       torch::TensorOptions().dtype(torch::kFloat32).memory_format(at::MemoryFormat::ChannelsLast));
-  dnnl::engine& engine = CpuEngine();
+  dnnl::engine& engine = OneDnnCpuEngine();
   memory src_mem(kernel->src, engine, src.data_ptr());
   memory dst_mem(kernel->dst, engine, out.data_ptr());
   memory scale_mem({{1, 1, 1, 1}, Dt::f32, Tag::nchw}, engine, &scale);

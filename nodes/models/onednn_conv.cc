@@ -11,7 +11,7 @@
 #include <vector>
 
 #ifdef SD_WITH_ONEDNN
-#include <oneapi/dnnl/dnnl.hpp>
+#include "nodes/models/onednn_common.h"
 #endif
 
 namespace sd::nn {
@@ -30,24 +30,24 @@ std::string ShapeText(const OneDnnConvShape& s) {
 
 uint64_t OneDnnConvFlops() { return g_flops.load(std::memory_order_relaxed); }
 
+#ifdef SD_WITH_ONEDNN
+
+dnnl::engine& OneDnnCpuEngine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
 void* OneDnnThreadScratch(size_t bytes) {
   thread_local std::vector<char> buffer;
   if (buffer.size() < bytes) buffer.resize(bytes);
   return buffer.data();
 }
 
-#ifdef SD_WITH_ONEDNN
-
 namespace {
 
 using dnnl::memory;
 using Tag = memory::format_tag;
 using Dt = memory::data_type;
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 struct Kernel {
   dnnl::convolution_forward::primitive_desc pd;
@@ -72,7 +72,7 @@ std::shared_ptr<const Kernel> MakeKernel(const OneDnnConvShape& s) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto kernel = std::make_shared<Kernel>();
-  kernel->pd = dnnl::convolution_forward::primitive_desc(desc, attr, Engine());
+  kernel->pd = dnnl::convolution_forward::primitive_desc(desc, attr, OneDnnCpuEngine());
   const std::string name = kernel->pd.impl_info_str();
   if (name.find("ref") == std::string::npos) kernel->implementation = name;
   kernel->conv = dnnl::convolution_forward(kernel->pd);
@@ -110,18 +110,22 @@ std::string OneDnnConvImplementation(const OneDnnConvShape& shape) {
 void OneDnnConv(const OneDnnConvShape& s, const float* x, const float* w, const float* bias,
                 float* y) {
   const std::shared_ptr<const Kernel> kernel = KernelFor(s);
+  if (kernel->implementation.empty()) {
+    throw std::runtime_error("oneDNN convolution of " + ShapeText(s) +
+                             ": oneDNN has only its reference code for it on this CPU");
+  }
   try {
-    dnnl::stream stream(Engine());
+    dnnl::engine& engine = OneDnnCpuEngine();
+    dnnl::stream stream(engine);
     std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, memory(kernel->pd.src_desc(), Engine(), const_cast<float*>(x))},
-        {DNNL_ARG_WEIGHTS, memory(kernel->pd.weights_desc(), Engine(), const_cast<float*>(w))},
-        {DNNL_ARG_DST, memory(kernel->pd.dst_desc(), Engine(), y)}};
+        {DNNL_ARG_SRC, memory(kernel->pd.src_desc(), engine, const_cast<float*>(x))},
+        {DNNL_ARG_WEIGHTS, memory(kernel->pd.weights_desc(), engine, const_cast<float*>(w))},
+        {DNNL_ARG_DST, memory(kernel->pd.dst_desc(), engine, y)}};
     const memory::desc scratch = kernel->pd.scratchpad_desc();
     args.emplace(DNNL_ARG_SCRATCHPAD,
-                 memory(scratch, Engine(), OneDnnThreadScratch(scratch.get_size())));
+                 memory(scratch, engine, OneDnnThreadScratch(scratch.get_size())));
     if (s.bias) {
-      args.emplace(DNNL_ARG_BIAS,
-                   memory(kernel->pd.bias_desc(), Engine(), const_cast<float*>(bias)));
+      args.emplace(DNNL_ARG_BIAS, memory(kernel->pd.bias_desc(), engine, const_cast<float*>(bias)));
     }
     kernel->conv.execute(stream, args);
     stream.wait();

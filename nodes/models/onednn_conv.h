@@ -6,7 +6,6 @@
 // them as they are. plain_conv.h decides where that pays. Torch-free.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -27,21 +26,17 @@ struct OneDnnConvShape {
 // Whether this build has oneDNN (SD_WITH_ONEDNN).
 bool HaveOneDnnConv();
 // The name of the implementation oneDNN picks for the shape on this CPU ("x64:gemm:jit"); empty
-// when it has only its reference code for it (slow: the caller should not use OneDnnConv) or the
-// build has no oneDNN. The kernel is made here, once per shape (kept for the process).
+// when it has only its reference code for it (slow: OneDnnConv refuses it) or the build has no
+// oneDNN. The kernel is made here, once per shape (kept for the process).
 std::string OneDnnConvImplementation(const OneDnnConvShape& shape);
 // y = conv(x, w) + bias for x [batch, in, height, width], w [out, in, kernel, kernel], bias [out]
 // (read only when shape.bias), y [batch, out, OutHeight, OutWidth], all dense f32. Threads: the
-// OpenMP ones LibTorch uses. Throws std::runtime_error naming the shape when oneDNN refuses it.
+// OpenMP ones LibTorch uses. Throws std::runtime_error naming the shape when oneDNN refuses it or
+// has only its reference code for it.
 void OneDnnConv(const OneDnnConvShape& shape, const float* x, const float* w, const float* bias,
                 float* y);
 // The FLOPs of all OneDnnConv calls of this process so far (2 x multiply-adds): not ATen operators,
 // so sd-bench's profile adds them itself.
 uint64_t OneDnnConvFlops();
-// Scratch space of at least `bytes` for a oneDNN primitive made with a user scratchpad, one buffer
-// per thread, kept between calls (a fresh one would be page-faulted in on every layer). oneDNN's
-// own scratchpad is shared by the primitives of a process: two threads running primitives at once
-// (the semantic tests draw pictures side by side) crashed in it.
-void* OneDnnThreadScratch(size_t bytes);
 
 }  // namespace sd::nn

@@ -117,9 +117,6 @@ torch::Tensor PlainConv(const torch::Tensor& input, const torch::Tensor& weight,
   const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat32).contiguous() : bias;
   const OneDnnConvShape s = ShapeOf({x.size(1), w.size(0), w.size(2), stride, x.size(2), x.size(3)},
                                     x.size(0), b.defined());
-  TORCH_CHECK(!OneDnnConvImplementation(s).empty(), "plain-weight convolution of ",
-              PlainConvLayerText({s.in, s.out, s.kernel, stride, s.height, s.width}),
-              ": oneDNN has no JIT kernel for it on this CPU");
   torch::Tensor y = torch::empty({s.batch, s.out, s.OutHeight(), s.OutWidth()}, x.options());
   OneDnnConv(s, x.data_ptr<float>(), w.data_ptr<float>(),
              b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>());

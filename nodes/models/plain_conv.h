@@ -51,9 +51,8 @@ std::vector<PlainConvProbe> PlainConvProbes();
 std::string PlainConvLayerText(const PlainConvLayer& layer);  // "1280->1280 3x3 at 8x8"
 
 // torch::conv2d(x, w, bias, stride, w.size(2) / 2) for f32 x [N, in, H, W] and f32 w
-// [out, in, k, k] on a CPU; bias [out] or undefined. Contiguous (NCHW) result. Throws (a
-// c10::Error naming the shape) where oneDNN has no JIT kernel for it: UsesPlainConv says where it
-// has.
+// [out, in, k, k] on a CPU; bias [out] or undefined. Contiguous (NCHW) result. Throws (naming the
+// shape) where oneDNN has no JIT kernel for it: UsesPlainConv says where it has.
 torch::Tensor PlainConv(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias,
                         int64_t stride);
 

@@ -15,8 +15,7 @@
 
 #include "nodes/models/layers.h"
 #include "nodes/models/onednn_conv.h"
-#include "nodes/models/unet.h"
-#include "nodes/weights/sd_config.h"
+#include "tests/tiny_unet.h"
 
 namespace sd {
 namespace {
@@ -116,21 +115,15 @@ TEST_F(PlainConvTest, LayersRunItAsTheModeSays) {
 
 TEST_F(PlainConvTest, TheUNetRunsItsSmallConvolutionsThisWayToTheSameResult) {
   c10::InferenceMode guard;
-  torch::manual_seed(4);
-  const SdConfig c = SdConfig::Tiny();
-  UNet unet(c.unet);
-  for (torch::Tensor& p : unet->parameters()) p.normal_(0, p.dim() > 1 ? 0.05 : 0.5);
-  const torch::Tensor latents = torch::randn({2, c.unet.in_channels, 16, 16});
-  const torch::Tensor context = torch::randn({2, 77, c.unet.context_dim});
-  const torch::Tensor t = torch::tensor({500});
+  testing::RandomTinyUNet unet;
   nn::SetPlainConvMode(nn::PlainConvMode::kOff);
-  auto libtorch = unet->Predict(latents, t, context);
+  auto libtorch = unet.Predict();
   nn::SetPlainConvMode(nn::PlainConvMode::kOn);
   const uint64_t flops = nn::OneDnnConvFlops();
-  auto plain = unet->Predict(latents, t, context);
+  auto plain = unet.Predict();
   ASSERT_TRUE(libtorch.ok() && plain.ok());
   EXPECT_GT(nn::OneDnnConvFlops(), flops);
-  const double rel = ((*plain - *libtorch).norm() / libtorch->norm()).item<double>();
+  const double rel = testing::RandomTinyUNet::RelativeDifference(*libtorch, *plain);
   std::printf("[ plain conv ] tiny UNet: relative difference %.2e\n", rel);
   EXPECT_LT(rel, 1e-5);
 }

@@ -11,9 +11,8 @@
 #include "nodes/models/batched_matmul.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/linear_cpu.h"
-#include "nodes/models/unet.h"
 #include "nodes/models/winograd_conv.h"
-#include "nodes/weights/sd_config.h"
+#include "tests/tiny_unet.h"
 
 namespace sd {
 namespace {
@@ -98,19 +97,13 @@ TEST_F(WinogradTest, TransformedWeightsAreGgGtRoundedOnce) {
 // layer of a tiny UNet): the same prediction as the direct convolutions up to f32 rounding.
 TEST_F(WinogradTest, TheUNetRunsItsConvolutionsByWinogradToTheSameResult) {
   c10::InferenceMode guard;
-  torch::manual_seed(4);
-  const SdConfig c = SdConfig::Tiny();
-  UNet unet(c.unet);
-  for (torch::Tensor& p : unet->parameters()) p.normal_(0, p.dim() > 1 ? 0.05 : 0.5);
-  const torch::Tensor latents = torch::randn({2, c.unet.in_channels, 16, 16});
-  const torch::Tensor context = torch::randn({2, 77, c.unet.context_dim});
-  const torch::Tensor t = torch::tensor({500});
+  testing::RandomTinyUNet unet;
   nn::SetWinogradMode(nn::WinogradMode::kOff);
-  auto direct = unet->Predict(latents, t, context);
+  auto direct = unet.Predict();
   nn::SetWinogradMode(nn::WinogradMode::kOn);
-  auto winograd = unet->Predict(latents, t, context);
+  auto winograd = unet.Predict();
   ASSERT_TRUE(direct.ok() && winograd.ok());
-  const double rel = ((*winograd - *direct).norm() / direct->norm()).item<double>();
+  const double rel = testing::RandomTinyUNet::RelativeDifference(*direct, *winograd);
   std::printf("[ winograd ] tiny UNet: relative difference %.2e\n", rel);
   EXPECT_FALSE(torch::equal(*winograd, *direct)) << "the convolutions ran another way";
   EXPECT_LT(rel, 1e-5);
