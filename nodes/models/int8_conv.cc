@@ -151,7 +151,7 @@ std::string Int8ConvIsa() {
 // The kernel for one input shape, and the weights in the layout it reads.
 struct Kernel {
   dnnl::convolution_forward conv;
-  memory::desc src, dst;
+  memory::desc src, dst, scratch;
   std::shared_ptr<memory> weights;
   bool fast = false;
 };
@@ -163,7 +163,9 @@ struct Int8Conv::State {
   std::vector<float> bias;     // f32 (zeros without one)
   std::vector<float> w_q_sum;  // sum of each output channel's int8 weights
   std::mutex mu;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, std::shared_ptr<Kernel>> kernels;
+  // By input shape and OpenMP thread count: oneDNN sizes a kernel's scratch space for the threads
+  // it is made with, so one made on a single-threaded caller must not run on more.
+  std::map<std::tuple<int64_t, int64_t, int64_t, int>, std::shared_ptr<Kernel>> kernels;
 
   std::shared_ptr<Kernel> KernelFor(int64_t n, int64_t h, int64_t w);
   std::shared_ptr<memory> PackedWeights(const memory::desc& desc);
@@ -182,8 +184,9 @@ std::shared_ptr<memory> Int8Conv::State::PackedWeights(const memory::desc& desc)
 }
 
 std::shared_ptr<Kernel> Int8Conv::State::KernelFor(int64_t n, int64_t h, int64_t w) {
+  const auto key = std::make_tuple(n, h, w, at::get_num_threads());
   std::lock_guard<std::mutex> lock(mu);
-  if (auto it = kernels.find({n, h, w}); it != kernels.end()) return it->second;
+  if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   const int64_t hp = h + 2 * pad, wp = w + 2 * pad;
   const int64_t oh = (hp - k) / stride + 1, ow = (wp - k) / stride + 1;
   auto kernel = std::make_shared<Kernel>();
@@ -194,6 +197,9 @@ std::shared_ptr<Kernel> Int8Conv::State::KernelFor(int64_t n, int64_t h, int64_t
                                        dnnl::algorithm::convolution_direct, kernel->src,
                                        weights_any, kernel->dst, {stride, stride}, {0, 0}, {0, 0});
   dnnl::primitive_attr attr;
+  // Scratch space from the caller, one buffer per thread (onednn_common.h): oneDNN's own is shared
+  // by all primitives, and pictures drawn on threads side by side run this layer at once.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   attr.set_output_scales(1 << 1, w_scale);  // per output channel
   dnnl::post_ops ops;
   ops.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, 1, 1, 1}, Dt::f32, Tag::nchw));
@@ -202,8 +208,9 @@ std::shared_ptr<Kernel> Int8Conv::State::KernelFor(int64_t n, int64_t h, int64_t
   dnnl::convolution_forward::primitive_desc pd(desc, attr, OneDnnCpuEngine());
   kernel->fast = std::strncmp(pd.impl_info_str(), "ref", 3) != 0;
   kernel->conv = dnnl::convolution_forward(pd);
+  kernel->scratch = pd.scratchpad_desc();
   kernel->weights = PackedWeights(pd.weights_desc());
-  kernels[{n, h, w}] = kernel;
+  kernels[key] = kernel;
   return kernel;
 }
 
@@ -269,8 +276,10 @@ torch::Tensor Int8Conv::Forward(const torch::Tensor& x) {
   memory dst_mem(kernel->dst, engine, out.data_ptr());
   memory scale_mem({{1, 1, 1, 1}, Dt::f32, Tag::nchw}, engine, &scale);
   memory shift_mem({{1, s.out, 1, 1}, Dt::f32, Tag::nchw}, engine, shift.data());
+  memory scratch_mem(kernel->scratch, engine, OneDnnThreadScratch(kernel->scratch.get_size()));
   dnnl::stream stream(engine);
   kernel->conv.execute(stream, {{DNNL_ARG_SRC, src_mem},
+                                {DNNL_ARG_SCRATCHPAD, scratch_mem},
                                 {DNNL_ARG_WEIGHTS, *kernel->weights},
                                 {DNNL_ARG_DST, dst_mem},
                                 {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, scale_mem},

@@ -8,11 +8,15 @@
 // (sd_onednn_avx2_tests), so AVX-512 machines check the AVX2 kernel and its 7-bit weights too.
 #include "nodes/models/int8_conv.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <thread>
+#include <vector>
 
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
@@ -92,6 +96,44 @@ TEST(Int8ConvTest, StaysWithinTheQuantizationErrorOfF32) {
   // weights have a long tail, so a channel's largest weight leaves few levels to the rest.
   EXPECT_LT(rel, 3e-2);
   EXPECT_GT(rel, 1e-4);  // it did quantize
+}
+
+TEST(Int8ConvTest, RunsOnThreadsSideBySideAndOnKernelsMadeForFewerThreads) {
+  if (!nn::Int8ConvAvailable()) GTEST_SKIP() << "no oneDNN int8 kernel on this CPU";
+  c10::InferenceMode guard;
+  torch::manual_seed(6);
+  const torch::Tensor w = torch::randn({256, 256, 3, 3}).mul_(1.0 / std::sqrt(9.0 * 256));
+  nn::Int8Conv conv(nn::QuantizeConvWeights(w), torch::randn({256}), 1, 1);
+  std::vector<torch::Tensor> inputs, alone;
+  for (int64_t size : {8, 16, 24})
+    inputs.push_back(torch::silu(torch::randn({1, 256, size, size})));
+  // Kernels made on a single-threaded caller first (oneDNN sizes their scratch space for it) ...
+  std::thread([&] {
+    c10::InferenceMode thread_guard;
+    at::set_num_threads(1);
+    for (const torch::Tensor& x : inputs) alone.push_back(conv.Forward(x));
+  }).join();
+  // ... then run with more threads, and from two callers at once (each has its own scratch space).
+  const int threads = at::get_num_threads();
+  at::set_num_threads(std::max(threads, 4));
+  std::vector<std::vector<torch::Tensor>> together(2);
+  std::vector<std::thread> callers;
+  for (auto& results : together) {
+    callers.emplace_back([&conv, &inputs, &results] {
+      c10::InferenceMode thread_guard;
+      for (int round = 0; round < 4; ++round) {
+        for (const torch::Tensor& x : inputs) results.push_back(conv.Forward(x));
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  at::set_num_threads(threads);
+  for (const auto& results : together) {
+    ASSERT_EQ(results.size(), 4 * inputs.size());
+    for (size_t i = 0; i < results.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(results[i], alone[i % inputs.size()], 1e-5, 1e-5)) << i;
+    }
+  }
 }
 
 TEST(Int8ConvTest, ALayerRunsInt8OnlyInInferenceAndElseOnTheDequantizedWeights) {
