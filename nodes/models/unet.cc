@@ -1,10 +1,15 @@
 #include "nodes/models/unet.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nodes/base/status_macros.h"
+#include "nodes/kernels/geglu_cpu.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/upsample_conv.h"
 
@@ -19,6 +24,26 @@ torch::Tensor TimestepEmbedding(const torch::Tensor& timesteps, int64_t dim) {
 }
 
 namespace {
+
+// value * gelu(gate) of the feed-forward projection [..., 8C] (value, then gate): in one pass by
+// kernels::Geglu for f32 inference on a CPU, unless SD_CPU_GEGLU=aten; else LibTorch's ops (the
+// only differentiable form, and other dtypes and devices).
+torch::Tensor Geglu(const torch::Tensor& vg) {
+  const char* mode = std::getenv("SD_CPU_GEGLU");
+  if (c10::InferenceMode::is_enabled() && vg.device().is_cpu() &&
+      vg.scalar_type() == torch::kFloat32 && vg.is_contiguous() &&
+      (mode == nullptr || std::strcmp(mode, "aten") != 0)) {
+    const int64_t width = vg.size(-1) / 2;
+    std::vector<int64_t> shape = vg.sizes().vec();
+    shape.back() = width;
+    torch::Tensor out = torch::empty(shape, vg.options());
+    kernels::Geglu(vg.data_ptr<float>(), vg.numel() / vg.size(-1), width, out.data_ptr<float>(),
+                   at::get_num_threads());
+    return out;
+  }
+  const std::vector<torch::Tensor> halves = vg.chunk(2, -1);
+  return halves[0] * torch::gelu(halves[1]);
+}
 
 // A module that only holds `conv` under `name` (Downsample's "op", Upsample's "conv").
 std::shared_ptr<torch::nn::Module> Holding(const std::string& name, nn::Conv2d conv) {
@@ -86,8 +111,7 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x_in, const tor
   torch::Tensor x = x_in + out1_(nn::Attention(q1_(h), k1_(h), v1_(h), heads_));
   h = norm2_(x);
   x = x + out2_(nn::Attention(q2_(h), k2_(context), v2_(context), heads_));
-  std::vector<torch::Tensor> vg = geglu_(norm3_(x)).chunk(2, -1);  // value, gate: [B, T, 4C] each
-  return x + ff_out_(vg[0] * torch::gelu(vg[1]));
+  return x + ff_out_(Geglu(geglu_(norm3_(x))));  // value, gate: [B, T, 4C] each
 }
 
 SpatialTransformerImpl::SpatialTransformerImpl(int64_t channels, const UNetConfig& c)
