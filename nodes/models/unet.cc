@@ -31,8 +31,8 @@ namespace {
 torch::Tensor Geglu(const torch::Tensor& vg) {
   const char* mode = std::getenv("SD_CPU_GEGLU");
   if (c10::InferenceMode::is_enabled() && vg.device().is_cpu() &&
-      vg.scalar_type() == torch::kFloat32 && vg.is_contiguous() &&
-      (mode == nullptr || std::strcmp(mode, "aten") != 0)) {
+      vg.scalar_type() == torch::kFloat32 && vg.is_contiguous() && vg.numel() > 0 &&
+      vg.size(-1) % 2 == 0 && (mode == nullptr || std::strcmp(mode, "aten") != 0)) {
     const int64_t width = vg.size(-1) / 2;
     std::vector<int64_t> shape = vg.sizes().vec();
     shape.back() = width;

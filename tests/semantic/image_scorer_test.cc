@@ -7,6 +7,7 @@
 
 #include <map>
 #include <random>
+#include <string>
 
 #include "tools/train/shapes_dataset.h"
 
@@ -53,6 +54,24 @@ TEST(ShapesDatasetTest, CaptionsSayWhatThePictureShows) {
     EXPECT_EQ(in.position, s.scene.position) << s.caption;
     EXPECT_EQ(in.size.value_or(Size::kMedium), s.scene.size) << s.caption;
   }
+}
+
+TEST(ShapesDatasetTest, ArticlesAgreeWithTheWordAfterThem) {
+  ShapesDataset data(13, 32);
+  int vowel_articles = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string caption = " " + data.Next().caption;
+    for (size_t at = caption.find(" a "); at != std::string::npos;
+         at = caption.find(" a ", at + 1)) {
+      EXPECT_EQ(std::string("aeiou").find(caption[at + 3]), std::string::npos) << caption;
+    }
+    for (size_t at = caption.find(" an "); at != std::string::npos;
+         at = caption.find(" an ", at + 1)) {
+      EXPECT_NE(std::string("aeiou").find(caption[at + 4]), std::string::npos) << caption;
+      ++vowel_articles;
+    }
+  }
+  EXPECT_GT(vowel_articles, 0) << "orange things are drawn too";
 }
 
 // The trainer's caption heads learn StatedBy: it must be what the caption's words say (as the

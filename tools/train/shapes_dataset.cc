@@ -144,7 +144,7 @@ std::string Caption(const Scene& scene, const Mentions& m, int phrasing) {
   if (!m.background) return p % 2 == 0 ? np + pos : bare + pos;
   switch (p) {
     case 0:
-      return np + pos + " on a " + bg + " background";
+      return np + pos + " on " + Article(bg) + " " + bg + " background";
     case 1:
       return bare + pos + ", " + bg + " background";
     case 2:
