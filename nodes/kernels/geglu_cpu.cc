@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SD_GEGLU_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
-#else
-#define SD_GEGLU_CLONES
-#endif
+#include "nodes/kernels/isa_clones.h"
 
 namespace sd::kernels {
 
@@ -55,12 +51,12 @@ inline float Gelu(float x) {
   return x * (0.5f + std::copysign(0.5f - half_erfc, x));
 }
 
-SD_GEGLU_CLONES void GegluRow(const float* __restrict value, const float* __restrict gate,
-                              float* __restrict out, int64_t n) {
+SD_ISA_CLONES void GegluRow(const float* __restrict value, const float* __restrict gate,
+                            float* __restrict out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = value[i] * Gelu(gate[i]);
 }
 
-SD_GEGLU_CLONES void GeluRow(const float* __restrict x, float* __restrict out, int64_t n) {
+SD_ISA_CLONES void GeluRow(const float* __restrict x, float* __restrict out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = Gelu(x[i]);
 }
 

@@ -18,7 +18,7 @@ namespace sd::kernels {
 // in [rows][2 * width] (values, then gates), out [rows][width]: out = value * gelu(gate).
 void Geglu(const float* in, int64_t rows, int64_t width, float* out, int threads);
 
-// gelu(x) as Geglu computes it, for n values (tests, and runs of other shapes).
+// gelu(x) as Geglu computes it, for n values (the tests check the function through it).
 void GeluRun(const float* x, int64_t n, float* out);
 
 }  // namespace sd::kernels

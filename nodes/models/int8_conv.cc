@@ -12,6 +12,8 @@
 #include <tuple>
 #include <vector>
 
+#include "nodes/kernels/isa_clones.h"
+
 #ifdef SD_WITH_ONEDNN
 #include "nodes/models/onednn_common.h"
 #endif
@@ -91,10 +93,9 @@ ActivationQuant ChooseQuant(float lo, float hi, int qmax) {
 }
 
 // d[i] = round-half-up(clamp(s[i] * inverse + zero_point, 0, qmax)) for a run of n values; one
-// clone per ISA (GCC target clones), which the compiler vectorizes.
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"), optimize("O3"))) void
-QuantizeRun(const float* __restrict s, uint8_t* __restrict d, int64_t n, float inverse,
-            float zero_point, float qmax) {
+// vectorized clone per ISA (isa_clones.h).
+SD_ISA_CLONES_O3 void QuantizeRun(const float* __restrict s, uint8_t* __restrict d, int64_t n,
+                                  float inverse, float zero_point, float qmax) {
   for (int64_t i = 0; i < n; ++i) {
     const float t = std::min(std::max(s[i] * inverse + zero_point, 0.0f), qmax) + 0.5f;
     d[i] = static_cast<uint8_t>(static_cast<int32_t>(t));
