@@ -51,7 +51,7 @@ absl::StatusOr<RunContext> BaseContext(const WorkerOptions& o) {
   } else if (o.dtype == "f16") {
     base.dtype = torch::kFloat16;
   } else if (o.dtype == "q8") {
-    base.int8 = true;  // f32 compute, int8 UNet convolutions
+    base.int8 = true;  // f32 compute, the UNet's int8 layers (nn::UseInt8Layers)
   } else if (o.dtype != "f32") {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype ", o.dtype, ": expected f32, bf16, f16 or q8"));

@@ -23,7 +23,7 @@ int Fail(const std::string& name, const absl::Status& status);
 
 // "f32" | "f16" | "bf16" (also "fp16", "float16", ...) -> dtype.
 absl::StatusOr<DType> ParseFloatDType(const std::string& text);
-// The same or "q8": f32 with the UNet's 3x3 convolutions in int8 (nn::UseInt8Convolutions).
+// The same or "q8": f32 with the UNet's int8 layers (nn::UseInt8Layers).
 struct ComputeDType {
   DType dtype = DType::kF32;
   bool int8 = false;

@@ -33,7 +33,7 @@ void AddInt8Tensors(const Checkpoint& c, const TensorView& v, std::vector<Tensor
   q.shape = v.shape;
   q.nbytes = v.numel;
   q.fill = [&c, &v](void* dst) {
-    const torch::Tensor t = nn::QuantizeConvWeights(ViewAsTorch(v, c.file())).q;
+    const torch::Tensor t = nn::QuantizeWeightsPerChannel(ViewAsTorch(v, c.file())).q;
     std::memcpy(dst, t.data_ptr(), t.nbytes());
   };
   TensorToWrite scale;
@@ -42,7 +42,7 @@ void AddInt8Tensors(const Checkpoint& c, const TensorView& v, std::vector<Tensor
   scale.shape = {v.shape[0]};
   scale.nbytes = v.shape[0] * DTypeSize(DType::kF32);
   scale.fill = [&c, &v](void* dst) {
-    const torch::Tensor t = nn::QuantizeConvWeights(ViewAsTorch(v, c.file())).scale;
+    const torch::Tensor t = nn::QuantizeWeightsPerChannel(ViewAsTorch(v, c.file())).scale;
     std::memcpy(dst, t.data_ptr(), t.nbytes());
   };
   tensors->push_back(std::move(q));

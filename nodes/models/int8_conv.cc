@@ -20,17 +20,28 @@
 
 namespace sd::nn {
 
-Int8Weights QuantizeConvWeights(const torch::Tensor& w) {
+namespace {
+
+// [out] -> [out, 1, ...] to broadcast over a weight of `dims` dimensions.
+torch::Tensor PerChannel(const torch::Tensor& v, int64_t dims) {
+  std::vector<int64_t> shape(static_cast<size_t>(dims), 1);
+  shape[0] = -1;
+  return v.view(shape);
+}
+
+}  // namespace
+
+Int8Weights QuantizeWeightsPerChannel(const torch::Tensor& w) {
   const torch::Tensor wf = w.detach().to(torch::kCPU, torch::kFloat32);
-  torch::Tensor scale = wf.abs().amax({1, 2, 3}).div_(127.0f);
+  torch::Tensor scale = wf.abs().flatten(1).amax(1).div_(127.0f);
   scale.masked_fill_(scale == 0, 1.0f);
   torch::Tensor q =
-      wf.div(scale.view({-1, 1, 1, 1})).round_().clamp_(-127, 127).to(torch::kInt8).contiguous();
+      wf.div(PerChannel(scale, wf.dim())).round_().clamp_(-127, 127).to(torch::kInt8).contiguous();
   return {q, scale.contiguous()};
 }
 
-torch::Tensor DequantizeConvWeights(const Int8Weights& w) {
-  return w.q.to(torch::kFloat32).mul_(w.scale.to(torch::kFloat32).view({-1, 1, 1, 1}));
+torch::Tensor DequantizeWeightsPerChannel(const Int8Weights& w) {
+  return w.q.to(torch::kFloat32).mul_(PerChannel(w.scale.to(torch::kFloat32), w.q.dim()));
 }
 
 Int8Weights Int8Conv::KernelWeights(const Int8Weights& w) {

@@ -39,13 +39,13 @@ std::string Int8ConvIsa();
 
 // Symmetric int8 weights per output channel: w ~= q * scale[o], q in [-127, 127].
 struct Int8Weights {
-  torch::Tensor q;      // int8 [out, in, k, k]
+  torch::Tensor q;      // int8 [out, in, k, k] (a convolution) or [out, in] (int8_linear.h)
   torch::Tensor scale;  // f32 [out]
 };
-// From w [out, in, k, k] of any floating dtype (its f32 value); a zero channel gets scale 1.
-Int8Weights QuantizeConvWeights(const torch::Tensor& w);
+// From w [out, ...] of any floating dtype (its f32 value); a zero channel gets scale 1.
+Int8Weights QuantizeWeightsPerChannel(const torch::Tensor& w);
 // q * scale as f32 (the fallback for inputs the int8 kernel does not take).
-torch::Tensor DequantizeConvWeights(const Int8Weights& w);
+torch::Tensor DequantizeWeightsPerChannel(const Int8Weights& w);
 
 // One layer's packed weights and the kernels made for the input shapes it has met.
 class Int8Conv {

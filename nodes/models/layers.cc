@@ -14,6 +14,7 @@
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/models/cpu_choice.h"
 #include "nodes/models/int8_conv.h"
+#include "nodes/models/int8_linear.h"
 #include "nodes/models/linear_cpu.h"
 #include "nodes/models/plain_conv.h"
 #include "nodes/models/upsample_conv.h"
@@ -97,7 +98,7 @@ torch::ScalarType ActivationDtype(torch::ScalarType weight_dtype, const torch::D
 }
 
 template <typename T>
-struct Conv2dImpl::FromWeight {
+struct FromWeight {
   // The value for `weight`: made by make() unless the one kept was made from this weight tensor.
   template <typename Make>
   T Get(const torch::Tensor& weight, const Make& make) {
@@ -137,7 +138,7 @@ torch::Tensor Conv2dImpl::WinogradWeights() {
 
 void Conv2dImpl::UseInt8() {
   if (UsesInt8()) return;
-  const Int8Weights w = QuantizeConvWeights(weight);
+  const Int8Weights w = QuantizeWeightsPerChannel(weight);
   SetInt8Weights(w.q, w.scale);
 }
 
@@ -148,18 +149,22 @@ void Conv2dImpl::SetInt8Weights(const torch::Tensor& q, const torch::Tensor& sca
   int8_ = std::make_shared<FromWeight<std::shared_ptr<Int8Conv>>>();
 }
 
-int UseInt8Convolutions(torch::nn::Module& network) {
+int UseInt8Layers(torch::nn::Module& network) {
   int count = 0;
   std::vector<torch::nn::Module*> all = {&network};  // itself too, shared_ptr-held or not
   for (const auto& m : network.modules(/*include_self=*/false)) all.push_back(m.get());
   for (torch::nn::Module* m : all) {
-    auto* conv = m->as<Conv2dImpl>();
-    if (conv == nullptr || !Int8ConvShape(conv->weight.size(0), conv->weight.size(1),
-                                          conv->weight.size(2), conv->weight.size(3))) {
-      continue;
+    if (auto* conv = m->as<Conv2dImpl>()) {
+      const torch::Tensor& w = conv->weight;
+      if (!Int8ConvShape(w.size(0), w.size(1), w.size(2), w.size(3))) continue;
+      conv->UseInt8();
+      ++count;
+    } else if (auto* linear = m->as<LinearImpl>()) {
+      const torch::Tensor& w = linear->weight;
+      if (!Int8LinearShape(w.size(0), w.size(1)) || !Int8LinearAvailable()) continue;
+      linear->UseInt8();
+      ++count;
     }
-    conv->UseInt8();
-    ++count;
   }
   return count;
 }
@@ -184,7 +189,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
       if (q->Supports(x.size(0), x.size(2), x.size(3))) return q->Forward(x);
     }
     const torch::Tensor w =
-        DequantizeConvWeights({weight, weight_scale}).to(x.device(), x.scalar_type());
+        DequantizeWeightsPerChannel({weight, weight_scale}).to(x.device(), x.scalar_type());
     return torch::conv2d(x, w, AsActivation(bias, x.scalar_type()), stride_, padding_);
   }
   if (TakesWinograd(x)) return WinogradConv3x3(x, WinogradWeights(), bias);
@@ -234,7 +239,32 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::empty({out}), false);
 }
 
+void LinearImpl::UseInt8() {
+  if (UsesInt8()) return;
+  const Int8Weights w = QuantizeWeightsPerChannel(weight);
+  SetInt8Weights(w.q, w.scale);
+}
+
+void LinearImpl::SetInt8Weights(const torch::Tensor& q, const torch::Tensor& scale) {
+  torch::NoGradGuard no_grad;
+  weight.set_data(q);
+  weight_scale = scale;
+  int8_ = std::make_shared<FromWeight<std::shared_ptr<Int8Linear>>>();
+}
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  if (UsesInt8()) {
+    if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() >= 2 &&
+        x.size(-1) == weight.size(1) && c10::InferenceMode::is_enabled() && Int8LinearAvailable()) {
+      const std::shared_ptr<Int8Linear> q = int8_->Get(weight, [&] {
+        return std::make_shared<Int8Linear>(Int8Weights{weight, weight_scale}, bias);
+      });
+      if (q->Supports(x.numel() / x.size(-1))) return q->Forward(x);
+    }
+    const torch::Tensor w =
+        DequantizeWeightsPerChannel({weight, weight_scale}).to(x.device(), x.scalar_type());
+    return torch::linear(x, w, AsActivation(bias, x.scalar_type()));
+  }
   const bool widen = WidensWeights(x, weight);
   const torch::Tensor w = widen ? WidenedWeight(weight) : weight;
   const torch::Tensor b = widen ? AsActivation(bias, x.scalar_type()) : bias;

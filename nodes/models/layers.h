@@ -14,6 +14,11 @@
 namespace sd::nn {
 
 class Int8Conv;
+class Int8Linear;
+// Something made from a layer's `weight` (Winograd-transformed weights, packed int8 weights): made
+// on first use, remade when the weight tensor is replaced (layers.cc).
+template <typename T>
+struct FromWeight;
 
 // How bf16 weights compute on a CPU. kNative: bf16 convolutions and matmuls through oneDNN (fast
 // with AMX, where the CPU has bf16 tiles). kF32: the weights stay bf16 in memory and each layer
@@ -56,11 +61,11 @@ class Conv2dImpl : public torch::nn::Module {
   // transformed weights are made on first use and kept (4x the layer's weight bytes) until the
   // weight tensor is replaced. No effect on other layers.
   void AllowWinograd();
-  // Replaces the weights by int8 ones (int8_conv.h: QuantizeConvWeights), `weight` then holding the
-  // int8 values and `weight_scale` their scales. The layer computes in int8 on f32 inputs on a CPU
-  // in inference mode where oneDNN has a fast kernel for the input's shape (packed on first use),
-  // else in the input's dtype on the dequantized weights. No effect when the weights are int8
-  // already.
+  // Replaces the weights by int8 ones (int8_conv.h: QuantizeWeightsPerChannel), `weight` then
+  // holding the int8 values and `weight_scale` their scales. The layer computes in int8 on f32
+  // inputs on a CPU in inference mode where oneDNN has a fast kernel for the input's shape (packed
+  // on first use), else in the input's dtype on the dequantized weights. No effect when the weights
+  // are int8 already.
   void UseInt8();
   // The same with weights quantized elsewhere (an int8 checkpoint): q int8 [out, in, k, k], scale
   // f32 [out].
@@ -76,10 +81,6 @@ class Conv2dImpl : public torch::nn::Module {
   torch::Tensor weight_scale;  // int8 weights only
 
  private:
-  // Something made from `weight` (Winograd-transformed weights, a packed int8 convolution): made
-  // on first use, remade when the weight tensor is replaced (layers.cc).
-  template <typename T>
-  struct FromWeight;
   torch::Tensor WinogradWeights();
   std::shared_ptr<Int8Conv> PackedInt8();
   bool TakesWinograd(const torch::Tensor& x) const;
@@ -94,10 +95,12 @@ TORCH_MODULE(Conv2d);
 
 // The int8 mode's choice of layers (README, "--dtype q8"): every 3x3 convolution of `network` with
 // at least kInt8MinChannels in and out, i.e. all but the UNet's first and last, which see 4-channel
-// latents. 1x1 convolutions and linear layers stay f32: they are a small share of the time and
-// int8 costs them more accuracy than it saves time (measured, README). Returns how many layers.
+// latents; and, on CPUs with VNNI (int8_linear.h), the transformer blocks' feed-forward
+// projections (Int8LinearShape). 1x1 convolutions and the other linear layers stay f32: they are a
+// small share of the time, or int8 costs them more accuracy than it saves time (measured, README).
+// Returns how many layers.
 inline constexpr int64_t kInt8MinChannels = 32;
-int UseInt8Convolutions(torch::nn::Module& network);
+int UseInt8Layers(torch::nn::Module& network);
 // Conv2d::AllowWinograd on every convolution of `network` (the VAE's and the UNet's): which layers
 // then run by Winograd is winograd_conv.h's rule (channels, image size, and this CPU's measurement
 // per pair of channel counts), so only the large ones do (the UNet's: its 320-channel level at
@@ -108,11 +111,31 @@ inline bool Int8ConvShape(int64_t out, int64_t in, int64_t kh, int64_t kw) {
   return kh == 3 && kw == 3 && out >= kInt8MinChannels && in >= kInt8MinChannels;
 }
 
+// Whether a linear weight of this shape [out, in] is one the int8 mode quantizes: the feed-forward
+// projection of SD's transformer blocks (`ff.net.0.proj`, C -> 8C: value and gate), the one shape
+// no other layer of the three networks has. (The feed-forward output, 4C -> C, stays f32: its
+// input, the gated values, has outlying tokens that per-token int8 rounds too coarsely: UNet error
+// 1.6-2.0e-2 with it, 1.25-1.57e-2 without, simulated.)
+inline bool Int8LinearShape(int64_t out, int64_t in) {
+  return in >= kInt8MinChannels && out == 8 * in;
+}
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in, int64_t out, bool bias = true);
   torch::Tensor forward(const torch::Tensor& x);
+  // As Conv2d's: int8 weights (`weight` int8 [out, in], `weight_scale` f32 [out]) that compute in
+  // int8 (int8_linear.h) on f32 inputs on a CPU with VNNI in inference mode, else in the input's
+  // dtype on the dequantized weights. UseInt8 quantizes the weights it holds (no effect when they
+  // are int8 already); SetInt8Weights takes weights quantized elsewhere (an int8 checkpoint).
+  void UseInt8();
+  void SetInt8Weights(const torch::Tensor& q, const torch::Tensor& scale);
+  bool UsesInt8() const { return weight.scalar_type() == torch::kInt8; }
   torch::Tensor weight, bias;
+  torch::Tensor weight_scale;  // int8 weights only
+
+ private:
+  std::shared_ptr<FromWeight<std::shared_ptr<Int8Linear>>> int8_;  // null: not int8
 };
 TORCH_MODULE(Linear);
 

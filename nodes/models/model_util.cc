@@ -16,19 +16,25 @@ namespace sd {
 
 namespace {
 
-// An int8 convolution weight (`convert --dtype q8`): `key` holds int8 [out, in, k, k] and
-// `key`_scale its f32 scales [out] (README, "--dtype q8").
-absl::Status LoadInt8ConvWeight(torch::nn::Module& m, const std::string& param,
-                                const Checkpoint& checkpoint, const std::string& key,
-                                torch::Device device) {
+// An int8 weight (`convert --dtype q8`): `key` holds int8 [out, in, k, k] (a convolution) or
+// [out, in] (a linear layer of the shape the int8 mode takes) and `key`_scale its f32 scales [out]
+// (README, "--dtype q8").
+absl::Status LoadInt8Weight(torch::nn::Module& m, const std::string& param,
+                            const Checkpoint& checkpoint, const std::string& key,
+                            torch::Device device) {
   auto* conv = m.as<nn::Conv2dImpl>();
-  if (conv == nullptr || param != "weight") {
+  auto* linear = m.as<nn::LinearImpl>();
+  if (linear != nullptr && !nn::Int8LinearShape(linear->weight.size(0), linear->weight.size(1))) {
+    linear = nullptr;
+  }
+  if ((conv == nullptr && linear == nullptr) || param != "weight") {
     return absl::InvalidArgumentError(absl::StrCat(
-        checkpoint.path(), ": tensor ", key, " is int8, which only convolution weights may be"));
+        checkpoint.path(), ": tensor ", key,
+        " is int8, which only convolution and feed-forward projection weights may be"));
   }
   const std::string scale_key = key + "_scale";
   const TensorView* scale_view = checkpoint.Find(scale_key);
-  const int64_t out = conv->weight.size(0);
+  const int64_t out = conv != nullptr ? conv->weight.size(0) : linear->weight.size(0);
   if (scale_view == nullptr || scale_view->shape != std::vector<int64_t>{out} ||
       !IsFloatingPoint(scale_view->dtype)) {
     return absl::InvalidArgumentError(
@@ -41,29 +47,45 @@ absl::Status LoadInt8ConvWeight(torch::nn::Module& m, const std::string& param,
     return absl::InvalidArgumentError(absl::StrCat(
         checkpoint.path(), ": ", scale_key, " holds a scale that is not a positive finite number"));
   }
-  conv->SetInt8Weights(q.to(device), scale.to(device));
+  if (conv != nullptr) {
+    conv->SetInt8Weights(q.to(device), scale.to(device));
+  } else {
+    linear->SetInt8Weights(q.to(device), scale.to(device));
+  }
   return absl::OkStatus();
 }
 
-// LoadWeights's int8_convolutions: the layers nn::UseInt8Convolutions takes, one at a time. A
-// weight read zero-copy from the file leaves its pages to the kernel once quantized.
+// LoadWeights's int8_layers: the layers nn::UseInt8Layers takes, one at a time. A weight read
+// zero-copy from the file leaves its pages to the kernel once quantized.
 bool QuantizeIfInt8Layer(torch::nn::Module& m) {
-  return m.as<nn::Conv2dImpl>() != nullptr && nn::UseInt8Convolutions(m) > 0;
+  return (m.as<nn::Conv2dImpl>() != nullptr || m.as<nn::LinearImpl>() != nullptr) &&
+         nn::UseInt8Layers(m) > 0;
+}
+
+// Whether the checkpoint holds any of `module`'s weights in int8.
+bool HoldsInt8Weights(const torch::nn::Module& module, const Checkpoint& checkpoint,
+                      const std::function<std::string(const std::string&)>& key_of) {
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    const std::string key = key_of(p.key());
+    const TensorView* view = key.empty() ? nullptr : checkpoint.Find(key);
+    if (view != nullptr && view->dtype == DType::kI8) return true;
+  }
+  return false;
 }
 
 }  // namespace
 
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
                          const std::string& prefix, torch::ScalarType dtype, torch::Device device,
-                         bool int8_convolutions) {
+                         bool int8_layers) {
   return LoadWeights(
       module, checkpoint, [&](const std::string& name) { return prefix + name; }, dtype, device,
-      int8_convolutions);
+      int8_layers);
 }
 
 absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint,
                          const std::function<std::string(const std::string&)>& key_of,
-                         torch::ScalarType dtype, torch::Device device, bool int8_convolutions) {
+                         torch::ScalarType dtype, torch::Device device, bool int8_layers) {
   torch::NoGradGuard no_grad;
   if (dtype == torch::kHalf && device.is_cpu()) {
     // LibTorch 1.13's CPU kernels (matmul, conv) do not implement float16.
@@ -75,6 +97,7 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
     return absl::InvalidArgumentError(absl::StrCat("compute dtype must be float32, bfloat16 or float16, not ",
                                                    std::string(c10::toString(dtype))));
   }
+  int8_layers = int8_layers || HoldsInt8Weights(module, checkpoint, key_of);
   KeyCheck check;
   for (const auto& item : module.named_modules("", /*include_self=*/true)) {
     const torch::nn::Module& m = *item.value();
@@ -93,7 +116,7 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
         continue;
       }
       if (view->dtype == DType::kI8) {
-        SD_RETURN_IF_ERROR(LoadInt8ConvWeight(*item.value(), p.key(), checkpoint, key, device));
+        SD_RETURN_IF_ERROR(LoadInt8Weight(*item.value(), p.key(), checkpoint, key, device));
         ++check.matched;
         continue;
       }
@@ -105,7 +128,7 @@ absl::Status LoadWeights(torch::nn::Module& module, const Checkpoint& checkpoint
       param.set_data(value);
       ++check.matched;
       const bool quantized =
-          int8_convolutions && p.key() == "weight" && QuantizeIfInt8Layer(*item.value());
+          int8_layers && p.key() == "weight" && QuantizeIfInt8Layer(*item.value());
       // Converted, moved or quantized: the file's pages for this tensor are no longer needed in
       // memory.
       if (quantized || value.data_ptr() != static_cast<const void*>(view->data)) {

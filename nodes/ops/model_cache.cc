@@ -191,7 +191,7 @@ absl::StatusOr<M> ModelCache::Model(const std::string& path, const char* compone
                  SD_RETURN_IF_ERROR(ApplyLoras(
                      *model, prefix, unet ? LoraComponent::kUNet : LoraComponent::kText, apply));
                }
-               if (int8 && !loras.empty()) nn::UseInt8Convolutions(*model);  // after the LoRAs
+               if (int8 && !loras.empty()) nn::UseInt8Layers(*model);  // after the LoRAs
                return std::shared_ptr<torch::nn::Module>(model.ptr());
              }));
   return M(std::static_pointer_cast<typename M::Impl>(built));

@@ -49,8 +49,9 @@ class ModelCache {
   // The networks of a reference: the VAE is the standalone file's when it names one (same layout as
   // the checkpoint's VAE, with or without the first_stage_model. prefix).
   absl::StatusOr<ClipTextModel> GetClip(const std::string& path, torch::ScalarType dtype, torch::Device device);
-  // int8: its 3x3 convolutions in int8 (nn::UseInt8Convolutions; a network of its own). An int8
-  // checkpoint's convolutions are int8 either way.
+  // int8: its 3x3 convolutions and, with VNNI, feed-forward projections in int8
+  // (nn::UseInt8Layers; a network of its own). An int8 checkpoint's int8 layers are int8 either
+  // way.
   absl::StatusOr<UNet> GetUnet(const std::string& path, torch::ScalarType dtype,
                                torch::Device device, bool int8 = false);
   absl::StatusOr<sd::Vae> GetVae(const std::string& path, torch::ScalarType dtype, torch::Device device);
@@ -86,8 +87,7 @@ class ModelCache {
   void SetLoadHook(std::function<void(const std::string&)> hook);
 
  private:
-  // int8: the network's 3x3 convolutions in int8 (nn::UseInt8Convolutions), cached apart from
-  // the plain network.
+  // int8: the network's int8 layers (nn::UseInt8Layers), cached apart from the plain network.
   template <typename M>
   absl::StatusOr<M> Model(const std::string& ref, const char* component, torch::ScalarType dtype,
                           torch::Device device, const std::function<M(const SdConfig&)>& make,

@@ -45,7 +45,8 @@ struct RunContext {
   std::string tokenizer_dir;  // CLIP vocab.json + merges.txt
   std::string embeddings_dir;  // textual-inversion embeddings ("": none)
   torch::ScalarType dtype = torch::kFloat32;
-  // --dtype q8: f32 compute with the UNet's 3x3 convolutions in int8 (nn::UseInt8Convolutions).
+  // --dtype q8: f32 compute with the UNet's 3x3 convolutions (and, with VNNI, its feed-forward
+  // projections) in int8 (nn::UseInt8Layers).
   bool int8 = false;
   torch::Device device = torch::kCPU;
   std::shared_ptr<ModelCache> models;

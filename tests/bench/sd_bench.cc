@@ -29,6 +29,7 @@
 #include "nodes/models/clip_text.h"
 #include "nodes/models/conv_layout.h"
 #include "nodes/models/int8_conv.h"
+#include "nodes/models/int8_linear.h"
 #include "nodes/models/layers.h"
 #include "nodes/models/model_util.h"
 #include "nodes/models/onednn_conv.h"
@@ -99,9 +100,9 @@ constexpr char kHelp[] =
     "automatic\n"
     "                  choice sd-graph makes, see SD_CPU_BF16 in the README); q8: f32 with the "
     "UNet's 3x3\n"
-    "                  convolutions in int8 (sd-graph --dtype q8; DNNL_MAX_CPU_ISA=AVX2 runs "
-    "oneDNN's AVX2\n"
-    "                  kernels on a newer CPU)\n"
+    "                  convolutions and, with VNNI, feed-forward projections in int8 (sd-graph "
+    "--dtype q8;\n"
+    "                  DNNL_MAX_CPU_ISA=AVX2 runs oneDNN's AVX2 kernels on a newer CPU)\n"
     "  --cases LIST    which cases to run (default: all but vae_dec_nchw, vae_dec_nhwc and\n"
     "                  vae_dec_winograd: the VAE decoder with every convolution direct in one "
     "layout,\n"
@@ -165,7 +166,7 @@ struct DtypeChoice {
   torch::ScalarType dtype;
   const char* cli_name;   // sd-graph --dtype
   const char* bf16_mode;  // SD_CPU_BF16, or "" for the default
-  bool int8 = false;      // f32 weights, the UNet's 3x3 convolutions in int8 (layers.h)
+  bool int8 = false;      // f32 weights, the UNet's int8 layers in int8 (layers.h)
 };
 
 DtypeChoice ParseDtype(const std::string& d) {
@@ -316,10 +317,12 @@ int Main(int argc, char** argv) {
       for (const auto& p : m->parameters()) (void)p.sum().item<double>();
     }
     if (choice.int8) {
-      const int layers = nn::UseInt8Convolutions(*unet);
-      std::fprintf(
-          stderr, "sd-bench: %s: %d UNet convolutions in int8 (%s, %d-bit weights in the kernel)\n",
-          d.c_str(), layers, nn::Int8ConvIsa().c_str(), nn::Int8KernelWeightBits());
+      const int layers = nn::UseInt8Layers(*unet);
+      std::fprintf(stderr,
+                   "sd-bench: %s: %d UNet layers in int8 (%s, %d-bit weights in the kernel; "
+                   "feed-forward projections %s)\n",
+                   d.c_str(), layers, nn::Int8ConvIsa().c_str(), nn::Int8KernelWeightBits(),
+                   nn::Int8LinearAvailable() ? "int8 (VNNI)" : "f32 (no VNNI)");
     }
     load_seconds[d] = Seconds(t0);
     parameter_count = 0;

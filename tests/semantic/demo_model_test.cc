@@ -198,7 +198,8 @@ TEST(DemoModelTest, RandomPromptsFromTheVocabulary) {
   ExpectTxt2ImgGoals(t, "random prompts");
 }
 
-// --dtype q8 (the UNet's 3x3 convolutions in int8) draws what the prompts ask as f32 does.
+// --dtype q8 (the UNet's 3x3 convolutions and, with VNNI, feed-forward projections in int8) draws
+// what the prompts ask as f32 does.
 TEST(DemoModelTest, TheInt8ModeDrawsWhatThePromptsAsk) {
   DemoRunner runner("txt2img.pbtxt");
   runner.UseInt8();

@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <thread>
 #include <vector>
 
 #include "nodes/models/layers.h"
@@ -24,9 +23,13 @@
 #include "nodes/weights/safetensors.h"
 #include "nodes/weights/torch_tensors.h"
 #include "tests/test_util.h"
+#include "tests/unit/int8_test_util.h"
 
 namespace sd {
 namespace {
+
+using int8_test::RelL2;
+using int8_test::WriteFile;
 
 struct Case {
   int64_t batch, in, out, h, w, stride;
@@ -45,11 +48,6 @@ torch::Tensor QuantizedInput(const torch::Tensor& x) {
   return (q.to(torch::kFloat64) - zp) * static_cast<double>(scale);
 }
 
-double RelL2(const torch::Tensor& got, const torch::Tensor& want) {
-  const torch::Tensor g = got.to(torch::kFloat64), w = want.to(torch::kFloat64);
-  return ((g - w).norm() / w.norm()).item<double>();
-}
-
 TEST(Int8ConvTest, ComputesTheQuantizedConvolutionExactly) {
   if (!nn::Int8ConvAvailable())
     GTEST_SKIP() << "no oneDNN int8 kernel on this CPU (" << nn::Int8ConvIsa() << ")";
@@ -62,7 +60,7 @@ TEST(Int8ConvTest, ComputesTheQuantizedConvolutionExactly) {
                        Case{1, 1920, 640, 16, 16, 1}, Case{1, 64, 64, 15, 15, 2}}) {
     const torch::Tensor w = torch::randn({c.out, c.in, 3, 3}).mul_(1.0 / std::sqrt(9.0 * c.in));
     const torch::Tensor b = torch::randn({c.out});
-    const nn::Int8Weights q = nn::QuantizeConvWeights(w);
+    const nn::Int8Weights q = nn::QuantizeWeightsPerChannel(w);
     nn::Int8Conv conv(q, b, c.stride, 1);
     ASSERT_TRUE(conv.Supports(c.batch, c.h, c.w));
     // Skewed like SiLU outputs (zero point inside the range), all positive (zero point 0), all
@@ -70,7 +68,8 @@ TEST(Int8ConvTest, ComputesTheQuantizedConvolutionExactly) {
     const torch::Tensor base = torch::randn({c.batch, c.in, c.h, c.w});
     for (const torch::Tensor& x : {torch::silu(base), base.abs(), -base.abs()}) {
       const torch::Tensor y = conv.Forward(x);
-      const torch::Tensor kernel_w = nn::DequantizeConvWeights(nn::Int8Conv::KernelWeights(q));
+      const torch::Tensor kernel_w =
+          nn::DequantizeWeightsPerChannel(nn::Int8Conv::KernelWeights(q));
       const torch::Tensor exact = torch::conv2d(QuantizedInput(x), kernel_w.to(torch::kFloat64),
                                                 b.to(torch::kFloat64), c.stride, 1);
       ASSERT_EQ(y.sizes(), exact.sizes());
@@ -89,7 +88,7 @@ TEST(Int8ConvTest, StaysWithinTheQuantizationErrorOfF32) {
   const torch::Tensor x = torch::silu(torch::randn({1, 320, 32, 32}));
   const torch::Tensor w = torch::randn({320, 320, 3, 3}).mul_(1.0 / std::sqrt(9.0 * 320));
   const torch::Tensor b = torch::randn({320}).mul_(0.1);
-  nn::Int8Conv conv(nn::QuantizeConvWeights(w), b, 1, 1);
+  nn::Int8Conv conv(nn::QuantizeWeightsPerChannel(w), b, 1, 1);
   const double rel = RelL2(conv.Forward(x), torch::conv2d(x, w, b, 1, 1));
   std::printf("[ int8 ] 320 -> 320 at 32x32: relative L2 error %.2e against f32\n", rel);
   // Measured 1.2e-2 with 8-bit weights, 2.4e-2 with the 7-bit ones of CPUs without VNNI: Gaussian
@@ -103,37 +102,12 @@ TEST(Int8ConvTest, RunsOnThreadsSideBySideAndOnKernelsMadeForFewerThreads) {
   c10::InferenceMode guard;
   torch::manual_seed(6);
   const torch::Tensor w = torch::randn({256, 256, 3, 3}).mul_(1.0 / std::sqrt(9.0 * 256));
-  nn::Int8Conv conv(nn::QuantizeConvWeights(w), torch::randn({256}), 1, 1);
-  std::vector<torch::Tensor> inputs, alone;
+  nn::Int8Conv conv(nn::QuantizeWeightsPerChannel(w), torch::randn({256}), 1, 1);
+  std::vector<torch::Tensor> inputs;
   for (int64_t size : {8, 16, 24})
     inputs.push_back(torch::silu(torch::randn({1, 256, size, size})));
-  // Kernels made on a single-threaded caller first (oneDNN sizes their scratch space for it) ...
-  std::thread([&] {
-    c10::InferenceMode thread_guard;
-    at::set_num_threads(1);
-    for (const torch::Tensor& x : inputs) alone.push_back(conv.Forward(x));
-  }).join();
-  // ... then run with more threads, and from two callers at once (each has its own scratch space).
-  const int threads = at::get_num_threads();
-  at::set_num_threads(std::max(threads, 4));
-  std::vector<std::vector<torch::Tensor>> together(2);
-  std::vector<std::thread> callers;
-  for (auto& results : together) {
-    callers.emplace_back([&conv, &inputs, &results] {
-      c10::InferenceMode thread_guard;
-      for (int round = 0; round < 4; ++round) {
-        for (const torch::Tensor& x : inputs) results.push_back(conv.Forward(x));
-      }
-    });
-  }
-  for (std::thread& t : callers) t.join();
-  at::set_num_threads(threads);
-  for (const auto& results : together) {
-    ASSERT_EQ(results.size(), 4 * inputs.size());
-    for (size_t i = 0; i < results.size(); ++i) {
-      EXPECT_TRUE(torch::allclose(results[i], alone[i % inputs.size()], 1e-5, 1e-5)) << i;
-    }
-  }
+  int8_test::ExpectSameResultsOnThreadsSideBySide(
+      [&conv](const torch::Tensor& x) { return conv.Forward(x); }, inputs);
 }
 
 TEST(Int8ConvTest, ALayerRunsInt8OnlyInInferenceAndElseOnTheDequantizedWeights) {
@@ -150,7 +124,8 @@ TEST(Int8ConvTest, ALayerRunsInt8OnlyInInferenceAndElseOnTheDequantizedWeights) 
   EXPECT_EQ(conv->weight.scalar_type(), torch::kInt8);
   EXPECT_EQ(conv->weight_scale.sizes(), (std::vector<int64_t>{32}));
   const torch::Tensor x = torch::silu(torch::randn({2, 64, 20, 20}));
-  const torch::Tensor dequantized = nn::DequantizeConvWeights({conv->weight, conv->weight_scale});
+  const torch::Tensor dequantized =
+      nn::DequantizeWeightsPerChannel({conv->weight, conv->weight_scale});
   EXPECT_LT(RelL2(dequantized, f32_weight), 1e-2);
   torch::Tensor fallback;
   {
@@ -182,27 +157,13 @@ struct Net : torch::nn::Module {
 TEST(Int8ConvTest, TheInt8ModeTakesThe3x3LayersWithManyChannelsOnly) {
   auto net = std::make_shared<Net>();
   for (auto& p : net->parameters()) p.detach().normal_();
-  EXPECT_EQ(nn::UseInt8Convolutions(*net), 1);
+  EXPECT_EQ(nn::UseInt8Layers(*net), 1);
   EXPECT_TRUE(net->mid->UsesInt8());
   EXPECT_FALSE(net->conv_in->UsesInt8());
   EXPECT_FALSE(net->proj->UsesInt8());
   EXPECT_FALSE(net->conv_out->UsesInt8());
   EXPECT_TRUE(nn::Int8ConvShape(640, 1920, 3, 3));
   EXPECT_FALSE(nn::Int8ConvShape(4, 320, 3, 3));
-}
-
-// A file holding `tensors` (name -> tensor) under the prefix "net.".
-std::string WriteFile(const testing::TempDir& dir, const std::string& name,
-                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
-  std::vector<TensorToWrite> writes;
-  for (const auto& [key, t] : tensors) {
-    auto w = ToWrite("net." + key, t);
-    EXPECT_TRUE(w.ok()) << w.status();
-    writes.push_back(*w);
-  }
-  const std::string path = dir.File(name);
-  EXPECT_TRUE(WriteSafetensors(path, writes, {}).ok());
-  return path;
 }
 
 TEST(Int8ConvTest, Int8CheckpointsLoadTheirWeightsAndScalesAndBadOnesAreRefused) {
@@ -212,7 +173,7 @@ TEST(Int8ConvTest, Int8CheckpointsLoadTheirWeightsAndScalesAndBadOnesAreRefused)
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : source->named_parameters())
     tensors.emplace_back(p.key(), p.value().detach().normal_().clone());
-  const nn::Int8Weights q = nn::QuantizeConvWeights(source->mid->weight);
+  const nn::Int8Weights q = nn::QuantizeWeightsPerChannel(source->mid->weight);
   auto with = [&](const std::string& key, const torch::Tensor& t) {
     auto copy = tensors;
     for (auto& [k, v] : copy) {
@@ -242,10 +203,11 @@ TEST(Int8ConvTest, Int8CheckpointsLoadTheirWeightsAndScalesAndBadOnesAreRefused)
   bias_int8.emplace_back("mid.weight_scale", q.scale);
   auto short_scale = with("mid.weight", q.q);
   short_scale.emplace_back("mid.weight_scale", q.scale.slice(0, 0, 16).contiguous());
-  for (const Bad& bad : {Bad{"noscale", with("mid.weight", q.q), "needs net.mid.weight_scale"},
-                         Bad{"negative", negative, "not a positive finite number"},
-                         Bad{"shortscale", short_scale, "of shape [32]"},
-                         Bad{"bias", bias_int8, "only convolution weights may be"}}) {
+  for (const Bad& bad :
+       {Bad{"noscale", with("mid.weight", q.q), "needs net.mid.weight_scale"},
+        Bad{"negative", negative, "not a positive finite number"},
+        Bad{"shortscale", short_scale, "of shape [32]"},
+        Bad{"bias", bias_int8, "only convolution and feed-forward projection weights may be"}}) {
     auto c = Checkpoint::Open(WriteFile(dir, std::string(bad.name) + ".safetensors", bad.tensors));
     ASSERT_TRUE(c.ok()) << c.status();
     auto net = std::make_shared<Net>();

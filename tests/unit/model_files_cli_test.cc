@@ -245,8 +245,9 @@ TEST_F(GenerateCliTest, ComfyLorasThatDifferPerNodeBecomeApplyLoraNodes) {
 }
 
 // `convert --dtype q8` stores the UNet's 3x3 convolutions in int8 (smaller file), and the file
-// draws what `--dtype q8` draws from the original; both differ from f32 (the weights were
-// quantized).
+// draws what `--dtype q8` draws from the original (on CPUs with VNNI both also quantize the
+// feed-forward projections as they load: LoadWeights' rule for networks with int8 weights); both
+// differ from f32 (the weights were quantized).
 TEST_F(GenerateCliTest, AnInt8CheckpointDrawsWhatTheInt8ModeDraws) {
   const std::string demo = std::string(SD_TEST_MODELS_DIR) + "/sd-demo-shapes.safetensors",
                     q8 = dir_->File("demo-q8.safetensors");
