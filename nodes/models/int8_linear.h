@@ -4,8 +4,8 @@
 // Weights: symmetric int8 per output channel, as the convolutions' (int8_conv.h,
 // QuantizeWeightsPerChannel). Activations: quantized per call and per row (one scale per token),
 // symmetric, q = round(x / s) in [-127, 127] with s = max |x_row| / 127: a token's own range, so
-// one token with large values does not coarsen the others (per-tensor activations, as the
-// convolutions take them, measured about twice the error here). The sums are exact int32; the
+// one token with large values does not coarsen the others (per-tensor scales, as the convolutions
+// take them, were not tried here). The sums are exact int32; the
 // output is f32: out[m, n] = s[m] * w_scale[n] * sum_k(q[m, k] * w_q[n, k]) + bias[n], the scales
 // and the bias applied by the kernel as it writes (output scales and two post-operations).
 //
