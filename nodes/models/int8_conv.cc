@@ -265,18 +265,6 @@ bool Int8Conv::Supports(int64_t n, int64_t h, int64_t w) {
   return state_->KernelFor(n, h, w)->fast;
 }
 
-int64_t Int8Conv::Bytes() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  int64_t bytes = state_->w_q.numel() + 3 * 4 * state_->out;
-  std::vector<const memory*> seen;
-  for (const auto& [shape, kernel] : state_->kernels) {
-    if (std::find(seen.begin(), seen.end(), kernel->weights.get()) != seen.end()) continue;
-    seen.push_back(kernel->weights.get());
-    bytes += static_cast<int64_t>(kernel->weights->get_desc().get_size());
-  }
-  return bytes;
-}
-
 torch::Tensor Int8Conv::Forward(const torch::Tensor& x) {
   State& s = *state_;
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
@@ -318,16 +306,11 @@ bool Int8ConvAvailable() { return false; }
 int Int8KernelWeightBits() { return 8; }
 std::string Int8ConvIsa() { return "none (built without oneDNN)"; }
 
-struct Int8Conv::State {
-  int64_t bytes = 0;
-};
-Int8Conv::Int8Conv(const Int8Weights& w, const torch::Tensor&, int64_t, int64_t)
-    : state_(std::make_unique<State>()) {
-  state_->bytes = w.q.numel();
-}
+struct Int8Conv::State {};
+Int8Conv::Int8Conv(const Int8Weights&, const torch::Tensor&, int64_t, int64_t)
+    : state_(std::make_unique<State>()) {}
 Int8Conv::~Int8Conv() = default;
 bool Int8Conv::Supports(int64_t, int64_t, int64_t) { return false; }
-int64_t Int8Conv::Bytes() const { return state_->bytes; }
 torch::Tensor Int8Conv::Forward(const torch::Tensor&) {
   throw std::runtime_error(
       "int8 convolutions: sdgraph was built without oneDNN (SD_WITH_ONEDNN=OFF)");

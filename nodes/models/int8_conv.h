@@ -62,8 +62,6 @@ class Int8Conv {
   // Whether oneDNN has a fast kernel for an input of this shape (else Forward would run its slow
   // reference code: the caller should run the f32 convolution).
   bool Supports(int64_t n, int64_t h, int64_t w);
-  // Bytes held: int8 weights (plain and packed), scales, bias.
-  int64_t Bytes() const;
   // The weights the kernel multiplies on this CPU: `w`, or with 7 bits (above).
   static Int8Weights KernelWeights(const Int8Weights& w);
 

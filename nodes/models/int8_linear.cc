@@ -147,18 +147,6 @@ Int8Linear::~Int8Linear() = default;
 
 bool Int8Linear::Supports(int64_t rows) { return rows > 0 && state_->KernelFor(rows)->fast; }
 
-int64_t Int8Linear::Bytes() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  int64_t bytes = state_->w_q.numel() + 2 * 4 * state_->out;
-  std::vector<const memory*> seen;
-  for (const auto& [key, kernel] : state_->kernels) {
-    if (std::find(seen.begin(), seen.end(), kernel->weights.get()) != seen.end()) continue;
-    seen.push_back(kernel->weights.get());
-    bytes += static_cast<int64_t>(kernel->weights->get_desc().get_size());
-  }
-  return bytes;
-}
-
 torch::Tensor Int8Linear::Forward(const torch::Tensor& x) {
   State& s = *state_;
   const torch::Tensor rows_f = x.reshape({-1, s.in}).contiguous();
@@ -192,16 +180,11 @@ torch::Tensor Int8Linear::Forward(const torch::Tensor& x) {
 
 bool Int8LinearAvailable() { return false; }
 
-struct Int8Linear::State {
-  int64_t bytes = 0;
-};
-Int8Linear::Int8Linear(const Int8Weights& w, const torch::Tensor&)
-    : state_(std::make_unique<State>()) {
-  state_->bytes = w.q.numel();
-}
+struct Int8Linear::State {};
+Int8Linear::Int8Linear(const Int8Weights&, const torch::Tensor&)
+    : state_(std::make_unique<State>()) {}
 Int8Linear::~Int8Linear() = default;
 bool Int8Linear::Supports(int64_t) { return false; }
-int64_t Int8Linear::Bytes() const { return state_->bytes; }
 torch::Tensor Int8Linear::Forward(const torch::Tensor&) {
   throw std::runtime_error(
       "int8 linear layers: sdgraph was built without oneDNN (SD_WITH_ONEDNN=OFF)");

@@ -39,8 +39,6 @@ class Int8Linear {
   torch::Tensor Forward(const torch::Tensor& x);
   // Whether oneDNN has a fast kernel for `rows` rows (else the caller should compute in f32).
   bool Supports(int64_t rows);
-  // Bytes held: int8 weights (plain and packed), scales, bias.
-  int64_t Bytes() const;
 
  private:
   struct State;
