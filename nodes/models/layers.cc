@@ -13,6 +13,7 @@
 
 #include "nodes/kernels/attention_cpu.h"
 #include "nodes/models/cpu_choice.h"
+#include "nodes/models/differentiable_bmm.h"
 #include "nodes/models/int8_conv.h"
 #include "nodes/models/int8_linear.h"
 #include "nodes/models/linear_cpu.h"
@@ -376,18 +377,18 @@ namespace {
 torch::Tensor DifferentiableAttention(const torch::Tensor& q, const torch::Tensor& k,
                                       const torch::Tensor& v, int64_t heads, bool causal) {
   const int64_t b = q.size(0), tq = q.size(1), tk = k.size(1), width = q.size(2), d = width / heads;
-  auto split = [&](const torch::Tensor& x, int64_t t) {
-    return x.view({b, t, heads, d}).transpose(1, 2);
+  auto split = [&](const torch::Tensor& x, int64_t t) {  // [B * H, T, D]
+    return x.view({b, t, heads, d}).transpose(1, 2).reshape({b * heads, t, d});
   };
   torch::Tensor scores =
-      torch::matmul(split(q, tq), split(k, tk).transpose(-1, -2)) / std::sqrt(double(d));
+      DifferentiableBmm(split(q, tq), split(k, tk).transpose(1, 2)) / std::sqrt(double(d));
   if (causal) {
     scores = scores.masked_fill(torch::ones({tq, tk}, torch::kBool).triu(1),
                                 -std::numeric_limits<float>::infinity());
   }
-  torch::Tensor out = torch::matmul(
+  const torch::Tensor out = DifferentiableBmm(
       torch::softmax(scores.to(torch::kFloat32), -1).to(v.scalar_type()), split(v, tk));
-  return out.transpose(1, 2).reshape({b, tq, width});
+  return out.view({b, heads, tq, d}).transpose(1, 2).reshape({b, tq, width});
 }
 
 }  // namespace
