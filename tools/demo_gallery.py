@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the demo model's gallery in README: txt2img in several colours, shapes, sizes and places
-(two of them triples the model never saw in training), img2img and inpainting, each at the model's native
+(two of them triples the model never saw in training), img2img and inpainting (by the demo
+model's inpainting variant, which `sd-graph inpaint` runs when no model is named), each at the model's native
 64x64, plus one grid picture (each image scaled x2, nearest) of all of them; then sketches and what the demo
 ControlNet (sd-demo-shapes-canny) makes of them.
 

@@ -212,7 +212,9 @@ std::string InpaintHelp() {
       "usage: sd-graph inpaint [--model M] --init IMG --mask MASK --prompt TEXT -o OUT [flags]\n\n"
       "Repaints the white region of MASK (same size as IMG). With an ordinary checkpoint it runs\n"
       "graphs/inpaint.pbtxt (the mask-blend method); with a 9-channel inpainting checkpoint,\n"
-      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels.\n\n",
+      "graphs/inpaint9.pbtxt. Sizes must be multiples of 64 pixels. With no --model it runs the\n"
+      "demo model's inpainting variant (sd-demo-shapes-inpainting.safetensors, 9 channels),\n"
+      "which draws what the prompt says inside the mask and keeps what is outside.\n\n",
       kCommonFlags, kPromptFlags, kWorkerFlags,
       "  --init IMG        the image\n"
       "  --mask MASK       white = repaint, black = keep\n"

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "host_plugin/cli/common.h"
@@ -137,18 +138,19 @@ std::optional<int> ParseInvocation(Mode mode, const std::vector<std::string>& ar
   if (inv->out.empty()) return UsageError(inv->name, "-o OUT is required");
   if (inv->model.empty()) {
     // Workers look the demo model up by name in their repositories (the worker images ship it).
-    inv->model = DefaultModel(inv->args.Has("workers"));
+    // Inpainting runs its inpainting variant (9 channels) where that is installed.
+    inv->model = DefaultModel(inv->args.Has("workers"), "", mode == Mode::kInpaint);
     if (inv->model.empty()) {
       return UsageError(inv->name,
                         absl::StrCat("--model is required: the demo model (", kDemoModelFile,
                                      ") is not installed; name an SD v1.x .safetensors "
                                      "or .ckpt"));
     }
-    std::fprintf(
-        stderr,
-        "sd-graph %s: no --model given: using the demo model %s (trained by this project on "
-        "drawn shapes; not Stable Diffusion)\n",
-        inv->name.c_str(), inv->model.c_str());
+    const bool inpainting_variant = absl::EndsWith(inv->model, kDemoInpaintModelFile);
+    std::fprintf(stderr,
+                 "sd-graph %s: no --model given: using the demo %smodel %s (trained by this "
+                 "project on drawn shapes; not Stable Diffusion)\n",
+                 inv->name.c_str(), inpainting_variant ? "inpainting " : "", inv->model.c_str());
   }
   return std::nullopt;
 }

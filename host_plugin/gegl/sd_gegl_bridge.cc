@@ -64,10 +64,12 @@ Shared& Process() {
 int64_t Multiple64(int64_t v) { return std::max<int64_t>(64, (v + 32) / 64 * 64); }
 
 // The checkpoint a `model` property means: itself, or with none the front ends' default (the demo
-// model next to the installed plugin, or by file name on workers).
-absl::StatusOr<std::string> ModelOrDemo(const std::string& model, bool on_workers) {
+// model next to the installed plugin, or by file name on workers; for inpainting, its inpainting
+// variant).
+absl::StatusOr<std::string> ModelOrDemo(const std::string& model, bool on_workers,
+                                        bool inpainting) {
   if (!model.empty()) return model;
-  const std::string demo = DefaultModel(on_workers, PluginDir());
+  const std::string demo = DefaultModel(on_workers, PluginDir(), inpainting);
   if (demo.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no model: set the `model` property to an SD v1.x checkpoint (the demo "
@@ -134,7 +136,8 @@ absl::Status SetHint(const SdGeglRequest& r, const Graph& graph,
 
 absl::StatusOr<torch::Tensor> Run(const SdGeglRequest& r, const std::atomic<bool>& cancel) {
   const std::string mode = Str(r.mode), workers = Str(r.workers);
-  SD_ASSIGN_OR_RETURN(const std::string base, ModelOrDemo(Str(r.model), !workers.empty()));
+  SD_ASSIGN_OR_RETURN(const std::string base,
+                      ModelOrDemo(Str(r.model), !workers.empty(), mode == "inpaint"));
   auto model_flags = [&](bool remote) {
     ModelFlags f{base, Str(r.vae), "", Str(r.prompt), {}, remote};
     if (!Str(r.controlnet).empty()) f.controlnets.push_back(Str(r.controlnet));

@@ -153,7 +153,7 @@ static G_GNUC_UNUSED GeglRectangle sd_gegl_cached_whole_input(GeglOperation* ope
   property_string(sampler, "Sampler", "ddpm")                                                       \
     description("ddpm, ddim, euler, euler_a or dpmpp_2m")                                           \
   property_file_path(model, "Model", "")                                                            \
-    description("SD v1.x checkpoint (.safetensors or .ckpt); with workers, a model name; empty: the demo model") \
+    description("SD v1.x checkpoint (.safetensors or .ckpt); with workers, a model name; empty: the demo model (in sd:inpaint its inpainting variant)") \
   property_file_path(tokenizer, "Tokenizer", "")                                                    \
     description("Folder with vocab.json and merges.txt (empty: the shipped copy)")                  \
   property_file_path(graph, "Graph file", "")                                                       \

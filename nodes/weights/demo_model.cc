@@ -16,8 +16,22 @@ std::string DemoModelPath(const std::string& anchor_dir) {
   return ShippedModelPath(kDemoModelFile);
 }
 
-std::string DefaultModel(bool on_workers, const std::string& anchor_dir) {
-  return on_workers ? std::string(kDemoModelFile) : DemoModelPath(anchor_dir);
+std::string DemoInpaintModelPath(const std::string& anchor_dir) {
+  if (const char* env = std::getenv("SDGRAPH_DEMO_INPAINT_MODEL"); env && *env)
+    return IsReadableFile(env) ? env : "";
+  if (const char* env = std::getenv("SDGRAPH_DEMO_MODEL"); env && *env)
+    return IsReadableFile(env) ? env : "";
+  if (std::string dir = FindInstalledDir(anchor_dir, "models", kDemoInpaintModelFile); !dir.empty())
+    return dir + "/" + kDemoInpaintModelFile;
+  return ShippedModelPath(kDemoInpaintModelFile);
+}
+
+std::string DefaultModel(bool on_workers, const std::string& anchor_dir, bool inpainting) {
+  if (on_workers) return inpainting ? kDemoInpaintModelFile : kDemoModelFile;
+  if (inpainting) {
+    if (std::string path = DemoInpaintModelPath(anchor_dir); !path.empty()) return path;
+  }
+  return DemoModelPath(anchor_dir);
 }
 
 std::string ShippedModelPath(const std::string& file) {
@@ -28,9 +42,11 @@ std::string ShippedModelPath(const std::string& file) {
 }
 
 std::string ShippedPathOf(const std::string& name) {
-  for (const char* shipped : {kDemoModelFile, kDemoControlNetFile}) {
+  for (const char* shipped : {kDemoModelFile, kDemoControlNetFile, kDemoInpaintModelFile}) {
     if (name != shipped && name + ".safetensors" != shipped) continue;
-    return std::string(shipped) == kDemoModelFile ? DemoModelPath() : ShippedModelPath(shipped);
+    if (std::string(shipped) == kDemoModelFile) return DemoModelPath();
+    if (std::string(shipped) == kDemoInpaintModelFile) return DemoInpaintModelPath();
+    return ShippedModelPath(shipped);
   }
   return "";
 }

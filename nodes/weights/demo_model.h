@@ -13,6 +13,9 @@ namespace sd {
 inline constexpr char kDemoModelFile[] = "sd-demo-shapes.safetensors";
 // Its ControlNet, trained by sd-train-controlnet: the Canny edges of a picture as the hint.
 inline constexpr char kDemoControlNetFile[] = "sd-demo-shapes-canny.safetensors";
+// Its inpainting variant, made by sd-train-inpaint: a 9-channel UNet that also reads the mask and
+// the masked picture (graphs/inpaint9.pbtxt). `sd-graph inpaint` runs it when no model is named.
+inline constexpr char kDemoInpaintModelFile[] = "sd-demo-shapes-inpainting.safetensors";
 inline constexpr char kNativeSizeKey[] = "sdgraph.native_size";
 inline constexpr int kSd1NativeSize = 512;
 
@@ -22,13 +25,21 @@ inline constexpr int kSd1NativeSize = 512;
 // tree's deploy/models/. "" when none of them is readable.
 std::string DemoModelPath(const std::string& anchor_dir = "");
 
+// Where the demo inpainting model is: $SDGRAPH_DEMO_INPAINT_MODEL; else, when $SDGRAPH_DEMO_MODEL
+// names another demo model, that one (an inpainting model made from a different model would not
+// match it); else next to `anchor_dir` or installed as DemoModelPath looks. "" when none is.
+std::string DemoInpaintModelPath(const std::string& anchor_dir = "");
+
 // The model a front end runs when the user names none: on workers, the demo model by the file name
 // their repositories serve it under; in-process, DemoModelPath(anchor_dir) ("" when not installed:
-// the front end then says how to name one).
-std::string DefaultModel(bool on_workers, const std::string& anchor_dir = "");
+// the front end then says how to name one). For `inpainting`, the demo inpainting model (its file
+// name on workers; in-process DemoInpaintModelPath, else DemoModelPath).
+std::string DefaultModel(bool on_workers, const std::string& anchor_dir = "",
+                         bool inpainting = false);
 
-// Where shipped file `file` (kDemoModelFile, kDemoControlNetFile) is: <executable>/../share/
-// sdgraph/models/, then the source tree's deploy/models/; "" when neither is readable.
+// Where shipped file `file` (kDemoModelFile, kDemoControlNetFile, kDemoInpaintModelFile) is:
+// <executable>/../share/ sdgraph/models/, then the source tree's deploy/models/; "" when neither is
+// readable.
 std::string ShippedModelPath(const std::string& file);
 
 // The path of the shipped model `name` names (its file name, with or without ".safetensors");

@@ -38,6 +38,33 @@ inline std::string ShippedDemoControlNet() {
   return std::string(SD_TEST_MODELS_DIR) + "/" + kDemoControlNetFile;
 }
 
+// The shipped demo inpainting model (9 channels), or the candidate named by
+// $SDGRAPH_DEMO_INPAINT_MODEL.
+inline std::string ShippedDemoInpaintModel() {
+  if (const char* candidate = std::getenv("SDGRAPH_DEMO_INPAINT_MODEL"); candidate && *candidate)
+    return candidate;
+  return std::string(SD_TEST_MODELS_DIR) + "/" + kDemoInpaintModelFile;
+}
+
+// What the issue asks of the shipped model and the model does not do yet: reported as
+// "[ demo ] goal NOT MET" lines, not asserted, so that the requirements it meets are held in CI.
+inline void ReportGoal(bool met, const std::string& what) {
+  std::printf("[ demo ] goal %s: %s\n", met ? "met" : "NOT MET", what.c_str());
+  std::fflush(stdout);
+}
+
+// The share of an image's pixels nearest to palette colour `colour`.
+inline double ColourShare(const torch::Tensor& image, int colour) {
+  if (!image.defined()) return 0;
+  const torch::Tensor c = image.contiguous();
+  const uint8_t* p = c.data_ptr<uint8_t>();
+  const int64_t n = c.size(0) * c.size(1);
+  int64_t hits = 0;
+  for (int64_t i = 0; i < n; ++i)
+    hits += NearestPaletteColour(p[3 * i], p[3 * i + 1], p[3 * i + 2]) == colour;
+  return double(hits) / static_cast<double>(n);
+}
+
 // One graph, one model cache, many runs.
 class DemoRunner {
  public:
@@ -63,6 +90,8 @@ class DemoRunner {
   static DemoRunner FromText(const std::string& text, const std::string& name) {
     return FromGraph(Graph::FromText(text, name));
   }
+  // Runs on this checkpoint instead of the demo model.
+  void UseModel(const std::string& file) { model_ = file; }
   // Runs with this ControlNet (the graph's ControlNet nodes read it).
   void UseControlNet(const std::string& file) { model_suffix_ = "|control=" + file; }
   // Runs with --dtype q8's int8 convolutions.
@@ -93,7 +122,7 @@ class DemoRunner {
   torch::Tensor Run(std::map<std::string, Value> inputs) const {
     if (!graph_) return {};
     RunContext ctx;
-    ctx.checkpoint = ShippedDemoModel() + model_suffix_;
+    ctx.checkpoint = model_ + model_suffix_;
     ctx.tokenizer_dir = testing::TokenizerDir();
     ctx.models = SharedModels();
     ctx.int8 = int8_;
@@ -118,6 +147,7 @@ class DemoRunner {
     return r;
   }
   std::unique_ptr<Graph> graph_;
+  std::string model_ = ShippedDemoModel();
   std::string model_suffix_;
   bool int8_ = false;
 };

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <string>
@@ -35,6 +36,61 @@ TEST(ShapesDatasetTest, NeverDrawsAHeldOutTripleOrTheSameColourTwice) {
   }
   EXPECT_GE(HeldOut().size(), 6u);
   EXPECT_GT(phrasings.size(), 3u) << "captions come in several phrasings";
+}
+
+// The pixels a shape covers (drawn alone, without noise, on its background).
+std::vector<bool> Covered(const Scene& scene, int size) {
+  std::mt19937_64 rng(0);
+  const std::vector<uint8_t> px = Render(scene, size, 0.0, rng);
+  const auto& bg = Palette()[scene.background].rgb;
+  std::vector<bool> out(static_cast<size_t>(size) * size);
+  for (size_t i = 0; i < out.size(); ++i) {
+    for (int ch = 0; ch < 3; ++ch) out[i] = out[i] || std::abs(px[3 * i + ch] - bg[ch]) > 8;
+  }
+  return out;
+}
+
+// Inpainting samples: the same for the same seed; the captioned shape wholly inside the region to
+// repaint, a second shape (in most samples) wholly outside it, the caption naming the first one's
+// colour; every kind of region drawn.
+TEST(ShapesDatasetTest, InpaintingSamplesCaptionTheShapeInsideTheMask) {
+  constexpr int kSize = 64;
+  ShapesDataset a(5, kSize), b(5, kSize);
+  int whole = 0, with_other = 0;
+  const int n = 400;
+  for (int i = 0; i < n; ++i) {
+    const InpaintSample s = a.NextInpainting();
+    const InpaintSample t = b.NextInpainting();
+    ASSERT_EQ(s.rgb, t.rgb);
+    ASSERT_EQ(s.mask, t.mask);
+    ASSERT_EQ(s.rgb.size(), size_t{kSize} * kSize * 3);
+    ASSERT_EQ(s.mask.size(), size_t{kSize} * kSize);
+    EXPECT_NE(s.caption.find(Palette()[s.scene.foreground].name), std::string::npos) << s.caption;
+    int masked = 0;
+    for (uint8_t m : s.mask) masked += m;
+    EXPECT_GT(masked, 0);
+    whole += masked == kSize * kSize;
+    const std::vector<bool> target = Covered(s.scene, kSize);
+    for (size_t p = 0; p < target.size(); ++p) {
+      if (target[p]) {
+        ASSERT_EQ(s.mask[p], 1) << s.caption << ": the shape leaves the mask";
+      }
+    }
+    ASSERT_LE(s.others.size(), 1u);
+    for (const Scene& other : s.others) {
+      ++with_other;
+      EXPECT_EQ(other.background, s.scene.background);
+      const std::vector<bool> covered = Covered(other, kSize);
+      for (size_t p = 0; p < covered.size(); ++p) {
+        if (covered[p]) {
+          ASSERT_EQ(s.mask[p], 0) << s.caption << ": the second shape is masked";
+        }
+      }
+    }
+  }
+  EXPECT_GT(whole, n / 20);
+  EXPECT_LT(whole, n / 4);
+  EXPECT_GT(with_other, n / 4);
 }
 
 TEST(ShapesDatasetTest, CaptionsSayWhatThePictureShows) {

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
+#include <string>
 
 #include "nodes/base/install_dirs.h"
 #include "nodes/weights/demo_model.h"
@@ -63,6 +66,10 @@ TEST(ShippedModelsTest, FoundByTheirFileNamesWhenNotAFileHere) {
   ASSERT_FALSE(canny.empty());
   EXPECT_TRUE(IsReadableFile(canny));
   EXPECT_EQ(ShippedPathOf("sd-demo-shapes-canny"), canny);
+  const std::string inpaint = ShippedPathOf(kDemoInpaintModelFile);
+  ASSERT_FALSE(inpaint.empty());
+  EXPECT_TRUE(IsReadableFile(inpaint));
+  EXPECT_EQ(ShippedPathOf("sd-demo-shapes-inpainting"), inpaint);
   EXPECT_EQ(ShippedPathOf("some-other.safetensors"), "");
   EXPECT_EQ(ResolveShippedName(kDemoControlNetFile), canny);
   EXPECT_EQ(ResolveShippedName("no-such-model.safetensors"), "no-such-model.safetensors");
@@ -71,6 +78,51 @@ TEST(ShippedModelsTest, FoundByTheirFileNamesWhenNotAFileHere) {
   const std::string own = dir.File(kDemoControlNetFile);
   ASSERT_TRUE(WriteWholeFile(own, "x", "test").ok());
   EXPECT_EQ(ResolveShippedName(own), own);
+}
+
+// Sets (or, with nullptr, unsets) an environment variable for the scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) saved_ = old;
+    if (value)
+      ::setenv(name, value, 1);
+    else
+      ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (saved_)
+      ::setenv(name_, saved_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> saved_;
+};
+
+// With no model named, inpainting runs the demo inpainting model (by its file name on workers); a
+// demo model chosen by $SDGRAPH_DEMO_MODEL stands for both unless $SDGRAPH_DEMO_INPAINT_MODEL says
+// otherwise.
+TEST(ShippedModelsTest, InpaintingDefaultsToTheDemoInpaintingModel) {
+  ScopedEnv no_demo("SDGRAPH_DEMO_MODEL", nullptr),
+      no_inpaint("SDGRAPH_DEMO_INPAINT_MODEL", nullptr);
+  EXPECT_EQ(DefaultModel(/*on_workers=*/true, "", /*inpainting=*/true), kDemoInpaintModelFile);
+  EXPECT_EQ(DefaultModel(/*on_workers=*/true), kDemoModelFile);
+  EXPECT_EQ(DefaultModel(false, "", true), ShippedPathOf(kDemoInpaintModelFile));
+  EXPECT_EQ(DefaultModel(false), ShippedPathOf(kDemoModelFile));
+  testing::TempDir dir;
+  const std::string mine = dir.File("mine.safetensors"), mine9 = dir.File("mine9.safetensors");
+  ASSERT_TRUE(WriteWholeFile(mine, "x", "test").ok());
+  ASSERT_TRUE(WriteWholeFile(mine9, "x", "test").ok());
+  {
+    ScopedEnv demo("SDGRAPH_DEMO_MODEL", mine.c_str());
+    EXPECT_EQ(DefaultModel(false, "", true), mine);
+    ScopedEnv inpaint("SDGRAPH_DEMO_INPAINT_MODEL", mine9.c_str());
+    EXPECT_EQ(DefaultModel(false, "", true), mine9);
+    EXPECT_EQ(DefaultModel(false), mine);
+  }
 }
 
 // An install tree: a binary in PREFIX/bin and the plugin in PREFIX/lib/gegl-0.4 both find

@@ -238,6 +238,47 @@ TEST_F(GenerateCliTest, NoModelMeansTheDemoModelAtItsNativeSize) {
   EXPECT_EQ(px->size(1), 64);
 }
 
+// No --model for inpaint: the demo model's inpainting variant (9 channels, inpaint9.pbtxt), which
+// draws the prompt's shape inside the mask; --strength is refused as for any such model.
+TEST_F(GenerateCliTest, NoModelInpaintsWithTheDemoInpaintingModel) {
+  demo::Scene s;
+  s.shape = demo::Shape::kCircle;
+  s.foreground = demo::ColourIndex("red");
+  s.background = demo::ColourIndex("blue");
+  s.radius = demo::NominalRadius(demo::Size::kSmall);
+  s.cx = 0.26;
+  std::mt19937_64 rng(1);
+  std::vector<uint8_t> px = demo::Render(s, 64, 0.0, rng);
+  const std::string init = dir_->File("demo_init.png"), mask = dir_->File("demo_mask.png"),
+                    out = dir_->File("demo_inpaint.png");
+  ASSERT_TRUE(
+      WriteImageRgb8(init, torch::from_blob(px.data(), {64, 64, 3}, torch::kUInt8), {}).ok());
+  torch::Tensor m = torch::zeros({64, 64, 3}, torch::kUInt8);
+  m.slice(1, 32, 64).fill_(255);
+  ASSERT_TRUE(WriteImageRgb8(mask, m).ok());
+  const std::string cmd = Bin() + " inpaint --init " + Quote(init) + " --mask " + Quote(mask) +
+                          " --prompt 'a yellow square on the right on a blue background' --seed 1 "
+                          "--sampler dpmpp_2m --karras --steps 20 -o " +
+                          Quote(out);
+  auto r = RunCommand(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("no --model given: using the demo inpainting model"));
+  auto image = ReadImageRgb8(out);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const torch::Tensor right = image->slice(1, 32).contiguous();
+  const demo::ImageScore got = demo::ScoreImage(right.data_ptr<uint8_t>(), 32, 64);
+  std::printf("[ demo ] the CLI's default inpainting, right half: %s\n", got.Describe().c_str());
+  EXPECT_EQ(got.foreground, demo::ColourIndex("yellow"));
+  EXPECT_EQ(got.background, demo::ColourIndex("blue"));
+  // The kept half is the input's own pixels.
+  EXPECT_TRUE(
+      torch::equal(image->slice(1, 0, 32),
+                   torch::from_blob(px.data(), {64, 64, 3}, torch::kUInt8).slice(1, 0, 32)));
+  r = RunCommand(cmd + " --strength 0.5");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("9-channel inpainting models always start from noise"));
+}
+
 // The demo ControlNet, named by its file name as a user would (the shipped copy is found), draws
 // the shape where the sketch has it, in the prompt's colours, and is recorded.
 TEST_F(GenerateCliTest, TheDemoControlNetIsFoundByNameAndFollowsTheSketch) {

@@ -1,6 +1,7 @@
 // sd-train from scratch on the tiny configuration: the loss falls in both phases, a run stopped and
 // resumed takes the same steps as one that never stopped, and the model it writes loads and runs
-// through sd-graph at the native size it declares; and sd-train-controlnet likewise. (CI never
+// through sd-graph at the native size it declares; and sd-train-controlnet and sd-train-inpaint
+// likewise. (CI never
 // trains the shipped models: that takes two hours.)
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include "nodes/weights/controlnet_layout.h"
 #include "nodes/weights/demo_model.h"
 #include "nodes/weights/safetensors.h"
+#include "nodes/weights/sd_config.h"
 #include "tests/test_util.h"
 
 namespace sd {
@@ -22,6 +24,7 @@ namespace {
 
 const std::string kTrain = SD_TEST_SDTRAIN_BIN;
 const std::string kTrainControlNet = SD_TEST_SDTRAIN_CONTROLNET_BIN;
+const std::string kTrainInpaint = SD_TEST_SDTRAIN_INPAINT_BIN;
 const std::string kTiny =
     " --config tiny --size 64 --vae-steps 40 --vae-batch 4 --diffusion-steps 60 --diffusion-batch 8"
     " --decoder-steps 10 --pool-size 64 --warmup-steps 5 --vae-lr 2e-3 --diffusion-lr 1e-3 "
@@ -220,6 +223,70 @@ TEST(TrainSmokeTest, AControlNetTrainsResumesAndSteersSdGraph) {
   r = testing::RunCommand(kTrainControlNet + " --out " + dir.File("c") + flags +
                           " --canny-low 300 --canny-high 200");
   EXPECT_EQ(r.exit_code, 2);
+}
+
+// sd-train-inpaint on a tiny base model: it trains, a resumed run takes the same steps, and the
+// model it writes is a 9-channel inpainting model that sd-graph inpaint runs (with inpaint9.pbtxt:
+// --strength is refused as for any such model).
+TEST(TrainSmokeTest, AnInpaintingModelTrainsResumesAndInpaintsThroughSdGraph) {
+  testing::TempDir dir;
+  const std::string base = dir.File("base.safetensors");
+  auto r = testing::RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " make-test-checkpoint " + base +
+                               " --tiny");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string flags = " --model " + base +
+                            " --size 64 --steps 16 --batch 4 --pool-size 16 --warmup-steps 3 "
+                            "--lr 1e-3 --log-every 8 --threads 1 --seed 2";
+  r = testing::RunCommand(kTrainInpaint + " --out " + dir.File("a") + flags);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ETA"), std::string::npos) << r.out;
+  ASSERT_EQ(Losses(dir.File("a/losses.tsv")).at("inpaint").size(), 16u);
+  for (int stop : {6, 0}) {
+    r = testing::RunCommand(kTrainInpaint + " --out " + dir.File("b") + flags +
+                            (stop ? " --stop-after-steps " + std::to_string(stop) : ""));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string model = dir.File("a/model.safetensors");
+  EXPECT_EQ(DifferingTensors(model, dir.File("b/model.safetensors")), 0u)
+      << "the straight and the resumed run wrote different models";
+
+  auto ckpt = Checkpoint::Open(model);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->unet.in_channels, 9);
+  EXPECT_EQ(ConfigName(*config), "tiny-inpainting");
+  EXPECT_EQ((*ckpt)->metadata().at("sdgraph.base_model"), "base.safetensors");
+  EXPECT_EQ((*ckpt)->metadata().at("sdgraph.train_steps"), "16");
+  EXPECT_EQ(NativeSize((*ckpt)->metadata()), 64);
+
+  const std::string sdgraph = std::string(SD_TEST_SDGRAPH_BIN);
+  r = testing::RunCommand(sdgraph + " txt2img --model " + base +
+                          " --prompt 'a red circle' --width 64 --height 64 --steps 2 --seed 1 -o " +
+                          dir.File("init.png"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string mask = "P6\n64 64\n255\n";
+  for (int y = 0; y < 64; ++y) {
+    for (int x = 0; x < 64; ++x) mask += std::string(3, x >= 32 ? '\xff' : '\0');
+  }
+  testing::WriteFile(dir.File("mask.ppm"), mask);
+  const std::string inpaint = sdgraph + " inpaint --model " + model + " --init " +
+                              dir.File("init.png") + " --mask " + dir.File("mask.ppm") +
+                              " --prompt 'a blue square' --steps 2 --seed 1 -o " +
+                              dir.File("inpainted.png");
+  r = testing::RunCommand(inpaint);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = testing::RunCommand(inpaint + " --strength 0.5");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("9-channel inpainting models always start from noise"), std::string::npos)
+      << r.err;
+
+  r = testing::RunCommand(kTrainInpaint + " --out " + dir.File("c") + " --model " + model);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already an inpainting model"), std::string::npos) << r.err;
+  r = testing::RunCommand(kTrainInpaint + " --out " + dir.File("c"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--model MODEL and --out DIR are required"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <random>
 #include <stdexcept>
 
@@ -19,6 +18,7 @@
 #include "nodes/text/clip_tokenizer.h"
 #include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
+#include "tools/train/fine_tune.h"
 #include "tools/train/shapes_dataset.h"
 #include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
@@ -44,35 +44,21 @@ class ControlNetTrainer {
         m_(config),
         cn_(ControlNetConfig::For(config.unet)),
         tokenizer_(std::move(tokenizer)),
-        opt_(cn_->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(0.0)) {}
+        loop_("controlnet", "cn.", o, *cn_) {}
 
   absl::Status Run();
 
  private:
   absl::Status Init();
   void FillPool(int64_t chunk);
-  double Step(int64_t step);
-  absl::Status Save();
-  absl::Status Load(const std::string& path);
+  torch::Tensor Loss(int64_t step);
   absl::Status Export();
-  void Log(int64_t step, double loss);
-  bool ShouldStop() const {
-    return StopRequested() || (o_.max_minutes > 0 && Since(run_start_) > o_.max_minutes * 60) ||
-           (o_.stop_after_steps > 0 && steps_this_run_ >= o_.stop_after_steps);
-  }
 
   ControlNetTrainOptions o_;
   Models m_;
   ControlNet cn_;
   std::unique_ptr<ClipTokenizer> tokenizer_;
-  torch::optim::AdamW opt_;
-  int64_t step_ = 0, steps_this_run_ = 0;
-  double seconds_ = 0;
-  Clock::time_point run_start_ = Clock::now(), last_save_ = Clock::now(),
-                    window_start_ = Clock::now();
-  double window_loss_ = 0;
-  int window_steps_ = 0;
-  std::ofstream losses_;
+  FineTuneLoop loop_;
   int64_t pool_chunk_ = -1;
   torch::Tensor pool_moments_, pool_hints_;  // [N, 2e, h, w] float; [N, 1, S, S] uint8
   std::vector<std::string> pool_captions_;
@@ -138,7 +124,7 @@ void ControlNetTrainer::FillPool(int64_t chunk) {
   pool_chunk_ = chunk;
 }
 
-double ControlNetTrainer::Step(int64_t step) {
+torch::Tensor ControlNetTrainer::Loss(int64_t step) {
   const int64_t n = o_.batch;
   FillPool(step * n / (int64_t{o_.pool_size} * kPoolReuse));
   const uint64_t seed = StepSeed(o_.seed, kPhase, step);
@@ -166,67 +152,7 @@ double ControlNetTrainer::Step(int64_t step) {
   const torch::Tensor eps = torch::randn_like(x0);
   const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
   const std::vector<torch::Tensor> residuals = cn_->forward(xt, hint.contiguous(), t, context);
-  const torch::Tensor loss = (m_.unet->forward(xt, t, context, residuals) - eps).pow(2).mean();
-  SetLearningRate(opt_, LearningRate(o_.lr, step, o_.steps, o_.warmup_steps));
-  opt_.zero_grad();
-  loss.backward();
-  torch::nn::utils::clip_grad_norm_(cn_->parameters(), 1.0);
-  opt_.step();
-  return loss.item<double>();
-}
-
-void ControlNetTrainer::Log(int64_t step, double loss) {
-  losses_ << "controlnet\t" << step << '\t' << loss << '\n';
-  window_loss_ += loss;
-  ++window_steps_;
-  if ((step + 1) % o_.log_every != 0 && step + 1 != o_.steps) return;
-  const double per_step = Since(window_start_) / window_steps_;
-  std::printf("[controlnet] step %lld/%d  loss %.5f  %.2f s/step  ETA %s\n",
-              static_cast<long long>(step + 1), o_.steps, window_loss_ / window_steps_, per_step,
-              Duration(per_step * static_cast<double>(o_.steps - step - 1)).c_str());
-  std::fflush(stdout);
-  losses_.flush();
-  window_loss_ = 0;
-  window_steps_ = 0;
-  window_start_ = Clock::now();
-}
-
-absl::Status ControlNetTrainer::Save() {
-  seconds_ += Since(last_save_);
-  last_save_ = Clock::now();
-  const std::string path = o_.out_dir + "/state.pt";
-  return CatchExceptions(absl::StrCat("saving the training state to ", path), [&] {
-    torch::serialize::OutputArchive a;
-    for (const auto& kv : cn_->named_parameters()) a.write("cn." + kv.key(), kv.value().detach());
-    torch::serialize::OutputArchive o;
-    opt_.save(o);
-    a.write("opt", o);
-    a.write("step", torch::tensor({static_cast<double>(step_)}, torch::kFloat64));
-    a.write("seconds", torch::tensor({seconds_}, torch::kFloat64));
-    return SaveArchive(a, path);
-  });
-}
-
-absl::Status ControlNetTrainer::Load(const std::string& path) {
-  return CatchExceptions(absl::StrCat("loading the training state ", path), [&] {
-    torch::serialize::InputArchive a;
-    a.load_from(path);
-    torch::NoGradGuard no_grad;
-    for (auto& kv : cn_->named_parameters()) {
-      torch::Tensor t;
-      a.read("cn." + kv.key(), t);
-      kv.value().copy_(t);
-    }
-    torch::serialize::InputArchive o;
-    a.read("opt", o);
-    opt_.load(o);
-    torch::Tensor t;
-    a.read("step", t);
-    step_ = static_cast<int64_t>(t.item<double>());
-    a.read("seconds", t);
-    seconds_ = t.item<double>();
-    return absl::OkStatus();
-  });
+  return (m_.unet->forward(xt, t, context, residuals) - eps).pow(2).mean();
 }
 
 absl::Status ControlNetTrainer::Export() {
@@ -250,36 +176,18 @@ absl::Status ControlNetTrainer::Export() {
                        "--canny-high %d --pool-size %d",
                        base, o_.size, o_.seed, o_.steps, o_.batch, o_.lr, o_.warmup_steps,
                        o_.uncond_fraction, o_.canny_low, o_.canny_high, o_.pool_size)},
-      {"sdgraph.train_seconds", absl::StrFormat("%.0f", seconds_)},
-      {"sdgraph.train_steps", std::to_string(step_)},
+      {"sdgraph.train_seconds", absl::StrFormat("%.0f", loop_.seconds())},
+      {"sdgraph.train_steps", std::to_string(loop_.step())},
   };
   SD_RETURN_IF_ERROR(file.Write(path, metadata));
-  std::printf("wrote %s after %s of training\n", path.c_str(), Duration(seconds_).c_str());
+  std::printf("wrote %s after %s of training\n", path.c_str(), Duration(loop_.seconds()).c_str());
   return absl::OkStatus();
 }
 
 absl::Status ControlNetTrainer::Run() {
   SD_RETURN_IF_ERROR(Init());
-  const std::string state = o_.out_dir + "/state.pt";
-  if (std::filesystem::exists(state)) {
-    SD_RETURN_IF_ERROR(Load(state));
-    std::printf("resuming from %s: step %lld, %s trained so far\n", state.c_str(),
-                static_cast<long long>(step_), Duration(seconds_).c_str());
-  }
-  losses_.open(o_.out_dir + "/losses.tsv", std::ios::app);
-  window_start_ = Clock::now();
-  for (; step_ < o_.steps && !ShouldStop(); ++step_, ++steps_this_run_) {
-    Log(step_, Step(step_));
-    if (Since(last_save_) >= o_.save_every_s) SD_RETURN_IF_ERROR(Save());
-  }
-  SD_RETURN_IF_ERROR(Save());
-  if (step_ < o_.steps) {
-    std::printf(
-        "stopped after %s of training (state saved in %s); run the same command again to resume\n",
-        Duration(seconds_).c_str(), state.c_str());
-    return absl::OkStatus();
-  }
-  return Export();
+  SD_ASSIGN_OR_RETURN(const bool done, loop_.Run([this](int64_t step) { return Loss(step); }));
+  return done ? Export() : absl::OkStatus();
 }
 
 }  // namespace

@@ -11,31 +11,15 @@
 // metadata saying what it is and what hint it reads.
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 #include "absl/status/status.h"
+#include "tools/train/fine_tune_options.h"
 
 namespace sd::train {
 
-struct ControlNetTrainOptions {
-  std::string base_model;     // the frozen model (sd-train's export, or any SD v1.x checkpoint)
-  std::string out_dir;        // state.pt, losses.tsv, and (by default) controlnet.safetensors
-  std::string export_path;    // default <out_dir>/controlnet.safetensors
-  std::string tokenizer_dir;  // default: ClipTokenizer::DefaultDir()
-  int size = 0;               // image side; 0: the base model's native size
-  uint64_t seed = 1;
-  int steps = 2000, batch = 32;
-  double lr = 2e-4;
-  int warmup_steps = 100;
-  double uncond_fraction = 0.3;
+// FineTuneOptions with the ControlNet's defaults (lr 2e-4, a third of captions empty) and the
+// Canny thresholds of its hints.
+struct ControlNetTrainOptions : FineTuneOptions {
   int canny_low = 100, canny_high = 200;
-  int pool_size = 2048;  // drawn and encoded pictures the steps draw from (each used ~4 times)
-  int log_every = 25;
-  int save_every_s = 300;
-  double max_minutes = 0;
-  int stop_after_steps = 0;
-  int threads = 0;
 };
 
 absl::Status TrainControlNet(const ControlNetTrainOptions& options);

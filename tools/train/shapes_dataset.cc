@@ -1,6 +1,7 @@
 #include "tools/train/shapes_dataset.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 namespace sd::demo {
@@ -32,6 +33,64 @@ bool Inside(Shape shape, double x, double y) {
     }
   }
   return false;
+}
+
+// The share of pixel (x, y) that `scene`'s shape covers (4x4 supersampling).
+double Coverage(const Scene& scene, int size, int x, int y) {
+  constexpr int kSub = 4;
+  const double radius_px = scene.radius * size, cx = scene.cx * size, cy = scene.cy * size;
+  const double c = std::cos(scene.rotation), s = std::sin(scene.rotation);
+  int hits = 0;
+  for (int sy = 0; sy < kSub; ++sy) {
+    for (int sx = 0; sx < kSub; ++sx) {
+      const double px = x + (sx + 0.5) / kSub - cx, py = y + (sy + 0.5) / kSub - cy;
+      // Into the shape's own frame: undo the rotation, scale by the radius.
+      const double u = (c * px + s * py) / radius_px, v = (-s * px + c * py) / radius_px;
+      hits += Inside(scene.shape, u, v) ? 1 : 0;
+    }
+  }
+  return hits / double(kSub * kSub);
+}
+
+// A rectangle in fractions of the width: [x0, x1) x [y0, y1).
+struct Box {
+  double x0, y0, x1, y1;
+  Box Union(const Box& o) const {
+    return {std::min(x0, o.x0), std::min(y0, o.y0), std::max(x1, o.x1), std::max(y1, o.y1)};
+  }
+  bool Overlaps(const Box& o) const { return x0 < o.x1 && o.x0 < x1 && y0 < o.y1 && o.y0 < y1; }
+};
+
+Box AroundShape(const Scene& sc, double margin) {
+  const double e = Extent(sc) + margin;
+  return {std::max(0.0, sc.cx - e), std::max(0.0, sc.cy - e), std::min(1.0, sc.cx + e),
+          std::min(1.0, sc.cy + e)};
+}
+
+Box HalfAt(Position side) {
+  switch (side) {
+    case Position::kLeft:
+      return {0, 0, 0.5, 1};
+    case Position::kRight:
+      return {0.5, 0, 1, 1};
+    case Position::kTop:
+      return {0, 0, 1, 0.5};
+    default:
+      return {0, 0.5, 1, 1};
+  }
+}
+
+Position Opposite(Position side) {
+  switch (side) {
+    case Position::kLeft:
+      return Position::kRight;
+    case Position::kRight:
+      return Position::kLeft;
+    case Position::kTop:
+      return Position::kBottom;
+    default:
+      return Position::kTop;
+  }
 }
 
 }  // namespace
@@ -172,33 +231,35 @@ Stated StatedByNothing() {
 
 std::vector<uint8_t> Render(const Scene& scene, int size, double noise_sigma,
                             std::mt19937_64& rng) {
-  const auto& fg = Palette()[scene.foreground].rgb;
-  const auto& bg = Palette()[scene.background].rgb;
-  const double radius_px = scene.radius * size, cx = scene.cx * size, cy = scene.cy * size;
-  const double c = std::cos(scene.rotation), s = std::sin(scene.rotation);
+  return Render(std::vector<Scene>{scene}, size, noise_sigma, rng);
+}
+
+std::vector<uint8_t> Render(const std::vector<Scene>& scenes, int size, double noise_sigma,
+                            std::mt19937_64& rng) {
+  const auto& bg = Palette()[scenes.at(0).background].rgb;
   std::normal_distribution<double> noise(0.0, noise_sigma);
   std::vector<uint8_t> out(static_cast<size_t>(size) * size * 3);
-  constexpr int kSub = 4;
   for (int y = 0; y < size; ++y) {
     for (int x = 0; x < size; ++x) {
-      int hits = 0;
-      for (int sy = 0; sy < kSub; ++sy) {
-        for (int sx = 0; sx < kSub; ++sx) {
-          const double px = x + (sx + 0.5) / kSub - cx, py = y + (sy + 0.5) / kSub - cy;
-          // Into the shape's own frame: undo the rotation, scale by the radius.
-          const double u = (c * px + s * py) / radius_px, v = (-s * px + c * py) / radius_px;
-          hits += Inside(scene.shape, u, v) ? 1 : 0;
-        }
+      std::array<double, 3> value = {double(bg[0]), double(bg[1]), double(bg[2])};
+      for (const Scene& scene : scenes) {
+        const double a = Coverage(scene, size, x, y);
+        const auto& fg = Palette()[scene.foreground].rgb;
+        for (int ch = 0; ch < 3; ++ch) value[ch] = a * fg[ch] + (1 - a) * value[ch];
       }
-      const double a = hits / double(kSub * kSub);
       for (int ch = 0; ch < 3; ++ch) {
-        const double value = a * fg[ch] + (1 - a) * bg[ch] + (noise_sigma > 0 ? noise(rng) : 0.0);
+        const double v = value[ch] + (noise_sigma > 0 ? noise(rng) : 0.0);
         out[(static_cast<size_t>(y) * size + x) * 3 + ch] =
-            static_cast<uint8_t>(std::clamp(std::lround(value), 0L, 255L));
+            static_cast<uint8_t>(std::clamp(std::lround(v), 0L, 255L));
       }
     }
   }
   return out;
+}
+
+double Extent(const Scene& scene) {
+  // A square's half-diagonal is 0.9 * sqrt(2) = 1.27 radii; a triangle's circumradius 1.15.
+  return scene.radius * (scene.shape == Shape::kCircle ? 1.0 : 1.3);
 }
 
 Scene ShapesDataset::RandomScene(int foreground, int background, std::optional<Shape> shape,
@@ -260,6 +321,58 @@ ShapeSample ShapesDataset::Next() {
   s.mentions.position = true;  // without a position, anywhere
   s.caption = Caption(s.scene, s.mentions, Pick(rng_, 4));
   s.rgb = Render(s.scene, size_, /*noise_sigma=*/2.5, rng_);
+  return s;
+}
+
+InpaintSample ShapesDataset::NextInpainting() {
+  InpaintSample s;
+  const double kind = Uniform(rng_, 0, 1);
+  Mentions m;
+  m.shape = Chance(rng_, 0.9);
+  m.background = Chance(rng_, 0.8);
+  m.size = true;      // as Next(): no size word means medium
+  m.position = true;  // and no position means anywhere
+  Box region{0, 0, 1, 1};
+  std::optional<Position> other_side;  // where a second shape goes (nullopt: anywhere it fits)
+  if (kind < 0.15) {
+    const Position pos =
+        Chance(rng_, 0.5) ? static_cast<Position>(1 + Pick(rng_, 5)) : Position::kAnywhere;
+    s.scene = RandomScene(-1, -1, std::nullopt, std::nullopt, pos);
+  } else if (kind < 0.70) {
+    const Position side = static_cast<Position>(1 + Pick(rng_, 4));  // left, right, top, bottom
+    s.scene = RandomScene(-1, -1, std::nullopt, std::nullopt, side);
+    region = HalfAt(side).Union(AroundShape(s.scene, 0.03));
+    other_side = Opposite(side);
+    m.position = Chance(rng_, 0.6);  // the mask says where; the caption may too
+  } else {
+    const Position pos =
+        Chance(rng_, 0.5) ? static_cast<Position>(1 + Pick(rng_, 5)) : Position::kAnywhere;
+    s.scene = RandomScene(-1, -1, std::nullopt, std::nullopt, pos);
+    region = AroundShape(s.scene, Uniform(rng_, 0.04, 0.2));
+  }
+  s.caption = Caption(s.scene, m, Pick(rng_, 4));
+  if (kind >= 0.15 && Chance(rng_, 0.75)) {
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      const Size size = Chance(rng_, 0.7) ? Size::kSmall : Size::kMedium;
+      const Scene other = RandomScene(-1, s.scene.background, std::nullopt, size,
+                                      other_side.value_or(Position::kAnywhere));
+      if (!AroundShape(other, 0.02).Overlaps(region)) {
+        s.others.push_back(other);
+        break;
+      }
+    }
+  }
+  std::vector<Scene> scenes = s.others;
+  scenes.push_back(s.scene);
+  s.rgb = Render(scenes, size_, /*noise_sigma=*/2.5, rng_);
+  s.mask.assign(static_cast<size_t>(size_) * size_, 0);
+  for (int y = 0; y < size_; ++y) {
+    for (int x = 0; x < size_; ++x) {
+      const double fx = (x + 0.5) / size_, fy = (y + 0.5) / size_;
+      s.mask[static_cast<size_t>(y) * size_ + x] =
+          fx >= region.x0 && fx < region.x1 && fy >= region.y0 && fy < region.y1;
+    }
+  }
   return s;
 }
 

@@ -88,6 +88,13 @@ std::string Caption(const Scene& scene, const Mentions& m, int phrasing);
 // Draws `scene` at size x size: flat colours, antialiased edges (4x4 supersampling), then Gaussian
 // noise of `noise_sigma` levels from `rng`. Returns size*size*3 bytes, row-major RGB.
 std::vector<uint8_t> Render(const Scene& scene, int size, double noise_sigma, std::mt19937_64& rng);
+// Several shapes on the first scene's background, each drawn over the ones before it.
+std::vector<uint8_t> Render(const std::vector<Scene>& scenes, int size, double noise_sigma,
+                            std::mt19937_64& rng);
+
+// Half the side of the square around a shape (as a fraction of the width): the corners of a turned
+// square and a triangle's apex included.
+double Extent(const Scene& scene);
 
 struct ShapeSample {
   std::vector<uint8_t> rgb;  // size*size*3
@@ -96,12 +103,29 @@ struct ShapeSample {
   Mentions mentions;
 };
 
+// A training sample for an inpainting model: a picture, the region to repaint (a rectangle) and a
+// caption of what the region shows. The caption's shape lies inside the region; a second,
+// uncaptioned shape often lies outside it, so that the model learns that the prompt speaks of the
+// region and that what is outside stays.
+struct InpaintSample {
+  std::vector<uint8_t> rgb;   // size*size*3
+  std::vector<uint8_t> mask;  // size*size: 1 = repaint
+  std::string caption;
+  Scene scene;                // the captioned shape
+  std::vector<Scene> others;  // shapes outside the region (none or one)
+};
+
 class ShapesDataset {
  public:
   ShapesDataset(uint64_t seed, int size) : rng_(seed), size_(size) {}
   // The next sample: a random scene (never a held-out triple), a caption naming a random subset of
   // its parts, in a random phrasing.
   ShapeSample Next();
+  // The next inpainting sample. The region is one of: the whole picture (15%: plain text-to-image),
+  // a half of it (left, right, top or bottom, 55%) or a square around the shape (30%); in both
+  // latter kinds it is widened to hold the whole shape, and three in four of them try to place a
+  // second shape outside it (eight tries; about 30% of all samples end up with one).
+  InpaintSample NextInpainting();
   // A scene whose free parts are drawn at random: colours, shape, size and placement that the
   // caption does not fix. `foreground`/`background` -1 and no shape/size/position mean "any".
   Scene RandomScene(int foreground, int background, std::optional<Shape> shape,

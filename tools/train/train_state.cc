@@ -73,7 +73,20 @@ void InitForTraining(torch::nn::Module& module, bool zero_residual_outputs) {
   }
 }
 
-absl::Status InitFromCheckpoint(const std::string& path, Models& m) {
+namespace {
+
+// Whether `from` fits into the first input channels of `to`: same sizes but a smaller dimension 1.
+bool WidensInput(const torch::Tensor& from, const torch::Tensor& to) {
+  if (from.dim() != 4 || to.dim() != 4 || from.size(1) >= to.size(1)) return false;
+  for (int64_t d : {0, 2, 3}) {
+    if (from.size(d) != to.size(d)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status InitFromCheckpoint(const std::string& path, Models& m, bool widen_unet_input) {
   SD_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(path));
   torch::NoGradGuard no_grad;
   const std::pair<const char*, torch::nn::Module*> nets[] = {
@@ -82,6 +95,11 @@ absl::Status InitFromCheckpoint(const std::string& path, Models& m) {
     for (auto& kv : net->named_parameters()) {
       const std::string name = prefix + kv.key();
       SD_ASSIGN_OR_RETURN(torch::Tensor t, LoadTensor(*ckpt, name, torch::kFloat32));
+      if (widen_unet_input && net == m.unet.get() && WidensInput(t, kv.value())) {
+        kv.value().zero_();
+        kv.value().slice(1, 0, t.size(1)).copy_(t);
+        continue;
+      }
       if (t.sizes() != kv.value().sizes()) {
         return absl::FailedPreconditionError(
             absl::StrCat(path, ": tensor ", name, " is ", DescribeTensor(t),

@@ -56,8 +56,10 @@ using NamedModules = std::vector<std::pair<std::string, torch::nn::Module*>>;
 
 // Copies the weights of an exported (or any SD v1.x) checkpoint of the same configuration into `m`,
 // to go on training a shipped model (the optimiser state starts afresh). FAILED_PRECONDITION names
-// a missing or mismatched tensor.
-absl::Status InitFromCheckpoint(const std::string& path, Models& m);
+// a missing or mismatched tensor. With `widen_unet_input`, a UNet tensor with more input channels
+// than the checkpoint's (an inpainting UNet's first convolution, made from an ordinary model's)
+// takes the checkpoint's weights on its first channels and zeros on the rest.
+absl::Status InitFromCheckpoint(const std::string& path, Models& m, bool widen_unet_input = false);
 
 // Writes `archive` to `path` through a temporary file renamed into place.
 absl::Status SaveArchive(torch::serialize::OutputArchive& archive, const std::string& path);
