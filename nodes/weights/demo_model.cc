@@ -1,6 +1,8 @@
 #include "nodes/weights/demo_model.h"
 
 #include <cstdlib>
+#include <optional>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "nodes/base/file_util.h"
@@ -8,22 +10,33 @@
 
 namespace sd {
 
+namespace {
+
+// The file environment variable `name` names: nullopt when unset or empty, "" when unreadable.
+std::optional<std::string> FileFromEnv(const char* name) {
+  const char* env = std::getenv(name);
+  if (!env || !*env) return std::nullopt;
+  return IsReadableFile(env) ? std::string(env) : std::string();
+}
+
+// Shipped file `file` next to `anchor_dir` (as FindInstalledDir looks), else ShippedModelPath.
+std::string InstalledModelPath(const std::string& anchor_dir, const char* file) {
+  if (std::string dir = FindInstalledDir(anchor_dir, "models", file); !dir.empty())
+    return dir + "/" + file;
+  return ShippedModelPath(file);
+}
+
+}  // namespace
+
 std::string DemoModelPath(const std::string& anchor_dir) {
-  if (const char* env = std::getenv("SDGRAPH_DEMO_MODEL"); env && *env)
-    return IsReadableFile(env) ? env : "";
-  if (std::string dir = FindInstalledDir(anchor_dir, "models", kDemoModelFile); !dir.empty())
-    return dir + "/" + kDemoModelFile;
-  return ShippedModelPath(kDemoModelFile);
+  if (auto env = FileFromEnv("SDGRAPH_DEMO_MODEL")) return *env;
+  return InstalledModelPath(anchor_dir, kDemoModelFile);
 }
 
 std::string DemoInpaintModelPath(const std::string& anchor_dir) {
-  if (const char* env = std::getenv("SDGRAPH_DEMO_INPAINT_MODEL"); env && *env)
-    return IsReadableFile(env) ? env : "";
-  if (const char* env = std::getenv("SDGRAPH_DEMO_MODEL"); env && *env)
-    return IsReadableFile(env) ? env : "";
-  if (std::string dir = FindInstalledDir(anchor_dir, "models", kDemoInpaintModelFile); !dir.empty())
-    return dir + "/" + kDemoInpaintModelFile;
-  return ShippedModelPath(kDemoInpaintModelFile);
+  if (auto env = FileFromEnv("SDGRAPH_DEMO_INPAINT_MODEL")) return *env;
+  if (auto env = FileFromEnv("SDGRAPH_DEMO_MODEL")) return *env;
+  return InstalledModelPath(anchor_dir, kDemoInpaintModelFile);
 }
 
 std::string DefaultModel(bool on_workers, const std::string& anchor_dir, bool inpainting) {

@@ -38,8 +38,8 @@ std::string DefaultModel(bool on_workers, const std::string& anchor_dir = "",
                          bool inpainting = false);
 
 // Where shipped file `file` (kDemoModelFile, kDemoControlNetFile, kDemoInpaintModelFile) is:
-// <executable>/../share/ sdgraph/models/, then the source tree's deploy/models/; "" when neither is
-// readable.
+// <executable>/../share/sdgraph/models/, then the source tree's deploy/models/; "" when neither
+// is readable.
 std::string ShippedModelPath(const std::string& file);
 
 // The path of the shipped model `name` names (its file name, with or without ".safetensors");

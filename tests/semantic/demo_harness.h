@@ -17,7 +17,9 @@
 #include "host_plugin/runtime/comfy_import.h"
 #include "host_plugin/runtime/graph.h"
 #include "nodes/ops/model_cache.h"
+#include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
+#include "nodes/weights/sd_config.h"
 #include "tests/semantic/image_scorer.h"
 #include "tests/test_util.h"
 
@@ -44,6 +46,31 @@ inline std::string ShippedDemoInpaintModel() {
   if (const char* candidate = std::getenv("SDGRAPH_DEMO_INPAINT_MODEL"); candidate && *candidate)
     return candidate;
   return std::string(SD_TEST_MODELS_DIR) + "/" + kDemoInpaintModelFile;
+}
+
+// Checks a shipped demo model file: fp16, at most 30 MB, detected as `config` with every key it
+// needs, 64 pixels native, saying that it is not Stable Diffusion, and made by `trainer` (its
+// recipe names it). *out: the checkpoint, for the caller's own checks.
+inline void ExpectShippedDemoFile(const std::string& path, const std::string& config,
+                                  const std::string& trainer,
+                                  std::shared_ptr<const Checkpoint>* out) {
+  auto ckpt = Checkpoint::Open(path);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  const auto shape_of = [&](const std::string& n) { return (*ckpt)->ShapeOf(n); };
+  EXPECT_LE((*ckpt)->file()->size(), 30u << 20);
+  EXPECT_EQ((*ckpt)->PredominantFloatDType(), DType::kF16);
+  auto detected = DetectConfig(shape_of);
+  ASSERT_TRUE(detected.ok()) << detected.status();
+  EXPECT_EQ(ConfigName(*detected), config);
+  EXPECT_TRUE(CheckKeys(*detected, shape_of).ok());
+  const auto& meta = (*ckpt)->metadata();
+  EXPECT_EQ(NativeSize(meta), 64);
+  ASSERT_TRUE(meta.count("sdgraph.description") && meta.count("sdgraph.recipe") &&
+              meta.count("sdgraph.config"));
+  EXPECT_NE(meta.at("sdgraph.description").find("not Stable Diffusion"), std::string::npos);
+  EXPECT_NE(meta.at("sdgraph.recipe").find(trainer), std::string::npos);
+  EXPECT_EQ(meta.at("sdgraph.config"), config);
+  *out = *std::move(ckpt);
 }
 
 // What the issue asks of the shipped model and the model does not do yet: reported as

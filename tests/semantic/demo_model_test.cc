@@ -83,21 +83,8 @@ void ExpectTxt2ImgGoals(const Tally& t, const std::string& label) {
 // The shipped file is what it says it is: fp16, small, detected as demo-shapes, declaring its
 // native size and that it is not Stable Diffusion.
 TEST(DemoModelTest, ShippedFileIsTheDemoModel) {
-  auto ckpt = Checkpoint::Open(ShippedDemoModel());
-  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
-  EXPECT_LE((*ckpt)->file()->size(), 30u << 20);
-  EXPECT_EQ((*ckpt)->PredominantFloatDType(), DType::kF16);
-  auto config = DetectConfig([&](const std::string& n) { return (*ckpt)->ShapeOf(n); });
-  ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(ConfigName(*config), "demo-shapes");
-  EXPECT_TRUE(CheckKeys(*config, [&](const std::string& n) { return (*ckpt)->ShapeOf(n); }).ok());
-  const auto& meta = (*ckpt)->metadata();
-  EXPECT_EQ(NativeSize(meta), 64);
-  ASSERT_TRUE(meta.count("sdgraph.description"));
-  EXPECT_NE(meta.at("sdgraph.description").find("not Stable Diffusion"), std::string::npos);
-  ASSERT_TRUE(meta.count("sdgraph.recipe"));
-  EXPECT_NE(meta.at("sdgraph.recipe").find("sd-train"), std::string::npos);
-  EXPECT_EQ(meta.at("sdgraph.config"), "demo-shapes");
+  std::shared_ptr<const Checkpoint> ckpt;
+  ExpectShippedDemoFile(ShippedDemoModel(), "demo-shapes", "sd-train", &ckpt);
 }
 
 // The autoencoder alone, on 120 drawn pictures (a seed training never used), through the stock

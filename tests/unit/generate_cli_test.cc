@@ -238,21 +238,35 @@ TEST_F(GenerateCliTest, NoModelMeansTheDemoModelAtItsNativeSize) {
   EXPECT_EQ(px->size(1), 64);
 }
 
+// A noiseless 64x64 picture of one shape in the demo model's colours, centred at (cx, 0.5), written
+// to `path`. Returns its pixels (uint8 [64, 64, 3]; undefined after reporting a failed write).
+torch::Tensor WriteShapePicture(const std::string& path, demo::Shape shape, const char* fg,
+                                const char* bg, demo::Size size, double cx) {
+  demo::Scene s;
+  s.shape = shape;
+  s.foreground = demo::ColourIndex(fg);
+  s.background = demo::ColourIndex(bg);
+  s.radius = demo::NominalRadius(size);
+  s.cx = cx;
+  std::mt19937_64 rng(1);
+  std::vector<uint8_t> rgb = demo::Render(s, 64, 0.0, rng);
+  torch::Tensor px = torch::from_blob(rgb.data(), {64, 64, 3}, torch::kUInt8).clone();
+  const absl::Status written = WriteImageRgb8(path, px, {});
+  if (!written.ok()) {
+    ADD_FAILURE() << written;
+    return {};
+  }
+  return px;
+}
+
 // No --model for inpaint: the demo model's inpainting variant (9 channels, inpaint9.pbtxt), which
 // draws the prompt's shape inside the mask; --strength is refused as for any such model.
 TEST_F(GenerateCliTest, NoModelInpaintsWithTheDemoInpaintingModel) {
-  demo::Scene s;
-  s.shape = demo::Shape::kCircle;
-  s.foreground = demo::ColourIndex("red");
-  s.background = demo::ColourIndex("blue");
-  s.radius = demo::NominalRadius(demo::Size::kSmall);
-  s.cx = 0.26;
-  std::mt19937_64 rng(1);
-  std::vector<uint8_t> px = demo::Render(s, 64, 0.0, rng);
   const std::string init = dir_->File("demo_init.png"), mask = dir_->File("demo_mask.png"),
                     out = dir_->File("demo_inpaint.png");
-  ASSERT_TRUE(
-      WriteImageRgb8(init, torch::from_blob(px.data(), {64, 64, 3}, torch::kUInt8), {}).ok());
+  const torch::Tensor px =
+      WriteShapePicture(init, demo::Shape::kCircle, "red", "blue", demo::Size::kSmall, 0.26);
+  ASSERT_TRUE(px.defined());
   torch::Tensor m = torch::zeros({64, 64, 3}, torch::kUInt8);
   m.slice(1, 32, 64).fill_(255);
   ASSERT_TRUE(WriteImageRgb8(mask, m).ok());
@@ -271,9 +285,7 @@ TEST_F(GenerateCliTest, NoModelInpaintsWithTheDemoInpaintingModel) {
   EXPECT_EQ(got.foreground, demo::ColourIndex("yellow"));
   EXPECT_EQ(got.background, demo::ColourIndex("blue"));
   // The kept half is the input's own pixels.
-  EXPECT_TRUE(
-      torch::equal(image->slice(1, 0, 32),
-                   torch::from_blob(px.data(), {64, 64, 3}, torch::kUInt8).slice(1, 0, 32)));
+  EXPECT_TRUE(torch::equal(image->slice(1, 0, 32), px.slice(1, 0, 32)));
   r = RunCommand(cmd + " --strength 0.5");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("9-channel inpainting models always start from noise"));
@@ -282,17 +294,10 @@ TEST_F(GenerateCliTest, NoModelInpaintsWithTheDemoInpaintingModel) {
 // The demo ControlNet, named by its file name as a user would (the shipped copy is found), draws
 // the shape where the sketch has it, in the prompt's colours, and is recorded.
 TEST_F(GenerateCliTest, TheDemoControlNetIsFoundByNameAndFollowsTheSketch) {
-  demo::Scene s;
-  s.shape = demo::Shape::kSquare;
-  s.foreground = demo::ColourIndex("black");
-  s.background = demo::ColourIndex("white");
-  s.radius = demo::NominalRadius(demo::Size::kMedium);
-  s.cx = 0.73;
-  std::mt19937_64 rng(1);
-  std::vector<uint8_t> px = demo::Render(s, 64, 0.0, rng);
   const std::string sketch = dir_->File("sketch.png"), out = dir_->File("steered_demo.png");
   ASSERT_TRUE(
-      WriteImageRgb8(sketch, torch::from_blob(px.data(), {64, 64, 3}, torch::kUInt8), {}).ok());
+      WriteShapePicture(sketch, demo::Shape::kSquare, "black", "white", demo::Size::kMedium, 0.73)
+          .defined());
   auto r = RunCommand(
       Bin() + " txt2img --prompt 'a red square on a yellow background' --controlnet " +
       kDemoControlNetFile + " --hint " + Quote(sketch) +

@@ -166,28 +166,40 @@ TEST(TrainSmokeTest, BadFlagsAreRefusedWithUsage) {
   EXPECT_NE(h.out.find("resume"), std::string::npos);
 }
 
+// A fine-tuning trainer (`tool`) on a tiny base model it writes to dir/base.safetensors: `steps`
+// steps straight into dir/a (progress with an ETA, one loss per step of `phase`), then into dir/b
+// stopped after `stop` steps and resumed. *flags: the flags of both runs but --out.
+void TrainStraightAndResumed(const testing::TempDir& dir, const std::string& tool,
+                             const std::string& phase, int steps, int stop, std::string* flags) {
+  const std::string base = dir.File("base.safetensors");
+  auto r = testing::RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " make-test-checkpoint " + base +
+                               " --tiny");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  *flags = " --model " + base + " --size 64 --steps " + std::to_string(steps) +
+           " --batch 4 --pool-size 16 --warmup-steps 3 --lr 1e-3 --log-every 8 --threads 1 "
+           "--seed 2";
+  r = testing::RunCommand(tool + " --out " + dir.File("a") + *flags);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ETA"), std::string::npos) << r.out;
+  ASSERT_EQ(Losses(dir.File("a/losses.tsv")).at(phase).size(), static_cast<size_t>(steps));
+  for (int stop_after : {stop, 0}) {
+    r = testing::RunCommand(
+        tool + " --out " + dir.File("b") + *flags +
+        (stop_after ? " --stop-after-steps " + std::to_string(stop_after) : ""));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+}
+
 // sd-train-controlnet on a tiny base model: it trains, a resumed run takes the same steps, and the
 // ControlNet it writes loads as one (unprefixed names, the base UNet's configuration) and steers
 // sd-graph's txt2img.
 TEST(TrainSmokeTest, AControlNetTrainsResumesAndSteersSdGraph) {
   testing::TempDir dir;
   const std::string base = dir.File("base.safetensors");
-  auto r = testing::RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " make-test-checkpoint " + base +
-                               " --tiny");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string flags = " --model " + base +
-                            " --size 64 --steps 24 --batch 4 --pool-size 16 --warmup-steps 3 "
-                            "--lr 1e-3 --log-every 8 --threads 1 --seed 2";
-  r = testing::RunCommand(kTrainControlNet + " --out " + dir.File("a") + flags);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("ETA"), std::string::npos) << r.out;
-  const auto losses = Losses(dir.File("a/losses.tsv"));
-  ASSERT_EQ(losses.at("controlnet").size(), 24u);
-  for (int stop : {10, 0}) {
-    r = testing::RunCommand(kTrainControlNet + " --out " + dir.File("b") + flags +
-                            (stop ? " --stop-after-steps " + std::to_string(stop) : ""));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
+  std::string flags;
+  ASSERT_NO_FATAL_FAILURE(
+      TrainStraightAndResumed(dir, kTrainControlNet, "controlnet", 24, 10, &flags));
+  testing::CommandResult r;
   // (The metadata differ: each records its own training time.)
   EXPECT_EQ(
       DifferingTensors(dir.File("a/controlnet.safetensors"), dir.File("b/controlnet.safetensors")),
@@ -231,21 +243,9 @@ TEST(TrainSmokeTest, AControlNetTrainsResumesAndSteersSdGraph) {
 TEST(TrainSmokeTest, AnInpaintingModelTrainsResumesAndInpaintsThroughSdGraph) {
   testing::TempDir dir;
   const std::string base = dir.File("base.safetensors");
-  auto r = testing::RunCommand(std::string(SD_TEST_SDGRAPH_BIN) + " make-test-checkpoint " + base +
-                               " --tiny");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string flags = " --model " + base +
-                            " --size 64 --steps 16 --batch 4 --pool-size 16 --warmup-steps 3 "
-                            "--lr 1e-3 --log-every 8 --threads 1 --seed 2";
-  r = testing::RunCommand(kTrainInpaint + " --out " + dir.File("a") + flags);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("ETA"), std::string::npos) << r.out;
-  ASSERT_EQ(Losses(dir.File("a/losses.tsv")).at("inpaint").size(), 16u);
-  for (int stop : {6, 0}) {
-    r = testing::RunCommand(kTrainInpaint + " --out " + dir.File("b") + flags +
-                            (stop ? " --stop-after-steps " + std::to_string(stop) : ""));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
+  std::string flags;
+  ASSERT_NO_FATAL_FAILURE(TrainStraightAndResumed(dir, kTrainInpaint, "inpaint", 16, 6, &flags));
+  testing::CommandResult r;
   const std::string model = dir.File("a/model.safetensors");
   EXPECT_EQ(DifferingTensors(model, dir.File("b/model.safetensors")), 0u)
       << "the straight and the resumed run wrote different models";

@@ -14,13 +14,10 @@
 #include "nodes/base/status_macros.h"
 #include "nodes/models/controlnet.h"
 #include "nodes/ops/canny.h"
-#include "nodes/schedulers/sampler.h"
 #include "nodes/text/clip_tokenizer.h"
-#include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
 #include "tools/train/fine_tune.h"
 #include "tools/train/shapes_dataset.h"
-#include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
 #include "tools/train/train_util.h"
 
@@ -108,19 +105,7 @@ void ControlNetTrainer::FillPool(int64_t chunk) {
     if (!edges.ok()) throw std::runtime_error(std::string(edges.status().message()));
     pool_hints_[i][0].copy_(edges->select(2, 0));
   }
-  std::vector<torch::Tensor> moments;
-  constexpr int64_t kEncodeBatch = 64;
-  for (int64_t done = 0; done < o_.pool_size; done += kEncodeBatch) {
-    const torch::Tensor x =
-        images.slice(0, done, std::min<int64_t>(o_.pool_size, done + kEncodeBatch))
-            .permute({0, 3, 1, 2})
-            .to(torch::kFloat32)
-            .div(127.5)
-            .sub(1.0)
-            .contiguous();
-    moments.push_back(m_.vae->EncodeMoments(x));
-  }
-  pool_moments_ = torch::cat(moments, 0);
+  pool_moments_ = EncodeMomentsInBatches(m_.vae, ToUnitRange(images));
   pool_chunk_ = chunk;
 }
 
@@ -130,15 +115,8 @@ torch::Tensor ControlNetTrainer::Loss(int64_t step) {
   const uint64_t seed = StepSeed(o_.seed, kPhase, step);
   torch::manual_seed(seed);
   std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
   const torch::Tensor pick = torch::randint(0, o_.pool_size, {n}, torch::kInt64);
-  torch::Tensor ids = torch::empty({n, ClipTokenizer::kContextLength}, torch::kInt64);
-  for (int64_t i = 0; i < n; ++i) {
-    const std::string& caption = pool_captions_[pick[i].item<int64_t>()];
-    const Tokenized t = tokenizer_->Encode(u(rng) < o_.uncond_fraction ? "" : caption);
-    std::memcpy(ids[i].data_ptr(), t.ids.data(), t.ids.size() * sizeof(int64_t));
-  }
-  const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
+  const torch::Tensor ids = CaptionIds(*tokenizer_, pool_captions_, pick, o_.uncond_fraction, rng);
   torch::Tensor x0, context, hint;
   {
     torch::NoGradGuard no_grad;
@@ -147,12 +125,10 @@ torch::Tensor ControlNetTrainer::Loss(int64_t step) {
     context = m_.clip->forward(ids);
     hint = pool_hints_.index_select(0, pick).to(torch::kFloat32).div(255.0).expand({n, 3, -1, -1});
   }
-  const torch::Tensor t = torch::randint(0, schedule.train_steps(), {n}, torch::kInt64);
-  const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, t).view({n, 1, 1, 1});
-  const torch::Tensor eps = torch::randn_like(x0);
-  const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
-  const std::vector<torch::Tensor> residuals = cn_->forward(xt, hint.contiguous(), t, context);
-  return (m_.unet->forward(xt, t, context, residuals) - eps).pow(2).mean();
+  const NoisedLatents noised = NoiseAtRandomSteps(x0);
+  const std::vector<torch::Tensor> residuals =
+      cn_->forward(noised.xt, hint.contiguous(), noised.t, context);
+  return (m_.unet->forward(noised.xt, noised.t, context, residuals) - noised.eps).pow(2).mean();
 }
 
 absl::Status ControlNetTrainer::Export() {
@@ -193,19 +169,12 @@ absl::Status ControlNetTrainer::Run() {
 }  // namespace
 
 absl::Status TrainControlNet(const ControlNetTrainOptions& options) {
-  SD_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(options.base_model));
-  SD_ASSIGN_OR_RETURN(SdConfig config,
-                      DetectConfig([&](const std::string& name) { return ckpt->ShapeOf(name); }));
-  if (config.unet.in_channels != 4)
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.base_model, ": an inpainting model (", config.unet.in_channels,
-                     " input channels); a ControlNet is trained for a 4-channel model"));
   ControlNetTrainOptions o = options;
-  if (o.size == 0) o.size = NativeSize(ckpt->metadata()).value_or(kSd1NativeSize);
-  SD_RETURN_IF_ERROR(CheckSize(o.size, config.unet, o.base_model));
-  SD_ASSIGN_OR_RETURN(auto tokenizer, StartTraining(o.out_dir, o.tokenizer_dir, o.threads));
+  SD_ASSIGN_OR_RETURN(
+      FineTuneStart start,
+      StartFineTune(&o, "an inpainting model", "a ControlNet is trained for a 4-channel model"));
   return CatchExceptions("training the ControlNet", [&]() -> absl::Status {
-    ControlNetTrainer trainer(o, config, std::move(tokenizer));
+    ControlNetTrainer trainer(o, start.config, std::move(start.tokenizer));
     return trainer.Run();
   });
 }

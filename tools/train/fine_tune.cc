@@ -1,15 +1,75 @@
 #include "tools/train/fine_tune.h"
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/status_macros.h"
+#include "nodes/schedulers/sampler.h"
+#include "nodes/weights/checkpoint.h"
+#include "nodes/weights/demo_model.h"
 #include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
 
 namespace sd::train {
+
+absl::StatusOr<FineTuneStart> StartFineTune(FineTuneOptions* o, const std::string& not_plain,
+                                            const std::string& advice) {
+  SD_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(o->base_model));
+  FineTuneStart start;
+  SD_ASSIGN_OR_RETURN(start.config,
+                      DetectConfig([&](const std::string& name) { return ckpt->ShapeOf(name); }));
+  if (start.config.unet.in_channels != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(o->base_model, ": ", not_plain, " (",
+                                                   start.config.unet.in_channels,
+                                                   " input channels); ", advice));
+  }
+  if (o->size == 0) o->size = NativeSize(ckpt->metadata()).value_or(kSd1NativeSize);
+  SD_RETURN_IF_ERROR(CheckSize(o->size, start.config.unet, o->base_model));
+  start.base_metadata = ckpt->metadata();
+  SD_ASSIGN_OR_RETURN(start.tokenizer, StartTraining(o->out_dir, o->tokenizer_dir, o->threads));
+  return start;
+}
+
+torch::Tensor ToUnitRange(const torch::Tensor& rgb) {
+  return rgb.permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1.0);
+}
+
+torch::Tensor EncodeMomentsInBatches(Vae& vae, const torch::Tensor& pictures) {
+  std::vector<torch::Tensor> moments;
+  constexpr int64_t kEncodeBatch = 64;
+  const int64_t n = pictures.size(0);
+  for (int64_t done = 0; done < n; done += kEncodeBatch)
+    moments.push_back(
+        vae->EncodeMoments(pictures.slice(0, done, std::min(n, done + kEncodeBatch)).contiguous()));
+  return torch::cat(moments, 0);
+}
+
+torch::Tensor CaptionIds(const ClipTokenizer& tokenizer, const std::vector<std::string>& captions,
+                         const torch::Tensor& pick, double uncond_fraction, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  const int64_t n = pick.size(0);
+  torch::Tensor ids = torch::empty({n, ClipTokenizer::kContextLength}, torch::kInt64);
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string& caption = captions[pick[i].item<int64_t>()];
+    const Tokenized t = tokenizer.Encode(u(rng) < uncond_fraction ? "" : caption);
+    std::memcpy(ids[i].data_ptr(), t.ids.data(), t.ids.size() * sizeof(int64_t));
+  }
+  return ids;
+}
+
+NoisedLatents NoiseAtRandomSteps(const torch::Tensor& x0) {
+  const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
+  const int64_t n = x0.size(0);
+  NoisedLatents out;
+  out.t = torch::randint(0, schedule.train_steps(), {n}, torch::kInt64);
+  const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, out.t).view({n, 1, 1, 1});
+  out.eps = torch::randn_like(x0);
+  out.xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * out.eps;
+  return out;
+}
 
 FineTuneLoop::FineTuneLoop(std::string tag, std::string state_prefix, const FineTuneOptions& o,
                            torch::nn::Module& net)

@@ -15,13 +15,52 @@
 #include <cstdint>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "nodes/models/vae.h"
+#include "nodes/text/clip_tokenizer.h"
+#include "nodes/weights/sd_config.h"
 #include "tools/train/fine_tune_options.h"
 #include "tools/train/train_util.h"
 
 namespace sd::train {
+
+// What a fine-tuning trainer starts from: the base model's configuration and metadata, and the
+// tokenizer.
+struct FineTuneStart {
+  SdConfig config;
+  std::map<std::string, std::string> base_metadata;
+  std::unique_ptr<ClipTokenizer> tokenizer;
+};
+
+// Reads the base model's configuration (a 4-channel UNet; else INVALID_ARGUMENT "<model>:
+// <not_plain> (N input channels); <advice>"), sets o->size to its native size when 0 and checks
+// it, then StartTraining (train_setup.h).
+absl::StatusOr<FineTuneStart> StartFineTune(FineTuneOptions* o, const std::string& not_plain,
+                                            const std::string& advice);
+
+// uint8 pictures [N, S, S, 3] -> float [N, 3, S, S] in [-1, 1].
+torch::Tensor ToUnitRange(const torch::Tensor& rgb);
+
+// The encoder's moments of pictures [N, 3, S, S] in [-1, 1], 64 at a time.
+torch::Tensor EncodeMomentsInBatches(Vae& vae, const torch::Tensor& pictures);
+
+// Token ids [n, 77] of the captions `pick` [n] chooses, each replaced by the empty prompt with
+// probability `uncond_fraction` (drawn from `rng`).
+torch::Tensor CaptionIds(const ClipTokenizer& tokenizer, const std::vector<std::string>& captions,
+                         const torch::Tensor& pick, double uncond_fraction, std::mt19937_64& rng);
+
+// Clean latents noised at timesteps drawn uniformly from SD's schedule (torch's generator):
+// xt = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps.
+struct NoisedLatents {
+  torch::Tensor t, eps, xt;
+};
+NoisedLatents NoiseAtRandomSteps(const torch::Tensor& x0);
 
 class FineTuneLoop {
  public:

@@ -5,19 +5,17 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nodes/base/exception_status.h"
 #include "nodes/base/status_macros.h"
-#include "nodes/schedulers/sampler.h"
 #include "nodes/text/clip_tokenizer.h"
-#include "nodes/weights/checkpoint.h"
 #include "nodes/weights/demo_model.h"
 #include "tools/train/fine_tune.h"
 #include "tools/train/shapes_dataset.h"
-#include "tools/train/train_setup.h"
 #include "tools/train/train_state.h"
 #include "tools/train/train_util.h"
 
@@ -30,18 +28,17 @@ constexpr int kPoolReuse = 4;
 
 class InpaintTrainer {
  public:
-  InpaintTrainer(const InpaintTrainOptions& o, const SdConfig& config,
-                 std::unique_ptr<ClipTokenizer> tokenizer)
+  InpaintTrainer(const InpaintTrainOptions& o, FineTuneStart start)
       : o_(o),
-        m_(config),
-        tokenizer_(std::move(tokenizer)),
+        m_(start.config),
+        tokenizer_(std::move(start.tokenizer)),
+        base_metadata_(std::move(start.base_metadata)),
         loop_("inpaint", "unet.", o, *m_.unet) {}
 
   absl::Status Run();
 
  private:
   absl::Status Init();
-  torch::Tensor EncodeMoments(const torch::Tensor& images);
   void FillPool(int64_t chunk);
   torch::Tensor Loss(int64_t step);
   absl::Status Export();
@@ -49,6 +46,7 @@ class InpaintTrainer {
   InpaintTrainOptions o_;
   Models m_;  // the UNet with 9 input channels
   std::unique_ptr<ClipTokenizer> tokenizer_;
+  std::map<std::string, std::string> base_metadata_;  // the base model's (its recipe)
   FineTuneLoop loop_;
   int64_t pool_chunk_ = -1;
   // Moments of the pictures and of the masked pictures [N, 2e, h, w]; the masks [N, 1, S, S].
@@ -64,18 +62,6 @@ absl::Status InpaintTrainer::Init() {
   for (torch::Tensor& p : m_.vae->parameters()) p.set_requires_grad(false);
   for (torch::Tensor& p : m_.unet->parameters()) p.set_requires_grad(true);
   return absl::OkStatus();
-}
-
-// uint8 pictures [N, S, S, 3] -> the encoder's moments, in batches.
-torch::Tensor InpaintTrainer::EncodeMoments(const torch::Tensor& images) {
-  std::vector<torch::Tensor> moments;
-  constexpr int64_t kEncodeBatch = 64;
-  const int64_t n = images.size(0);
-  for (int64_t done = 0; done < n; done += kEncodeBatch) {
-    moments.push_back(m_.vae->EncodeMoments(
-        images.slice(0, done, std::min(n, done + kEncodeBatch)).contiguous()));
-  }
-  return torch::cat(moments, 0);
 }
 
 // Samples, their captions, masks and the moments of the pictures with and without the masked
@@ -95,9 +81,10 @@ void InpaintTrainer::FillPool(int64_t chunk) {
     std::memcpy(pool_masks_[i].data_ptr(), sample.mask.data(), sample.mask.size());
     pool_captions_.push_back(std::move(sample.caption));
   }
-  const torch::Tensor x = images.permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1.0);
-  pool_moments_ = EncodeMoments(x);
-  pool_masked_moments_ = EncodeMoments(x * (1.0 - pool_masks_.to(torch::kFloat32)));
+  const torch::Tensor x = ToUnitRange(images);
+  pool_moments_ = EncodeMomentsInBatches(m_.vae, x);
+  pool_masked_moments_ =
+      EncodeMomentsInBatches(m_.vae, x * (1.0 - pool_masks_.to(torch::kFloat32)));
   pool_chunk_ = chunk;
 }
 
@@ -107,15 +94,8 @@ torch::Tensor InpaintTrainer::Loss(int64_t step) {
   const uint64_t seed = StepSeed(o_.seed, kPhase, step);
   torch::manual_seed(seed);
   std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0, 1);
   const torch::Tensor pick = torch::randint(0, o_.pool_size, {n}, torch::kInt64);
-  torch::Tensor ids = torch::empty({n, ClipTokenizer::kContextLength}, torch::kInt64);
-  for (int64_t i = 0; i < n; ++i) {
-    const std::string& caption = pool_captions_[pick[i].item<int64_t>()];
-    const Tokenized t = tokenizer_->Encode(u(rng) < o_.uncond_fraction ? "" : caption);
-    std::memcpy(ids[i].data_ptr(), t.ids.data(), t.ids.size() * sizeof(int64_t));
-  }
-  const NoiseSchedule& schedule = NoiseSchedule::StableDiffusion();
+  const torch::Tensor ids = CaptionIds(*tokenizer_, pool_captions_, pick, o_.uncond_fraction, rng);
   const int64_t e = m_.config.vae.embed_dim;
   const double scale = m_.config.vae.scale_factor;
   torch::Tensor x0, masked, mask, context;
@@ -127,22 +107,17 @@ torch::Tensor InpaintTrainer::Loss(int64_t step) {
     mask = torch::max_pool2d(pool_masks_.index_select(0, pick).to(torch::kFloat32), {8, 8});
     context = m_.clip->forward(ids);
   }
-  const torch::Tensor t = torch::randint(0, schedule.train_steps(), {n}, torch::kInt64);
-  const torch::Tensor abar = schedule.alphas_cumprod.index_select(0, t).view({n, 1, 1, 1});
-  const torch::Tensor eps = torch::randn_like(x0);
-  const torch::Tensor xt = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
-  const torch::Tensor input = torch::cat({xt, mask, masked}, 1);
-  return (m_.unet->forward(input, t, context) - eps).pow(2).mean();
+  const NoisedLatents noised = NoiseAtRandomSteps(x0);
+  const torch::Tensor input = torch::cat({noised.xt, mask, masked}, 1);
+  return (m_.unet->forward(input, noised.t, context) - noised.eps).pow(2).mean();
 }
 
 absl::Status InpaintTrainer::Export() {
   const std::string path =
       o_.export_path.empty() ? o_.out_dir + "/model.safetensors" : o_.export_path;
-  SD_ASSIGN_OR_RETURN(auto base, Checkpoint::Open(o_.base_model));
-  const auto& base_meta = base->metadata();
   auto base_value = [&](const char* key) {
-    auto it = base_meta.find(key);
-    return it == base_meta.end() ? std::string() : it->second;
+    auto it = base_metadata_.find(key);
+    return it == base_metadata_.end() ? std::string() : it->second;
   };
   const std::string base_name = std::filesystem::path(o_.base_model).filename().string();
   const std::map<std::string, std::string> metadata = {
@@ -165,10 +140,8 @@ absl::Status InpaintTrainer::Export() {
       {"sdgraph.train_seconds", absl::StrFormat("%.0f", loop_.seconds())},
       {"sdgraph.train_steps", std::to_string(loop_.step())},
   };
-  // ExportModel writes EMA weights; this trainer keeps none, so the "average" is the live UNet.
-  Ema live;
-  live.Reset(DiffusionParams(m_));
-  SD_RETURN_IF_ERROR(ExportModel(path, m_, live, metadata));
+  // No EMA here: the live weights are what ships.
+  SD_RETURN_IF_ERROR(ExportModel(path, m_, DiffusionParams(m_), metadata));
   std::printf("wrote %s after %s of training\n", path.c_str(), Duration(loop_.seconds()).c_str());
   return absl::OkStatus();
 }
@@ -182,20 +155,12 @@ absl::Status InpaintTrainer::Run() {
 }  // namespace
 
 absl::Status TrainInpainting(const InpaintTrainOptions& options) {
-  SD_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(options.base_model));
-  SD_ASSIGN_OR_RETURN(SdConfig config,
-                      DetectConfig([&](const std::string& name) { return ckpt->ShapeOf(name); }));
-  if (config.unet.in_channels != 4)
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.base_model, ": already an inpainting model (", config.unet.in_channels,
-                     " input channels); start from a 4-channel model"));
-  config.unet.in_channels = 9;
   InpaintTrainOptions o = options;
-  if (o.size == 0) o.size = NativeSize(ckpt->metadata()).value_or(kSd1NativeSize);
-  SD_RETURN_IF_ERROR(CheckSize(o.size, config.unet, o.base_model));
-  SD_ASSIGN_OR_RETURN(auto tokenizer, StartTraining(o.out_dir, o.tokenizer_dir, o.threads));
+  SD_ASSIGN_OR_RETURN(FineTuneStart start, StartFineTune(&o, "already an inpainting model",
+                                                         "start from a 4-channel model"));
+  start.config.unet.in_channels = 9;
   return CatchExceptions("training the inpainting UNet", [&]() -> absl::Status {
-    InpaintTrainer trainer(o, config, std::move(tokenizer));
+    InpaintTrainer trainer(o, std::move(start));
     return trainer.Run();
   });
 }

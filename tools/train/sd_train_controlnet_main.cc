@@ -2,13 +2,9 @@
 // made). See controlnet_trainer.h for the recipe.
 #include <cstdio>
 #include <string>
-#include <vector>
 
-#include "host_plugin/cli/args.h"
-#include "nodes/base/cpu_block_cache.h"
-#include "nodes/base/runtime_info.h"
 #include "tools/train/controlnet_trainer.h"
-#include "tools/train/train_flags.h"
+#include "tools/train/fine_tune_main.h"
 
 namespace {
 
@@ -41,39 +37,19 @@ std::string Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  sd::EnsureFastBlasKernels(argv);
-  const std::vector<std::string> argv_vec(argv + 1, argv + argc);
-  sd::cli::FlagSpec spec;
-  spec.with_value = sd::train::FineTuneFlagNames();
-  spec.with_value.insert({"canny-low", "canny-high"});
-  spec.switches = {"help"};
-  auto args = sd::cli::Args::Parse(argv_vec, spec);
-  if (!args.ok()) {
-    std::fprintf(stderr, "%s: %s\n\n%s", kTool, std::string(args.status().message()).c_str(),
-                 Usage().c_str());
-    return 2;
-  }
-  if (args->Has("help")) {
-    std::fputs(Usage().c_str(), stdout);
-    return 0;
-  }
   sd::train::ControlNetTrainOptions o;
-  using sd::train::ParseNumber;
-  if (!sd::train::ParseFineTuneFlags(kTool, *args, &o) ||
-      !ParseNumber(kTool, *args, "canny-low", &o.canny_low) ||
-      !ParseNumber(kTool, *args, "canny-high", &o.canny_high))
-    return 2;
-  if (o.canny_low < 0 || o.canny_high < o.canny_low || o.canny_high > 1023) {
-    std::fprintf(stderr, "%s: 0 <= --canny-low <= --canny-high <= 1023\n", kTool);
-    return 2;
-  }
-  // Training allocates and frees the same large activations every step: keep them mapped
-  // (nodes/base/cpu_block_cache.h).
-  sd::InstallCpuBlockCache();
-  const absl::Status s = sd::train::TrainControlNet(o);
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s: %s\n", kTool, s.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  sd::train::FineTuneTool tool{kTool, Usage(), {"canny-low", "canny-high"}};
+  tool.read_extra = [&](const sd::cli::Args& args) {
+    using sd::train::ParseNumber;
+    if (!ParseNumber(kTool, args, "canny-low", &o.canny_low) ||
+        !ParseNumber(kTool, args, "canny-high", &o.canny_high))
+      return false;
+    if (o.canny_low < 0 || o.canny_high < o.canny_low || o.canny_high > 1023) {
+      std::fprintf(stderr, "%s: 0 <= --canny-low <= --canny-high <= 1023\n", kTool);
+      return false;
+    }
+    return true;
+  };
+  tool.train = [&] { return sd::train::TrainControlNet(o); };
+  return sd::train::FineTuneMain(argc, argv, tool, &o);
 }

@@ -2,13 +2,9 @@
 // sd-train made). See inpaint_trainer.h for the recipe.
 #include <cstdio>
 #include <string>
-#include <vector>
 
-#include "host_plugin/cli/args.h"
-#include "nodes/base/cpu_block_cache.h"
-#include "nodes/base/runtime_info.h"
+#include "tools/train/fine_tune_main.h"
 #include "tools/train/inpaint_trainer.h"
-#include "tools/train/train_flags.h"
 
 namespace {
 
@@ -42,30 +38,8 @@ std::string Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  sd::EnsureFastBlasKernels(argv);
-  const std::vector<std::string> argv_vec(argv + 1, argv + argc);
-  sd::cli::FlagSpec spec;
-  spec.with_value = sd::train::FineTuneFlagNames();
-  spec.switches = {"help"};
-  auto args = sd::cli::Args::Parse(argv_vec, spec);
-  if (!args.ok()) {
-    std::fprintf(stderr, "%s: %s\n\n%s", kTool, std::string(args.status().message()).c_str(),
-                 Usage().c_str());
-    return 2;
-  }
-  if (args->Has("help")) {
-    std::fputs(Usage().c_str(), stdout);
-    return 0;
-  }
   sd::train::InpaintTrainOptions o;
-  if (!sd::train::ParseFineTuneFlags(kTool, *args, &o)) return 2;
-  // Training allocates and frees the same large activations every step: keep them mapped
-  // (nodes/base/cpu_block_cache.h).
-  sd::InstallCpuBlockCache();
-  const absl::Status s = sd::train::TrainInpainting(o);
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s: %s\n", kTool, s.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  sd::train::FineTuneTool tool{kTool, Usage(), {}};
+  tool.train = [&] { return sd::train::TrainInpainting(o); };
+  return sd::train::FineTuneMain(argc, argv, tool, &o);
 }

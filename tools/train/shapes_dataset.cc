@@ -35,22 +35,34 @@ bool Inside(Shape shape, double x, double y) {
   return false;
 }
 
-// The share of pixel (x, y) that `scene`'s shape covers (4x4 supersampling).
-double Coverage(const Scene& scene, int size, int x, int y) {
-  constexpr int kSub = 4;
-  const double radius_px = scene.radius * size, cx = scene.cx * size, cy = scene.cy * size;
-  const double c = std::cos(scene.rotation), s = std::sin(scene.rotation);
-  int hits = 0;
-  for (int sy = 0; sy < kSub; ++sy) {
-    for (int sx = 0; sx < kSub; ++sx) {
-      const double px = x + (sx + 0.5) / kSub - cx, py = y + (sy + 0.5) / kSub - cy;
-      // Into the shape's own frame: undo the rotation, scale by the radius.
-      const double u = (c * px + s * py) / radius_px, v = (-s * px + c * py) / radius_px;
-      hits += Inside(scene.shape, u, v) ? 1 : 0;
+// A scene's shape in pixels, with its rotation's cosine and sine worked out once per picture.
+struct ShapeInPixels {
+  ShapeInPixels(const Scene& scene, int size)
+      : shape(scene.shape),
+        radius(scene.radius * size),
+        cx(scene.cx * size),
+        cy(scene.cy * size),
+        c(std::cos(scene.rotation)),
+        s(std::sin(scene.rotation)) {}
+
+  // The share of pixel (x, y) the shape covers (4x4 supersampling).
+  double Coverage(int x, int y) const {
+    constexpr int kSub = 4;
+    int hits = 0;
+    for (int sy = 0; sy < kSub; ++sy) {
+      for (int sx = 0; sx < kSub; ++sx) {
+        const double px = x + (sx + 0.5) / kSub - cx, py = y + (sy + 0.5) / kSub - cy;
+        // Into the shape's own frame: undo the rotation, scale by the radius.
+        const double u = (c * px + s * py) / radius, v = (-s * px + c * py) / radius;
+        hits += Inside(shape, u, v) ? 1 : 0;
+      }
     }
+    return hits / double(kSub * kSub);
   }
-  return hits / double(kSub * kSub);
-}
+
+  Shape shape;
+  double radius, cx, cy, c, s;
+};
 
 // A rectangle in fractions of the width: [x0, x1) x [y0, y1).
 struct Box {
@@ -239,12 +251,14 @@ std::vector<uint8_t> Render(const std::vector<Scene>& scenes, int size, double n
   const auto& bg = Palette()[scenes.at(0).background].rgb;
   std::normal_distribution<double> noise(0.0, noise_sigma);
   std::vector<uint8_t> out(static_cast<size_t>(size) * size * 3);
+  std::vector<ShapeInPixels> shapes;
+  for (const Scene& scene : scenes) shapes.emplace_back(scene, size);
   for (int y = 0; y < size; ++y) {
     for (int x = 0; x < size; ++x) {
       std::array<double, 3> value = {double(bg[0]), double(bg[1]), double(bg[2])};
-      for (const Scene& scene : scenes) {
-        const double a = Coverage(scene, size, x, y);
-        const auto& fg = Palette()[scene.foreground].rgb;
+      for (size_t i = 0; i < scenes.size(); ++i) {
+        const double a = shapes[i].Coverage(x, y);
+        const auto& fg = Palette()[scenes[i].foreground].rgb;
         for (int ch = 0; ch < 3; ++ch) value[ch] = a * fg[ch] + (1 - a) * value[ch];
       }
       for (int ch = 0; ch < 3; ++ch) {

@@ -72,8 +72,8 @@ inline std::string FineTuneFlagsHelp(const FineTuneOptions& d, const char* expor
       d.log_every);
 }
 
-// Parses the flags of FineTuneNames() into *o and checks their ranges; false after saying why on
-// stderr (as `tool`). --model and --out are required.
+// Parses the flags of FineTuneFlagNames() into *o and checks their ranges; false after saying why
+// on stderr (as `tool`). --model and --out are required.
 inline bool ParseFineTuneFlags(const char* tool, const sd::cli::Args& args, FineTuneOptions* o) {
   if (!args.Has("model") || !args.Has("out")) {
     std::fprintf(stderr, "%s: --model MODEL and --out DIR are required\n", tool);

@@ -225,16 +225,21 @@ absl::Status Fp16Safetensors::Write(const std::string& path,
 
 absl::Status ExportModel(const std::string& path, Models& m, const Ema& ema,
                          const std::map<std::string, std::string>& metadata) {
-  Fp16Safetensors file;
   // The EMA shadows follow DiffusionParams' order: CLIP's parameters, then the UNet's.
-  std::vector<torch::Tensor> live = DiffusionParams(m);
-  if (ema.shadow.size() != live.size())
-    return absl::InternalError("EMA and model parameters disagree");
+  return ExportModel(path, m, ema.shadow, metadata);
+}
+
+absl::Status ExportModel(const std::string& path, Models& m,
+                         const std::vector<torch::Tensor>& clip_unet,
+                         const std::map<std::string, std::string>& metadata) {
+  Fp16Safetensors file;
+  if (clip_unet.size() != DiffusionParams(m).size())
+    return absl::InternalError("the weights to export and the model's parameters disagree");
   size_t i = 0;
   for (const auto& kv : m.clip->named_parameters())
-    file.Add(kClipPrefix + kv.key(), ema.shadow[i++]);
+    file.Add(kClipPrefix + kv.key(), clip_unet[i++]);
   for (const auto& kv : m.unet->named_parameters())
-    file.Add(kUNetPrefix + kv.key(), ema.shadow[i++]);
+    file.Add(kUNetPrefix + kv.key(), clip_unet[i++]);
   for (const auto& kv : m.vae->named_parameters()) file.Add(kVaePrefix + kv.key(), kv.value());
   return file.Write(path, metadata);
 }

@@ -95,5 +95,9 @@ class Fp16Safetensors {
 // Writes the VAE and the EMA weights of CLIP and the UNet in fp16, under their checkpoint names.
 absl::Status ExportModel(const std::string& path, Models& m, const Ema& ema,
                          const std::map<std::string, std::string>& metadata);
+// The same with `clip_unet` (in DiffusionParams' order) as CLIP's and the UNet's weights.
+absl::Status ExportModel(const std::string& path, Models& m,
+                         const std::vector<torch::Tensor>& clip_unet,
+                         const std::map<std::string, std::string>& metadata);
 
 }  // namespace sd::train
